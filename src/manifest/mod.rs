@@ -1,0 +1,140 @@
+//! The manifest: TOML in, a validated [`Manifest`] and its expanded [`Variant`]s out.
+//!
+//! Three pure stages, each a function: [`raw`] mirrors the TOML, [`validate`] turns it into
+//! typed settings and parameter layers while collecting *every* problem with its line and
+//! key, [`expand`] crosses stems, variants, matrices and takes into the variant list. Only
+//! [`load`] touches the file system.
+
+mod expand;
+mod raw;
+mod settings;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::variant::Variant;
+
+pub use settings::{ApiSettings, Rate, RunSettings, UploadMode, UploadSettings};
+
+/// A validated manifest with its variants in manifest order.
+#[derive(Debug)]
+pub struct Manifest {
+    /// The manifest file as given.
+    pub path: PathBuf,
+    /// `[api]`
+    pub api: ApiSettings,
+    /// `[run]`
+    pub run: RunSettings,
+    /// `[upload]`
+    pub upload: UploadSettings,
+    /// Every (stem, variant, take), in manifest order.
+    pub variants: Vec<Variant>,
+}
+
+impl Manifest {
+    /// The folder that relative paths of the manifest are relative to.
+    pub fn dir(&self) -> &Path {
+        match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        }
+    }
+}
+
+/// One thing wrong with a manifest, located.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// 1-based line in the manifest.
+    pub line: usize,
+    /// The TOML key path, e.g. `stem[2].variant[1].style_weight`.
+    pub field: String,
+    /// What is wrong, as a lowercase fragment.
+    pub message: String,
+}
+
+/// Why a manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read manifest {}: {source}", path.display())]
+    Read {
+        /// The manifest path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid manifest.
+    #[error("{}", render_problems(path, problems))]
+    Invalid {
+        /// The manifest path.
+        path: PathBuf,
+        /// Every problem found, by line.
+        problems: Vec<Problem>,
+    },
+}
+
+/// How many problems are printed before the rest are counted.
+const PROBLEMS_SHOWN: usize = 50;
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "manifest {} has {} problem{}:",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for problem in problems.iter().take(PROBLEMS_SHOWN) {
+        out.push_str(&format!("\n  {}:{problem}", path.display()));
+    }
+    if problems.len() > PROBLEMS_SHOWN {
+        out.push_str(&format!(
+            "\n  ... and {} more",
+            problems.len() - PROBLEMS_SHOWN
+        ));
+    }
+    out
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.line, self.field, self.message)
+    }
+}
+
+/// Reads, validates and expands the manifest at `path`.
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Validates and expands manifest text; `path` names it in errors and anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    let invalid = |problems| ManifestError::Invalid {
+        path: path.to_owned(),
+        problems,
+    };
+    let lines = validate::LineIndex::new(text);
+    let raw: raw::RawManifest =
+        toml::from_str(text).map_err(|err| invalid(vec![lines.toml_error(&err)]))?;
+    let mut problems = validate::Problems::new(&lines);
+    let validated = validate::validate(&raw, &mut problems);
+    let variants = expand::expand(&validated.stems, &mut problems);
+    let problems = problems.into_sorted();
+    if !problems.is_empty() {
+        return Err(invalid(problems));
+    }
+    Ok(Manifest {
+        path: path.to_owned(),
+        api: validated.api,
+        run: validated.run,
+        upload: validated.upload,
+        variants,
+    })
+}
+
+#[cfg(test)]
+mod tests;

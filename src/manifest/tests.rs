@@ -1,0 +1,226 @@
+//! Validation as tables of inline TOML and the exact problem they must produce.
+
+use super::*;
+
+const DEFAULTS: &str =
+    "[defaults]\ntitle = \"{stem} {variant}\"\ntags = \"pop\"\nnegative_tags = \"\"\n";
+
+fn parse_text(text: &str) -> Result<Manifest, ManifestError> {
+    parse(Path::new("m.toml"), text)
+}
+
+fn problems_of(text: &str) -> Vec<String> {
+    match parse_text(text) {
+        Ok(_) => Vec::new(),
+        Err(ManifestError::Invalid { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+#[test]
+fn every_rule_names_line_and_field() {
+    let stem = "[[stem]]\nurl = \"https://x.com/a.mp3\"\n";
+    let cases: &[(&str, &str)] = &[
+        // A missing required parameter.
+        (
+            "[[stem]]\nurl = \"https://x.com/a.mp3\"\ntitle = \"t\"\nnegative_tags = \"\"\n",
+            "1: stem[1].tags: tags is required and set neither here, in its stem nor in [defaults] (an empty string is allowed)",
+        ),
+        // Out of range and over-precise weights.
+        (
+            &format!("{DEFAULTS}{stem}style_weight = 1.5\n"),
+            "7: stem[1].style_weight: 1.5 is outside 0..1",
+        ),
+        (
+            &format!("{DEFAULTS}{stem}audio_weight = 0.555\n"),
+            "7: stem[1].audio_weight: 0.555 has more than 2 decimals",
+        ),
+        // Unknown model and gender.
+        (
+            &format!("{DEFAULTS}{stem}model = \"V3\"\n"),
+            "7: stem[1].model: unknown model \"V3\" (expected V4_5PLUS or V5)",
+        ),
+        (
+            &format!("{DEFAULTS}{stem}vocal_gender = \"x\"\n"),
+            "7: stem[1].vocal_gender: unknown vocal gender \"x\" (expected m or f)",
+        ),
+        // A title over 100 characters once resolved.
+        (
+            &format!("{DEFAULTS}{stem}title = \"{}\"\n", "x".repeat(101)),
+            "7: stem[1].title: the title of stem \"a\" variant \"default\" is 101 characters, more than the provider's 100: \"",
+        ),
+        // Two variants of one stem with the same name.
+        (
+            &format!("{DEFAULTS}{stem}[[stem.variant]]\nname = \"v\"\n[[stem.variant]]\nname = \"v\"\ntags = \"x\"\n"),
+            "10: stem[1].variant[2].name: stem \"a\" has two variants named \"v\" (the other is on line 8)",
+        ),
+        // An unknown key.
+        (
+            &format!("{DEFAULTS}{stem}stlye_weight = 0.5\n"),
+            "7: stlye_weight: unknown field `stlye_weight`",
+        ),
+        // Local stems are a later capability.
+        (
+            &format!("{DEFAULTS}[[stem]]\npath = \"a.wav\"\n"),
+            "6: stem[1].path: local stems (path) are not supported yet (hint: give the stem a url)",
+        ),
+        (
+            &format!("{DEFAULTS}[[stem]]\nname = \"a\"\n"),
+            "5: stem[1]: needs exactly one of url, path, glob",
+        ),
+        (
+            &format!("{DEFAULTS}{stem}[stem.matrix]\ntags = []\n"),
+            "8: stem[1].matrix.tags: a matrix list must not be empty",
+        ),
+        (
+            &format!("{DEFAULTS}{stem}title = \"{{stem}} {{song}}\"\n"),
+            "7: stem[1].title: unknown placeholder {song} (known: {stem} {variant} {take})",
+        ),
+        (
+            &format!("{DEFAULTS}[run]\nsubmit_rate = \"fast\"\n{stem}"),
+            "6: run.submit_rate: \"fast\" is not a rate",
+        ),
+        (
+            &format!("{DEFAULTS}[run]\ntask_timeout = \"soon\"\n{stem}"),
+            "6: run.task_timeout: \"soon\" is not a duration",
+        ),
+        (
+            &format!("{DEFAULTS}[run]\nconcurrency = 0\n{stem}"),
+            "6: run.concurrency: 0 is outside 1..100000",
+        ),
+        (
+            &format!("{DEFAULTS}{stem}{stem}"),
+            "7: stem[2].name: two stems are named \"a\" (the other is on line 5); set name to tell them apart",
+        ),
+        (
+            &format!("{DEFAULTS}{stem}title = \"same\"\n[[stem.variant]]\nname = \"x\"\n[[stem.variant]]\nname = \"y\"\n"),
+            "11: stem[1].variant[2]: variant \"y\" of stem \"a\" sends exactly what variant \"x\" of stem \"a\" sends",
+        ),
+        (
+            &format!("{DEFAULTS}[[stem]]\nurl = \"ftp://x.com/a.mp3\"\n"),
+            "6: stem[1].url: \"ftp://x.com/a.mp3\" must be an http:// or https:// URL",
+        ),
+    ];
+    for (text, expected) in cases {
+        let problems = problems_of(text);
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "for manifest:\n{text}\nexpected a problem starting with\n  {expected}\ngot\n  {problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = format!(
+        "{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\nstyle_weight = 2.0\nmodel = \"V9\"\n[[stem]]\nurl = \"https://x.com/b.mp3\"\nvocal_gender = \"q\"\n"
+    );
+    let problems = problems_of(&text);
+    assert_eq!(problems.len(), 3, "{problems:#?}");
+    assert!(problems[0].starts_with("7: stem[1].style_weight"));
+    assert!(problems[1].starts_with("8: stem[1].model"));
+    assert!(problems[2].starts_with("11: stem[2].vocal_gender"));
+}
+
+#[test]
+fn the_error_names_the_file() {
+    let err = parse_text("[[stem]]\nurl = 3\n").unwrap_err().to_string();
+    assert!(
+        err.starts_with("manifest m.toml has 1 problem:\n  m.toml:2: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn inheritance_matrix_variants_and_takes_expand_in_order() {
+    let text = format!(
+        "{DEFAULTS}style_weight = 0.5\nvocal_gender = \"f\"\n\
+         [[stem]]\nurl = \"https://x.com/ballad.mp3\"\ntags = \"soft\"\ntakes = 2\n\
+         [[stem.variant]]\nname = \"piano\"\ntags = \"piano\"\nstyle_weight = 0.8\n\
+         [[stem.variant]]\nname = \"plain\"\n\
+         [[stem]]\nname = \"hook\"\nurl = \"https://x.com/h.mp3\"\n\
+         [stem.matrix]\nstyle_weight = [0.3, 0.8]\ntags = [\"lofi, chill\", \"jazz\"]\n"
+    );
+    let manifest = parse_text(&text).unwrap();
+    let summary: Vec<_> = manifest
+        .variants
+        .iter()
+        .map(|v| {
+            format!(
+                "{}/{}/t{} {} [{}] {}",
+                v.stem.name,
+                v.name,
+                v.take,
+                v.params.title,
+                v.params.tags,
+                v.params.style_weight.unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "ballad/piano/t1 ballad piano [piano] 0.8",
+            "ballad/piano/t2 ballad piano [piano] 0.8",
+            "ballad/plain/t1 ballad plain [soft] 0.5",
+            "ballad/plain/t2 ballad plain [soft] 0.5",
+            "hook/lofi-chill_0-3/t1 hook lofi-chill_0-3 [lofi, chill] 0.3",
+            "hook/lofi-chill_0-8/t1 hook lofi-chill_0-8 [lofi, chill] 0.8",
+            "hook/jazz_0-3/t1 hook jazz_0-3 [jazz] 0.3",
+            "hook/jazz_0-8/t1 hook jazz_0-8 [jazz] 0.8",
+        ]
+    );
+    assert!(manifest
+        .variants
+        .iter()
+        .all(|v| v.params.vocal_gender == Some(crate::variant::VocalGender::Female)));
+    assert_eq!(manifest.variants[0].file_base(), "piano-t1");
+    assert_eq!(manifest.variants[4].file_base(), "lofi-chill_0-3");
+}
+
+#[test]
+fn listed_variants_cross_with_the_matrix() {
+    let text = format!(
+        "{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n\
+         [[stem.variant]]\nname = \"v1\"\n[[stem.variant]]\nname = \"v2\"\nmodel = \"V5\"\n\
+         [stem.matrix]\ntags = [\"a\", \"b\"]\n"
+    );
+    let names: Vec<_> = parse_text(&text)
+        .unwrap()
+        .variants
+        .iter()
+        .map(|v| format!("{} {}", v.name, v.params.model.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        ["v1_a V4_5PLUS", "v1_b V4_5PLUS", "v2_a V5", "v2_b V5"]
+    );
+}
+
+#[test]
+fn run_settings_default_as_the_spec_says() {
+    let manifest = parse_text(&format!(
+        "{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n"
+    ))
+    .unwrap();
+    assert_eq!(manifest.run, RunSettings::default());
+    assert_eq!(manifest.run.concurrency, 8);
+    assert_eq!(
+        manifest.run.submit_rate.period(),
+        std::time::Duration::from_secs(3)
+    );
+    assert_eq!(manifest.api.key_env, "VIDGO_API_KEY");
+    assert_eq!(manifest.variants.len(), 1);
+    assert_eq!(manifest.variants[0].name, "default");
+}
+
+#[test]
+fn variant_ids_are_stable_across_parses_and_change_with_parameters() {
+    let text = format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n");
+    let first = parse_text(&text).unwrap().variants[0].id.clone();
+    assert_eq!(first, parse_text(&text).unwrap().variants[0].id);
+    let changed = text.replace("tags = \"pop\"", "tags = \"rock\"");
+    assert_ne!(first, parse_text(&changed).unwrap().variants[0].id);
+}
