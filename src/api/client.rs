@@ -1,0 +1,274 @@
+//! A typed client for the endpoints of API.md over reqwest.
+//!
+//! It makes exactly one HTTP call per method call: pacing and retries belong to the
+//! caller (see [`super::retry`]), so every attempt can be paced and journaled.
+
+use std::fmt;
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use reqwest::{RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+use super::types::{Balance, Envelope, SubmitData, SubmitRequest, TaskDetail};
+
+/// How long a connection may take to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one API call may take in all.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The API key. Its `Debug` hides it, and it has no `Display`: it cannot reach a log.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps a key.
+    pub fn new(key: impl Into<String>) -> Self {
+        ApiKey(key.into())
+    }
+
+    /// Reads the key from the environment variable `name`.
+    pub fn from_env(name: &str) -> Result<Self, String> {
+        match std::env::var(name) {
+            Ok(key) if !key.trim().is_empty() => Ok(ApiKey(key.trim().to_owned())),
+            _ => Err(format!(
+                "the API key is missing: set the environment variable {name} (or api.key_env in the manifest)"
+            )),
+        }
+    }
+
+    /// Whether `header` is `Bearer <this key>`; for the simulator's check.
+    pub fn matches_bearer(&self, header: &str) -> bool {
+        header.strip_prefix("Bearer ") == Some(self.0.as_str())
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// What went wrong with one API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No connection was made: the request never left.
+    #[error("could not connect: {0}")]
+    Connect(String),
+    /// The call took longer than its timeout; it may have been processed.
+    #[error("timed out waiting for the answer")]
+    Timeout,
+    /// The connection broke (reset, closed) after it was made; it may have been processed.
+    #[error("connection failed: {0}")]
+    Transport(String),
+    /// The provider answered with an error, by HTTP status or by the body's `code`.
+    #[error("HTTP {status}: {message}")]
+    Status {
+        /// The HTTP status, or the body's `code` when the HTTP status was 200.
+        status: u16,
+        /// The provider's message.
+        message: String,
+        /// `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// A success status whose body could not be read.
+    #[error("unreadable answer: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    /// Converts a reqwest failure, keeping whether the request could have been sent.
+    pub fn from_reqwest(err: &reqwest::Error) -> Self {
+        if err.is_connect() {
+            ApiError::Connect(error_chain(err))
+        } else if err.is_timeout() {
+            ApiError::Timeout
+        } else {
+            ApiError::Transport(error_chain(err))
+        }
+    }
+}
+
+/// The error and its sources on one line; reqwest's own message alone says too little.
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The provider's API at one base URL with one key.
+#[derive(Clone, Debug)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base_url: String,
+    key: ApiKey,
+}
+
+impl ApiClient {
+    /// A client with the standard timeouts.
+    pub fn new(base_url: &str, key: ApiKey) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("stembatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Transport(error_chain(&e)))?;
+        Ok(ApiClient {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            key,
+        })
+    }
+
+    /// The base URL, without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `POST /api/generate/submit`: creates (and bills) a task.
+    pub async fn submit(&self, request: &SubmitRequest) -> Result<SubmitData, ApiError> {
+        let url = format!("{}/api/generate/submit", self.base_url);
+        self.call(self.http.post(url).json(request)).await
+    }
+
+    /// `GET /api/generate/detail/music?task_id=…`
+    pub async fn detail(&self, task_id: &str) -> Result<TaskDetail, ApiError> {
+        let url = format!("{}/api/generate/detail/music", self.base_url);
+        self.call(self.http.get(url).query(&[("task_id", task_id)]))
+            .await
+    }
+
+    /// `GET /api/user/balance`
+    pub async fn balance(&self) -> Result<Balance, ApiError> {
+        let url = format!("{}/api/user/balance", self.base_url);
+        self.call(self.http.get(url)).await
+    }
+
+    async fn call<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, ApiError> {
+        let response = request
+            .bearer_auth(&self.key.0)
+            .send()
+            .await
+            .map_err(|e| ApiError::from_reqwest(&e))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .map(Duration::from_secs_f64);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::from_reqwest(&e))?;
+        decode_answer(status, retry_after, &body)
+    }
+}
+
+/// Reads an answer: an HTTP error, a body-level error code, or the data.
+fn decode_answer<T: DeserializeOwned>(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let envelope = serde_json::from_slice::<Envelope<serde_json::Value>>(body);
+    let message = |fallback: &str| {
+        envelope
+            .as_ref()
+            .ok()
+            .and_then(|e| e.text())
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let text = String::from_utf8_lossy(body);
+                let text = text.trim();
+                if text.is_empty() {
+                    fallback.to_owned()
+                } else {
+                    text.chars().take(200).collect()
+                }
+            })
+    };
+    if !status.is_success() {
+        return Err(ApiError::Status {
+            status: status.as_u16(),
+            message: message(status.canonical_reason().unwrap_or("error")),
+            retry_after,
+        });
+    }
+    let code = envelope.as_ref().map(|e| e.code).unwrap_or(None);
+    if let Some(code) = code.filter(|&code| code != 200) {
+        return Err(ApiError::Status {
+            status: u16::try_from(code).unwrap_or(500),
+            message: message("error"),
+            retry_after,
+        });
+    }
+    let envelope = envelope.map_err(|e| ApiError::Decode(e.to_string()))?;
+    let data = envelope
+        .data
+        .ok_or_else(|| ApiError::Decode("the answer has no data".into()))?;
+    serde_json::from_value(data).map_err(|e| ApiError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::TaskStatus;
+
+    #[test]
+    fn a_200_with_an_error_code_is_that_error() {
+        let body = br#"{"code":402,"msg":"insufficient credits"}"#;
+        let err = decode_answer::<SubmitData>(StatusCode::OK, None, body).unwrap_err();
+        assert!(
+            matches!(err, ApiError::Status { status: 402, ref message, .. } if message == "insufficient credits"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn http_errors_carry_the_body_message_and_retry_after() {
+        let body = br#"{"code":429,"message":"slow down"}"#;
+        let err = decode_answer::<SubmitData>(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(3)),
+            body,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "HTTP 429: slow down");
+        assert!(
+            matches!(err, ApiError::Status { retry_after: Some(d), .. } if d == Duration::from_secs(3))
+        );
+        let err =
+            decode_answer::<SubmitData>(StatusCode::BAD_GATEWAY, None, b"<html>bad gateway</html>")
+                .unwrap_err();
+        assert_eq!(err.to_string(), "HTTP 502: <html>bad gateway</html>");
+    }
+
+    #[test]
+    fn success_decodes_the_data() {
+        let body =
+            br#"{"code":200,"data":{"task_id":"t1","status":"running","files":[],"progress":12}}"#;
+        let detail: TaskDetail = decode_answer(StatusCode::OK, None, body).unwrap();
+        assert_eq!(
+            (detail.task_id.as_str(), detail.status),
+            ("t1", TaskStatus::Running)
+        );
+        let err = decode_answer::<TaskDetail>(StatusCode::OK, None, b"not json").unwrap_err();
+        assert!(matches!(err, ApiError::Decode(_)));
+    }
+
+    #[test]
+    fn the_key_never_shows_in_debug_output() {
+        let key = ApiKey::new("sk-very-secret");
+        let client = ApiClient::new("http://127.0.0.1:1", key.clone()).unwrap();
+        assert!(!format!("{key:?} {client:?}").contains("sk-very-secret"));
+        assert!(key.matches_bearer("Bearer sk-very-secret"));
+        assert!(!key.matches_bearer("Bearer other"));
+    }
+}

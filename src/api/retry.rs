@@ -1,0 +1,218 @@
+//! The failure policy as data: which outcomes are retried, how long to wait, and which
+//! stop the whole account. Pure: no clock, no randomness of its own.
+
+use std::time::Duration;
+
+use super::client::ApiError;
+
+/// Whether repeating a call can create something twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    /// Reads and downloads: repeating them is harmless.
+    Idempotent,
+    /// A submit: creates and bills a task, and the API has no idempotency key.
+    Submit,
+}
+
+/// Why the account cannot go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountStop {
+    /// 401/403: the key is missing, wrong or revoked.
+    BadKey,
+    /// 402: no credits left.
+    NoCredits,
+}
+
+/// What to do after a failed call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Try again, not before `after` when the provider said so.
+    Retry {
+        /// The provider's `Retry-After`.
+        after: Option<Duration>,
+    },
+    /// The request itself is wrong (400, 404, 422): trying again gives the same answer.
+    Reject,
+    /// A submit may or may not have created a task: never repeated blindly.
+    OutcomeUnknown,
+    /// The account cannot go on.
+    Stop(AccountStop),
+}
+
+/// Classifies one failed call.
+///
+/// A submit is repeated only when the failure proves no task was created: no connection
+/// was made, the provider rate-limited it (429), or said it is unavailable (503, which the
+/// provider answers before it accepts work). Any other server error, a timeout or a broken
+/// connection leaves the outcome unknown.
+pub fn classify(err: &ApiError, kind: CallKind) -> Verdict {
+    let status = match err {
+        ApiError::Connect(_) => return Verdict::Retry { after: None },
+        ApiError::Timeout | ApiError::Transport(_) | ApiError::Decode(_) => {
+            return match kind {
+                CallKind::Idempotent => Verdict::Retry { after: None },
+                CallKind::Submit => Verdict::OutcomeUnknown,
+            }
+        }
+        ApiError::Status {
+            status,
+            retry_after,
+            ..
+        } => match status {
+            429 | 503 => {
+                return Verdict::Retry {
+                    after: *retry_after,
+                }
+            }
+            _ => *status,
+        },
+    };
+    match (status, kind) {
+        (401 | 403, _) => Verdict::Stop(AccountStop::BadKey),
+        (402, _) => Verdict::Stop(AccountStop::NoCredits),
+        (500..=599, CallKind::Idempotent) => Verdict::Retry { after: None },
+        (500..=599, CallKind::Submit) => Verdict::OutcomeUnknown,
+        (408, CallKind::Idempotent) => Verdict::Retry { after: None },
+        (408, CallKind::Submit) => Verdict::OutcomeUnknown,
+        _ => Verdict::Reject,
+    }
+}
+
+/// How often and how patiently one call is tried.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included.
+    pub max_attempts: u32,
+    /// The first backoff's ceiling.
+    pub base: Duration,
+    /// No backoff is longer than this (a `Retry-After` may be).
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    /// The policy of a run with `max_attempts` tries.
+    pub fn new(max_attempts: u32) -> Self {
+        RetryPolicy {
+            max_attempts: max_attempts.max(1),
+            base: Duration::from_millis(500),
+            cap: Duration::from_secs(30),
+        }
+    }
+
+    /// Whether another try follows the `attempt`-th (1-based).
+    pub fn allows_another(&self, attempt: u32) -> bool {
+        attempt < self.max_attempts
+    }
+
+    /// The wait after the `attempt`-th try failed: capped exponential backoff with full
+    /// jitter (`unit` in 0..1 picks the point), and never shorter than `retry_after`.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(16);
+        let ceiling = self.base.saturating_mul(1 << exponent).min(self.cap);
+        let jittered = ceiling.mul_f64(unit.clamp(0.0, 1.0));
+        jittered.max(retry_after.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> ApiError {
+        ApiError::Status {
+            status,
+            message: String::new(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn submits_repeat_only_when_no_task_can_exist() {
+        use CallKind::*;
+        let retry = Verdict::Retry { after: None };
+        assert_eq!(
+            classify(&ApiError::Connect("refused".into()), Submit),
+            retry
+        );
+        assert_eq!(classify(&status(503), Submit), retry);
+        assert_eq!(classify(&status(429), Submit), retry);
+        assert_eq!(classify(&status(500), Submit), Verdict::OutcomeUnknown);
+        assert_eq!(classify(&status(502), Submit), Verdict::OutcomeUnknown);
+        assert_eq!(
+            classify(&ApiError::Timeout, Submit),
+            Verdict::OutcomeUnknown
+        );
+        assert_eq!(
+            classify(&ApiError::Transport("reset".into()), Submit),
+            Verdict::OutcomeUnknown
+        );
+        assert_eq!(classify(&status(422), Submit), Verdict::Reject);
+        assert_eq!(classify(&status(400), Submit), Verdict::Reject);
+    }
+
+    #[test]
+    fn reads_repeat_on_every_transient_failure() {
+        use CallKind::*;
+        let retry = Verdict::Retry { after: None };
+        for err in [
+            status(500),
+            status(502),
+            status(504),
+            ApiError::Timeout,
+            ApiError::Transport("x".into()),
+        ] {
+            assert_eq!(classify(&err, Idempotent), retry, "{err:?}");
+        }
+        assert_eq!(classify(&status(404), Idempotent), Verdict::Reject);
+    }
+
+    #[test]
+    fn account_errors_stop_everything() {
+        for kind in [CallKind::Submit, CallKind::Idempotent] {
+            assert_eq!(
+                classify(&status(401), kind),
+                Verdict::Stop(AccountStop::BadKey)
+            );
+            assert_eq!(
+                classify(&status(403), kind),
+                Verdict::Stop(AccountStop::BadKey)
+            );
+            assert_eq!(
+                classify(&status(402), kind),
+                Verdict::Stop(AccountStop::NoCredits)
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_carried() {
+        let err = ApiError::Status {
+            status: 429,
+            message: String::new(),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        let verdict = classify(&err, CallKind::Submit);
+        assert_eq!(
+            verdict,
+            Verdict::Retry {
+                after: Some(Duration::from_secs(7))
+            }
+        );
+        let policy = RetryPolicy::new(6);
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(7)), 0.5),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_full_jitter() {
+        let policy = RetryPolicy::new(6);
+        assert_eq!(policy.delay(1, None, 1.0), Duration::from_millis(500));
+        assert_eq!(policy.delay(3, None, 1.0), Duration::from_secs(2));
+        assert_eq!(policy.delay(30, None, 1.0), Duration::from_secs(30));
+        assert_eq!(policy.delay(3, None, 0.0), Duration::ZERO);
+        assert!(policy.allows_another(5));
+        assert!(!policy.allows_another(6));
+    }
+}
