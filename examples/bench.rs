@@ -1,1 +1,2 @@
+//! Benchmarks against the in-process simulator (see README).
 fn main() {}

@@ -1,4 +1,30 @@
 //! stembatch: a nightly batch runner for the Vidgo add-instrumental API.
+//!
+//! # Architecture
+//!
+//! ```text
+//! manifest.toml ──manifest::load──▶ Vec<Variant> (pure: raw → validate → expand)
+//!                                        │
+//!                 scheduler::run ◀───────┘
+//!                   ├─ workers (≤ concurrency in flight, pulled lazily)
+//!                   │    pace (Pacer per endpoint) → submit → poll (PollSchedule)
+//!                   │    → download (temp file, verify, rename)        api::ApiClient
+//!                   │         │ WorkerEvent (bounded mpsc)
+//!                   └─ coordinator: owns RunState ──▶ report::csv (atomic rewrite)
+//! ```
+//!
+//! The pure modules (`manifest`, `variant`, `api::retry`, `scheduler::state`,
+//! `scheduler::poll`, `audio_format`) do no I/O; the I/O modules wrap them. `sim` is the
+//! built-in simulator of the provider, used by `run --simulate` and by every network test.
+
 pub mod api;
+pub mod app;
+pub mod audio_format;
+pub mod cli;
+pub mod download;
+pub mod exit;
 pub mod manifest;
+pub mod report;
+pub mod scheduler;
+pub mod sim;
 pub mod variant;

@@ -1,1 +1,1 @@
-
+//! Integration tests: the real binary against the simulator.

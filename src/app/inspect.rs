@@ -1,0 +1,163 @@
+//! The commands that send nothing: `validate`, `plan`, `status`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::exit::{ExpectedError, SUCCESS};
+use crate::manifest;
+use crate::report::csv::FILE_NAME;
+use crate::variant::{StemSource, Variant};
+
+/// `validate`: the variant count on stdout.
+pub(super) fn validate(path: &Path) -> anyhow::Result<u8> {
+    let manifest = manifest::load(path)?;
+    let stems = manifest
+        .variants
+        .iter()
+        .map(|v| v.stem.name.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    println!(
+        "{} variants ({stems} stems); manifest {} is valid",
+        manifest.variants.len(),
+        path.display()
+    );
+    Ok(SUCCESS)
+}
+
+/// `plan`: every variant with its resolved parameters, as text or CSV.
+pub(super) fn plan(path: &Path, csv: bool) -> anyhow::Result<u8> {
+    let manifest = manifest::load(path)?;
+    let stdout = io::stdout().lock();
+    let written = if csv {
+        write_plan_csv(stdout, &manifest.variants)
+    } else {
+        write_plan_text(io::BufWriter::new(stdout), &manifest.variants)
+    };
+    match written {
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(SUCCESS),
+        other => other.map(|()| SUCCESS).map_err(Into::into),
+    }
+}
+
+const PLAN_HEADER: [&str; 13] = [
+    "stem",
+    "variant",
+    "take",
+    "variant_id",
+    "upload_url",
+    "title",
+    "tags",
+    "negative_tags",
+    "model",
+    "vocal_gender",
+    "style_weight",
+    "weirdness_constraint",
+    "audio_weight",
+];
+
+fn plan_row(variant: &Variant) -> [String; 13] {
+    let p = &variant.params;
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    let StemSource::Url(source) = &variant.stem.source;
+    [
+        variant.stem.name.clone(),
+        variant.name.clone(),
+        variant.take.to_string(),
+        variant.id.to_string(),
+        source.clone(),
+        p.title.clone(),
+        p.tags.clone(),
+        p.negative_tags.clone(),
+        p.model.as_str().to_owned(),
+        opt(p.vocal_gender.map(|g| g.as_str().to_owned())),
+        opt(p.style_weight.map(|w| w.to_string())),
+        opt(p.weirdness_constraint.map(|w| w.to_string())),
+        opt(p.audio_weight.map(|w| w.to_string())),
+    ]
+}
+
+fn write_plan_csv(out: impl Write, variants: &[Variant]) -> io::Result<()> {
+    let mut writer = ::csv::Writer::from_writer(out);
+    writer.write_record(PLAN_HEADER)?;
+    for variant in variants {
+        writer.write_record(plan_row(variant))?;
+    }
+    writer.flush()
+}
+
+fn write_plan_text(mut out: impl Write, variants: &[Variant]) -> io::Result<()> {
+    for variant in variants {
+        let row = plan_row(variant);
+        write!(out, "{}/{} take {} [{}]", row[0], row[1], row[2], row[3])?;
+        for (key, value) in PLAN_HEADER.iter().zip(&row).skip(4) {
+            if !value.is_empty() || key.ends_with("tags") || *key == "title" {
+                write!(out, " {key}={value:?}")?;
+            }
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "{} variants", variants.len())?;
+    out.flush()
+}
+
+/// `status`: variants by status and stem, from the folder's results.csv.
+pub(super) fn status(dir: &Path) -> anyhow::Result<u8> {
+    let path = dir.join(FILE_NAME);
+    let mut reader = ::csv::Reader::from_path(&path).map_err(|e| {
+        ExpectedError::usage(format!(
+            "{} is not a stembatch output folder: {e}",
+            dir.display()
+        ))
+    })?;
+    let headers = reader.headers()?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| ExpectedError::usage(format!("{}: no column {name}", path.display())))
+    };
+    let (stem_col, id_col, status_col) =
+        (column("stem")?, column("variant_id")?, column("status")?);
+    let statuses = ["finished", "failed", "timeout", "error", "pending"];
+    let mut by_stem: BTreeMap<String, [usize; 5]> = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for row in reader.records() {
+        let row = row?;
+        if !seen.insert(row[id_col].to_owned()) {
+            continue;
+        }
+        let slot = statuses
+            .iter()
+            .position(|s| *s == &row[status_col])
+            .unwrap_or(4);
+        by_stem.entry(row[stem_col].to_owned()).or_default()[slot] += 1;
+    }
+    let mut out = io::stdout().lock();
+    let width = by_stem.keys().map(String::len).max().unwrap_or(0).max(5);
+    writeln!(
+        out,
+        "{:width$}  {}",
+        "stem",
+        statuses.map(|s| format!("{s:>8}")).join("")
+    )?;
+    let mut total = [0usize; 5];
+    for (stem, counts) in &by_stem {
+        writeln!(
+            out,
+            "{stem:width$}  {}",
+            counts.map(|c| format!("{c:>8}")).join("")
+        )?;
+        for (t, c) in total.iter_mut().zip(counts) {
+            *t += c;
+        }
+    }
+    writeln!(
+        out,
+        "{:width$}  {}",
+        "total",
+        total.map(|c| format!("{c:>8}")).join("")
+    )?;
+    Ok(SUCCESS)
+}

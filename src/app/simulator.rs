@@ -1,0 +1,39 @@
+//! `stembatch simulator`: the built-in API simulator in the foreground until Ctrl-C.
+
+use std::time::Duration;
+
+use crate::cli::SimulatorArgs;
+use crate::exit::{ExpectedError, SUCCESS};
+use crate::sim::{SimConfig, SimHandle, WindowLimit};
+
+pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
+    let limits = |flag: &str, text: &str| {
+        WindowLimit::parse_list(text).map_err(|e| ExpectedError::usage(format!("--{flag}: {e}")))
+    };
+    if !(args.task_seconds >= 0.0 && args.track_seconds > 0.0 && args.track_seconds <= 600.0) {
+        return Err(ExpectedError::usage(
+            "--task-seconds must be 0 or more, --track-seconds in (0, 600]",
+        )
+        .into());
+    }
+    let config = SimConfig {
+        key: args.key,
+        task_duration: Duration::from_secs_f64(args.task_seconds),
+        track_seconds: args.track_seconds,
+        submit_limits: limits("submit-limit", &args.submit_limit)?,
+        detail_limits: limits("detail-limit", &args.detail_limit)?,
+        upload_limits: limits("upload-limit", &args.upload_limit)?,
+        latency: Duration::from_millis(args.latency_ms),
+        ..SimConfig::default()
+    };
+    let sim = SimHandle::start(args.addr, config).await?;
+    println!("{}", sim.url());
+    eprintln!(
+        "simulator listening on {} (point stembatch at it with --base-url {} and VIDGO_API_KEY set to its key); Ctrl-C stops it",
+        sim.url(),
+        sim.url()
+    );
+    tokio::signal::ctrl_c().await?;
+    sim.stop();
+    Ok(SUCCESS)
+}

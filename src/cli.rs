@@ -1,0 +1,112 @@
+//! The command line, as clap derive types only. SPEC.md is the contract for every flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Turns a TOML manifest of vocal stems and variants into add-instrumental tasks on the
+/// Vidgo API, under its rate limits, and leaves the audio and a results.csv behind.
+#[derive(Debug, Parser)]
+#[command(name = "stembatch", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit every variant of a manifest, poll, download, and write results.csv.
+    Run(RunArgs),
+    /// Parse, check and expand a manifest; print the variant count; send nothing.
+    Validate {
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// Print every variant with its resolved parameters; send nothing.
+    Plan {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Print CSV instead of text.
+        #[arg(long)]
+        csv: bool,
+    },
+    /// Show what an output folder holds: done, failed, pending, by stem.
+    Status {
+        /// The output folder.
+        dir: PathBuf,
+    },
+    /// Serve the built-in API simulator in the foreground.
+    Simulator(SimulatorArgs),
+}
+
+/// `stembatch run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The manifest.
+    pub manifest: PathBuf,
+    /// The output folder (default: the manifest's run.output_dir).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Run against the built-in simulator, in this process, with its own key.
+    #[arg(long)]
+    pub simulate: bool,
+    /// The API's base URL (before VIDGO_BASE_URL and api.base_url).
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// Variants in flight at most (overrides run.concurrency).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: Option<u32>,
+    /// Submit nothing new after this long, e.g. "6h" (overrides run.deadline).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub deadline: Option<Duration>,
+    /// How log lines on stderr look.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `stembatch simulator`
+#[derive(Debug, Args)]
+pub struct SimulatorArgs {
+    /// Where to listen (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+    /// The API key it accepts.
+    #[arg(long, default_value = "sim-key")]
+    pub key: String,
+    /// Seconds from submit to finished.
+    #[arg(long, default_value_t = 5.0)]
+    pub task_seconds: f64,
+    /// Length of each generated track, in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub track_seconds: f64,
+    /// Submit limits, e.g. "120/60s,3/1s" ("none" for none).
+    #[arg(long, default_value = "120/60s,3/1s")]
+    pub submit_limit: String,
+    /// Detail query limits.
+    #[arg(long, default_value = "600/60s,20/1s")]
+    pub detail_limit: String,
+    /// Upload limits.
+    #[arg(long, default_value = "5/60s")]
+    pub upload_limit: String,
+    /// Milliseconds added before every API answer.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}; e.g. \"6h\", \"90m\")"))
+}

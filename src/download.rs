@@ -1,0 +1,204 @@
+//! Downloading one result file: stream to a temporary file beside its destination, count
+//! and hash while streaming, check the length and (for tracks) that it is audio, fsync,
+//! then rename into place. A file at the destination is always complete; a failed
+//! download leaves nothing behind (the temporary file is removed on drop).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::api::client::{error_chain, CONNECT_TIMEOUT};
+use crate::audio_format::{sniff, SNIFF_LEN};
+
+/// The longest silence tolerated mid-download before the connection counts as dead.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A completed download.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Downloaded {
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Hex sha256 of the bytes on disk.
+    pub sha256: String,
+}
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The server answered with an error status.
+    #[error("download answered HTTP {status}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The connection failed or broke.
+    #[error("download failed: {0}")]
+    Transport(String),
+    /// Fewer (or more) bytes came than `Content-Length` announced.
+    #[error("download cut short: {received} of {expected} bytes")]
+    Short {
+        /// Announced.
+        expected: u64,
+        /// Received.
+        received: u64,
+    },
+    /// The body is not audio (an error page, an empty body, …).
+    #[error("the download is not audio (it starts with {head:?})")]
+    NotAudio {
+        /// The first bytes, for the error message.
+        head: String,
+    },
+    /// The file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        /// The destination.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl DownloadError {
+    /// Whether another try may succeed: not for a disk error, or an answer that says the
+    /// file is gone or forbidden.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DownloadError::Status { status } => *status == 429 || *status == 408 || *status >= 500,
+            DownloadError::Transport(_)
+            | DownloadError::Short { .. }
+            | DownloadError::NotAudio { .. } => true,
+            DownloadError::Io { .. } => false,
+        }
+    }
+}
+
+/// What a download must contain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Audio, checked by its leading bytes.
+    Audio,
+    /// Anything (cover images).
+    Any,
+}
+
+/// Downloads result files. Sends no credentials: result URLs are public and may live on
+/// another host.
+#[derive(Clone, Debug)]
+pub struct Downloader {
+    http: reqwest::Client,
+}
+
+impl Downloader {
+    /// A downloader with a connect timeout and a stall timeout, but no limit on the total
+    /// time, since tracks can be large.
+    pub fn new() -> Result<Self, DownloadError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(concat!("stembatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| DownloadError::Transport(error_chain(&e)))?;
+        Ok(Downloader { http })
+    }
+
+    /// Downloads `url` to `dest` (whose folder must exist), replacing it only when complete.
+    pub async fn fetch(
+        &self,
+        url: &str,
+        dest: &Path,
+        expect: Expect,
+    ) -> Result<Downloaded, DownloadError> {
+        let transport = |e: reqwest::Error| DownloadError::Transport(error_chain(&e));
+        let mut response = self.http.get(url).send().await.map_err(transport)?;
+        if !response.status().is_success() {
+            return Err(DownloadError::Status {
+                status: response.status().as_u16(),
+            });
+        }
+        let expected = response.content_length();
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let io = |source| DownloadError::Io {
+            path: dest.to_owned(),
+            source,
+        };
+        let temp = tempfile::Builder::new()
+            .prefix(".download-")
+            .suffix(".part")
+            .permissions(crate::report::csv::file_permissions())
+            .tempfile_in(dir)
+            .map_err(io)?;
+        let (file, temp_path) = temp.into_parts();
+        let mut file = tokio::fs::File::from_std(file);
+        let mut hasher = Sha256::new();
+        let mut received: u64 = 0;
+        let mut head: Vec<u8> = Vec::with_capacity(SNIFF_LEN);
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if head.len() < SNIFF_LEN {
+                let take = (SNIFF_LEN - head.len()).min(chunk.len());
+                head.extend_from_slice(&chunk[..take]);
+            }
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(io)?;
+            received += chunk.len() as u64;
+        }
+        if let Some(expected) = expected.filter(|&e| e != received) {
+            return Err(DownloadError::Short { expected, received });
+        }
+        if expect == Expect::Audio && sniff(&head).is_none() {
+            return Err(DownloadError::NotAudio {
+                head: String::from_utf8_lossy(&head).into_owned(),
+            });
+        }
+        file.flush().await.map_err(io)?;
+        file.sync_all().await.map_err(io)?;
+        drop(file);
+        temp_path.persist(dest).map_err(|e| io(e.error))?;
+        Ok(Downloaded {
+            bytes: received,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
+/// The extension of a result URL's file name (lowercase), or `fallback`.
+pub fn extension_of(url: &str, fallback: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            let name = u.path_segments()?.next_back()?.to_owned();
+            let (_, ext) = name.rsplit_once('.')?;
+            (!ext.is_empty() && ext.len() <= 5 && ext.chars().all(|c| c.is_ascii_alphanumeric()))
+                .then(|| ext.to_ascii_lowercase())
+        })
+        .unwrap_or_else(|| fallback.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_come_from_the_url_path() {
+        assert_eq!(extension_of("https://x/a/b_audio.MP3?sig=1", "mp3"), "mp3");
+        assert_eq!(
+            extension_of("http://127.0.0.1:1/files/t/1.wav", "mp3"),
+            "wav"
+        );
+        assert_eq!(extension_of("https://x/a/noext", "mp3"), "mp3");
+        assert_eq!(extension_of("https://x/a/b.tar-gz-long", "mp3"), "mp3");
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        assert!(DownloadError::Status { status: 503 }.is_retryable());
+        assert!(!DownloadError::Status { status: 404 }.is_retryable());
+        assert!(!DownloadError::Status { status: 403 }.is_retryable());
+        assert!(DownloadError::Short {
+            expected: 10,
+            received: 5
+        }
+        .is_retryable());
+    }
+}

@@ -1,0 +1,185 @@
+//! `results.csv`: one row per generated track, one row per variant with no track, in
+//! manifest order, with SPEC.md's exact header. Written to any `impl Write`; the file form
+//! is atomic (temporary file, fsync, rename) so a crash leaves the last complete file.
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::scheduler::state::{TrackRecord, VariantRecord};
+use crate::variant::Variant;
+
+/// The file's name inside the output folder.
+pub const FILE_NAME: &str = "results.csv";
+
+/// SPEC.md's header, in order.
+pub const HEADER: [&str; 25] = [
+    "stem",
+    "variant",
+    "take",
+    "variant_id",
+    "status",
+    "task_id",
+    "track",
+    "audio_id",
+    "title",
+    "tags",
+    "negative_tags",
+    "model",
+    "vocal_gender",
+    "style_weight",
+    "weirdness_constraint",
+    "audio_weight",
+    "duration_s",
+    "file",
+    "bytes",
+    "sha256",
+    "audio_url",
+    "submitted_at",
+    "finished_at",
+    "attempts",
+    "error",
+];
+
+/// Writes the header and every row.
+pub fn write(out: impl Write, variants: &[Variant], records: &[VariantRecord]) -> csv::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(HEADER)?;
+    for (variant, record) in variants.iter().zip(records) {
+        if record.tracks.is_empty() {
+            writer.write_record(row(variant, record, None))?;
+        }
+        for (n, track) in record.tracks.iter().enumerate() {
+            writer.write_record(row(variant, record, Some((n + 1, track))))?;
+        }
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+/// Rewrites `DIR/results.csv` atomically.
+pub fn write_file(
+    dir: &Path,
+    variants: &[Variant],
+    records: &[VariantRecord],
+) -> std::io::Result<()> {
+    let mut temp = tempfile::Builder::new()
+        .prefix(".results-")
+        .suffix(".csv")
+        .permissions(file_permissions())
+        .tempfile_in(dir)?;
+    {
+        let buffered = std::io::BufWriter::new(temp.as_file_mut());
+        write(buffered, variants, records).map_err(std::io::Error::other)?;
+    }
+    temp.as_file().sync_all()?;
+    temp.persist(dir.join(FILE_NAME)).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Output files are the user's to share: readable by all as far as the umask allows,
+/// not the owner-only mode temporary files are created with.
+pub(crate) fn file_permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o644)
+}
+
+fn time(at: Option<DateTime<Utc>>) -> String {
+    at.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn opt<T: ToString>(value: Option<T>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
+}
+
+fn row(
+    variant: &Variant,
+    record: &VariantRecord,
+    track: Option<(usize, &TrackRecord)>,
+) -> [String; 25] {
+    let params = &variant.params;
+    let track_field =
+        |get: fn(&TrackRecord) -> String| track.map(|(_, t)| get(t)).unwrap_or_default();
+    [
+        variant.stem.name.clone(),
+        variant.name.clone(),
+        variant.take.to_string(),
+        variant.id.to_string(),
+        record.status.as_str().to_owned(),
+        opt(record.task_id.as_deref()),
+        opt(track.map(|(n, _)| n)),
+        track_field(|t| t.audio_id.clone()),
+        params.title.clone(),
+        params.tags.clone(),
+        params.negative_tags.clone(),
+        params.model.as_str().to_owned(),
+        opt(params.vocal_gender.map(|g| g.as_str())),
+        opt(params.style_weight),
+        opt(params.weirdness_constraint),
+        opt(params.audio_weight),
+        track_field(|t| opt(t.duration_s)),
+        track_field(|t| t.file.clone()),
+        track_field(|t| t.bytes.to_string()),
+        track_field(|t| t.sha256.clone()),
+        track_field(|t| t.audio_url.clone()),
+        time(record.submitted_at),
+        time(record.finished_at),
+        record.attempts.to_string(),
+        opt(record.error.as_deref()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::state::VariantStatus;
+
+    fn variants() -> Vec<Variant> {
+        let text = "[defaults]\ntitle = \"{stem} {variant}\"\ntags = \"a, b\"\nnegative_tags = \"\"\nstyle_weight = 0.65\n\
+                    [[stem]]\nurl = \"https://x.com/s.mp3\"\n[[stem.variant]]\nname = \"one\"\n[[stem.variant]]\nname = \"two\"\n";
+        crate::manifest::parse(Path::new("m.toml"), text)
+            .unwrap()
+            .variants
+    }
+
+    #[test]
+    fn one_row_per_track_and_one_per_variant_without_tracks() {
+        let variants = variants();
+        let at = "2026-11-25T01:02:03Z".parse().unwrap();
+        let track = |n: u32| TrackRecord {
+            audio_id: format!("a{n}"),
+            duration_s: Some(20.0),
+            file: format!("audio/s/one-{n}.wav"),
+            bytes: 100,
+            sha256: "ff".into(),
+            audio_url: format!("http://h/{n}.wav"),
+        };
+        let records = vec![
+            VariantRecord {
+                status: VariantStatus::Finished,
+                task_id: Some("t1".into()),
+                submitted_at: Some(at),
+                finished_at: Some(at),
+                attempts: 1,
+                error: None,
+                tracks: vec![track(1), track(2)],
+            },
+            VariantRecord::default(),
+        ];
+        let mut out = Vec::new();
+        write(&mut out, &variants, &records).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = text.lines().collect();
+        assert_eq!(lines[0], HEADER.join(","));
+        assert_eq!(lines.len(), 4);
+        let id = &variants[0].id;
+        assert_eq!(
+            lines[1],
+            format!("s,one,1,{id},finished,t1,1,a1,s one,\"a, b\",,V4_5PLUS,,0.65,,,20,audio/s/one-1.wav,100,ff,http://h/1.wav,2026-11-25T01:02:03Z,2026-11-25T01:02:03Z,1,")
+        );
+        assert!(lines[2].starts_with(&format!("s,one,1,{id},finished,t1,2,a2,")));
+        assert!(lines[3].starts_with(&format!("s,two,1,{},pending,,,,s two,", variants[1].id)));
+    }
+}
