@@ -1,1 +1,9 @@
-//! Integration tests: the real binary against the simulator.
+//! Integration tests: the real `stembatch` binary against the built-in simulator on
+//! 127.0.0.1:0. One test binary, one module per area.
+
+mod helpers;
+
+mod cli;
+mod end_to_end;
+mod manifest_errors;
+mod rate_limits;

@@ -1,0 +1,147 @@
+//! The commands that send nothing, and what `run` refuses before sending anything.
+
+use crate::helpers::*;
+
+const MANIFEST: &str = r#"
+[defaults]
+title = "{stem} {variant}"
+tags = "pop"
+negative_tags = ""
+[[stem]]
+url = "https://stems.example.com/ballad.wav"
+takes = 2
+  [[stem.variant]]
+  name = "piano"
+  style_weight = 0.65
+[[stem]]
+url = "https://stems.example.com/hook.wav"
+  [stem.matrix]
+  tags = ["a", "b", "c"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_prints_the_variant_count() {
+    let (_dir, manifest) = write_manifest(MANIFEST);
+    let output = stembatch(&["validate", path_str(&manifest)], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("5 variants (2 stems)"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_lists_every_variant_with_its_parameters() {
+    let (_dir, manifest) = write_manifest(MANIFEST);
+    let output = stembatch(&["plan", path_str(&manifest), "--csv"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let mut reader = csv::Reader::from_reader(output.stdout.as_slice());
+    let header: Vec<_> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(&header[..4], ["stem", "variant", "take", "variant_id"]);
+    let rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    let summary: Vec<_> = rows
+        .iter()
+        .map(|r| format!("{}/{}/{} {}", r[0], r[1], r[2], r[10]))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "ballad/piano/1 0.65",
+            "ballad/piano/2 0.65",
+            "hook/a/1 ",
+            "hook/b/1 ",
+            "hook/c/1 "
+        ]
+    );
+
+    let output = stembatch(&["plan", path_str(&manifest)], None).await;
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(text.lines().count(), 6);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("style_weight=\"0.65\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_key_is_a_usage_error_and_sends_nothing() {
+    let sim = start_sim(quick_sim()).await;
+    let (dir, manifest) = write_manifest(MANIFEST);
+    let url = sim.url();
+    let out = dir.path().join("out");
+    let args = [
+        "run",
+        path_str(&manifest),
+        "--base-url",
+        &url,
+        "--out",
+        path_str(&out),
+    ];
+    let output = stembatch(&args, None).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("VIDGO_API_KEY"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(sim.stats().submit_calls, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_is_never_printed_or_written() {
+    let sim = start_sim(quick_sim()).await;
+    let (dir, manifest) = write_manifest(&format!(
+        "{FAST_RUN}\n[[stem]]\nurl = \"https://stems.example.com/a.wav\"\n[[stem.variant]]\nname = \"x\"\n[[stem.variant]]\nname = \"y\"\ntags = \"sim:fail\"\n"
+    ));
+    let out = dir.path().join("out");
+    let url = sim.url();
+    let args = [
+        "run",
+        path_str(&manifest),
+        "--out",
+        path_str(&out),
+        "--base-url",
+        &url,
+        "--log-format",
+        "json",
+    ];
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_stembatch"));
+    command
+        .args(args)
+        .env("VIDGO_API_KEY", sim.key())
+        .env("STEMBATCH_LOG", "trace");
+    let output = command.output().await.unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let key = sim.key().as_bytes();
+    let contains_key = |haystack: &[u8]| haystack.windows(key.len()).any(|w| w == key);
+    assert!(!contains_key(&output.stdout) && !contains_key(&output.stderr));
+    for entry in walkdir(&out) {
+        assert!(
+            !contains_key(&std::fs::read(&entry).unwrap()),
+            "{} holds the key",
+            entry.display()
+        );
+    }
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walkdir(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}

@@ -1,0 +1,132 @@
+//! Starting the simulator, writing manifests, running the binary, reading results.csv.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use stembatch::sim::{SimConfig, SimHandle, WindowLimit};
+
+/// The longest any one invocation of the binary may take in a test.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A manifest head for quick runs: fast pacing and polling, short timeouts.
+pub const FAST_RUN: &str = r#"
+[run]
+concurrency = 8
+submit_rate = "1200/min"
+poll_rate = "12000/min"
+poll_interval = "100ms"
+poll_interval_max = "400ms"
+task_timeout = "20s"
+
+[defaults]
+title = "{stem} {variant}"
+tags = "piano"
+negative_tags = ""
+"#;
+
+/// A simulator with short tasks and tracks and no rate limits.
+pub fn quick_sim() -> SimConfig {
+    SimConfig {
+        key: "test-key-0123456789".into(),
+        task_duration: Duration::from_millis(300),
+        track_seconds: 0.5,
+        submit_limits: Vec::new(),
+        detail_limits: Vec::new(),
+        upload_limits: Vec::new(),
+        ..SimConfig::default()
+    }
+}
+
+/// Starts a simulator on a free loopback port.
+pub async fn start_sim(config: SimConfig) -> SimHandle {
+    SimHandle::start(([127, 0, 0, 1], 0).into(), config)
+        .await
+        .expect("the simulator starts")
+}
+
+/// Limits as the simulator parses them.
+pub fn limits(text: &str) -> Vec<WindowLimit> {
+    WindowLimit::parse_list(text).unwrap()
+}
+
+/// A temporary folder holding `manifest.toml` with `text`.
+pub fn write_manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+/// Runs the binary with `args`, the API key of `sim` (when given) in the environment.
+pub async fn stembatch(args: &[&str], sim: Option<&SimHandle>) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_stembatch"));
+    command
+        .args(args)
+        .env_remove("VIDGO_BASE_URL")
+        .env_remove("VIDGO_API_KEY");
+    if let Some(sim) = sim {
+        command.env("VIDGO_API_KEY", sim.key());
+    }
+    command.kill_on_drop(true);
+    tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("stembatch finished in time")
+        .expect("stembatch ran")
+}
+
+/// `run MANIFEST --out OUT --base-url SIM`.
+pub async fn run_against(sim: &SimHandle, manifest: &Path, out: &Path) -> Output {
+    let url = sim.url();
+    let args = [
+        "run",
+        path_str(manifest),
+        "--out",
+        path_str(out),
+        "--base-url",
+        &url,
+    ];
+    stembatch(&args, Some(sim)).await
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+/// stderr as text, for assertion messages.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The rows of a results.csv, as header → value maps, and the header.
+pub fn read_results(dir: &Path) -> (Vec<String>, Vec<HashMap<String, String>>) {
+    let mut reader = csv::Reader::from_path(dir.join("results.csv")).expect("results.csv exists");
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let rows = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            header
+                .iter()
+                .cloned()
+                .zip(r.iter().map(str::to_owned))
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+/// SPEC.md's header, spelled out here independently of the code under test.
+pub const SPEC_HEADER: &str = "stem,variant,take,variant_id,status,task_id,track,audio_id,title,tags,negative_tags,model,vocal_gender,style_weight,weirdness_constraint,audio_weight,duration_s,file,bytes,sha256,audio_url,submitted_at,finished_at,attempts,error";
+
+/// sha256 of a file, hex.
+pub fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
