@@ -1,2 +1,300 @@
-//! Benchmarks against the in-process simulator (see README).
-fn main() {}
+//! Benchmarks of the client against the in-process simulator.
+//!
+//! `cargo run --release --example bench` runs every scenario and prints a table. Each
+//! scenario's client runs in a child process (this same program, `--scenario NAME`), so
+//! the CPU time and peak memory it reports are the client's alone; the simulator runs in
+//! the parent. Scenarios:
+//!
+//! - `rate-120`, `rate-1200`: rate-limited runs; makespan ÷ ideal, where ideal is
+//!   variants ÷ submit rate + task time (target ≤ 1.05).
+//! - `unlimited`: 1,000 variants with the limits lifted: client CPU seconds, peak memory,
+//!   detail queries per task.
+//! - `plan`: `plan` over a 100,000-variant matrix: time and peak memory (targets < 2 s,
+//!   < 200 MB).
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stembatch::api::{ApiClient, ApiKey};
+use stembatch::scheduler::{self, Pacers, RunInputs};
+use stembatch::sim::{SimConfig, SimHandle, WindowLimit};
+use tokio_util::sync::CancellationToken;
+
+/// One rate-limited or unlimited scenario.
+struct Scenario {
+    name: &'static str,
+    variants: usize,
+    submit_rate: &'static str,
+    /// Variants submitted per second at `submit_rate`.
+    per_second: f64,
+    concurrency: usize,
+    sim_submit_limits: &'static str,
+    task: Duration,
+    track_seconds: f64,
+}
+
+const SCENARIOS: [Scenario; 3] = [
+    Scenario {
+        name: "rate-120",
+        variants: 40,
+        submit_rate: "120/min",
+        per_second: 2.0,
+        concurrency: 16,
+        sim_submit_limits: "120/60s,3/1s",
+        task: Duration::from_secs(5),
+        track_seconds: 5.0,
+    },
+    Scenario {
+        name: "rate-1200",
+        variants: 200,
+        submit_rate: "1200/min",
+        per_second: 20.0,
+        concurrency: 100,
+        sim_submit_limits: "1200/60s,25/1s",
+        task: Duration::from_secs(3),
+        track_seconds: 2.0,
+    },
+    Scenario {
+        name: "unlimited",
+        variants: 1000,
+        submit_rate: "100000/s",
+        per_second: f64::INFINITY,
+        concurrency: 200,
+        sim_submit_limits: "none",
+        task: Duration::from_secs(1),
+        track_seconds: 0.5,
+    },
+];
+
+fn manifest_text(scenario: &Scenario) -> String {
+    let tags: Vec<String> = (0..scenario.variants)
+        .map(|i| format!("\"piano {i}\""))
+        .collect();
+    format!(
+        r#"[run]
+concurrency = {concurrency}
+submit_rate = "{rate}"
+poll_rate = "100000/min"
+poll_interval = "1s"
+poll_interval_max = "5s"
+task_timeout = "5m"
+download_concurrency = 8
+
+[defaults]
+title = "{{stem}} {{variant}}"
+tags = "piano"
+negative_tags = ""
+
+[[stem]]
+url = "https://stems.example.com/bench.wav"
+[stem.matrix]
+tags = [{tags}]
+"#,
+        concurrency = scenario.concurrency,
+        rate = scenario.submit_rate,
+        tags = tags.join(", ")
+    )
+}
+
+/// Peak resident memory of this process, in MiB (Linux).
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(f64::NAN);
+    kib / 1024.0
+}
+
+/// User + system CPU seconds of this process (Linux; clock ticks at 100 Hz).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The child side of a run scenario: runs the client against `url` and prints JSON.
+async fn child_run(scenario: &Scenario, url: &str, key: &str) {
+    let text = manifest_text(scenario);
+    let manifest = stembatch::manifest::parse(Path::new("bench.toml"), &text)
+        .expect("the bench manifest is valid");
+    let out = tempfile::tempdir().unwrap();
+    let inputs = RunInputs {
+        client: ApiClient::new(url, ApiKey::new(key)).unwrap(),
+        pacers: Pacers::from_settings(&manifest.run),
+        settings: manifest.run.clone(),
+        out_dir: out.path().to_owned(),
+        stop_submits: CancellationToken::new(),
+        stop_all: CancellationToken::new(),
+    };
+    let started = Instant::now();
+    let outcome = scheduler::run(Arc::new(manifest.variants), inputs)
+        .await
+        .unwrap();
+    let makespan = started.elapsed().as_secs_f64();
+    let counts = outcome.state.counts();
+    assert!(counts.all_finished(), "{counts}");
+    println!(
+        "{}",
+        serde_json::json!({
+            "makespan_s": makespan,
+            "cpu_s": cpu_seconds(),
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+}
+
+/// The child side of the plan scenario.
+fn child_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plan.toml");
+    let tags: Vec<String> = (0..100).map(|i| format!("\"style {i}\"")).collect();
+    let weights = |n: usize| {
+        (0..n)
+            .map(|i| format!("{:.2}", i as f64 / 100.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let text = format!(
+        "[defaults]\ntitle = \"{{stem}} {{variant}}\"\ntags = \"x\"\nnegative_tags = \"\"\n\
+         [[stem]]\nurl = \"https://stems.example.com/big.wav\"\n[stem.matrix]\ntags = [{}]\nstyle_weight = [{}]\naudio_weight = [{}]\n",
+        tags.join(", "),
+        weights(10),
+        weights(100)
+    );
+    std::fs::write(&path, text).unwrap();
+    let started = Instant::now();
+    let manifest = stembatch::manifest::load(&path).unwrap();
+    let sink = std::fs::File::create("/dev/null").unwrap();
+    stembatch::app::write_plan(sink, &manifest.variants, false).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({ "variants": manifest.variants.len(), "seconds": seconds, "peak_rss_mib": peak_rss_mib() })
+    );
+}
+
+fn spawn_child<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .output()
+        .expect("the benchmark child runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_json::from_str(text.lines().last().unwrap_or("{}")).expect("the child prints JSON")
+}
+
+async fn parent() {
+    let mut report = String::new();
+    for scenario in &SCENARIOS {
+        let config = SimConfig {
+            key: "bench-key".into(),
+            task_duration: scenario.task,
+            track_seconds: scenario.track_seconds,
+            submit_limits: WindowLimit::parse_list(scenario.sim_submit_limits).unwrap(),
+            detail_limits: Vec::new(),
+            ..SimConfig::default()
+        };
+        let sim = SimHandle::start(([127, 0, 0, 1], 0).into(), config)
+            .await
+            .unwrap();
+        let args: Vec<String> = [
+            "--scenario",
+            scenario.name,
+            "--url",
+            &sim.url(),
+            "--key",
+            "bench-key",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let result = tokio::task::spawn_blocking(move || spawn_child(&args))
+            .await
+            .unwrap();
+        let stats = sim.stats();
+        let makespan = result["makespan_s"].as_f64().unwrap_or(f64::NAN);
+        // Without a rate limit there is no ideal to compare with.
+        let ideal = match scenario.per_second.is_finite() {
+            true => scenario.variants as f64 / scenario.per_second + scenario.task.as_secs_f64(),
+            false => f64::NAN,
+        };
+        let line = format!(
+            "| {} | {} | {:.2} s | {} | {} | {:.2} | {:.1} | {:.2} | {} |\n",
+            scenario.name,
+            scenario.variants,
+            makespan,
+            if ideal.is_finite() {
+                format!("{ideal:.2} s")
+            } else {
+                "-".into()
+            },
+            if ideal.is_finite() {
+                format!("{:.3}", makespan / ideal)
+            } else {
+                "-".into()
+            },
+            result["cpu_s"].as_f64().unwrap_or(f64::NAN),
+            result["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            stats.detail_calls as f64 / stats.tasks_created.max(1) as f64,
+            stats.rate_limited,
+        );
+        report.push_str(&line);
+    }
+    let plan = tokio::task::spawn_blocking(|| spawn_child(&["--scenario", "plan"]))
+        .await
+        .unwrap();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "| scenario | variants | makespan | ideal | makespan/ideal | client CPU s | client peak MiB | detail queries/task | 429s |").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    write!(out, "{report}").unwrap();
+    writeln!(
+        out,
+        "\nplan over {} variants: {:.2} s, peak {:.1} MiB",
+        plan["variants"],
+        plan["seconds"].as_f64().unwrap_or(f64::NAN),
+        plan["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+    )
+    .unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    match value("--scenario").as_deref() {
+        None => parent().await,
+        Some("plan") => child_plan(),
+        Some(name) => {
+            let scenario = SCENARIOS
+                .iter()
+                .find(|s| s.name == name)
+                .expect("a known scenario");
+            let (url, key) = (
+                value("--url").expect("--url"),
+                value("--key").expect("--key"),
+            );
+            child_run(scenario, &url, &key).await;
+        }
+    }
+}

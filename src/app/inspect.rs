@@ -29,15 +29,18 @@ pub(super) fn validate(path: &Path) -> anyhow::Result<u8> {
 /// `plan`: every variant with its resolved parameters, as text or CSV.
 pub(super) fn plan(path: &Path, csv: bool) -> anyhow::Result<u8> {
     let manifest = manifest::load(path)?;
-    let stdout = io::stdout().lock();
-    let written = if csv {
-        write_plan_csv(stdout, &manifest.variants)
-    } else {
-        write_plan_text(io::BufWriter::new(stdout), &manifest.variants)
-    };
-    match written {
+    match write_plan(io::stdout().lock(), &manifest.variants, csv) {
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(SUCCESS),
         other => other.map(|()| SUCCESS).map_err(Into::into),
+    }
+}
+
+/// Writes the plan of `variants`, as CSV or as text, to `out`.
+pub fn write_plan(out: impl Write, variants: &[Variant], csv: bool) -> io::Result<()> {
+    if csv {
+        write_plan_csv(out, variants)
+    } else {
+        write_plan_text(io::BufWriter::new(out), variants)
     }
 }
 

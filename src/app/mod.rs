@@ -8,6 +8,7 @@ mod simulator;
 use crate::cli::{Cli, Command};
 use crate::exit::{ExpectedError, USAGE};
 
+pub use inspect::write_plan;
 pub use run::resolve_output_dir;
 
 /// Runs one command to its exit code; an error is printed by `main` and maps to its code.
