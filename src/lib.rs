@@ -23,6 +23,7 @@ pub mod audio_format;
 pub mod cli;
 pub mod download;
 pub mod exit;
+pub mod journal;
 pub mod manifest;
 pub mod report;
 pub mod scheduler;

@@ -1,0 +1,60 @@
+//! The run's journal: an append-only file of JSON lines under `DIR/.stembatch/`, each
+//! record fsync'd before anyone relies on it. It is what makes re-runs safe: the intent to
+//! submit is durable before the submit goes out, the task id right after the answer, a
+//! track only after its file is renamed into place.
+//!
+//! [`format`] defines the versioned records, [`writer`] is the single-owner writer task,
+//! [`replay`] (pure) folds the records of earlier runs into what each variant needs next.
+
+pub mod format;
+pub mod lock;
+pub mod replay;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+/// The folder of stembatch's own files inside an output folder.
+pub const STATE_DIR: &str = ".stembatch";
+/// The journal's file name inside [`STATE_DIR`].
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// `DIR/.stembatch`
+pub fn state_dir(out_dir: &Path) -> PathBuf {
+    out_dir.join(STATE_DIR)
+}
+
+/// Why the journal cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// Reading or writing failed.
+    #[error("journal {}: {source}", path.display())]
+    Io {
+        /// The journal file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line before the last is not a record: the file was damaged.
+    #[error("journal {}: line {line} is damaged ({message}) (hint: move {} aside to start afresh; that forgets which tasks were submitted)", path.display(), path.display())]
+    Corrupt {
+        /// The journal file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The parse error.
+        message: String,
+    },
+    /// Written by a newer stembatch.
+    #[error("journal {}: line {line} has format version {version}, newer than this stembatch understands ({}) (hint: upgrade stembatch)", path.display(), format::VERSION)]
+    TooNew {
+        /// The journal file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The version found.
+        version: u32,
+    },
+    /// The writer task is gone (after an earlier write failed).
+    #[error("the journal writer has stopped")]
+    Closed,
+}

@@ -1,0 +1,278 @@
+//! Earlier runs' records → what each variant of this run starts from. Pure: the caller
+//! reads the journal and checks files on disk; this module only decides.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::format::{Created, EndStatus, Record, TrackEntry};
+use crate::variant::VariantId;
+
+/// A task the journal knows, with the tracks downloaded from it so far.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorTask {
+    /// The provider's task.
+    pub task_id: String,
+    /// When it was created.
+    pub submitted_at: DateTime<Utc>,
+    /// Tracks journaled as downloaded, by track number.
+    pub tracks: Vec<TrackEntry>,
+}
+
+/// How a variant ended in an earlier run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorEnd {
+    /// The status.
+    pub status: EndStatus,
+    /// Why, unless finished.
+    pub error: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Everything the journal says about one variant.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Prior {
+    /// Submit calls made for it, all runs together.
+    pub attempts: u32,
+    /// Submits whose outcome stayed unknown (each may have created a task).
+    pub unknown_outcomes: u32,
+    /// The last submit intent has no outcome: the process died while it was in flight.
+    pub submit_in_flight: bool,
+    /// The current task.
+    pub task: Option<PriorTask>,
+    /// How it ended, when it did.
+    pub end: Option<PriorEnd>,
+}
+
+/// Folds journal records into one [`Prior`] per variant.
+pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
+    let mut priors: HashMap<VariantId, Prior> = HashMap::new();
+    for record in records {
+        match record {
+            Record::RunStarted { .. } => {}
+            Record::SubmitIntent { variant_id, .. } => {
+                let prior = priors.entry(variant_id.clone()).or_default();
+                if prior.submit_in_flight {
+                    prior.unknown_outcomes += 1;
+                }
+                prior.attempts += 1;
+                prior.submit_in_flight = true;
+                // A new submit replaces whatever an earlier one produced.
+                prior.task = None;
+                prior.end = None;
+            }
+            Record::SubmitFailed { variant_id, created, .. } => {
+                let prior = priors.entry(variant_id.clone()).or_default();
+                prior.submit_in_flight = false;
+                if *created == Created::Unknown {
+                    prior.unknown_outcomes += 1;
+                }
+            }
+            Record::Submitted { variant_id, task_id, at } => {
+                let prior = priors.entry(variant_id.clone()).or_default();
+                prior.submit_in_flight = false;
+                prior.task = Some(PriorTask {
+                    task_id: task_id.clone(),
+                    submitted_at: *at,
+                    tracks: Vec::new(),
+                });
+            }
+            Record::Track { variant_id, task_id, entry } => {
+                let prior = priors.entry(variant_id.clone()).or_default();
+                if let Some(task) = prior.task.as_mut().filter(|t| &t.task_id == task_id) {
+                    task.tracks.retain(|t| t.track != entry.track);
+                    task.tracks.push(entry.clone());
+                    task.tracks.sort_by_key(|t| t.track);
+                }
+            }
+            Record::Ended { variant_id, status, error, at } => {
+                let prior = priors.entry(variant_id.clone()).or_default();
+                prior.end = Some(PriorEnd {
+                    status: *status,
+                    error: error.clone(),
+                    at: *at,
+                });
+            }
+        }
+    }
+    for prior in priors.values_mut() {
+        if prior.submit_in_flight {
+            prior.unknown_outcomes += 1;
+        }
+    }
+    priors
+}
+
+/// What a variant's work in this run starts with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Start {
+    /// Nothing to do: its earlier end stands.
+    Keep,
+    /// Submit it (first time, or again).
+    Submit,
+    /// Its task exists: poll it, never submit again.
+    Poll {
+        /// The task.
+        task_id: String,
+    },
+    /// Finished, but a track file is missing or damaged: download again from its task.
+    Redownload {
+        /// The task.
+        task_id: String,
+        /// The tracks as journaled.
+        tracks: Vec<TrackEntry>,
+    },
+}
+
+/// Decides how a variant starts. `tracks_intact` tells, for a finished variant, whether
+/// every journaled track file is on disk with its size and sha256.
+///
+/// - finished: kept when intact, else downloaded again from its task;
+/// - failed, timeout: kept, or submitted again with `retry_failed`;
+/// - error: polled again when it has a task (costs nothing), else kept, or submitted
+///   again with `retry_failed`;
+/// - submitted and not ended: polled;
+/// - died while its submit was in flight: submitted again (the provider may have created
+///   a task; this is counted as an unknown outcome);
+/// - unknown to the journal: submitted.
+pub fn decide(prior: Option<&Prior>, tracks_intact: bool, retry_failed: bool) -> Start {
+    let Some(prior) = prior else {
+        return Start::Submit;
+    };
+    let task = prior.task.as_ref();
+    match (prior.end.as_ref().map(|e| e.status), task) {
+        (Some(EndStatus::Finished), Some(task)) if !tracks_intact => Start::Redownload {
+            task_id: task.task_id.clone(),
+            tracks: task.tracks.clone(),
+        },
+        (Some(EndStatus::Finished), _) => Start::Keep,
+        (Some(EndStatus::Error), Some(task)) => Start::Poll {
+            task_id: task.task_id.clone(),
+        },
+        (Some(EndStatus::Failed | EndStatus::Timeout | EndStatus::Error), _) if retry_failed => Start::Submit,
+        (Some(_), _) => Start::Keep,
+        (None, Some(task)) => Start::Poll {
+            task_id: task.task_id.clone(),
+        },
+        (None, None) => Start::Submit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> VariantId {
+        serde_json::from_value(serde_json::json!("v1")).unwrap()
+    }
+
+    fn at() -> DateTime<Utc> {
+        "2026-11-25T01:00:00Z".parse().unwrap()
+    }
+
+    fn intent() -> Record {
+        Record::SubmitIntent { variant_id: id(), at: at() }
+    }
+
+    fn failed(created: Created) -> Record {
+        Record::SubmitFailed { variant_id: id(), created, error: "e".into() }
+    }
+
+    fn submitted(task: &str) -> Record {
+        Record::Submitted { variant_id: id(), task_id: task.into(), at: at() }
+    }
+
+    fn ended(status: EndStatus) -> Record {
+        Record::Ended { variant_id: id(), status, error: None, at: at() }
+    }
+
+    fn track(task: &str, n: u32) -> Record {
+        Record::Track {
+            variant_id: id(),
+            task_id: task.into(),
+            entry: TrackEntry {
+                track: n,
+                audio_id: format!("a{n}"),
+                file: format!("audio/s/v-{n}.wav"),
+                bytes: 1,
+                sha256: "00".into(),
+                audio_url: "u".into(),
+                duration_s: None,
+            },
+        }
+    }
+
+    fn start(records: &[Record], intact: bool, retry_failed: bool) -> Start {
+        let priors = replay(records);
+        decide(priors.get(&id()), intact, retry_failed)
+    }
+
+    #[test]
+    fn a_submitted_variant_is_polled_never_submitted_again() {
+        let poll = Start::Poll { task_id: "t1".into() };
+        assert_eq!(start(&[intent(), submitted("t1")], true, false), poll);
+        assert_eq!(start(&[intent(), submitted("t1"), track("t1", 1)], true, true), poll);
+    }
+
+    #[test]
+    fn finished_variants_are_kept_or_downloaded_again() {
+        let records = [intent(), submitted("t1"), track("t1", 1), track("t1", 2), ended(EndStatus::Finished)];
+        assert_eq!(start(&records, true, true), Start::Keep);
+        match start(&records, false, false) {
+            Start::Redownload { task_id, tracks } => {
+                assert_eq!(task_id, "t1");
+                assert_eq!(tracks.iter().map(|t| t.track).collect::<Vec<_>>(), [1, 2]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ended_variants_are_submitted_again_only_with_retry_failed() {
+        for status in [EndStatus::Failed, EndStatus::Timeout] {
+            let records = [intent(), submitted("t1"), ended(status)];
+            assert_eq!(start(&records, true, false), Start::Keep);
+            assert_eq!(start(&records, true, true), Start::Submit);
+        }
+        let rejected = [intent(), failed(Created::No), ended(EndStatus::Error)];
+        assert_eq!(start(&rejected, true, false), Start::Keep);
+        assert_eq!(start(&rejected, true, true), Start::Submit);
+        // An error with a task (a download that kept failing) is re-polled for free.
+        let download_error = [intent(), submitted("t1"), ended(EndStatus::Error)];
+        assert_eq!(start(&download_error, true, false), Start::Poll { task_id: "t1".into() });
+    }
+
+    #[test]
+    fn a_submit_cut_off_by_a_crash_counts_as_unknown_and_is_submitted_again() {
+        let priors = replay(&[intent()]);
+        let prior = &priors[&id()];
+        assert_eq!((prior.attempts, prior.unknown_outcomes, prior.submit_in_flight), (1, 1, true));
+        assert_eq!(decide(Some(prior), true, false), Start::Submit);
+        // Known failures are not unknown outcomes; a crash after a retry's intent is.
+        let priors = replay(&[intent(), failed(Created::No), intent(), failed(Created::Unknown), intent()]);
+        assert_eq!((priors[&id()].attempts, priors[&id()].unknown_outcomes), (3, 2));
+    }
+
+    #[test]
+    fn a_new_submit_replaces_the_old_task_and_end() {
+        let records = [intent(), submitted("t1"), ended(EndStatus::Failed), intent(), submitted("t2")];
+        assert_eq!(start(&records, true, false), Start::Poll { task_id: "t2".into() });
+        let priors = replay(&records);
+        assert_eq!(priors[&id()].attempts, 2);
+        assert_eq!(priors[&id()].end, None);
+    }
+
+    #[test]
+    fn tracks_of_an_older_task_are_ignored() {
+        let priors = replay(&[intent(), submitted("t2"), track("t1", 1), track("t2", 2), track("t2", 2)]);
+        let task = priors[&id()].task.as_ref().unwrap();
+        assert_eq!(task.tracks.len(), 1);
+        assert_eq!(task.tracks[0].track, 2);
+    }
+
+    #[test]
+    fn unknown_variants_are_submitted() {
+        assert_eq!(decide(None, true, false), Start::Submit);
+    }
+}
