@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stembatch::api::{ApiClient, ApiKey};
-use stembatch::scheduler::{self, Pacers, RunInputs};
+use stembatch::journal::writer::JournalWriter;
+use stembatch::scheduler::{self, Pacers, Resume, RunInputs};
 use stembatch::sim::{SimConfig, SimHandle, WindowLimit};
 use tokio_util::sync::CancellationToken;
 
@@ -131,8 +132,10 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str) {
     let manifest = stembatch::manifest::parse(Path::new("bench.toml"), &text)
         .expect("the bench manifest is valid");
     let out = tempfile::tempdir().unwrap();
+    let (journal, _) = JournalWriter::open(&out.path().join("journal.jsonl")).unwrap();
     let inputs = RunInputs {
         client: ApiClient::new(url, ApiKey::new(key)).unwrap(),
+        journal,
         pacers: Pacers::from_settings(&manifest.run),
         settings: manifest.run.clone(),
         out_dir: out.path().to_owned(),
@@ -140,7 +143,8 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str) {
         stop_all: CancellationToken::new(),
     };
     let started = Instant::now();
-    let outcome = scheduler::run(Arc::new(manifest.variants), inputs)
+    let resume = Resume::fresh(manifest.variants.len());
+    let outcome = scheduler::run(Arc::new(manifest.variants), resume, inputs)
         .await
         .unwrap();
     let makespan = started.elapsed().as_secs_f64();

@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// Submit nothing new after this long, e.g. "6h" (overrides run.deadline).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub deadline: Option<Duration>,
+    /// Submit again the variants that ended failed, timeout or error in an earlier run.
+    #[arg(long)]
+    pub retry_failed: bool,
     /// How log lines on stderr look.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -104,6 +107,56 @@ pub struct SimulatorArgs {
     /// Milliseconds added before every API answer.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
+    /// Credits of the account (each task costs one); unlimited when not given.
+    #[arg(long)]
+    pub credits: Option<u64>,
+    /// Seed of the fault dice.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Injected faults.
+    #[command(flatten)]
+    pub faults: FaultArgs,
+}
+
+/// The simulator's fault knobs: each a share of calls from 0 to 1.
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    /// Share of submits answered 503 before a task is created.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub submit_503: f64,
+    /// Share of submits answered 500 after the task was created.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub submit_500_after: f64,
+    /// Share of API calls whose connection breaks before the answer.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub reset: f64,
+    /// Share of API calls answered 200 with an error body.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub error_body: f64,
+    /// Share of API calls answered 429.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub rate_limit_share: f64,
+    /// Share of API answers delayed by --slow-ms.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub slow: f64,
+    /// The delay of a slow answer.
+    #[arg(long, default_value_t = 2000)]
+    pub slow_ms: u64,
+    /// Share of downloads cut short.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub truncate: f64,
+    /// Share of downloads answered with an HTML error page.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub not_audio: f64,
+    /// The first download of each track answers 410, as an expired URL does.
+    #[arg(long)]
+    pub expire_first_download: bool,
+    /// Share of tasks that fail.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub fail_share: f64,
+    /// Share of tasks that never finish.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub hang_share: f64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

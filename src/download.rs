@@ -61,6 +61,16 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
+    /// Whether the URL has expired or is gone (403, 404, 410): a fresh URL may help.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self,
+            DownloadError::Status {
+                status: 403 | 404 | 410
+            }
+        )
+    }
+
     /// Whether another try may succeed: not for a disk error, or an answer that says the
     /// file is gone or forbidden.
     pub fn is_retryable(&self) -> bool {

@@ -27,5 +27,6 @@ pub mod journal;
 pub mod manifest;
 pub mod report;
 pub mod scheduler;
+pub mod signal;
 pub mod sim;
 pub mod variant;

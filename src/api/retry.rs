@@ -78,6 +78,11 @@ pub fn classify(err: &ApiError, kind: CallKind) -> Verdict {
     }
 }
 
+/// Whether the provider rate-limited the call (429): the whole endpoint should slow down.
+pub fn is_rate_limited(err: &ApiError) -> bool {
+    matches!(err, ApiError::Status { status: 429, .. })
+}
+
 /// How often and how patiently one call is tried.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RetryPolicy {

@@ -2,6 +2,7 @@
 //! sets up logging and the runtime and prints what comes back.
 
 mod inspect;
+mod resume;
 mod run;
 mod simulator;
 

@@ -7,13 +7,21 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::retry::AccountStop;
 use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
-use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, SUCCESS};
+use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, LOCKED, SUCCESS};
+use crate::journal;
+use crate::journal::format::Record;
+use crate::journal::lock::{self, LockError};
+use crate::journal::writer::JournalWriter;
 use crate::manifest::{self, Manifest};
 use crate::report::csv::FILE_NAME;
 use crate::scheduler::{self, Pacers, RunInputs};
+use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle};
+
+use super::resume;
 
 /// The provider's production URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.vidgo.ai";
@@ -95,44 +103,115 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         chrono::Local::now().date_naive(),
     );
     let (client, _simulator) = connect(&args, &manifest).await?;
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
 
+    let state_dir = journal::state_dir(&out_dir);
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
+    let _lock = lock::acquire(&state_dir, &out_dir).map_err(|err| match err {
+        LockError::Held { .. } => anyhow::Error::new(ExpectedError {
+            code: LOCKED,
+            message: err.to_string(),
+        }),
+        LockError::Io { .. } => anyhow::Error::new(err),
+    })?;
+    let (journal, records) = JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE))
+        .map_err(|err| ExpectedError::usage(err.to_string()))?;
+    journal
+        .append(Record::RunStarted {
+            at: chrono::Utc::now(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .await?;
+    let resume = resume::prepare(&manifest.variants, &records, &out_dir, args.retry_failed).await?;
+    drop(records);
+
+    let interrupts = Interrupts::listen()?;
     let stop_submits = CancellationToken::new();
     let stop_all = CancellationToken::new();
+    stop_on(
+        interrupts.first.clone(),
+        &stop_submits,
+        &stop_all,
+        "interrupted: submitting nothing more; saving state",
+    );
     if let Some(deadline) = settings.deadline {
-        let (submits, all) = (stop_submits.clone(), stop_all.clone());
+        let reached = CancellationToken::new();
+        let timer = reached.clone();
         tokio::spawn(async move {
             tokio::time::sleep(deadline).await;
-            tracing::warn!(deadline = %humantime::format_duration(deadline), "deadline reached: submitting nothing more; in-flight variants stay pending");
-            submits.cancel();
-            all.cancel();
+            timer.cancel();
         });
+        stop_on(reached, &stop_submits, &stop_all, "deadline reached: submitting nothing more; in-flight variants stay pending for the next run");
     }
+
     let count = manifest.variants.len();
     tracing::info!(variants = count, out = %out_dir.display(), "run starts");
     let inputs = RunInputs {
         client,
+        journal,
         pacers: Pacers::from_settings(&settings),
         settings,
         out_dir: out_dir.clone(),
         stop_submits,
         stop_all,
     };
-    let outcome = scheduler::run(Arc::new(manifest.variants), inputs)
-        .await
-        .with_context(|| format!("cannot write {}", out_dir.join(FILE_NAME).display()))?;
+    let csv_path = out_dir.join(FILE_NAME);
+    let outcome = tokio::select! {
+        outcome = scheduler::run(Arc::new(manifest.variants), resume, inputs) => {
+            outcome.with_context(|| format!("cannot write {}", csv_path.display()))?
+        }
+        _ = interrupts.second.cancelled() => {
+            eprintln!("interrupted twice: stopping at once; the journal and the last results.csv are kept");
+            return Ok(INTERRUPTED);
+        }
+    };
     let counts = outcome.state.counts();
     eprintln!(
         "{count} variants: {counts}; results in {}",
-        out_dir.join(FILE_NAME).display()
+        csv_path.display()
     );
-    Ok(match outcome.account_stop {
-        Some(stop) => {
-            eprintln!("the account stopped the run: {stop:?}");
-            ACCOUNT
-        }
-        None if counts.all_finished() => SUCCESS,
-        None => INCOMPLETE,
+    if outcome.state.unknown_outcomes() > 0 {
+        eprintln!(
+            "{} submits had an unknown outcome and were made again: each may have created a duplicate task",
+            outcome.state.unknown_outcomes()
+        );
+    }
+    Ok(if interrupts.interrupted() {
+        INTERRUPTED
+    } else if let Some(stop) = outcome.account_stop {
+        eprintln!("the account stopped the run: {}", describe(stop));
+        ACCOUNT
+    } else if counts.all_finished() {
+        SUCCESS
+    } else {
+        INCOMPLETE
     })
+}
+
+fn describe(stop: AccountStop) -> &'static str {
+    match stop {
+        AccountStop::BadKey => "the API key was refused (401/403); nothing more was sent",
+        AccountStop::NoCredits => {
+            "no credits left (402); nothing more was submitted, what was in flight was finished"
+        }
+    }
+}
+
+/// When `trigger` is cancelled, stop submitting and stop every request.
+fn stop_on(
+    trigger: CancellationToken,
+    stop_submits: &CancellationToken,
+    stop_all: &CancellationToken,
+    why: &'static str,
+) {
+    let (submits, all) = (stop_submits.clone(), stop_all.clone());
+    tokio::spawn(async move {
+        trigger.cancelled().await;
+        if !all.is_cancelled() {
+            tracing::warn!("{why}");
+        }
+        submits.cancel();
+        all.cancel();
+    });
 }

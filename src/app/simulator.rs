@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::cli::SimulatorArgs;
 use crate::exit::{ExpectedError, SUCCESS};
-use crate::sim::{SimConfig, SimHandle, WindowLimit};
+use crate::sim::{Faults, SimConfig, SimHandle, WindowLimit};
 
 pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
     let limits = |flag: &str, text: &str| {
@@ -16,6 +16,36 @@ pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
         )
         .into());
     }
+    let f = &args.faults;
+    let shares = [
+        f.submit_503,
+        f.submit_500_after,
+        f.reset,
+        f.error_body,
+        f.rate_limit_share,
+        f.slow,
+        f.truncate,
+        f.not_audio,
+        f.fail_share,
+        f.hang_share,
+    ];
+    if shares.iter().any(|share| !(0.0..=1.0).contains(share)) {
+        return Err(ExpectedError::usage("fault shares must be between 0 and 1").into());
+    }
+    let faults = Faults {
+        submit_unavailable: f.submit_503,
+        submit_error_after_create: f.submit_500_after,
+        reset: f.reset,
+        error_body: f.error_body,
+        rate_limit: f.rate_limit_share,
+        slow: f.slow,
+        slow_by: Duration::from_millis(f.slow_ms),
+        truncate: f.truncate,
+        not_audio: f.not_audio,
+        expire_first_download: f.expire_first_download,
+        fail_tasks: f.fail_share,
+        hang_tasks: f.hang_share,
+    };
     let config = SimConfig {
         key: args.key,
         task_duration: Duration::from_secs_f64(args.task_seconds),
@@ -24,6 +54,9 @@ pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
         detail_limits: limits("detail-limit", &args.detail_limit)?,
         upload_limits: limits("upload-limit", &args.upload_limit)?,
         latency: Duration::from_millis(args.latency_ms),
+        faults,
+        credits: args.credits,
+        seed: args.seed,
         ..SimConfig::default()
     };
     let sim = SimHandle::start(args.addr, config).await?;

@@ -78,6 +78,11 @@ pub enum Record {
         /// When.
         at: DateTime<Utc>,
     },
+    /// A submit intent was given up before its call went out.
+    SubmitWithdrawn {
+        /// The variant.
+        variant_id: VariantId,
+    },
     /// A submit call failed.
     SubmitFailed {
         /// The variant.
@@ -188,11 +193,13 @@ enum LineError {
 }
 
 fn decode_line(line: &str) -> Result<Record, LineError> {
-    let version: Version = serde_json::from_str(line).map_err(|e| LineError::Invalid(e.to_string()))?;
+    let version: Version =
+        serde_json::from_str(line).map_err(|e| LineError::Invalid(e.to_string()))?;
     if version.v > VERSION {
         return Err(LineError::TooNew(version.v));
     }
-    let parsed: LineIn = serde_json::from_str(line).map_err(|e| LineError::Invalid(e.to_string()))?;
+    let parsed: LineIn =
+        serde_json::from_str(line).map_err(|e| LineError::Invalid(e.to_string()))?;
     Ok(parsed.record)
 }
 
@@ -208,8 +215,15 @@ mod tests {
     fn sample() -> Vec<Record> {
         let at = "2026-11-25T01:00:00Z".parse().unwrap();
         vec![
-            Record::SubmitIntent { variant_id: id("a1"), at },
-            Record::Submitted { variant_id: id("a1"), task_id: "t1".into(), at },
+            Record::SubmitIntent {
+                variant_id: id("a1"),
+                at,
+            },
+            Record::Submitted {
+                variant_id: id("a1"),
+                task_id: "t1".into(),
+                at,
+            },
             Record::Track {
                 variant_id: id("a1"),
                 task_id: "t1".into(),
@@ -223,14 +237,22 @@ mod tests {
                     duration_s: Some(2.5),
                 },
             },
-            Record::Ended { variant_id: id("a1"), status: EndStatus::Finished, error: None, at },
+            Record::Ended {
+                variant_id: id("a1"),
+                status: EndStatus::Finished,
+                error: None,
+                at,
+            },
         ]
     }
 
     #[test]
     fn records_round_trip_as_versioned_lines() {
         let text: String = sample().iter().map(encode).collect();
-        assert!(text.starts_with(r#"{"v":1,"kind":"submit_intent","variant_id":"a1","#), "{text}");
+        assert!(
+            text.starts_with(r#"{"v":1,"kind":"submit_intent","variant_id":"a1","#),
+            "{text}"
+        );
         assert_eq!(decode_all(&text, Path::new("j")).unwrap(), sample());
     }
 
@@ -246,9 +268,22 @@ mod tests {
         let lines: Vec<String> = sample().iter().map(encode).collect();
         let damaged = format!("{}garbage\n{}", lines[0], lines[1]);
         let err = decode_all(&damaged, Path::new("j")).unwrap_err();
-        assert!(matches!(err, JournalError::Corrupt { line: 2, .. }), "{err}");
+        assert!(
+            matches!(err, JournalError::Corrupt { line: 2, .. }),
+            "{err}"
+        );
         let newer = format!("{}{{\"v\":2,\"kind\":\"future\"}}\n{}", lines[0], lines[1]);
         let err = decode_all(&newer, Path::new("j")).unwrap_err();
-        assert!(matches!(err, JournalError::TooNew { line: 2, version: 2, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                JournalError::TooNew {
+                    line: 2,
+                    version: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

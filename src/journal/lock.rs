@@ -80,7 +80,10 @@ mod tests {
         let err = acquire(dir.path(), Path::new("out")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("another stembatch run (pid {}) holds out", std::process::id())
+            format!(
+                "another stembatch run (pid {}) holds out",
+                std::process::id()
+            )
         );
         drop(held);
         acquire(dir.path(), Path::new("out")).unwrap();

@@ -62,14 +62,29 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
                 prior.task = None;
                 prior.end = None;
             }
-            Record::SubmitFailed { variant_id, created, .. } => {
+            Record::SubmitWithdrawn { variant_id } => {
+                let prior = priors.entry(variant_id.clone()).or_default();
+                if prior.submit_in_flight {
+                    prior.submit_in_flight = false;
+                    prior.attempts -= 1;
+                }
+            }
+            Record::SubmitFailed {
+                variant_id,
+                created,
+                ..
+            } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
                 prior.submit_in_flight = false;
                 if *created == Created::Unknown {
                     prior.unknown_outcomes += 1;
                 }
             }
-            Record::Submitted { variant_id, task_id, at } => {
+            Record::Submitted {
+                variant_id,
+                task_id,
+                at,
+            } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
                 prior.submit_in_flight = false;
                 prior.task = Some(PriorTask {
@@ -78,7 +93,11 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
                     tracks: Vec::new(),
                 });
             }
-            Record::Track { variant_id, task_id, entry } => {
+            Record::Track {
+                variant_id,
+                task_id,
+                entry,
+            } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
                 if let Some(task) = prior.task.as_mut().filter(|t| &t.task_id == task_id) {
                     task.tracks.retain(|t| t.track != entry.track);
@@ -86,7 +105,12 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
                     task.tracks.sort_by_key(|t| t.track);
                 }
             }
-            Record::Ended { variant_id, status, error, at } => {
+            Record::Ended {
+                variant_id,
+                status,
+                error,
+                at,
+            } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
                 prior.end = Some(PriorEnd {
                     status: *status,
@@ -150,7 +174,9 @@ pub fn decide(prior: Option<&Prior>, tracks_intact: bool, retry_failed: bool) ->
         (Some(EndStatus::Error), Some(task)) => Start::Poll {
             task_id: task.task_id.clone(),
         },
-        (Some(EndStatus::Failed | EndStatus::Timeout | EndStatus::Error), _) if retry_failed => Start::Submit,
+        (Some(EndStatus::Failed | EndStatus::Timeout | EndStatus::Error), _) if retry_failed => {
+            Start::Submit
+        }
         (Some(_), _) => Start::Keep,
         (None, Some(task)) => Start::Poll {
             task_id: task.task_id.clone(),
@@ -172,19 +198,35 @@ mod tests {
     }
 
     fn intent() -> Record {
-        Record::SubmitIntent { variant_id: id(), at: at() }
+        Record::SubmitIntent {
+            variant_id: id(),
+            at: at(),
+        }
     }
 
     fn failed(created: Created) -> Record {
-        Record::SubmitFailed { variant_id: id(), created, error: "e".into() }
+        Record::SubmitFailed {
+            variant_id: id(),
+            created,
+            error: "e".into(),
+        }
     }
 
     fn submitted(task: &str) -> Record {
-        Record::Submitted { variant_id: id(), task_id: task.into(), at: at() }
+        Record::Submitted {
+            variant_id: id(),
+            task_id: task.into(),
+            at: at(),
+        }
     }
 
     fn ended(status: EndStatus) -> Record {
-        Record::Ended { variant_id: id(), status, error: None, at: at() }
+        Record::Ended {
+            variant_id: id(),
+            status,
+            error: None,
+            at: at(),
+        }
     }
 
     fn track(task: &str, n: u32) -> Record {
@@ -210,14 +252,25 @@ mod tests {
 
     #[test]
     fn a_submitted_variant_is_polled_never_submitted_again() {
-        let poll = Start::Poll { task_id: "t1".into() };
+        let poll = Start::Poll {
+            task_id: "t1".into(),
+        };
         assert_eq!(start(&[intent(), submitted("t1")], true, false), poll);
-        assert_eq!(start(&[intent(), submitted("t1"), track("t1", 1)], true, true), poll);
+        assert_eq!(
+            start(&[intent(), submitted("t1"), track("t1", 1)], true, true),
+            poll
+        );
     }
 
     #[test]
     fn finished_variants_are_kept_or_downloaded_again() {
-        let records = [intent(), submitted("t1"), track("t1", 1), track("t1", 2), ended(EndStatus::Finished)];
+        let records = [
+            intent(),
+            submitted("t1"),
+            track("t1", 1),
+            track("t1", 2),
+            ended(EndStatus::Finished),
+        ];
         assert_eq!(start(&records, true, true), Start::Keep);
         match start(&records, false, false) {
             Start::Redownload { task_id, tracks } => {
@@ -240,24 +293,72 @@ mod tests {
         assert_eq!(start(&rejected, true, true), Start::Submit);
         // An error with a task (a download that kept failing) is re-polled for free.
         let download_error = [intent(), submitted("t1"), ended(EndStatus::Error)];
-        assert_eq!(start(&download_error, true, false), Start::Poll { task_id: "t1".into() });
+        assert_eq!(
+            start(&download_error, true, false),
+            Start::Poll {
+                task_id: "t1".into()
+            }
+        );
     }
 
     #[test]
     fn a_submit_cut_off_by_a_crash_counts_as_unknown_and_is_submitted_again() {
         let priors = replay(&[intent()]);
         let prior = &priors[&id()];
-        assert_eq!((prior.attempts, prior.unknown_outcomes, prior.submit_in_flight), (1, 1, true));
+        assert_eq!(
+            (
+                prior.attempts,
+                prior.unknown_outcomes,
+                prior.submit_in_flight
+            ),
+            (1, 1, true)
+        );
         assert_eq!(decide(Some(prior), true, false), Start::Submit);
         // Known failures are not unknown outcomes; a crash after a retry's intent is.
-        let priors = replay(&[intent(), failed(Created::No), intent(), failed(Created::Unknown), intent()]);
-        assert_eq!((priors[&id()].attempts, priors[&id()].unknown_outcomes), (3, 2));
+        let priors = replay(&[
+            intent(),
+            failed(Created::No),
+            intent(),
+            failed(Created::Unknown),
+            intent(),
+        ]);
+        assert_eq!(
+            (priors[&id()].attempts, priors[&id()].unknown_outcomes),
+            (3, 2)
+        );
+    }
+
+    #[test]
+    fn a_withdrawn_intent_is_no_attempt_and_no_unknown_outcome() {
+        let withdrawn = Record::SubmitWithdrawn { variant_id: id() };
+        let priors = replay(&[intent(), failed(Created::No), intent(), withdrawn]);
+        let prior = &priors[&id()];
+        assert_eq!(
+            (
+                prior.attempts,
+                prior.unknown_outcomes,
+                prior.submit_in_flight
+            ),
+            (1, 0, false)
+        );
+        assert_eq!(decide(Some(prior), true, false), Start::Submit);
     }
 
     #[test]
     fn a_new_submit_replaces_the_old_task_and_end() {
-        let records = [intent(), submitted("t1"), ended(EndStatus::Failed), intent(), submitted("t2")];
-        assert_eq!(start(&records, true, false), Start::Poll { task_id: "t2".into() });
+        let records = [
+            intent(),
+            submitted("t1"),
+            ended(EndStatus::Failed),
+            intent(),
+            submitted("t2"),
+        ];
+        assert_eq!(
+            start(&records, true, false),
+            Start::Poll {
+                task_id: "t2".into()
+            }
+        );
         let priors = replay(&records);
         assert_eq!(priors[&id()].attempts, 2);
         assert_eq!(priors[&id()].end, None);
@@ -265,7 +366,13 @@ mod tests {
 
     #[test]
     fn tracks_of_an_older_task_are_ignored() {
-        let priors = replay(&[intent(), submitted("t2"), track("t1", 1), track("t2", 2), track("t2", 2)]);
+        let priors = replay(&[
+            intent(),
+            submitted("t2"),
+            track("t1", 1),
+            track("t2", 2),
+            track("t2", 2),
+        ]);
         let task = priors[&id()].task.as_ref().unwrap();
         assert_eq!(task.tracks.len(), 1);
         assert_eq!(task.tracks[0].track, 2);

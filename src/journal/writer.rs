@@ -138,13 +138,20 @@ mod tests {
     async fn a_torn_tail_is_cut_before_appending() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.jsonl");
-        std::fs::write(&path, format!("{}{{\"v\":1,\"kind\":\"subm", encode(&started(1)))).unwrap();
+        std::fs::write(
+            &path,
+            format!("{}{{\"v\":1,\"kind\":\"subm", encode(&started(1))),
+        )
+        .unwrap();
         let (writer, earlier) = JournalWriter::open(&path).unwrap();
         assert_eq!(earlier.len(), 1);
         writer.append(started(2)).await.unwrap();
         drop(writer);
         let (_writer, earlier) = JournalWriter::open(&path).unwrap();
-        assert_eq!(earlier, vec![started_like(&earlier[0], 1), started_like(&earlier[1], 2)]);
+        assert_eq!(
+            earlier,
+            vec![started_like(&earlier[0], 1), started_like(&earlier[1], 2)]
+        );
     }
 
     /// The record with its own timestamp, so equality checks only the pid.

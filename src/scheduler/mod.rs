@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::retry::{AccountStop, RetryPolicy};
 use crate::api::ApiClient;
 use crate::download::Downloader;
+use crate::journal::replay::Start;
+use crate::journal::writer::JournalWriter;
 use crate::manifest::RunSettings;
 use crate::report;
 use crate::variant::Variant;
@@ -51,6 +53,8 @@ impl Pacers {
 pub struct RunInputs {
     /// The API.
     pub client: ApiClient,
+    /// The journal of the output folder.
+    pub journal: JournalWriter,
     /// The run's knobs.
     pub settings: RunSettings,
     /// The pacers.
@@ -72,12 +76,40 @@ pub struct RunOutcome {
     pub account_stop: Option<AccountStop>,
 }
 
-/// Runs every variant and writes `results.csv`; an error only when the report cannot be
-/// written.
-pub async fn run(variants: Arc<Vec<Variant>>, inputs: RunInputs) -> std::io::Result<RunOutcome> {
+/// Where each variant starts, and the records that earlier runs left.
+pub struct Resume {
+    /// One record per variant, in manifest order.
+    pub records: Vec<state::VariantRecord>,
+    /// One start per variant, in manifest order.
+    pub starts: Vec<Start>,
+}
+
+impl Resume {
+    /// A first run: every variant pending, to be submitted.
+    pub fn fresh(count: usize) -> Self {
+        Resume {
+            records: vec![state::VariantRecord::default(); count],
+            starts: vec![Start::Submit; count],
+        }
+    }
+}
+
+/// Runs every variant from its start and writes `results.csv`; an error only when the
+/// report cannot be written.
+pub async fn run(
+    variants: Arc<Vec<Variant>>,
+    resume: Resume,
+    inputs: RunInputs,
+) -> std::io::Result<RunOutcome> {
     let (events, received) = mpsc::channel(1024);
     let out_dir = inputs.out_dir.clone();
-    let coordinator = tokio::spawn(coordinate(Arc::clone(&variants), out_dir, received));
+    let initial = RunState::from_records(resume.records);
+    let coordinator = tokio::spawn(coordinate(
+        Arc::clone(&variants),
+        initial,
+        out_dir,
+        received,
+    ));
     let concurrency = inputs.settings.concurrency;
     let ctx = worker::Context {
         downloader: Downloader::new().map_err(std::io::Error::other)?,
@@ -86,6 +118,7 @@ pub async fn run(variants: Arc<Vec<Variant>>, inputs: RunInputs) -> std::io::Res
         submit_pacer: inputs.pacers.submit,
         poll_pacer: inputs.pacers.poll,
         client: inputs.client,
+        journal: inputs.journal,
         settings: inputs.settings,
         out_dir: inputs.out_dir,
         stop_submits: inputs.stop_submits,
@@ -93,8 +126,14 @@ pub async fn run(variants: Arc<Vec<Variant>>, inputs: RunInputs) -> std::io::Res
         account_stop: Mutex::new(None),
         events,
     };
-    futures::stream::iter(variants.iter().enumerate())
-        .map(|(index, variant)| worker::run_variant(&ctx, index, variant))
+    // Kept variants are skipped here, so they take no slot of the in-flight cap.
+    let work = variants
+        .iter()
+        .zip(resume.starts)
+        .enumerate()
+        .filter(|(_, (_, start))| *start != Start::Keep);
+    futures::stream::iter(work)
+        .map(|(index, (variant, start))| worker::run_variant(&ctx, index, variant, start))
         .buffer_unordered(concurrency)
         .collect::<()>()
         .await;
@@ -112,11 +151,11 @@ pub async fn run(variants: Arc<Vec<Variant>>, inputs: RunInputs) -> std::io::Res
 /// `REPORT_INTERVAL` (longer when writing is slow), and once more at the end.
 async fn coordinate(
     variants: Arc<Vec<Variant>>,
+    mut state: RunState,
     out_dir: PathBuf,
     mut events: mpsc::Receiver<WorkerEvent>,
 ) -> std::io::Result<RunState> {
     const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-    let mut state = RunState::new(variants.len());
     write_report(&variants, &out_dir, &state).await?;
     let mut interval = REPORT_INTERVAL;
     let mut next_write = Instant::now() + interval;

@@ -3,6 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::journal::format::{EndStatus, TrackEntry};
+use crate::journal::replay::Prior;
+
 /// What became of a variant (SPEC.md's `status` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VariantStatus {
@@ -102,6 +105,11 @@ pub enum WorkerEvent {
         /// The variant's index in the manifest.
         index: usize,
     },
+    /// A submit failed in a way that leaves open whether the provider created a task.
+    SubmitOutcomeUnknown {
+        /// The variant's index.
+        index: usize,
+    },
     /// The provider created the task.
     Submitted {
         /// The variant's index.
@@ -120,18 +128,72 @@ pub enum WorkerEvent {
     },
 }
 
+impl VariantRecord {
+    /// The record an earlier run left, as the journal tells it.
+    pub fn from_prior(prior: &Prior) -> Self {
+        let end = prior.end.as_ref();
+        let status = match end.map(|e| e.status) {
+            None => VariantStatus::Pending,
+            Some(EndStatus::Finished) => VariantStatus::Finished,
+            Some(EndStatus::Failed) => VariantStatus::Failed,
+            Some(EndStatus::Timeout) => VariantStatus::Timeout,
+            Some(EndStatus::Error) => VariantStatus::Error,
+        };
+        let tracks = match (status, &prior.task) {
+            (VariantStatus::Finished, Some(task)) => {
+                task.tracks.iter().map(TrackRecord::from).collect()
+            }
+            _ => Vec::new(),
+        };
+        VariantRecord {
+            status,
+            task_id: prior.task.as_ref().map(|t| t.task_id.clone()),
+            submitted_at: prior.task.as_ref().map(|t| t.submitted_at),
+            finished_at: end.map(|e| e.at),
+            attempts: prior.attempts,
+            error: end.and_then(|e| e.error.clone()),
+            tracks,
+        }
+    }
+}
+
+impl From<&TrackEntry> for TrackRecord {
+    fn from(entry: &TrackEntry) -> Self {
+        TrackRecord {
+            audio_id: entry.audio_id.clone(),
+            duration_s: entry.duration_s,
+            file: entry.file.clone(),
+            bytes: entry.bytes,
+            sha256: entry.sha256.clone(),
+            audio_url: entry.audio_url.clone(),
+        }
+    }
+}
+
 /// Every variant's record, in manifest order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunState {
     records: Vec<VariantRecord>,
+    unknown_outcomes: usize,
 }
 
 impl RunState {
     /// `count` variants, all pending.
     pub fn new(count: usize) -> Self {
+        Self::from_records(vec![VariantRecord::default(); count])
+    }
+
+    /// A state starting from earlier runs' records.
+    pub fn from_records(records: Vec<VariantRecord>) -> Self {
         RunState {
-            records: vec![VariantRecord::default(); count],
+            records,
+            unknown_outcomes: 0,
         }
+    }
+
+    /// Submits of this run whose outcome stayed unknown, so were made again.
+    pub fn unknown_outcomes(&self) -> usize {
+        self.unknown_outcomes
     }
 
     /// The records, in manifest order.
@@ -144,6 +206,10 @@ impl RunState {
         match event {
             WorkerEvent::Submitting { index } => {
                 self.records[index].attempts += 1;
+                false
+            }
+            WorkerEvent::SubmitOutcomeUnknown { .. } => {
+                self.unknown_outcomes += 1;
                 false
             }
             WorkerEvent::Submitted { index, task_id, at } => {

@@ -1,33 +1,45 @@
-//! One variant's way through the API: pace → submit → poll → download. Workers decide
-//! nothing about other variants; they report events up to the coordinator.
+//! One variant's way through the API: pace → submit → poll → download, journaling each
+//! step that costs money or produces a file. Workers decide nothing about other variants;
+//! they report events up to the coordinator.
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::Utc;
-use futures::future::try_join_all;
+use futures::future::join_all;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 use super::pacer::Pacer;
 use super::poll::PollSchedule;
 use super::state::{TrackRecord, VariantEnd, VariantStatus, WorkerEvent};
-use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
-use crate::api::types::{SubmitInput, SubmitRequest, TaskStatus, TrackFile, TASK_MODEL};
+use crate::api::retry::{classify, is_rate_limited, AccountStop, CallKind, RetryPolicy, Verdict};
+use crate::api::types::{
+    SubmitData, SubmitInput, SubmitRequest, TaskDetail, TaskStatus, TrackFile, TASK_MODEL,
+};
 use crate::api::{ApiClient, ApiError};
-use crate::download::{extension_of, Downloaded, Downloader, Expect};
+use crate::download::{extension_of, DownloadError, Downloaded, Downloader, Expect};
+use crate::journal::format::{Created, EndStatus, Record, TrackEntry};
+use crate::journal::replay::Start;
+use crate::journal::writer::JournalWriter;
 use crate::manifest::RunSettings;
 use crate::variant::{StemSource, Variant};
+
+/// How long a submit already on the wire may take to answer after the run is told to
+/// stop: its answer says whether a task was created, which saves a duplicate next run.
+const SUBMIT_GRACE: Duration = Duration::from_secs(1);
 
 /// What every worker shares.
 pub(super) struct Context {
     pub client: ApiClient,
     pub downloader: Downloader,
-    pub submit_pacer: std::sync::Arc<dyn Pacer>,
-    pub poll_pacer: std::sync::Arc<dyn Pacer>,
+    pub journal: JournalWriter,
+    pub submit_pacer: Arc<dyn Pacer>,
+    pub poll_pacer: Arc<dyn Pacer>,
     pub settings: RunSettings,
     pub retry: RetryPolicy,
     pub download_slots: Semaphore,
@@ -47,6 +59,14 @@ impl Context {
         let _ = self.events.send(event).await;
     }
 
+    /// Appends to the journal; a failure is logged, for records that only help a later
+    /// run (the work itself has already happened).
+    async fn journal_or_log(&self, record: Record) {
+        if let Err(err) = self.journal.append(record).await {
+            error!(error = %err, "cannot write the journal");
+        }
+    }
+
     /// The account cannot go on: a bad key stops every request, no credits stops submits.
     fn stop_account(&self, stop: AccountStop) {
         let mut current = self.account_stop.lock().unwrap_or_else(|p| p.into_inner());
@@ -58,27 +78,43 @@ impl Context {
             self.stop_all.cancel();
         }
     }
-}
 
-/// Why a call with retries gave up.
-struct CallFailure {
-    /// The last error; `None` when cancelled before a call went out.
-    err: Option<ApiError>,
-    verdict: Verdict,
-    attempts: u32,
-}
+    /// Waits for the pacer's turn; false when `stop` comes first.
+    async fn turn(&self, pacer: &dyn Pacer, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => false,
+            _ = pacer.ready() => true,
+        }
+    }
 
-impl CallFailure {
-    fn describe(&self) -> String {
-        match &self.err {
-            Some(err) => err.to_string(),
-            None => "cancelled".into(),
+    /// Waits out the backoff after the `attempts`-th failure (and holds the whole
+    /// endpoint back on a 429); false when `stop` comes first.
+    async fn back_off(
+        &self,
+        pacer: &dyn Pacer,
+        attempts: u32,
+        err: &ApiError,
+        stop: &CancellationToken,
+    ) -> bool {
+        let retry_after = match err {
+            ApiError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let wait = self.retry.delay(attempts, retry_after, rand::random());
+        if is_rate_limited(err) {
+            pacer.hold_off(retry_after.unwrap_or(wait));
+        }
+        tracing::debug!(attempt = attempts, error = %err, ?wait, "retrying");
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
         }
     }
 }
 
-/// Runs one variant to its end for this run and reports it.
-pub(super) async fn run_variant(ctx: &Context, index: usize, variant: &Variant) {
+/// Runs one variant from `start` to its end for this run and reports it.
+pub(super) async fn run_variant(ctx: &Context, index: usize, variant: &Variant, start: Start) {
     let span = tracing::info_span!(
         "variant",
         variant_id = %variant.id,
@@ -87,9 +123,25 @@ pub(super) async fn run_variant(ctx: &Context, index: usize, variant: &Variant) 
         take = variant.take,
     );
     async {
-        let end = match submit(ctx, index, variant).await {
-            Ok((task_id, submitted)) => follow(ctx, variant, &task_id, submitted).await,
-            Err(end) => end,
+        let end = match start {
+            Start::Keep => return,
+            Start::Submit => match submit(ctx, index, variant).await {
+                Ok(task_id) => follow(ctx, variant, &task_id, ctx.settings.poll_interval).await,
+                Err(end) => end,
+            },
+            // A task from an earlier run is asked about at once; its detail also brings
+            // fresh result URLs, since the journaled ones may have expired.
+            Start::Poll { task_id } => {
+                info!(task_id, "resuming a task submitted earlier");
+                follow(ctx, variant, &task_id, Duration::ZERO).await
+            }
+            Start::Redownload { task_id, .. } => {
+                info!(
+                    task_id,
+                    "a track file is missing or damaged: downloading again from its task"
+                );
+                follow(ctx, variant, &task_id, Duration::ZERO).await
+            }
         };
         match &end.error {
             None => info!(
@@ -99,10 +151,30 @@ pub(super) async fn run_variant(ctx: &Context, index: usize, variant: &Variant) 
             ),
             Some(error) => warn!(status = end.status.as_str(), error = %error, "variant ended"),
         }
+        if let Some(status) = journal_status(end.status) {
+            ctx.journal_or_log(Record::Ended {
+                variant_id: variant.id.clone(),
+                status,
+                error: end.error.clone(),
+                at: end.at,
+            })
+            .await;
+        }
         ctx.emit(WorkerEvent::Ended { index, end }).await;
     }
     .instrument(span)
     .await
+}
+
+/// Pending is not an end: a variant without an end record is resumed.
+fn journal_status(status: VariantStatus) -> Option<EndStatus> {
+    match status {
+        VariantStatus::Finished => Some(EndStatus::Finished),
+        VariantStatus::Failed => Some(EndStatus::Failed),
+        VariantStatus::Timeout => Some(EndStatus::Timeout),
+        VariantStatus::Error => Some(EndStatus::Error),
+        VariantStatus::Pending => None,
+    }
 }
 
 fn end(status: VariantStatus, error: impl Into<String>) -> VariantEnd {
@@ -115,7 +187,7 @@ fn end(status: VariantStatus, error: impl Into<String>) -> VariantEnd {
 }
 
 /// The submit body for a variant.
-pub(crate) fn submit_request(variant: &Variant, callback_url: Option<&str>) -> SubmitRequest {
+fn submit_request(variant: &Variant, callback_url: Option<&str>) -> SubmitRequest {
     let params = &variant.params;
     let upload_url = match &variant.stem.source {
         StemSource::Url(url) => url.clone(),
@@ -137,117 +209,203 @@ pub(crate) fn submit_request(variant: &Variant, callback_url: Option<&str>) -> S
     }
 }
 
-/// Makes one API call, paced, as often as the failure policy allows; gives up at once
-/// when `stop` is cancelled.
-async fn call_with_retries<T, F, Fut>(
+/// One submit call. When the run is told to stop while it is on the wire, its answer
+/// still counts if it comes within [`SUBMIT_GRACE`]; `None` means it never came.
+async fn submit_call(
     ctx: &Context,
-    pacer: &dyn Pacer,
-    kind: CallKind,
-    stop: &CancellationToken,
-    mut call: F,
-) -> Result<T, CallFailure>
+    request: &SubmitRequest,
+) -> Option<Result<SubmitData, ApiError>> {
+    let call = ctx.client.submit(request);
+    tokio::pin!(call);
+    tokio::select! {
+        result = &mut call => return Some(result),
+        _ = ctx.stop_all.cancelled() => {}
+    }
+    tokio::time::timeout(SUBMIT_GRACE, call).await.ok()
+}
+
+/// Submits the variant and returns its task id, or how the variant ended.
+///
+/// Every attempt is journaled before it goes out and its outcome right after, so no
+/// crash can hide a task (an intent whose call never went out is withdrawn). Failures that prove no task exists are retried freely; an
+/// outcome left unknown (a 5xx other than 503, a timeout, a broken connection) is
+/// journaled and counted as such before the submit is made again.
+async fn submit(ctx: &Context, index: usize, variant: &Variant) -> Result<String, VariantEnd> {
+    let request = submit_request(variant, ctx.settings.callback_url.as_deref());
+    let pacer = ctx.submit_pacer.as_ref();
+    let stop = &ctx.stop_submits;
+    let variant_id = || variant.id.clone();
+    let (mut attempts, mut unknown) = (0, 0);
+    loop {
+        if stop.is_cancelled() {
+            return Err(end(
+                VariantStatus::Pending,
+                "not submitted: the run stopped first",
+            ));
+        }
+        // The intent is made durable before waiting for the pacer, so that the call goes
+        // out the moment its slot comes: an fsync between the two would make the spacing
+        // on the wire as uneven as the disk is slow.
+        let intent = Record::SubmitIntent {
+            variant_id: variant_id(),
+            at: Utc::now(),
+        };
+        if let Err(err) = ctx.journal.append(intent).await {
+            return Err(end(VariantStatus::Error, format!("not submitted: {err}")));
+        }
+        if !ctx.turn(pacer, stop).await {
+            ctx.journal_or_log(Record::SubmitWithdrawn {
+                variant_id: variant_id(),
+            })
+            .await;
+            return Err(end(
+                VariantStatus::Pending,
+                "not submitted: the run stopped first",
+            ));
+        }
+        attempts += 1;
+        ctx.emit(WorkerEvent::Submitting { index }).await;
+        let err = match submit_call(ctx, &request).await {
+            None => {
+                // The intent stays open in the journal: the next run counts it unknown.
+                return Err(end(
+                    VariantStatus::Pending,
+                    "the run stopped while a submit was on the wire; its outcome is unknown",
+                ));
+            }
+            Some(Ok(data)) => {
+                let at = Utc::now();
+                let task_id = data.task_id;
+                ctx.journal_or_log(Record::Submitted {
+                    variant_id: variant_id(),
+                    task_id: task_id.clone(),
+                    at,
+                })
+                .await;
+                ctx.emit(WorkerEvent::Submitted {
+                    index,
+                    task_id: task_id.clone(),
+                    at,
+                })
+                .await;
+                info!(task_id, "submitted");
+                return Ok(task_id);
+            }
+            Some(Err(err)) => err,
+        };
+        let verdict = classify(&err, CallKind::Submit);
+        let created = match verdict {
+            Verdict::OutcomeUnknown => Created::Unknown,
+            _ => Created::No,
+        };
+        ctx.journal_or_log(Record::SubmitFailed {
+            variant_id: variant_id(),
+            created,
+            error: err.to_string(),
+        })
+        .await;
+        match verdict {
+            Verdict::OutcomeUnknown => {
+                unknown += 1;
+                warn!(error = %err, "submit outcome unknown: the provider may have created a task");
+                ctx.emit(WorkerEvent::SubmitOutcomeUnknown { index }).await;
+            }
+            Verdict::Retry { .. } => {}
+            Verdict::Reject => {
+                return Err(end(VariantStatus::Error, format!("submit rejected: {err}")))
+            }
+            Verdict::Stop(account) => {
+                ctx.stop_account(account);
+                return Err(end(
+                    VariantStatus::Pending,
+                    format!("not submitted: the account stopped the run ({err})"),
+                ));
+            }
+        }
+        if !ctx.retry.allows_another(attempts) {
+            let unknown_note = match unknown {
+                0 => String::new(),
+                n => format!(", {n} with an unknown outcome (a task may exist)"),
+            };
+            return Err(end(
+                VariantStatus::Error,
+                format!("submit failed {attempts} times{unknown_note}: {err} (hint: re-run with --retry-failed)"),
+            ));
+        }
+        if !ctx.back_off(pacer, attempts, &err, stop).await {
+            return Err(end(
+                VariantStatus::Pending,
+                "not submitted again: the run stopped first",
+            ));
+        }
+    }
+}
+
+/// Why a read with retries gave up.
+enum ReadFailure {
+    /// The run was told to stop.
+    Stopped,
+    /// The provider refused it, or every attempt failed.
+    Failed { err: ApiError, verdict: Verdict },
+}
+
+/// One read (detail query), paced and retried as the failure policy allows; raced
+/// against `stop_all`, since dropping a read costs nothing.
+async fn read_with_retries<T, F, Fut>(ctx: &Context, mut call: F) -> Result<T, ReadFailure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ApiError>>,
 {
+    let pacer = ctx.poll_pacer.as_ref();
+    let stop = &ctx.stop_all;
     let mut attempts = 0;
-    let cancelled = |attempts, err| CallFailure {
-        err,
-        verdict: Verdict::Reject,
-        attempts,
-    };
     loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => return Err(cancelled(attempts, None)),
-            _ = pacer.ready() => {}
+        if !ctx.turn(pacer, stop).await {
+            return Err(ReadFailure::Stopped);
         }
         attempts += 1;
-        let err = match call().await {
+        let result = tokio::select! {
+            result = call() => result,
+            _ = stop.cancelled() => return Err(ReadFailure::Stopped),
+        };
+        let err = match result {
             Ok(value) => return Ok(value),
             Err(err) => err,
         };
-        let verdict = classify(&err, kind);
+        let verdict = classify(&err, CallKind::Idempotent);
         match verdict {
-            Verdict::Retry { after } if ctx.retry.allows_another(attempts) => {
-                if let Some(after) = after {
-                    pacer.hold_off(after);
-                }
-                let wait = ctx.retry.delay(attempts, after, rand::random());
-                tracing::debug!(attempt = attempts, error = %err, ?wait, "retrying");
-                tokio::select! {
-                    _ = stop.cancelled() => return Err(cancelled(attempts, Some(err))),
-                    _ = tokio::time::sleep(wait) => {}
+            Verdict::Retry { .. } if ctx.retry.allows_another(attempts) => {
+                if !ctx.back_off(pacer, attempts, &err, stop).await {
+                    return Err(ReadFailure::Stopped);
                 }
             }
-            verdict => {
-                if let Verdict::Stop(account) = verdict {
-                    ctx.stop_account(account);
-                }
-                return Err(CallFailure {
-                    err: Some(err),
-                    verdict,
-                    attempts,
-                });
+            Verdict::Stop(account) => {
+                ctx.stop_account(account);
+                return Err(ReadFailure::Failed { err, verdict });
             }
+            _ => return Err(ReadFailure::Failed { err, verdict }),
         }
     }
 }
 
-/// Submits the variant; the task id and when it was created, or how the variant ended.
-async fn submit(
+async fn query(ctx: &Context, task_id: &str) -> Result<TaskDetail, ReadFailure> {
+    read_with_retries(ctx, || ctx.client.detail(task_id)).await
+}
+
+/// Polls a submitted task, first after `first_delay`, until it ends or times out, then
+/// downloads its tracks. The timeout counts from now: the submit, or the resume of a task
+/// from an earlier run.
+async fn follow(
     ctx: &Context,
-    index: usize,
     variant: &Variant,
-) -> Result<(String, Instant), VariantEnd> {
-    let request = submit_request(variant, ctx.settings.callback_url.as_deref());
-    let attempt = || async {
-        ctx.emit(WorkerEvent::Submitting { index }).await;
-        ctx.client.submit(&request).await
-    };
-    let stop = &ctx.stop_submits;
-    match call_with_retries(ctx, ctx.submit_pacer.as_ref(), CallKind::Submit, stop, attempt).await {
-        Ok(data) => {
-            let submitted = Instant::now();
-            ctx.emit(WorkerEvent::Submitted {
-                index,
-                task_id: data.task_id.clone(),
-                at: Utc::now(),
-            })
-            .await;
-            info!(task_id = %data.task_id, "submitted");
-            Ok((data.task_id, submitted))
-        }
-        Err(failure) => Err(match (failure.err.is_none(), failure.verdict) {
-            (true, _) => end(VariantStatus::Pending, "not submitted: the run stopped first"),
-            (false, Verdict::Stop(_)) => end(
-                VariantStatus::Pending,
-                format!("not submitted: the account stopped the run ({})", failure.describe()),
-            ),
-            (false, Verdict::OutcomeUnknown) => end(
-                VariantStatus::Error,
-                format!(
-                    "submit outcome unknown ({}); the provider may have created a task: re-run with --retry-failed to submit again",
-                    failure.describe()
-                ),
-            ),
-            (false, Verdict::Retry { .. }) => end(
-                VariantStatus::Error,
-                format!("submit failed after {} attempts: {}", failure.attempts, failure.describe()),
-            ),
-            (false, Verdict::Reject) => {
-                end(VariantStatus::Error, format!("submit rejected: {}", failure.describe()))
-            }
-        }),
-    }
-}
-
-/// Polls a submitted task until it ends or times out, then downloads its tracks.
-async fn follow(ctx: &Context, variant: &Variant, task_id: &str, submitted: Instant) -> VariantEnd {
-    let deadline = submitted + ctx.settings.task_timeout;
+    task_id: &str,
+    first_delay: Duration,
+) -> VariantEnd {
+    let started = Instant::now();
+    let deadline = started + ctx.settings.task_timeout;
     let mut schedule =
         PollSchedule::new(ctx.settings.poll_interval, ctx.settings.poll_interval_max);
-    let mut delay = schedule.first_delay();
+    let mut delay = first_delay;
     loop {
         let wake = (Instant::now() + delay).min(deadline);
         tokio::select! {
@@ -256,19 +414,11 @@ async fn follow(ctx: &Context, variant: &Variant, task_id: &str, submitted: Inst
             }
             _ = tokio::time::sleep_until(wake) => {}
         }
-        let query = || ctx.client.detail(task_id);
-        let stop = &ctx.stop_all;
-        match call_with_retries(
-            ctx,
-            ctx.poll_pacer.as_ref(),
-            CallKind::Idempotent,
-            stop,
-            query,
-        )
-        .await
-        {
+        match query(ctx, task_id).await {
             Ok(detail) => match detail.status {
-                TaskStatus::Finished => return download_tracks(ctx, variant, &detail.files).await,
+                TaskStatus::Finished => {
+                    return download_tracks(ctx, variant, task_id, &detail.files).await
+                }
                 TaskStatus::Failed => {
                     let message = detail
                         .error_message
@@ -277,28 +427,37 @@ async fn follow(ctx: &Context, variant: &Variant, task_id: &str, submitted: Inst
                     return end(VariantStatus::Failed, message);
                 }
                 TaskStatus::NotStarted | TaskStatus::Running | TaskStatus::Unknown => {
-                    delay = schedule.after_query(submitted.elapsed(), detail.progress);
+                    delay = schedule.after_query(started.elapsed(), detail.progress);
                 }
             },
-            Err(failure) if failure.err.is_none() || ctx.stop_all.is_cancelled() => {
+            Err(ReadFailure::Stopped) => {
                 return end(
                     VariantStatus::Pending,
-                    format!(
-                        "the run stopped while the task was running ({})",
-                        failure.describe()
-                    ),
+                    "the run stopped while the task was running",
                 );
             }
-            Err(failure) if failure.verdict == Verdict::Reject => {
+            Err(ReadFailure::Failed {
+                err,
+                verdict: Verdict::Stop(_),
+            }) => {
+                return end(
+                    VariantStatus::Pending,
+                    format!("the account stopped the run ({err})"),
+                );
+            }
+            Err(ReadFailure::Failed {
+                err,
+                verdict: Verdict::Reject,
+            }) => {
                 return end(
                     VariantStatus::Error,
-                    format!("task query rejected: {}", failure.describe()),
+                    format!("task {task_id} query rejected: {err}"),
                 );
             }
-            Err(failure) => {
+            Err(ReadFailure::Failed { err, .. }) => {
                 // The task exists and is paid for: keep asking until it times out.
-                warn!(task_id, error = %failure.describe(), "task query failed; trying again later");
-                delay = schedule.after_query(submitted.elapsed(), None);
+                warn!(task_id, error = %err, "task query failed; trying again later");
+                delay = schedule.after_query(started.elapsed(), None);
             }
         }
         if Instant::now() >= deadline {
@@ -313,89 +472,188 @@ async fn follow(ctx: &Context, variant: &Variant, task_id: &str, submitted: Inst
     }
 }
 
+/// Why one track could not be downloaded.
+enum TrackFailure {
+    Stopped,
+    Failed(String),
+}
+
 /// Downloads every track of a finished task (and covers when asked).
-async fn download_tracks(ctx: &Context, variant: &Variant, files: &[TrackFile]) -> VariantEnd {
+async fn download_tracks(
+    ctx: &Context,
+    variant: &Variant,
+    task_id: &str,
+    files: &[TrackFile],
+) -> VariantEnd {
     if files.is_empty() {
         return end(VariantStatus::Error, "the task finished without tracks");
     }
-    let folder = PathBuf::from("audio").join(&variant.stem.name);
-    if let Err(err) = tokio::fs::create_dir_all(ctx.out_dir.join(&folder)).await {
+    let folder = ctx.out_dir.join("audio").join(&variant.stem.name);
+    if let Err(err) = tokio::fs::create_dir_all(&folder).await {
         return end(
             VariantStatus::Error,
             format!("cannot create {}: {err}", folder.display()),
         );
     }
-    let base = &variant.file_base();
-    let downloads = files.iter().enumerate().map(|(i, file)| {
-        let number = i + 1;
-        let name = format!("{base}-{number}.{}", extension_of(&file.audio_url, "mp3"));
-        let relative = format!("audio/{}/{name}", variant.stem.name);
-        async move {
-            let done = download_with_retries(ctx, &file.audio_url, &relative, Expect::Audio)
-                .await
-                .map_err(|err| format!("track {number}: {err}"))?;
-            if let Some(image) = file
-                .image_url
-                .as_deref()
-                .filter(|_| ctx.settings.download_covers)
-            {
-                let cover = format!(
-                    "audio/{}/{base}-{number}.{}",
-                    variant.stem.name,
-                    extension_of(image, "jpeg")
+    let downloads = files
+        .iter()
+        .enumerate()
+        .map(|(i, file)| download_track(ctx, variant, task_id, i as u32 + 1, file));
+    let mut tracks = Vec::with_capacity(files.len());
+    let mut failures = Vec::new();
+    for result in join_all(downloads).await {
+        match result {
+            Ok(track) => tracks.push(track),
+            Err(TrackFailure::Stopped) => {
+                return end(
+                    VariantStatus::Pending,
+                    "the run stopped during the downloads",
                 );
-                if let Err(err) = download_with_retries(ctx, image, &cover, Expect::Any).await {
-                    warn!(track = number, error = %err, "cover not downloaded");
-                }
             }
-            Ok::<_, String>(TrackRecord {
-                audio_id: file.audio_id.clone(),
-                duration_s: file.duration,
-                file: relative,
-                bytes: done.bytes,
-                sha256: done.sha256,
-                audio_url: file.audio_url.clone(),
-            })
+            Err(TrackFailure::Failed(message)) => failures.push(message),
         }
-    });
-    match try_join_all(downloads).await {
-        Ok(tracks) => VariantEnd {
-            status: VariantStatus::Finished,
-            tracks,
-            error: None,
-            at: Utc::now(),
-        },
-        Err(message) => end(VariantStatus::Error, message),
+    }
+    if !failures.is_empty() {
+        return end(VariantStatus::Error, failures.join("; "));
+    }
+    VariantEnd {
+        status: VariantStatus::Finished,
+        tracks,
+        error: None,
+        at: Utc::now(),
+    }
+}
+
+/// One track: downloaded, and journaled once its file is in place. A result URL that
+/// answers 403, 404 or 410 has expired: the task's detail is asked for a fresh one once.
+async fn download_track(
+    ctx: &Context,
+    variant: &Variant,
+    task_id: &str,
+    number: u32,
+    file: &TrackFile,
+) -> Result<TrackRecord, TrackFailure> {
+    let name = format!(
+        "{}-{number}.{}",
+        variant.file_base(),
+        extension_of(&file.audio_url, "mp3")
+    );
+    let relative = format!("audio/{}/{name}", variant.stem.name);
+    let failed = |message: String| TrackFailure::Failed(format!("track {number}: {message}"));
+    let mut url = file.audio_url.clone();
+    let done = match download_with_retries(ctx, &url, &relative, Expect::Audio).await {
+        Ok(done) => done,
+        Err(DownloadFailure::Failed(err)) if err.is_gone() => {
+            warn!(track = number, error = %err, "result URL expired; asking the provider for a fresh one");
+            url = fresh_url(ctx, task_id, number, file)
+                .await
+                .map_err(|message| failed(format!("{err}; no fresh URL: {message}")))?;
+            download_with_retries(ctx, &url, &relative, Expect::Audio)
+                .await
+                .map_err(|failure| failure.into_track(number))?
+        }
+        Err(failure) => return Err(failure.into_track(number)),
+    };
+    if let Some(image) = file
+        .image_url
+        .as_deref()
+        .filter(|_| ctx.settings.download_covers)
+    {
+        let cover = format!(
+            "audio/{}/{}-{number}.{}",
+            variant.stem.name,
+            variant.file_base(),
+            extension_of(image, "jpeg")
+        );
+        if let Err(DownloadFailure::Failed(err)) =
+            download_with_retries(ctx, image, &cover, Expect::Any).await
+        {
+            warn!(track = number, error = %err, "cover not downloaded");
+        }
+    }
+    let entry = TrackEntry {
+        track: number,
+        audio_id: file.audio_id.clone(),
+        file: relative,
+        bytes: done.bytes,
+        sha256: done.sha256,
+        audio_url: url,
+        duration_s: file.duration,
+    };
+    ctx.journal_or_log(Record::Track {
+        variant_id: variant.id.clone(),
+        task_id: task_id.to_owned(),
+        entry: entry.clone(),
+    })
+    .await;
+    Ok(TrackRecord::from(&entry))
+}
+
+/// The current URL of a track, from a fresh detail query.
+async fn fresh_url(
+    ctx: &Context,
+    task_id: &str,
+    number: u32,
+    file: &TrackFile,
+) -> Result<String, String> {
+    let detail = match query(ctx, task_id).await {
+        Ok(detail) => detail,
+        Err(ReadFailure::Stopped) => return Err("the run stopped".into()),
+        Err(ReadFailure::Failed { err, .. }) => return Err(err.to_string()),
+    };
+    let by_id = detail.files.iter().find(|f| f.audio_id == file.audio_id);
+    let by_position = detail.files.get(number as usize - 1);
+    by_id
+        .or(by_position)
+        .map(|f| f.audio_url.clone())
+        .ok_or_else(|| format!("task {task_id} no longer lists track {number}"))
+}
+
+/// Why a download with retries gave up.
+enum DownloadFailure {
+    Stopped,
+    Failed(DownloadError),
+}
+
+impl DownloadFailure {
+    fn into_track(self, number: u32) -> TrackFailure {
+        match self {
+            DownloadFailure::Stopped => TrackFailure::Stopped,
+            DownloadFailure::Failed(err) => TrackFailure::Failed(format!("track {number}: {err}")),
+        }
     }
 }
 
 /// One file, with a download slot, retried on transient failures with a fresh temporary
-/// file each time.
+/// file each time; raced against `stop_all` (a dropped download leaves nothing behind).
 async fn download_with_retries(
     ctx: &Context,
     url: &str,
     relative: &str,
     expect: Expect,
-) -> Result<Downloaded, String> {
+) -> Result<Downloaded, DownloadFailure> {
     let dest = ctx.out_dir.join(relative);
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = {
-            let _slot = ctx
-                .download_slots
-                .acquire()
-                .await
-                .map_err(|e| e.to_string())?;
-            ctx.downloader.fetch(url, &dest, expect).await
+        let result = tokio::select! {
+            _ = ctx.stop_all.cancelled() => return Err(DownloadFailure::Stopped),
+            result = async {
+                let _slot = ctx.download_slots.acquire().await;
+                ctx.downloader.fetch(url, &dest, expect).await
+            } => result,
         };
         match result {
             Ok(done) => return Ok(done),
             Err(err) if err.is_retryable() && ctx.retry.allows_another(attempt) => {
                 warn!(attempt, error = %err, file = relative, "download failed; retrying");
-                tokio::time::sleep(ctx.retry.delay(attempt, None, rand::random())).await;
+                let wait = ctx.retry.delay(attempt, None, rand::random());
+                tokio::select! {
+                    _ = ctx.stop_all.cancelled() => return Err(DownloadFailure::Stopped),
+                    _ = tokio::time::sleep(wait) => {}
+                }
             }
-            Err(err) => return Err(format!("{err} (after {attempt} attempts)")),
+            Err(err) => return Err(DownloadFailure::Failed(err)),
         }
     }
 }

@@ -58,9 +58,46 @@ impl Style {
     }
 }
 
-/// A WAV file of `seconds` seconds for `tags`; `seed` varies key and progression.
-pub fn render_wav(tags: &str, seed: u64, seconds: f64) -> Vec<u8> {
-    let samples = synthesize(&Style::from_tags(tags), seed, seconds, SAMPLE_RATE);
+impl Style {
+    /// The style in one byte: two bits of tempo, one per instrument or colour.
+    pub fn to_bits(&self) -> u8 {
+        let tempo = match self.tempo_bpm as u32 {
+            70 => 0,
+            140 => 2,
+            _ => 1,
+        };
+        let flags = [
+            self.piano,
+            self.strings,
+            self.bass,
+            self.drums,
+            self.lofi,
+            self.jazz,
+        ];
+        flags
+            .iter()
+            .enumerate()
+            .fold(tempo, |bits, (i, &on)| bits | (u8::from(on) << (i + 2)))
+    }
+
+    /// The style [`Style::to_bits`] encoded.
+    pub fn from_bits(bits: u8) -> Style {
+        let flag = |i: u8| bits & (1 << (i + 2)) != 0;
+        Style {
+            tempo_bpm: [70.0, 100.0, 140.0][usize::from(bits & 3).min(2)],
+            piano: flag(0),
+            strings: flag(1),
+            bass: flag(2),
+            drums: flag(3),
+            lofi: flag(4),
+            jazz: flag(5),
+        }
+    }
+}
+
+/// A WAV file of `seconds` seconds in `style`; `seed` varies key and progression.
+pub fn render_wav(style: &Style, seed: u64, seconds: f64) -> Vec<u8> {
+    let samples = synthesize(style, seed, seconds, SAMPLE_RATE);
     encode_wav(&samples, SAMPLE_RATE)
 }
 
@@ -223,16 +260,19 @@ mod tests {
         let style = Style::from_tags("Fast, drums, LOFI");
         assert_eq!(style.tempo_bpm, 140.0);
         assert!(style.drums && style.lofi && !style.piano);
+        assert_eq!(Style::from_bits(style.to_bits()), style);
         let plain = Style::from_tags("something");
+        assert_eq!(Style::from_bits(plain.to_bits()), plain);
         assert!(plain.piano && plain.bass && !plain.drums);
         assert_eq!(plain.tempo_bpm, 100.0);
     }
 
     #[test]
     fn renders_a_valid_wav_of_the_asked_length_deterministically() {
-        let bytes = render_wav("piano, strings", 3, 1.5);
-        assert_eq!(bytes, render_wav("piano, strings", 3, 1.5));
-        assert_ne!(bytes, render_wav("piano, strings", 4, 1.5));
+        let style = Style::from_tags("piano, strings");
+        let bytes = render_wav(&style, 3, 1.5);
+        assert_eq!(bytes, render_wav(&style, 3, 1.5));
+        assert_ne!(bytes, render_wav(&style, 4, 1.5));
         let reader = hound::WavReader::new(std::io::Cursor::new(&bytes)).unwrap();
         assert_eq!(reader.spec().sample_rate, SAMPLE_RATE);
         assert_eq!(reader.duration(), (1.5 * f64::from(SAMPLE_RATE)) as u32);

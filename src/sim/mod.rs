@@ -8,6 +8,7 @@
 pub mod audio;
 pub mod limits;
 mod server;
+pub mod ticket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,57 @@ pub const FAIL_MARKER: &str = "sim:fail";
 pub const HANG_MARKER: &str = "sim:hang";
 /// The message of a task failed by [`FAIL_MARKER`], as the provider words it.
 pub const FAIL_MESSAGE: &str = "The prompt violates our content policy";
+
+/// Faults to inject, each as the share (0..1) of calls it strikes. They strike before a
+/// task is created unless the name says otherwise, so a client that retries them well
+/// creates no duplicate task.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// Submits answered 503 before a task is created.
+    pub submit_unavailable: f64,
+    /// Submits answered 500 *after* the task was created (and billed).
+    pub submit_error_after_create: f64,
+    /// API calls whose connection breaks before the answer's body.
+    pub reset: f64,
+    /// API calls answered HTTP 200 with an error body (`{"code":500}`).
+    pub error_body: f64,
+    /// API calls answered 429 whatever the limits say.
+    pub rate_limit: f64,
+    /// API answers delayed by `slow_by`.
+    pub slow: f64,
+    /// The delay of a slow answer.
+    pub slow_by: Duration,
+    /// Downloads cut short (fewer bytes than `Content-Length`).
+    pub truncate: f64,
+    /// Downloads answered 200 with an HTML error page instead of audio.
+    pub not_audio: f64,
+    /// The first download of each track answers 410 Gone, as an expired URL does.
+    pub expire_first_download: bool,
+    /// Tasks that fail.
+    pub fail_tasks: f64,
+    /// Tasks that never finish.
+    pub hang_tasks: f64,
+}
+
+impl Faults {
+    /// Every fault at once, each at `share`.
+    pub fn all(share: f64) -> Self {
+        Faults {
+            submit_unavailable: share,
+            submit_error_after_create: share,
+            reset: share,
+            error_body: share,
+            rate_limit: share,
+            slow: share,
+            slow_by: Duration::from_millis(300),
+            truncate: share,
+            not_audio: share,
+            expire_first_download: true,
+            fail_tasks: 0.0,
+            hang_tasks: 0.0,
+        }
+    }
+}
 
 /// How the simulator behaves.
 #[derive(Clone, Debug)]
@@ -45,6 +97,12 @@ pub struct SimConfig {
     pub upload_limits: Vec<WindowLimit>,
     /// Added before every API answer: a slow provider.
     pub latency: Duration,
+    /// Faults to inject.
+    pub faults: Faults,
+    /// Credits of the account: each task costs one; `None` is unlimited.
+    pub credits: Option<u64>,
+    /// Seed of the fault dice, so a faulty run can be repeated.
+    pub seed: u64,
 }
 
 impl Default for SimConfig {
@@ -59,6 +117,9 @@ impl Default for SimConfig {
             detail_limits: limits("600/60s,20/1s"),
             upload_limits: limits("5/60s"),
             latency: Duration::ZERO,
+            faults: Faults::default(),
+            credits: None,
+            seed: 1,
         }
     }
 }
@@ -121,7 +182,7 @@ impl SimHandle {
 
     /// The exact bytes the simulator serves for a track of a task (1-based), if it exists.
     pub fn track_bytes(&self, task_id: &str, track: u32) -> Option<Vec<u8>> {
-        self.state.track_bytes(task_id, track)
+        server::track_bytes(&self.state.config, task_id, track)
     }
 
     /// Stops serving.

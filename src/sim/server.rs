@@ -1,19 +1,25 @@
-//! The simulator's HTTP side: axum handlers over one shared, mutex-guarded state.
+//! The simulator's HTTP side: axum handlers over one shared, mutex-guarded state. Tasks
+//! live in their ids ([`super::ticket`]); the state only counts, paces and rolls dice.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
+use super::audio::{self, Style};
 use super::limits::SlidingWindows;
-use super::{audio, SimConfig, FAIL_MARKER, FAIL_MESSAGE, HANG_MARKER};
+use super::ticket::{Fate, Ticket};
+use super::{SimConfig, FAIL_MARKER, FAIL_MESSAGE, HANG_MARKER};
 use crate::api::types::{
     Balance, Envelope, SubmitData, SubmitRequest, TaskDetail, TaskStatus, TrackFile, TASK_MODEL,
 };
@@ -27,12 +33,16 @@ pub struct SimStats {
     pub tasks_created: u64,
     /// Detail queries, answered however.
     pub detail_calls: u64,
-    /// Track and cover downloads.
+    /// Track and cover downloads, answered however.
     pub download_calls: u64,
     /// Answers 429, all endpoints.
     pub rate_limited: u64,
     /// Answers 401.
     pub unauthorized: u64,
+    /// Answers 402.
+    pub no_credits: u64,
+    /// Faults injected, all kinds.
+    pub faults: u64,
 }
 
 /// One accepted submit.
@@ -46,28 +56,14 @@ pub struct SubmitRecord {
     pub request: SubmitRequest,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Fate {
-    Finish,
-    Fail,
-    Hang,
-}
-
-#[derive(Debug)]
-struct Task {
-    created: Instant,
-    tags: String,
-    seed: u64,
-    fate: Fate,
-}
-
-#[derive(Default)]
 struct Inner {
     stats: SimStats,
-    tasks: HashMap<String, Task>,
     submissions: Vec<SubmitRecord>,
     submit_windows: SlidingWindows,
     detail_windows: SlidingWindows,
+    credits: Option<u64>,
+    dice: StdRng,
+    expired_once: std::collections::HashSet<String>,
 }
 
 pub(super) struct SimState {
@@ -80,9 +76,13 @@ pub(super) struct SimState {
 impl SimState {
     pub(super) fn new(config: SimConfig, base_url: String) -> Self {
         let inner = Inner {
+            stats: SimStats::default(),
+            submissions: Vec::new(),
             submit_windows: SlidingWindows::new(config.submit_limits.clone()),
             detail_windows: SlidingWindows::new(config.detail_limits.clone()),
-            ..Inner::default()
+            credits: config.credits,
+            dice: StdRng::seed_from_u64(config.seed),
+            expired_once: Default::default(),
         };
         SimState {
             config,
@@ -107,26 +107,22 @@ impl SimState {
         self.lock().submissions.clone()
     }
 
-    pub(super) fn track_bytes(&self, task_id: &str, track: u32) -> Option<Vec<u8>> {
-        let (tags, seed) = {
-            let inner = self.lock();
-            let task = inner.tasks.get(task_id)?;
-            (task.tags.clone(), task.seed)
-        };
-        (1..=self.config.tracks_per_task).contains(&track).then(|| {
-            audio::render_wav(
-                &tags,
-                seed.wrapping_add(u64::from(track)),
-                self.config.track_seconds,
-            )
-        })
+    /// Rolls the dice for a fault striking `share` of calls, and counts it.
+    fn strikes(&self, share: f64) -> bool {
+        if share <= 0.0 {
+            return false;
+        }
+        let mut inner = self.lock();
+        let hit = inner.dice.random::<f64>() < share;
+        inner.stats.faults += u64::from(hit);
+        hit
     }
 
-    fn detail(&self, id: &str, task: &Task, now: Instant) -> TaskDetail {
-        let elapsed = now.duration_since(task.created).as_secs_f64();
+    fn detail(&self, id: &str, ticket: &Ticket) -> TaskDetail {
+        let elapsed = now_ms().saturating_sub(ticket.created_ms) as f64 / 1000.0;
         let total = self.config.task_duration.as_secs_f64().max(1e-3);
-        let done = elapsed >= total && task.fate != Fate::Hang;
-        let status = match (done, task.fate) {
+        let done = elapsed >= total && ticket.fate != Fate::Hang;
+        let status = match (done, ticket.fate) {
             (true, Fate::Fail) => TaskStatus::Failed,
             (true, _) => TaskStatus::Finished,
             (false, _) if elapsed < total * 0.1 => TaskStatus::NotStarted,
@@ -134,7 +130,7 @@ impl SimState {
         };
         let progress = match status {
             TaskStatus::Finished => 100.0,
-            TaskStatus::Running if task.fate == Fate::Hang => 50.0,
+            TaskStatus::Running if ticket.fate == Fate::Hang => 50.0,
             TaskStatus::Running => (elapsed / total * 100.0).floor().min(99.0),
             _ => 0.0,
         };
@@ -145,8 +141,8 @@ impl SimState {
                     audio_url: format!("{}/files/{id}/{n}.wav", self.base_url),
                     image_url: Some(format!("{}/files/{id}/{n}.png", self.base_url)),
                     title: None,
-                    tags: Some(task.tags.clone()),
-                    duration: Some(self.config.track_seconds),
+                    tags: None,
+                    duration: Some(ticket.track_ms as f64 / 1000.0),
                     prompt: Some(String::new()),
                 })
                 .collect()
@@ -157,19 +153,38 @@ impl SimState {
             task_id: id.to_owned(),
             status,
             files,
-            created_time: Some(provider_time(task.created, self.started)),
+            created_time: Some(provider_time(ticket.created_ms)),
             progress: Some(progress),
             error_message: (status == TaskStatus::Failed).then(|| FAIL_MESSAGE.to_owned()),
         }
     }
 }
 
+/// The exact bytes of a track of a simulator task (1-based), if both exist.
+pub(super) fn track_bytes(config: &SimConfig, task_id: &str, track: u32) -> Option<Vec<u8>> {
+    let ticket = Ticket::parse(task_id)?;
+    (1..=config.tracks_per_task).contains(&track).then(|| {
+        let style = Style::from_bits(ticket.style);
+        audio::render_wav(
+            &style,
+            ticket.seed.wrapping_add(u64::from(track)),
+            ticket.track_ms as f64 / 1000.0,
+        )
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The provider's zone-less timestamp format.
-fn provider_time(at: Instant, started: Instant) -> String {
-    let wall = chrono::Utc::now()
-        - chrono::Duration::from_std(started.elapsed()).unwrap_or_default()
-        + chrono::Duration::from_std(at.duration_since(started)).unwrap_or_default();
-    wall.format("%Y-%m-%dT%H:%M:%S").to_string()
+fn provider_time(ms: u64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
 }
 
 type Shared = Arc<SimState>;
@@ -197,42 +212,59 @@ fn rate_limited(wait: Duration) -> Response {
     response
 }
 
-/// The bearer check every API endpoint starts with: the 401 answer when it fails.
-fn unauthorized(state: &SimState, headers: &HeaderMap) -> Option<Response> {
+/// An answer whose connection breaks after the status line: the client cannot know
+/// what the server did.
+fn broken(status: StatusCode, first: Bytes) -> Response {
+    let chunks = [
+        Ok(first),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated connection reset",
+        )),
+    ];
+    let mut response = Response::new(Body::from_stream(futures::stream::iter(chunks)));
+    *response.status_mut() = status;
+    response
+}
+
+/// What every API endpoint does first: slow answers, the bearer check, injected faults
+/// that strike before any work. `Some` is the answer to give instead of the real one.
+async fn preamble(state: &SimState, headers: &HeaderMap) -> Option<Response> {
+    let faults = &state.config.faults;
+    if !state.config.latency.is_zero() {
+        tokio::time::sleep(state.config.latency).await;
+    }
+    if state.strikes(faults.slow) {
+        tokio::time::sleep(faults.slow_by).await;
+    }
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if given.strip_prefix("Bearer ") == Some(state.config.key.as_str()) {
-        return None;
+    if given.strip_prefix("Bearer ") != Some(state.config.key.as_str()) {
+        state.lock().stats.unauthorized += 1;
+        return Some(error(StatusCode::UNAUTHORIZED, "invalid api key"));
     }
-    state.lock().stats.unauthorized += 1;
-    Some(error(StatusCode::UNAUTHORIZED, "invalid api key"))
+    if state.strikes(faults.rate_limit) {
+        state.lock().stats.rate_limited += 1;
+        return Some(rate_limited(Duration::from_secs(1)));
+    }
+    if state.strikes(faults.reset) {
+        return Some(broken(StatusCode::OK, Bytes::from_static(br#"{"code":"#)));
+    }
+    if state.strikes(faults.error_body) {
+        return Some(Json(json!({ "code": 500, "msg": "internal error" })).into_response());
+    }
+    None
 }
 
-async fn slow(state: &SimState) {
-    if !state.config.latency.is_zero() {
-        tokio::time::sleep(state.config.latency).await;
-    }
-}
-
-async fn submit(
-    State(state): State<Shared>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Response {
-    slow(&state).await;
+async fn submit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     state.lock().stats.submit_calls += 1;
-    if let Some(response) = unauthorized(&state, &headers) {
+    if let Some(response) = preamble(&state, &headers).await {
         return response;
     }
-    let now = Instant::now();
-    {
-        let mut inner = state.lock();
-        if let Err(wait) = inner.submit_windows.try_accept(now) {
-            inner.stats.rate_limited += 1;
-            return rate_limited(wait);
-        }
+    if state.strikes(state.config.faults.submit_unavailable) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable");
     }
     let request: SubmitRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -241,36 +273,58 @@ async fn submit(
     if let Err(message) = check_submit(&request) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, &message);
     }
+    let faults = &state.config.faults;
     let tags = request.input.tags.to_lowercase();
-    let fate = if tags.contains(FAIL_MARKER) {
+    let fate = if tags.contains(FAIL_MARKER) || state.strikes(faults.fail_tasks) {
         Fate::Fail
-    } else if tags.contains(HANG_MARKER) {
+    } else if tags.contains(HANG_MARKER) || state.strikes(faults.hang_tasks) {
         Fate::Hang
     } else {
         Fate::Finish
     };
+    let error_after_create = state.strikes(faults.submit_error_after_create);
+    let now = Instant::now();
     let mut inner = state.lock();
+    if let Err(wait) = inner.submit_windows.try_accept(now) {
+        inner.stats.rate_limited += 1;
+        return rate_limited(wait);
+    }
+    match inner.credits {
+        Some(0) => {
+            inner.stats.no_credits += 1;
+            // The provider reports this in the body of an HTTP 200.
+            return Json(json!({ "code": 402, "msg": "insufficient credits" })).into_response();
+        }
+        Some(left) => inner.credits = Some(left - 1),
+        None => {}
+    }
     inner.stats.tasks_created += 1;
-    let number = inner.stats.tasks_created;
-    let task_id = format!("sim-{number:06}-{:08x}", rand::random::<u32>());
-    inner.tasks.insert(
-        task_id.clone(),
-        Task {
-            created: now,
-            tags: request.input.tags.clone(),
-            seed: number,
-            fate,
-        },
-    );
+    let ticket = Ticket {
+        number: inner.stats.tasks_created,
+        created_ms: now_ms(),
+        style: Style::from_tags(&request.input.tags).to_bits(),
+        seed: u64::from_le_bytes(
+            Sha256::digest(request.input.tags.as_bytes())[..8]
+                .try_into()
+                .unwrap_or_default(),
+        ),
+        fate,
+        track_ms: (state.config.track_seconds * 1000.0).round() as u64,
+    };
+    let task_id = ticket.to_string();
     inner.submissions.push(SubmitRecord {
         task_id: task_id.clone(),
         at: now.duration_since(state.started),
         request,
     });
+    drop(inner);
+    if error_after_create {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+    }
     let data = SubmitData {
         task_id,
         status: Some(TaskStatus::NotStarted),
-        created_time: Some(provider_time(now, state.started)),
+        created_time: Some(provider_time(ticket.created_ms)),
     };
     Json(Envelope::ok(data)).into_response()
 }
@@ -300,14 +354,12 @@ fn check_submit(request: &SubmitRequest) -> Result<(), String> {
             return Err(format!("unknown vocal_gender {gender:?}"));
         }
     }
-    for weight in [
+    let weights = [
         input.style_weight,
         input.weirdness_constraint,
         input.audio_weight,
-    ]
-    .into_iter()
-    .flatten()
-    {
+    ];
+    for weight in weights.into_iter().flatten() {
         let hundredths = weight * 100.0;
         if !(0.0..=1.0).contains(&weight) || (hundredths - hundredths.round()).abs() > 1e-6 {
             return Err(format!(
@@ -328,30 +380,31 @@ async fn detail(
     headers: HeaderMap,
     Query(query): Query<DetailQuery>,
 ) -> Response {
-    slow(&state).await;
     state.lock().stats.detail_calls += 1;
-    if let Some(response) = unauthorized(&state, &headers) {
+    if let Some(response) = preamble(&state, &headers).await {
         return response;
     }
-    let now = Instant::now();
-    let mut inner = state.lock();
-    if let Err(wait) = inner.detail_windows.try_accept(now) {
-        inner.stats.rate_limited += 1;
-        return rate_limited(wait);
+    {
+        let mut inner = state.lock();
+        if let Err(wait) = inner.detail_windows.try_accept(Instant::now()) {
+            inner.stats.rate_limited += 1;
+            return rate_limited(wait);
+        }
     }
-    match inner.tasks.get(&query.task_id) {
-        Some(task) => Json(Envelope::ok(state.detail(&query.task_id, task, now))).into_response(),
+    match Ticket::parse(&query.task_id) {
+        Some(ticket) => Json(Envelope::ok(state.detail(&query.task_id, &ticket))).into_response(),
         None => error(StatusCode::NOT_FOUND, "task not found"),
     }
 }
 
 async fn balance(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Some(response) = unauthorized(&state, &headers) {
+    if let Some(response) = preamble(&state, &headers).await {
         return response;
     }
+    let credits = state.lock().credits;
     let data = Balance {
         email: Some("sim@example.com".into()),
-        credits_amount: 1_000_000.0,
+        credits_amount: credits.map_or(1_000_000.0, |c| c as f64),
     };
     Json(Envelope::ok(data)).into_response()
 }
@@ -370,20 +423,50 @@ async fn file(
     Path((task_id, file)): Path<(String, String)>,
 ) -> Response {
     state.lock().stats.download_calls += 1;
+    let not_found = || error(StatusCode::NOT_FOUND, "no such file");
     let Some((number, extension)) = file.split_once('.') else {
-        return error(StatusCode::NOT_FOUND, "no such file");
+        return not_found();
     };
     let Ok(number) = number.parse::<u32>() else {
-        return error(StatusCode::NOT_FOUND, "no such file");
+        return not_found();
     };
-    match extension {
-        "wav" => match state.track_bytes(&task_id, number) {
-            Some(bytes) => ([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response(),
-            None => error(StatusCode::NOT_FOUND, "no such file"),
-        },
-        "png" if state.lock().tasks.contains_key(&task_id) => {
-            ([(header::CONTENT_TYPE, "image/png")], COVER_PNG).into_response()
-        }
-        _ => error(StatusCode::NOT_FOUND, "no such file"),
+    if extension == "png" {
+        return match Ticket::parse(&task_id) {
+            Some(_) => ([(header::CONTENT_TYPE, "image/png")], COVER_PNG).into_response(),
+            None => not_found(),
+        };
     }
+    let Some(bytes) = (extension == "wav")
+        .then(|| track_bytes(&state.config, &task_id, number))
+        .flatten()
+    else {
+        return not_found();
+    };
+    let faults = &state.config.faults;
+    if faults.expire_first_download
+        && state
+            .lock()
+            .expired_once
+            .insert(format!("{task_id}/{number}"))
+    {
+        return error(StatusCode::GONE, "this link has expired");
+    }
+    if state.strikes(faults.not_audio) {
+        let page = "<!DOCTYPE html><html><body>502 Bad Gateway</body></html>";
+        return ([(header::CONTENT_TYPE, "text/html")], page).into_response();
+    }
+    if state.strikes(faults.truncate) {
+        let mut response = broken(
+            StatusCode::OK,
+            Bytes::copy_from_slice(&bytes[..bytes.len() / 2]),
+        );
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            "audio/wav".parse().expect("a valid header"),
+        );
+        headers.insert(header::CONTENT_LENGTH, bytes.len().into());
+        return response;
+    }
+    ([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response()
 }

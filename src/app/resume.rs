@@ -1,0 +1,121 @@
+//! Before a run: what earlier runs left in the output folder. Reads the journal's verdicts
+//! (`journal::replay`), checks the track files of finished variants on disk, and turns
+//! both into each variant's start.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tracing::{info, warn};
+
+use crate::journal::format::{EndStatus, Record, TrackEntry};
+use crate::journal::replay::{decide, replay, Prior, Start};
+use crate::scheduler::state::VariantRecord;
+use crate::scheduler::Resume;
+use crate::variant::{Variant, VariantId};
+
+/// Decides every variant's start from the journal's `records`.
+pub(super) async fn prepare(
+    variants: &[Variant],
+    records: &[Record],
+    out_dir: &Path,
+    retry_failed: bool,
+) -> std::io::Result<Resume> {
+    let priors = replay(records);
+    let intact = check_finished_tracks(variants, &priors, out_dir).await?;
+    let mut resume = Resume {
+        records: Vec::with_capacity(variants.len()),
+        starts: Vec::with_capacity(variants.len()),
+    };
+    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    for variant in variants {
+        let prior = priors.get(&variant.id);
+        let start = decide(
+            prior,
+            intact.get(&variant.id).copied().unwrap_or(true),
+            retry_failed,
+        );
+        let label = match (&start, prior) {
+            (Start::Keep, _) => "kept",
+            (Start::Poll { .. }, _) => "resumed",
+            (Start::Redownload { .. }, _) => "downloaded again",
+            (Start::Submit, None) => "new",
+            (Start::Submit, Some(prior)) if prior.submit_in_flight => {
+                warn!(
+                    variant_id = %variant.id, stem = %variant.stem.name, variant = %variant.name,
+                    "an earlier run stopped while this variant's submit was on the wire: submitting again may create a duplicate task"
+                );
+                "submitted again after an unknown outcome"
+            }
+            (Start::Submit, Some(_)) => "submitted again",
+        };
+        *counts.entry(label).or_default() += 1;
+        resume
+            .records
+            .push(prior.map(VariantRecord::from_prior).unwrap_or_default());
+        resume.starts.push(start);
+    }
+    if !records.is_empty() {
+        let mut summary: Vec<_> = counts
+            .into_iter()
+            .map(|(label, n)| format!("{n} {label}"))
+            .collect();
+        summary.sort();
+        info!(variants = %summary.join(", "), "resuming from the journal");
+    }
+    Ok(resume)
+}
+
+/// For each finished variant, whether every journaled track file is on disk with its
+/// size and sha256. Hashing runs off the async threads.
+async fn check_finished_tracks(
+    variants: &[Variant],
+    priors: &HashMap<VariantId, Prior>,
+    out_dir: &Path,
+) -> std::io::Result<HashMap<VariantId, bool>> {
+    let to_check: Vec<(VariantId, Vec<TrackEntry>)> = variants
+        .iter()
+        .filter_map(|v| {
+            let prior = priors.get(&v.id)?;
+            let finished = prior.end.as_ref()?.status == EndStatus::Finished;
+            finished.then_some(())?;
+            Some((v.id.clone(), prior.task.as_ref()?.tracks.clone()))
+        })
+        .collect();
+    let out_dir: PathBuf = out_dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        to_check
+            .into_iter()
+            .map(|(id, tracks)| {
+                let intact = !tracks.is_empty() && tracks.iter().all(|t| track_intact(&out_dir, t));
+                (id, intact)
+            })
+            .collect()
+    })
+    .await
+    .map_err(std::io::Error::other)
+}
+
+fn track_intact(out_dir: &Path, track: &TrackEntry) -> bool {
+    let path = out_dir.join(&track.file);
+    let Ok(metadata) = std::fs::metadata(&path) else {
+        info!(file = %track.file, "track file missing");
+        return false;
+    };
+    if metadata.len() != track.bytes {
+        info!(file = %track.file, "track file has the wrong size");
+        return false;
+    }
+    let Ok(mut file) = std::fs::File::open(&path) else {
+        return false;
+    };
+    let mut hasher = Sha256::new();
+    if std::io::copy(&mut file, &mut hasher).is_err() {
+        return false;
+    }
+    let same = hex::encode(hasher.finalize()) == track.sha256;
+    if !same {
+        info!(file = %track.file, "track file is damaged");
+    }
+    same
+}
