@@ -147,7 +147,7 @@ fn synthesize(style: &Style, seed: u64, seconds: f64, sample_rate: u32) -> Vec<f
     let len = (seconds.max(0.0) * f64::from(sample_rate)) as usize;
     let progression = if style.jazz {
         JAZZ
-    } else if seed % 2 == 0 {
+    } else if seed.is_multiple_of(2) {
         POP
     } else {
         POP_ALT
@@ -204,7 +204,7 @@ fn synthesize(style: &Style, seed: u64, seconds: f64, sample_rate: u32) -> Vec<f
         let white = noise.next();
         if style.drums {
             let beat_in_bar = (in_bar / beat_seconds) as usize;
-            if beat_in_bar % 2 == 0 {
+            if beat_in_bar.is_multiple_of(2) {
                 let phase =
                     TAU * (50.0 * since_beat + 70.0 / 30.0 * (1.0 - (-30.0 * since_beat).exp()));
                 sample += 0.6 * (-8.0 * since_beat).exp() * phase.sin();
