@@ -443,13 +443,12 @@ async fn file(
         return not_found();
     };
     let faults = &state.config.faults;
-    if faults.expire_first_download
-        && state
-            .lock()
-            .expired_once
-            .insert(format!("{task_id}/{number}"))
-    {
-        return error(StatusCode::GONE, "this link has expired");
+    if faults.expire_first_download {
+        let mut inner = state.lock();
+        if inner.expired_once.insert(format!("{task_id}/{number}")) {
+            inner.stats.faults += 1;
+            return error(StatusCode::GONE, "this link has expired");
+        }
     }
     if state.strikes(faults.not_audio) {
         let page = "<!DOCTYPE html><html><body>502 Bad Gateway</body></html>";

@@ -76,6 +76,69 @@ pub async fn stembatch(args: &[&str], sim: Option<&SimHandle>) -> Output {
         .expect("stembatch ran")
 }
 
+/// The `run MANIFEST --out OUT --base-url SIM` command, not yet started.
+pub fn run_command(
+    sim: &SimHandle,
+    manifest: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_stembatch"));
+    command
+        .args([
+            "run",
+            path_str(manifest),
+            "--out",
+            path_str(out),
+            "--base-url",
+            &sim.url(),
+        ])
+        .args(extra)
+        .env_remove("VIDGO_BASE_URL")
+        .env("VIDGO_API_KEY", sim.key())
+        .kill_on_drop(true);
+    command
+}
+
+/// Waits (bounded) until `ready` holds.
+pub async fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every variant finished, and every file is what the simulator serves.
+pub fn assert_all_finished_with_the_simulators_files(sim: &SimHandle, out: &Path, variants: usize) {
+    let (_, rows) = read_results(out);
+    let ids: std::collections::HashSet<_> = rows.iter().map(|r| r["variant_id"].clone()).collect();
+    assert_eq!(ids.len(), variants);
+    for row in &rows {
+        assert_eq!(row["status"], "finished", "{row:?}");
+        let bytes = std::fs::read(out.join(&row["file"])).unwrap();
+        assert_eq!(row["sha256"], sha256_of(&out.join(&row["file"])));
+        let track: u32 = row["track"].parse().unwrap();
+        assert!(
+            Some(bytes) == sim.track_bytes(&row["task_id"], track),
+            "{} differs from the simulator's",
+            row["file"]
+        );
+    }
+}
+
+/// A manifest of `count` variants of one stem, after `head`.
+pub fn variants_manifest(head: &str, count: usize) -> String {
+    let tags: Vec<String> = (0..count).map(|i| format!("\"piano {i}\"")).collect();
+    format!(
+        "{head}\n[[stem]]\nurl = \"https://stems.example.com/a.wav\"\n[stem.matrix]\ntags = [{}]\n",
+        tags.join(", ")
+    )
+}
+
 /// `run MANIFEST --out OUT --base-url SIM`.
 pub async fn run_against(sim: &SimHandle, manifest: &Path, out: &Path) -> Output {
     let url = sim.url();

@@ -7,3 +7,5 @@ mod cli;
 mod end_to_end;
 mod manifest_errors;
 mod rate_limits;
+mod resilience;
+mod resume;

@@ -1,0 +1,258 @@
+//! Surviving the night: injected faults, kill -9, a wrong key, credits running out,
+//! SIGTERM. Every run is bounded by the helpers' timeout.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+use stembatch::journal::format::decode_all;
+use stembatch::journal::replay::replay;
+use stembatch::sim::{Faults, SimConfig};
+
+/// Fast runs with room for many retries: all faults at once fail a call often.
+fn patient_run() -> String {
+    FAST_RUN.replace("[run]", "[run]\nmax_attempts = 12")
+}
+
+fn with_faults(faults: Faults) -> SimConfig {
+    SimConfig {
+        faults,
+        seed: 7,
+        ..quick_sim()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_alone_and_all_together_still_finish_every_variant() {
+    let slow = Faults {
+        slow: 0.3,
+        slow_by: Duration::from_millis(300),
+        ..Faults::default()
+    };
+    // (name, faults, whether they strike before a task is created)
+    let cases = [
+        (
+            "503 before creation",
+            Faults {
+                submit_unavailable: 0.3,
+                ..Faults::default()
+            },
+            true,
+        ),
+        (
+            "connection resets",
+            Faults {
+                reset: 0.2,
+                ..Faults::default()
+            },
+            true,
+        ),
+        (
+            "200 with an error body",
+            Faults {
+                error_body: 0.2,
+                ..Faults::default()
+            },
+            true,
+        ),
+        (
+            "429s",
+            Faults {
+                rate_limit: 0.2,
+                ..Faults::default()
+            },
+            true,
+        ),
+        ("slow answers", slow, true),
+        (
+            "truncated downloads",
+            Faults {
+                truncate: 0.3,
+                ..Faults::default()
+            },
+            true,
+        ),
+        (
+            "error pages as downloads",
+            Faults {
+                not_audio: 0.3,
+                ..Faults::default()
+            },
+            true,
+        ),
+        (
+            "expired result URLs",
+            Faults {
+                expire_first_download: true,
+                ..Faults::default()
+            },
+            true,
+        ),
+        (
+            "500 after creation",
+            Faults {
+                submit_error_after_create: 0.3,
+                ..Faults::default()
+            },
+            false,
+        ),
+        ("all together", Faults::all(0.1), false),
+    ];
+    const VARIANTS: usize = 8;
+    for (name, faults, before_creation) in cases {
+        let sim = start_sim(with_faults(faults)).await;
+        let (dir, manifest) = write_manifest(&variants_manifest(&patient_run(), VARIANTS));
+        let out = dir.path().join("out");
+        let output = run_against(&sim, &manifest, &out).await;
+        assert_eq!(output.status.code(), Some(0), "{name}: {}", stderr(&output));
+        assert_all_finished_with_the_simulators_files(&sim, &out, VARIANTS);
+        let stats = sim.stats();
+        let duplicates = stats.tasks_created as usize - VARIANTS;
+        if before_creation {
+            assert_eq!(duplicates, 0, "{name}: {stats:?}");
+        }
+        eprintln!(
+            "{name}: {} faults injected, {duplicates} duplicate tasks",
+            stats.faults
+        );
+        assert!(stats.faults > 0, "{name}: the fault never struck");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_run_then_a_rerun_finishes_with_at_most_the_in_flight_duplicates() {
+    const VARIANTS: usize = 24;
+    let sim = start_sim(SimConfig {
+        task_duration: Duration::from_millis(1500),
+        latency: Duration::from_millis(40),
+        ..quick_sim()
+    })
+    .await;
+    let head = FAST_RUN.replace("submit_rate = \"1200/min\"", "submit_rate = \"600/min\"");
+    let (dir, manifest) = write_manifest(&variants_manifest(&head, VARIANTS));
+    let out = dir.path().join("out");
+    let mut child = run_command(&sim, &manifest, &out, &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("a third of the tasks", || sim.stats().tasks_created >= 8).await;
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), None, "killed by a signal");
+
+    let journal = std::fs::read_to_string(out.join(".stembatch/journal.jsonl")).unwrap();
+    let priors = replay(&decode_all(&journal, std::path::Path::new("journal")).unwrap());
+    let in_flight = priors.values().filter(|p| p.submit_in_flight).count();
+    let created_before = sim.stats().tasks_created;
+
+    let output = run_against(&sim, &manifest, &out).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_all_finished_with_the_simulators_files(&sim, &out, VARIANTS);
+    let duplicates = sim.stats().tasks_created as usize - VARIANTS;
+    eprintln!("kill -9 after {created_before} tasks: {in_flight} submits in flight, {duplicates} duplicate tasks");
+    assert!(
+        duplicates <= in_flight,
+        "{duplicates} duplicates, {in_flight} in flight"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_exits_3_within_seconds_sending_at_most_concurrency_requests() {
+    let sim = start_sim(quick_sim()).await;
+    let head = FAST_RUN.replace("concurrency = 8", "concurrency = 4");
+    let (dir, manifest) = write_manifest(&variants_manifest(&head, 20));
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let output = run_command(&sim, &manifest, &out, &[])
+        .env("VIDGO_API_KEY", "not-the-key")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stats = sim.stats();
+    assert!(stats.submit_calls + stats.detail_calls <= 4, "{stats:?}");
+    assert_eq!(stats.tasks_created, 0);
+    let (_, rows) = read_results(&out);
+    assert_eq!(rows.len(), 20);
+    assert!(rows.iter().all(|r| r["status"] == "pending"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_credits_exits_3_after_finishing_what_was_in_flight() {
+    let sim = start_sim(SimConfig {
+        credits: Some(5),
+        ..quick_sim()
+    })
+    .await;
+    let head = FAST_RUN.replace("concurrency = 8", "concurrency = 3");
+    let (dir, manifest) = write_manifest(&variants_manifest(&head, 12));
+    let out = dir.path().join("out");
+    let output = run_against(&sim, &manifest, &out).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no credits left"),
+        "{}",
+        stderr(&output)
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.tasks_created, 5);
+    assert!(
+        stats.no_credits >= 1 && stats.submit_calls <= 5 + 3,
+        "{stats:?}"
+    );
+    let (_, rows) = read_results(&out);
+    let finished: Vec<_> = rows.iter().filter(|r| r["status"] == "finished").collect();
+    assert_eq!(
+        finished.len(),
+        5 * 2,
+        "the five paid tasks finished with both tracks"
+    );
+    for row in finished {
+        assert!(out.join(&row["file"]).is_file());
+    }
+    let pending: Vec<_> = rows.iter().filter(|r| r["status"] == "pending").collect();
+    assert_eq!(pending.len(), 7);
+    assert!(pending.iter().all(|r| r["task_id"].is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_130_with_pending_rows_then_resumes_without_duplicates() {
+    const VARIANTS: usize = 6;
+    let sim = start_sim(SimConfig {
+        task_duration: Duration::from_secs(3),
+        ..quick_sim()
+    })
+    .await;
+    let (dir, manifest) = write_manifest(&variants_manifest(FAST_RUN, VARIANTS));
+    let out = dir.path().join("out");
+    let mut child = run_command(&sim, &manifest, &out, &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the first submits", || sim.stats().tasks_created >= 3).await;
+    let pid = child.id().unwrap().to_string();
+    let signalled = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        signalled.elapsed()
+    );
+    let (_, rows) = read_results(&out);
+    assert_eq!(rows.len(), VARIANTS);
+    assert!(rows.iter().all(|r| r["status"] == "pending"), "{rows:?}");
+    let submitted = rows.iter().filter(|r| !r["task_id"].is_empty()).count();
+    assert_eq!(submitted as u64, sim.stats().tasks_created);
+
+    let output = run_against(&sim, &manifest, &out).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_all_finished_with_the_simulators_files(&sim, &out, VARIANTS);
+    assert_eq!(sim.stats().tasks_created, VARIANTS as u64, "no duplicates");
+}
