@@ -7,6 +7,8 @@
 //!
 //! - `rate-120`, `rate-1200`: rate-limited runs; makespan ÷ ideal, where ideal is
 //!   variants ÷ submit rate + task time (target ≤ 1.05).
+//! - `faulty-1200`: as `rate-1200` with 10% of API calls answered 503 and 10% of
+//!   downloads cut short (target ≤ 1.15).
 //! - `unlimited`: 1,000 variants with the limits lifted: client CPU seconds, peak memory,
 //!   detail queries per task.
 //! - `plan`: `plan` over a 100,000-variant matrix: time and peak memory (targets < 2 s,
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use stembatch::api::{ApiClient, ApiKey};
 use stembatch::journal::writer::JournalWriter;
 use stembatch::scheduler::{self, Pacers, Resume, RunInputs};
-use stembatch::sim::{SimConfig, SimHandle, WindowLimit};
+use stembatch::sim::{Faults, SimConfig, SimHandle, WindowLimit};
 use tokio_util::sync::CancellationToken;
 
 /// One rate-limited or unlimited scenario.
@@ -35,9 +37,11 @@ struct Scenario {
     sim_submit_limits: &'static str,
     task: Duration,
     track_seconds: f64,
+    /// Share of calls (API calls and downloads alike) that fail retryably.
+    failing: f64,
 }
 
-const SCENARIOS: [Scenario; 3] = [
+const SCENARIOS: [Scenario; 4] = [
     Scenario {
         name: "rate-120",
         variants: 40,
@@ -47,6 +51,7 @@ const SCENARIOS: [Scenario; 3] = [
         sim_submit_limits: "120/60s,3/1s",
         task: Duration::from_secs(5),
         track_seconds: 5.0,
+        failing: 0.0,
     },
     Scenario {
         name: "rate-1200",
@@ -57,6 +62,18 @@ const SCENARIOS: [Scenario; 3] = [
         sim_submit_limits: "1200/60s,25/1s",
         task: Duration::from_secs(3),
         track_seconds: 2.0,
+        failing: 0.0,
+    },
+    Scenario {
+        name: "faulty-1200",
+        variants: 200,
+        submit_rate: "1200/min",
+        per_second: 20.0,
+        concurrency: 100,
+        sim_submit_limits: "1200/60s,25/1s",
+        task: Duration::from_secs(3),
+        track_seconds: 2.0,
+        failing: 0.1,
     },
     Scenario {
         name: "unlimited",
@@ -67,6 +84,7 @@ const SCENARIOS: [Scenario; 3] = [
         sim_submit_limits: "none",
         task: Duration::from_secs(1),
         track_seconds: 0.5,
+        failing: 0.0,
     },
 ];
 
@@ -213,6 +231,12 @@ async fn parent() {
             track_seconds: scenario.track_seconds,
             submit_limits: WindowLimit::parse_list(scenario.sim_submit_limits).unwrap(),
             detail_limits: Vec::new(),
+            // Retryable failures only: 503s before any work, downloads cut short.
+            faults: Faults {
+                unavailable: scenario.failing,
+                truncate: scenario.failing,
+                ..Faults::default()
+            },
             ..SimConfig::default()
         };
         let sim = SimHandle::start(([127, 0, 0, 1], 0).into(), config)
@@ -239,7 +263,7 @@ async fn parent() {
             false => f64::NAN,
         };
         let line = format!(
-            "| {} | {} | {:.2} s | {} | {} | {:.2} | {:.1} | {:.2} | {} |\n",
+            "| {} | {} | {:.2} s | {} | {} | {:.2} | {:.1} | {:.2} | {} | {} |\n",
             scenario.name,
             scenario.variants,
             makespan,
@@ -257,6 +281,7 @@ async fn parent() {
             result["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
             stats.detail_calls as f64 / stats.tasks_created.max(1) as f64,
             stats.rate_limited,
+            stats.faults,
         );
         report.push_str(&line);
     }
@@ -264,8 +289,8 @@ async fn parent() {
         .await
         .unwrap();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "| scenario | variants | makespan | ideal | makespan/ideal | client CPU s | client peak MiB | detail queries/task | 429s |").unwrap();
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(out, "| scenario | variants | makespan | ideal | makespan/ideal | client CPU s | client peak MiB | detail queries/task | 429s | faults |").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
     write!(out, "{report}").unwrap();
     writeln!(
         out,

@@ -121,9 +121,9 @@ pub struct SimulatorArgs {
 /// The simulator's fault knobs: each a share of calls from 0 to 1.
 #[derive(Debug, Args)]
 pub struct FaultArgs {
-    /// Share of submits answered 503 before a task is created.
+    /// Share of API calls answered 503 before any work.
     #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
-    pub submit_503: f64,
+    pub unavailable: f64,
     /// Share of submits answered 500 after the task was created.
     #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
     pub submit_500_after: f64,

@@ -99,7 +99,7 @@ impl RetryPolicy {
     pub fn new(max_attempts: u32) -> Self {
         RetryPolicy {
             max_attempts: max_attempts.max(1),
-            base: Duration::from_millis(500),
+            base: Duration::from_millis(200),
             cap: Duration::from_secs(30),
         }
     }
@@ -213,8 +213,8 @@ mod tests {
     #[test]
     fn backoff_grows_to_its_cap_with_full_jitter() {
         let policy = RetryPolicy::new(6);
-        assert_eq!(policy.delay(1, None, 1.0), Duration::from_millis(500));
-        assert_eq!(policy.delay(3, None, 1.0), Duration::from_secs(2));
+        assert_eq!(policy.delay(1, None, 1.0), Duration::from_millis(200));
+        assert_eq!(policy.delay(3, None, 1.0), Duration::from_millis(800));
         assert_eq!(policy.delay(30, None, 1.0), Duration::from_secs(30));
         assert_eq!(policy.delay(3, None, 0.0), Duration::ZERO);
         assert!(policy.allows_another(5));

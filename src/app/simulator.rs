@@ -18,7 +18,7 @@ pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
     }
     let f = &args.faults;
     let shares = [
-        f.submit_503,
+        f.unavailable,
         f.submit_500_after,
         f.reset,
         f.error_body,
@@ -33,7 +33,7 @@ pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
         return Err(ExpectedError::usage("fault shares must be between 0 and 1").into());
     }
     let faults = Faults {
-        submit_unavailable: f.submit_503,
+        unavailable: f.unavailable,
         submit_error_after_create: f.submit_500_after,
         reset: f.reset,
         error_body: f.error_body,

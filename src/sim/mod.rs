@@ -32,8 +32,8 @@ pub const FAIL_MESSAGE: &str = "The prompt violates our content policy";
 /// creates no duplicate task.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Faults {
-    /// Submits answered 503 before a task is created.
-    pub submit_unavailable: f64,
+    /// API calls answered 503 before any work (no task is created).
+    pub unavailable: f64,
     /// Submits answered 500 *after* the task was created (and billed).
     pub submit_error_after_create: f64,
     /// API calls whose connection breaks before the answer's body.
@@ -62,7 +62,7 @@ impl Faults {
     /// Every fault at once, each at `share`.
     pub fn all(share: f64) -> Self {
         Faults {
-            submit_unavailable: share,
+            unavailable: share,
             submit_error_after_create: share,
             reset: share,
             error_body: share,

@@ -245,6 +245,12 @@ async fn preamble(state: &SimState, headers: &HeaderMap) -> Option<Response> {
         state.lock().stats.unauthorized += 1;
         return Some(error(StatusCode::UNAUTHORIZED, "invalid api key"));
     }
+    if state.strikes(faults.unavailable) {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable",
+        ));
+    }
     if state.strikes(faults.rate_limit) {
         state.lock().stats.rate_limited += 1;
         return Some(rate_limited(Duration::from_secs(1)));
@@ -262,9 +268,6 @@ async fn submit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     state.lock().stats.submit_calls += 1;
     if let Some(response) = preamble(&state, &headers).await {
         return response;
-    }
-    if state.strikes(state.config.faults.submit_unavailable) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable");
     }
     let request: SubmitRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,

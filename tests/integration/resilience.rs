@@ -32,9 +32,9 @@ async fn every_fault_alone_and_all_together_still_finish_every_variant() {
     // (name, faults, whether they strike before a task is created)
     let cases = [
         (
-            "503 before creation",
+            "503s",
             Faults {
-                submit_unavailable: 0.3,
+                unavailable: 0.3,
                 ..Faults::default()
             },
             true,
