@@ -3,7 +3,7 @@
 //! submit is durable before the submit goes out, the task id right after the answer, a
 //! track only after its file is renamed into place.
 //!
-//! [`format`] defines the versioned records, [`writer`] is the single-owner writer task,
+//! [`format`](mod@format) defines the versioned records, [`writer`] is the single-owner writer task,
 //! [`replay`] (pure) folds the records of earlier runs into what each variant needs next.
 
 pub mod format;

@@ -1,8 +1,8 @@
 //! The manifest: TOML in, a validated [`Manifest`] and its expanded [`Variant`]s out.
 //!
-//! Three pure stages, each a function: [`raw`] mirrors the TOML, [`validate`] turns it into
+//! Three pure stages, each a function: `raw` mirrors the TOML, `validate` turns it into
 //! typed settings and parameter layers while collecting *every* problem with its line and
-//! key, [`expand`] crosses stems, variants, matrices and takes into the variant list. Only
+//! key, `expand` crosses stems, variants, matrices and takes into the variant list. Only
 //! [`load`] touches the file system.
 
 mod expand;

@@ -438,7 +438,7 @@ async fn follow(
             }
             Err(ReadFailure::Failed {
                 err,
-                verdict: Verdict::Stop(_),
+                verdict: Verdict::Stop(AccountStop::BadKey),
             }) => {
                 return end(
                     VariantStatus::Pending,
