@@ -170,6 +170,35 @@ pub struct GenerationParams {
     pub audio_weight: Option<Weight>,
 }
 
+impl GenerationParams {
+    /// The names of [`GenerationParams::columns`], as the API and the CSV files name them.
+    pub const COLUMNS: [&'static str; 8] = [
+        "title",
+        "tags",
+        "negative_tags",
+        "model",
+        "vocal_gender",
+        "style_weight",
+        "weirdness_constraint",
+        "audio_weight",
+    ];
+
+    /// The parameters as text, in [`GenerationParams::COLUMNS`] order; unset ones empty.
+    pub fn columns(&self) -> [String; 8] {
+        let text = |value: Option<String>| value.unwrap_or_default();
+        [
+            self.title.clone(),
+            self.tags.clone(),
+            self.negative_tags.clone(),
+            self.model.as_str().to_owned(),
+            text(self.vocal_gender.map(|g| g.as_str().to_owned())),
+            text(self.style_weight.map(|w| w.to_string())),
+            text(self.weirdness_constraint.map(|w| w.to_string())),
+            text(self.audio_weight.map(|w| w.to_string())),
+        ]
+    }
+}
+
 /// Where a stem's audio comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StemSource {

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::exit::{ExpectedError, SUCCESS};
 use crate::manifest;
 use crate::report::csv::FILE_NAME;
-use crate::variant::{StemSource, Variant};
+use crate::variant::{GenerationParams, StemSource, Variant};
 
 /// `validate`: the variant count on stdout.
 pub(super) fn validate(path: &Path) -> anyhow::Result<u8> {
@@ -44,46 +44,29 @@ pub fn write_plan(out: impl Write, variants: &[Variant], csv: bool) -> io::Resul
     }
 }
 
-const PLAN_HEADER: [&str; 13] = [
-    "stem",
-    "variant",
-    "take",
-    "variant_id",
-    "upload_url",
-    "title",
-    "tags",
-    "negative_tags",
-    "model",
-    "vocal_gender",
-    "style_weight",
-    "weirdness_constraint",
-    "audio_weight",
-];
+/// The plan's columns: the variant's identity, its stem's source, its parameters.
+fn plan_header() -> Vec<&'static str> {
+    let mut header = vec!["stem", "variant", "take", "variant_id", "upload_url"];
+    header.extend(GenerationParams::COLUMNS);
+    header
+}
 
-fn plan_row(variant: &Variant) -> [String; 13] {
-    let p = &variant.params;
-    let opt = |v: Option<String>| v.unwrap_or_default();
+fn plan_row(variant: &Variant) -> Vec<String> {
     let StemSource::Url(source) = &variant.stem.source;
-    [
+    let mut row = vec![
         variant.stem.name.clone(),
         variant.name.clone(),
         variant.take.to_string(),
         variant.id.to_string(),
         source.clone(),
-        p.title.clone(),
-        p.tags.clone(),
-        p.negative_tags.clone(),
-        p.model.as_str().to_owned(),
-        opt(p.vocal_gender.map(|g| g.as_str().to_owned())),
-        opt(p.style_weight.map(|w| w.to_string())),
-        opt(p.weirdness_constraint.map(|w| w.to_string())),
-        opt(p.audio_weight.map(|w| w.to_string())),
-    ]
+    ];
+    row.extend(variant.params.columns());
+    row
 }
 
 fn write_plan_csv(out: impl Write, variants: &[Variant]) -> io::Result<()> {
     let mut writer = ::csv::Writer::from_writer(out);
-    writer.write_record(PLAN_HEADER)?;
+    writer.write_record(plan_header())?;
     for variant in variants {
         writer.write_record(plan_row(variant))?;
     }
@@ -94,7 +77,7 @@ fn write_plan_text(mut out: impl Write, variants: &[Variant]) -> io::Result<()> 
     for variant in variants {
         let row = plan_row(variant);
         write!(out, "{}/{} take {} [{}]", row[0], row[1], row[2], row[3])?;
-        for (key, value) in PLAN_HEADER.iter().zip(&row).skip(4) {
+        for (key, value) in plan_header().iter().zip(&row).skip(4) {
             if !value.is_empty() || key.ends_with("tags") || *key == "title" {
                 write!(out, " {key}={value:?}")?;
             }

@@ -98,11 +98,11 @@ fn row(
     variant: &Variant,
     record: &VariantRecord,
     track: Option<(usize, &TrackRecord)>,
-) -> [String; 25] {
-    let params = &variant.params;
+) -> Vec<String> {
     let track_field =
         |get: fn(&TrackRecord) -> String| track.map(|(_, t)| get(t)).unwrap_or_default();
-    [
+    let mut row = Vec::with_capacity(HEADER.len());
+    row.extend([
         variant.stem.name.clone(),
         variant.name.clone(),
         variant.take.to_string(),
@@ -111,14 +111,9 @@ fn row(
         opt(record.task_id.as_deref()),
         opt(track.map(|(n, _)| n)),
         track_field(|t| t.audio_id.clone()),
-        params.title.clone(),
-        params.tags.clone(),
-        params.negative_tags.clone(),
-        params.model.as_str().to_owned(),
-        opt(params.vocal_gender.map(|g| g.as_str())),
-        opt(params.style_weight),
-        opt(params.weirdness_constraint),
-        opt(params.audio_weight),
+    ]);
+    row.extend(variant.params.columns());
+    row.extend([
         track_field(|t| opt(t.duration_s)),
         track_field(|t| t.file.clone()),
         track_field(|t| t.bytes.to_string()),
@@ -128,7 +123,8 @@ fn row(
         time(record.finished_at),
         record.attempts.to_string(),
         opt(record.error.as_deref()),
-    ]
+    ]);
+    row
 }
 
 #[cfg(test)]
@@ -142,6 +138,11 @@ mod tests {
         crate::manifest::parse(Path::new("m.toml"), text)
             .unwrap()
             .variants
+    }
+
+    #[test]
+    fn the_parameter_columns_sit_where_the_header_names_them() {
+        assert_eq!(HEADER[8..16], crate::variant::GenerationParams::COLUMNS);
     }
 
     #[test]

@@ -103,47 +103,22 @@ async fn the_api_key_is_never_printed_or_written() {
         "{FAST_RUN}\n[[stem]]\nurl = \"https://stems.example.com/a.wav\"\n[[stem.variant]]\nname = \"x\"\n[[stem.variant]]\nname = \"y\"\ntags = \"sim:fail\"\n"
     ));
     let out = dir.path().join("out");
-    let url = sim.url();
-    let args = [
-        "run",
-        path_str(&manifest),
-        "--out",
-        path_str(&out),
-        "--base-url",
-        &url,
-        "--log-format",
-        "json",
-    ];
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_stembatch"));
-    command
-        .args(args)
-        .env("VIDGO_API_KEY", sim.key())
-        .env("STEMBATCH_LOG", "trace");
-    let output = command.output().await.unwrap();
+    let output = run_command(&sim, &manifest, &out, &["--log-format", "json"])
+        .env("STEMBATCH_LOG", "trace")
+        .output()
+        .await
+        .unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let key = sim.key().as_bytes();
     let contains_key = |haystack: &[u8]| haystack.windows(key.len()).any(|w| w == key);
     assert!(!contains_key(&output.stdout) && !contains_key(&output.stderr));
-    for entry in walkdir(&out) {
+    for entry in files_below(&out) {
         assert!(
             !contains_key(&std::fs::read(&entry).unwrap()),
             "{} holds the key",
             entry.display()
         );
     }
-}
-
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(walkdir(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

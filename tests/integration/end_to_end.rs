@@ -68,7 +68,7 @@ url = "https://stems.example.com/hook.mp3"
         );
     }
     // Nothing but the tracks and the report is left: no temporary files.
-    let stray: Vec<_> = walk(&out)
+    let stray: Vec<_> = files_below(&out)
         .into_iter()
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
@@ -94,19 +94,6 @@ url = "https://stems.example.com/hook.mp3"
         .unwrap();
     assert_eq!(jazz.request.input.audio_weight, Some(0.75));
     assert_eq!(sim.stats().rate_limited, 0);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
