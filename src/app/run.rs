@@ -89,6 +89,8 @@ async fn connect(
 }
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    // First, so that a signal during the preparations still ends in a saved state.
+    let interrupts = Interrupts::listen()?;
     let manifest = manifest::load(&args.manifest)?;
     let mut settings = manifest.run.clone();
     if let Some(concurrency) = args.concurrency {
@@ -114,6 +116,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         }),
         LockError::Io { .. } => anyhow::Error::new(err),
     })?;
+    remove_leftover_temporary_files(&out_dir);
     let (journal, records) = JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE))
         .map_err(|err| ExpectedError::usage(err.to_string()))?;
     journal
@@ -126,7 +129,6 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let resume = resume::prepare(&manifest.variants, &records, &out_dir, args.retry_failed).await?;
     drop(records);
 
-    let interrupts = Interrupts::listen()?;
     let stop_submits = CancellationToken::new();
     let stop_all = CancellationToken::new();
     stop_on(
@@ -187,6 +189,34 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         INCOMPLETE
     })
+}
+
+/// Temporary files a killed run left behind (downloads, reports). Safe while we hold the
+/// lock: no other run writes into this folder.
+fn remove_leftover_temporary_files(out_dir: &Path) {
+    let is_leftover = |name: &str| {
+        (name.starts_with(".download-") && name.ends_with(".part"))
+            || (name.starts_with(".results-") && name.ends_with(".csv"))
+    };
+    let stem_dirs = std::fs::read_dir(out_dir.join("audio"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path());
+    for dir in std::iter::once(out_dir.to_owned()).chain(stem_dirs) {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_str().is_some_and(is_leftover) {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(file = %entry.path().display(), "removed a leftover temporary file")
+                    }
+                    Err(err) => {
+                        tracing::warn!(file = %entry.path().display(), error = %err, "cannot remove a leftover temporary file")
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn describe(stop: AccountStop) -> &'static str {

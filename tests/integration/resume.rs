@@ -28,6 +28,10 @@ async fn a_rerun_skips_finished_variants_and_downloads_damaged_files_again() {
     assert_all_finished_with_the_simulators_files(&sim, &out, 4);
 
     let (_, rows) = read_results(&out);
+    let leftover = out
+        .join(&rows[1]["file"])
+        .with_file_name(".download-killed.part");
+    std::fs::write(&leftover, b"RIFF half a track").unwrap();
     std::fs::remove_file(out.join(&rows[0]["file"])).unwrap();
     std::fs::write(out.join(&rows[3]["file"]), b"RIFF damaged").unwrap();
     let output = run_against(&sim, &manifest, &out).await;
