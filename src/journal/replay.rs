@@ -382,4 +382,126 @@ mod tests {
     fn unknown_variants_are_submitted() {
         assert_eq!(decide(None, true, false), Start::Submit);
     }
+
+    /// A model of one variant's history, built alongside the records it produces, so the
+    /// oracle never reads the records the code under test reads.
+    #[derive(Default)]
+    struct Oracle {
+        calls: u32,
+        unknown: u32,
+        task: Option<String>,
+        ended: Option<EndStatus>,
+    }
+
+    /// Random histories (submits failing, succeeding, withdrawn; tracks; ends; more
+    /// submits after failures) cut at a random crash point: replay must agree with the
+    /// oracle, and a variant whose live task is known is never submitted again.
+    #[test]
+    fn random_journals_cut_at_random_crash_points_agree_with_the_oracle() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        for case in 0..2000 {
+            let mut records = Vec::new();
+            let mut oracle = Oracle::default();
+            let mut in_flight = false;
+            for step in 0..rng.random_range(1..12) {
+                let retrying = oracle.task.is_none()
+                    || matches!(oracle.ended, Some(EndStatus::Failed | EndStatus::Timeout));
+                match rng.random_range(0..6) {
+                    0 | 1 if retrying => {
+                        records.push(intent());
+                        in_flight = true;
+                        oracle.task = None;
+                        oracle.ended = None;
+                        oracle.calls += 1;
+                        match rng.random_range(0..5) {
+                            0 => {
+                                records.push(Record::SubmitWithdrawn { variant_id: id() });
+                                oracle.calls -= 1;
+                                in_flight = false;
+                            }
+                            1 => {
+                                records.push(failed(Created::No));
+                                in_flight = false;
+                            }
+                            2 => {
+                                records.push(failed(Created::Unknown));
+                                oracle.unknown += 1;
+                                in_flight = false;
+                            }
+                            3 => {
+                                let task = format!("t{case}-{step}");
+                                records.push(submitted(&task));
+                                oracle.task = Some(task);
+                                in_flight = false;
+                            }
+                            _ => {}
+                        }
+                    }
+                    2 => {
+                        if let Some(task) = oracle.task.clone().filter(|_| oracle.ended.is_none()) {
+                            records.push(track(&task, rng.random_range(1..3)));
+                        }
+                    }
+                    3 if oracle.task.is_some() && oracle.ended.is_none() && !in_flight => {
+                        let status = [
+                            EndStatus::Finished,
+                            EndStatus::Failed,
+                            EndStatus::Timeout,
+                            EndStatus::Error,
+                        ][rng.random_range(0..4)];
+                        records.push(ended(status));
+                        oracle.ended = Some(status);
+                    }
+                    _ => {}
+                }
+                if in_flight && rng.random_range(0..4) == 0 {
+                    // The process dies with the submit on the wire.
+                    break;
+                }
+                if in_flight {
+                    // The answer came after all; record its outcome as known-failed.
+                    records.push(failed(Created::No));
+                    in_flight = false;
+                }
+            }
+            if in_flight {
+                oracle.unknown += 1;
+            }
+            let priors = replay(&records);
+            let Some(prior) = priors.get(&id()) else {
+                assert!(records.is_empty() || oracle.calls == 0, "case {case}");
+                continue;
+            };
+            assert_eq!(prior.attempts, oracle.calls, "case {case}: {records:#?}");
+            assert_eq!(
+                prior.unknown_outcomes, oracle.unknown,
+                "case {case}: {records:#?}"
+            );
+            assert_eq!(
+                prior.task.as_ref().map(|t| t.task_id.clone()),
+                oracle.task,
+                "case {case}"
+            );
+            for retry_failed in [false, true] {
+                let start = decide(Some(prior), true, retry_failed);
+                let live_task = oracle.task.is_some()
+                    && !matches!(oracle.ended, Some(EndStatus::Failed | EndStatus::Timeout));
+                if live_task {
+                    assert_ne!(
+                        start,
+                        Start::Submit,
+                        "case {case}: a known task would be paid twice"
+                    );
+                }
+                if oracle.ended.is_some() && !retry_failed {
+                    assert_ne!(
+                        start,
+                        Start::Submit,
+                        "case {case}: resubmitted without --retry-failed"
+                    );
+                }
+            }
+        }
+    }
 }
