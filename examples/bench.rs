@@ -154,6 +154,8 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str) {
     let inputs = RunInputs {
         client: ApiClient::new(url, ApiKey::new(key)).unwrap(),
         journal,
+        upload_mode: manifest.upload.mode.clone(),
+        earlier_uploads: Default::default(),
         pacers: Pacers::from_settings(&manifest.run),
         settings: manifest.run.clone(),
         out_dir: out.path().to_owned(),

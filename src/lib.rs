@@ -34,4 +34,5 @@ pub mod report;
 pub mod scheduler;
 pub mod signal;
 pub mod sim;
+pub mod stems;
 pub mod variant;

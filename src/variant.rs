@@ -4,6 +4,7 @@
 //! Pure: no I/O, no async. The manifest module builds these; everything after it reads them.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -204,15 +205,40 @@ impl GenerationParams {
 pub enum StemSource {
     /// A URL the provider fetches itself.
     Url(String),
+    /// A local file, uploaded (or published) before its first submit.
+    Local(LocalStem),
 }
 
 impl StemSource {
-    /// What identifies the source in a variant id.
+    /// What identifies the source in a variant id: the URL, or the file's content, so an
+    /// edited file makes new variants and a moved one does not.
     fn identity(&self) -> String {
         match self {
             StemSource::Url(url) => format!("url:{url}"),
+            StemSource::Local(local) => format!("sha256:{}", local.sha256),
         }
     }
+
+    /// How `plan` shows the source: the URL, or the file's path.
+    pub fn describe(&self) -> String {
+        match self {
+            StemSource::Url(url) => url.clone(),
+            StemSource::Local(local) => local.path.display().to_string(),
+        }
+    }
+}
+
+/// A stem file on disk, checked and hashed when the manifest was loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalStem {
+    /// Where it is (the manifest's folder joined with what the manifest says).
+    pub path: PathBuf,
+    /// Its path relative to the manifest's folder, `/`-separated, when it lies inside it.
+    pub relative: Option<String>,
+    /// Hex sha256 of its content.
+    pub sha256: String,
+    /// Its size.
+    pub bytes: u64,
 }
 
 /// A stem as the run needs it: shared by all of its variants.
@@ -292,6 +318,24 @@ mod tests {
         assert_ne!(base, VariantId::compute(&source, &params(), 2));
         let other_source = StemSource::Url("https://x/b.mp3".into());
         assert_ne!(base, VariantId::compute(&other_source, &params(), 1));
+        let local = |path: &str, sha256: &str| {
+            StemSource::Local(LocalStem {
+                path: path.into(),
+                relative: None,
+                sha256: sha256.into(),
+                bytes: 1,
+            })
+        };
+        // A moved file keeps its variants; an edited one makes new ones.
+        let here = VariantId::compute(&local("a.wav", "aa"), &params(), 1);
+        assert_eq!(
+            here,
+            VariantId::compute(&local("moved/b.wav", "aa"), &params(), 1)
+        );
+        assert_ne!(
+            here,
+            VariantId::compute(&local("a.wav", "ab"), &params(), 1)
+        );
         let mut changed = params();
         changed.style_weight = Some(Weight::from_f64(0.51).unwrap());
         assert_ne!(base, VariantId::compute(&source, &changed, 1));

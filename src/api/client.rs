@@ -6,16 +6,21 @@
 use std::fmt;
 use std::time::Duration;
 
+use std::path::Path;
+
 use reqwest::header::RETRY_AFTER;
+use reqwest::multipart::{Form, Part};
 use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::types::{Balance, Envelope, SubmitData, SubmitRequest, TaskDetail};
+use super::types::{Balance, Envelope, SubmitData, SubmitRequest, TaskDetail, UploadData};
 
 /// How long a connection may take to open.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one API call may take in all.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an upload may take in all: a stem can be large and a link slow.
+pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The API key. Its `Debug` hides it, and it has no `Display`: it cannot reach a log.
 #[derive(Clone)]
@@ -74,6 +79,9 @@ pub enum ApiError {
     /// A success status whose body could not be read.
     #[error("unreadable answer: {0}")]
     Decode(String),
+    /// A local file to send could not be read; nothing was sent.
+    #[error("cannot read {0}")]
+    Local(String),
 }
 
 impl ApiError {
@@ -141,6 +149,25 @@ impl ApiClient {
         let url = format!("{}/api/generate/detail/music", self.base_url);
         self.call(self.http.get(url).query(&[("task_id", task_id)]))
             .await
+    }
+
+    /// `POST /api/common/upload/stream`: uploads a local file, streamed from disk, as the
+    /// multipart `file` part named `file_name`.
+    pub async fn upload(&self, path: &Path, file_name: &str) -> Result<UploadData, ApiError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ApiError::Local(format!("{}: {e}", path.display())))?;
+        let length = file
+            .metadata()
+            .await
+            .map_err(|e| ApiError::Local(format!("{}: {e}", path.display())))?
+            .len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let part = Part::stream_with_length(body, length).file_name(file_name.to_owned());
+        let form = Form::new().part("file", part);
+        let url = format!("{}/api/common/upload/stream", self.base_url);
+        let request = self.http.post(url).multipart(form).timeout(UPLOAD_TIMEOUT);
+        self.call(request).await
     }
 
     /// `GET /api/user/balance`

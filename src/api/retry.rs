@@ -48,6 +48,7 @@ pub enum Verdict {
 pub fn classify(err: &ApiError, kind: CallKind) -> Verdict {
     let status = match err {
         ApiError::Connect(_) => return Verdict::Retry { after: None },
+        ApiError::Local(_) => return Verdict::Reject,
         ApiError::Timeout | ApiError::Transport(_) | ApiError::Decode(_) => {
             return match kind {
                 CallKind::Idempotent => Verdict::Retry { after: None },

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::exit::{ExpectedError, SUCCESS};
 use crate::manifest;
 use crate::report::csv::FILE_NAME;
-use crate::variant::{GenerationParams, StemSource, Variant};
+use crate::variant::{GenerationParams, Variant};
 
 /// `validate`: the variant count on stdout.
 pub(super) fn validate(path: &Path) -> anyhow::Result<u8> {
@@ -46,19 +46,18 @@ pub fn write_plan(out: impl Write, variants: &[Variant], csv: bool) -> io::Resul
 
 /// The plan's columns: the variant's identity, its stem's source, its parameters.
 fn plan_header() -> Vec<&'static str> {
-    let mut header = vec!["stem", "variant", "take", "variant_id", "upload_url"];
+    let mut header = vec!["stem", "variant", "take", "variant_id", "source"];
     header.extend(GenerationParams::COLUMNS);
     header
 }
 
 fn plan_row(variant: &Variant) -> Vec<String> {
-    let StemSource::Url(source) = &variant.stem.source;
     let mut row = vec![
         variant.stem.name.clone(),
         variant.name.clone(),
         variant.take.to_string(),
         variant.id.to_string(),
-        source.clone(),
+        variant.stem.source.describe(),
     ];
     row.extend(variant.params.columns());
     row

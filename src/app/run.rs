@@ -14,6 +14,7 @@ use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, LOCKED, SUCCE
 use crate::journal;
 use crate::journal::format::Record;
 use crate::journal::lock::{self, LockError};
+use crate::journal::replay;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::{self, Manifest};
 use crate::report::csv::FILE_NAME;
@@ -127,6 +128,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         })
         .await?;
     let resume = resume::prepare(&manifest.variants, &records, &out_dir, args.retry_failed).await?;
+    let earlier_uploads = replay::uploads(&records);
     drop(records);
 
     let stop_submits = CancellationToken::new();
@@ -152,6 +154,8 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let inputs = RunInputs {
         client,
         journal,
+        upload_mode: manifest.upload.mode.clone(),
+        earlier_uploads,
         pacers: Pacers::from_settings(&settings),
         settings,
         out_dir: out_dir.clone(),

@@ -111,6 +111,17 @@ pub enum Record {
         #[serde(flatten)]
         entry: TrackEntry,
     },
+    /// A local stem file was uploaded.
+    Uploaded {
+        /// Hex sha256 of the file's content.
+        sha256: String,
+        /// The URL the provider gave it.
+        file_url: String,
+        /// When the provider deletes it.
+        expires_at: DateTime<Utc>,
+        /// When it was uploaded.
+        at: DateTime<Utc>,
+    },
     /// The variant reached an end status.
     Ended {
         /// The variant.

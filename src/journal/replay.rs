@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::format::{Created, EndStatus, Record, TrackEntry};
+use crate::scheduler::upload::UploadedFile;
 use crate::variant::VariantId;
 
 /// A task the journal knows, with the tracks downloaded from it so far.
@@ -50,7 +51,7 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
     let mut priors: HashMap<VariantId, Prior> = HashMap::new();
     for record in records {
         match record {
-            Record::RunStarted { .. } => {}
+            Record::RunStarted { .. } | Record::Uploaded { .. } => {}
             Record::SubmitIntent { variant_id, .. } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
                 if prior.submit_in_flight {
@@ -126,6 +127,28 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
         }
     }
     priors
+}
+
+/// The latest upload of each file (by content hash) that the journal knows.
+pub fn uploads(records: &[Record]) -> HashMap<String, UploadedFile> {
+    records
+        .iter()
+        .filter_map(|record| match record {
+            Record::Uploaded {
+                sha256,
+                file_url,
+                expires_at,
+                ..
+            } => Some((
+                sha256.clone(),
+                UploadedFile {
+                    url: file_url.clone(),
+                    expires_at: *expires_at,
+                },
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What a variant's work in this run starts with.
@@ -376,6 +399,24 @@ mod tests {
         let task = priors[&id()].task.as_ref().unwrap();
         assert_eq!(task.tracks.len(), 1);
         assert_eq!(task.tracks[0].track, 2);
+    }
+
+    #[test]
+    fn the_latest_upload_of_each_file_is_kept() {
+        let upload = |sha: &str, url: &str| Record::Uploaded {
+            sha256: sha.into(),
+            file_url: url.into(),
+            expires_at: at(),
+            at: at(),
+        };
+        let found = uploads(&[
+            upload("a", "u1"),
+            intent(),
+            upload("b", "u2"),
+            upload("a", "u3"),
+        ]);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found["a"].url, "u3");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::stems::{DiskFiles, LocalFiles};
 use crate::variant::Variant;
 
 pub use settings::{ApiSettings, Rate, RunSettings, UploadMode, UploadSettings};
@@ -111,8 +112,18 @@ pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     parse(path, &text)
 }
 
-/// Validates and expands manifest text; `path` names it in errors and anchors relative paths.
+/// Validates and expands manifest text; `path` names it in errors and anchors relative
+/// paths, which are looked up on disk.
 pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    parse_with(path, text, &DiskFiles)
+}
+
+/// [`parse`], with local stem files looked up through `files`.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    files: &dyn LocalFiles,
+) -> Result<Manifest, ManifestError> {
     let invalid = |problems| ManifestError::Invalid {
         path: path.to_owned(),
         problems,
@@ -121,7 +132,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Manifest, ManifestError> {
     let raw: raw::RawManifest =
         toml::from_str(text).map_err(|err| invalid(vec![lines.toml_error(&err)]))?;
     let mut problems = validate::Problems::new(&lines);
-    let validated = validate::validate(&raw, &mut problems);
+    let base = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let files = validate::Files { base, disk: files };
+    let validated = validate::validate(&raw, &files, &mut problems);
     let variants = expand::expand(&validated.stems, &mut problems);
     let problems = problems.into_sorted();
     if !problems.is_empty() {

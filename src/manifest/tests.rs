@@ -61,10 +61,14 @@ fn every_rule_names_line_and_field() {
             &format!("{DEFAULTS}{stem}stlye_weight = 0.5\n"),
             "7: stlye_weight: unknown field `stlye_weight`",
         ),
-        // Local stems are a later capability.
+        // A local file that is not there.
         (
-            &format!("{DEFAULTS}[[stem]]\npath = \"a.wav\"\n"),
-            "6: stem[1].path: local stems (path) are not supported yet (hint: give the stem a url)",
+            &format!("{DEFAULTS}[[stem]]\npath = \"missing.wav\"\n"),
+            "6: stem[1].path: ./missing.wav: No such file or directory",
+        ),
+        (
+            &format!("{DEFAULTS}[[stem]]\nglob = \"nowhere/*.wav\"\n"),
+            "6: stem[1].glob: \"nowhere/*.wav\" matches no file",
         ),
         (
             &format!("{DEFAULTS}[[stem]]\nname = \"a\"\n"),

@@ -2,14 +2,16 @@
 //! line and the key it concerns. Pure: the caller hands in the parsed text.
 
 use std::ops::Range;
+use std::path::{Component, Path};
 use std::sync::Arc;
 
 use toml::Spanned;
 
 use super::raw::{RawManifest, RawMatrix, RawParams, RawStem, RawVariant};
-use super::settings::{self, check_http_url, ApiSettings, RunSettings, UploadSettings};
+use super::settings::{self, check_http_url, ApiSettings, RunSettings, UploadMode, UploadSettings};
 use super::Problem;
-use crate::variant::{Model, Stem, StemSource, VocalGender, Weight};
+use crate::stems::LocalFiles;
+use crate::variant::{LocalStem, Model, Stem, StemSource, VocalGender, Weight};
 
 /// Longest title the provider accepts (V4_5PLUS and V5).
 pub(super) const MAX_TITLE_CHARS: usize = 100;
@@ -138,7 +140,7 @@ impl ParamLayer {
 
 /// One named parameter set of a stem, before takes: a listed variant, a matrix
 /// combination, or both crossed.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct VariantSpec {
     pub name: String,
     /// Where problems of this variant point.
@@ -165,7 +167,7 @@ pub(super) struct Validated {
     pub stems: Vec<StemPlan>,
 }
 
-pub(super) fn validate(raw: &RawManifest, problems: &mut Problems) -> Validated {
+pub(super) fn validate(raw: &RawManifest, files: &Files, problems: &mut Problems) -> Validated {
     let defaults = raw
         .defaults
         .as_ref()
@@ -178,7 +180,7 @@ pub(super) fn validate(raw: &RawManifest, problems: &mut Problems) -> Validated 
         .stem
         .iter()
         .enumerate()
-        .filter_map(|(i, stem)| self::stem(stem, i + 1, &defaults, problems))
+        .flat_map(|(i, stem)| self::stem(stem, i + 1, &defaults, files, problems))
         .collect::<Vec<_>>();
     let mut seen = std::collections::HashMap::new();
     for plan in &stems {
@@ -193,72 +195,54 @@ pub(super) fn validate(raw: &RawManifest, problems: &mut Problems) -> Validated 
             );
         }
     }
+    let upload = settings::upload(raw.upload.as_ref(), problems);
+    if matches!(upload.mode, UploadMode::BaseUrl(_)) {
+        for plan in &stems {
+            if let StemSource::Local(LocalStem {
+                path,
+                relative: None,
+                ..
+            }) = &plan.stem.source
+            {
+                problems.push_at_line(
+                    plan.line,
+                    &plan.field,
+                    format!(
+                        "{} lies outside the manifest's folder, so upload.mode = \"base_url\" cannot give it a URL",
+                        path.display()
+                    ),
+                );
+            }
+        }
+    }
     Validated {
         api: settings::api(raw.api.as_ref(), problems),
         run: settings::run(raw.run.as_ref(), problems),
-        upload: settings::upload(raw.upload.as_ref(), problems),
+        upload,
         stems,
     }
 }
 
+/// Where the manifest's local files are, and how to reach them.
+pub(super) struct Files<'a> {
+    /// The manifest's folder: relative paths and globs start there.
+    pub base: &'a Path,
+    pub disk: &'a dyn LocalFiles,
+}
+
+/// One raw stem to its plans: one for a url or a path, one per matching file for a glob.
 fn stem(
     raw: &Spanned<RawStem>,
     index: usize,
     defaults: &ParamLayer,
+    files: &Files,
     problems: &mut Problems,
-) -> Option<StemPlan> {
+) -> Vec<StemPlan> {
     let field = format!("stem[{index}]");
     let line = problems.line(raw.span());
     let stem = raw.get_ref();
-    let sources = [
-        ("url", &stem.url),
-        ("path", &stem.path),
-        ("glob", &stem.glob),
-    ];
-    let given: Vec<_> = sources.iter().filter(|(_, v)| v.is_some()).collect();
-    let url = match given.as_slice() {
-        [("url", Some(url))] => url,
-        [(key, Some(value))] => {
-            problems.push(
-                value.span(),
-                &format!("{field}.{key}"),
-                format!("local stems ({key}) are not supported yet (hint: give the stem a url)"),
-            );
-            return None;
-        }
-        [] => {
-            problems.push_at_line(line, &field, "needs exactly one of url, path, glob");
-            return None;
-        }
-        _ => {
-            let keys: Vec<_> = given.iter().map(|(key, _)| *key).collect();
-            problems.push_at_line(
-                line,
-                &field,
-                format!(
-                    "needs exactly one of url, path, glob, not {}",
-                    keys.join(" and ")
-                ),
-            );
-            return None;
-        }
-    };
-    if !check_http_url(url, &format!("{field}.url"), false, problems) {
-        return None;
-    }
-    let name = match &stem.name {
-        Some(name) => check_name(name, &format!("{field}.name"), problems)?,
-        None => match name_from_url(url.get_ref()) {
-            Some(name) => name,
-            None => {
-                problems.push(
-                    url.span(),
-                    &format!("{field}.name"),
-                    "cannot derive a name from the url (hint: set name)",
-                );
-                return None;
-            }
-        },
+    let Some(sources) = sources(stem, &field, line, files, problems) else {
+        return Vec::new();
     };
     let takes = match &stem.takes {
         None => 1,
@@ -273,23 +257,161 @@ fn stem(
         }
     };
     let stem_layer = defaults.overlay(&params(&stem.params(), &field, problems));
-    let specs = variant_specs(stem, &field, line, problems)
+    let specs: Vec<VariantSpec> = variant_specs(stem, &field, line, problems)
         .into_iter()
         .map(|spec| VariantSpec {
             layer: stem_layer.overlay(&spec.layer),
             ..spec
         })
         .collect();
-    Some(StemPlan {
-        stem: Arc::new(Stem {
+    sources
+        .into_iter()
+        .map(|(name, source)| StemPlan {
+            stem: Arc::new(Stem {
+                name,
+                source,
+                takes,
+            }),
+            field: field.clone(),
+            line,
+            specs: specs.clone(),
+        })
+        .collect()
+}
+
+/// The stem's named sources: its url, its file, or every file its glob matches. `None`
+/// when a problem was recorded.
+fn sources(
+    stem: &RawStem,
+    field: &str,
+    line: usize,
+    files: &Files,
+    problems: &mut Problems,
+) -> Option<Vec<(String, StemSource)>> {
+    let given: Vec<(&str, &Spanned<String>)> = [
+        ("url", &stem.url),
+        ("path", &stem.path),
+        ("glob", &stem.glob),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
+    .collect();
+    let (key, value) = match given.as_slice() {
+        [one] => *one,
+        [] => {
+            problems.push_at_line(line, field, "needs exactly one of url, path, glob");
+            return None;
+        }
+        _ => {
+            let keys: Vec<_> = given.iter().map(|(key, _)| *key).collect();
+            problems.push_at_line(
+                line,
+                field,
+                format!(
+                    "needs exactly one of url, path, glob, not {}",
+                    keys.join(" and ")
+                ),
+            );
+            return None;
+        }
+    };
+    let key_field = format!("{field}.{key}");
+    let given_name = match &stem.name {
+        Some(name) if key == "glob" => {
+            problems.push(
+                name.span(),
+                &format!("{field}.name"),
+                "a glob stem is named after each matching file; name cannot be set",
+            );
+            return None;
+        }
+        Some(name) => Some(check_name(name, &format!("{field}.name"), problems)?),
+        None => None,
+    };
+    let paths = match key {
+        "url" => {
+            if !check_http_url(value, &key_field, false, problems) {
+                return None;
+            }
+            let Some(name) = given_name.or_else(|| name_from_url(value.get_ref())) else {
+                problems.push(
+                    value.span(),
+                    &format!("{field}.name"),
+                    "cannot derive a name from the url (hint: set name)",
+                );
+                return None;
+            };
+            return Some(vec![(name, StemSource::Url(value.get_ref().clone()))]);
+        }
+        "path" => vec![files.base.join(value.get_ref())],
+        _ => match files.disk.glob(files.base, value.get_ref()) {
+            Ok(paths) if paths.is_empty() => {
+                problems.push(
+                    value.span(),
+                    &key_field,
+                    format!("{:?} matches no file", value.get_ref()),
+                );
+                return None;
+            }
+            Ok(paths) => paths,
+            Err(message) => {
+                problems.push(value.span(), &key_field, message);
+                return None;
+            }
+        },
+    };
+    let mut sources = Vec::with_capacity(paths.len());
+    for path in paths {
+        let checked = match files.disk.check(&path) {
+            Ok(checked) => checked,
+            Err(message) => {
+                problems.push(value.span(), &key_field, message);
+                continue;
+            }
+        };
+        let Some(name) = given_name.clone().or_else(|| name_from_file(&path)) else {
+            problems.push(
+                value.span(),
+                &format!("{field}.name"),
+                format!(
+                    "cannot derive a name from {} (hint: set name)",
+                    path.display()
+                ),
+            );
+            continue;
+        };
+        let relative = relative_to(files.base, &path);
+        sources.push((
             name,
-            source: StemSource::Url(url.get_ref().clone()),
-            takes,
-        }),
-        field,
-        line,
-        specs,
-    })
+            StemSource::Local(LocalStem {
+                path,
+                relative,
+                sha256: checked.sha256,
+                bytes: checked.bytes,
+            }),
+        ));
+    }
+    Some(sources)
+}
+
+/// The file name without its extension, when it makes a usable stem name.
+fn name_from_file(path: &Path) -> Option<String> {
+    let stem = path.file_stem()?.to_str()?.trim();
+    (!stem.is_empty() && !stem.starts_with('.')).then(|| stem.to_owned())
+}
+
+/// `path` relative to `base`, `/`-separated, when it lies inside it.
+fn relative_to(base: &Path, path: &Path) -> Option<String> {
+    let relative = path.strip_prefix(base).ok()?;
+    let mut parts = Vec::new();
+    for component in relative.components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str()?.to_owned()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 /// The listed variants, the matrix combinations, or each listed variant crossed with each

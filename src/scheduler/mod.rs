@@ -7,9 +7,12 @@
 
 pub mod pacer;
 pub mod poll;
+mod retrying;
 pub mod state;
+pub mod upload;
 mod worker;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,11 +27,12 @@ use crate::api::ApiClient;
 use crate::download::Downloader;
 use crate::journal::replay::Start;
 use crate::journal::writer::JournalWriter;
-use crate::manifest::RunSettings;
+use crate::manifest::{RunSettings, UploadMode};
 use crate::report;
-use crate::variant::Variant;
+use crate::variant::{LocalStem, StemSource, Variant};
 use pacer::{Pacer, RatePacer};
 use state::{RunState, WorkerEvent};
+use upload::{UploadedFile, Uploads};
 
 /// The pacers of one run, one per endpoint.
 #[derive(Clone)]
@@ -37,6 +41,8 @@ pub struct Pacers {
     pub submit: Arc<dyn Pacer>,
     /// Detail queries.
     pub poll: Arc<dyn Pacer>,
+    /// Uploads.
+    pub upload: Arc<dyn Pacer>,
 }
 
 impl Pacers {
@@ -45,6 +51,7 @@ impl Pacers {
         Pacers {
             submit: Arc::new(RatePacer::new(settings.submit_rate, settings.burst)),
             poll: Arc::new(RatePacer::new(settings.poll_rate, settings.burst)),
+            upload: Arc::new(RatePacer::new(settings.upload_rate, settings.burst)),
         }
     }
 }
@@ -59,6 +66,10 @@ pub struct RunInputs {
     pub settings: RunSettings,
     /// The pacers.
     pub pacers: Pacers,
+    /// How local stems get a URL.
+    pub upload_mode: UploadMode,
+    /// Uploads earlier runs made, by content hash.
+    pub earlier_uploads: HashMap<String, UploadedFile>,
     /// The output folder (must exist).
     pub out_dir: PathBuf,
     /// Cancel to stop submitting; what is in flight goes on.
@@ -111,9 +122,30 @@ pub async fn run(
         received,
     ));
     let concurrency = inputs.settings.concurrency;
+    let retry = RetryPolicy::new(inputs.settings.max_attempts);
+    let to_upload: Vec<LocalStem> = variants
+        .iter()
+        .zip(&resume.starts)
+        .filter(|(_, start)| **start == Start::Submit)
+        .filter_map(|(variant, _)| match &variant.stem.source {
+            StemSource::Local(local) => Some(local.clone()),
+            StemSource::Url(_) => None,
+        })
+        .collect();
+    let uploads = Arc::new(Uploads::new(
+        inputs.upload_mode,
+        inputs.client.clone(),
+        inputs.pacers.upload,
+        inputs.journal.clone(),
+        retry,
+        inputs.stop_all.clone(),
+        inputs.earlier_uploads,
+        &to_upload,
+    ));
     let ctx = worker::Context {
+        uploads,
         downloader: Downloader::new().map_err(std::io::Error::other)?,
-        retry: RetryPolicy::new(inputs.settings.max_attempts),
+        retry,
         download_slots: Semaphore::new(inputs.settings.download_concurrency),
         submit_pacer: inputs.pacers.submit,
         poll_pacer: inputs.pacers.poll,

@@ -2,7 +2,6 @@
 //! step that costs money or produces a file. Workers decide nothing about other variants;
 //! they report events up to the coordinator.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,8 +15,10 @@ use tracing::{error, info, warn, Instrument};
 
 use super::pacer::Pacer;
 use super::poll::PollSchedule;
+use super::retrying::{back_off, call_with_retries, turn, CallFailure};
 use super::state::{TrackRecord, VariantEnd, VariantStatus, WorkerEvent};
-use crate::api::retry::{classify, is_rate_limited, AccountStop, CallKind, RetryPolicy, Verdict};
+use super::upload::Uploads;
+use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
 use crate::api::types::{
     SubmitData, SubmitInput, SubmitRequest, TaskDetail, TaskStatus, TrackFile, TASK_MODEL,
 };
@@ -36,6 +37,7 @@ const SUBMIT_GRACE: Duration = Duration::from_secs(1);
 /// What every worker shares.
 pub(super) struct Context {
     pub client: ApiClient,
+    pub uploads: Arc<Uploads>,
     pub downloader: Downloader,
     pub journal: JournalWriter,
     pub submit_pacer: Arc<dyn Pacer>,
@@ -76,39 +78,6 @@ impl Context {
         self.stop_submits.cancel();
         if stop == AccountStop::BadKey {
             self.stop_all.cancel();
-        }
-    }
-
-    /// Waits for the pacer's turn; false when `stop` comes first.
-    async fn turn(&self, pacer: &dyn Pacer, stop: &CancellationToken) -> bool {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => false,
-            _ = pacer.ready() => true,
-        }
-    }
-
-    /// Waits out the backoff after the `attempts`-th failure (and holds the whole
-    /// endpoint back on a 429); false when `stop` comes first.
-    async fn back_off(
-        &self,
-        pacer: &dyn Pacer,
-        attempts: u32,
-        err: &ApiError,
-        stop: &CancellationToken,
-    ) -> bool {
-        let retry_after = match err {
-            ApiError::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        };
-        let wait = self.retry.delay(attempts, retry_after, rand::random());
-        if is_rate_limited(err) {
-            pacer.hold_off(retry_after.unwrap_or(wait));
-        }
-        tracing::debug!(attempt = attempts, error = %err, ?wait, "retrying");
-        tokio::select! {
-            _ = stop.cancelled() => false,
-            _ = tokio::time::sleep(wait) => true,
         }
     }
 }
@@ -186,12 +155,13 @@ fn end(status: VariantStatus, error: impl Into<String>) -> VariantEnd {
     }
 }
 
-/// The submit body for a variant.
-fn submit_request(variant: &Variant, callback_url: Option<&str>) -> SubmitRequest {
+/// The submit body for a variant whose stem is at `upload_url`.
+fn submit_request(
+    variant: &Variant,
+    upload_url: String,
+    callback_url: Option<&str>,
+) -> SubmitRequest {
     let params = &variant.params;
-    let upload_url = match &variant.stem.source {
-        StemSource::Url(url) => url.clone(),
-    };
     SubmitRequest {
         model: TASK_MODEL.to_owned(),
         callback_url: callback_url.map(str::to_owned),
@@ -231,7 +201,8 @@ async fn submit_call(
 /// outcome left unknown (a 5xx other than 503, a timeout, a broken connection) is
 /// journaled and counted as such before the submit is made again.
 async fn submit(ctx: &Context, index: usize, variant: &Variant) -> Result<String, VariantEnd> {
-    let request = submit_request(variant, ctx.settings.callback_url.as_deref());
+    let upload_url = stem_url(ctx, variant).await?;
+    let request = submit_request(variant, upload_url, ctx.settings.callback_url.as_deref());
     let pacer = ctx.submit_pacer.as_ref();
     let stop = &ctx.stop_submits;
     let variant_id = || variant.id.clone();
@@ -253,7 +224,7 @@ async fn submit(ctx: &Context, index: usize, variant: &Variant) -> Result<String
         if let Err(err) = ctx.journal.append(intent).await {
             return Err(end(VariantStatus::Error, format!("not submitted: {err}")));
         }
-        if !ctx.turn(pacer, stop).await {
+        if !turn(pacer, stop).await {
             ctx.journal_or_log(Record::SubmitWithdrawn {
                 variant_id: variant_id(),
             })
@@ -332,7 +303,7 @@ async fn submit(ctx: &Context, index: usize, variant: &Variant) -> Result<String
                 format!("submit failed {attempts} times{unknown_note}: {err} (hint: re-run with --retry-failed)"),
             ));
         }
-        if !ctx.back_off(pacer, attempts, &err, stop).await {
+        if !back_off(pacer, &ctx.retry, attempts, &err, stop).await {
             return Err(end(
                 VariantStatus::Pending,
                 "not submitted again: the run stopped first",
@@ -341,55 +312,52 @@ async fn submit(ctx: &Context, index: usize, variant: &Variant) -> Result<String
     }
 }
 
-/// Why a read with retries gave up.
-enum ReadFailure {
-    /// The run was told to stop.
-    Stopped,
-    /// The provider refused it, or every attempt failed.
-    Failed { err: ApiError, verdict: Verdict },
-}
-
-/// One read (detail query), paced and retried as the failure policy allows; raced
-/// against `stop_all`, since dropping a read costs nothing.
-async fn read_with_retries<T, F, Fut>(ctx: &Context, mut call: F) -> Result<T, ReadFailure>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ApiError>>,
-{
-    let pacer = ctx.poll_pacer.as_ref();
-    let stop = &ctx.stop_all;
-    let mut attempts = 0;
-    loop {
-        if !ctx.turn(pacer, stop).await {
-            return Err(ReadFailure::Stopped);
-        }
-        attempts += 1;
-        let result = tokio::select! {
-            result = call() => result,
-            _ = stop.cancelled() => return Err(ReadFailure::Stopped),
-        };
-        let err = match result {
-            Ok(value) => return Ok(value),
-            Err(err) => err,
-        };
-        let verdict = classify(&err, CallKind::Idempotent);
-        match verdict {
-            Verdict::Retry { .. } if ctx.retry.allows_another(attempts) => {
-                if !ctx.back_off(pacer, attempts, &err, stop).await {
-                    return Err(ReadFailure::Stopped);
-                }
-            }
-            Verdict::Stop(account) => {
+/// The URL the provider fetches the variant's stem from: its own, or its local file's,
+/// uploaded or published first.
+async fn stem_url(ctx: &Context, variant: &Variant) -> Result<String, VariantEnd> {
+    let local = match &variant.stem.source {
+        StemSource::Url(url) => return Ok(url.clone()),
+        StemSource::Local(local) => local,
+    };
+    match ctx.uploads.url_for(local).await {
+        Ok(url) => Ok(url),
+        Err(CallFailure::Stopped) => Err(end(
+            VariantStatus::Pending,
+            "not submitted: the run stopped first",
+        )),
+        Err(CallFailure::Failed { err, verdict }) => {
+            if let Verdict::Stop(account) = verdict {
                 ctx.stop_account(account);
-                return Err(ReadFailure::Failed { err, verdict });
+                return Err(end(
+                    VariantStatus::Pending,
+                    format!("not submitted: the account stopped the run ({err})"),
+                ));
             }
-            _ => return Err(ReadFailure::Failed { err, verdict }),
+            Err(end(
+                VariantStatus::Error,
+                format!(
+                    "not submitted: the upload of {} failed: {err}",
+                    local.path.display()
+                ),
+            ))
         }
     }
 }
 
-async fn query(ctx: &Context, task_id: &str) -> Result<TaskDetail, ReadFailure> {
-    read_with_retries(ctx, || ctx.client.detail(task_id)).await
+/// A detail query with retries; an account stop it meets stops the run.
+async fn query(ctx: &Context, task_id: &str) -> Result<TaskDetail, CallFailure> {
+    let result = call_with_retries(ctx.poll_pacer.as_ref(), &ctx.retry, &ctx.stop_all, || {
+        ctx.client.detail(task_id)
+    })
+    .await;
+    if let Err(CallFailure::Failed {
+        verdict: Verdict::Stop(account),
+        ..
+    }) = &result
+    {
+        ctx.stop_account(*account);
+    }
+    result
 }
 
 /// Polls a submitted task, first after `first_delay`, until it ends or times out, then
@@ -430,13 +398,13 @@ async fn follow(
                     delay = schedule.after_query(started.elapsed(), detail.progress);
                 }
             },
-            Err(ReadFailure::Stopped) => {
+            Err(CallFailure::Stopped) => {
                 return end(
                     VariantStatus::Pending,
                     "the run stopped while the task was running",
                 );
             }
-            Err(ReadFailure::Failed {
+            Err(CallFailure::Failed {
                 err,
                 verdict: Verdict::Stop(AccountStop::BadKey),
             }) => {
@@ -445,7 +413,7 @@ async fn follow(
                     format!("the account stopped the run ({err})"),
                 );
             }
-            Err(ReadFailure::Failed {
+            Err(CallFailure::Failed {
                 err,
                 verdict: Verdict::Reject,
             }) => {
@@ -454,7 +422,7 @@ async fn follow(
                     format!("task {task_id} query rejected: {err}"),
                 );
             }
-            Err(ReadFailure::Failed { err, .. }) => {
+            Err(CallFailure::Failed { err, .. }) => {
                 // The task exists and is paid for: keep asking until it times out.
                 warn!(task_id, error = %err, "task query failed; trying again later");
                 delay = schedule.after_query(started.elapsed(), None);
@@ -598,8 +566,8 @@ async fn fresh_url(
 ) -> Result<String, String> {
     let detail = match query(ctx, task_id).await {
         Ok(detail) => detail,
-        Err(ReadFailure::Stopped) => return Err("the run stopped".into()),
-        Err(ReadFailure::Failed { err, .. }) => return Err(err.to_string()),
+        Err(CallFailure::Stopped) => return Err("the run stopped".into()),
+        Err(CallFailure::Failed { err, .. }) => return Err(err.to_string()),
     };
     let by_id = detail.files.iter().find(|f| f.audio_id == file.audio_id);
     let by_position = detail.files.get(number as usize - 1);

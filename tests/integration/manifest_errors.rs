@@ -67,13 +67,13 @@ fn cases() -> Vec<(String, usize, &'static str, &'static str)> {
             format!("{DEFAULTS}[[stem]]\npath = \"missing.wav\"\n"),
             6,
             "stem[1].path",
-            "not supported yet",
+            "missing.wav: No such file",
         ),
         (
             format!("{DEFAULTS}[[stem]]\nglob = \"in/*.wav\"\n"),
             6,
             "stem[1].glob",
-            "not supported yet",
+            "matches no file",
         ),
     ]
 }

@@ -1,0 +1,263 @@
+//! URLs for local stems: the provider's upload endpoint with a cache, or a public base URL.
+//!
+//! Uploads are lazy: a file is uploaded just before the first submit that needs it, so that
+//! early uploads of a long run do not expire. The next file in manifest order is then
+//! uploaded in the background, so uploads overlap with the submits of other stems. Each
+//! distinct file (by content) is uploaded once per run. A URL from an earlier run is used
+//! again while it stays valid for [`SAFETY_MARGIN`] more, because the provider fetches
+//! the stem some time after the submit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::pacer::Pacer;
+use super::retrying::{call_with_retries, CallFailure};
+use crate::api::retry::{RetryPolicy, Verdict};
+use crate::api::{ApiClient, ApiError};
+use crate::journal::format::Record;
+use crate::journal::writer::JournalWriter;
+use crate::manifest::UploadMode;
+use crate::variant::LocalStem;
+
+/// How long an uploaded URL must stay valid to be used for a submit.
+pub const SAFETY_MARGIN: Duration = Duration::from_secs(6 * 3600);
+/// The provider's documented lifetime of an upload, when its answer gives none.
+pub const UPLOAD_LIFETIME: Duration = Duration::from_secs(72 * 3600);
+
+/// Characters escaped in a path segment of a public URL.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b']')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// An uploaded file's URL and how long it lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UploadedFile {
+    /// What to give as `upload_url`.
+    pub url: String,
+    /// When the provider deletes it.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The cache entry of one file (by content hash).
+#[derive(Default)]
+struct Slot {
+    earlier: Option<UploadedFile>,
+    this_run: Option<String>,
+}
+
+/// What a run needs to get URLs for its local stems.
+pub struct Uploads {
+    mode: UploadMode,
+    client: ApiClient,
+    pacer: Arc<dyn Pacer>,
+    journal: JournalWriter,
+    retry: RetryPolicy,
+    stop: CancellationToken,
+    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// For each file, the next distinct file in manifest order: the one to prefetch.
+    next: HashMap<String, LocalStem>,
+}
+
+/// The public URL of a file published under `base` by its path relative to the manifest.
+pub fn public_url(base: &str, relative: &str) -> String {
+    let encoded: Vec<String> = relative
+        .split('/')
+        .map(|segment| utf8_percent_encode(segment, SEGMENT).to_string())
+        .collect();
+    format!("{}/{}", base.trim_end_matches('/'), encoded.join("/"))
+}
+
+/// The provider's `expires_at` (no zone: UTC), or the documented lifetime from now.
+pub fn expiry_of(expires_at: Option<&str>, uploaded: DateTime<Utc>) -> DateTime<Utc> {
+    expires_at
+        .and_then(|text| {
+            DateTime::parse_from_rfc3339(text)
+                .map(|t| t.with_timezone(&Utc))
+                .ok()
+                .or_else(|| {
+                    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                        .ok()
+                        .map(|t| t.and_utc())
+                })
+        })
+        .unwrap_or_else(|| uploaded + UPLOAD_LIFETIME)
+}
+
+impl Uploads {
+    /// The uploads of a run. `earlier` holds what the journal knows, by content hash;
+    /// `order` the local files this run will submit, in manifest order.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one constructor wiring the run's shared parts"
+    )]
+    pub fn new(
+        mode: UploadMode,
+        client: ApiClient,
+        pacer: Arc<dyn Pacer>,
+        journal: JournalWriter,
+        retry: RetryPolicy,
+        stop: CancellationToken,
+        earlier: HashMap<String, UploadedFile>,
+        order: &[LocalStem],
+    ) -> Self {
+        let mut distinct: Vec<&LocalStem> = Vec::new();
+        for stem in order {
+            if !distinct.iter().any(|d| d.sha256 == stem.sha256) {
+                distinct.push(stem);
+            }
+        }
+        let next = distinct
+            .windows(2)
+            .map(|pair| (pair[0].sha256.clone(), pair[1].clone()))
+            .collect();
+        let slots = earlier
+            .into_iter()
+            .map(|(sha256, file)| {
+                let slot = Slot {
+                    earlier: Some(file),
+                    this_run: None,
+                };
+                (sha256, Arc::new(tokio::sync::Mutex::new(slot)))
+            })
+            .collect();
+        Uploads {
+            mode,
+            client,
+            pacer,
+            journal,
+            retry,
+            stop,
+            slots: Mutex::new(slots),
+            next,
+        }
+    }
+
+    /// The URL to submit `stem` with; starts uploading the next file in the background.
+    pub(super) async fn url_for(self: &Arc<Self>, stem: &LocalStem) -> Result<String, CallFailure> {
+        let url = self.resolve(stem).await?;
+        if let Some(next) = self.next.get(&stem.sha256).cloned() {
+            let uploads = Arc::clone(self);
+            tokio::spawn(async move {
+                // A failure here is met again, and reported, by the submit that needs it.
+                let _ = uploads.resolve(&next).await;
+            });
+        }
+        Ok(url)
+    }
+
+    async fn resolve(&self, stem: &LocalStem) -> Result<String, CallFailure> {
+        match &self.mode {
+            UploadMode::BaseUrl(base) => {
+                return match &stem.relative {
+                    Some(relative) => Ok(public_url(base, relative)),
+                    None => Err(CallFailure::Failed {
+                        err: ApiError::Local(format!(
+                            "{} lies outside the manifest's folder, so it has no public URL",
+                            stem.path.display()
+                        )),
+                        verdict: Verdict::Reject,
+                    }),
+                };
+            }
+            UploadMode::Api => {}
+        }
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(slots.entry(stem.sha256.clone()).or_default())
+        };
+        // One upload per file: whoever comes second waits here and finds the URL.
+        let mut slot = slot.lock().await;
+        if let Some(url) = &slot.this_run {
+            return Ok(url.clone());
+        }
+        let margin = chrono::Duration::from_std(SAFETY_MARGIN).unwrap_or_default();
+        let still_valid = slot
+            .earlier
+            .as_ref()
+            .filter(|f| f.expires_at > Utc::now() + margin)
+            .map(|f| f.url.clone());
+        if let Some(url) = still_valid {
+            slot.this_run = Some(url.clone());
+            return Ok(url);
+        }
+        let name = stem
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("stem")
+            .to_owned();
+        info!(file = %stem.path.display(), "uploading");
+        let upload = || self.client.upload(&stem.path, &name);
+        let data = call_with_retries(self.pacer.as_ref(), &self.retry, &self.stop, upload).await?;
+        let uploaded = Utc::now();
+        let expires_at = expiry_of(data.expires_at.as_deref(), uploaded);
+        if let Err(err) = self
+            .journal
+            .append(Record::Uploaded {
+                sha256: stem.sha256.clone(),
+                file_url: data.file_url.clone(),
+                expires_at,
+                at: uploaded,
+            })
+            .await
+        {
+            tracing::error!(error = %err, "cannot write the journal");
+        }
+        info!(file = %stem.path.display(), url = %data.file_url, %expires_at, "uploaded");
+        slot.this_run = Some(data.file_url.clone());
+        Ok(data.file_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_urls_are_percent_encoded_by_segment() {
+        assert_eq!(
+            public_url("https://cdn.example.com/stems/", "vocals/my song #2.wav"),
+            "https://cdn.example.com/stems/vocals/my%20song%20%232.wav"
+        );
+        assert_eq!(
+            public_url("https://cdn.example.com/s", "été.wav"),
+            "https://cdn.example.com/s/%C3%A9t%C3%A9.wav"
+        );
+    }
+
+    #[test]
+    fn expiry_reads_the_providers_format_or_assumes_the_documented_lifetime() {
+        let now: DateTime<Utc> = "2026-11-25T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            expiry_of(Some("2026-01-01T13:09:04.731057"), now),
+            "2026-01-01T13:09:04.731057Z"
+                .parse::<DateTime<Utc>>()
+                .unwrap()
+        );
+        assert_eq!(
+            expiry_of(None, now),
+            "2026-11-28T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(expiry_of(Some("soon"), now), now + UPLOAD_LIFETIME);
+    }
+}
