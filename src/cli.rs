@@ -113,6 +113,9 @@ pub struct SimulatorArgs {
     /// Seed of the fault dice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// How long uploaded files live (their expires_at).
+    #[arg(long, default_value = "72h", value_parser = parse_duration)]
+    pub upload_ttl: Duration,
     /// Injected faults.
     #[command(flatten)]
     pub faults: FaultArgs,

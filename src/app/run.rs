@@ -16,11 +16,11 @@ use crate::journal::format::Record;
 use crate::journal::lock::{self, LockError};
 use crate::journal::replay;
 use crate::journal::writer::JournalWriter;
-use crate::manifest::{self, Manifest};
+use crate::manifest::{self, Manifest, Rate};
 use crate::report::csv::FILE_NAME;
 use crate::scheduler::{self, Pacers, RunInputs};
 use crate::signal::Interrupts;
-use crate::sim::{SimConfig, SimHandle};
+use crate::sim::{SimConfig, SimHandle, WindowLimit};
 
 use super::resume;
 
@@ -55,8 +55,19 @@ async fn connect(
     manifest: &Manifest,
 ) -> anyhow::Result<(ApiClient, Option<SimHandle>)> {
     if args.simulate {
+        // The simulator enforces exactly the limits the manifest declares, so the demo
+        // shows them honoured for real.
+        let limit = |rate: Rate| {
+            vec![WindowLimit {
+                count: rate.count.get(),
+                window: rate.per,
+            }]
+        };
         let config = SimConfig {
             key: format!("sim-{:016x}", rand::random::<u64>()),
+            submit_limits: limit(manifest.run.submit_rate),
+            detail_limits: limit(manifest.run.poll_rate),
+            upload_limits: limit(manifest.run.upload_rate),
             ..SimConfig::default()
         };
         let sim = SimHandle::start(([127, 0, 0, 1], 0).into(), config)

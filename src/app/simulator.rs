@@ -57,6 +57,7 @@ pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
         faults,
         credits: args.credits,
         seed: args.seed,
+        upload_ttl: args.upload_ttl,
         ..SimConfig::default()
     };
     let sim = SimHandle::start(args.addr, config).await?;

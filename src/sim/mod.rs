@@ -103,6 +103,8 @@ pub struct SimConfig {
     pub credits: Option<u64>,
     /// Seed of the fault dice, so a faulty run can be repeated.
     pub seed: u64,
+    /// How long an uploaded file lives (its `expires_at`).
+    pub upload_ttl: Duration,
 }
 
 impl Default for SimConfig {
@@ -120,6 +122,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             credits: None,
             seed: 1,
+            upload_ttl: Duration::from_secs(72 * 3600),
         }
     }
 }
@@ -183,6 +186,11 @@ impl SimHandle {
     /// The exact bytes the simulator serves for a track of a task (1-based), if it exists.
     pub fn track_bytes(&self, task_id: &str, track: u32) -> Option<Vec<u8>> {
         server::track_bytes(&self.state.config, task_id, track)
+    }
+
+    /// The URLs of every upload so far, in order.
+    pub fn upload_urls(&self) -> Vec<String> {
+        self.state.upload_urls()
     }
 
     /// Stops serving.

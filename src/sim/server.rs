@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -35,6 +35,10 @@ pub struct SimStats {
     pub detail_calls: u64,
     /// Track and cover downloads, answered however.
     pub download_calls: u64,
+    /// Upload calls, answered however.
+    pub upload_calls: u64,
+    /// Uploads accepted and kept.
+    pub uploads: u64,
     /// Answers 429, all endpoints.
     pub rate_limited: u64,
     /// Answers 401.
@@ -56,11 +60,21 @@ pub struct SubmitRecord {
     pub request: SubmitRequest,
 }
 
+/// A file uploaded to the simulator.
+struct StoredUpload {
+    url: String,
+    bytes: Bytes,
+    /// Its length, when it is a WAV the simulator can read.
+    duration_ms: Option<u64>,
+}
+
 struct Inner {
     stats: SimStats,
     submissions: Vec<SubmitRecord>,
+    uploads: Vec<StoredUpload>,
     submit_windows: SlidingWindows,
     detail_windows: SlidingWindows,
+    upload_windows: SlidingWindows,
     credits: Option<u64>,
     dice: StdRng,
     expired_once: std::collections::HashSet<String>,
@@ -78,8 +92,10 @@ impl SimState {
         let inner = Inner {
             stats: SimStats::default(),
             submissions: Vec::new(),
+            uploads: Vec::new(),
             submit_windows: SlidingWindows::new(config.submit_limits.clone()),
             detail_windows: SlidingWindows::new(config.detail_limits.clone()),
+            upload_windows: SlidingWindows::new(config.upload_limits.clone()),
             credits: config.credits,
             dice: StdRng::seed_from_u64(config.seed),
             expired_once: Default::default(),
@@ -105,6 +121,22 @@ impl SimState {
 
     pub(super) fn submissions(&self) -> Vec<SubmitRecord> {
         self.lock().submissions.clone()
+    }
+
+    pub(super) fn upload_urls(&self) -> Vec<String> {
+        self.lock().uploads.iter().map(|u| u.url.clone()).collect()
+    }
+
+    /// The length of a stem the simulator holds itself, from a submit's `upload_url`: the
+    /// generated tracks follow it. It never fetches anything from elsewhere.
+    fn stem_duration_ms(&self, upload_url: &str) -> Option<u64> {
+        let index: usize = upload_url
+            .strip_prefix(&format!("{}/uploads/", self.base_url))?
+            .split('/')
+            .next()?
+            .parse()
+            .ok()?;
+        self.lock().uploads.get(index.checked_sub(1)?)?.duration_ms
     }
 
     /// Rolls the dice for a fault striking `share` of calls, and counts it.
@@ -195,6 +227,11 @@ pub(super) fn router(state: Shared) -> Router {
         .route("/api/generate/detail/music", get(detail))
         .route("/api/user/balance", get(balance))
         .route("/files/{task_id}/{file}", get(file))
+        .route(
+            "/api/common/upload/stream",
+            post(upload).layer(DefaultBodyLimit::max(UPLOAD_LIMIT_BYTES)),
+        )
+        .route("/uploads/{number}/{name}", get(uploaded_file))
         .with_state(state)
 }
 
@@ -286,6 +323,9 @@ async fn submit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         Fate::Finish
     };
     let error_after_create = state.strikes(faults.submit_error_after_create);
+    let track_ms = state
+        .stem_duration_ms(&request.input.upload_url)
+        .unwrap_or((state.config.track_seconds * 1000.0).round() as u64);
     let now = Instant::now();
     let mut inner = state.lock();
     if let Err(wait) = inner.submit_windows.try_accept(now) {
@@ -312,7 +352,7 @@ async fn submit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
                 .unwrap_or_default(),
         ),
         fate,
-        track_ms: (state.config.track_seconds * 1000.0).round() as u64,
+        track_ms,
     };
     let task_id = ticket.to_string();
     inner.submissions.push(SubmitRecord {
@@ -471,4 +511,108 @@ async fn file(
         return response;
     }
     ([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response()
+}
+
+/// The largest upload the simulator takes: above stembatch's own stem limit.
+const UPLOAD_LIMIT_BYTES: usize = 128 * 1024 * 1024;
+
+/// `POST /api/common/upload/stream`: keeps the `file` part and answers with a URL on
+/// the simulator itself.
+async fn upload(State(state): State<Shared>, headers: HeaderMap, mut form: Multipart) -> Response {
+    state.lock().stats.upload_calls += 1;
+    if let Some(response) = preamble(&state, &headers).await {
+        return response;
+    }
+    {
+        let mut inner = state.lock();
+        if let Err(wait) = inner.upload_windows.try_accept(Instant::now()) {
+            inner.stats.rate_limited += 1;
+            return rate_limited(wait);
+        }
+    }
+    let mut file = None;
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) if field.name() == Some("file") => {
+                let name = field.file_name().unwrap_or("stem").to_owned();
+                match field.bytes().await {
+                    Ok(bytes) => file = Some((name, bytes)),
+                    Err(err) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("unreadable file part: {err}"),
+                        )
+                    }
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(err) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("invalid multipart body: {err}"),
+                )
+            }
+        }
+    }
+    let Some((name, bytes)) = file else {
+        return error(StatusCode::BAD_REQUEST, "the file part is missing");
+    };
+    let duration_ms = hound::WavReader::new(std::io::Cursor::new(&bytes[..]))
+        .ok()
+        .map(|reader| {
+            u64::from(reader.duration()) * 1000 / u64::from(reader.spec().sample_rate.max(1))
+        });
+    let expires_at = chrono::Utc::now()
+        + chrono::Duration::from_std(state.config.upload_ttl).unwrap_or_default();
+    let mut inner = state.lock();
+    let number = inner.uploads.len() + 1;
+    let safe_name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let url = format!("{}/uploads/{number}/{safe_name}", state.base_url);
+    let size = bytes.len();
+    inner.uploads.push(StoredUpload {
+        url: url.clone(),
+        bytes,
+        duration_ms,
+    });
+    inner.stats.uploads += 1;
+    Json(json!({
+        "success": true,
+        "code": 200,
+        "msg": "File uploaded successfully",
+        "data": {
+            "file_id": format!("{number:032x}"),
+            "file_name": safe_name,
+            "file_size": size,
+            "mime_type": "audio/wav",
+            "file_url": url,
+            "download_url": url,
+            "expires_at": expires_at.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+            "original_name": name,
+            "upload_path": "temp/stembatch",
+            "upload_time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+        }
+    }))
+    .into_response()
+}
+
+/// `GET /uploads/{number}/{name}`: an uploaded file, as the provider would serve it.
+async fn uploaded_file(
+    State(state): State<Shared>,
+    Path((number, _name)): Path<(usize, String)>,
+) -> Response {
+    let inner = state.lock();
+    match number.checked_sub(1).and_then(|i| inner.uploads.get(i)) {
+        Some(upload) => upload.bytes.clone().into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such upload"),
+    }
 }

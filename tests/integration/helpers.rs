@@ -207,3 +207,21 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// Writes a mono WAV of `seconds` seconds of a sine at `hz` to `path` (folders made).
+pub fn write_wav(path: &Path, seconds: f64, hz: f64) {
+    let rate = 8000;
+    let samples: Vec<f32> = (0..(seconds * f64::from(rate)) as usize)
+        .map(|i| (0.5 * (std::f64::consts::TAU * hz * i as f64 / f64::from(rate)).sin()) as f32)
+        .collect();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, stembatch::sim::audio::encode_wav(&samples, rate)).unwrap();
+}
+
+/// The 1-based line of `text` that holds `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("the needle is in the text")
+        + 1
+}

@@ -5,6 +5,7 @@ mod helpers;
 
 mod cli;
 mod end_to_end;
+mod local_stems;
 mod manifest_errors;
 mod rate_limits;
 mod resilience;
