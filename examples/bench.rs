@@ -154,6 +154,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str) {
     let inputs = RunInputs {
         client: ApiClient::new(url, ApiKey::new(key)).unwrap(),
         journal,
+        api: url.to_owned(),
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads: Default::default(),
         pacers: Pacers::from_settings(&manifest.run),

@@ -12,7 +12,7 @@ use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, LOCKED, SUCCESS};
 use crate::journal;
-use crate::journal::format::Record;
+use crate::journal::format::{Record, SIMULATOR};
 use crate::journal::lock::{self, LockError};
 use crate::journal::replay;
 use crate::journal::writer::JournalWriter;
@@ -131,15 +131,29 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     remove_leftover_temporary_files(&out_dir);
     let (journal, records) = JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE))
         .map_err(|err| ExpectedError::usage(err.to_string()))?;
+    let api = match &_simulator {
+        Some(_) => SIMULATOR.to_owned(),
+        None => client.base_url().to_owned(),
+    };
+    // Tasks and uploads of one API mean nothing to another: a folder that saw the
+    // simulator would otherwise look finished to the real run.
+    if let Some(earlier) = replay::last_api(&records).filter(|earlier| *earlier != api) {
+        return Err(ExpectedError::usage(format!(
+            "{} holds runs against {earlier}, and this run is against {api}: their tasks and uploads do not mix (hint: choose another folder with --out)",
+            out_dir.display()
+        ))
+        .into());
+    }
     journal
         .append(Record::RunStarted {
             at: chrono::Utc::now(),
+            api: api.clone(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         })
         .await?;
     let resume = resume::prepare(&manifest.variants, &records, &out_dir, args.retry_failed).await?;
-    let earlier_uploads = replay::uploads(&records);
+    let earlier_uploads = replay::uploads(&records, &api);
     drop(records);
 
     let stop_submits = CancellationToken::new();
@@ -165,6 +179,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let inputs = RunInputs {
         client,
         journal,
+        api,
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads,
         pacers: Pacers::from_settings(&settings),

@@ -13,6 +13,9 @@ use crate::variant::VariantId;
 /// The format version this stembatch writes.
 pub const VERSION: u32 = 1;
 
+/// The `api` of runs against the built-in simulator (whose port changes every run).
+pub const SIMULATOR: &str = "simulator";
+
 /// What a failed submit says about the task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +69,9 @@ pub enum Record {
     RunStarted {
         /// When.
         at: DateTime<Utc>,
+        /// The API it ran against: a base URL, or [`SIMULATOR`].
+        #[serde(default)]
+        api: String,
         /// The process.
         pid: u32,
         /// stembatch's version.
@@ -113,6 +119,9 @@ pub enum Record {
     },
     /// A local stem file was uploaded.
     Uploaded {
+        /// The API it was uploaded to: a base URL, or [`SIMULATOR`].
+        #[serde(default)]
+        api: String,
         /// Hex sha256 of the file's content.
         sha256: String,
         /// The URL the provider gave it.

@@ -129,17 +129,26 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
     priors
 }
 
-/// The latest upload of each file (by content hash) that the journal knows.
-pub fn uploads(records: &[Record]) -> HashMap<String, UploadedFile> {
+/// The API the journal's last run used, when it says.
+pub fn last_api(records: &[Record]) -> Option<&str> {
+    records.iter().rev().find_map(|record| match record {
+        Record::RunStarted { api, .. } if !api.is_empty() => Some(api.as_str()),
+        _ => None,
+    })
+}
+
+/// The latest upload of each file (by content hash) to `api` that the journal knows.
+pub fn uploads(records: &[Record], api: &str) -> HashMap<String, UploadedFile> {
     records
         .iter()
         .filter_map(|record| match record {
             Record::Uploaded {
+                api: uploaded_to,
                 sha256,
                 file_url,
                 expires_at,
                 ..
-            } => Some((
+            } if uploaded_to == api => Some((
                 sha256.clone(),
                 UploadedFile {
                     url: file_url.clone(),
@@ -404,19 +413,25 @@ mod tests {
     #[test]
     fn the_latest_upload_of_each_file_is_kept() {
         let upload = |sha: &str, url: &str| Record::Uploaded {
+            api: "https://api".into(),
             sha256: sha.into(),
             file_url: url.into(),
             expires_at: at(),
             at: at(),
         };
-        let found = uploads(&[
+        let records = [
             upload("a", "u1"),
             intent(),
             upload("b", "u2"),
             upload("a", "u3"),
-        ]);
+        ];
+        let found = uploads(&records, "https://api");
         assert_eq!(found.len(), 2);
         assert_eq!(found["a"].url, "u3");
+        assert!(
+            uploads(&records, "simulator").is_empty(),
+            "uploads to another API are not used"
+        );
     }
 
     #[test]

@@ -115,6 +115,7 @@ mod tests {
     fn started(pid: u32) -> Record {
         Record::RunStarted {
             at: chrono::Utc::now(),
+            api: "http://api".into(),
             pid,
             version: "t".into(),
         }
@@ -157,8 +158,11 @@ mod tests {
     /// The record with its own timestamp, so equality checks only the pid.
     fn started_like(record: &Record, pid: u32) -> Record {
         match record {
-            Record::RunStarted { at, version, .. } => Record::RunStarted {
+            Record::RunStarted {
+                at, version, api, ..
+            } => Record::RunStarted {
                 at: *at,
+                api: api.clone(),
                 pid,
                 version: version.clone(),
             },

@@ -66,6 +66,8 @@ pub struct RunInputs {
     pub settings: RunSettings,
     /// The pacers.
     pub pacers: Pacers,
+    /// The API as the journal names it: the base URL, or the simulator.
+    pub api: String,
     /// How local stems get a URL.
     pub upload_mode: UploadMode,
     /// Uploads earlier runs made, by content hash.
@@ -133,6 +135,7 @@ pub async fn run(
         })
         .collect();
     let uploads = Arc::new(Uploads::new(
+        inputs.api,
         inputs.upload_mode,
         inputs.client.clone(),
         inputs.pacers.upload,

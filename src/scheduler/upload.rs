@@ -67,6 +67,8 @@ struct Slot {
 
 /// What a run needs to get URLs for its local stems.
 pub struct Uploads {
+    /// The API, as the journal names it.
+    api: String,
     mode: UploadMode,
     client: ApiClient,
     pacer: Arc<dyn Pacer>,
@@ -111,6 +113,7 @@ impl Uploads {
         reason = "one constructor wiring the run's shared parts"
     )]
     pub fn new(
+        api: String,
         mode: UploadMode,
         client: ApiClient,
         pacer: Arc<dyn Pacer>,
@@ -141,6 +144,7 @@ impl Uploads {
             })
             .collect();
         Uploads {
+            api,
             mode,
             client,
             pacer,
@@ -214,6 +218,7 @@ impl Uploads {
         if let Err(err) = self
             .journal
             .append(Record::Uploaded {
+                api: self.api.clone(),
                 sha256: stem.sha256.clone(),
                 file_url: data.file_url.clone(),
                 expires_at,

@@ -154,3 +154,30 @@ async fn a_second_run_on_a_locked_folder_exits_4_at_once_naming_the_holder() {
     );
     assert_eq!(sim.stats().submit_calls, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_simulated_runs_is_refused_to_a_real_run() {
+    let sim = start_sim(quick_sim()).await;
+    let (dir, manifest) = write_manifest(&variants_manifest(FAST_RUN, 1));
+    let out = dir.path().join("out");
+    let simulated = stembatch(
+        &[
+            "run",
+            "--simulate",
+            path_str(&manifest),
+            "--out",
+            path_str(&out),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(simulated.status.code(), Some(0), "{}", stderr(&simulated));
+    let output = run_against(&sim, &manifest, &out).await;
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("holds runs against simulator"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(sim.stats().submit_calls, 0);
+}
