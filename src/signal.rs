@@ -15,11 +15,6 @@ pub struct Interrupts {
 }
 
 impl Interrupts {
-    /// Tokens no signal will cancel, for runs driven by code (tests, benchmarks).
-    pub fn none() -> Self {
-        Interrupts::default()
-    }
-
     /// Starts listening for SIGINT and SIGTERM on the current runtime.
     pub fn listen() -> std::io::Result<Self> {
         let interrupts = Interrupts::default();

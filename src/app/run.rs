@@ -7,14 +7,14 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::retry::AccountStop;
+use crate::api::retry::{classify, AccountStop, CallKind, Verdict};
 use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, LOCKED, SUCCESS};
 use crate::journal;
 use crate::journal::format::{Record, SIMULATOR};
 use crate::journal::lock::{self, LockError};
-use crate::journal::replay;
+use crate::journal::replay::{self, Start};
 use crate::journal::writer::JournalWriter;
 use crate::manifest::{self, Manifest, Rate};
 use crate::report::csv::FILE_NAME;
@@ -174,6 +174,17 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         stop_on(reached, &stop_submits, &stop_all, "deadline reached: submitting nothing more; in-flight variants stay pending for the next run");
     }
 
+    let preflight_stop = match resume.starts.contains(&Start::Submit) {
+        true => check_account(&client).await,
+        false => None,
+    };
+    if preflight_stop.is_some() {
+        stop_submits.cancel();
+        if preflight_stop == Some(AccountStop::BadKey) {
+            stop_all.cancel();
+        }
+    }
+
     let count = manifest.variants.len();
     tracing::info!(variants = count, out = %out_dir.display(), "run starts");
     let inputs = RunInputs {
@@ -211,7 +222,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     Ok(if interrupts.interrupted() {
         INTERRUPTED
-    } else if let Some(stop) = outcome.account_stop {
+    } else if let Some(stop) = outcome.account_stop.or(preflight_stop) {
         eprintln!("the account stopped the run: {}", describe(stop));
         ACCOUNT
     } else if counts.all_finished() {
@@ -219,6 +230,36 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     } else {
         INCOMPLETE
     })
+}
+
+/// Asks the account's balance before the first submit: a refused key then costs one
+/// request instead of one per variant in flight, and the credits are in the log. Any
+/// other failure is only a warning: the balance is not needed to run.
+async fn check_account(client: &ApiClient) -> Option<AccountStop> {
+    let err = match client.balance().await {
+        Ok(balance) if balance.credits_amount <= 0.0 => {
+            tracing::warn!(
+                credits = balance.credits_amount,
+                "the account has no credits"
+            );
+            return Some(AccountStop::NoCredits);
+        }
+        Ok(balance) => {
+            tracing::info!(credits = balance.credits_amount, "account balance");
+            return None;
+        }
+        Err(err) => err,
+    };
+    match classify(&err, CallKind::Idempotent) {
+        Verdict::Stop(stop) => {
+            tracing::error!(error = %err, "the account cannot be used");
+            Some(stop)
+        }
+        _ => {
+            tracing::warn!(error = %err, "cannot read the account balance; going on");
+            None
+        }
+    }
 }
 
 /// Temporary files a killed run left behind (downloads, reports). Safe while we hold the

@@ -36,10 +36,15 @@ pub struct Manifest {
 impl Manifest {
     /// The folder that relative paths of the manifest are relative to.
     pub fn dir(&self) -> &Path {
-        match self.path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        }
+        folder_of(&self.path)
+    }
+}
+
+/// The folder of a manifest file: `.` for a bare file name.
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
     }
 }
 
@@ -132,11 +137,10 @@ pub fn parse_with(
     let raw: raw::RawManifest =
         toml::from_str(text).map_err(|err| invalid(vec![lines.toml_error(&err)]))?;
     let mut problems = validate::Problems::new(&lines);
-    let base = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
+    let files = validate::Files {
+        base: folder_of(path),
+        disk: files,
     };
-    let files = validate::Files { base, disk: files };
     let validated = validate::validate(&raw, &files, &mut problems);
     let variants = expand::expand(&validated.stems, &mut problems);
     let problems = problems.into_sorted();

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 /// The growing interval between detail queries of one task.
 ///
-/// The first query comes `first` after the submit; the interval then grows by half each
-/// time up to `max`. When the provider reports progress, the next query aims just past the
+/// The caller makes the first query `first` after the submit; the interval then grows by
+/// half each time up to `max`. When the provider reports progress, the next query aims just past the
 /// estimated finish instead (never sooner than a floor, never later than the interval), so
 /// a finished task is noticed promptly with few queries.
 #[derive(Clone, Debug)]
@@ -23,11 +23,6 @@ impl PollSchedule {
             max: max.max(first),
             floor: first.min(Duration::from_secs(1)),
         }
-    }
-
-    /// The wait between the submit and the first query.
-    pub fn first_delay(&self) -> Duration {
-        self.current
     }
 
     /// The wait after a query that found the task unfinished, `elapsed` after its submit.
@@ -53,7 +48,6 @@ mod tests {
     #[test]
     fn grows_to_the_maximum_without_progress() {
         let mut schedule = PollSchedule::new(S(15), S(60));
-        assert_eq!(schedule.first_delay(), S(15));
         let delays: Vec<_> = (0..5).map(|_| schedule.after_query(S(0), None)).collect();
         assert_eq!(
             delays,

@@ -171,7 +171,14 @@ async fn a_wrong_key_exits_3_within_seconds_sending_at_most_concurrency_requests
     assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
     assert!(started.elapsed() < Duration::from_secs(5));
     let stats = sim.stats();
-    assert!(stats.submit_calls + stats.detail_calls <= 4, "{stats:?}");
+    assert!(
+        stats.unauthorized >= 1 && stats.unauthorized <= 4,
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.submit_calls, 0,
+        "the balance check found the bad key first"
+    );
     assert_eq!(stats.tasks_created, 0);
     let (_, rows) = read_results(&out);
     assert_eq!(rows.len(), 20);
