@@ -205,25 +205,32 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             outcome.with_context(|| format!("cannot write {}", csv_path.display()))?
         }
         _ = interrupts.second.cancelled() => {
-            eprintln!("interrupted twice: stopping at once; the journal and the last results.csv are kept");
+            tracing::warn!("interrupted twice: stopping at once; the journal and the last results.csv are kept");
             return Ok(INTERRUPTED);
         }
     };
     let counts = outcome.state.counts();
-    eprintln!(
-        "{count} variants: {counts}; results in {}",
-        csv_path.display()
+    tracing::info!(
+        variants = count,
+        finished = counts.finished,
+        failed = counts.failed,
+        timeout = counts.timeout,
+        error = counts.error,
+        pending = counts.pending,
+        results = %csv_path.display(),
+        "run ended: {count} variants: {counts}"
     );
-    if outcome.state.unknown_outcomes() > 0 {
-        eprintln!(
-            "{} submits had an unknown outcome and were made again: each may have created a duplicate task",
-            outcome.state.unknown_outcomes()
+    let unknown = outcome.state.unknown_outcomes();
+    if unknown > 0 {
+        tracing::warn!(
+            unknown_outcomes = unknown,
+            "{unknown} submits had an unknown outcome and were made again: each may have created a duplicate task"
         );
     }
     Ok(if interrupts.interrupted() {
         INTERRUPTED
     } else if let Some(stop) = outcome.account_stop.or(preflight_stop) {
-        eprintln!("the account stopped the run: {}", describe(stop));
+        tracing::error!("the account stopped the run: {}", describe(stop));
         ACCOUNT
     } else if counts.all_finished() {
         SUCCESS
