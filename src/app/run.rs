@@ -116,7 +116,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         &manifest,
         chrono::Local::now().date_naive(),
     );
-    let (client, _simulator) = connect(&args, &manifest).await?;
+    let (client, simulator) = connect(&args, &manifest).await?;
 
     let state_dir = journal::state_dir(&out_dir);
     std::fs::create_dir_all(&state_dir)
@@ -131,7 +131,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     remove_leftover_temporary_files(&out_dir);
     let (journal, records) = JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE))
         .map_err(|err| ExpectedError::usage(err.to_string()))?;
-    let api = match &_simulator {
+    let api = match &simulator {
         Some(_) => SIMULATOR.to_owned(),
         None => client.base_url().to_owned(),
     };
@@ -153,7 +153,11 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         })
         .await?;
     let resume = resume::prepare(&manifest.variants, &records, &out_dir, args.retry_failed).await?;
-    let earlier_uploads = replay::uploads(&records, &api);
+    // Each simulator starts empty: its earlier uploads are gone with it.
+    let earlier_uploads = match &simulator {
+        Some(_) => Default::default(),
+        None => replay::uploads(&records, &api),
+    };
     drop(records);
 
     let stop_submits = CancellationToken::new();
