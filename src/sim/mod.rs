@@ -105,6 +105,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// How long an uploaded file lives (its `expires_at`).
     pub upload_ttl: Duration,
+    /// The key stops working once this many tasks exist, as a revoked key does.
+    pub revoke_key_after_tasks: Option<u64>,
 }
 
 impl Default for SimConfig {
@@ -123,6 +125,7 @@ impl Default for SimConfig {
             credits: None,
             seed: 1,
             upload_ttl: Duration::from_secs(72 * 3600),
+            revoke_key_after_tasks: None,
         }
     }
 }

@@ -278,7 +278,11 @@ async fn preamble(state: &SimState, headers: &HeaderMap) -> Option<Response> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if given.strip_prefix("Bearer ") != Some(state.config.key.as_str()) {
+    let revoked = state
+        .config
+        .revoke_key_after_tasks
+        .is_some_and(|after| state.lock().stats.tasks_created >= after);
+    if revoked || given.strip_prefix("Bearer ") != Some(state.config.key.as_str()) {
         state.lock().stats.unauthorized += 1;
         return Some(error(StatusCode::UNAUTHORIZED, "invalid api key"));
     }

@@ -141,3 +141,74 @@ async fn the_example_manifests_are_valid() {
     }
     assert!(seen >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_an_output_folder_by_stem_and_status() {
+    let sim = start_sim(quick_sim()).await;
+    let text = format!(
+        "{FAST_RUN}\n[[stem]]\nurl = \"https://stems.example.com/a.wav\"\n[[stem.variant]]\nname = \"x\"\n[[stem.variant]]\nname = \"y\"\ntags = \"sim:fail\"\n[[stem]]\nurl = \"https://stems.example.com/b.wav\"\n"
+    );
+    let (dir, manifest) = write_manifest(&text);
+    let out = dir.path().join("out");
+    assert_eq!(
+        run_against(&sim, &manifest, &out).await.status.code(),
+        Some(1)
+    );
+    let output = stembatch(&["status", path_str(&out)], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["stem", "finished", "failed", "timeout", "error", "pending"]
+    );
+    assert_eq!(rows[1], ["a", "1", "1", "0", "0", "0"]);
+    assert_eq!(rows[2], ["b", "1", "0", "0", "0", "0"]);
+    assert_eq!(rows[3], ["total", "2", "1", "0", "0", "0"]);
+
+    let output = stembatch(&["status", path_str(dir.path())], None).await;
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a folder without results is a usage error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_command_serves_the_api_and_prints_its_url() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stembatch"))
+        .args([
+            "simulator",
+            "--addr",
+            "127.0.0.1:0",
+            "--key",
+            "k1",
+            "--credits",
+            "7",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the simulator prints its URL")
+        .unwrap()
+        .unwrap();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let client = stembatch::api::ApiClient::new(&url, stembatch::api::ApiKey::new("k1")).unwrap();
+    assert_eq!(client.balance().await.unwrap().credits_amount, 7.0);
+    let wrong = stembatch::api::ApiClient::new(&url, stembatch::api::ApiKey::new("k2")).unwrap();
+    assert!(matches!(
+        wrong.balance().await,
+        Err(stembatch::api::ApiError::Status { status: 401, .. })
+    ));
+    child.kill().await.unwrap();
+}

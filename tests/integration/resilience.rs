@@ -263,3 +263,34 @@ async fn sigterm_exits_130_with_pending_rows_then_resumes_without_duplicates() {
     assert_all_finished_with_the_simulators_files(&sim, &out, VARIANTS);
     assert_eq!(sim.stats().tasks_created, VARIANTS as u64, "no duplicates");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_revoked_mid_run_stops_every_request_at_once() {
+    let sim = start_sim(SimConfig {
+        task_duration: Duration::from_secs(1),
+        revoke_key_after_tasks: Some(4),
+        ..quick_sim()
+    })
+    .await;
+    let head = FAST_RUN.replace("concurrency = 8", "concurrency = 4");
+    let (dir, manifest) = write_manifest(&variants_manifest(&head, 12));
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let output = run_against(&sim, &manifest, &out).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stats = sim.stats();
+    // After the first 401 nothing new goes out: at most the calls already on the wire.
+    assert!(
+        stats.unauthorized >= 1 && stats.unauthorized <= 4,
+        "{stats:?}"
+    );
+    assert_eq!(stats.tasks_created, 4);
+    let (_, rows) = read_results(&out);
+    assert!(rows.iter().all(|r| r["status"] == "pending"), "{rows:?}");
+    assert_eq!(
+        rows.iter().filter(|r| !r["task_id"].is_empty()).count(),
+        4,
+        "the paid tasks are kept for the next run"
+    );
+}
