@@ -13,12 +13,12 @@ use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, LOCKED, SUCCESS};
 use crate::journal;
 use crate::journal::format::{Record, SIMULATOR};
-use crate::journal::lock::{self, LockError};
+use crate::journal::lock::{self, LockError, RunLock};
 use crate::journal::replay::{self, Start};
 use crate::journal::writer::JournalWriter;
 use crate::manifest::{self, Manifest, Rate};
 use crate::report::csv::FILE_NAME;
-use crate::scheduler::{self, Pacers, RunInputs};
+use crate::scheduler::{self, Pacers, RunInputs, RunOutcome};
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
 
@@ -108,50 +108,15 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency as usize;
     }
-    if args.deadline.is_some() {
-        settings.deadline = args.deadline;
-    }
-    let out_dir = resolve_output_dir(
-        args.out.as_deref(),
-        &manifest,
-        chrono::Local::now().date_naive(),
-    );
+    settings.deadline = args.deadline.or(settings.deadline);
+    let today = chrono::Local::now().date_naive();
+    let out_dir = resolve_output_dir(args.out.as_deref(), &manifest, today);
     let (client, simulator) = connect(&args, &manifest).await?;
-
-    let state_dir = journal::state_dir(&out_dir);
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
-    let _lock = lock::acquire(&state_dir, &out_dir).map_err(|err| match err {
-        LockError::Held { .. } => anyhow::Error::new(ExpectedError {
-            code: LOCKED,
-            message: err.to_string(),
-        }),
-        LockError::Io { .. } => anyhow::Error::new(err),
-    })?;
-    remove_leftover_temporary_files(&out_dir);
-    let (journal, records) = JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE))
-        .map_err(|err| ExpectedError::usage(err.to_string()))?;
     let api = match &simulator {
         Some(_) => SIMULATOR.to_owned(),
         None => client.base_url().to_owned(),
     };
-    // Tasks and uploads of one API mean nothing to another: a folder that saw the
-    // simulator would otherwise look finished to the real run.
-    if let Some(earlier) = replay::last_api(&records).filter(|earlier| *earlier != api) {
-        return Err(ExpectedError::usage(format!(
-            "{} holds runs against {earlier}, and this run is against {api}: their tasks and uploads do not mix (hint: choose another folder with --out)",
-            out_dir.display()
-        ))
-        .into());
-    }
-    journal
-        .append(Record::RunStarted {
-            at: chrono::Utc::now(),
-            api: api.clone(),
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        })
-        .await?;
+    let (_lock, journal, records) = open_output_folder(&out_dir, &api).await?;
     let resume = resume::prepare(&manifest.variants, &records, &out_dir, args.retry_failed).await?;
     // Each simulator starts empty: its earlier uploads are gone with it.
     let earlier_uploads = match &simulator {
@@ -160,24 +125,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     };
     drop(records);
 
-    let stop_submits = CancellationToken::new();
-    let stop_all = CancellationToken::new();
-    stop_on(
-        interrupts.first.clone(),
-        &stop_submits,
-        &stop_all,
-        "interrupted: submitting nothing more; saving state",
-    );
-    if let Some(deadline) = settings.deadline {
-        let reached = CancellationToken::new();
-        let timer = reached.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(deadline).await;
-            timer.cancel();
-        });
-        stop_on(reached, &stop_submits, &stop_all, "deadline reached: submitting nothing more; in-flight variants stay pending for the next run");
-    }
-
+    let (stop_submits, stop_all) = stop_tokens(&interrupts, settings.deadline);
     let preflight_stop = match resume.starts.contains(&Start::Submit) {
         true => check_account(&client).await,
         false => None,
@@ -189,8 +137,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     }
 
-    let count = manifest.variants.len();
-    tracing::info!(variants = count, out = %out_dir.display(), "run starts");
+    tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
     let inputs = RunInputs {
         client,
         journal,
@@ -213,7 +160,89 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             return Ok(INTERRUPTED);
         }
     };
+    Ok(exit_code(
+        &outcome,
+        preflight_stop,
+        interrupts.interrupted(),
+        &csv_path,
+    ))
+}
+
+/// Takes the output folder for this run: its lock, the sweep of what a killed run left,
+/// and its journal, whose earlier records come back. Refuses a folder whose journal is
+/// from another API.
+async fn open_output_folder(
+    out_dir: &Path,
+    api: &str,
+) -> anyhow::Result<(RunLock, JournalWriter, Vec<Record>)> {
+    let state_dir = journal::state_dir(out_dir);
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
+    let lock = lock::acquire(&state_dir, out_dir).map_err(|err| match err {
+        LockError::Held { .. } => anyhow::Error::new(ExpectedError {
+            code: LOCKED,
+            message: err.to_string(),
+        }),
+        LockError::Io { .. } => anyhow::Error::new(err),
+    })?;
+    remove_leftover_temporary_files(out_dir);
+    let (journal, records) = JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE))
+        .map_err(|err| ExpectedError::usage(err.to_string()))?;
+    // Tasks and uploads of one API mean nothing to another: a folder that saw the
+    // simulator would otherwise look finished to the real run.
+    if let Some(earlier) = replay::last_api(&records).filter(|earlier| *earlier != api) {
+        return Err(ExpectedError::usage(format!(
+            "{} holds runs against {earlier}, and this run is against {api}: their tasks and uploads do not mix (hint: choose another folder with --out)",
+            out_dir.display()
+        ))
+        .into());
+    }
+    journal
+        .append(Record::RunStarted {
+            at: chrono::Utc::now(),
+            api: api.to_owned(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .await?;
+    Ok((lock, journal, records))
+}
+
+/// The run's two stop tokens (submits; every request), cancelled by the first signal or
+/// the deadline.
+fn stop_tokens(
+    interrupts: &Interrupts,
+    deadline: Option<std::time::Duration>,
+) -> (CancellationToken, CancellationToken) {
+    let stop_submits = CancellationToken::new();
+    let stop_all = CancellationToken::new();
+    stop_on(
+        interrupts.first.clone(),
+        &stop_submits,
+        &stop_all,
+        "interrupted: submitting nothing more; saving state",
+    );
+    if let Some(deadline) = deadline {
+        let reached = CancellationToken::new();
+        let timer = reached.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            timer.cancel();
+        });
+        stop_on(reached, &stop_submits, &stop_all, "deadline reached: submitting nothing more; in-flight variants stay pending for the next run");
+    }
+    (stop_submits, stop_all)
+}
+
+/// Logs how the run ended and maps it to SPEC.md's exit code.
+fn exit_code(
+    outcome: &RunOutcome,
+    preflight_stop: Option<AccountStop>,
+    interrupted: bool,
+    csv_path: &Path,
+) -> u8 {
     let counts = outcome.state.counts();
+    let count = outcome.state.records().len();
     tracing::info!(
         variants = count,
         finished = counts.finished,
@@ -231,7 +260,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             "{unknown} submits had an unknown outcome and were made again: each may have created a duplicate task"
         );
     }
-    Ok(if interrupts.interrupted() {
+    if interrupted {
         INTERRUPTED
     } else if let Some(stop) = outcome.account_stop.or(preflight_stop) {
         tracing::error!("the account stopped the run: {}", describe(stop));
@@ -240,7 +269,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         SUCCESS
     } else {
         INCOMPLETE
-    })
+    }
 }
 
 /// Asks the account's balance before the first submit: a refused key then costs one
