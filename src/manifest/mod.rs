@@ -8,6 +8,7 @@
 mod expand;
 mod raw;
 mod settings;
+mod sources;
 mod validate;
 
 use std::fmt;
@@ -137,7 +138,7 @@ pub fn parse_with(
     let raw: raw::RawManifest =
         toml::from_str(text).map_err(|err| invalid(vec![lines.toml_error(&err)]))?;
     let mut problems = validate::Problems::new(&lines);
-    let files = validate::Files {
+    let files = sources::Files {
         base: folder_of(path),
         disk: files,
     };

@@ -2,15 +2,14 @@
 //! line and the key it concerns. Pure: the caller hands in the parsed text.
 
 use std::ops::Range;
-use std::path::{Component, Path};
 use std::sync::Arc;
 
 use toml::Spanned;
 
 use super::raw::{RawManifest, RawMatrix, RawParams, RawStem, RawVariant};
-use super::settings::{self, check_http_url, ApiSettings, RunSettings, UploadMode, UploadSettings};
+use super::settings::{self, ApiSettings, RunSettings, UploadMode, UploadSettings};
+use super::sources::{self, Files};
 use super::Problem;
-use crate::stems::LocalFiles;
 use crate::variant::{LocalStem, Model, Stem, StemSource, VocalGender, Weight};
 
 /// Longest title the provider accepts (V4_5PLUS and V5).
@@ -223,13 +222,6 @@ pub(super) fn validate(raw: &RawManifest, files: &Files, problems: &mut Problems
     }
 }
 
-/// Where the manifest's local files are, and how to reach them.
-pub(super) struct Files<'a> {
-    /// The manifest's folder: relative paths and globs start there.
-    pub base: &'a Path,
-    pub disk: &'a dyn LocalFiles,
-}
-
 /// One raw stem to its plans: one for a url or a path, one per matching file for a glob.
 fn stem(
     raw: &Spanned<RawStem>,
@@ -241,7 +233,7 @@ fn stem(
     let field = format!("stem[{index}]");
     let line = problems.line(raw.span());
     let stem = raw.get_ref();
-    let Some(sources) = sources(stem, &field, line, files, problems) else {
+    let Some(sources) = sources::sources(stem, &field, line, files, problems) else {
         return Vec::new();
     };
     let takes = match &stem.takes {
@@ -277,141 +269,6 @@ fn stem(
             specs: specs.clone(),
         })
         .collect()
-}
-
-/// The stem's named sources: its url, its file, or every file its glob matches. `None`
-/// when a problem was recorded.
-fn sources(
-    stem: &RawStem,
-    field: &str,
-    line: usize,
-    files: &Files,
-    problems: &mut Problems,
-) -> Option<Vec<(String, StemSource)>> {
-    let given: Vec<(&str, &Spanned<String>)> = [
-        ("url", &stem.url),
-        ("path", &stem.path),
-        ("glob", &stem.glob),
-    ]
-    .into_iter()
-    .filter_map(|(key, value)| value.as_ref().map(|v| (key, v)))
-    .collect();
-    let (key, value) = match given.as_slice() {
-        [one] => *one,
-        [] => {
-            problems.push_at_line(line, field, "needs exactly one of url, path, glob");
-            return None;
-        }
-        _ => {
-            let keys: Vec<_> = given.iter().map(|(key, _)| *key).collect();
-            problems.push_at_line(
-                line,
-                field,
-                format!(
-                    "needs exactly one of url, path, glob, not {}",
-                    keys.join(" and ")
-                ),
-            );
-            return None;
-        }
-    };
-    let key_field = format!("{field}.{key}");
-    let given_name = match &stem.name {
-        Some(name) if key == "glob" => {
-            problems.push(
-                name.span(),
-                &format!("{field}.name"),
-                "a glob stem is named after each matching file; name cannot be set",
-            );
-            return None;
-        }
-        Some(name) => Some(check_name(name, &format!("{field}.name"), problems)?),
-        None => None,
-    };
-    let paths = match key {
-        "url" => {
-            if !check_http_url(value, &key_field, false, problems) {
-                return None;
-            }
-            let Some(name) = given_name.or_else(|| name_from_url(value.get_ref())) else {
-                problems.push(
-                    value.span(),
-                    &format!("{field}.name"),
-                    "cannot derive a name from the url (hint: set name)",
-                );
-                return None;
-            };
-            return Some(vec![(name, StemSource::Url(value.get_ref().clone()))]);
-        }
-        "path" => vec![files.base.join(value.get_ref())],
-        _ => match files.disk.glob(files.base, value.get_ref()) {
-            Ok(paths) if paths.is_empty() => {
-                problems.push(
-                    value.span(),
-                    &key_field,
-                    format!("{:?} matches no file", value.get_ref()),
-                );
-                return None;
-            }
-            Ok(paths) => paths,
-            Err(message) => {
-                problems.push(value.span(), &key_field, message);
-                return None;
-            }
-        },
-    };
-    let mut sources = Vec::with_capacity(paths.len());
-    for path in paths {
-        let checked = match files.disk.check(&path) {
-            Ok(checked) => checked,
-            Err(message) => {
-                problems.push(value.span(), &key_field, message);
-                continue;
-            }
-        };
-        let Some(name) = given_name.clone().or_else(|| name_from_file(&path)) else {
-            problems.push(
-                value.span(),
-                &format!("{field}.name"),
-                format!(
-                    "cannot derive a name from {} (hint: set name)",
-                    path.display()
-                ),
-            );
-            continue;
-        };
-        let relative = relative_to(files.base, &path);
-        sources.push((
-            name,
-            StemSource::Local(LocalStem {
-                path,
-                relative,
-                sha256: checked.sha256,
-                bytes: checked.bytes,
-            }),
-        ));
-    }
-    Some(sources)
-}
-
-/// The file name without its extension, when it makes a usable stem name.
-fn name_from_file(path: &Path) -> Option<String> {
-    let stem = path.file_stem()?.to_str()?.trim();
-    (!stem.is_empty() && !stem.starts_with('.')).then(|| stem.to_owned())
-}
-
-/// `path` relative to `base`, `/`-separated, when it lies inside it.
-fn relative_to(base: &Path, path: &Path) -> Option<String> {
-    let relative = path.strip_prefix(base).ok()?;
-    let mut parts = Vec::new();
-    for component in relative.components() {
-        match component {
-            Component::Normal(part) => parts.push(part.to_str()?.to_owned()),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 /// The listed variants, the matrix combinations, or each listed variant crossed with each
@@ -718,7 +575,11 @@ fn placeholders(template: &str) -> impl Iterator<Item = &str> {
 }
 
 /// A stem or variant name becomes a folder or file name: keep it to one safe segment.
-fn check_name(name: &Spanned<String>, field: &str, problems: &mut Problems) -> Option<String> {
+pub(super) fn check_name(
+    name: &Spanned<String>,
+    field: &str,
+    problems: &mut Problems,
+) -> Option<String> {
     let text = name.get_ref();
     let problem = if text.trim().is_empty() {
         Some("must not be empty".to_owned())
@@ -743,22 +604,6 @@ fn check_name(name: &Spanned<String>, field: &str, problems: &mut Problems) -> O
     }
 }
 
-/// The last segment of the URL's path without its extension, percent-decoded.
-fn name_from_url(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url).ok()?;
-    let segment = parsed.path_segments()?.rfind(|s| !s.is_empty())?;
-    let decoded = percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .ok()?;
-    let stem = match decoded.rsplit_once('.') {
-        Some((stem, _)) if !stem.is_empty() => stem,
-        _ => &decoded,
-    };
-    let stem = stem.trim();
-    (!stem.is_empty() && !stem.starts_with('.') && !stem.contains(['/', '\\']))
-        .then(|| stem.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -769,19 +614,6 @@ mod tests {
         assert_eq!(slug("0.3"), "0-3");
         assert_eq!(slug("  Jazz!! "), "jazz");
         assert_eq!(slug(""), "empty");
-    }
-
-    #[test]
-    fn names_come_from_the_url_path() {
-        assert_eq!(
-            name_from_url("https://x.com/s/ballad.mp3").as_deref(),
-            Some("ballad")
-        );
-        assert_eq!(
-            name_from_url("https://x.com/s/my%20song.wav?sig=1").as_deref(),
-            Some("my song")
-        );
-        assert_eq!(name_from_url("https://x.com/"), None);
     }
 
     #[test]
