@@ -51,12 +51,12 @@ pub enum DownloadError {
         head: String,
     },
     /// The file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}: {cause}", path.display())]
     Io {
         /// The destination.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -129,9 +129,9 @@ impl Downloader {
         }
         let expected = response.content_length();
         let dir = dest.parent().unwrap_or(Path::new("."));
-        let io = |source| DownloadError::Io {
+        let io = |cause| DownloadError::Io {
             path: dest.to_owned(),
-            source,
+            cause,
         };
         let temp = tempfile::Builder::new()
             .prefix(".download-")

@@ -27,21 +27,21 @@ pub enum LockError {
         dir: PathBuf,
     },
     /// The lock file could not be used.
-    #[error("cannot lock {}: {source}", path.display())]
+    #[error("cannot lock {}: {cause}", path.display())]
     Io {
         /// The lock file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 /// Takes the lock of the output folder `out_dir` whose state folder is `state_dir`.
 pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
     let path = state_dir.join(LOCK_FILE);
-    let io = |source| LockError::Io {
+    let io = |cause| LockError::Io {
         path: path.clone(),
-        source,
+        cause,
     };
     // Not truncated on open: the holder's pid must survive until we hold the lock.
     let mut file = OpenOptions::new()

@@ -27,12 +27,12 @@ pub fn state_dir(out_dir: &Path) -> PathBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// Reading or writing failed.
-    #[error("journal {}: {source}", path.display())]
+    #[error("journal {}: {cause}", path.display())]
     Io {
         /// The journal file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A line before the last is not a record: the file was damaged.
     #[error("journal {}: line {line} is damaged ({message}) (hint: move {} aside to start afresh; that forgets which tasks were submitted)", path.display(), path.display())]

@@ -29,9 +29,9 @@ impl JournalWriter {
     /// writer appending after them. A torn last line is cut off first, so that new records
     /// never follow a damaged one.
     pub fn open(path: &Path) -> Result<(JournalWriter, Vec<Record>), JournalError> {
-        let io = |source| JournalError::Io {
+        let io = |cause| JournalError::Io {
             path: path.to_owned(),
-            source,
+            cause,
         };
         let mut file = OpenOptions::new()
             .read(true)
@@ -76,7 +76,7 @@ impl JournalWriter {
             Ok(Ok(())) => Ok(()),
             Ok(Err(message)) => Err(JournalError::Io {
                 path: self.path.clone(),
-                source: std::io::Error::other(message),
+                cause: std::io::Error::other(message),
             }),
             Err(_) => Err(JournalError::Closed),
         }

@@ -64,12 +64,12 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read manifest {}: {source}", path.display())]
+    #[error("cannot read manifest {}: {cause}", path.display())]
     Read {
         /// The manifest path.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file was read but is not a valid manifest.
     #[error("{}", render_problems(path, problems))]
@@ -111,9 +111,9 @@ impl fmt::Display for Problem {
 
 /// Reads, validates and expands the manifest at `path`.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| ManifestError::Read {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     parse(path, &text)
 }
