@@ -55,14 +55,18 @@ pub(super) async fn prepare(
             .push(prior.map(VariantRecord::from_prior).unwrap_or_default());
         resume.starts.push(start);
     }
-    if !records.is_empty() {
-        let mut summary: Vec<_> = counts
-            .into_iter()
-            .map(|(label, n)| format!("{n} {label}"))
-            .collect();
-        summary.sort();
-        info!(variants = %summary.join(", "), "resuming from the journal");
-    }
+    // Said on every run, so a folder that unexpectedly starts afresh (and pays for every
+    // variant again) shows in the first lines of the log.
+    let mut summary: Vec<_> = counts
+        .into_iter()
+        .map(|(label, n)| format!("{n} {label}"))
+        .collect();
+    summary.sort();
+    let from = match records.is_empty() {
+        true => "a new output folder",
+        false => "the journal",
+    };
+    info!(variants = %summary.join(", "), "starting from {from}");
     Ok(resume)
 }
 
