@@ -22,6 +22,19 @@ pub struct Downloaded {
     pub bytes: u64,
     /// Hex sha256 of the bytes on disk.
     pub sha256: String,
+    /// The file's modification time once in place, in nanoseconds since the Unix epoch.
+    pub modified_ns: Option<u64>,
+}
+
+/// A file's modification time in nanoseconds since the Unix epoch, when the file system
+/// tells.
+pub fn modified_ns(metadata: &std::fs::Metadata) -> Option<u64> {
+    let since_epoch = metadata
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    u64::try_from(since_epoch.as_nanos()).ok()
 }
 
 /// Why a download failed.
@@ -165,9 +178,15 @@ impl Downloader {
         file.sync_all().await.map_err(io)?;
         drop(file);
         temp_path.persist(dest).map_err(|e| io(e.error))?;
+        let modified_ns = tokio::fs::metadata(dest)
+            .await
+            .ok()
+            .as_ref()
+            .and_then(modified_ns);
         Ok(Downloaded {
             bytes: received,
             sha256: hex::encode(hasher.finalize()),
+            modified_ns,
         })
     }
 }

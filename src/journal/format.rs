@@ -59,6 +59,10 @@ pub struct TrackEntry {
     /// Seconds, as the provider reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
+    /// The file's modification time once in place (ns since the Unix epoch): a file whose
+    /// size and time are unchanged is not hashed again on resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified_ns: Option<u64>,
 }
 
 /// One journal record.
@@ -255,6 +259,7 @@ mod tests {
                     sha256: "ab".into(),
                     audio_url: "http://h/1.wav".into(),
                     duration_s: Some(2.5),
+                    modified_ns: Some(1_764_000_000_123_456_789),
                 },
             },
             Record::Ended {

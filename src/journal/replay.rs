@@ -273,6 +273,7 @@ mod tests {
                 sha256: "00".into(),
                 audio_url: "u".into(),
                 duration_s: None,
+                modified_ns: None,
             },
         }
     }

@@ -547,6 +547,7 @@ async fn download_track(
         sha256: done.sha256,
         audio_url: url,
         duration_s: file.duration,
+        modified_ns: done.modified_ns,
     };
     ctx.journal_or_log(Record::Track {
         variant_id: variant.id.clone(),

@@ -34,6 +34,13 @@ async fn a_rerun_skips_finished_variants_and_downloads_damaged_files_again() {
     std::fs::write(&leftover, b"RIFF half a track").unwrap();
     std::fs::remove_file(out.join(&rows[0]["file"])).unwrap();
     std::fs::write(out.join(&rows[3]["file"]), b"RIFF damaged").unwrap();
+    // Damage of the same size: the changed modification time makes it be hashed.
+    let same_size = out.join(&rows[5]["file"]);
+    let mut bytes = std::fs::read(&same_size).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xFF;
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&same_size, bytes).unwrap();
     let output = run_against(&sim, &manifest, &out).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(
