@@ -40,7 +40,9 @@ pub(super) async fn prepare(
             (Start::Keep, _) => "kept",
             (Start::Poll { .. }, _) => "resumed",
             (Start::Redownload { .. }, _) => "downloaded again",
+            // Never sent (or every intent withdrawn): new as far as money goes.
             (Start::Submit, None) => "new",
+            (Start::Submit, Some(prior)) if prior.attempts == 0 => "new",
             (Start::Submit, Some(prior)) if prior.submit_in_flight => {
                 warn!(
                     variant_id = %variant.id, stem = %variant.stem.name, variant = %variant.name,
