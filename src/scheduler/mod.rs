@@ -141,7 +141,8 @@ pub async fn run(
         inputs.pacers.upload,
         inputs.journal.clone(),
         retry,
-        inputs.stop_all.clone(),
+        // Uploads serve submits only: they stop when submits do.
+        inputs.stop_submits.clone(),
         inputs.earlier_uploads,
         &to_upload,
     ));

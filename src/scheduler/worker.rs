@@ -201,6 +201,12 @@ async fn submit_call(
 /// outcome left unknown (a 5xx other than 503, a timeout, a broken connection) is
 /// journaled and counted as such before the submit is made again.
 async fn submit(ctx: &Context, index: usize, variant: &Variant) -> Result<String, VariantEnd> {
+    if ctx.stop_submits.is_cancelled() {
+        return Err(end(
+            VariantStatus::Pending,
+            "not submitted: the run stopped first",
+        ));
+    }
     let upload_url = stem_url(ctx, variant).await?;
     let request = submit_request(variant, upload_url, ctx.settings.callback_url.as_deref());
     let pacer = ctx.submit_pacer.as_ref();

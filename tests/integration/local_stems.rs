@@ -227,3 +227,44 @@ async fn missing_files_empty_files_and_clashing_names_are_manifest_errors() {
         assert!(err.contains(&expected), "{expected:?} missing from:\n{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_credits_run_out_no_file_is_uploaded_for_a_submit_that_cannot_come() {
+    let sim = start_sim(SimConfig {
+        credits: Some(2),
+        ..quick_sim()
+    })
+    .await;
+    // Uploads at the provider's 5/min: each one after the first waits 12 s for its turn.
+    let head = FAST_RUN.replace("concurrency = 8", "concurrency = 2");
+    let (dir, manifest) = write_manifest(&format!(
+        "{head}\n[[stem]]\nglob = \"stems/*.wav\"\n{TWO_VARIANTS}"
+    ));
+    for (i, name) in ["a", "b", "c", "d"].iter().enumerate() {
+        write_wav(
+            &dir.path().join(format!("stems/{name}.wav")),
+            0.25,
+            200.0 + 40.0 * i as f64,
+        );
+    }
+    let out = dir.path().join("out");
+    let started = std::time::Instant::now();
+    let output = run_against(&sim, &manifest, &out).await;
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    // The 402 comes with the first submit of stem b, which needed b's upload (12 s).
+    // After it, c and d are not uploaded: that would take 12 s more each.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = sim.stats();
+    assert_eq!((stats.tasks_created, stats.uploads), (2, 2), "{stats:?}");
+    let (_, rows) = read_results(&out);
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "finished").count(),
+        4,
+        "two variants, two tracks each"
+    );
+    assert_eq!(rows.iter().filter(|r| r["status"] == "pending").count(), 6);
+}
