@@ -84,9 +84,11 @@ async fn check_finished_tracks(
     let to_check: Vec<(VariantId, Vec<TrackEntry>)> = variants
         .iter()
         .filter_map(|v| {
-            let prior = priors.get(&v.id)?;
-            let finished = prior.end.as_ref()?.status == EndStatus::Finished;
-            finished.then_some(())?;
+            let prior = priors.get(&v.id).filter(|p| {
+                p.end
+                    .as_ref()
+                    .is_some_and(|e| e.status == EndStatus::Finished)
+            })?;
             Some((v.id.clone(), prior.task.as_ref()?.tracks.clone()))
         })
         .collect();

@@ -178,11 +178,6 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// `count` variants, all pending.
-    pub fn new(count: usize) -> Self {
-        Self::from_records(vec![VariantRecord::default(); count])
-    }
-
     /// A state starting from earlier runs' records.
     pub fn from_records(records: Vec<VariantRecord>) -> Self {
         RunState {
@@ -283,7 +278,7 @@ mod tests {
 
     #[test]
     fn events_build_the_record() {
-        let mut state = RunState::new(2);
+        let mut state = RunState::from_records(vec![VariantRecord::default(); 2]);
         let at = Utc::now();
         assert!(!state.apply(WorkerEvent::Submitting { index: 1 }));
         assert!(!state.apply(WorkerEvent::Submitting { index: 1 }));

@@ -59,7 +59,8 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// Every fault at once, each at `share`.
+    /// Every fault at once, each share at `share`, expired first downloads included;
+    /// tasks still all finish.
     pub fn all(share: f64) -> Self {
         Faults {
             unavailable: share,
