@@ -4,6 +4,8 @@
 //! and reads every older version it knows. New kinds of record need a new version.
 //! A torn last line (a kill during a write) is dropped on read.
 
+use std::path::Path;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -175,19 +177,61 @@ pub fn encode(record: &Record) -> String {
     line
 }
 
-/// Every record of a journal's text. A damaged last line is a write cut short and is
+/// Every record of a journal's bytes. A damaged last line is a write cut short and is
 /// dropped; a damaged line before it is an error.
-pub fn decode_all(text: &str, path: &std::path::Path) -> Result<Vec<Record>, JournalError> {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+pub fn decode_all(bytes: impl AsRef<[u8]>, path: &Path) -> Result<Vec<Record>, JournalError> {
+    decode(bytes.as_ref(), path).map(|decoded| decoded.records)
+}
+
+/// A journal's records and the state of its end.
+#[derive(Debug)]
+pub(crate) struct Decoded {
+    /// Every record, in order.
+    pub records: Vec<Record>,
+    /// How the file ends.
+    pub tail: Tail,
+}
+
+/// How a journal file ends, so that the writer can append after a whole line.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Tail {
+    /// After a newline (or the file is empty).
+    Clean,
+    /// The last line is a whole record without its newline: the write was cut between
+    /// the two. The record is kept (it may hold a task id that was paid for); the file
+    /// needs the newline before anything is appended.
+    MissingNewline,
+    /// The last line is torn (a write cut short) and is dropped: the file must be cut
+    /// back to this many bytes before anything is appended.
+    Torn {
+        /// The length of the whole lines before it.
+        keep: u64,
+    },
+}
+
+/// Decodes line by line from bytes, so that a tail cut inside a UTF-8 character is a torn
+/// line like any other rather than an unreadable file.
+pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Decoded, JournalError> {
+    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
     let mut records = Vec::with_capacity(lines.len());
+    let mut tail = Tail::Clean;
+    let mut offset = 0u64;
     for (i, raw) in lines.iter().enumerate() {
+        let line_start = offset;
+        offset += raw.len() as u64;
         let is_last = i + 1 == lines.len();
-        let line = raw.trim_end_matches(['\n', '\r']);
-        if line.trim().is_empty() {
+        let terminated = raw.ends_with(b"\n");
+        let line = raw.trim_ascii_end();
+        if line.is_empty() && terminated {
             continue;
         }
         match decode_line(line) {
-            Ok(record) => records.push(record),
+            Ok(record) => {
+                records.push(record);
+                if !terminated {
+                    tail = Tail::MissingNewline;
+                }
+            }
             Err(LineError::TooNew(version)) => {
                 return Err(JournalError::TooNew {
                     path: path.to_owned(),
@@ -195,9 +239,10 @@ pub fn decode_all(text: &str, path: &std::path::Path) -> Result<Vec<Record>, Jou
                     version,
                 })
             }
-            // A kill mid-write leaves the last line cut anywhere.
+            // A kill mid-write leaves the last line cut anywhere, even inside a character.
             Err(LineError::Invalid(_)) if is_last => {
                 tracing::warn!(path = %path.display(), line = i + 1, "dropping a torn last journal line");
+                tail = Tail::Torn { keep: line_start };
             }
             Err(LineError::Invalid(message)) => {
                 return Err(JournalError::Corrupt {
@@ -208,7 +253,7 @@ pub fn decode_all(text: &str, path: &std::path::Path) -> Result<Vec<Record>, Jou
             }
         }
     }
-    Ok(records)
+    Ok(Decoded { records, tail })
 }
 
 enum LineError {
@@ -216,7 +261,16 @@ enum LineError {
     Invalid(String),
 }
 
-fn decode_line(line: &str) -> Result<Record, LineError> {
+fn decode_line(line: &[u8]) -> Result<Record, LineError> {
+    let line = std::str::from_utf8(line).map_err(|e| {
+        LineError::Invalid(format!(
+            "not UTF-8 text: byte {} of the line is invalid",
+            e.valid_up_to() + 1
+        ))
+    })?;
+    if line.trim().is_empty() {
+        return Err(LineError::Invalid("blank".into()));
+    }
     let version: Version =
         serde_json::from_str(line).map_err(|e| LineError::Invalid(e.to_string()))?;
     if version.v > VERSION {
@@ -230,7 +284,6 @@ fn decode_line(line: &str) -> Result<Record, LineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn id(text: &str) -> VariantId {
         serde_json::from_value(serde_json::json!(text)).unwrap()
@@ -309,6 +362,75 @@ mod tests {
                 }
             ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn the_corrupt_message_names_the_line_and_keeps_the_journal() {
+        let lines: Vec<String> = sample().iter().map(encode).collect();
+        let damaged = format!("{}{}garbage\n{}", lines[0], lines[1], lines[2]);
+        let err = decode_all(&damaged, Path::new("/out/.stembatch/journal.jsonl")).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("journal /out/.stembatch/journal.jsonl: line 3 "),
+            "{message}"
+        );
+        assert!(message.contains("delete line 3 by hand"), "{message}");
+        assert!(message.contains("do not delete the journal"), "{message}");
+        assert!(!message.contains("aside"), "{message}");
+        assert!(!message.contains("afresh"), "{message}");
+        assert!(!message.ends_with('.'), "{message}");
+    }
+
+    /// A line whose write was cut between the two bytes of 'é'.
+    fn cut_in_a_character() -> Vec<u8> {
+        let whole = encode(&Record::SubmitFailed {
+            variant_id: id("a2"),
+            created: Created::No,
+            error: "réseau".into(),
+        });
+        let cut = whole.find('é').unwrap() + 1;
+        whole.as_bytes()[..cut].to_vec()
+    }
+
+    #[test]
+    fn a_last_line_torn_inside_a_character_is_dropped_and_marked_for_cutting() {
+        let mut bytes: Vec<u8> = sample().iter().map(encode).collect::<String>().into();
+        let keep = bytes.len() as u64;
+        bytes.extend(cut_in_a_character());
+        let decoded = decode(&bytes, Path::new("j")).unwrap();
+        assert_eq!(decoded.records, sample());
+        assert_eq!(decoded.tail, Tail::Torn { keep });
+        assert_eq!(decode_all(&bytes, Path::new("j")).unwrap(), sample());
+    }
+
+    #[test]
+    fn a_whole_last_record_without_its_newline_is_kept() {
+        let mut text: String = sample().iter().map(encode).collect();
+        text.pop();
+        let decoded = decode(text.as_bytes(), Path::new("j")).unwrap();
+        assert_eq!(decoded.records, sample());
+        assert_eq!(decoded.tail, Tail::MissingNewline);
+    }
+
+    #[test]
+    fn invalid_utf8_before_the_last_line_is_corrupt_at_its_line() {
+        let lines: Vec<String> = sample().iter().map(encode).collect();
+        let mut bytes: Vec<u8> = format!("{}{}", lines[0], lines[1]).into();
+        bytes.extend(cut_in_a_character());
+        bytes.push(b'\n');
+        bytes.extend(lines[2].as_bytes());
+        let err = decode_all(&bytes, Path::new("j")).unwrap_err();
+        assert!(
+            matches!(err, JournalError::Corrupt { line: 3, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
+        // Even as the last line, a damaged line followed by its newline is dropped.
+        bytes.truncate(bytes.len() - lines[2].len());
+        assert_eq!(
+            decode_all(&bytes, Path::new("j")).unwrap(),
+            sample()[..2].to_vec()
         );
     }
 }

@@ -34,8 +34,9 @@ pub enum JournalError {
         /// The I/O error.
         cause: std::io::Error,
     },
-    /// A line before the last is not a record: the file was damaged.
-    #[error("journal {}: line {line} is damaged ({message}) (hint: move {} aside to start afresh; that forgets which tasks were submitted)", path.display(), path.display())]
+    /// A line before the last is not a record: the file was damaged. The hint keeps the
+    /// journal: it is the only record of the tasks already paid for.
+    #[error("journal {}: line {line} is not a record: {message} (hint: each line is one JSON record; repair or delete line {line} by hand and run again; do not delete the journal: it holds the tasks already paid for)", path.display())]
     Corrupt {
         /// The journal file.
         path: PathBuf,
