@@ -2,7 +2,8 @@
 //!
 //! Compatibility: a reader refuses lines of a newer `v` (it cannot know what they mean)
 //! and reads every older version it knows. New kinds of record need a new version.
-//! A torn last line (a kill during a write) is dropped on read.
+//! A torn last line (a kill during a write, cut anywhere, even inside a UTF-8 character)
+//! is dropped on read; a whole last record that only lacks its newline is kept.
 
 use std::path::Path;
 

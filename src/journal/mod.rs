@@ -12,6 +12,7 @@ pub mod replay;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The folder of stembatch's own files inside an output folder.
 pub const STATE_DIR: &str = ".stembatch";
@@ -55,7 +56,45 @@ pub enum JournalError {
         /// The version found.
         version: u32,
     },
-    /// The writer task is gone (after an earlier write failed).
+    /// A write or fsync failed. The file was cut back to its last durable record and the
+    /// writer refuses every later record: nothing is written after a failed write.
+    #[error("journal {}: cannot write ({cause}); nothing more is written to it{}", path.display(), write_failed_hint(cause))]
+    WriteFailed {
+        /// The journal file.
+        path: PathBuf,
+        /// The error of the failed write, shared by every record refused after it.
+        cause: Arc<std::io::Error>,
+    },
+    /// The writer thread is gone.
     #[error("the journal writer has stopped")]
     Closed,
+}
+
+impl JournalError {
+    /// Whether the disk is full (ENOSPC), so that the run can say so.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            JournalError::Io { cause, .. } => is_disk_full(cause),
+            JournalError::WriteFailed { cause, .. } => is_disk_full(cause),
+            JournalError::Corrupt { .. } | JournalError::TooNew { .. } | JournalError::Closed => {
+                false
+            }
+        }
+    }
+}
+
+/// ENOSPC. Rust maps it to `StorageFull`; the raw code is checked too for an error built
+/// from the number alone.
+fn is_disk_full(cause: &std::io::Error) -> bool {
+    /// ENOSPC on Linux and the BSDs (macOS included).
+    const ENOSPC: i32 = 28;
+    cause.kind() == std::io::ErrorKind::StorageFull
+        || (cfg!(unix) && cause.raw_os_error() == Some(ENOSPC))
+}
+
+fn write_failed_hint(cause: &std::io::Error) -> &'static str {
+    match is_disk_full(cause) {
+        true => " (hint: the disk is full; free some space and run again: the journal keeps every record written before)",
+        false => "",
+    }
 }
