@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use stembatch::api::{ApiClient, ApiKey};
 use stembatch::journal::writer::JournalWriter;
-use stembatch::scheduler::{self, Pacers, Resume, RunInputs};
+use stembatch::scheduler::state::Entry;
+use stembatch::scheduler::{self, Pacers, RunInputs, Stops};
 use stembatch::sim::{Faults, SimConfig, SimHandle, WindowLimit};
 use tokio_util::sync::CancellationToken;
 
@@ -160,16 +161,19 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str) {
         pacers: Pacers::from_settings(&manifest.run),
         settings: manifest.run.clone(),
         out_dir: out.path().to_owned(),
-        stop_submits: CancellationToken::new(),
-        stop_all: CancellationToken::new(),
+        stops: Stops {
+            interrupted: CancellationToken::new(),
+            deadline: None,
+        },
+        stopped_before: None,
     };
     let started = Instant::now();
-    let resume = Resume::fresh(manifest.variants.len());
-    let outcome = scheduler::run(Arc::new(manifest.variants), resume, inputs)
+    let entries = manifest.variants.iter().map(Entry::fresh).collect();
+    let state = scheduler::run(Arc::new(manifest.variants), entries, inputs)
         .await
         .unwrap();
     let makespan = started.elapsed().as_secs_f64();
-    let counts = outcome.state.counts();
+    let counts = state.counts();
     assert!(counts.all_finished(), "{counts}");
     println!(
         "{}",

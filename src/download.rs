@@ -14,6 +14,12 @@ use crate::audio_format::{sniff, SNIFF_LEN};
 
 /// The longest silence tolerated mid-download before the connection counts as dead.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest one download may take in all: a trickling server must not hold a slot all
+/// night.
+pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The largest file accepted: a generated track is a few MiB, so anything near this is a
+/// server gone wrong, not music.
+pub const MAX_BYTES: u64 = 1 << 30;
 
 /// A completed download.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +51,20 @@ pub enum DownloadError {
     Status {
         /// The HTTP status.
         status: u16,
+        /// `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// The file is larger than [`MAX_BYTES`].
+    #[error("download larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The download took longer than [`TOTAL_TIMEOUT`].
+    #[error("download took longer than {}", humantime::format_duration(*limit))]
+    TooSlow {
+        /// The limit.
+        limit: Duration,
     },
     /// The connection failed or broke.
     #[error("download failed: {0}")]
@@ -79,20 +99,42 @@ impl DownloadError {
         matches!(
             self,
             DownloadError::Status {
-                status: 403 | 404 | 410
+                status: 403 | 404 | 410,
+                ..
             }
         )
+    }
+
+    /// Whether the disk is full: nothing more should be bought until it is not.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            DownloadError::Io { cause, .. } => {
+                cause.kind() == std::io::ErrorKind::StorageFull || cause.raw_os_error() == Some(28)
+            }
+            _ => false,
+        }
+    }
+
+    /// The wait the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DownloadError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 
     /// Whether another try may succeed: not for a disk error, or an answer that says the
     /// file is gone or forbidden.
     pub fn is_retryable(&self) -> bool {
         match self {
-            DownloadError::Status { status } => *status == 429 || *status == 408 || *status >= 500,
+            DownloadError::Status { status, .. } => {
+                *status == 429 || *status == 408 || *status >= 500
+            }
             DownloadError::Transport(_)
             | DownloadError::Short { .. }
-            | DownloadError::NotAudio { .. } => true,
-            DownloadError::Io { .. } => false,
+            | DownloadError::NotAudio { .. }
+            | DownloadError::TooSlow { .. } => true,
+            DownloadError::Io { .. } | DownloadError::TooLarge { .. } => false,
         }
     }
 }
@@ -126,8 +168,22 @@ impl Downloader {
         Ok(Downloader { http })
     }
 
-    /// Downloads `url` to `dest` (whose folder must exist), replacing it only when complete.
+    /// Downloads `url` to `dest` (whose folder must exist), replacing it only when
+    /// complete; within [`TOTAL_TIMEOUT`] and [`MAX_BYTES`].
     pub async fn fetch(
+        &self,
+        url: &str,
+        dest: &Path,
+        expect: Expect,
+    ) -> Result<Downloaded, DownloadError> {
+        tokio::time::timeout(TOTAL_TIMEOUT, self.fetch_untimed(url, dest, expect))
+            .await
+            .unwrap_or(Err(DownloadError::TooSlow {
+                limit: TOTAL_TIMEOUT,
+            }))
+    }
+
+    async fn fetch_untimed(
         &self,
         url: &str,
         dest: &Path,
@@ -136,20 +192,30 @@ impl Downloader {
         let transport = |e: reqwest::Error| DownloadError::Transport(error_chain(&e));
         let mut response = self.http.get(url).send().await.map_err(transport)?;
         if !response.status().is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             return Err(DownloadError::Status {
                 status: response.status().as_u16(),
+                retry_after,
             });
         }
         let expected = response.content_length();
+        if expected.is_some_and(|length| length > MAX_BYTES) {
+            return Err(DownloadError::TooLarge { limit: MAX_BYTES });
+        }
         let dir = dest.parent().unwrap_or(Path::new("."));
         let io = |cause| DownloadError::Io {
             path: dest.to_owned(),
             cause,
         };
         let temp = tempfile::Builder::new()
-            .prefix(".download-")
-            .suffix(".part")
-            .permissions(crate::report::csv::file_permissions())
+            .prefix(crate::output_files::DOWNLOAD_TEMP.0)
+            .suffix(crate::output_files::DOWNLOAD_TEMP.1)
+            .permissions(crate::output_files::permissions())
             .tempfile_in(dir)
             .map_err(io)?;
         let (file, temp_path) = temp.into_parts();
@@ -162,9 +228,12 @@ impl Downloader {
                 let take = (SNIFF_LEN - head.len()).min(chunk.len());
                 head.extend_from_slice(&chunk[..take]);
             }
+            received += chunk.len() as u64;
+            if received > MAX_BYTES {
+                return Err(DownloadError::TooLarge { limit: MAX_BYTES });
+            }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(io)?;
-            received += chunk.len() as u64;
         }
         if let Some(expected) = expected.filter(|&e| e != received) {
             return Err(DownloadError::Short { expected, received });
@@ -221,13 +290,34 @@ mod tests {
 
     #[test]
     fn only_transient_failures_are_retried() {
-        assert!(DownloadError::Status { status: 503 }.is_retryable());
-        assert!(!DownloadError::Status { status: 404 }.is_retryable());
-        assert!(!DownloadError::Status { status: 403 }.is_retryable());
+        let status = |status| DownloadError::Status {
+            status,
+            retry_after: None,
+        };
+        assert!(status(503).is_retryable());
+        assert!(status(429).is_retryable());
+        assert!(!status(404).is_retryable());
+        assert!(!status(403).is_retryable());
+        assert!(!DownloadError::TooLarge { limit: 1 }.is_retryable());
         assert!(DownloadError::Short {
             expected: 10,
             received: 5
         }
         .is_retryable());
+    }
+
+    #[test]
+    fn a_full_disk_is_recognised() {
+        let full = DownloadError::Io {
+            path: "x".into(),
+            cause: std::io::Error::from_raw_os_error(28),
+        };
+        assert!(full.is_disk_full());
+        assert!(!full.is_retryable());
+        let denied = DownloadError::Io {
+            path: "x".into(),
+            cause: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(!denied.is_disk_full());
     }
 }

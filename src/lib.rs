@@ -30,6 +30,8 @@ pub mod download;
 pub mod exit;
 pub mod journal;
 pub mod manifest;
+pub mod outcome;
+pub mod output_files;
 pub mod report;
 pub mod scheduler;
 pub mod signal;

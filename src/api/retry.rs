@@ -1,5 +1,10 @@
 //! The failure policy as data: which outcomes are retried, how long to wait, and which
-//! stop the whole account. Pure: no clock, no randomness of its own.
+//! stop the whole account. Pure: no clock; the randomness of the jitter comes from the
+//! caller's seed.
+//!
+//! Every call that may be repeated (detail queries, uploads, downloads) goes through one
+//! [`Backoff`] made from one [`RetryPolicy`]; submits are never repeated here: whether a
+//! variant is submitted again is the run state's decision.
 
 use std::time::Duration;
 
@@ -35,6 +40,9 @@ pub enum Verdict {
     Reject,
     /// A submit may or may not have created a task: never repeated blindly.
     OutcomeUnknown,
+    /// A submit answered 2xx with a body that could not be read: the task may well exist
+    /// and the provider's API changed shape, so nothing more should be submitted.
+    Unreadable,
     /// The account cannot go on.
     Stop(AccountStop),
 }
@@ -49,10 +57,16 @@ pub fn classify(err: &ApiError, kind: CallKind) -> Verdict {
     let status = match err {
         ApiError::Connect(_) => return Verdict::Retry { after: None },
         ApiError::Local(_) => return Verdict::Reject,
-        ApiError::Timeout | ApiError::Transport(_) | ApiError::Decode(_) => {
+        ApiError::Timeout | ApiError::Transport(_) => {
             return match kind {
                 CallKind::Idempotent => Verdict::Retry { after: None },
                 CallKind::Submit => Verdict::OutcomeUnknown,
+            }
+        }
+        ApiError::Decode(_) => {
+            return match kind {
+                CallKind::Idempotent => Verdict::Retry { after: None },
+                CallKind::Submit => Verdict::Unreadable,
             }
         }
         ApiError::Status {
@@ -91,8 +105,11 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// The first backoff's ceiling.
     pub base: Duration,
-    /// No backoff is longer than this (a `Retry-After` may be).
+    /// No backoff is longer than this.
     pub cap: Duration,
+    /// No `Retry-After` is honoured past this: a provider that answers `Retry-After:
+    /// 86400` must not park the night.
+    pub retry_after_cap: Duration,
 }
 
 impl RetryPolicy {
@@ -102,6 +119,16 @@ impl RetryPolicy {
             max_attempts: max_attempts.max(1),
             base: Duration::from_millis(200),
             cap: Duration::from_secs(30),
+            retry_after_cap: Duration::from_secs(300),
+        }
+    }
+
+    /// The waits between the tries of one call, jittered from `seed`.
+    pub fn backoff(&self, seed: u64) -> Backoff {
+        Backoff {
+            policy: *self,
+            failures: 0,
+            rng: seed | 1,
         }
     }
 
@@ -111,12 +138,57 @@ impl RetryPolicy {
     }
 
     /// The wait after the `attempt`-th try failed: capped exponential backoff with full
-    /// jitter (`unit` in 0..1 picks the point), and never shorter than `retry_after`.
+    /// jitter (`unit` in 0..1 picks the point), and never shorter than `retry_after` (itself
+    /// capped at `retry_after_cap`).
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
         let exponent = attempt.saturating_sub(1).min(16);
         let ceiling = self.base.saturating_mul(1 << exponent).min(self.cap);
         let jittered = ceiling.mul_f64(unit.clamp(0.0, 1.0));
-        jittered.max(retry_after.unwrap_or_default())
+        let asked = retry_after.unwrap_or_default().min(self.retry_after_cap);
+        jittered.max(asked)
+    }
+}
+
+/// The waits between the tries of one call: `next_wait` after each failure, `None` once
+/// the policy allows no more tries.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    policy: RetryPolicy,
+    failures: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    /// The wait before the next try, after a failure whose answer asked for
+    /// `retry_after`; `None` when that failure was the last try allowed.
+    pub fn next_wait(&mut self, retry_after: Option<Duration>) -> Option<Duration> {
+        self.failures += 1;
+        if !self.policy.allows_another(self.failures) {
+            return None;
+        }
+        let unit = self.next_unit();
+        Some(self.policy.delay(self.failures, retry_after, unit))
+    }
+
+    /// Tries that failed so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// xorshift64: jitter needs spread, not quality, and a seed makes tests repeatable.
+    fn next_unit(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl Iterator for Backoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.next_wait(None)
     }
 }
 
@@ -154,6 +226,14 @@ mod tests {
         );
         assert_eq!(classify(&status(422), Submit), Verdict::Reject);
         assert_eq!(classify(&status(400), Submit), Verdict::Reject);
+        assert_eq!(
+            classify(&ApiError::Decode("no task_id".into()), Submit),
+            Verdict::Unreadable
+        );
+        assert_eq!(
+            classify(&ApiError::Decode("no task_id".into()), Idempotent),
+            Verdict::Retry { after: None }
+        );
     }
 
     #[test]
@@ -209,6 +289,34 @@ mod tests {
             policy.delay(1, Some(Duration::from_secs(7)), 0.5),
             Duration::from_secs(7)
         );
+    }
+
+    #[test]
+    fn a_huge_retry_after_is_capped() {
+        let policy = RetryPolicy::new(6);
+        let day = Some(Duration::from_secs(86_400));
+        assert_eq!(policy.delay(1, day, 0.0), policy.retry_after_cap);
+    }
+
+    #[test]
+    fn the_backoff_iterator_stops_after_the_last_try_and_stays_under_the_ceilings() {
+        let policy = RetryPolicy::new(4);
+        let waits: Vec<Duration> = policy.backoff(7).collect();
+        assert_eq!(waits.len(), 3, "4 tries: 3 waits between them");
+        for (i, wait) in waits.iter().enumerate() {
+            assert!(*wait <= policy.base * (1 << i), "{i}: {wait:?}");
+        }
+        assert_ne!(
+            policy.backoff(7).collect::<Vec<_>>(),
+            policy.backoff(8).collect::<Vec<_>>(),
+            "the seed picks the jitter"
+        );
+        let mut backoff = policy.backoff(1);
+        assert_eq!(
+            backoff.next_wait(Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(backoff.failures(), 1);
     }
 
     #[test]

@@ -11,23 +11,20 @@ use tracing::{info, warn};
 use crate::download::modified_ns;
 use crate::journal::format::{EndStatus, Record, TrackEntry};
 use crate::journal::replay::{decide, replay, Prior, Start};
-use crate::scheduler::state::VariantRecord;
-use crate::scheduler::Resume;
+use crate::outcome::VariantRecord;
+use crate::scheduler::state::Entry;
 use crate::variant::{Variant, VariantId};
 
-/// Decides every variant's start from the journal's `records`.
+/// Decides every variant's start from the journal's `records`, in manifest order.
 pub(super) async fn prepare(
     variants: &[Variant],
     records: &[Record],
     out_dir: &Path,
     retry_failed: bool,
-) -> std::io::Result<Resume> {
+) -> std::io::Result<Vec<Entry>> {
     let priors = replay(records);
     let intact = check_finished_tracks(variants, &priors, out_dir).await?;
-    let mut resume = Resume {
-        records: Vec::with_capacity(variants.len()),
-        starts: Vec::with_capacity(variants.len()),
-    };
+    let mut entries = Vec::with_capacity(variants.len());
     let mut counts: HashMap<&'static str, usize> = HashMap::new();
     for variant in variants {
         let prior = priors.get(&variant.id);
@@ -37,26 +34,30 @@ pub(super) async fn prepare(
             retry_failed,
         );
         let label = match (&start, prior) {
+            (Start::Keep, Some(prior)) if prior.last_outcome_unknown && prior.task.is_none() => {
+                "kept as error: an earlier submit's outcome is unknown"
+            }
             (Start::Keep, _) => "kept",
             (Start::Poll { .. }, _) => "resumed",
             (Start::Redownload { .. }, _) => "downloaded again",
             // Never sent (or every intent withdrawn): new as far as money goes.
             (Start::Submit, None) => "new",
             (Start::Submit, Some(prior)) if prior.attempts == 0 => "new",
-            (Start::Submit, Some(prior)) if prior.submit_in_flight => {
+            (Start::Submit, Some(prior)) if prior.last_outcome_unknown => {
                 warn!(
                     variant_id = %variant.id, stem = %variant.stem.name, variant = %variant.name,
-                    "an earlier run stopped while this variant's submit was on the wire: submitting again may create a duplicate task"
+                    "an earlier submit of this variant had an unknown outcome: submitting again (--retry-failed) may create a duplicate task"
                 );
                 "submitted again after an unknown outcome"
             }
             (Start::Submit, Some(_)) => "submitted again",
         };
         *counts.entry(label).or_default() += 1;
-        resume
-            .records
-            .push(prior.map(VariantRecord::from_prior).unwrap_or_default());
-        resume.starts.push(start);
+        entries.push(Entry {
+            id: variant.id.clone(),
+            start,
+            record: prior.map(VariantRecord::from).unwrap_or_default(),
+        });
     }
     // Said on every run, so a folder that unexpectedly starts afresh (and pays for every
     // variant again) shows in the first lines of the log.
@@ -70,7 +71,7 @@ pub(super) async fn prepare(
         false => "the journal",
     };
     info!(variants = %summary.join(", "), "starting from {from}");
-    Ok(resume)
+    Ok(entries)
 }
 
 /// For each finished variant, whether every journaled track file is on disk with its

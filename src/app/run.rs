@@ -1,24 +1,27 @@
 //! `stembatch run`: load the manifest, find the API (or start the simulator), run the
 //! scheduler into the output folder, and turn the outcome into an exit code.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
 use crate::api::retry::{classify, AccountStop, CallKind, Verdict};
 use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, LOCKED, SUCCESS};
-use crate::journal;
 use crate::journal::format::{Record, SIMULATOR};
 use crate::journal::lock::{self, LockError, RunLock};
 use crate::journal::replay::{self, Start};
 use crate::journal::writer::JournalWriter;
-use crate::manifest::{self, Manifest, Rate};
+use crate::journal::{self, JournalError};
+use crate::manifest::{self, Manifest, Rate, RunSettings};
+use crate::outcome::UploadedFile;
 use crate::report::csv::FILE_NAME;
-use crate::scheduler::{self, Pacers, RunInputs, RunOutcome};
+use crate::scheduler::events::StopReason;
+use crate::scheduler::state::{Entry, RunState};
+use crate::scheduler::{self, Pacers, RunInputs, Stops};
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
 
@@ -101,42 +104,37 @@ async fn connect(
 }
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    // First, so that a signal during the preparations still ends in a saved state.
+    // First, so that a signal during the preparations still ends the run cleanly.
     let interrupts = Interrupts::listen()?;
-    let manifest = manifest::load(&args.manifest)?;
-    let mut settings = manifest.run.clone();
-    if let Some(concurrency) = args.concurrency {
-        settings.concurrency = concurrency as usize;
-    }
-    settings.deadline = args.deadline.or(settings.deadline);
-    let today = chrono::Local::now().date_naive();
-    let out_dir = resolve_output_dir(args.out.as_deref(), &manifest, today);
-    let (client, simulator) = connect(&args, &manifest).await?;
-    let api = match &simulator {
-        Some(_) => SIMULATOR.to_owned(),
-        None => client.base_url().to_owned(),
+    // Hashing stems and checking last night's files can take a while: a Ctrl-C there
+    // stops at once, since nothing was sent yet.
+    let prepared = tokio::select! {
+        prepared = prepare(&args) => prepared?,
+        _ = interrupts.first.cancelled() => {
+            tracing::warn!("interrupted while preparing: nothing was submitted");
+            return Ok(INTERRUPTED);
+        }
     };
-    let (_lock, journal, records) = open_output_folder(&out_dir, &api).await?;
-    let resume = resume::prepare(&manifest.variants, &records, &out_dir, args.retry_failed).await?;
-    // Each simulator starts empty: its earlier uploads are gone with it.
-    let earlier_uploads = match &simulator {
-        Some(_) => Default::default(),
-        None => replay::uploads(&records, &api),
-    };
-    drop(records);
-
-    let (stop_submits, stop_all) = stop_tokens(&interrupts, settings.deadline);
-    let preflight_stop = match resume.starts.contains(&Start::Submit) {
-        true => check_account(&client).await,
+    let Prepared {
+        manifest,
+        settings,
+        out_dir,
+        client,
+        simulator: _simulator,
+        api,
+        lock: _lock,
+        journal,
+        entries,
+        earlier_uploads,
+    } = prepared;
+    let submits = entries.iter().any(|e| e.start == Start::Submit);
+    let preflight_stop = match submits {
+        true => tokio::select! {
+            stop = check_account(&client) => stop,
+            _ = interrupts.first.cancelled() => None,
+        },
         false => None,
     };
-    if preflight_stop.is_some() {
-        stop_submits.cancel();
-        if preflight_stop == Some(AccountStop::BadKey) {
-            stop_all.cancel();
-        }
-    }
-
     tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
     let inputs = RunInputs {
         client,
@@ -145,27 +143,78 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads,
         pacers: Pacers::from_settings(&settings),
+        stops: Stops {
+            interrupted: interrupts.first.clone(),
+            deadline: settings.deadline,
+        },
+        stopped_before: preflight_stop.map(StopReason::Account),
         settings,
         out_dir: out_dir.clone(),
-        stop_submits,
-        stop_all,
     };
     let csv_path = out_dir.join(FILE_NAME);
-    let outcome = tokio::select! {
-        outcome = scheduler::run(Arc::new(manifest.variants), resume, inputs) => {
-            outcome.with_context(|| format!("cannot write {}", csv_path.display()))?
+    let state = tokio::select! {
+        state = scheduler::run(Arc::new(manifest.variants), entries, inputs) => {
+            state.with_context(|| format!("cannot write {}", csv_path.display()))?
         }
         _ = interrupts.second.cancelled() => {
             tracing::warn!("interrupted twice: stopping at once; the journal and the last results.csv are kept");
             return Ok(INTERRUPTED);
         }
     };
-    Ok(exit_code(
-        &outcome,
-        preflight_stop,
-        interrupts.interrupted(),
-        &csv_path,
-    ))
+    Ok(exit_code(&state, &csv_path))
+}
+
+/// Everything a run needs before its first request.
+struct Prepared {
+    manifest: Manifest,
+    settings: RunSettings,
+    out_dir: PathBuf,
+    client: ApiClient,
+    simulator: Option<SimHandle>,
+    api: String,
+    lock: RunLock,
+    journal: JournalWriter,
+    entries: Vec<Entry>,
+    earlier_uploads: HashMap<String, UploadedFile>,
+}
+
+/// Loads the manifest (hashing its local stems off the async threads), finds the API,
+/// takes the output folder and decides every variant's start.
+async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
+    let path = args.manifest.clone();
+    let manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    let mut settings = manifest.run.clone();
+    if let Some(concurrency) = args.concurrency {
+        settings.concurrency = concurrency as usize;
+    }
+    settings.deadline = args.deadline.or(settings.deadline);
+    let today = chrono::Local::now().date_naive();
+    let out_dir = resolve_output_dir(args.out.as_deref(), &manifest, today);
+    let (client, simulator) = connect(args, &manifest).await?;
+    let api = match &simulator {
+        Some(_) => SIMULATOR.to_owned(),
+        None => client.base_url().to_owned(),
+    };
+    let (lock, journal, records) = open_output_folder(&out_dir, &api).await?;
+    let entries =
+        resume::prepare(&manifest.variants, &records, &out_dir, args.retry_failed).await?;
+    // Each simulator starts empty: its earlier uploads are gone with it.
+    let earlier_uploads = match &simulator {
+        Some(_) => Default::default(),
+        None => replay::uploads(&records, &api),
+    };
+    Ok(Prepared {
+        manifest,
+        settings,
+        out_dir,
+        client,
+        simulator,
+        api,
+        lock,
+        journal,
+        entries,
+        earlier_uploads,
+    })
 }
 
 /// Takes the output folder for this run: its lock, the sweep of what a killed run left,
@@ -175,19 +224,9 @@ async fn open_output_folder(
     out_dir: &Path,
     api: &str,
 ) -> anyhow::Result<(RunLock, JournalWriter, Vec<Record>)> {
-    let state_dir = journal::state_dir(out_dir);
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
-    let lock = lock::acquire(&state_dir, out_dir).map_err(|err| match err {
-        LockError::Held { .. } => anyhow::Error::new(ExpectedError {
-            code: LOCKED,
-            message: err.to_string(),
-        }),
-        LockError::Io { .. } => anyhow::Error::new(err),
-    })?;
-    remove_leftover_temporary_files(out_dir);
-    let (journal, records) = JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE))
-        .map_err(|err| ExpectedError::usage(err.to_string()))?;
+    let dir = out_dir.to_owned();
+    let (lock, journal, records) =
+        tokio::task::spawn_blocking(move || open_output_folder_blocking(&dir)).await??;
     // Tasks and uploads of one API mean nothing to another: a folder that saw the
     // simulator would otherwise look finished to the real run.
     if let Some(earlier) = replay::last_api(&records).filter(|earlier| *earlier != api) {
@@ -208,41 +247,42 @@ async fn open_output_folder(
     Ok((lock, journal, records))
 }
 
-/// The run's two stop tokens (submits; every request), cancelled by the first signal or
-/// the deadline.
-fn stop_tokens(
-    interrupts: &Interrupts,
-    deadline: Option<std::time::Duration>,
-) -> (CancellationToken, CancellationToken) {
-    let stop_submits = CancellationToken::new();
-    let stop_all = CancellationToken::new();
-    stop_on(
-        interrupts.first.clone(),
-        &stop_submits,
-        &stop_all,
-        "interrupted: submitting nothing more; saving state",
-    );
-    if let Some(deadline) = deadline {
-        let reached = CancellationToken::new();
-        let timer = reached.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(deadline).await;
-            timer.cancel();
-        });
-        stop_on(reached, &stop_submits, &stop_all, "deadline reached: submitting nothing more; in-flight variants stay pending for the next run");
-    }
-    (stop_submits, stop_all)
+fn open_output_folder_blocking(
+    out_dir: &Path,
+) -> anyhow::Result<(RunLock, JournalWriter, Vec<Record>)> {
+    let state_dir = journal::state_dir(out_dir);
+    std::fs::create_dir_all(&state_dir).map_err(|err| {
+        // Nothing was sent: a folder that cannot be made is the user's to fix.
+        ExpectedError::usage(format!(
+            "cannot create the output folder {}: {err}",
+            out_dir.display()
+        ))
+    })?;
+    let lock = lock::acquire(&state_dir, out_dir).map_err(|err| match err {
+        LockError::Held { .. } => anyhow::Error::new(ExpectedError {
+            code: LOCKED,
+            message: err.to_string(),
+        }),
+        LockError::Io { .. } => anyhow::Error::new(err),
+    })?;
+    remove_leftover_temporary_files(out_dir);
+    let (journal, records) =
+        JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE)).map_err(|err| match err {
+            // A damaged or newer journal needs the user before anything is sent; a disk
+            // that fails to read it is not a usage error.
+            JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
+                anyhow::Error::new(ExpectedError::usage(err.to_string()))
+            }
+            other => anyhow::Error::new(other),
+        })?;
+    Ok((lock, journal, records))
 }
 
 /// Logs how the run ended and maps it to SPEC.md's exit code.
-fn exit_code(
-    outcome: &RunOutcome,
-    preflight_stop: Option<AccountStop>,
-    interrupted: bool,
-    csv_path: &Path,
-) -> u8 {
-    let counts = outcome.state.counts();
-    let count = outcome.state.records().len();
+fn exit_code(state: &RunState, csv_path: &Path) -> u8 {
+    let counts = state.counts();
+    let count = counts.finished + counts.failed + counts.timeout + counts.error + counts.pending;
+    let tasks_created = state.tasks_created();
     tracing::info!(
         variants = count,
         finished = counts.finished,
@@ -250,20 +290,28 @@ fn exit_code(
         timeout = counts.timeout,
         error = counts.error,
         pending = counts.pending,
+        tasks_created,
         results = %csv_path.display(),
-        "run ended: {count} variants: {counts}"
+        "run ended: {count} variants: {counts}; {tasks_created} tasks created (each is charged when it succeeds)"
     );
-    let unknown = outcome.state.unknown_outcomes();
+    let unknown = state.unknown_outcomes();
     if unknown > 0 {
         tracing::warn!(
             unknown_outcomes = unknown,
-            "{unknown} submits had an unknown outcome and were made again: each may have created a duplicate task"
+            "{unknown} submits had an unknown outcome: each may have created a task that is charged; they were not submitted again"
         );
     }
-    if interrupted {
+    for (id, record) in state.unfinished().take(UNFINISHED_LISTED) {
+        tracing::info!(variant_id = %id, status = record.status.as_str(), error = record.error.as_deref().unwrap_or(""), "not finished");
+    }
+    let stops = state.stops();
+    if stops.contains(&StopReason::Interrupted) {
         INTERRUPTED
-    } else if let Some(stop) = outcome.account_stop.or(preflight_stop) {
-        tracing::error!("the account stopped the run: {}", describe(stop));
+    } else if let Some(stop) = stops
+        .iter()
+        .find(|s| matches!(s, StopReason::Account(_) | StopReason::UnreadableSubmit))
+    {
+        tracing::error!("the run was stopped: {}", stop.describe());
         ACCOUNT
     } else if counts.all_finished() {
         SUCCESS
@@ -271,6 +319,9 @@ fn exit_code(
         INCOMPLETE
     }
 }
+
+/// Unfinished variants named in the closing summary at most; the CSV has them all.
+const UNFINISHED_LISTED: usize = 20;
 
 /// Asks the account's balance before the first submit: a refused key then costs one
 /// request instead of one per variant in flight, and the credits are in the log. Any
@@ -305,10 +356,7 @@ async fn check_account(client: &ApiClient) -> Option<AccountStop> {
 /// Temporary files a killed run left behind (downloads, reports). Safe while we hold the
 /// lock: no other run writes into this folder.
 fn remove_leftover_temporary_files(out_dir: &Path) {
-    let is_leftover = |name: &str| {
-        (name.starts_with(".download-") && name.ends_with(".part"))
-            || (name.starts_with(".results-") && name.ends_with(".csv"))
-    };
+    let is_leftover = crate::output_files::is_temporary;
     let stem_dirs = std::fs::read_dir(out_dir.join("audio"))
         .into_iter()
         .flatten()
@@ -328,31 +376,4 @@ fn remove_leftover_temporary_files(out_dir: &Path) {
             }
         }
     }
-}
-
-fn describe(stop: AccountStop) -> &'static str {
-    match stop {
-        AccountStop::BadKey => "the API key was refused (401/403); nothing more was sent",
-        AccountStop::NoCredits => {
-            "no credits left (402); nothing more was submitted, what was in flight was finished"
-        }
-    }
-}
-
-/// When `trigger` is cancelled, stop submitting and stop every request.
-fn stop_on(
-    trigger: CancellationToken,
-    stop_submits: &CancellationToken,
-    stop_all: &CancellationToken,
-    why: &'static str,
-) {
-    let (submits, all) = (stop_submits.clone(), stop_all.clone());
-    tokio::spawn(async move {
-        trigger.cancelled().await;
-        if !all.is_cancelled() {
-            tracing::warn!("{why}");
-        }
-        submits.cancel();
-        all.cancel();
-    });
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::JournalError;
+use crate::outcome::{TrackRecord, VariantStatus};
 use crate::variant::VariantId;
 
 /// The format version this stembatch writes.
@@ -280,6 +281,62 @@ fn decode_line(line: &[u8]) -> Result<Record, LineError> {
     let parsed: LineIn =
         serde_json::from_str(line).map_err(|e| LineError::Invalid(e.to_string()))?;
     Ok(parsed.record)
+}
+
+impl From<&TrackRecord> for TrackEntry {
+    fn from(track: &TrackRecord) -> Self {
+        TrackEntry {
+            track: track.number,
+            audio_id: track.audio_id.clone(),
+            file: track.file.clone(),
+            bytes: track.bytes,
+            sha256: track.sha256.clone(),
+            audio_url: track.audio_url.clone(),
+            duration_s: track.duration_s,
+            modified_ns: track.modified_ns,
+        }
+    }
+}
+
+impl From<&TrackEntry> for TrackRecord {
+    fn from(entry: &TrackEntry) -> Self {
+        TrackRecord {
+            number: entry.track,
+            audio_id: entry.audio_id.clone(),
+            duration_s: entry.duration_s,
+            file: entry.file.clone(),
+            bytes: entry.bytes,
+            sha256: entry.sha256.clone(),
+            audio_url: entry.audio_url.clone(),
+            modified_ns: entry.modified_ns,
+        }
+    }
+}
+
+impl From<EndStatus> for VariantStatus {
+    fn from(status: EndStatus) -> Self {
+        match status {
+            EndStatus::Finished => VariantStatus::Finished,
+            EndStatus::Failed => VariantStatus::Failed,
+            EndStatus::Timeout => VariantStatus::Timeout,
+            EndStatus::Error => VariantStatus::Error,
+        }
+    }
+}
+
+/// Pending has no end record: a variant without one is pending.
+impl TryFrom<VariantStatus> for EndStatus {
+    type Error = VariantStatus;
+
+    fn try_from(status: VariantStatus) -> Result<Self, VariantStatus> {
+        match status {
+            VariantStatus::Finished => Ok(EndStatus::Finished),
+            VariantStatus::Failed => Ok(EndStatus::Failed),
+            VariantStatus::Timeout => Ok(EndStatus::Timeout),
+            VariantStatus::Error => Ok(EndStatus::Error),
+            VariantStatus::Pending => Err(status),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::format::{Created, EndStatus, Record, TrackEntry};
-use crate::scheduler::upload::UploadedFile;
+use crate::outcome::{TrackRecord, UploadedFile, VariantRecord, VariantStatus};
 use crate::variant::VariantId;
 
 /// A task the journal knows, with the tracks downloaded from it so far.
@@ -40,6 +40,9 @@ pub struct Prior {
     pub unknown_outcomes: u32,
     /// The last submit intent has no outcome: the process died while it was in flight.
     pub submit_in_flight: bool,
+    /// The last submit's outcome is unknown (its answer was lost, or the process died
+    /// while it was on the wire): a task may exist that the journal cannot name.
+    pub last_outcome_unknown: bool,
     /// The current task.
     pub task: Option<PriorTask>,
     /// How it ended, when it did.
@@ -59,6 +62,7 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
                 }
                 prior.attempts += 1;
                 prior.submit_in_flight = true;
+                prior.last_outcome_unknown = false;
                 // A new submit replaces whatever an earlier one produced.
                 prior.task = None;
                 prior.end = None;
@@ -69,6 +73,7 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
                     prior.submit_in_flight = false;
                     prior.attempts -= 1;
                 }
+                prior.last_outcome_unknown = false;
             }
             Record::SubmitFailed {
                 variant_id,
@@ -79,6 +84,7 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
                 prior.submit_in_flight = false;
                 if *created == Created::Unknown {
                     prior.unknown_outcomes += 1;
+                    prior.last_outcome_unknown = true;
                 }
             }
             Record::Submitted {
@@ -124,9 +130,41 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
     for prior in priors.values_mut() {
         if prior.submit_in_flight {
             prior.unknown_outcomes += 1;
+            prior.last_outcome_unknown = true;
         }
     }
     priors
+}
+
+/// The message of a variant whose last submit's outcome is unknown.
+pub const UNKNOWN_OUTCOME: &str = "an earlier submit's answer was lost (the connection dropped, or the run was killed while it was on the wire): the provider may have created a task, which is billed if it succeeds, so it is not submitted again (hint: re-run with --retry-failed to submit it again, at the risk of paying twice)";
+
+impl From<&Prior> for VariantRecord {
+    /// The record an earlier run left, as the journal tells it.
+    fn from(prior: &Prior) -> Self {
+        let end = prior.end.as_ref();
+        let mut status = end.map_or(VariantStatus::Pending, |e| e.status.into());
+        let mut error = end.and_then(|e| e.error.clone());
+        if end.is_none() && prior.task.is_none() && prior.last_outcome_unknown {
+            status = VariantStatus::Error;
+            error = Some(UNKNOWN_OUTCOME.to_owned());
+        }
+        let tracks = match (status, &prior.task) {
+            (VariantStatus::Finished, Some(task)) => {
+                task.tracks.iter().map(TrackRecord::from).collect()
+            }
+            _ => Vec::new(),
+        };
+        VariantRecord {
+            status,
+            task_id: prior.task.as_ref().map(|t| t.task_id.clone()),
+            submitted_at: prior.task.as_ref().map(|t| t.submitted_at),
+            finished_at: end.map(|e| e.at),
+            attempts: prior.attempts,
+            error,
+            tracks,
+        }
+    }
 }
 
 /// The API the journal's last run used, when it says.
@@ -189,8 +227,9 @@ pub enum Start {
 /// - error: polled again when it has a task (costs nothing), else kept, or submitted
 ///   again with `retry_failed`;
 /// - submitted and not ended: polled;
-/// - died while its submit was in flight: submitted again (the provider may have created
-///   a task; this is counted as an unknown outcome);
+/// - its last submit's outcome is unknown (the answer was lost, or the process died
+///   while it was on the wire): the provider may have created a task the journal cannot
+///   name, so it is kept as `error`, and submitted again only with `retry_failed`;
 /// - unknown to the journal: submitted.
 pub fn decide(prior: Option<&Prior>, tracks_intact: bool, retry_failed: bool) -> Start {
     let Some(prior) = prior else {
@@ -213,6 +252,7 @@ pub fn decide(prior: Option<&Prior>, tracks_intact: bool, retry_failed: bool) ->
         (None, Some(task)) => Start::Poll {
             task_id: task.task_id.clone(),
         },
+        (None, None) if prior.last_outcome_unknown && !retry_failed => Start::Keep,
         (None, None) => Start::Submit,
     }
 }
@@ -335,18 +375,34 @@ mod tests {
     }
 
     #[test]
-    fn a_submit_cut_off_by_a_crash_counts_as_unknown_and_is_submitted_again() {
+    fn a_submit_cut_off_by_a_crash_counts_as_unknown_and_is_not_submitted_again_unasked() {
         let priors = replay(&[intent()]);
         let prior = &priors[&id()];
         assert_eq!(
             (
                 prior.attempts,
                 prior.unknown_outcomes,
-                prior.submit_in_flight
+                prior.submit_in_flight,
+                prior.last_outcome_unknown
             ),
-            (1, 1, true)
+            (1, 1, true, true)
         );
-        assert_eq!(decide(Some(prior), true, false), Start::Submit);
+        assert_eq!(decide(Some(prior), true, false), Start::Keep);
+        assert_eq!(decide(Some(prior), true, true), Start::Submit);
+        let record = VariantRecord::from(prior);
+        assert_eq!(record.status, VariantStatus::Error);
+        assert!(record.error.unwrap().contains("--retry-failed"));
+        // An answer lost in a run that then died before journaling the end: the same.
+        let priors = replay(&[intent(), failed(Created::Unknown)]);
+        assert_eq!(decide(priors.get(&id()), true, false), Start::Keep);
+        // A later known failure closes the question: nothing can exist from that try.
+        let priors = replay(&[
+            intent(),
+            failed(Created::Unknown),
+            intent(),
+            failed(Created::No),
+        ]);
+        assert_eq!(decide(priors.get(&id()), true, false), Start::Submit);
         // Known failures are not unknown outcomes; a crash after a retry's intent is.
         let priors = replay(&[
             intent(),
@@ -448,6 +504,8 @@ mod tests {
         unknown: u32,
         task: Option<String>,
         ended: Option<EndStatus>,
+        /// The last submit's outcome is unknown.
+        last_unknown: bool,
     }
 
     /// Random histories (submits failing, succeeding, withdrawn; tracks; ends; more
@@ -470,6 +528,7 @@ mod tests {
                         in_flight = true;
                         oracle.task = None;
                         oracle.ended = None;
+                        oracle.last_unknown = false;
                         oracle.calls += 1;
                         match rng.random_range(0..5) {
                             0 => {
@@ -484,6 +543,7 @@ mod tests {
                             2 => {
                                 records.push(failed(Created::Unknown));
                                 oracle.unknown += 1;
+                                oracle.last_unknown = true;
                                 in_flight = false;
                             }
                             3 => {
@@ -524,6 +584,7 @@ mod tests {
             }
             if in_flight {
                 oracle.unknown += 1;
+                oracle.last_unknown = true;
             }
             let priors = replay(&records);
             let Some(prior) = priors.get(&id()) else {
@@ -556,6 +617,13 @@ mod tests {
                         start,
                         Start::Submit,
                         "case {case}: resubmitted without --retry-failed"
+                    );
+                }
+                if oracle.last_unknown && oracle.task.is_none() && !retry_failed {
+                    assert_ne!(
+                        start,
+                        Start::Submit,
+                        "case {case}: a submit whose task may exist was made again unasked"
                     );
                 }
             }

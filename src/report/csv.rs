@@ -7,8 +7,10 @@ use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::scheduler::state::{TrackRecord, VariantRecord};
-use crate::variant::Variant;
+use std::collections::HashMap;
+
+use crate::outcome::{TrackRecord, VariantRecord};
+use crate::variant::{Variant, VariantId};
 
 /// The file's name inside the output folder.
 pub const FILE_NAME: &str = "results.csv";
@@ -42,16 +44,23 @@ pub const HEADER: [&str; 25] = [
     "error",
 ];
 
-/// Writes the header and every row.
-pub fn write(out: impl Write, variants: &[Variant], records: &[VariantRecord]) -> csv::Result<()> {
+/// Writes the header and every row: one per variant of `variants`, in their order, with
+/// its record (pending when `records` has none).
+pub fn write(
+    out: impl Write,
+    variants: &[Variant],
+    records: &HashMap<VariantId, VariantRecord>,
+) -> csv::Result<()> {
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record(HEADER)?;
-    for (variant, record) in variants.iter().zip(records) {
+    let pending = VariantRecord::default();
+    for variant in variants {
+        let record = records.get(&variant.id).unwrap_or(&pending);
         if record.tracks.is_empty() {
             writer.write_record(row(variant, record, None))?;
         }
-        for (n, track) in record.tracks.iter().enumerate() {
-            writer.write_record(row(variant, record, Some((n + 1, track))))?;
+        for track in &record.tracks {
+            writer.write_record(row(variant, record, Some(track)))?;
         }
     }
     writer.flush()?;
@@ -62,12 +71,12 @@ pub fn write(out: impl Write, variants: &[Variant], records: &[VariantRecord]) -
 pub fn write_file(
     dir: &Path,
     variants: &[Variant],
-    records: &[VariantRecord],
+    records: &HashMap<VariantId, VariantRecord>,
 ) -> std::io::Result<()> {
     let mut temp = tempfile::Builder::new()
-        .prefix(".results-")
-        .suffix(".csv")
-        .permissions(file_permissions())
+        .prefix(crate::output_files::REPORT_TEMP.0)
+        .suffix(crate::output_files::REPORT_TEMP.1)
+        .permissions(crate::output_files::permissions())
         .tempfile_in(dir)?;
     {
         let buffered = std::io::BufWriter::new(temp.as_file_mut());
@@ -76,13 +85,6 @@ pub fn write_file(
     temp.as_file().sync_all()?;
     temp.persist(dir.join(FILE_NAME)).map_err(|e| e.error)?;
     Ok(())
-}
-
-/// Output files are the user's to share: readable by all as far as the umask allows,
-/// not the owner-only mode temporary files are created with.
-pub(crate) fn file_permissions() -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(0o644)
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {
@@ -94,13 +96,8 @@ fn opt<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_default()
 }
 
-fn row(
-    variant: &Variant,
-    record: &VariantRecord,
-    track: Option<(usize, &TrackRecord)>,
-) -> Vec<String> {
-    let track_field =
-        |get: fn(&TrackRecord) -> String| track.map(|(_, t)| get(t)).unwrap_or_default();
+fn row(variant: &Variant, record: &VariantRecord, track: Option<&TrackRecord>) -> Vec<String> {
+    let track_field = |get: fn(&TrackRecord) -> String| track.map(get).unwrap_or_default();
     let mut row = Vec::with_capacity(HEADER.len());
     row.extend([
         variant.stem.name.clone(),
@@ -109,7 +106,7 @@ fn row(
         variant.id.to_string(),
         record.status.as_str().to_owned(),
         opt(record.task_id.as_deref()),
-        opt(track.map(|(n, _)| n)),
+        opt(track.map(|t| t.number)),
         track_field(|t| t.audio_id.clone()),
     ]);
     row.extend(variant.params.columns());
@@ -130,7 +127,7 @@ fn row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::state::VariantStatus;
+    use crate::outcome::VariantStatus;
 
     fn variants() -> Vec<Variant> {
         let text = "[defaults]\ntitle = \"{stem} {variant}\"\ntags = \"a, b\"\nnegative_tags = \"\"\nstyle_weight = 0.65\n\
@@ -150,6 +147,8 @@ mod tests {
         let variants = variants();
         let at = "2026-11-25T01:02:03Z".parse().unwrap();
         let track = |n: u32| TrackRecord {
+            number: n,
+            modified_ns: None,
             audio_id: format!("a{n}"),
             duration_s: Some(20.0),
             file: format!("audio/s/one-{n}.wav"),
@@ -157,18 +156,16 @@ mod tests {
             sha256: "ff".into(),
             audio_url: format!("http://h/{n}.wav"),
         };
-        let records = vec![
-            VariantRecord {
-                status: VariantStatus::Finished,
-                task_id: Some("t1".into()),
-                submitted_at: Some(at),
-                finished_at: Some(at),
-                attempts: 1,
-                error: None,
-                tracks: vec![track(1), track(2)],
-            },
-            VariantRecord::default(),
-        ];
+        let finished = VariantRecord {
+            status: VariantStatus::Finished,
+            task_id: Some("t1".into()),
+            submitted_at: Some(at),
+            finished_at: Some(at),
+            attempts: 1,
+            error: None,
+            tracks: vec![track(1), track(2)],
+        };
+        let records = HashMap::from([(variants[0].id.clone(), finished)]);
         let mut out = Vec::new();
         write(&mut out, &variants, &records).unwrap();
         let text = String::from_utf8(out).unwrap();

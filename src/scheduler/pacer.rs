@@ -1,71 +1,90 @@
-//! Pacing of API calls: one [`Pacer`] per endpoint spaces calls evenly at the configured
-//! rate. A trait, so tests can swap the governor-backed pacer (which sleeps on its own
-//! clock, not tokio's) for a fake.
+//! Pacing of API calls: one [`Pacer`] per endpoint hands out evenly spaced slots at the
+//! configured rate (GCRA, the algorithm of governor and of Redis' `redis_rate`).
+//!
+//! A slot is *reserved* ahead of its time rather than waited for and taken, so that a
+//! submit can make its intent durable in the journal just before its slot comes: the
+//! call then goes out exactly on its slot, and the window in which a crash leaves its
+//! outcome unknown is one fsync long instead of the whole wait. governor only grants a
+//! slot that is due now, which is why the arithmetic lives here ([`Gcra`], pure).
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::time::Duration;
-
-use futures::future::BoxFuture;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::manifest::Rate;
 
-/// Waits until the next call of one endpoint may go out.
+/// Hands out the call slots of one endpoint.
 pub trait Pacer: Send + Sync {
-    /// Resolves when a call may be made now; each resolution uses up one call.
-    fn ready(&self) -> BoxFuture<'_, ()>;
+    /// Reserves the next slot: the instant at which one call may go out. A slot reserved
+    /// and not used is lost, never given to another call.
+    fn reserve(&self, now: Instant) -> Instant;
 
-    /// The provider said to wait (429 with `Retry-After`): no call before `wait` from now.
-    fn hold_off(&self, wait: Duration);
+    /// The provider said to wait (429 with `Retry-After`): no slot before `now + wait`.
+    fn hold_off(&self, now: Instant, wait: Duration);
 }
 
-/// A GCRA limiter at exactly `rate`, with `burst` calls allowed back to back.
+/// The generic cell rate algorithm over one "theoretical arrival time".
+#[derive(Clone, Debug)]
+pub struct Gcra {
+    period: Duration,
+    /// How far ahead of the theoretical arrival time a call may go: `(burst - 1) × period`.
+    tolerance: Duration,
+    /// The theoretical arrival time of the next call, when any call was made.
+    tat: Option<Instant>,
+}
+
+impl Gcra {
+    /// `rate`, with at most `burst` calls back to back.
+    pub fn new(rate: Rate, burst: NonZeroU32) -> Self {
+        let period = rate.period().max(Duration::from_nanos(1));
+        Gcra {
+            period,
+            tolerance: period.saturating_mul(burst.get() - 1),
+            tat: None,
+        }
+    }
+
+    /// Reserves the next slot at or after `now`.
+    pub fn reserve(&mut self, now: Instant) -> Instant {
+        let tat = self.tat.unwrap_or(now).max(now);
+        let slot = tat.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        self.tat = Some(tat + self.period);
+        slot
+    }
+
+    /// No slot before `until`.
+    pub fn hold_until(&mut self, until: Instant) {
+        let tat = self.tat.map_or(until, |tat| tat.max(until));
+        // With a burst, the slot is `tat - tolerance`: push the time so that it is `until`.
+        self.tat = Some(tat.max(until + self.tolerance));
+    }
+}
+
+/// A [`Gcra`] behind a lock held for a few instructions.
 pub struct RatePacer {
-    limiter: DefaultDirectRateLimiter,
-    hold_until: Mutex<Option<Instant>>,
+    gcra: Mutex<Gcra>,
 }
 
 impl RatePacer {
     /// A pacer for `rate` with bursts of at most `burst`.
     pub fn new(rate: Rate, burst: NonZeroU32) -> Self {
-        let period = rate.period().max(Duration::from_nanos(1));
-        let quota = Quota::with_period(period)
-            .expect("the period is above zero")
-            .allow_burst(burst);
         RatePacer {
-            limiter: RateLimiter::direct(quota),
-            hold_until: Mutex::new(None),
+            gcra: Mutex::new(Gcra::new(rate, burst)),
         }
     }
 
-    fn held_until(&self) -> Option<Instant> {
-        let hold = *self.hold_until.lock().unwrap_or_else(|p| p.into_inner());
-        hold.filter(|&until| until > Instant::now())
+    fn gcra(&self) -> std::sync::MutexGuard<'_, Gcra> {
+        self.gcra.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Pacer for RatePacer {
-    fn ready(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            loop {
-                if let Some(until) = self.held_until() {
-                    tokio::time::sleep_until(until).await;
-                }
-                self.limiter.until_ready().await;
-                // A hold that began while we queued applies to this call too.
-                if self.held_until().is_none() {
-                    return;
-                }
-            }
-        })
+    fn reserve(&self, now: Instant) -> Instant {
+        self.gcra().reserve(now)
     }
 
-    fn hold_off(&self, wait: Duration) {
-        let until = Instant::now() + wait;
-        let mut hold = self.hold_until.lock().unwrap_or_else(|p| p.into_inner());
-        *hold = Some(hold.map_or(until, |current| current.max(until)));
+    fn hold_off(&self, now: Instant, wait: Duration) {
+        self.gcra().hold_until(now + wait);
     }
 }
 
@@ -73,26 +92,78 @@ impl Pacer for RatePacer {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn spaces_calls_evenly_without_a_burst() {
-        let pacer = RatePacer::new(Rate::parse("20/s").unwrap(), NonZeroU32::MIN);
-        let start = std::time::Instant::now();
-        for _ in 0..5 {
-            pacer.ready().await;
-        }
-        // The first call goes at once, the next four 50 ms apart.
-        let elapsed = start.elapsed();
-        assert!(elapsed >= Duration::from_millis(195), "{elapsed:?}");
-        assert!(elapsed < Duration::from_millis(400), "{elapsed:?}");
+    fn rate(text: &str) -> Rate {
+        Rate::parse(text).unwrap()
     }
 
-    #[tokio::test]
-    async fn hold_off_delays_the_next_call() {
-        let pacer = RatePacer::new(Rate::parse("1000/s").unwrap(), NonZeroU32::MIN);
-        pacer.ready().await;
-        pacer.hold_off(Duration::from_millis(150));
-        let start = std::time::Instant::now();
-        pacer.ready().await;
-        assert!(start.elapsed() >= Duration::from_millis(140));
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn slots_are_evenly_spaced_without_a_burst() {
+        let mut gcra = Gcra::new(rate("20/s"), NonZeroU32::MIN);
+        let t0 = Instant::now();
+        let slots: Vec<Duration> = (0..5).map(|_| gcra.reserve(t0) - t0).collect();
+        assert_eq!(slots, [MS(0), MS(50), MS(100), MS(150), MS(200)]);
+        // Idle time is not saved up: after a pause the next call goes at once, then 50 ms.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(gcra.reserve(later), later);
+        assert_eq!(gcra.reserve(later) - later, MS(50));
+    }
+
+    #[test]
+    fn a_burst_allows_that_many_calls_back_to_back_then_the_rate() {
+        let mut gcra = Gcra::new(rate("10/s"), NonZeroU32::new(3).unwrap());
+        let t0 = Instant::now();
+        let slots: Vec<Duration> = (0..5).map(|_| gcra.reserve(t0) - t0).collect();
+        assert_eq!(slots, [MS(0), MS(0), MS(0), MS(100), MS(200)]);
+    }
+
+    #[test]
+    fn a_hold_off_moves_every_later_slot() {
+        let mut gcra = Gcra::new(rate("10/s"), NonZeroU32::MIN);
+        let t0 = Instant::now();
+        assert_eq!(gcra.reserve(t0), t0);
+        gcra.hold_until(t0 + MS(1000));
+        assert_eq!(gcra.reserve(t0) - t0, MS(1000));
+        assert_eq!(gcra.reserve(t0) - t0, MS(1100));
+        // A hold that ends before the next slot changes nothing.
+        gcra.hold_until(t0 + MS(500));
+        assert_eq!(gcra.reserve(t0) - t0, MS(1200));
+        let mut burst = Gcra::new(rate("10/s"), NonZeroU32::new(4).unwrap());
+        burst.hold_until(t0 + MS(1000));
+        assert_eq!(burst.reserve(t0) - t0, MS(1000));
+    }
+
+    /// Any window of the period's length holds at most `burst` slots, however the calls
+    /// come: the property the provider's sliding windows check.
+    #[test]
+    fn no_window_ever_holds_more_slots_than_the_limit_allows() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for burst in [1u32, 2, 5] {
+            let mut gcra = Gcra::new(rate("600/min"), NonZeroU32::new(burst).unwrap());
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut slots = Vec::new();
+            for _ in 0..2000 {
+                now += MS(rng.random_range(0..150));
+                if rng.random_range(0..20) == 0 {
+                    gcra.hold_until(now + MS(rng.random_range(0..500)));
+                }
+                slots.push(gcra.reserve(now));
+            }
+            slots.sort();
+            let window = Duration::from_secs(60);
+            for (i, start) in slots.iter().enumerate() {
+                let inside = slots[i..]
+                    .iter()
+                    .take_while(|s| **s < *start + window)
+                    .count();
+                assert!((inside as u32) < 600 + burst, "burst {burst}: {inside}");
+            }
+            for pair in slots.windows(2).skip(burst as usize) {
+                assert!(pair[1] >= pair[0], "slots never go back in time");
+            }
+        }
     }
 }

@@ -1,94 +1,196 @@
-//! The retry loop shared by every call that may be repeated (detail queries, uploads):
-//! wait for the pacer, call, classify, back off. Submits have their own loop in the worker,
-//! because each of their attempts is journaled.
+//! The one retry path of calls that may be repeated (detail queries, uploads, downloads):
+//! wait for the pacer's slot, call, ask the failure policy, back off (honouring a capped
+//! `Retry-After`), all raced against a stop token. Submits never come through here:
+//! whether a variant is submitted again is the run state's decision.
 
 use std::future::Future;
+use std::time::Duration;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::pacer::Pacer;
-use crate::api::retry::{classify, is_rate_limited, CallKind, RetryPolicy, Verdict};
+use crate::api::retry::{classify, CallKind, RetryPolicy, Verdict};
 use crate::api::ApiError;
+use crate::download::DownloadError;
 
 /// Why a call with retries gave up.
-pub(super) enum CallFailure {
-    /// `stop` was cancelled.
+#[derive(Debug)]
+pub enum CallFailure<E> {
+    /// The stop token was cancelled first.
     Stopped,
-    /// The provider refused it, the account stopped, or every attempt failed.
-    Failed {
-        /// The last error.
-        err: ApiError,
-        /// What the failure policy made of it.
-        verdict: Verdict,
-    },
+    /// The last error: not worth repeating, or the tries ran out.
+    Failed(E),
 }
 
-/// Waits for the pacer's turn; false when `stop` comes first.
-pub(super) async fn turn(pacer: &dyn Pacer, stop: &CancellationToken) -> bool {
+/// What the failure policy makes of one failed try.
+pub trait Retryable {
+    /// `Some(retry_after)` when another try may succeed (`retry_after` as the answer
+    /// asked); `None` when repeating is pointless or wrong.
+    fn retry(&self) -> Option<Option<Duration>>;
+
+    /// Whether the answer was "too many requests": the whole endpoint slows down.
+    fn rate_limited(&self) -> bool;
+}
+
+impl Retryable for ApiError {
+    fn retry(&self) -> Option<Option<Duration>> {
+        match classify(self, CallKind::Idempotent) {
+            Verdict::Retry { after } => Some(after),
+            _ => None,
+        }
+    }
+
+    fn rate_limited(&self) -> bool {
+        crate::api::retry::is_rate_limited(self)
+    }
+}
+
+impl Retryable for DownloadError {
+    fn retry(&self) -> Option<Option<Duration>> {
+        self.is_retryable().then(|| self.retry_after())
+    }
+
+    fn rate_limited(&self) -> bool {
+        matches!(self, DownloadError::Status { status: 429, .. })
+    }
+}
+
+/// Sleeps until `until`; false when `stop` comes first.
+pub async fn sleep_until(until: Instant, stop: &CancellationToken) -> bool {
     tokio::select! {
         biased;
         _ = stop.cancelled() => false,
-        _ = pacer.ready() => true,
+        _ = tokio::time::sleep_until(until) => true,
     }
 }
 
-/// Waits out the backoff after the `attempts`-th failure, and holds the whole endpoint
-/// back on a 429; false when `stop` comes first.
-pub(super) async fn back_off(
-    pacer: &dyn Pacer,
-    retry: &RetryPolicy,
-    attempts: u32,
-    err: &ApiError,
-    stop: &CancellationToken,
-) -> bool {
-    let retry_after = match err {
-        ApiError::Status { retry_after, .. } => *retry_after,
-        _ => None,
-    };
-    let wait = retry.delay(attempts, retry_after, rand::random());
-    if is_rate_limited(err) {
-        pacer.hold_off(retry_after.unwrap_or(wait));
-    }
-    tracing::debug!(attempt = attempts, error = %err, ?wait, "retrying");
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(wait) => true,
-    }
+/// Sleeps `wait`; false when `stop` comes first.
+pub async fn sleep(wait: Duration, stop: &CancellationToken) -> bool {
+    sleep_until(Instant::now() + wait, stop).await
 }
 
-/// One call that may be repeated, paced and retried as the failure policy allows; raced
-/// against `stop`, since dropping it costs nothing.
-pub(super) async fn call_with_retries<T, F, Fut>(
-    pacer: &dyn Pacer,
-    retry: &RetryPolicy,
+/// Reserves the pacer's next slot and waits for it; false when `stop` comes first (the
+/// slot is then lost, never used twice).
+pub async fn take_slot(pacer: &dyn Pacer, stop: &CancellationToken) -> bool {
+    let slot = pacer.reserve(Instant::now().into_std());
+    sleep_until(Instant::from_std(slot), stop).await
+}
+
+/// One call that may be repeated, paced (when a pacer is given) and retried as the
+/// policy allows; raced against `stop`, since dropping it costs nothing.
+pub async fn with_retries<T, E, F, Fut>(
+    pacer: Option<&dyn Pacer>,
+    policy: &RetryPolicy,
     stop: &CancellationToken,
     mut call: F,
-) -> Result<T, CallFailure>
+) -> Result<T, CallFailure<E>>
 where
+    E: Retryable + std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ApiError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
-    let mut attempts = 0;
+    let mut backoff = policy.backoff(rand::random());
     loop {
-        if !turn(pacer, stop).await {
-            return Err(CallFailure::Stopped);
+        if let Some(pacer) = pacer {
+            if !take_slot(pacer, stop).await {
+                return Err(CallFailure::Stopped);
+            }
         }
-        attempts += 1;
         let result = tokio::select! {
-            result = call() => result,
+            biased;
             _ = stop.cancelled() => return Err(CallFailure::Stopped),
+            result = call() => result,
         };
         let err = match result {
             Ok(value) => return Ok(value),
             Err(err) => err,
         };
-        match classify(&err, CallKind::Idempotent) {
-            Verdict::Retry { .. } if retry.allows_another(attempts) => {
-                if !back_off(pacer, retry, attempts, &err, stop).await {
-                    return Err(CallFailure::Stopped);
-                }
-            }
-            verdict => return Err(CallFailure::Failed { err, verdict }),
+        let Some(retry_after) = err.retry() else {
+            return Err(CallFailure::Failed(err));
+        };
+        let Some(wait) = backoff.next_wait(retry_after) else {
+            return Err(CallFailure::Failed(err));
+        };
+        if let (Some(pacer), true) = (pacer, err.rate_limited()) {
+            pacer.hold_off(Instant::now().into_std(), wait);
         }
+        tracing::debug!(attempt = backoff.failures(), error = %err, ?wait, "retrying");
+        if !sleep(wait, stop).await {
+            return Err(CallFailure::Stopped);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn status(status: u16, retry_after: Option<Duration>) -> ApiError {
+        ApiError::Status {
+            status,
+            message: String::new(),
+            retry_after,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_until_the_tries_run_out() {
+        let calls = AtomicU32::new(0);
+        let policy = RetryPolicy::new(3);
+        let stop = CancellationToken::new();
+        let result: Result<(), _> = with_retries(None, &policy, &stop, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(status(502, None))
+        })
+        .await;
+        assert!(matches!(result, Err(CallFailure::Failed(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rejected_call_is_not_repeated() {
+        let calls = AtomicU32::new(0);
+        let stop = CancellationToken::new();
+        let result: Result<(), _> = with_retries(None, &RetryPolicy::new(6), &stop, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(status(404, None))
+        })
+        .await;
+        assert!(matches!(result, Err(CallFailure::Failed(_))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_up_to_its_cap() {
+        let calls = AtomicU32::new(0);
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let result = with_retries(None, &RetryPolicy::new(6), &stop, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(status(429, Some(Duration::from_secs(86_400)))),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        assert!(result.is_ok());
+        let waited = started.elapsed();
+        assert_eq!(waited, RetryPolicy::new(6).retry_after_cap, "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_cuts_the_backoff_short() {
+        let stop = CancellationToken::new();
+        let canceller = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            canceller.cancel();
+        });
+        let result: Result<(), _> = with_retries(None, &RetryPolicy::new(6), &stop, || async {
+            Err(status(429, Some(Duration::from_secs(60))))
+        })
+        .await;
+        assert!(matches!(result, Err(CallFailure::Stopped)));
     }
 }

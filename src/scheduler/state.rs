@@ -1,312 +1,693 @@
-//! The run's state: one [`VariantRecord`] per variant, changed only by [`RunState::apply`].
-//! Pure: the coordinator feeds it events and decides when to write it out.
+//! The run state: every money decision of a run, in one pure machine.
+//!
+//! [`RunState::handle`] takes what the shell saw ([`Event`]) and says what to do next
+//! ([`Action`]): submit, submit again, poll, download, end a variant, stop. It owns the
+//! in-flight cap, the per-variant phase and record, and the run-level stops. The shell
+//! (`coordinator`, `executor`) only carries actions out and reports events; nothing here
+//! waits, sleeps, or touches the network or the disk, so every rule is tested without a
+//! runtime.
+//!
+//! The money rules it keeps:
+//! - a variant is submitted again only after a failure that proves no task was created
+//!   (no connection, 429, 503), within `max_attempts`;
+//! - a submit whose outcome is unknown (a 5xx after the request was sent, a timeout, a
+//!   dropped connection, an unreadable 2xx) is never followed by another submit of that
+//!   variant: it ends `error`, saying a task may exist;
+//! - nothing is submitted after a run-level stop (401/402/403, an unreadable 2xx, a
+//!   journal or disk failure, a signal, the deadline);
+//! - a variant whose task is known is polled, never submitted.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use crate::journal::format::{EndStatus, TrackEntry};
-use crate::journal::replay::Prior;
+use super::events::{Action, Event, StopReason, TrackFailure};
+use super::poll::PollSchedule;
+use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
+use crate::api::types::{TaskDetail, TaskStatus};
+use crate::api::ApiError;
+use crate::journal::replay::Start;
+use crate::outcome::{StatusCounts, TrackRecord, VariantEnd, VariantRecord, VariantStatus};
+use crate::variant::VariantId;
 
-/// What became of a variant (SPEC.md's `status` column).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum VariantStatus {
-    /// Every track downloaded.
-    Finished,
-    /// The provider said the task failed.
-    Failed,
-    /// Not finished or failed within `task_timeout`.
-    Timeout,
-    /// We could not complete it.
-    Error,
-    /// Not done when the run stopped.
-    Pending,
+/// The knobs of the decisions.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Variants in flight at most.
+    pub concurrency: usize,
+    /// A task not finished or failed by then ends as `timeout`.
+    pub task_timeout: Duration,
+    /// First poll after a submit.
+    pub poll_interval: Duration,
+    /// The poll interval grows up to this.
+    pub poll_interval_max: Duration,
+    /// Submit calls per variant per run, when the failures prove no task was created.
+    pub submit_retry: RetryPolicy,
 }
 
-impl VariantStatus {
-    /// The CSV word.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VariantStatus::Finished => "finished",
-            VariantStatus::Failed => "failed",
-            VariantStatus::Timeout => "timeout",
-            VariantStatus::Error => "error",
-            VariantStatus::Pending => "pending",
+/// One variant as the run starts it.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The variant.
+    pub id: VariantId,
+    /// What its work starts with.
+    pub start: Start,
+    /// What earlier runs left.
+    pub record: VariantRecord,
+}
+
+impl Entry {
+    /// A variant no earlier run knows: submitted.
+    pub fn fresh(variant: &crate::variant::Variant) -> Self {
+        Entry {
+            id: variant.id.clone(),
+            start: Start::Submit,
+            record: VariantRecord::default(),
         }
     }
 }
 
-/// One downloaded track.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrackRecord {
-    /// The provider's id.
-    pub audio_id: String,
-    /// Seconds, as the provider reports.
-    pub duration_s: Option<f64>,
-    /// Path relative to the output folder, with `/`.
-    pub file: String,
-    /// Bytes on disk.
-    pub bytes: u64,
-    /// Hex sha256 of the file.
-    pub sha256: String,
-    /// Where it was downloaded from.
-    pub audio_url: String,
-}
-
-/// Everything known about one variant.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VariantRecord {
-    /// Where it is.
-    pub status: VariantStatus,
-    /// The provider's task, once submitted.
-    pub task_id: Option<String>,
-    /// When the submit was answered.
-    pub submitted_at: Option<DateTime<Utc>>,
-    /// When it reached its end status.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Submit calls made for it.
-    pub attempts: u32,
-    /// Why it failed, for failed, timeout and error.
-    pub error: Option<String>,
-    /// Its tracks, once finished.
-    pub tracks: Vec<TrackRecord>,
-}
-
-impl Default for VariantRecord {
-    fn default() -> Self {
-        VariantRecord {
-            status: VariantStatus::Pending,
-            task_id: None,
-            submitted_at: None,
-            finished_at: None,
-            attempts: 0,
-            error: None,
-            tracks: Vec::new(),
-        }
-    }
-}
-
-/// How a variant's work ended in this run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VariantEnd {
-    /// The end status (`Pending` when the run stopped first).
-    pub status: VariantStatus,
-    /// The tracks, for `Finished`.
-    pub tracks: Vec<TrackRecord>,
-    /// Why, for anything but `Finished`.
-    pub error: Option<String>,
-    /// When.
-    pub at: DateTime<Utc>,
-}
-
-/// What workers report.
-#[derive(Clone, Debug, PartialEq)]
-pub enum WorkerEvent {
-    /// A submit call is about to go out.
-    Submitting {
-        /// The variant's index in the manifest.
-        index: usize,
-    },
-    /// A submit failed in a way that leaves open whether the provider created a task.
-    SubmitOutcomeUnknown {
-        /// The variant's index.
-        index: usize,
-    },
-    /// The provider created the task.
-    Submitted {
-        /// The variant's index.
-        index: usize,
-        /// The provider's task.
+/// Where one variant is.
+#[derive(Clone, Debug)]
+enum Phase {
+    /// Waiting for an in-flight slot.
+    Queued(Start),
+    /// A `Submit` action is out.
+    Submitting { backoff: crate::api::retry::Backoff },
+    /// A `Poll` action is out.
+    Polling {
         task_id: String,
-        /// When the answer came.
-        at: DateTime<Utc>,
+        since: Instant,
+        schedule: PollSchedule,
     },
-    /// The variant's work is over for this run.
-    Ended {
-        /// The variant's index.
-        index: usize,
-        /// How.
-        end: VariantEnd,
-    },
+    /// `Download` actions are out.
+    Downloading(Downloads),
+    /// Its work in this run is over (or there was none).
+    Ended,
 }
 
-impl VariantRecord {
-    /// The record an earlier run left, as the journal tells it.
-    pub fn from_prior(prior: &Prior) -> Self {
-        let end = prior.end.as_ref();
-        let status = match end.map(|e| e.status) {
-            None => VariantStatus::Pending,
-            Some(EndStatus::Finished) => VariantStatus::Finished,
-            Some(EndStatus::Failed) => VariantStatus::Failed,
-            Some(EndStatus::Timeout) => VariantStatus::Timeout,
-            Some(EndStatus::Error) => VariantStatus::Error,
-        };
-        let tracks = match (status, &prior.task) {
-            (VariantStatus::Finished, Some(task)) => {
-                task.tracks.iter().map(TrackRecord::from).collect()
-            }
-            _ => Vec::new(),
-        };
-        VariantRecord {
-            status,
-            task_id: prior.task.as_ref().map(|t| t.task_id.clone()),
-            submitted_at: prior.task.as_ref().map(|t| t.submitted_at),
-            finished_at: end.map(|e| e.at),
-            attempts: prior.attempts,
-            error: end.and_then(|e| e.error.clone()),
-            tracks,
-        }
-    }
+#[derive(Clone, Debug)]
+struct Downloads {
+    outstanding: usize,
+    tracks: Vec<TrackRecord>,
+    failures: Vec<String>,
+    stopped: bool,
 }
 
-impl From<&TrackEntry> for TrackRecord {
-    fn from(entry: &TrackEntry) -> Self {
-        TrackRecord {
-            audio_id: entry.audio_id.clone(),
-            duration_s: entry.duration_s,
-            file: entry.file.clone(),
-            bytes: entry.bytes,
-            sha256: entry.sha256.clone(),
-            audio_url: entry.audio_url.clone(),
-        }
-    }
+#[derive(Clone, Debug)]
+struct VariantState {
+    phase: Phase,
+    record: VariantRecord,
 }
 
-/// Every variant's record, in manifest order.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Every variant's phase and record, and the run-level stops.
+#[derive(Debug)]
 pub struct RunState {
-    records: Vec<VariantRecord>,
+    policy: Policy,
+    variants: HashMap<VariantId, VariantState>,
+    /// Manifest order, for the report and the start order.
+    order: Vec<VariantId>,
+    queue: VecDeque<VariantId>,
+    in_flight: usize,
+    stops: Vec<StopReason>,
+    submits_stopped: bool,
+    work_stopped: bool,
+    tasks_created: usize,
     unknown_outcomes: usize,
 }
 
 impl RunState {
-    /// A state starting from earlier runs' records.
-    pub fn from_records(records: Vec<VariantRecord>) -> Self {
+    /// The state of a run over `entries`, in manifest order.
+    pub fn new(policy: Policy, entries: Vec<Entry>) -> Self {
+        let mut variants = HashMap::with_capacity(entries.len());
+        let mut order = Vec::with_capacity(entries.len());
+        let mut queue = VecDeque::new();
+        for entry in entries {
+            let phase = match entry.start {
+                Start::Keep => Phase::Ended,
+                start => {
+                    queue.push_back(entry.id.clone());
+                    Phase::Queued(start)
+                }
+            };
+            order.push(entry.id.clone());
+            let state = VariantState {
+                phase,
+                record: entry.record,
+            };
+            variants.insert(entry.id, state);
+        }
         RunState {
-            records,
+            policy,
+            variants,
+            order,
+            queue,
+            in_flight: 0,
+            stops: Vec::new(),
+            submits_stopped: false,
+            work_stopped: false,
+            tasks_created: 0,
             unknown_outcomes: 0,
         }
     }
 
-    /// Submits of this run whose outcome stayed unknown, so were made again.
-    pub fn unknown_outcomes(&self) -> usize {
-        self.unknown_outcomes
+    /// The first actions: as many variants as the in-flight cap allows.
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.fill_slots(now, &mut actions);
+        actions
     }
 
-    /// The records, in manifest order.
-    pub fn records(&self) -> &[VariantRecord] {
-        &self.records
-    }
-
-    /// Applies one event; returns whether a variant ended (the report is due).
-    pub fn apply(&mut self, event: WorkerEvent) -> bool {
+    /// Takes one event in; returns what to do next. The only place that decides.
+    pub fn handle(&mut self, now: Instant, at: DateTime<Utc>, event: Event) -> Vec<Action> {
+        let mut actions = Vec::new();
         match event {
-            WorkerEvent::Submitting { index } => {
-                self.records[index].attempts += 1;
-                false
+            Event::Submitted { id, task_id, at } => {
+                self.on_submitted(now, &id, task_id, at, &mut actions)
             }
-            WorkerEvent::SubmitOutcomeUnknown { .. } => {
-                self.unknown_outcomes += 1;
-                false
+            Event::SubmitFailed { id, error } => {
+                self.on_submit_failed(&id, &error, at, &mut actions)
             }
-            WorkerEvent::Submitted { index, task_id, at } => {
-                let record = &mut self.records[index];
-                record.task_id = Some(task_id);
-                record.submitted_at = Some(at);
-                false
+            Event::SubmitWithdrawn { id, .. } => {
+                let why = "not submitted: the run stopped first";
+                self.end(
+                    &id,
+                    VariantEnd::with_error(VariantStatus::Pending, why, at),
+                    &mut actions,
+                );
             }
-            WorkerEvent::Ended { index, end } => {
-                let record = &mut self.records[index];
-                record.status = end.status;
-                record.tracks = end.tracks;
-                record.error = end.error;
-                record.finished_at = (end.status != VariantStatus::Pending).then_some(end.at);
-                true
+            Event::StemUnavailable { id, error } => {
+                self.on_stem_unavailable(&id, &error, at, &mut actions)
+            }
+            Event::Polled { id, detail } => self.on_polled(now, &id, detail, at, &mut actions),
+            Event::PollFailed { id, error } => {
+                self.on_poll_failed(now, &id, &error, at, &mut actions)
+            }
+            Event::PollStopped { id } => {
+                let why = "the run stopped while the task was running; the next run collects it";
+                self.end(
+                    &id,
+                    VariantEnd::with_error(VariantStatus::Pending, why, at),
+                    &mut actions,
+                );
+            }
+            Event::TrackDownloaded { id, track, .. } => {
+                self.on_track(&id, Ok(track), at, &mut actions)
+            }
+            Event::TrackFailed {
+                id,
+                number,
+                failure,
+            } => {
+                if failure.disk_full() {
+                    self.stop(StopReason::Storage { disk_full: true }, at, &mut actions);
+                }
+                self.on_track(&id, Err((number, failure)), at, &mut actions)
+            }
+            Event::JournalFailed { id, disk_full } => {
+                self.stop(StopReason::Storage { disk_full }, at, &mut actions);
+                if let Some(id) = id {
+                    let why = "not submitted: the journal could not record the intent";
+                    let end = VariantEnd::with_error(VariantStatus::Pending, why, at);
+                    self.end(&id, end, &mut actions);
+                }
+            }
+            Event::Stop(reason) => self.stop(reason, at, &mut actions),
+        }
+        self.fill_slots(now, &mut actions);
+        actions
+    }
+
+    fn on_submitted(
+        &mut self,
+        now: Instant,
+        id: &VariantId,
+        task_id: String,
+        answered: DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) {
+        self.tasks_created += 1;
+        let work_stopped = self.work_stopped;
+        let poll_interval = self.policy.poll_interval;
+        let schedule = PollSchedule::new(poll_interval, self.policy.poll_interval_max);
+        let Some(variant) = self.variants.get_mut(id) else {
+            return;
+        };
+        variant.record.attempts += 1;
+        variant.record.task_id = Some(task_id.clone());
+        variant.record.submitted_at = Some(answered);
+        if work_stopped {
+            let why = "the run stopped after the submit was answered; its task is journaled and the next run collects it";
+            let end = VariantEnd::with_error(VariantStatus::Pending, why, answered);
+            self.end(id, end, actions);
+            return;
+        }
+        variant.phase = Phase::Polling {
+            task_id: task_id.clone(),
+            since: now,
+            schedule,
+        };
+        actions.push(Action::Poll {
+            id: id.clone(),
+            task_id,
+            after: poll_interval,
+        });
+    }
+
+    fn on_submit_failed(
+        &mut self,
+        id: &VariantId,
+        error: &ApiError,
+        at: DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) {
+        let verdict = classify(error, CallKind::Submit);
+        if matches!(verdict, Verdict::OutcomeUnknown | Verdict::Unreadable) {
+            self.unknown_outcomes += 1;
+        }
+        let submits_stopped = self.submits_stopped;
+        let Some(variant) = self.variants.get_mut(id) else {
+            return;
+        };
+        variant.record.attempts += 1;
+        let (status, why) = match verdict {
+            Verdict::Retry { after } => {
+                let Phase::Submitting { backoff } = &mut variant.phase else {
+                    return;
+                };
+                match backoff.next_wait(after) {
+                    Some(wait) if !submits_stopped => {
+                        actions.push(Action::Submit {
+                            id: id.clone(),
+                            after: wait,
+                        });
+                        return;
+                    }
+                    Some(_) => (
+                        VariantStatus::Pending,
+                        format!("not submitted again: the run stopped first ({error})"),
+                    ),
+                    None => (
+                        VariantStatus::Error,
+                        format!(
+                            "submit failed {} times, each time before a task was created: {error}",
+                            backoff.failures()
+                        ),
+                    ),
+                }
+            }
+            Verdict::OutcomeUnknown => (VariantStatus::Error, unknown_message(error)),
+            Verdict::Unreadable => {
+                self.stop(StopReason::UnreadableSubmit, at, actions);
+                (
+                    VariantStatus::Error,
+                    format!("the provider answered the submit with a body that could not be read ({error}): a task may exist and will be billed if it succeeds; not submitted again (hint: check for a newer stembatch)"),
+                )
+            }
+            Verdict::Reject => (VariantStatus::Error, format!("submit rejected: {error}")),
+            Verdict::Stop(account) => {
+                self.stop(StopReason::Account(account), at, actions);
+                (
+                    VariantStatus::Pending,
+                    format!("not submitted: the account stopped the run ({error})"),
+                )
+            }
+        };
+        self.end(id, VariantEnd::with_error(status, why, at), actions);
+    }
+
+    fn on_stem_unavailable(
+        &mut self,
+        id: &VariantId,
+        error: &ApiError,
+        at: DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) {
+        let (status, why) = match classify(error, CallKind::Idempotent) {
+            Verdict::Stop(account) => {
+                self.stop(StopReason::Account(account), at, actions);
+                (
+                    VariantStatus::Pending,
+                    format!("not submitted: the account stopped the run ({error})"),
+                )
+            }
+            _ => (
+                VariantStatus::Error,
+                format!("not submitted: the stem's upload failed: {error}"),
+            ),
+        };
+        self.end(id, VariantEnd::with_error(status, why, at), actions);
+    }
+
+    fn on_polled(
+        &mut self,
+        now: Instant,
+        id: &VariantId,
+        detail: TaskDetail,
+        at: DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) {
+        if self.work_stopped {
+            let why = "the run stopped while the task was running; the next run collects it";
+            self.end(
+                id,
+                VariantEnd::with_error(VariantStatus::Pending, why, at),
+                actions,
+            );
+            return;
+        }
+        let Some(Phase::Polling { task_id, .. }) = self.variants.get(id).map(|v| &v.phase) else {
+            return;
+        };
+        let task_id = task_id.clone();
+        match detail.status {
+            TaskStatus::Finished if detail.files.is_empty() => {
+                let why = format!("task {task_id} finished without tracks");
+                self.end(
+                    id,
+                    VariantEnd::with_error(VariantStatus::Error, why, at),
+                    actions,
+                );
+            }
+            TaskStatus::Finished => {
+                let variant = self.variants.get_mut(id).expect("looked up above");
+                variant.phase = Phase::Downloading(Downloads {
+                    outstanding: detail.files.len(),
+                    tracks: Vec::new(),
+                    failures: Vec::new(),
+                    stopped: false,
+                });
+                for (i, file) in detail.files.into_iter().enumerate() {
+                    actions.push(Action::Download {
+                        id: id.clone(),
+                        task_id: task_id.clone(),
+                        number: i as u32 + 1,
+                        file,
+                    });
+                }
+            }
+            TaskStatus::Failed => {
+                let why = detail
+                    .error_message
+                    .filter(|m| !m.trim().is_empty())
+                    .unwrap_or_else(|| "the provider reported the task failed".into());
+                self.end(
+                    id,
+                    VariantEnd::with_error(VariantStatus::Failed, why, at),
+                    actions,
+                );
+            }
+            TaskStatus::NotStarted | TaskStatus::Running | TaskStatus::Unknown => {
+                self.poll_again(now, id, detail.progress, at, actions)
             }
         }
+    }
+
+    fn on_poll_failed(
+        &mut self,
+        now: Instant,
+        id: &VariantId,
+        error: &ApiError,
+        at: DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(Phase::Polling { task_id, .. }) = self.variants.get(id).map(|v| &v.phase) else {
+            return;
+        };
+        let task_id = task_id.clone();
+        match classify(error, CallKind::Idempotent) {
+            Verdict::Stop(AccountStop::BadKey) => {
+                self.stop(StopReason::Account(AccountStop::BadKey), at, actions);
+                let why = format!(
+                    "the account stopped the run ({error}); the next run collects task {task_id}"
+                );
+                self.end(
+                    id,
+                    VariantEnd::with_error(VariantStatus::Pending, why, at),
+                    actions,
+                );
+            }
+            Verdict::Reject => {
+                let why = format!("task {task_id} query rejected: {error}");
+                self.end(
+                    id,
+                    VariantEnd::with_error(VariantStatus::Error, why, at),
+                    actions,
+                );
+            }
+            // The task exists and is paid for: keep asking until it times out.
+            _ => self.poll_again(now, id, None, at, actions),
+        }
+    }
+
+    /// The next poll of an unfinished task, or its timeout.
+    fn poll_again(
+        &mut self,
+        now: Instant,
+        id: &VariantId,
+        progress: Option<f64>,
+        at: DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) {
+        let timeout = self.policy.task_timeout;
+        let Some(Phase::Polling {
+            task_id,
+            since,
+            schedule,
+        }) = self.variants.get_mut(id).map(|v| &mut v.phase)
+        else {
+            return;
+        };
+        let deadline = *since + timeout;
+        if now >= deadline {
+            let why = format!(
+                "task {task_id} not finished after {}",
+                humantime::format_duration(timeout)
+            );
+            self.end(
+                id,
+                VariantEnd::with_error(VariantStatus::Timeout, why, at),
+                actions,
+            );
+            return;
+        }
+        let after = schedule
+            .after_query(now - *since, progress)
+            .min(deadline - now);
+        actions.push(Action::Poll {
+            id: id.clone(),
+            task_id: task_id.clone(),
+            after,
+        });
+    }
+
+    fn on_track(
+        &mut self,
+        id: &VariantId,
+        result: Result<TrackRecord, (u32, TrackFailure)>,
+        at: DateTime<Utc>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(Phase::Downloading(downloads)) = self.variants.get_mut(id).map(|v| &mut v.phase)
+        else {
+            return;
+        };
+        downloads.outstanding -= 1;
+        match result {
+            Ok(track) => downloads.tracks.push(track),
+            Err((_, TrackFailure::Stopped)) => downloads.stopped = true,
+            Err((_, failure)) if failure.disk_full() => downloads.stopped = true,
+            Err((number, failure)) => downloads
+                .failures
+                .push(format!("track {number}: {failure}")),
+        }
+        if downloads.outstanding > 0 {
+            return;
+        }
+        let mut downloads = downloads.clone();
+        let end = if downloads.stopped {
+            VariantEnd::with_error(
+                VariantStatus::Pending,
+                "the run stopped during the downloads; the next run collects the task",
+                at,
+            )
+        } else if !downloads.failures.is_empty() {
+            VariantEnd::with_error(VariantStatus::Error, downloads.failures.join("; "), at)
+        } else {
+            downloads.tracks.sort_by_key(|t| t.number);
+            VariantEnd {
+                status: VariantStatus::Finished,
+                tracks: downloads.tracks,
+                error: None,
+                at,
+            }
+        };
+        self.end(id, end, actions);
+    }
+
+    /// A run-level stop: nothing more is submitted; with most reasons, no more work at all.
+    fn stop(&mut self, reason: StopReason, at: DateTime<Utc>, actions: &mut Vec<Action>) {
+        if self.stops.contains(&reason) {
+            return;
+        }
+        self.stops.push(reason);
+        self.submits_stopped = true;
+        self.work_stopped |= reason.stops_all_work();
+        actions.push(Action::Stop(reason));
+        let work_stopped = self.work_stopped;
+        let queued: Vec<VariantId> = self
+            .queue
+            .iter()
+            .filter(|id| {
+                work_stopped
+                    || matches!(
+                        self.variants.get(*id).map(|v| &v.phase),
+                        Some(Phase::Queued(Start::Submit))
+                    )
+            })
+            .cloned()
+            .collect();
+        self.queue.retain(|id| !queued.contains(id));
+        for id in queued {
+            let why = match self.variants[&id].phase {
+                Phase::Queued(Start::Submit) => "not submitted: the run stopped first",
+                _ => "not polled: the run stopped first; the next run collects its task",
+            };
+            let end = VariantEnd::with_error(VariantStatus::Pending, why, at);
+            self.end(&id, end, actions);
+        }
+    }
+
+    /// Starts queued variants while the in-flight cap allows.
+    fn fill_slots(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        while self.in_flight < self.policy.concurrency {
+            let Some(id) = self.queue.pop_front() else {
+                return;
+            };
+            let variant = self.variants.get_mut(&id).expect("queued variants exist");
+            let Phase::Queued(start) = &variant.phase else {
+                continue;
+            };
+            match start.clone() {
+                Start::Submit => {
+                    let seed = seed_of(&id);
+                    variant.phase = Phase::Submitting {
+                        backoff: self.policy.submit_retry.backoff(seed),
+                    };
+                    actions.push(Action::Submit {
+                        id,
+                        after: Duration::ZERO,
+                    });
+                }
+                // A task from an earlier run is asked about at once; its detail also
+                // brings fresh result URLs, since the journaled ones may have expired.
+                Start::Poll { task_id } | Start::Redownload { task_id, .. } => {
+                    variant.phase = Phase::Polling {
+                        task_id: task_id.clone(),
+                        since: now,
+                        schedule: PollSchedule::new(
+                            self.policy.poll_interval,
+                            self.policy.poll_interval_max,
+                        ),
+                    };
+                    actions.push(Action::Poll {
+                        id,
+                        task_id,
+                        after: Duration::ZERO,
+                    });
+                }
+                Start::Keep => {
+                    variant.phase = Phase::Ended;
+                    continue;
+                }
+            }
+            self.in_flight += 1;
+        }
+    }
+
+    fn end(&mut self, id: &VariantId, end: VariantEnd, actions: &mut Vec<Action>) {
+        let Some(variant) = self.variants.get_mut(id) else {
+            return;
+        };
+        let held_a_slot = !matches!(variant.phase, Phase::Queued(_) | Phase::Ended);
+        if matches!(variant.phase, Phase::Ended) {
+            return;
+        }
+        variant.phase = Phase::Ended;
+        variant.record.apply_end(&end);
+        if held_a_slot {
+            self.in_flight -= 1;
+        }
+        actions.push(Action::End {
+            id: id.clone(),
+            end,
+        });
+    }
+
+    /// Whether every variant's work is over.
+    pub fn is_done(&self) -> bool {
+        self.queue.is_empty() && self.in_flight == 0
+    }
+
+    /// The record of one variant.
+    pub fn record(&self, id: &VariantId) -> Option<&VariantRecord> {
+        self.variants.get(id).map(|v| &v.record)
+    }
+
+    /// Every record, by variant.
+    pub fn records(&self) -> HashMap<VariantId, VariantRecord> {
+        self.variants
+            .iter()
+            .map(|(id, v)| (id.clone(), v.record.clone()))
+            .collect()
     }
 
     /// How many variants have each status.
     pub fn counts(&self) -> StatusCounts {
-        let mut counts = StatusCounts::default();
-        for record in &self.records {
-            match record.status {
-                VariantStatus::Finished => counts.finished += 1,
-                VariantStatus::Failed => counts.failed += 1,
-                VariantStatus::Timeout => counts.timeout += 1,
-                VariantStatus::Error => counts.error += 1,
-                VariantStatus::Pending => counts.pending += 1,
-            }
-        }
-        counts
+        StatusCounts::of(self.variants.values().map(|v| &v.record))
+    }
+
+    /// The variants that did not finish, in manifest order, with their records.
+    pub fn unfinished(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
+        self.order
+            .iter()
+            .map(|id| (id, &self.variants[id].record))
+            .filter(|(_, r)| r.status != VariantStatus::Finished)
+    }
+
+    /// The run-level stops, first first.
+    pub fn stops(&self) -> &[StopReason] {
+        &self.stops
+    }
+
+    /// Tasks the provider created in this run (each is billed when it succeeds).
+    pub fn tasks_created(&self) -> usize {
+        self.tasks_created
+    }
+
+    /// Submits of this run whose outcome stayed unknown (each may have created a task).
+    pub fn unknown_outcomes(&self) -> usize {
+        self.unknown_outcomes
+    }
+
+    /// Variants in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
     }
 }
 
-/// Variants by status.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatusCounts {
-    /// finished
-    pub finished: usize,
-    /// failed
-    pub failed: usize,
-    /// timeout
-    pub timeout: usize,
-    /// error
-    pub error: usize,
-    /// pending
-    pub pending: usize,
+/// The error of a submit whose outcome is unknown.
+fn unknown_message(error: &ApiError) -> String {
+    format!("the submit's answer was lost ({error}): the provider may have created a task, which is billed if it succeeds, so it is not submitted again (hint: re-run with --retry-failed to submit it again, at the risk of paying twice)")
 }
 
-impl StatusCounts {
-    /// Whether every variant finished.
-    pub fn all_finished(&self) -> bool {
-        self.failed + self.timeout + self.error + self.pending == 0
-    }
-}
-
-impl std::fmt::Display for StatusCounts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} finished, {} failed, {} timeout, {} error, {} pending",
-            self.finished, self.failed, self.timeout, self.error, self.pending
-        )
-    }
+/// A per-variant jitter seed, so that retries of different variants spread out.
+fn seed_of(id: &VariantId) -> u64 {
+    id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_build_the_record() {
-        let mut state = RunState::from_records(vec![VariantRecord::default(); 2]);
-        let at = Utc::now();
-        assert!(!state.apply(WorkerEvent::Submitting { index: 1 }));
-        assert!(!state.apply(WorkerEvent::Submitting { index: 1 }));
-        state.apply(WorkerEvent::Submitted {
-            index: 1,
-            task_id: "t".into(),
-            at,
-        });
-        let end = VariantEnd {
-            status: VariantStatus::Failed,
-            tracks: vec![],
-            error: Some("no".into()),
-            at,
-        };
-        assert!(state.apply(WorkerEvent::Ended { index: 1, end }));
-        let record = &state.records()[1];
-        assert_eq!((record.attempts, record.task_id.as_deref()), (2, Some("t")));
-        assert_eq!(
-            (record.status, record.finished_at),
-            (VariantStatus::Failed, Some(at))
-        );
-        assert_eq!(state.records()[0].status, VariantStatus::Pending);
-        let counts = state.counts();
-        assert_eq!((counts.failed, counts.pending), (1, 1));
-        assert!(!counts.all_finished());
-        assert_eq!(
-            counts.to_string(),
-            "0 finished, 1 failed, 0 timeout, 0 error, 1 pending"
-        );
-    }
-}
+mod tests;

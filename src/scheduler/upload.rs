@@ -2,10 +2,11 @@
 //!
 //! Uploads are lazy: a file is uploaded just before the first submit that needs it, so that
 //! early uploads of a long run do not expire. The next file in manifest order is then
-//! uploaded in the background, so uploads overlap with the submits of other stems. Each
-//! distinct file (by content) is uploaded once per run. A URL from an earlier run is used
-//! again while it stays valid for [`SAFETY_MARGIN`] more, because the provider fetches
-//! the stem some time after the submit.
+//! uploaded in the background (a task the run owns and ends), so uploads overlap with the
+//! submits of other stems. Each distinct file (by content) is uploaded once per run: one
+//! `OnceCell` per file, so a second submit waits for the first's upload without any lock
+//! held across it. A URL from an earlier run is used again while it stays valid for
+//! [`SAFETY_MARGIN`] more, because the provider fetches the stem some time after the submit.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,13 +17,17 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use tokio::sync::OnceCell;
+use tokio::task::JoinSet;
+
 use super::pacer::Pacer;
-use super::retrying::{call_with_retries, CallFailure};
-use crate::api::retry::{RetryPolicy, Verdict};
+use super::retrying::{with_retries, CallFailure};
+use crate::api::retry::RetryPolicy;
 use crate::api::{ApiClient, ApiError};
 use crate::journal::format::Record;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::UploadMode;
+use crate::outcome::UploadedFile;
 use crate::variant::LocalStem;
 
 /// How long an uploaded URL must stay valid to be used for a submit.
@@ -49,21 +54,8 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-/// An uploaded file's URL and how long it lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UploadedFile {
-    /// What to give as `upload_url`.
-    pub url: String,
-    /// When the provider deletes it.
-    pub expires_at: DateTime<Utc>,
-}
-
-/// The cache entry of one file (by content hash).
-#[derive(Default)]
-struct Slot {
-    earlier: Option<UploadedFile>,
-    this_run: Option<String>,
-}
+/// The URL of one file (by content hash) for this run, set once.
+type Slot = Arc<OnceCell<String>>;
 
 /// What a run needs to get URLs for its local stems.
 pub struct Uploads {
@@ -75,9 +67,13 @@ pub struct Uploads {
     journal: JournalWriter,
     retry: RetryPolicy,
     stop: CancellationToken,
-    slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// What the journal knows, by content hash.
+    earlier: HashMap<String, UploadedFile>,
+    slots: Mutex<HashMap<String, Slot>>,
     /// For each file, the next distinct file in manifest order: the one to prefetch.
     next: HashMap<String, LocalStem>,
+    /// Prefetches in the background; aborted when the uploads are dropped.
+    prefetches: Mutex<JoinSet<()>>,
 }
 
 /// The public URL of a file published under `base` by its path relative to the manifest.
@@ -133,16 +129,6 @@ impl Uploads {
             .windows(2)
             .map(|pair| (pair[0].sha256.clone(), pair[1].clone()))
             .collect();
-        let slots = earlier
-            .into_iter()
-            .map(|(sha256, file)| {
-                let slot = Slot {
-                    earlier: Some(file),
-                    this_run: None,
-                };
-                (sha256, Arc::new(tokio::sync::Mutex::new(slot)))
-            })
-            .collect();
         Uploads {
             api,
             mode,
@@ -151,17 +137,25 @@ impl Uploads {
             journal,
             retry,
             stop,
-            slots: Mutex::new(slots),
+            earlier,
+            slots: Mutex::new(HashMap::new()),
             next,
+            prefetches: Mutex::new(JoinSet::new()),
         }
     }
 
     /// The URL to submit `stem` with; starts uploading the next file in the background.
-    pub(super) async fn url_for(self: &Arc<Self>, stem: &LocalStem) -> Result<String, CallFailure> {
+    pub(super) async fn url_for(
+        self: &Arc<Self>,
+        stem: &LocalStem,
+    ) -> Result<String, CallFailure<ApiError>> {
         let url = self.resolve(stem).await?;
         if let Some(next) = self.next.get(&stem.sha256).cloned() {
             let uploads = Arc::clone(self);
-            tokio::spawn(async move {
+            let mut prefetches = self.prefetches.lock().unwrap_or_else(|p| p.into_inner());
+            // Reap the finished ones, so the set holds only what still runs.
+            while prefetches.try_join_next().is_some() {}
+            prefetches.spawn(async move {
                 // A failure here is met again, and reported, by the submit that needs it.
                 let _ = uploads.resolve(&next).await;
             });
@@ -169,40 +163,34 @@ impl Uploads {
         Ok(url)
     }
 
-    async fn resolve(&self, stem: &LocalStem) -> Result<String, CallFailure> {
-        match &self.mode {
-            UploadMode::BaseUrl(base) => {
-                return match &stem.relative {
-                    Some(relative) => Ok(public_url(base, relative)),
-                    None => Err(CallFailure::Failed {
-                        err: ApiError::Local(format!(
-                            "{} lies outside the manifest's folder, so it has no public URL",
-                            stem.path.display()
-                        )),
-                        verdict: Verdict::Reject,
-                    }),
-                };
-            }
-            UploadMode::Api => {}
+    async fn resolve(&self, stem: &LocalStem) -> Result<String, CallFailure<ApiError>> {
+        if let UploadMode::BaseUrl(base) = &self.mode {
+            return match &stem.relative {
+                Some(relative) => Ok(public_url(base, relative)),
+                None => Err(CallFailure::Failed(ApiError::Local(format!(
+                    "{} lies outside the manifest's folder, so it has no public URL",
+                    stem.path.display()
+                )))),
+            };
         }
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(slots.entry(stem.sha256.clone()).or_default())
         };
-        // One upload per file: whoever comes second waits here and finds the URL.
-        let mut slot = slot.lock().await;
-        if let Some(url) = &slot.this_run {
-            return Ok(url.clone());
-        }
+        // One upload per file: whoever comes second waits for the first's and finds the
+        // URL; a failed upload leaves the cell empty for the next submit to try again.
+        slot.get_or_try_init(|| self.upload(stem)).await.cloned()
+    }
+
+    /// The earlier run's URL while it stays valid, else a fresh upload, journaled.
+    async fn upload(&self, stem: &LocalStem) -> Result<String, CallFailure<ApiError>> {
         let margin = chrono::Duration::from_std(SAFETY_MARGIN).unwrap_or_default();
-        let still_valid = slot
+        let still_valid = self
             .earlier
-            .as_ref()
-            .filter(|f| f.expires_at > Utc::now() + margin)
-            .map(|f| f.url.clone());
-        if let Some(url) = still_valid {
-            slot.this_run = Some(url.clone());
-            return Ok(url);
+            .get(&stem.sha256)
+            .filter(|f| f.expires_at > Utc::now() + margin);
+        if let Some(file) = still_valid {
+            return Ok(file.url.clone());
         }
         let name = stem
             .path
@@ -212,7 +200,7 @@ impl Uploads {
             .to_owned();
         info!(file = %stem.path.display(), "uploading");
         let upload = || self.client.upload(&stem.path, &name);
-        let data = call_with_retries(self.pacer.as_ref(), &self.retry, &self.stop, upload).await?;
+        let data = with_retries(Some(self.pacer.as_ref()), &self.retry, &self.stop, upload).await?;
         let uploaded = Utc::now();
         let expires_at = expiry_of(data.expires_at.as_deref(), uploaded);
         if let Err(err) = self
@@ -229,7 +217,6 @@ impl Uploads {
             tracing::error!(error = %err, "cannot write the journal");
         }
         info!(file = %stem.path.display(), url = %data.file_url, %expires_at, "uploaded");
-        slot.this_run = Some(data.file_url.clone());
         Ok(data.file_url)
     }
 }

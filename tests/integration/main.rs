@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cli;
+mod disk;
 mod end_to_end;
 mod local_stems;
 mod manifest_errors;

@@ -1,0 +1,21 @@
+//! Conventions of the files stembatch leaves in an output folder for the user: their mode,
+//! and the names of its temporary files (which a killed run may leave behind).
+
+/// Output files are the user's to share: readable by all as far as the umask allows, not
+/// the owner-only mode temporary files are created with.
+pub fn permissions() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o644)
+}
+
+/// Prefix and suffix of a download's temporary file, beside its destination.
+pub const DOWNLOAD_TEMP: (&str, &str) = (".download-", ".part");
+/// Prefix and suffix of a report's temporary file, beside `results.csv`.
+pub const REPORT_TEMP: (&str, &str) = (".results-", ".csv");
+
+/// Whether `name` is one of stembatch's temporary files.
+pub fn is_temporary(name: &str) -> bool {
+    [DOWNLOAD_TEMP, REPORT_TEMP]
+        .iter()
+        .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix))
+}

@@ -1,0 +1,228 @@
+//! The one owner of the run state: a single `select!` over finished executors, journal
+//! acknowledgements, the first signal, the deadline and the report timer. It feeds every
+//! event to [`RunState::handle`], journals what the event and the resulting actions say,
+//! hands the other actions to executors, and rewrites `results.csv` as variants end.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn, Instrument};
+
+use super::events::{end_record, journal_record, Action, Event, StopReason};
+use super::executor::Executor;
+use super::state::RunState;
+use crate::journal::writer::JournalWriter;
+use crate::journal::JournalError;
+use crate::outcome::{VariantEnd, VariantStatus};
+use crate::report;
+use crate::variant::Variant;
+
+/// How often `results.csv` is rewritten at most while variants end (longer when writing
+/// is slow, so that a huge report never takes over the run).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What stops the run from outside.
+pub struct Stops {
+    /// Cancelled by the first SIGINT/SIGTERM.
+    pub interrupted: CancellationToken,
+    /// After this, nothing new is submitted.
+    pub deadline: Option<Duration>,
+}
+
+pub(super) struct Coordinator {
+    pub state: RunState,
+    pub executor: Arc<Executor>,
+    pub journal: JournalWriter,
+    /// Manifest order, for the report.
+    pub variants: Arc<Vec<Variant>>,
+    pub out_dir: PathBuf,
+    pub tasks: JoinSet<Option<Event>>,
+    pub acks: FuturesUnordered<BoxFuture<'static, Result<(), JournalError>>>,
+    /// A variant ended since `results.csv` was last written.
+    pub report_dirty: bool,
+}
+
+impl Coordinator {
+    /// Runs every variant to its end for this run. An error only when `results.csv`
+    /// cannot be written at the start or the end, or an executor panicked.
+    pub async fn run(
+        mut self,
+        stops: Stops,
+        first: Option<StopReason>,
+    ) -> std::io::Result<RunState> {
+        // Before any work: a folder whose report cannot be written buys nothing.
+        self.write_report().await?;
+        if let Some(reason) = first {
+            self.on_event(Event::Stop(reason));
+        }
+        let actions = self.state.start(now());
+        self.dispatch(actions);
+        let deadline = stops.deadline.map(|d| Instant::now() + d);
+        let (mut interrupted, mut deadline_passed) = (false, deadline.is_none());
+        let mut report_due: Option<Instant> = None;
+        let mut interval = REPORT_INTERVAL;
+        while !(self.state.is_done() && self.tasks.is_empty()) {
+            tokio::select! {
+                joined = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    let joined = joined.expect("the set is not empty");
+                    if let Some(event) = joined.map_err(std::io::Error::other)? {
+                        self.on_event(event);
+                    }
+                }
+                Some(ack) = self.acks.next(), if !self.acks.is_empty() => {
+                    self.on_ack(ack);
+                }
+                _ = stops.interrupted.cancelled(), if !interrupted => {
+                    interrupted = true;
+                    self.on_event(Event::Stop(StopReason::Interrupted));
+                }
+                _ = sleep_until_opt(deadline), if !deadline_passed => {
+                    deadline_passed = true;
+                    self.on_event(Event::Stop(StopReason::Deadline));
+                }
+                _ = sleep_until_opt(report_due), if report_due.is_some() => {
+                    let started = Instant::now();
+                    self.progress_report().await;
+                    interval = REPORT_INTERVAL.max(started.elapsed() * 10);
+                    report_due = None;
+                }
+            }
+            if std::mem::take(&mut self.report_dirty) {
+                report_due.get_or_insert(Instant::now() + interval);
+            }
+        }
+        while let Some(ack) = self.acks.next().await {
+            self.on_ack(ack);
+        }
+        self.write_report().await?;
+        Ok(self.state)
+    }
+
+    fn on_event(&mut self, event: Event) {
+        if let Some(record) = journal_record(&event) {
+            self.acks.push(Box::pin(self.journal.enqueue(record)));
+        }
+        let actions = self.state.handle(now(), chrono::Utc::now(), event);
+        self.dispatch(actions);
+    }
+
+    fn on_ack(&mut self, ack: Result<(), JournalError>) {
+        if let Err(err) = ack {
+            error!(error = %err, "cannot write the journal; buying nothing more");
+            let disk_full = err.is_disk_full();
+            self.on_event(Event::JournalFailed {
+                id: None,
+                disk_full,
+            });
+        }
+    }
+
+    fn dispatch(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::End { id, end } => {
+                    self.report_dirty = true;
+                    self.log_end(&id, &end);
+                    if let Some(record) = end_record(&id, &end) {
+                        self.acks.push(Box::pin(self.journal.enqueue(record)));
+                    }
+                }
+                Action::Stop(reason) => {
+                    match reason {
+                        StopReason::Interrupted | StopReason::Deadline => {
+                            warn!("{}", reason.describe())
+                        }
+                        _ => error!("{}", reason.describe()),
+                    }
+                    self.executor.stop_submits.cancel();
+                    if reason.stops_all_work() {
+                        self.executor.stop_work.cancel();
+                    }
+                }
+                work => {
+                    let span = variant_span(&self.executor.variants, &work);
+                    let executor = Arc::clone(&self.executor);
+                    self.tasks.spawn(executor.execute(work).instrument(span));
+                }
+            }
+        }
+    }
+
+    fn log_end(&self, id: &crate::variant::VariantId, end: &VariantEnd) {
+        let Some(variant) = self.executor.variants.get(id) else {
+            return;
+        };
+        let (stem, name) = (&variant.stem.name, &variant.name);
+        match (&end.error, end.status) {
+            (None, status) => {
+                info!(variant_id = %id, stem = %stem, variant = %name, status = status.as_str(), tracks = end.tracks.len(), "variant ended")
+            }
+            // Pending is what a stop leaves; the stop itself was said once.
+            (Some(error), VariantStatus::Pending) => {
+                debug!(variant_id = %id, stem = %stem, variant = %name, status = "pending", error = %error, "variant ended")
+            }
+            (Some(error), status) => {
+                warn!(variant_id = %id, stem = %stem, variant = %name, status = status.as_str(), error = %error, "variant ended")
+            }
+        }
+    }
+
+    async fn progress_report(&mut self) {
+        let counts = self.state.counts();
+        info!(in_flight = self.state.in_flight(), counts = %counts, "progress");
+        if let Err(err) = self.write_report().await {
+            let disk_full =
+                err.kind() == std::io::ErrorKind::StorageFull || err.raw_os_error() == Some(28);
+            error!(error = %err, "cannot write results.csv; trying again later");
+            if disk_full {
+                self.on_event(Event::Stop(StopReason::Storage { disk_full }));
+            }
+        }
+    }
+
+    async fn write_report(&self) -> std::io::Result<()> {
+        let variants = Arc::clone(&self.variants);
+        let dir = self.out_dir.clone();
+        let records: HashMap<_, _> = self.state.records();
+        tokio::task::spawn_blocking(move || report::csv::write_file(&dir, &variants, &records))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One span per variant's action, carrying its id (STYLE §17).
+fn variant_span(
+    variants: &HashMap<crate::variant::VariantId, Variant>,
+    action: &Action,
+) -> tracing::Span {
+    let id = match action {
+        Action::Submit { id, .. } | Action::Poll { id, .. } | Action::Download { id, .. } => id,
+        Action::End { id, .. } => id,
+        Action::Stop(_) => return tracing::Span::none(),
+    };
+    match variants.get(id) {
+        Some(v) => {
+            tracing::info_span!("variant", variant_id = %id, stem = %v.stem.name, variant = %v.name, take = v.take)
+        }
+        None => tracing::info_span!("variant", variant_id = %id),
+    }
+}

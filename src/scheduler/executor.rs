@@ -1,0 +1,316 @@
+//! The executors: each carries out one [`Action`] of the run state (submit, poll,
+//! download) and reports one [`Event`]. They decide nothing about money: a failed submit
+//! is reported, never repeated here; retries of calls that cost nothing go through the
+//! one retry path ([`super::retrying`]).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::events::{Action, Event, TrackFailure};
+use super::pacer::Pacer;
+use super::retrying::{sleep, sleep_until, with_retries, CallFailure};
+use super::upload::Uploads;
+use crate::api::retry::{is_rate_limited, RetryPolicy};
+use crate::api::types::{SubmitInput, SubmitRequest, TrackFile, TASK_MODEL};
+use crate::api::{ApiClient, ApiError};
+use crate::download::{extension_of, DownloadError, Downloaded, Downloader, Expect};
+use crate::journal::format::Record;
+use crate::journal::writer::JournalWriter;
+use crate::manifest::RunSettings;
+use crate::outcome::TrackRecord;
+use crate::variant::{StemSource, Variant, VariantId};
+
+/// How long before its slot a submit's intent is journaled: one fsync with room to
+/// spare. The call then goes out on its slot, and a crash leaves its outcome unknown only
+/// within this window and the call itself.
+const INTENT_LEAD: Duration = Duration::from_millis(50);
+
+/// What every executor shares.
+pub(super) struct Executor {
+    pub variants: HashMap<VariantId, Variant>,
+    pub client: ApiClient,
+    pub uploads: Arc<Uploads>,
+    pub downloader: Downloader,
+    pub journal: JournalWriter,
+    pub submit_pacer: Arc<dyn Pacer>,
+    pub poll_pacer: Arc<dyn Pacer>,
+    pub settings: RunSettings,
+    pub retry: RetryPolicy,
+    pub download_slots: Semaphore,
+    pub out_dir: PathBuf,
+    /// Cancelled when nothing more may be submitted (nor uploaded for a submit).
+    pub stop_submits: CancellationToken,
+    /// Cancelled when polls and downloads stop too.
+    pub stop_work: CancellationToken,
+}
+
+impl Executor {
+    /// Carries out `action`; `None` for the actions the coordinator carries out itself.
+    pub async fn execute(self: Arc<Self>, action: Action) -> Option<Event> {
+        Some(match action {
+            Action::Submit { id, after } => self.submit(&self.variants[&id], after).await,
+            Action::Poll { id, task_id, after } => self.poll(id, &task_id, after).await,
+            Action::Download {
+                id,
+                task_id,
+                number,
+                file,
+            } => {
+                let variant = &self.variants[&id];
+                self.download(variant, task_id, number, &file).await
+            }
+            Action::End { .. } | Action::Stop(_) => return None,
+        })
+    }
+
+    /// Stem URL, intent, slot, call. The intent is journaled just before the slot comes;
+    /// once the call is on the wire it is never cancelled: its answer says whether a task
+    /// was created, which is worth waiting for (the HTTP timeout bounds the wait).
+    async fn submit(&self, variant: &Variant, after: Duration) -> Event {
+        let id = variant.id.clone();
+        let withdrawn = |intent_journaled| Event::SubmitWithdrawn {
+            id: id.clone(),
+            intent_journaled,
+        };
+        if !sleep(after, &self.stop_submits).await {
+            return withdrawn(false);
+        }
+        let upload_url = match self.stem_url(variant).await {
+            Ok(url) => url,
+            Err(CallFailure::Stopped) => return withdrawn(false),
+            Err(CallFailure::Failed(error)) => return Event::StemUnavailable { id, error },
+        };
+        let request = submit_request(variant, upload_url, self.settings.callback_url.as_deref());
+        // Never a slot sooner than the lead: the intent's fsync must fit before it, or
+        // the call would go out late and squeeze the gap to the next one.
+        let earliest = Instant::now() + INTENT_LEAD;
+        let slot = Instant::from_std(self.submit_pacer.reserve(earliest.into_std()));
+        if !sleep_until(slot - INTENT_LEAD, &self.stop_submits).await {
+            return withdrawn(false);
+        }
+        let intent = Record::SubmitIntent {
+            variant_id: id.clone(),
+            at: Utc::now(),
+        };
+        if let Err(err) = self.journal.append(intent).await {
+            error!(error = %err, "cannot journal the submit intent; submitting nothing more");
+            return Event::JournalFailed {
+                id: Some(id),
+                disk_full: err.is_disk_full(),
+            };
+        }
+        if !sleep_until(slot, &self.stop_submits).await {
+            return withdrawn(true);
+        }
+        match self.client.submit(&request).await {
+            Ok(data) => {
+                info!(task_id = %data.task_id, "submitted");
+                Event::Submitted {
+                    id,
+                    task_id: data.task_id,
+                    at: Utc::now(),
+                }
+            }
+            Err(error) => {
+                if is_rate_limited(&error) {
+                    let wait = self.retry.delay(1, retry_after(&error), 1.0);
+                    self.submit_pacer.hold_off(Instant::now().into_std(), wait);
+                }
+                warn!(error = %error, "submit failed");
+                Event::SubmitFailed { id, error }
+            }
+        }
+    }
+
+    /// The URL the provider fetches the variant's stem from: its own, or its local
+    /// file's, uploaded or published first.
+    async fn stem_url(&self, variant: &Variant) -> Result<String, CallFailure<ApiError>> {
+        match &variant.stem.source {
+            StemSource::Url(url) => Ok(url.clone()),
+            StemSource::Local(local) => self.uploads.url_for(local).await,
+        }
+    }
+
+    async fn poll(&self, id: VariantId, task_id: &str, after: Duration) -> Event {
+        if !sleep(after, &self.stop_work).await {
+            return Event::PollStopped { id };
+        }
+        match self.query(task_id).await {
+            Ok(detail) => Event::Polled { id, detail },
+            Err(CallFailure::Stopped) => Event::PollStopped { id },
+            Err(CallFailure::Failed(error)) => {
+                warn!(task_id, error = %error, "task query failed");
+                Event::PollFailed { id, error }
+            }
+        }
+    }
+
+    async fn query(
+        &self,
+        task_id: &str,
+    ) -> Result<crate::api::types::TaskDetail, CallFailure<ApiError>> {
+        let pacer = Some(self.poll_pacer.as_ref());
+        with_retries(pacer, &self.retry, &self.stop_work, || {
+            self.client.detail(task_id)
+        })
+        .await
+    }
+
+    /// One track: downloaded into place (and its cover, when asked). A result URL that
+    /// answers 403, 404 or 410 has expired: the task's detail is asked for a fresh one once.
+    async fn download(
+        &self,
+        variant: &Variant,
+        task_id: String,
+        number: u32,
+        file: &TrackFile,
+    ) -> Event {
+        let id = variant.id.clone();
+        let failed = |failure| Event::TrackFailed {
+            id: id.clone(),
+            number,
+            failure,
+        };
+        let folder = self.out_dir.join("audio").join(&variant.stem.name);
+        if let Err(cause) = tokio::fs::create_dir_all(&folder).await {
+            return failed(TrackFailure::Download(DownloadError::Io {
+                path: folder,
+                cause,
+            }));
+        }
+        let base = format!(
+            "audio/{}/{}-{number}",
+            variant.stem.name,
+            variant.file_base()
+        );
+        let relative = format!("{base}.{}", extension_of(&file.audio_url, "mp3"));
+        let mut url = file.audio_url.clone();
+        let done = match self.fetch(&url, &relative, Expect::Audio).await {
+            Ok(done) => done,
+            Err(CallFailure::Failed(err)) if err.is_gone() => {
+                warn!(track = number, error = %err, "result URL expired; asking the provider for a fresh one");
+                url = match self.fresh_url(&task_id, number, file).await {
+                    Ok(url) => url,
+                    Err(reason) => {
+                        return failed(TrackFailure::NoFreshUrl {
+                            download: err,
+                            reason,
+                        })
+                    }
+                };
+                match self.fetch(&url, &relative, Expect::Audio).await {
+                    Ok(done) => done,
+                    Err(failure) => return failed(failure.into()),
+                }
+            }
+            Err(failure) => return failed(failure.into()),
+        };
+        if let Some(image) = file.image_url.as_deref() {
+            if self.settings.download_covers {
+                let cover = format!("{base}.{}", extension_of(image, "jpeg"));
+                if let Err(CallFailure::Failed(err)) = self.fetch(image, &cover, Expect::Any).await
+                {
+                    warn!(track = number, error = %err, "cover not downloaded");
+                }
+            }
+        }
+        Event::TrackDownloaded {
+            id,
+            task_id,
+            track: TrackRecord {
+                number,
+                audio_id: file.audio_id.clone(),
+                duration_s: file.duration,
+                file: relative,
+                bytes: done.bytes,
+                sha256: done.sha256,
+                audio_url: url,
+                modified_ns: done.modified_ns,
+            },
+        }
+    }
+
+    /// One file, with a download slot, retried on transient failures with a fresh
+    /// temporary file each time (a dropped download leaves nothing behind).
+    async fn fetch(
+        &self,
+        url: &str,
+        relative: &str,
+        expect: Expect,
+    ) -> Result<Downloaded, CallFailure<DownloadError>> {
+        let dest = self.out_dir.join(relative);
+        with_retries(None, &self.retry, &self.stop_work, || async {
+            let _slot = self.download_slots.acquire().await;
+            self.downloader.fetch(url, &dest, expect).await
+        })
+        .await
+    }
+
+    /// The current URL of a track, from a fresh detail query.
+    async fn fresh_url(
+        &self,
+        task_id: &str,
+        number: u32,
+        file: &TrackFile,
+    ) -> Result<String, String> {
+        let detail = match self.query(task_id).await {
+            Ok(detail) => detail,
+            Err(CallFailure::Stopped) => return Err("the run stopped".into()),
+            Err(CallFailure::Failed(err)) => return Err(err.to_string()),
+        };
+        let by_id = detail.files.iter().find(|f| f.audio_id == file.audio_id);
+        let by_position = detail.files.get(number as usize - 1);
+        by_id
+            .or(by_position)
+            .map(|f| f.audio_url.clone())
+            .ok_or_else(|| format!("task {task_id} no longer lists track {number}"))
+    }
+}
+
+impl From<CallFailure<DownloadError>> for TrackFailure {
+    fn from(failure: CallFailure<DownloadError>) -> Self {
+        match failure {
+            CallFailure::Stopped => TrackFailure::Stopped,
+            CallFailure::Failed(err) => TrackFailure::Download(err),
+        }
+    }
+}
+
+fn retry_after(error: &ApiError) -> Option<Duration> {
+    match error {
+        ApiError::Status { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
+/// The submit body for a variant whose stem is at `upload_url`.
+fn submit_request(
+    variant: &Variant,
+    upload_url: String,
+    callback_url: Option<&str>,
+) -> SubmitRequest {
+    let params = &variant.params;
+    SubmitRequest {
+        model: TASK_MODEL.to_owned(),
+        callback_url: callback_url.map(str::to_owned),
+        input: SubmitInput {
+            upload_url,
+            title: params.title.clone(),
+            tags: params.tags.clone(),
+            negative_tags: params.negative_tags.clone(),
+            model: Some(params.model.as_str().to_owned()),
+            vocal_gender: params.vocal_gender.map(|g| g.as_str().to_owned()),
+            style_weight: params.style_weight.map(|w| w.as_f64()),
+            weirdness_constraint: params.weirdness_constraint.map(|w| w.as_f64()),
+            audio_weight: params.audio_weight.map(|w| w.as_f64()),
+        },
+    }
+}

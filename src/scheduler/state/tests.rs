@@ -1,0 +1,747 @@
+//! The run state without a runtime: tables of (state, event) → actions, and a property
+//! test that drives random event sequences against the money rules.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
+use crate::download::DownloadError;
+use crate::journal::format::Record;
+use crate::journal::replay::{decide, replay};
+use crate::scheduler::events::{end_record, journal_record};
+
+fn id(n: usize) -> VariantId {
+    serde_json::from_value(serde_json::json!(format!("v{n}"))).unwrap()
+}
+
+fn policy(concurrency: usize) -> Policy {
+    Policy {
+        concurrency,
+        task_timeout: Duration::from_secs(60),
+        poll_interval: Duration::from_secs(5),
+        poll_interval_max: Duration::from_secs(20),
+        submit_retry: RetryPolicy::new(3),
+    }
+}
+
+fn entry(n: usize, start: Start) -> Entry {
+    Entry {
+        id: id(n),
+        start,
+        record: VariantRecord::default(),
+    }
+}
+
+fn fresh(count: usize, concurrency: usize) -> RunState {
+    RunState::new(
+        policy(concurrency),
+        (0..count).map(|n| entry(n, Start::Submit)).collect(),
+    )
+}
+
+fn at() -> DateTime<Utc> {
+    "2026-11-25T01:00:00Z".parse().unwrap()
+}
+
+fn status(code: u16) -> ApiError {
+    ApiError::Status {
+        status: code,
+        message: "m".into(),
+        retry_after: None,
+    }
+}
+
+fn detail(status: TaskStatus, tracks: u32) -> TaskDetail {
+    TaskDetail {
+        task_id: "t".into(),
+        status,
+        files: (1..=tracks)
+            .map(|n| TrackFile {
+                audio_id: format!("a{n}"),
+                audio_url: format!("http://h/{n}.wav"),
+                image_url: None,
+                title: None,
+                tags: None,
+                duration: Some(1.0),
+                prompt: None,
+            })
+            .collect(),
+        error_message: None,
+        progress: None,
+        created_time: None,
+    }
+}
+
+fn track(n: u32) -> TrackRecord {
+    TrackRecord {
+        number: n,
+        audio_id: format!("a{n}"),
+        duration_s: Some(1.0),
+        file: format!("audio/s/v-{n}.wav"),
+        bytes: 10,
+        sha256: "00".into(),
+        audio_url: format!("http://h/{n}.wav"),
+        modified_ns: None,
+    }
+}
+
+/// A compact view of actions for the tables.
+fn kinds(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Submit { id, after } => format!("submit {id} after {}ms", after.as_millis()),
+            Action::Poll { id, after, .. } => format!("poll {id} after {}s", after.as_secs()),
+            Action::Download { id, number, .. } => format!("download {id} #{number}"),
+            Action::End { id, end } => format!("end {id} {}", end.status.as_str()),
+            Action::Stop(reason) => format!("stop {reason:?}"),
+        })
+        .collect()
+}
+
+fn submitted(state: &mut RunState, now: Instant, n: usize) -> Vec<Action> {
+    state.handle(
+        now,
+        at(),
+        Event::Submitted {
+            id: id(n),
+            task_id: format!("t{n}"),
+            at: at(),
+        },
+    )
+}
+
+#[test]
+fn the_in_flight_cap_holds_and_an_end_starts_the_next_variant() {
+    let now = Instant::now();
+    let mut state = fresh(3, 2);
+    assert_eq!(
+        kinds(&state.start(now)),
+        ["submit v0 after 0ms", "submit v1 after 0ms"]
+    );
+    let error = status(422);
+    let actions = state.handle(now, at(), Event::SubmitFailed { id: id(0), error });
+    assert_eq!(kinds(&actions), ["end v0 error", "submit v2 after 0ms"]);
+    assert_eq!(state.in_flight(), 2);
+}
+
+#[test]
+fn a_variant_goes_submit_poll_download_finished() {
+    let now = Instant::now();
+    let mut state = fresh(1, 1);
+    state.start(now);
+    assert_eq!(kinds(&submitted(&mut state, now, 0)), ["poll v0 after 5s"]);
+    let running = state.handle(
+        now + Duration::from_secs(5),
+        at(),
+        Event::Polled {
+            id: id(0),
+            detail: detail(TaskStatus::Running, 0),
+        },
+    );
+    assert_eq!(kinds(&running), ["poll v0 after 7s"]);
+    let finished = state.handle(
+        now + Duration::from_secs(12),
+        at(),
+        Event::Polled {
+            id: id(0),
+            detail: detail(TaskStatus::Finished, 2),
+        },
+    );
+    assert_eq!(kinds(&finished), ["download v0 #1", "download v0 #2"]);
+    let downloaded = |n| Event::TrackDownloaded {
+        id: id(0),
+        task_id: "t0".into(),
+        track: track(n),
+    };
+    assert!(state.handle(now, at(), downloaded(2)).is_empty());
+    let end = state.handle(now, at(), downloaded(1));
+    assert_eq!(kinds(&end), ["end v0 finished"]);
+    let record = state.record(&id(0)).unwrap();
+    assert_eq!(
+        record.tracks.iter().map(|t| t.number).collect::<Vec<_>>(),
+        [1, 2],
+        "tracks in their order, whatever order they landed in"
+    );
+    assert_eq!(
+        (record.task_id.as_deref(), record.attempts),
+        (Some("t0"), 1)
+    );
+    assert_eq!(state.tasks_created(), 1);
+    assert!(state.is_done());
+}
+
+/// Each submit failure, by what it proves about the task, and what the machine does.
+#[test]
+fn submit_failures_table() {
+    let cases: Vec<(&str, ApiError, Vec<&str>)> = vec![
+        // No task can exist: submitted again after a backoff.
+        ("503", status(503), vec!["submit v0 after"]),
+        (
+            "refused connection",
+            ApiError::Connect("refused".into()),
+            vec!["submit v0 after"],
+        ),
+        // A task may exist: never submitted again.
+        ("500", status(500), vec!["end v0 error", "submit v2"]),
+        (
+            "timeout",
+            ApiError::Timeout,
+            vec!["end v0 error", "submit v2"],
+        ),
+        (
+            "reset",
+            ApiError::Transport("reset".into()),
+            vec!["end v0 error", "submit v2"],
+        ),
+        // The API changed shape: stop submitting at once; polls go on.
+        (
+            "unreadable 2xx",
+            ApiError::Decode("missing field task_id".into()),
+            vec!["stop UnreadableSubmit", "end v2 pending", "end v0 error"],
+        ),
+        ("422", status(422), vec!["end v0 error", "submit v2"]),
+        (
+            "402",
+            status(402),
+            vec![
+                "stop Account(NoCredits)",
+                "end v2 pending",
+                "end v0 pending",
+            ],
+        ),
+        (
+            "401",
+            status(401),
+            vec!["stop Account(BadKey)", "end v2 pending", "end v0 pending"],
+        ),
+    ];
+    for (name, error, expected) in cases {
+        let now = Instant::now();
+        let mut state = fresh(3, 2);
+        state.start(now);
+        let actions = state.handle(now, at(), Event::SubmitFailed { id: id(0), error });
+        let got = kinds(&actions);
+        assert_eq!(got.len(), expected.len(), "{name}: {got:?}");
+        for (got, want) in got.iter().zip(&expected) {
+            assert!(got.starts_with(want), "{name}: {got} is not {want}");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_outcome_is_counted_and_its_error_says_a_task_may_exist() {
+    let now = Instant::now();
+    let mut state = fresh(1, 1);
+    state.start(now);
+    state.handle(
+        now,
+        at(),
+        Event::SubmitFailed {
+            id: id(0),
+            error: status(502),
+        },
+    );
+    let record = state.record(&id(0)).unwrap();
+    assert_eq!(record.status, VariantStatus::Error);
+    assert!(record
+        .error
+        .as_ref()
+        .unwrap()
+        .contains("may have created a task"));
+    assert_eq!(state.unknown_outcomes(), 1);
+}
+
+#[test]
+fn submits_that_create_nothing_are_retried_within_max_attempts() {
+    let now = Instant::now();
+    let mut state = fresh(1, 1);
+    state.start(now);
+    let fail = |state: &mut RunState| {
+        kinds(&state.handle(
+            now,
+            at(),
+            Event::SubmitFailed {
+                id: id(0),
+                error: status(503),
+            },
+        ))
+    };
+    assert!(fail(&mut state)[0].starts_with("submit v0"));
+    assert!(fail(&mut state)[0].starts_with("submit v0"));
+    assert_eq!(fail(&mut state), ["end v0 error"]);
+    assert_eq!(state.record(&id(0)).unwrap().attempts, 3);
+}
+
+#[test]
+fn a_signal_ends_queued_variants_and_lets_submits_on_the_wire_answer() {
+    let now = Instant::now();
+    let mut state = fresh(3, 2);
+    state.start(now);
+    let stop = state.handle(now, at(), Event::Stop(StopReason::Interrupted));
+    assert_eq!(kinds(&stop), ["stop Interrupted", "end v2 pending"]);
+    // The submit on the wire answers: its task is recorded, the variant stays pending.
+    let answered = submitted(&mut state, now, 0);
+    assert_eq!(kinds(&answered), ["end v0 pending"]);
+    assert_eq!(state.record(&id(0)).unwrap().task_id.as_deref(), Some("t0"));
+    let withdrawn = state.handle(
+        now,
+        at(),
+        Event::SubmitWithdrawn {
+            id: id(1),
+            intent_journaled: true,
+        },
+    );
+    assert_eq!(kinds(&withdrawn), ["end v1 pending"]);
+    assert!(state.is_done());
+    assert_eq!(state.stops(), [StopReason::Interrupted]);
+}
+
+#[test]
+fn without_credits_what_was_bought_is_still_collected() {
+    let now = Instant::now();
+    let entries = vec![
+        entry(0, Start::Submit),
+        entry(1, Start::Submit),
+        entry(
+            2,
+            Start::Poll {
+                task_id: "old".into(),
+            },
+        ),
+    ];
+    let mut state = RunState::new(policy(1), entries);
+    state.start(now);
+    let actions = state.handle(
+        now,
+        at(),
+        Event::SubmitFailed {
+            id: id(0),
+            error: status(402),
+        },
+    );
+    assert_eq!(
+        kinds(&actions),
+        [
+            "stop Account(NoCredits)",
+            "end v1 pending",
+            "end v0 pending",
+            "poll v2 after 0s"
+        ]
+    );
+}
+
+#[test]
+fn a_task_that_runs_past_its_timeout_ends_timeout() {
+    let now = Instant::now();
+    let mut state = fresh(1, 1);
+    state.start(now);
+    submitted(&mut state, now, 0);
+    let late = state.handle(
+        now + Duration::from_secs(61),
+        at(),
+        Event::Polled {
+            id: id(0),
+            detail: detail(TaskStatus::Running, 0),
+        },
+    );
+    assert_eq!(kinds(&late), ["end v0 timeout"]);
+    // The next poll is never scheduled past the timeout.
+    let mut state = fresh(1, 1);
+    state.start(now);
+    submitted(&mut state, now, 0);
+    let near = state.handle(
+        now + Duration::from_secs(58),
+        at(),
+        Event::Polled {
+            id: id(0),
+            detail: detail(TaskStatus::Running, 0),
+        },
+    );
+    assert_eq!(kinds(&near), ["poll v0 after 2s"]);
+}
+
+#[test]
+fn poll_failures_table() {
+    let cases: Vec<(ApiError, Vec<&str>)> = vec![
+        (status(502), vec!["poll v0 after 7s"]),
+        (status(404), vec!["end v0 error"]),
+        (status(401), vec!["stop Account(BadKey)", "end v0 pending"]),
+    ];
+    for (error, expected) in cases {
+        let now = Instant::now();
+        let mut state = fresh(1, 1);
+        state.start(now);
+        submitted(&mut state, now, 0);
+        let actions = state.handle(now, at(), Event::PollFailed { id: id(0), error });
+        assert_eq!(kinds(&actions), expected);
+    }
+}
+
+#[test]
+fn a_full_disk_stops_buying_and_keeps_the_task_for_the_next_run() {
+    let now = Instant::now();
+    let mut state = fresh(2, 1);
+    state.start(now);
+    submitted(&mut state, now, 0);
+    state.handle(
+        now,
+        at(),
+        Event::Polled {
+            id: id(0),
+            detail: detail(TaskStatus::Finished, 1),
+        },
+    );
+    let full = DownloadError::Io {
+        path: "x".into(),
+        cause: std::io::Error::from_raw_os_error(28),
+    };
+    let actions = state.handle(
+        now,
+        at(),
+        Event::TrackFailed {
+            id: id(0),
+            number: 1,
+            failure: TrackFailure::Download(full),
+        },
+    );
+    assert_eq!(
+        kinds(&actions),
+        [
+            "stop Storage { disk_full: true }",
+            "end v1 pending",
+            "end v0 pending"
+        ]
+    );
+    assert_eq!(state.record(&id(0)).unwrap().task_id.as_deref(), Some("t0"));
+}
+
+#[test]
+fn a_track_that_keeps_failing_ends_error_with_its_number() {
+    let now = Instant::now();
+    let mut state = fresh(1, 1);
+    state.start(now);
+    submitted(&mut state, now, 0);
+    state.handle(
+        now,
+        at(),
+        Event::Polled {
+            id: id(0),
+            detail: detail(TaskStatus::Finished, 2),
+        },
+    );
+    state.handle(
+        now,
+        at(),
+        Event::TrackDownloaded {
+            id: id(0),
+            task_id: "t0".into(),
+            track: track(1),
+        },
+    );
+    let cut = DownloadError::Short {
+        expected: 10,
+        received: 5,
+    };
+    let actions = state.handle(
+        now,
+        at(),
+        Event::TrackFailed {
+            id: id(0),
+            number: 2,
+            failure: TrackFailure::Download(cut),
+        },
+    );
+    assert_eq!(kinds(&actions), ["end v0 error"]);
+    let error = state.record(&id(0)).unwrap().error.clone().unwrap();
+    assert!(error.starts_with("track 2: download cut short"), "{error}");
+}
+
+#[test]
+fn a_journal_that_cannot_take_an_intent_stops_every_submit() {
+    let now = Instant::now();
+    let mut state = fresh(3, 2);
+    state.start(now);
+    let actions = state.handle(
+        now,
+        at(),
+        Event::JournalFailed {
+            id: Some(id(0)),
+            disk_full: false,
+        },
+    );
+    assert_eq!(
+        kinds(&actions),
+        [
+            "stop Storage { disk_full: false }",
+            "end v2 pending",
+            "end v0 pending"
+        ]
+    );
+}
+
+#[test]
+fn kept_variants_take_no_slot_and_resumed_ones_are_polled_at_once() {
+    let now = Instant::now();
+    let entries = vec![
+        entry(0, Start::Keep),
+        entry(
+            1,
+            Start::Poll {
+                task_id: "t1".into(),
+            },
+        ),
+        entry(2, Start::Submit),
+    ];
+    let mut state = RunState::new(policy(1), entries);
+    assert_eq!(kinds(&state.start(now)), ["poll v1 after 0s"]);
+}
+
+/// The shell in the property test: what the machine asked for and has not been answered.
+#[derive(Default)]
+struct Shell {
+    outstanding: Vec<Action>,
+    /// The journal records the coordinator and the executors would have written.
+    journal: Vec<Record>,
+    ends: HashMap<VariantId, usize>,
+    unknown: HashSet<VariantId>,
+    tasks: HashMap<VariantId, usize>,
+}
+
+impl Shell {
+    fn take(&mut self, state: &RunState, actions: Vec<Action>, starts: &HashMap<VariantId, Start>) {
+        let stopped = !state.stops().is_empty();
+        for action in actions {
+            match &action {
+                Action::Submit { id, .. } => {
+                    assert!(
+                        !self.unknown.contains(id),
+                        "{id}: submitted after an unknown outcome"
+                    );
+                    assert!(
+                        !self.tasks.contains_key(id),
+                        "{id}: submitted with a known task"
+                    );
+                    assert_eq!(
+                        starts[id],
+                        Start::Submit,
+                        "{id}: submitted though it has a task"
+                    );
+                    assert!(!self.ends.contains_key(id), "{id}: work after its end");
+                    let _ = stopped;
+                }
+                Action::End { id, end } => {
+                    *self.ends.entry(id.clone()).or_default() += 1;
+                    self.journal.extend(end_record(id, end));
+                    continue;
+                }
+                Action::Stop(_) => continue,
+                Action::Poll { id, .. } | Action::Download { id, .. } => {
+                    assert!(!self.ends.contains_key(id), "{id}: work after its end");
+                }
+            }
+            self.outstanding.push(action);
+        }
+        assert!(state.in_flight() <= 3, "the in-flight cap");
+    }
+
+    /// A random answer to a random outstanding action.
+    fn answer(&mut self, rng: &mut StdRng, state: &RunState) -> Event {
+        let i = rng.random_range(0..self.outstanding.len());
+        let action = self.outstanding.swap_remove(i);
+        let stopped = !state.stops().is_empty();
+        match action {
+            Action::Submit { id, .. } => {
+                if stopped && rng.random_bool(0.5) {
+                    return Event::SubmitWithdrawn {
+                        id,
+                        intent_journaled: false,
+                    };
+                }
+                self.journal.push(Record::SubmitIntent {
+                    variant_id: id.clone(),
+                    at: at(),
+                });
+                match rng.random_range(0..8) {
+                    0 => Event::SubmitFailed {
+                        id,
+                        error: status(503),
+                    },
+                    1 => Event::SubmitFailed {
+                        id,
+                        error: status(500),
+                    },
+                    2 => Event::SubmitFailed {
+                        id,
+                        error: ApiError::Timeout,
+                    },
+                    3 if rng.random_bool(0.2) => Event::SubmitFailed {
+                        id,
+                        error: ApiError::Decode("no task_id".into()),
+                    },
+                    4 if rng.random_bool(0.2) => Event::SubmitFailed {
+                        id,
+                        error: status(402),
+                    },
+                    _ => {
+                        *self.tasks.entry(id.clone()).or_default() += 1;
+                        Event::Submitted {
+                            task_id: format!("task-{id}"),
+                            id,
+                            at: at(),
+                        }
+                    }
+                }
+            }
+            Action::Poll { id, .. } => match rng.random_range(0..6) {
+                0 if stopped => Event::PollStopped { id },
+                0 => Event::PollFailed {
+                    id,
+                    error: status(502),
+                },
+                1 => Event::Polled {
+                    id,
+                    detail: detail(TaskStatus::Failed, 0),
+                },
+                2 | 3 => Event::Polled {
+                    id,
+                    detail: detail(TaskStatus::Running, 0),
+                },
+                _ => Event::Polled {
+                    id,
+                    detail: detail(TaskStatus::Finished, rng.random_range(1..3)),
+                },
+            },
+            Action::Download {
+                id,
+                task_id,
+                number,
+                ..
+            } => match rng.random_range(0..6) {
+                0 => Event::TrackFailed {
+                    id,
+                    number,
+                    failure: if stopped {
+                        TrackFailure::Stopped
+                    } else {
+                        TrackFailure::Download(DownloadError::Short {
+                            expected: 2,
+                            received: 1,
+                        })
+                    },
+                },
+                _ => Event::TrackDownloaded {
+                    id,
+                    task_id,
+                    track: track(number),
+                },
+            },
+            Action::End { .. } | Action::Stop(_) => unreachable!("never outstanding"),
+        }
+    }
+}
+
+/// Random event sequences (faults, stops, late answers) against the money rules, checked
+/// after every step; and the journal the run would have written, cut at random crash
+/// points, never makes the next run pay again for a task it knows.
+#[test]
+fn random_runs_keep_the_money_rules() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for case in 0..600 {
+        let count = rng.random_range(1..10);
+        let entries: Vec<Entry> = (0..count)
+            .map(|n| match rng.random_range(0..6) {
+                0 => entry(n, Start::Keep),
+                1 => entry(
+                    n,
+                    Start::Poll {
+                        task_id: format!("old-{n}"),
+                    },
+                ),
+                _ => entry(n, Start::Submit),
+            })
+            .collect();
+        let starts: HashMap<VariantId, Start> = entries
+            .iter()
+            .map(|e| (e.id.clone(), e.start.clone()))
+            .collect();
+        let mut state = RunState::new(policy(3), entries);
+        let mut shell = Shell::default();
+        let mut now = Instant::now();
+        let actions = state.start(now);
+        shell.take(&state, actions, &starts);
+        let mut steps = 0;
+        while !shell.outstanding.is_empty() {
+            steps += 1;
+            assert!(steps < 10_000, "case {case}: the run never ends");
+            now += Duration::from_millis(rng.random_range(0..20_000));
+            let event = if rng.random_range(0..40) == 0 {
+                let reasons = [
+                    StopReason::Interrupted,
+                    StopReason::Deadline,
+                    StopReason::Account(AccountStop::NoCredits),
+                    StopReason::Storage { disk_full: true },
+                ];
+                Event::Stop(reasons[rng.random_range(0..reasons.len())])
+            } else {
+                shell.answer(&mut rng, &state)
+            };
+            let submits_stopped_before = !state.stops().is_empty();
+            if let Event::SubmitFailed { id, error } = &event {
+                if crate::scheduler::events::created_by(error)
+                    == crate::journal::format::Created::Unknown
+                {
+                    shell.unknown.insert(id.clone());
+                }
+            }
+            shell.journal.extend(journal_record(&event));
+            let actions = state.handle(now, at(), event);
+            if submits_stopped_before {
+                assert!(
+                    !actions.iter().any(|a| matches!(a, Action::Submit { .. })),
+                    "case {case}: a submit after a run-level stop"
+                );
+            }
+            shell.take(&state, actions, &starts);
+        }
+        assert!(state.is_done(), "case {case}");
+        for (id, start) in &starts {
+            let ends = shell.ends.get(id).copied().unwrap_or(0);
+            match start {
+                Start::Keep => assert_eq!(ends, 0, "case {case}: {id} kept, yet ended"),
+                _ => assert_eq!(ends, 1, "case {case}: {id} ended {ends} times"),
+            }
+            assert!(
+                shell.tasks.get(id).copied().unwrap_or(0) <= 1,
+                "case {case}: {id} paid twice"
+            );
+        }
+        // Crash anywhere: the next run never submits a variant whose task it knows.
+        let cut = rng.random_range(0..=shell.journal.len());
+        let priors = replay(&shell.journal[..cut]);
+        for (id, prior) in &priors {
+            let start = decide(Some(prior), true, false);
+            if prior.task.is_some() || prior.last_outcome_unknown {
+                assert_ne!(
+                    start,
+                    Start::Submit,
+                    "case {case}: {id} would be paid again"
+                );
+            }
+            if prior.end.as_ref().map(|e| e.status)
+                == Some(crate::journal::format::EndStatus::Finished)
+            {
+                assert_eq!(
+                    start,
+                    Start::Keep,
+                    "case {case}: {id} finished, yet not kept"
+                );
+            }
+        }
+    }
+}
