@@ -121,7 +121,7 @@ pub struct SimulatorArgs {
     pub faults: FaultArgs,
 }
 
-/// The simulator's fault knobs: each a share of calls from 0 to 1.
+/// The simulator's fault knobs: each a share of calls from 0 to 1, or a delay in milliseconds.
 #[derive(Debug, Args)]
 pub struct FaultArgs {
     /// Share of API calls answered 503 before any work.
@@ -130,6 +130,14 @@ pub struct FaultArgs {
     /// Share of submits answered 500 after the task was created.
     #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
     pub submit_500_after: f64,
+    /// Share of submits answered 200 without a readable task id (as if the API changed
+    /// shape) after the task was created.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub unreadable_submit: f64,
+    /// Milliseconds every submit waits between creating its task and answering; a client
+    /// that hangs up meanwhile leaves the task created.
+    #[arg(long, default_value_t = 0)]
+    pub submit_answer_delay_ms: u64,
     /// Share of API calls whose connection breaks before the answer.
     #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
     pub reset: f64,

@@ -291,6 +291,20 @@ mod tests {
     }
 
     #[test]
+    fn a_200_without_a_task_id_is_unreadable() {
+        // The API changed shape: the code says success but the task id is renamed.
+        let body = br#"{"code":200,"msg":"success","data":{"taskId":"t1","state":"queued"}}"#;
+        let err = decode_answer::<SubmitData>(StatusCode::OK, None, body).unwrap_err();
+        assert!(
+            matches!(err, ApiError::Decode(ref m) if m.contains("task_id")),
+            "{err:?}"
+        );
+        let err =
+            decode_answer::<SubmitData>(StatusCode::OK, None, br#"{"code":200}"#).unwrap_err();
+        assert!(matches!(err, ApiError::Decode(_)), "{err:?}");
+    }
+
+    #[test]
     fn the_key_never_shows_in_debug_output() {
         let key = ApiKey::new("sk-very-secret");
         let client = ApiClient::new("http://127.0.0.1:1", key.clone()).unwrap();

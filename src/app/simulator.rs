@@ -20,6 +20,7 @@ pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
     let shares = [
         f.unavailable,
         f.submit_500_after,
+        f.unreadable_submit,
         f.reset,
         f.error_body,
         f.rate_limit_share,
@@ -35,6 +36,8 @@ pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
     let faults = Faults {
         unavailable: f.unavailable,
         submit_error_after_create: f.submit_500_after,
+        unreadable_submit: f.unreadable_submit,
+        submit_answer_delay: Duration::from_millis(f.submit_answer_delay_ms),
         reset: f.reset,
         error_body: f.error_body,
         rate_limit: f.rate_limit_share,

@@ -8,7 +8,10 @@
 pub mod audio;
 pub mod limits;
 mod server;
+#[cfg(test)]
+mod tests;
 pub mod ticket;
+mod tracks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +31,7 @@ pub const HANG_MARKER: &str = "sim:hang";
 pub const FAIL_MESSAGE: &str = "The prompt violates our content policy";
 
 /// Faults to inject, each as the share (0..1) of calls it strikes. They strike before a
-/// task is created unless the name says otherwise, so a client that retries them well
+/// task is created unless their doc says otherwise, so a client that retries them well
 /// creates no duplicate task.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Faults {
@@ -36,6 +39,14 @@ pub struct Faults {
     pub unavailable: f64,
     /// Submits answered 500 *after* the task was created (and billed).
     pub submit_error_after_create: f64,
+    /// Submits answered *after* the task was created (and billed) with an HTTP 200 whose
+    /// body has `code` 200 but no readable task id, as when the API changes shape:
+    /// `{"code":200,"data":{"taskId":"…","state":"queued"}}`.
+    pub unreadable_submit: f64,
+    /// How long every submit waits between creating its task and answering. A client that
+    /// hangs up meanwhile leaves the task created and billed, as with a real provider; the
+    /// simulator counts it in [`SimStats::submit_answers_dropped`].
+    pub submit_answer_delay: Duration,
     /// API calls whose connection breaks before the answer's body.
     pub reset: f64,
     /// API calls answered HTTP 200 with an error body (`{"code":500}`).
@@ -59,12 +70,17 @@ pub struct Faults {
 }
 
 impl Faults {
-    /// Every fault at once, each share at `share`, expired first downloads included;
-    /// tasks still all finish.
+    /// Every survivable fault at once, each share at `share`, expired first downloads
+    /// included; tasks still all finish. Left out: [`Faults::unreadable_submit`] (an
+    /// unreadable 2xx submit answer stops all submitting, by design) and
+    /// [`Faults::submit_answer_delay`] (past the client's timeout, every submit's outcome
+    /// is unknown); set those on their own.
     pub fn all(share: f64) -> Self {
         Faults {
             unavailable: share,
             submit_error_after_create: share,
+            unreadable_submit: 0.0,
+            submit_answer_delay: Duration::ZERO,
             reset: share,
             error_body: share,
             rate_limit: share,
@@ -188,8 +204,11 @@ impl SimHandle {
     }
 
     /// The exact bytes the simulator serves for a track of a task (1-based), if it exists.
+    /// Rendered afresh on the calling thread, bypassing the simulator's cache (and its
+    /// [`SimStats::renders`] count), so it is an independent reference for tests; it blocks
+    /// for the length of a render.
     pub fn track_bytes(&self, task_id: &str, track: u32) -> Option<Vec<u8>> {
-        server::track_bytes(&self.state.config, task_id, track)
+        tracks::TrackSpec::of(&self.state.config, task_id, track).map(|spec| spec.render())
     }
 
     /// The URLs of every upload so far, in order.

@@ -1,5 +1,8 @@
 //! The simulator's HTTP side: axum handlers over one shared, mutex-guarded state. Tasks
 //! live in their ids ([`super::ticket`]); the state only counts, paces and rolls dice.
+//!
+//! Handlers never block the runtime they share with a `run --simulate`: track rendering
+//! runs on a blocking thread ([`super::tracks`]), and no lock is held across an await.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::audio::{self, Style};
+use super::audio::Style;
 use super::limits::SlidingWindows;
 use super::ticket::{Fate, Ticket};
+use super::tracks::{RenderCache, TrackSpec};
 use super::{SimConfig, FAIL_MARKER, FAIL_MESSAGE, HANG_MARKER};
 use crate::api::types::{
     Balance, Envelope, SubmitData, SubmitRequest, TaskDetail, TaskStatus, TrackFile, TASK_MODEL,
@@ -31,10 +35,15 @@ pub struct SimStats {
     pub submit_calls: u64,
     /// Tasks created (each one billed).
     pub tasks_created: u64,
+    /// Submit answers the client hung up on while the simulator held them back
+    /// ([`super::Faults::submit_answer_delay`]): their tasks exist all the same.
+    pub submit_answers_dropped: u64,
     /// Detail queries, answered however.
     pub detail_calls: u64,
     /// Track and cover downloads, answered however.
     pub download_calls: u64,
+    /// Tracks rendered; a track served again from the cache is not rendered again.
+    pub renders: u64,
     /// Upload calls, answered however.
     pub upload_calls: u64,
     /// Uploads accepted and kept.
@@ -85,6 +94,8 @@ pub(super) struct SimState {
     base_url: String,
     started: Instant,
     inner: Mutex<Inner>,
+    /// Apart from `inner`, so a lookup never waits behind the API's bookkeeping.
+    renders: Mutex<RenderCache>,
 }
 
 impl SimState {
@@ -105,6 +116,7 @@ impl SimState {
             base_url,
             started: Instant::now(),
             inner: Mutex::new(inner),
+            renders: Mutex::default(),
         }
     }
 
@@ -117,6 +129,13 @@ impl SimState {
 
     pub(super) fn stats(&self) -> SimStats {
         self.lock().stats.clone()
+    }
+
+    fn render_cache(&self) -> MutexGuard<'_, RenderCache> {
+        // The cache is rebuilt from scratch on a miss: a poisoned one is still usable.
+        self.renders
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn submissions(&self) -> Vec<SubmitRecord> {
@@ -148,6 +167,49 @@ impl SimState {
         let hit = inner.dice.random::<f64>() < share;
         inner.stats.faults += u64::from(hit);
         hit
+    }
+
+    /// Creates (and bills) a task for an accepted submit, under the submit limits and the
+    /// credits. Sync: a task exists as soon as this returns, whatever becomes of the answer.
+    fn create_task(
+        &self,
+        request: SubmitRequest,
+        fate: Fate,
+        track_ms: u64,
+    ) -> Result<Ticket, Refusal> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if let Err(wait) = inner.submit_windows.try_accept(now) {
+            inner.stats.rate_limited += 1;
+            return Err(Refusal::RateLimited(wait));
+        }
+        match inner.credits {
+            Some(0) => {
+                inner.stats.no_credits += 1;
+                return Err(Refusal::NoCredits);
+            }
+            Some(left) => inner.credits = Some(left - 1),
+            None => {}
+        }
+        inner.stats.tasks_created += 1;
+        let ticket = Ticket {
+            number: inner.stats.tasks_created,
+            created_ms: now_ms(),
+            style: Style::from_tags(&request.input.tags).to_bits(),
+            seed: u64::from_le_bytes(
+                Sha256::digest(request.input.tags.as_bytes())[..8]
+                    .try_into()
+                    .unwrap_or_default(),
+            ),
+            fate,
+            track_ms,
+        };
+        inner.submissions.push(SubmitRecord {
+            task_id: ticket.to_string(),
+            at: now.duration_since(self.started),
+            request,
+        });
+        Ok(ticket)
     }
 
     fn detail(&self, id: &str, ticket: &Ticket) -> TaskDetail {
@@ -190,19 +252,6 @@ impl SimState {
             error_message: (status == TaskStatus::Failed).then(|| FAIL_MESSAGE.to_owned()),
         }
     }
-}
-
-/// The exact bytes of a track of a simulator task (1-based), if both exist.
-pub(super) fn track_bytes(config: &SimConfig, task_id: &str, track: u32) -> Option<Vec<u8>> {
-    let ticket = Ticket::parse(task_id)?;
-    (1..=config.tracks_per_task).contains(&track).then(|| {
-        let style = Style::from_bits(ticket.style);
-        audio::render_wav(
-            &style,
-            ticket.seed.wrapping_add(u64::from(track)),
-            ticket.track_ms as f64 / 1000.0,
-        )
-    })
 }
 
 fn now_ms() -> u64 {
@@ -305,6 +354,67 @@ async fn preamble(state: &SimState, headers: &HeaderMap) -> Option<Response> {
     None
 }
 
+/// Why a submit created no task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Past the submit limits; a call fits again after this long.
+    RateLimited(Duration),
+    /// The account has no credits left.
+    NoCredits,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::RateLimited(wait) => rate_limited(wait),
+            // The provider reports this in the body of an HTTP 200.
+            Refusal::NoCredits => {
+                Json(json!({ "code": 402, "msg": "insufficient credits" })).into_response()
+            }
+        }
+    }
+}
+
+/// What a submit answers once its task exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SubmitAnswer {
+    /// The task id, as documented.
+    Created,
+    /// A 500, though the task was created.
+    ErrorAfterCreate,
+    /// An HTTP 200 with `code` 200 and no readable task id: the API changed shape.
+    Unreadable,
+}
+
+/// Counts a submit answer the client hung up on: armed once the task exists, disarmed
+/// when the answer goes to axum. axum drops a handler's future when its client hangs up,
+/// and dropping the future drops this.
+struct AnswerWatch<'a> {
+    state: &'a SimState,
+    answered: bool,
+}
+
+impl<'a> AnswerWatch<'a> {
+    fn arm(state: &'a SimState) -> Self {
+        AnswerWatch {
+            state,
+            answered: false,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for AnswerWatch<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.state.lock().stats.submit_answers_dropped += 1;
+        }
+    }
+}
+
 async fn submit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     state.lock().stats.submit_calls += 1;
     if let Some(response) = preamble(&state, &headers).await {
@@ -326,54 +436,49 @@ async fn submit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     } else {
         Fate::Finish
     };
-    let error_after_create = state.strikes(faults.submit_error_after_create);
+    let answer = if state.strikes(faults.submit_error_after_create) {
+        SubmitAnswer::ErrorAfterCreate
+    } else if state.strikes(faults.unreadable_submit) {
+        SubmitAnswer::Unreadable
+    } else {
+        SubmitAnswer::Created
+    };
     let track_ms = state
         .stem_duration_ms(&request.input.upload_url)
         .unwrap_or((state.config.track_seconds * 1000.0).round() as u64);
-    let now = Instant::now();
-    let mut inner = state.lock();
-    if let Err(wait) = inner.submit_windows.try_accept(now) {
-        inner.stats.rate_limited += 1;
-        return rate_limited(wait);
+    // No await from here until the task exists: a client hanging up cannot undo it.
+    let ticket = match state.create_task(request, fate, track_ms) {
+        Ok(ticket) => ticket,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let watch = AnswerWatch::arm(&state);
+    if !faults.submit_answer_delay.is_zero() {
+        tokio::time::sleep(faults.submit_answer_delay).await;
     }
-    match inner.credits {
-        Some(0) => {
-            inner.stats.no_credits += 1;
-            // The provider reports this in the body of an HTTP 200.
-            return Json(json!({ "code": 402, "msg": "insufficient credits" })).into_response();
+    watch.disarm();
+    answer_submit(&ticket, answer)
+}
+
+/// The answer to a submit that created the task `ticket`.
+fn answer_submit(ticket: &Ticket, answer: SubmitAnswer) -> Response {
+    let created_time = provider_time(ticket.created_ms);
+    match answer {
+        SubmitAnswer::Created => Json(Envelope::ok(SubmitData {
+            task_id: ticket.to_string(),
+            status: Some(TaskStatus::NotStarted),
+            created_time: Some(created_time),
+        }))
+        .into_response(),
+        SubmitAnswer::ErrorAfterCreate => {
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
         }
-        Some(left) => inner.credits = Some(left - 1),
-        None => {}
+        SubmitAnswer::Unreadable => Json(json!({
+            "code": 200,
+            "msg": "success",
+            "data": { "taskId": ticket.to_string(), "state": "queued", "createdAt": created_time },
+        }))
+        .into_response(),
     }
-    inner.stats.tasks_created += 1;
-    let ticket = Ticket {
-        number: inner.stats.tasks_created,
-        created_ms: now_ms(),
-        style: Style::from_tags(&request.input.tags).to_bits(),
-        seed: u64::from_le_bytes(
-            Sha256::digest(request.input.tags.as_bytes())[..8]
-                .try_into()
-                .unwrap_or_default(),
-        ),
-        fate,
-        track_ms,
-    };
-    let task_id = ticket.to_string();
-    inner.submissions.push(SubmitRecord {
-        task_id: task_id.clone(),
-        at: now.duration_since(state.started),
-        request,
-    });
-    drop(inner);
-    if error_after_create {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-    }
-    let data = SubmitData {
-        task_id,
-        status: Some(TaskStatus::NotStarted),
-        created_time: Some(provider_time(ticket.created_ms)),
-    };
-    Json(Envelope::ok(data)).into_response()
 }
 
 /// The provider's documented input rules.
@@ -483,8 +588,8 @@ async fn file(
             None => not_found(),
         };
     }
-    let Some(bytes) = (extension == "wav")
-        .then(|| track_bytes(&state.config, &task_id, number))
+    let Some(spec) = (extension == "wav")
+        .then(|| TrackSpec::of(&state.config, &task_id, number))
         .flatten()
     else {
         return not_found();
@@ -501,11 +606,15 @@ async fn file(
         let page = "<!DOCTYPE html><html><body>502 Bad Gateway</body></html>";
         return ([(header::CONTENT_TYPE, "text/html")], page).into_response();
     }
+    let bytes = match track(&state, task_id, number, spec).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            tracing::error!(error = %err, "rendering a track failed");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
     if state.strikes(faults.truncate) {
-        let mut response = broken(
-            StatusCode::OK,
-            Bytes::copy_from_slice(&bytes[..bytes.len() / 2]),
-        );
+        let mut response = broken(StatusCode::OK, bytes.slice(..bytes.len() / 2));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -515,6 +624,28 @@ async fn file(
         return response;
     }
     ([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response()
+}
+
+/// The bytes of a track: from the cache, or rendered on a blocking thread and then cached.
+/// The render caches its result itself, so a download abandoned mid-render still spares
+/// the next one the work.
+async fn track(
+    state: &Shared,
+    task_id: String,
+    number: u32,
+    spec: TrackSpec,
+) -> Result<Bytes, tokio::task::JoinError> {
+    if let Some(bytes) = state.render_cache().get(&task_id, number) {
+        return Ok(bytes);
+    }
+    let state = Arc::clone(state);
+    tokio::task::spawn_blocking(move || {
+        let bytes = Bytes::from(spec.render());
+        state.lock().stats.renders += 1;
+        state.render_cache().insert(&task_id, number, bytes.clone());
+        bytes
+    })
+    .await
 }
 
 /// The largest upload the simulator takes: above stembatch's own stem limit.

@@ -1,0 +1,187 @@
+//! The simulator over HTTP on loopback: the submit faults that strike after a task exists,
+//! and the render cache. Every test is bounded well under 5 s.
+
+use std::time::{Duration, Instant};
+
+use super::{Faults, SimConfig, SimHandle};
+use crate::api::client::{ApiClient, ApiError, ApiKey};
+use crate::api::types::{SubmitInput, SubmitRequest, TASK_MODEL};
+
+/// No limits, short tasks and tracks, and `faults`.
+fn config(faults: Faults) -> SimConfig {
+    SimConfig {
+        task_duration: Duration::from_millis(100),
+        track_seconds: 0.5,
+        submit_limits: Vec::new(),
+        detail_limits: Vec::new(),
+        upload_limits: Vec::new(),
+        faults,
+        ..SimConfig::default()
+    }
+}
+
+async fn start(faults: Faults) -> SimHandle {
+    SimHandle::start(([127, 0, 0, 1], 0).into(), config(faults))
+        .await
+        .expect("the simulator starts")
+}
+
+fn request() -> SubmitRequest {
+    SubmitRequest {
+        model: TASK_MODEL.into(),
+        callback_url: None,
+        input: SubmitInput {
+            upload_url: "https://example.com/vocals.wav".into(),
+            title: "ballad piano".into(),
+            tags: "piano".into(),
+            negative_tags: String::new(),
+            model: None,
+            vocal_gender: None,
+            style_weight: None,
+            weirdness_constraint: None,
+            audio_weight: None,
+        },
+    }
+}
+
+fn client(sim: &SimHandle) -> ApiClient {
+    ApiClient::new(&sim.url(), ApiKey::new(sim.key())).unwrap()
+}
+
+/// Polls `done` every 10 ms until it holds or `limit` has passed since `since`.
+async fn holds_by(since: Instant, limit: Duration, done: impl Fn() -> bool) -> bool {
+    while !done() {
+        if since.elapsed() >= limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_on_a_slow_submit_answer_leaves_the_task_created() {
+    let sim = start(Faults {
+        submit_answer_delay: Duration::from_secs(2),
+        ..Faults::default()
+    })
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = impatient
+        .post(format!("{}/api/generate/submit", sim.url()))
+        .bearer_auth(sim.key())
+        .json(&request())
+        .send()
+        .await
+        .expect_err("the answer comes after the client's timeout");
+    assert!(err.is_timeout(), "{err:?}");
+    let stats = sim.stats();
+    assert_eq!(
+        stats.tasks_created, 1,
+        "created before the answer was held back"
+    );
+    assert_eq!(sim.submissions().len(), 1);
+    // Counted when axum drops the handler, well before the 2 s delay would have ended.
+    let dropped = holds_by(started, Duration::from_millis(1500), || {
+        sim.stats().submit_answers_dropped == 1
+    })
+    .await;
+    assert!(dropped, "{:?}", sim.stats());
+    assert_eq!(sim.stats().tasks_created, 1);
+}
+
+#[tokio::test]
+async fn a_patient_client_gets_the_delayed_submit_answer() {
+    let delay = Duration::from_millis(300);
+    let sim = start(Faults {
+        submit_answer_delay: delay,
+        ..Faults::default()
+    })
+    .await;
+    let started = Instant::now();
+    let data = client(&sim).submit(&request()).await.unwrap();
+    assert!(started.elapsed() >= delay);
+    assert_eq!(sim.submissions()[0].task_id, data.task_id);
+    let stats = sim.stats();
+    assert_eq!((stats.tasks_created, stats.submit_answers_dropped), (1, 0));
+}
+
+#[tokio::test]
+async fn an_unreadable_submit_answer_is_a_decode_error_after_the_task_exists() {
+    let sim = start(Faults {
+        unreadable_submit: 1.0,
+        ..Faults::default()
+    })
+    .await;
+    let err = client(&sim).submit(&request()).await.unwrap_err();
+    assert!(matches!(err, ApiError::Decode(_)), "{err:?}");
+    assert_eq!(sim.stats().tasks_created, 1);
+
+    // On the wire: an HTTP 200 whose code says success, with the task id renamed.
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/generate/submit", sim.url()))
+        .bearer_auth(sim.key())
+        .json(&request())
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(body["code"], 200);
+    assert!(body["data"].get("task_id").is_none(), "{body}");
+    assert_eq!(
+        body["data"]["taskId"],
+        sim.submissions()[1].task_id.as_str()
+    );
+    let stats = sim.stats();
+    assert_eq!((stats.tasks_created, stats.faults), (2, 2));
+}
+
+async fn download(sim: &SimHandle, task_id: &str, track: u32) -> (u16, Vec<u8>) {
+    let answer = reqwest::Client::new()
+        .get(format!("{}/files/{task_id}/{track}.wav", sim.url()))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    (status, answer.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn a_second_download_of_a_track_is_served_from_the_cache() {
+    let sim = start(Faults::default()).await;
+    let task = client(&sim).submit(&request()).await.unwrap().task_id;
+    let (status, first) = download(&sim, &task, 1).await;
+    assert_eq!(status, 200);
+    assert_eq!(sim.stats().renders, 1);
+    let (status, second) = download(&sim, &task, 1).await;
+    assert_eq!(status, 200);
+    assert_eq!(first, second);
+    assert_eq!(Some(first), sim.track_bytes(&task, 1));
+    assert_eq!(sim.stats().renders, 1, "served from the cache");
+    let (status, other) = download(&sim, &task, 2).await;
+    assert_eq!((status, sim.stats().renders), (200, 2));
+    assert_ne!(other, second);
+}
+
+#[tokio::test]
+async fn an_expired_first_download_renders_nothing() {
+    let sim = start(Faults {
+        expire_first_download: true,
+        ..Faults::default()
+    })
+    .await;
+    let task = client(&sim).submit(&request()).await.unwrap().task_id;
+    assert_eq!(download(&sim, &task, 1).await.0, 410);
+    assert_eq!(sim.stats().renders, 0);
+    let (status, bytes) = download(&sim, &task, 1).await;
+    assert_eq!((status, sim.stats().renders), (200, 1));
+    assert_eq!(Some(bytes), sim.track_bytes(&task, 1));
+    assert_eq!(download(&sim, &task, 3).await.0, 404, "no third track");
+}
