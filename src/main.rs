@@ -39,7 +39,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(stembatch::app::execute(cli)) {
+    let result = runtime.block_on(stembatch::app::execute(cli));
+    // Work still running here (a stem hashed for a run that was interrupted, a download
+    // abandoned by a second signal) is not waited for: its state is already saved.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
             eprintln!("stembatch: {err:#}");

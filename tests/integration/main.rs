@@ -8,6 +8,7 @@ mod disk;
 mod end_to_end;
 mod local_stems;
 mod manifest_errors;
+mod money;
 mod rate_limits;
 mod resilience;
 mod resume;
