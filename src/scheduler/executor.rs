@@ -192,26 +192,9 @@ impl Executor {
             variant.file_base()
         );
         let relative = format!("{base}.{}", extension_of(&file.audio_url, "mp3"));
-        let mut url = file.audio_url.clone();
-        let done = match self.fetch(&url, &relative, Expect::Audio).await {
-            Ok(done) => done,
-            Err(CallFailure::Failed(err)) if err.is_gone() => {
-                warn!(track = number, error = %err, "result URL expired; asking the provider for a fresh one");
-                url = match self.fresh_url(&task_id, number, file).await {
-                    Ok(url) => url,
-                    Err(reason) => {
-                        return failed(TrackFailure::NoFreshUrl {
-                            download: err,
-                            reason,
-                        })
-                    }
-                };
-                match self.fetch(&url, &relative, Expect::Audio).await {
-                    Ok(done) => done,
-                    Err(failure) => return failed(failure.into()),
-                }
-            }
-            Err(failure) => return failed(failure.into()),
+        let (url, done) = match self.fetch_track(&task_id, number, file, &relative).await {
+            Ok(fetched) => fetched,
+            Err(failure) => return failed(failure),
         };
         if let Some(image) = file.image_url.as_deref() {
             if self.settings.download_covers {
@@ -236,6 +219,29 @@ impl Executor {
                 modified_ns: done.modified_ns,
             },
         }
+    }
+
+    /// The track's audio into `relative`; when its URL has expired (403, 404, 410), from
+    /// a fresh URL asked of the task. Returns the URL it came from.
+    async fn fetch_track(
+        &self,
+        task_id: &str,
+        number: u32,
+        file: &TrackFile,
+        relative: &str,
+    ) -> Result<(String, Downloaded), TrackFailure> {
+        let download = match self.fetch(&file.audio_url, relative, Expect::Audio).await {
+            Ok(done) => return Ok((file.audio_url.clone(), done)),
+            Err(CallFailure::Failed(err)) if err.is_gone() => err,
+            Err(failure) => return Err(failure.into()),
+        };
+        warn!(track = number, error = %download, "result URL expired; asking the provider for a fresh one");
+        let url = self
+            .fresh_url(task_id, number, file)
+            .await
+            .map_err(|reason| TrackFailure::NoFreshUrl { download, reason })?;
+        let done = self.fetch(&url, relative, Expect::Audio).await?;
+        Ok((url, done))
     }
 
     /// One file, with a download slot, retried on transient failures with a fresh

@@ -86,6 +86,24 @@ pub struct RunInputs {
     pub stopped_before: Option<StopReason>,
 }
 
+/// The local stems of the variants this run will submit, in manifest order: the order
+/// in which they are uploaded.
+fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<LocalStem> {
+    let submitting: std::collections::HashSet<_> = entries
+        .iter()
+        .filter(|e| e.start == Start::Submit)
+        .map(|e| &e.id)
+        .collect();
+    variants
+        .iter()
+        .filter(|v| submitting.contains(&v.id))
+        .filter_map(|v| match &v.stem.source {
+            StemSource::Local(local) => Some(local.clone()),
+            StemSource::Url(_) => None,
+        })
+        .collect()
+}
+
 /// Runs every variant from its entry and writes `results.csv`; an error only when the
 /// report cannot be written (or a bug made an executor panic).
 pub async fn run(
@@ -103,21 +121,7 @@ pub async fn run(
         submit_retry: retry,
     };
     let stop_submits = CancellationToken::new();
-    let to_upload: Vec<LocalStem> = {
-        let submitting: std::collections::HashSet<_> = entries
-            .iter()
-            .filter(|e| e.start == Start::Submit)
-            .map(|e| &e.id)
-            .collect();
-        variants
-            .iter()
-            .filter(|v| submitting.contains(&v.id))
-            .filter_map(|v| match &v.stem.source {
-                StemSource::Local(local) => Some(local.clone()),
-                StemSource::Url(_) => None,
-            })
-            .collect()
-    };
+    let to_upload = local_stems_to_submit(&variants, &entries);
     let uploads = Arc::new(Uploads::new(
         inputs.api,
         inputs.upload_mode,

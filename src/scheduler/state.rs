@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use super::events::{Action, Event, StopReason, TrackFailure};
 use super::poll::PollSchedule;
 use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
-use crate::api::types::{TaskDetail, TaskStatus};
+use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
 use crate::api::ApiError;
 use crate::journal::replay::Start;
 use crate::outcome::{StatusCounts, TrackRecord, VariantEnd, VariantRecord, VariantStatus};
@@ -266,37 +266,15 @@ impl RunState {
         if matches!(verdict, Verdict::OutcomeUnknown | Verdict::Unreadable) {
             self.unknown_outcomes += 1;
         }
-        let submits_stopped = self.submits_stopped;
         let Some(variant) = self.variants.get_mut(id) else {
             return;
         };
         variant.record.attempts += 1;
         let (status, why) = match verdict {
-            Verdict::Retry { after } => {
-                let Phase::Submitting { backoff } = &mut variant.phase else {
-                    return;
-                };
-                match backoff.next_wait(after) {
-                    Some(wait) if !submits_stopped => {
-                        actions.push(Action::Submit {
-                            id: id.clone(),
-                            after: wait,
-                        });
-                        return;
-                    }
-                    Some(_) => (
-                        VariantStatus::Pending,
-                        format!("not submitted again: the run stopped first ({error})"),
-                    ),
-                    None => (
-                        VariantStatus::Error,
-                        format!(
-                            "submit failed {} times, each time before a task was created: {error}",
-                            backoff.failures()
-                        ),
-                    ),
-                }
-            }
+            Verdict::Retry { after } => match self.submit_again(id, after, error, actions) {
+                Some(end) => end,
+                None => return,
+            },
             Verdict::OutcomeUnknown => (VariantStatus::Error, unknown_message(error)),
             Verdict::Unreadable => {
                 self.stop(StopReason::UnreadableSubmit, at, actions);
@@ -315,6 +293,42 @@ impl RunState {
             }
         };
         self.end(id, VariantEnd::with_error(status, why, at), actions);
+    }
+
+    /// After a failure that proves no task was created: submit again after a backoff, or
+    /// say how the variant ends.
+    fn submit_again(
+        &mut self,
+        id: &VariantId,
+        retry_after: Option<Duration>,
+        error: &ApiError,
+        actions: &mut Vec<Action>,
+    ) -> Option<(VariantStatus, String)> {
+        let submits_stopped = self.submits_stopped;
+        let Some(Phase::Submitting { backoff }) = self.variants.get_mut(id).map(|v| &mut v.phase)
+        else {
+            return None;
+        };
+        match backoff.next_wait(retry_after) {
+            Some(wait) if !submits_stopped => {
+                actions.push(Action::Submit {
+                    id: id.clone(),
+                    after: wait,
+                });
+                None
+            }
+            Some(_) => Some((
+                VariantStatus::Pending,
+                format!("not submitted again: the run stopped first ({error})"),
+            )),
+            None => Some((
+                VariantStatus::Error,
+                format!(
+                    "submit failed {} times, each time before a task was created: {error}",
+                    backoff.failures()
+                ),
+            )),
+        }
     }
 
     fn on_stem_unavailable(
@@ -370,23 +384,7 @@ impl RunState {
                     actions,
                 );
             }
-            TaskStatus::Finished => {
-                let variant = self.variants.get_mut(id).expect("looked up above");
-                variant.phase = Phase::Downloading(Downloads {
-                    outstanding: detail.files.len(),
-                    tracks: Vec::new(),
-                    failures: Vec::new(),
-                    stopped: false,
-                });
-                for (i, file) in detail.files.into_iter().enumerate() {
-                    actions.push(Action::Download {
-                        id: id.clone(),
-                        task_id: task_id.clone(),
-                        number: i as u32 + 1,
-                        file,
-                    });
-                }
-            }
+            TaskStatus::Finished => self.start_downloads(id, task_id, detail.files, actions),
             TaskStatus::Failed => {
                 let why = detail
                     .error_message
@@ -401,6 +399,32 @@ impl RunState {
             TaskStatus::NotStarted | TaskStatus::Running | TaskStatus::Unknown => {
                 self.poll_again(now, id, detail.progress, at, actions)
             }
+        }
+    }
+
+    fn start_downloads(
+        &mut self,
+        id: &VariantId,
+        task_id: String,
+        files: Vec<TrackFile>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(variant) = self.variants.get_mut(id) else {
+            return;
+        };
+        variant.phase = Phase::Downloading(Downloads {
+            outstanding: files.len(),
+            tracks: Vec::new(),
+            failures: Vec::new(),
+            stopped: false,
+        });
+        for (i, file) in files.into_iter().enumerate() {
+            actions.push(Action::Download {
+                id: id.clone(),
+                task_id: task_id.clone(),
+                number: i as u32 + 1,
+                file,
+            });
         }
     }
 
