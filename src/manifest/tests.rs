@@ -1,5 +1,7 @@
 //! Validation as tables of inline TOML and the exact problem they must produce.
 
+use std::path::PathBuf;
+
 use super::*;
 
 const DEFAULTS: &str =
@@ -227,4 +229,197 @@ fn variant_ids_are_stable_across_parses_and_change_with_parameters() {
     assert_eq!(first, parse_text(&text).unwrap().variants[0].id);
     let changed = text.replace("tags = \"pop\"", "tags = \"rock\"");
     assert_ne!(first, parse_text(&changed).unwrap().variants[0].id);
+}
+
+/// A `[stem.matrix]` of `tags` tags times `negative` negative tags: their product in
+/// combinations, written in three lines.
+fn matrix(tags: usize, negative: usize) -> String {
+    let list = |n: usize, prefix: &str| {
+        (0..n)
+            .map(|i| format!("\"{prefix}{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "[stem.matrix]\ntags = [{}]\nnegative_tags = [{}]\n",
+        list(tags, "t"),
+        list(negative, "n")
+    )
+}
+
+/// `count` url stems of five lines each (stem k on line 5k after `DEFAULTS`), each with a
+/// `tags` × `negative` matrix.
+fn url_stems(count: usize, tags: usize, negative: usize) -> String {
+    (1..=count)
+        .map(|k| {
+            format!(
+                "[[stem]]\nurl = \"https://x.com/s{k}.mp3\"\n{}",
+                matrix(tags, negative)
+            )
+        })
+        .collect()
+}
+
+/// A file system where every glob matches `.0` audio files, none of them read.
+struct ManyFiles(usize);
+
+impl LocalFiles for ManyFiles {
+    fn glob(&self, base: &Path, _pattern: &str) -> Result<Vec<PathBuf>, String> {
+        Ok((1..=self.0)
+            .map(|i| base.join(format!("in/g{i}.wav")))
+            .collect())
+    }
+
+    fn check(&self, path: &Path) -> Result<crate::stems::CheckedFile, String> {
+        Ok(crate::stems::CheckedFile {
+            sha256: path.display().to_string(),
+            bytes: 1000,
+            format: crate::audio_format::AudioFormat::Wav,
+        })
+    }
+}
+
+fn problems_with(text: &str, files: &dyn LocalFiles) -> Vec<String> {
+    match parse_with(Path::new("m.toml"), text, files) {
+        Ok(manifest) => vec![format!("no problem, {} variants", manifest.variants.len())],
+        Err(ManifestError::Invalid { problems, .. }) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        Err(other) => panic!("unexpected error {other}"),
+    }
+}
+
+#[test]
+fn a_manifest_past_a_million_variants_is_a_problem_found_before_expanding() {
+    let cases: &[(String, &str)] = &[
+        // One matrix at its own cap, times 1000 takes: a problem, not a 144 GB allocation.
+        (
+            format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\ntakes = 1000\n{}", matrix(1000, 1000)),
+            "5: stem[1]: the manifest expands to 1000000000 variants, more than the 1000000 allowed (this stem adds 1000000000 = 1 source × 1000000 parameter sets × 1000 takes)",
+        ),
+        // 20 stems of 101,000 combinations each: the tenth crosses the cap.
+        (
+            format!("{DEFAULTS}{}", url_stems(20, 101, 1000)),
+            "50: stem[10]: the manifest expands to 2020000 variants, more than the 1000000 allowed (this stem adds 101000 = 1 source × 101000 parameter sets × 1 take)",
+        ),
+        // Listed variants cross the matrix.
+        (
+            format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n[[stem.variant]]\nname = \"x\"\n[[stem.variant]]\nname = \"y\"\n{}", matrix(1000, 501)),
+            "5: stem[1]: the manifest expands to 1002000 variants, more than the 1000000 allowed (this stem adds 1002000 = 1 source × 1002000 parameter sets × 1 take)",
+        ),
+        // A glob stem counts once per matching file.
+        (
+            format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n[[stem]]\nglob = \"in/*.wav\"\ntakes = 3\n{}", matrix(1000, 1000)),
+            "7: stem[2]: the manifest expands to 12000001 variants, more than the 1000000 allowed (this stem adds 12000000 = 4 sources × 1000000 parameter sets × 3 takes)",
+        ),
+        // One matrix past the cap is named as such, and counted no further.
+        (
+            format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n{}", matrix(1001, 1000)),
+            "7: stem[1].matrix: the matrix has 1001000 combinations, more than the 1000000 allowed",
+        ),
+    ];
+    for (text, expected) in cases {
+        let started = std::time::Instant::now();
+        let problems = problems_with(text, &ManyFiles(4));
+        assert_eq!(
+            problems,
+            [*expected],
+            "for the manifest starting\n{}",
+            &text[..300]
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_matrix_whose_count_overflows_is_refused() {
+    let axis = |key: &str| {
+        let values: Vec<String> = (0..300).map(|i| format!("\"{i}\"")).collect();
+        format!("{key} = [{}]\n", values.join(", "))
+    };
+    let weights = |key: &str| format!("{key} = [{}]\n", vec!["0.5"; 300].join(", "));
+    // 300^8 combinations, past u64::MAX.
+    let text = format!(
+        "{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n[stem.matrix]\n{}{}",
+        ["model", "title", "tags", "negative_tags", "vocal_gender"]
+            .map(axis)
+            .concat(),
+        ["style_weight", "weirdness_constraint", "audio_weight"]
+            .map(weights)
+            .concat(),
+    );
+    let problems = problems_of(&text);
+    assert!(
+        problems.contains(&format!(
+            "7: stem[1].matrix: the matrix has over {} combinations, more than the 1000000 allowed",
+            u64::MAX
+        )),
+        "{problems:#?}"
+    );
+}
+
+/// The variant count of a manifest, from the raw stage to the count and no further.
+fn count_of(text: &str, files: &dyn LocalFiles) -> (Option<u64>, Vec<String>) {
+    let lines = validate::LineIndex::new(text);
+    let raw: raw::RawManifest = toml::from_str(text).unwrap();
+    let mut problems = validate::Problems::new(&lines);
+    let files = sources::Files {
+        base: Path::new("."),
+        disk: files,
+    };
+    let drafts = validate::drafts(&raw, &files, &mut problems);
+    let count = validate::count_variants(&drafts, &mut problems);
+    let problems = problems
+        .into_sorted()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    (count, problems)
+}
+
+#[test]
+fn exactly_a_million_variants_are_allowed_and_one_more_is_not() {
+    let million = format!(
+        "{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n{}",
+        matrix(1000, 1000)
+    );
+    assert_eq!(
+        count_of(&million, &DiskFiles),
+        (Some(1_000_000), Vec::new())
+    );
+    let spread = format!("{DEFAULTS}{}", url_stems(10, 100, 1000));
+    assert_eq!(count_of(&spread, &DiskFiles), (Some(1_000_000), Vec::new()));
+    let one_more = format!("{million}[[stem]]\nurl = \"https://x.com/b.mp3\"\n");
+    assert_eq!(
+        count_of(&one_more, &DiskFiles),
+        (
+            Some(1_000_001),
+            vec!["10: stem[2]: the manifest expands to 1000001 variants, more than the 1000000 allowed (this stem adds 1 = 1 source × 1 parameter set × 1 take)".to_owned()]
+        )
+    );
+}
+
+#[test]
+fn the_count_is_what_expansion_builds() {
+    let cases = [
+        format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n"),
+        format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\ntakes = 3\n[[stem.variant]]\nname = \"x\"\n[[stem.variant]]\nname = \"y\"\n"),
+        format!("{DEFAULTS}[[stem]]\nglob = \"in/*.wav\"\ntakes = 2\n[[stem.variant]]\nname = \"x\"\n[[stem.variant]]\nname = \"y\"\n{}", matrix(3, 2)),
+        format!("{DEFAULTS}{}[[stem]]\nglob = \"in/*.wav\"\n{}", url_stems(3, 4, 5), matrix(2, 2)),
+    ];
+    for text in cases {
+        let expanded = parse_with(Path::new("m.toml"), &text, &ManyFiles(3))
+            .unwrap()
+            .variants
+            .len() as u64;
+        assert_eq!(
+            count_of(&text, &ManyFiles(3)),
+            (Some(expanded), Vec::new()),
+            "{text}"
+        );
+    }
 }

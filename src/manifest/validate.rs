@@ -1,5 +1,9 @@
 //! Raw TOML to typed settings and parameter layers, collecting every problem with the
 //! line and the key it concerns. Pure: the caller hands in the parsed text.
+//!
+//! Each stem is first checked as a [`StemDraft`]: its sources, takes, listed variants and
+//! matrix lists, never their product. The manifest's variants are counted from the drafts
+//! and refused past [`MAX_VARIANTS`] before any variant spec is built.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -18,8 +22,11 @@ pub(super) const MAX_TITLE_CHARS: usize = 100;
 const MAX_TAGS_CHARS: usize = 1000;
 /// Most takes of one stem: a guard against a typo that would bill thousands of tasks.
 const MAX_TAKES: i64 = 1000;
-/// Most variants one matrix may produce.
-const MAX_MATRIX_COMBINATIONS: usize = 1_000_000;
+/// Most combinations one matrix may make.
+const MAX_MATRIX_COMBINATIONS: u64 = 1_000_000;
+/// Most variants one manifest may expand to, counted before any is built: a guard against
+/// a typo that multiplies a matrix by takes, by stems or by the files of a glob.
+const MAX_VARIANTS: u64 = 1_000_000;
 /// The placeholders a title may use.
 const TITLE_PLACEHOLDERS: [&str; 3] = ["stem", "variant", "take"];
 
@@ -167,19 +174,24 @@ pub(super) struct Validated {
 }
 
 pub(super) fn validate(raw: &RawManifest, files: &Files, problems: &mut Problems) -> Validated {
-    let defaults = raw
-        .defaults
-        .as_ref()
-        .map(|d| params(&d.params(), "defaults", problems))
-        .unwrap_or_default();
     if raw.stem.is_empty() {
         problems.push_at_line(1, "stem", "the manifest lists no [[stem]]");
     }
-    let stems = raw
-        .stem
-        .iter()
-        .enumerate()
-        .flat_map(|(i, stem)| self::stem(stem, i + 1, &defaults, files, problems))
+    let drafts = drafts(raw, files, problems);
+    // Counted from the drafts' sizes alone: past the cap, no variant spec is built, so a
+    // typo that multiplies a matrix costs a problem, not the memory of its product.
+    let count = count_variants(&drafts, problems);
+    let within_cap = count.is_some_and(|count| count <= MAX_VARIANTS);
+    let stems = drafts
+        .into_iter()
+        .flat_map(|draft| {
+            let specs = if within_cap {
+                draft.specs()
+            } else {
+                Vec::new()
+            };
+            draft.into_plans(specs)
+        })
         .collect::<Vec<_>>();
     let mut seen = std::collections::HashMap::new();
     for plan in &stems {
@@ -222,20 +234,55 @@ pub(super) fn validate(raw: &RawManifest, files: &Files, problems: &mut Problems
     }
 }
 
-/// One raw stem to its plans: one for a url or a path, one per matching file for a glob.
-fn stem(
+/// One `[[stem]]` checked but not yet crossed out: the parts its variants are made of,
+/// each checked, from which its variants are counted before any is built.
+pub(super) struct StemDraft {
+    field: String,
+    line: usize,
+    /// One for a url or a path, one per matching file for a glob.
+    sources: Vec<(String, StemSource)>,
+    takes: u32,
+    /// `[defaults]` and the stem's own parameters merged.
+    layer: ParamLayer,
+    /// Its `[[stem.variant]]` tables that are usable; `None` when it has none.
+    listed: Option<Vec<VariantSpec>>,
+    matrix: Option<Matrix>,
+}
+
+/// A `[stem.matrix]` with every value checked, its combinations not yet built.
+struct Matrix {
+    field: String,
+    line: usize,
+    /// Each list's values: slug and parameter layer. Empty when the matrix cannot be used
+    /// (a problem was recorded), so that it makes no combination.
+    axes: Vec<Vec<(String, ParamLayer)>>,
+}
+
+/// Every `[[stem]]` as a draft; a stem whose source is unusable has none.
+pub(super) fn drafts(raw: &RawManifest, files: &Files, problems: &mut Problems) -> Vec<StemDraft> {
+    let defaults = raw
+        .defaults
+        .as_ref()
+        .map(|d| params(&d.params(), "defaults", problems))
+        .unwrap_or_default();
+    raw.stem
+        .iter()
+        .enumerate()
+        .filter_map(|(i, stem)| draft(stem, i + 1, &defaults, files, problems))
+        .collect()
+}
+
+fn draft(
     raw: &Spanned<RawStem>,
     index: usize,
     defaults: &ParamLayer,
     files: &Files,
     problems: &mut Problems,
-) -> Vec<StemPlan> {
+) -> Option<StemDraft> {
     let field = format!("stem[{index}]");
     let line = problems.line(raw.span());
     let stem = raw.get_ref();
-    let Some(sources) = sources::sources(stem, &field, line, files, problems) else {
-        return Vec::new();
-    };
+    let sources = sources::sources(stem, &field, line, files, problems)?;
     let takes = match &stem.takes {
         None => 1,
         Some(takes) if (1..=MAX_TAKES).contains(takes.get_ref()) => *takes.get_ref() as u32,
@@ -248,82 +295,155 @@ fn stem(
             1
         }
     };
-    let stem_layer = defaults.overlay(&params(&stem.params(), &field, problems));
-    let specs: Vec<VariantSpec> = variant_specs(stem, &field, line, problems)
-        .into_iter()
-        .map(|spec| VariantSpec {
-            layer: stem_layer.overlay(&spec.layer),
-            ..spec
-        })
-        .collect();
-    sources
-        .into_iter()
-        .map(|(name, source)| StemPlan {
-            stem: Arc::new(Stem {
-                name,
-                source,
-                takes,
-            }),
-            field: field.clone(),
-            line,
-            specs: specs.clone(),
-        })
-        .collect()
+    let layer = defaults.overlay(&params(&stem.params(), &field, problems));
+    let listed = stem.variant.as_ref().map(|variants| {
+        variants
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                listed_variant(v, &format!("{field}.variant[{}]", i + 1), problems)
+            })
+            .collect()
+    });
+    let matrix = stem
+        .matrix
+        .as_ref()
+        .map(|raw| matrix(raw, format!("{field}.matrix"), problems));
+    Some(StemDraft {
+        field,
+        line,
+        sources,
+        takes,
+        layer,
+        listed,
+        matrix,
+    })
 }
 
-/// The listed variants, the matrix combinations, or each listed variant crossed with each
-/// combination; one variant named "default" when there are neither.
-fn variant_specs(
-    stem: &RawStem,
-    stem_field: &str,
-    stem_line: usize,
-    problems: &mut Problems,
-) -> Vec<VariantSpec> {
-    let listed: Vec<VariantSpec> = stem
-        .variant
-        .iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(i, v)| {
-            listed_variant(v, &format!("{stem_field}.variant[{}]", i + 1), problems)
-        })
-        .collect();
-    let Some(matrix) = &stem.matrix else {
-        if stem.variant.is_none() {
-            return vec![VariantSpec {
-                name: "default".into(),
-                line: stem_line,
-                field: stem_field.to_owned(),
-                layer: ParamLayer::default(),
-            }];
-        }
-        return listed;
-    };
-    let matrix_field = format!("{stem_field}.matrix");
-    let matrix_line = problems.line(matrix.span());
-    let combos = combinations(matrix.get_ref(), &matrix_field, matrix_line, problems);
-    if stem.variant.is_none() {
-        return combos
-            .into_iter()
-            .map(|(name, layer)| VariantSpec {
-                name,
-                line: matrix_line,
-                field: matrix_field.clone(),
-                layer,
-            })
-            .collect();
+impl StemDraft {
+    /// Its variant specs per source: listed variants times matrix combinations, each
+    /// factor 1 when absent. `None` past `u64::MAX`.
+    fn parameter_sets(&self) -> Option<u64> {
+        let listed = self.listed.as_ref().map_or(1, |listed| listed.len() as u64);
+        let combinations = self.matrix.as_ref().map_or(Some(1), Matrix::count)?;
+        listed.checked_mul(combinations)
     }
-    listed
-        .iter()
-        .flat_map(|variant| {
-            combos.iter().map(move |(name, layer)| VariantSpec {
-                name: format!("{}_{name}", variant.name),
-                line: variant.line,
-                field: variant.field.clone(),
-                layer: variant.layer.overlay(layer),
+
+    /// The variants it expands to: sources × parameter sets × takes. `None` past `u64::MAX`.
+    fn variants(&self) -> Option<u64> {
+        (self.sources.len() as u64)
+            .checked_mul(self.parameter_sets()?)?
+            .checked_mul(u64::from(self.takes))
+    }
+
+    /// The listed variants, the matrix combinations, or each listed variant crossed with
+    /// each combination; one variant named "default" when there are neither. Builds every
+    /// one of them: only for a manifest whose count is within [`MAX_VARIANTS`].
+    fn specs(&self) -> Vec<VariantSpec> {
+        let specs = match (&self.listed, &self.matrix) {
+            (None, None) => vec![VariantSpec {
+                name: "default".into(),
+                line: self.line,
+                field: self.field.clone(),
+                layer: ParamLayer::default(),
+            }],
+            (Some(listed), None) => listed.clone(),
+            (None, Some(matrix)) => matrix
+                .combinations()
+                .into_iter()
+                .map(|(name, layer)| VariantSpec {
+                    name,
+                    line: matrix.line,
+                    field: matrix.field.clone(),
+                    layer,
+                })
+                .collect(),
+            (Some(listed), Some(matrix)) => {
+                let combinations = matrix.combinations();
+                listed
+                    .iter()
+                    .flat_map(|variant| {
+                        combinations.iter().map(move |(name, layer)| VariantSpec {
+                            name: format!("{}_{name}", variant.name),
+                            line: variant.line,
+                            field: variant.field.clone(),
+                            layer: variant.layer.overlay(layer),
+                        })
+                    })
+                    .collect()
+            }
+        };
+        specs
+            .into_iter()
+            .map(|spec| VariantSpec {
+                layer: self.layer.overlay(&spec.layer),
+                ..spec
             })
-        })
-        .collect()
+            .collect()
+    }
+
+    /// One plan per source, each with `specs`.
+    fn into_plans(self, specs: Vec<VariantSpec>) -> Vec<StemPlan> {
+        let StemDraft {
+            field,
+            line,
+            sources,
+            takes,
+            ..
+        } = self;
+        sources
+            .into_iter()
+            .map(|(name, source)| StemPlan {
+                stem: Arc::new(Stem {
+                    name,
+                    source,
+                    takes,
+                }),
+                field: field.clone(),
+                line,
+                specs: specs.clone(),
+            })
+            .collect()
+    }
+}
+
+/// The manifest's variant count, `None` past `u64::MAX`, from the drafts' sizes alone.
+/// A count past [`MAX_VARIANTS`] is a problem at the stem whose variants take it past.
+pub(super) fn count_variants(drafts: &[StemDraft], problems: &mut Problems) -> Option<u64> {
+    let mut total = Some(0u64);
+    let mut crossing = None;
+    for draft in drafts {
+        total = total.and_then(|total| total.checked_add(draft.variants()?));
+        if crossing.is_none() && total.is_none_or(|total| total > MAX_VARIANTS) {
+            crossing = Some(draft);
+        }
+    }
+    if let Some(draft) = crossing {
+        problems.push_at_line(
+            draft.line,
+            &draft.field,
+            format!(
+                "the manifest expands to {} variants, more than the {MAX_VARIANTS} allowed (this stem adds {} = {} × {} × {})",
+                number(total),
+                number(draft.variants()),
+                counted(Some(draft.sources.len() as u64), "source"),
+                counted(draft.parameter_sets(), "parameter set"),
+                counted(Some(u64::from(draft.takes)), "take"),
+            ),
+        );
+    }
+    total
+}
+
+/// A count as a message says it: `None` stands for one past `u64::MAX`.
+fn number(count: Option<u64>) -> String {
+    count.map_or_else(|| format!("over {}", u64::MAX), |count| count.to_string())
+}
+
+/// "1 take", "3 takes".
+fn counted(count: Option<u64>, noun: &str) -> String {
+    let plural = if count == Some(1) { "" } else { "s" };
+    format!("{} {noun}{plural}", number(count))
 }
 
 fn listed_variant(
@@ -346,16 +466,14 @@ fn listed_variant(
     })
 }
 
-/// Every combination of the matrix's lists, named by its slugged values joined by "_", in
-/// a fixed key order (model, title, tags, negative_tags, vocal_gender, style_weight,
-/// weirdness_constraint, audio_weight) so names do not depend on how the TOML is laid out.
-fn combinations(
-    matrix: &RawMatrix,
-    field: &str,
-    line: usize,
-    problems: &mut Problems,
-) -> Vec<(String, ParamLayer)> {
-    let axes: Vec<Vec<(String, RawParams)>> = [
+/// The matrix's lists, each value checked, in a fixed key order (model, title, tags,
+/// negative_tags, vocal_gender, style_weight, weirdness_constraint, audio_weight) so that
+/// combination names do not depend on how the TOML is laid out. Counted, not crossed.
+fn matrix(raw: &Spanned<RawMatrix>, field: String, problems: &mut Problems) -> Matrix {
+    let line = problems.line(raw.span());
+    let matrix = raw.get_ref();
+    let mut axes: Vec<Vec<(String, ParamLayer)>> = Vec::new();
+    for axis in [
         axis(&matrix.model, "model", |p, v| p.model = Some(v)),
         axis(&matrix.title, "title", |p, v| p.title = Some(v)),
         axis(&matrix.tags, "tags", |p, v| p.tags = Some(v)),
@@ -376,64 +494,79 @@ fn combinations(
         axis(&matrix.audio_weight, "audio_weight", |p, v| {
             p.audio_weight = Some(v)
         }),
-    ]
-    .into_iter()
-    .filter_map(|axis| match axis {
-        Axis::Absent => None,
-        Axis::Empty(key, span) => {
-            problems.push(
+    ] {
+        match axis {
+            Axis::Absent => {}
+            Axis::Empty(key, span) => problems.push(
                 span,
                 &format!("{field}.{key}"),
                 "a matrix list must not be empty",
-            );
-            None
+            ),
+            Axis::Values(values) => axes.push(
+                values
+                    .into_iter()
+                    .map(|(slug, raw)| (slug, params(&raw, &field, problems)))
+                    .collect(),
+            ),
         }
-        Axis::Values(values) => Some(values),
-    })
-    .collect();
-    if axes.is_empty() {
-        problems.push_at_line(line, field, "the matrix lists no parameter");
-        return Vec::new();
     }
-    let total = axes
-        .iter()
-        .map(Vec::len)
-        .try_fold(1usize, usize::checked_mul);
-    if total.is_none_or(|total| total > MAX_MATRIX_COMBINATIONS) {
-        problems.push_at_line(
-            line,
-            field,
-            format!("the matrix has more than {MAX_MATRIX_COMBINATIONS} combinations"),
-        );
-        return Vec::new();
+    let mut matrix = Matrix { field, line, axes };
+    if matrix.axes.is_empty() {
+        problems.push_at_line(line, &matrix.field, "the matrix lists no parameter");
+    } else {
+        let count = matrix.count();
+        if count.is_none_or(|count| count > MAX_MATRIX_COMBINATIONS) {
+            problems.push_at_line(
+                line,
+                &matrix.field,
+                format!(
+                    "the matrix has {} combinations, more than the {MAX_MATRIX_COMBINATIONS} allowed",
+                    number(count)
+                ),
+            );
+            matrix.axes.clear();
+        }
     }
-    let axes: Vec<Vec<(String, ParamLayer)>> = axes
-        .into_iter()
-        .map(|values| {
-            values
-                .into_iter()
-                .map(|(slug, raw)| (slug, params(&raw, field, problems)))
-                .collect()
-        })
-        .collect();
-    axes.iter().fold(
-        vec![(String::new(), ParamLayer::default())],
-        |combos, axis| {
-            combos
-                .iter()
-                .flat_map(|(name, layer)| {
-                    axis.iter().map(move |(slug, value)| {
-                        let name = if name.is_empty() {
-                            slug.clone()
-                        } else {
-                            format!("{name}_{slug}")
-                        };
-                        (name, layer.overlay(value))
+    matrix
+}
+
+impl Matrix {
+    /// How many combinations it makes, from the lengths of its lists; `None` past
+    /// `u64::MAX`.
+    fn count(&self) -> Option<u64> {
+        if self.axes.is_empty() {
+            return Some(0);
+        }
+        self.axes
+            .iter()
+            .map(|axis| axis.len() as u64)
+            .try_fold(1u64, u64::checked_mul)
+    }
+
+    /// Every combination, named by its slugged values joined by "_".
+    fn combinations(&self) -> Vec<(String, ParamLayer)> {
+        if self.axes.is_empty() {
+            return Vec::new();
+        }
+        self.axes.iter().fold(
+            vec![(String::new(), ParamLayer::default())],
+            |combos, axis| {
+                combos
+                    .iter()
+                    .flat_map(|(name, layer)| {
+                        axis.iter().map(move |(slug, value)| {
+                            let name = if name.is_empty() {
+                                slug.clone()
+                            } else {
+                                format!("{name}_{slug}")
+                            };
+                            (name, layer.overlay(value))
+                        })
                     })
-                })
-                .collect()
-        },
-    )
+                    .collect()
+            },
+        )
+    }
 }
 
 enum Axis {

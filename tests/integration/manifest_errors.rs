@@ -126,3 +126,54 @@ async fn every_problem_is_reported_in_one_go() {
         assert!(err.contains(field), "{field} missing from:\n{err}");
     }
 }
+
+/// A `[stem.matrix]` of `tags` tags times `negative` negative tags, in three lines.
+fn matrix(tags: usize, negative: usize) -> String {
+    let list = |n: usize, prefix: &str| {
+        (0..n)
+            .map(|i| format!("\"{prefix}{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "[stem.matrix]\ntags = [{}]\nnegative_tags = [{}]\n",
+        list(tags, "t"),
+        list(negative, "n")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_past_a_million_variants_exits_2_at_once_with_its_count() {
+    // 20 stems of five lines, 101,000 combinations each: the tenth (line 50) crosses the cap.
+    let twenty: String = (1..=20)
+        .map(|k| {
+            format!(
+                "[[stem]]\nurl = \"https://stems.example.com/s{k}.wav\"\n{}",
+                matrix(101, 1000)
+            )
+        })
+        .collect();
+    let cases = [
+        (
+            format!("{DEFAULTS}{twenty}"),
+            "manifest.toml:50: stem[10]: the manifest expands to 2020000 variants, more than the 1000000 allowed",
+        ),
+        (
+            format!("{DEFAULTS}{STEM}takes = 1000\n{}", matrix(1000, 1000)),
+            "manifest.toml:5: stem[1]: the manifest expands to 1000000000 variants, more than the 1000000 allowed",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (_dir, manifest) = write_manifest(&text);
+        let started = std::time::Instant::now();
+        let output = stembatch(&["validate", path_str(&manifest)], None).await;
+        let elapsed = started.elapsed();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "stderr: {err}");
+        assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+        assert!(
+            elapsed < std::time::Duration::from_secs(5),
+            "validate took {elapsed:?}"
+        );
+    }
+}
