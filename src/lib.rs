@@ -3,24 +3,28 @@
 //! # Architecture
 //!
 //! ```text
-//! manifest.toml ──manifest::load──▶ Vec<Variant> (pure: raw → validate → expand)
-//! DIR/.stembatch/journal.jsonl ──journal::replay──▶ a Start per variant (pure)
+//! manifest.toml ──manifest::load──▶ Vec<Variant> (pure: raw → validate → count → expand)
+//! DIR/.stembatch/journal.jsonl ──journal::replay──▶ an Entry (start + record) per variant (pure)
 //!                                        │
 //!                 scheduler::run ◀───────┘
-//!                   ├─ workers (≤ concurrency in flight, pulled lazily)
-//!                   │    pace (Pacer per endpoint) → submit → poll (PollSchedule)
-//!                   │    → download (temp file, verify, rename)        api::ApiClient
-//!                   │    each step that costs money or makes a file ──▶ journal::writer
-//!                   │         │ WorkerEvent (bounded mpsc)                (fsync, then ack)
-//!                   └─ coordinator: owns RunState ──▶ report::csv (atomic rewrite)
+//!                   coordinator: one select! loop, owns scheduler::state::RunState (pure)
+//!                     event ──▶ RunState::handle ──▶ actions
+//!                     Submit / Poll / Download ──▶ executors (one task per action) ──▶ event
+//!                     End, and each event's fact ──▶ journal::writer (fsync, then ack)
+//!                                                 ──▶ report::csv (atomic rewrite)
+//!                   executors: pacer slot (GCRA per endpoint) → api::ApiClient;
+//!                              download (temp file, verify, rename); one retry path
 //! ```
 //!
 //! `app` wires the commands: the run lock (`journal::lock`), signals (`signal`), the
-//! deadline, and the exit codes of `exit`.
+//! preparation (raced against Ctrl-C), and the exit codes of `exit`. `outcome` holds the
+//! facts every layer shares (a variant's status, record, tracks), so that the journal and
+//! the report never import the scheduler.
 //!
-//! The pure modules (`manifest`, `variant`, `api::retry`, `journal::replay`,
-//! `scheduler::state`, `scheduler::poll`, `audio_format`) do no I/O; the I/O modules wrap them. `sim` is the
-//! built-in simulator of the provider, used by `run --simulate` and by every network test.
+//! The pure modules (`manifest`, `variant`, `outcome`, `api::retry`, `journal::replay`,
+//! `scheduler::state`, `scheduler::events`, `scheduler::poll`, `audio_format`) do no I/O;
+//! the I/O modules wrap them. `sim` is the built-in simulator of the provider, used by
+//! `run --simulate` and by every network test.
 
 pub mod api;
 pub mod app;
