@@ -207,7 +207,7 @@ fn child_plan() {
     let started = Instant::now();
     let manifest = stembatch::manifest::load(&path).unwrap();
     let sink = std::fs::File::create("/dev/null").unwrap();
-    stembatch::app::write_plan(sink, &manifest.variants, false).unwrap();
+    stembatch::app::write_plan(sink, &manifest.variants, false, None).unwrap();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",

@@ -26,13 +26,18 @@ pub enum Command {
         /// The manifest.
         manifest: PathBuf,
     },
-    /// Print every variant with its resolved parameters; send nothing.
+    /// Print every variant with its resolved parameters; send nothing. With --out, also
+    /// what a run into that folder would do with each (submit, resume, keep) and how many
+    /// tasks it would buy.
     Plan {
         /// The manifest.
         manifest: PathBuf,
         /// Print CSV instead of text.
         #[arg(long)]
         csv: bool,
+        /// The output folder a run would use: say what it would do there.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Show what an output folder holds: done, failed, pending, by stem.
     Status {

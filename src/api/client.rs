@@ -278,6 +278,13 @@ mod tests {
     }
 
     #[test]
+    fn a_nested_error_message_is_read() {
+        let body = br#"{"code":400,"error":{"message":"upload_url is not reachable","type":"invalid_request_error"}}"#;
+        let err = decode_answer::<SubmitData>(StatusCode::BAD_REQUEST, None, body).unwrap_err();
+        assert_eq!(err.to_string(), "HTTP 400: upload_url is not reachable");
+    }
+
+    #[test]
     fn success_decodes_the_data() {
         let body =
             br#"{"code":200,"data":{"task_id":"t1","status":"running","files":[],"progress":12}}"#;

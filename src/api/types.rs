@@ -61,6 +61,21 @@ pub struct Envelope<T> {
     /// The payload.
     #[serde(default = "Option::default")]
     pub data: Option<T>,
+    /// An error object (some answers of the provider's family: `error.message`,
+    /// `error.type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// The `error` object some answers carry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// The kind of error, e.g. `invalid_request_error`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
 }
 
 impl<T> Envelope<T> {
@@ -71,12 +86,14 @@ impl<T> Envelope<T> {
             msg: None,
             message: None,
             data: Some(data),
+            error: None,
         }
     }
 
-    /// Whichever message field the answer used.
+    /// Whichever message field the answer used: `msg`, `message` or `error.message`.
     pub fn text(&self) -> Option<&str> {
-        self.msg.as_deref().or(self.message.as_deref())
+        let nested = self.error.as_ref().and_then(|e| e.message.as_deref());
+        self.msg.as_deref().or(self.message.as_deref()).or(nested)
     }
 }
 

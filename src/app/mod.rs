@@ -17,7 +17,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => run::run(args).await,
         Command::Validate { manifest } => inspect::validate(&manifest),
-        Command::Plan { manifest, csv } => inspect::plan(&manifest, csv),
+        Command::Plan { manifest, csv, out } => inspect::plan(&manifest, csv, out.as_deref()).await,
         Command::Status { dir } => inspect::status(&dir),
         Command::Simulator(args) => simulator::serve(args).await,
     }

@@ -1,8 +1,9 @@
 //! Before a run: what earlier runs left in the output folder. Reads the journal's verdicts
-//! (`journal::replay`), checks the track files of finished variants on disk, and turns
-//! both into each variant's start.
+//! (`journal::replay`, `journal::rerun`), checks the track files of finished variants on
+//! disk, moves the tracks of changed variants to `superseded/`, and turns all of it into
+//! each variant's entry.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -10,68 +11,138 @@ use tracing::{info, warn};
 
 use crate::download::modified_ns;
 use crate::journal::format::{EndStatus, Record, TrackEntry};
-use crate::journal::replay::{decide, replay, Prior, Start};
+use crate::journal::replay::{replay, Prior, Rerun};
+use crate::journal::rerun::{self, Intent, Move};
 use crate::outcome::VariantRecord;
 use crate::scheduler::state::Entry;
 use crate::variant::{Variant, VariantId};
 
-/// Decides every variant's start from the journal's `records`, in manifest order.
+/// What a run will do, before it does it.
+pub struct Resume {
+    /// Each variant's entry, in manifest order.
+    pub entries: Vec<Entry>,
+    /// Each variant's intent, by id.
+    pub intents: HashMap<VariantId, Intent>,
+    /// The earlier tracks that changed variants would write over.
+    pub moves: Vec<Move>,
+}
+
+impl Resume {
+    /// How many variants have each intent.
+    pub fn counts(&self) -> BTreeMap<Intent, usize> {
+        let mut counts = BTreeMap::new();
+        for intent in self.intents.values() {
+            *counts.entry(*intent).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Tasks the run will buy, at most.
+    pub fn new_tasks(&self) -> usize {
+        self.intents.values().filter(|i| i.buys()).count()
+    }
+}
+
+/// Decides every variant's start from the journal's `records`, reading (never changing)
+/// the output folder.
 pub(super) async fn prepare(
     variants: &[Variant],
     records: &[Record],
     out_dir: &Path,
-    retry_failed: bool,
-) -> std::io::Result<Vec<Entry>> {
+    rerun: Rerun,
+) -> std::io::Result<Resume> {
     let priors = replay(records);
     let intact = check_finished_tracks(variants, &priors, out_dir).await?;
+    let (planned, moves) = rerun::plan(variants, &priors, &intact, rerun);
     let mut entries = Vec::with_capacity(variants.len());
-    let mut counts: HashMap<&'static str, usize> = HashMap::new();
-    for variant in variants {
+    let mut intents = HashMap::with_capacity(variants.len());
+    for (variant, (start, intent)) in variants.iter().zip(planned) {
+        if intent == Intent::RetryAfterUnknown {
+            warn!(
+                variant_id = %variant.id, stem = %variant.stem.name, variant = %variant.name,
+                "an earlier submit of this variant had an unknown outcome: submitting again (--retry-failed) may create a duplicate task"
+            );
+        }
         let prior = priors.get(&variant.id);
-        let start = decide(
-            prior,
-            intact.get(&variant.id).copied().unwrap_or(true),
-            retry_failed,
-        );
-        let label = match (&start, prior) {
-            (Start::Keep, Some(prior)) if prior.last_outcome_unknown && prior.task.is_none() => {
-                "kept as error: an earlier submit's outcome is unknown"
-            }
-            (Start::Keep, _) => "kept",
-            (Start::Poll { .. }, _) => "resumed",
-            (Start::Redownload { .. }, _) => "downloaded again",
-            // Never sent (or every intent withdrawn): new as far as money goes.
-            (Start::Submit, None) => "new",
-            (Start::Submit, Some(prior)) if prior.attempts == 0 => "new",
-            (Start::Submit, Some(prior)) if prior.last_outcome_unknown => {
-                warn!(
-                    variant_id = %variant.id, stem = %variant.stem.name, variant = %variant.name,
-                    "an earlier submit of this variant had an unknown outcome: submitting again (--retry-failed) may create a duplicate task"
-                );
-                "submitted again after an unknown outcome"
-            }
-            (Start::Submit, Some(_)) => "submitted again",
-        };
-        *counts.entry(label).or_default() += 1;
         entries.push(Entry {
             id: variant.id.clone(),
             start,
             record: prior.map(VariantRecord::from).unwrap_or_default(),
         });
+        intents.insert(variant.id.clone(), intent);
     }
-    // Said on every run, so a folder that unexpectedly starts afresh (and pays for every
-    // variant again) shows in the first lines of the log.
-    let mut summary: Vec<_> = counts
-        .into_iter()
-        .map(|(label, n)| format!("{n} {label}"))
+    Ok(Resume {
+        entries,
+        intents,
+        moves,
+    })
+}
+
+/// Says, on every run, what it will do with its variants: a folder that unexpectedly
+/// starts afresh (and pays for every variant again) shows in the first lines of the log.
+pub(super) fn log_summary(resume: &Resume, fresh_folder: bool) {
+    let counts = resume.counts();
+    let count = |intent| counts.get(&intent).copied().unwrap_or(0);
+    let words: Vec<String> = Intent::ALL
+        .iter()
+        .filter(|i| count(**i) > 0)
+        .map(|i| format!("{} {}", count(*i), i.word()))
         .collect();
-    summary.sort();
-    let from = match records.is_empty() {
+    let from = match fresh_folder {
         true => "a new output folder",
         false => "the journal",
     };
-    info!(variants = %summary.join(", "), "starting from {from}");
-    Ok(entries)
+    info!(
+        new = count(Intent::New),
+        changed = count(Intent::Changed),
+        retry = count(Intent::Retry) + count(Intent::RetryAsked) + count(Intent::RetryAfterUnknown),
+        resume = count(Intent::Resume) + count(Intent::Redownload),
+        keep = count(Intent::Keep) + count(Intent::KeepUnknown),
+        new_tasks = resume.new_tasks(),
+        "starting from {from}: {}",
+        words.join(", ")
+    );
+}
+
+/// Moves the earlier tracks of changed variants to `superseded/` before anything new can
+/// land on their paths: paid audio is never overwritten or deleted.
+pub(super) async fn move_superseded(out_dir: &Path, moves: Vec<Move>) -> std::io::Result<usize> {
+    let out_dir = out_dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut moved = 0;
+        for Move { from, to } in moves {
+            let (from, to) = (out_dir.join(from), out_dir.join(to));
+            if !from.is_file() {
+                continue;
+            }
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let to = free_name(to);
+            std::fs::rename(&from, &to)?;
+            info!(from = %from.display(), to = %to.display(), "a changed variant's earlier track moved aside");
+            moved += 1;
+        }
+        Ok(moved)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// `path`, or `path.1`, `path.2`, … when it is taken: nothing in `superseded/` is ever
+/// replaced either.
+fn free_name(path: PathBuf) -> PathBuf {
+    if !path.exists() {
+        return path;
+    }
+    (1..)
+        .map(|n| {
+            let mut name = path.clone().into_os_string();
+            name.push(format!(".{n}"));
+            PathBuf::from(name)
+        })
+        .find(|candidate| !candidate.exists())
+        .expect("some name is free")
 }
 
 /// For each finished variant, whether every journaled track file is on disk with its

@@ -13,16 +13,17 @@ use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, LOCKED, SUCCESS};
 use crate::journal::format::{Record, SIMULATOR};
 use crate::journal::lock::{self, LockError, RunLock};
-use crate::journal::replay::{self, Start};
+use crate::journal::replay::{self, Rerun, Start};
 use crate::journal::writer::JournalWriter;
 use crate::journal::{self, JournalError};
 use crate::manifest::{self, Manifest, Rate, RunSettings};
-use crate::outcome::UploadedFile;
+use crate::outcome::{UploadedFile, VariantStatus};
 use crate::report::csv::FILE_NAME;
 use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
 use crate::scheduler::{self, Pacers, RunInputs, Stops};
 use crate::signal::Interrupts;
+use crate::variant::Variant;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
 
 use super::resume;
@@ -127,15 +128,16 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         entries,
         earlier_uploads,
     } = prepared;
+    tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
+    let key_env = (!args.simulate).then(|| manifest.api.key_env.clone());
     let submits = entries.iter().any(|e| e.start == Start::Submit);
     let preflight_stop = match submits {
         true => tokio::select! {
-            stop = check_account(&client) => stop,
+            stop = check_account(&client, key_env.as_deref()) => stop,
             _ = interrupts.first.cancelled() => None,
         },
         false => None,
     };
-    tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
     let inputs = RunInputs {
         client,
         journal,
@@ -152,8 +154,9 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         out_dir: out_dir.clone(),
     };
     let csv_path = out_dir.join(FILE_NAME);
+    let variants = Arc::new(manifest.variants);
     let state = tokio::select! {
-        state = scheduler::run(Arc::new(manifest.variants), entries, inputs) => {
+        state = scheduler::run(Arc::clone(&variants), entries, inputs) => {
             state.with_context(|| format!("cannot write {}", csv_path.display()))?
         }
         _ = interrupts.second.cancelled() => {
@@ -161,7 +164,41 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             return Ok(INTERRUPTED);
         }
     };
+    log_unfinished(&state, &variants);
     Ok(exit_code(&state, &csv_path))
+}
+
+/// The variants that did not finish, by name, with their error: what the morning needs
+/// first. At most [`UNFINISHED_LISTED`]; `results.csv` has them all.
+fn log_unfinished(state: &RunState, variants: &[Variant]) {
+    let by_id: HashMap<_, _> = variants.iter().map(|v| (&v.id, v)).collect();
+    // Pending variants are what a stop leaves: the stop was said once, and their count
+    // is in the summary.
+    let unfinished: Vec<_> = state
+        .unfinished()
+        .filter(|(_, r)| r.status != VariantStatus::Pending)
+        .collect();
+    for (id, record) in unfinished.iter().take(UNFINISHED_LISTED) {
+        let Some(variant) = by_id.get(id) else {
+            continue;
+        };
+        tracing::info!(
+            variant_id = %id,
+            status = record.status.as_str(),
+            "not finished: {}/{} take {}: {}: {}",
+            variant.stem.name,
+            variant.name,
+            variant.take,
+            record.status.as_str(),
+            record.error.as_deref().unwrap_or("")
+        );
+    }
+    if unfinished.len() > UNFINISHED_LISTED {
+        tracing::info!(
+            "… and {} more not finished (see results.csv)",
+            unfinished.len() - UNFINISHED_LISTED
+        );
+    }
 }
 
 /// Everything a run needs before its first request.
@@ -196,8 +233,19 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         None => client.base_url().to_owned(),
     };
     let (lock, journal, records) = open_output_folder(&out_dir, &api).await?;
-    let entries =
-        resume::prepare(&manifest.variants, &records, &out_dir, args.retry_failed).await?;
+    let rerun = Rerun {
+        retry_failed: args.retry_failed,
+        now: chrono::Utc::now(),
+    };
+    let resume = resume::prepare(&manifest.variants, &records, &out_dir, rerun).await?;
+    resume::log_summary(&resume, records.is_empty());
+    let moved = resume::move_superseded(&out_dir, resume.moves.clone())
+        .await
+        .with_context(|| format!("cannot move earlier tracks to {}", out_dir.join("superseded").display()))?;
+    if moved > 0 {
+        tracing::warn!(moved, "{moved} tracks of changed variants moved to superseded/: never overwritten");
+    }
+    let entries = resume.entries;
     // Each simulator starts empty: its earlier uploads are gone with it.
     let earlier_uploads = match &simulator {
         Some(_) => Default::default(),
@@ -301,17 +349,14 @@ fn exit_code(state: &RunState, csv_path: &Path) -> u8 {
             "{unknown} submits had an unknown outcome: each may have created a task that is charged; they were not submitted again"
         );
     }
-    for (id, record) in state.unfinished().take(UNFINISHED_LISTED) {
-        tracing::info!(variant_id = %id, status = record.status.as_str(), error = record.error.as_deref().unwrap_or(""), "not finished");
-    }
     let stops = state.stops();
     if stops.contains(&StopReason::Interrupted) {
         INTERRUPTED
-    } else if let Some(stop) = stops
+    } else if stops
         .iter()
-        .find(|s| matches!(s, StopReason::Account(_) | StopReason::UnreadableSubmit))
+        .any(|s| matches!(s, StopReason::Account(_) | StopReason::UnreadableSubmit))
     {
-        tracing::error!("the run was stopped: {}", stop.describe());
+        // The stop was said when it happened.
         ACCOUNT
     } else if counts.all_finished() {
         SUCCESS
@@ -326,7 +371,7 @@ const UNFINISHED_LISTED: usize = 20;
 /// Asks the account's balance before the first submit: a refused key then costs one
 /// request instead of one per variant in flight, and the credits are in the log. Any
 /// other failure is only a warning: the balance is not needed to run.
-async fn check_account(client: &ApiClient) -> Option<AccountStop> {
+async fn check_account(client: &ApiClient, key_env: Option<&str>) -> Option<AccountStop> {
     let err = match client.balance().await {
         Ok(balance) if balance.credits_amount <= 0.0 => {
             tracing::warn!(
@@ -342,8 +387,15 @@ async fn check_account(client: &ApiClient) -> Option<AccountStop> {
         Err(err) => err,
     };
     match classify(&err, CallKind::Idempotent) {
+        Verdict::Stop(AccountStop::BadKey) => {
+            let key = key_env.map_or("the simulator's key".to_owned(), |env| {
+                format!("the API key in {env}")
+            });
+            tracing::error!("{key} was refused ({err}): nothing was sent");
+            Some(AccountStop::BadKey)
+        }
         Verdict::Stop(stop) => {
-            tracing::error!(error = %err, "the account cannot be used");
+            tracing::error!(error = %err, "the account cannot be used: nothing was submitted");
             Some(stop)
         }
         _ => {

@@ -9,6 +9,7 @@
 pub mod format;
 pub mod lock;
 pub mod replay;
+pub mod rerun;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

@@ -219,40 +219,57 @@ pub enum Start {
     },
 }
 
+/// How old a task may be and still be polled by a later run: the provider's result files
+/// expire (its uploads live 72 h), so an older task is not worth asking about.
+pub const COLLECT_WITHIN: chrono::TimeDelta = chrono::TimeDelta::hours(72);
+
+/// What a re-run was asked to do, and when it runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Rerun {
+    /// `--retry-failed`: submit failed, timed-out and errored variants again.
+    pub retry_failed: bool,
+    /// Now, to tell how old a task is.
+    pub now: DateTime<Utc>,
+}
+
 /// Decides how a variant starts. `tracks_intact` tells, for a finished variant, whether
 /// every journaled track file is on disk with its size and sha256.
 ///
 /// - finished: kept when intact, else downloaded again from its task;
-/// - failed, timeout: kept, or submitted again with `retry_failed`;
-/// - error: polled again when it has a task (costs nothing), else kept, or submitted
-///   again with `retry_failed`;
-/// - submitted and not ended: polled;
+/// - failed: kept, or submitted again with `retry_failed`;
+/// - timeout: its task is polled again (it was paid for, and asking costs nothing) while
+///   younger than [`COLLECT_WITHIN`], else kept; submitted again only with `retry_failed`;
+/// - error with a task (a download that kept failing): polled again while young enough;
+/// - error before any task was created (an outage, a refused upload): submitted again,
+///   since nothing was paid;
 /// - its last submit's outcome is unknown (the answer was lost, or the process died
 ///   while it was on the wire): the provider may have created a task the journal cannot
 ///   name, so it is kept as `error`, and submitted again only with `retry_failed`;
+/// - submitted and not ended: polled;
 /// - unknown to the journal: submitted.
-pub fn decide(prior: Option<&Prior>, tracks_intact: bool, retry_failed: bool) -> Start {
+pub fn decide(prior: Option<&Prior>, tracks_intact: bool, rerun: Rerun) -> Start {
     let Some(prior) = prior else {
         return Start::Submit;
     };
+    let retry = rerun.retry_failed;
     let task = prior.task.as_ref();
+    let poll = |task: &PriorTask| Start::Poll {
+        task_id: task.task_id.clone(),
+    };
+    let young = |task: &PriorTask| rerun.now - task.submitted_at < COLLECT_WITHIN;
     match (prior.end.as_ref().map(|e| e.status), task) {
         (Some(EndStatus::Finished), Some(task)) if !tracks_intact => Start::Redownload {
             task_id: task.task_id.clone(),
             tracks: task.tracks.clone(),
         },
         (Some(EndStatus::Finished), _) => Start::Keep,
-        (Some(EndStatus::Error), Some(task)) => Start::Poll {
-            task_id: task.task_id.clone(),
-        },
-        (Some(EndStatus::Failed | EndStatus::Timeout | EndStatus::Error), _) if retry_failed => {
-            Start::Submit
-        }
+        (Some(EndStatus::Error), Some(task)) if young(task) => poll(task),
+        (Some(EndStatus::Timeout), Some(task)) if !retry && young(task) => poll(task),
+        (Some(EndStatus::Error), None) if !prior.last_outcome_unknown => Start::Submit,
+        (Some(_), _) if retry => Start::Submit,
         (Some(_), _) => Start::Keep,
-        (None, Some(task)) => Start::Poll {
-            task_id: task.task_id.clone(),
-        },
-        (None, None) if prior.last_outcome_unknown && !retry_failed => Start::Keep,
+        (None, Some(task)) => poll(task),
+        (None, None) if prior.last_outcome_unknown && !retry => Start::Keep,
         (None, None) => Start::Submit,
     }
 }
@@ -318,9 +335,16 @@ mod tests {
         }
     }
 
+    fn rerun(retry_failed: bool) -> Rerun {
+        Rerun {
+            retry_failed,
+            now: at() + chrono::TimeDelta::hours(1),
+        }
+    }
+
     fn start(records: &[Record], intact: bool, retry_failed: bool) -> Start {
         let priors = replay(records);
-        decide(priors.get(&id()), intact, retry_failed)
+        decide(priors.get(&id()), intact, rerun(retry_failed))
     }
 
     #[test]
@@ -356,14 +380,18 @@ mod tests {
 
     #[test]
     fn ended_variants_are_submitted_again_only_with_retry_failed() {
-        for status in [EndStatus::Failed, EndStatus::Timeout] {
-            let records = [intent(), submitted("t1"), ended(status)];
-            assert_eq!(start(&records, true, false), Start::Keep);
-            assert_eq!(start(&records, true, true), Start::Submit);
-        }
-        let rejected = [intent(), failed(Created::No), ended(EndStatus::Error)];
-        assert_eq!(start(&rejected, true, false), Start::Keep);
-        assert_eq!(start(&rejected, true, true), Start::Submit);
+        let records = [intent(), submitted("t1"), ended(EndStatus::Failed)];
+        assert_eq!(start(&records, true, false), Start::Keep);
+        assert_eq!(start(&records, true, true), Start::Submit);
+        let timed_out = [intent(), submitted("t1"), ended(EndStatus::Timeout)];
+        assert_eq!(start(&timed_out, true, true), Start::Submit);
+        // An error before any task was created cost nothing: submitted again unasked.
+        let refused = [intent(), failed(Created::No), ended(EndStatus::Error)];
+        assert_eq!(start(&refused, true, false), Start::Submit);
+        // A lost answer may have created a task: only when asked.
+        let lost = [intent(), failed(Created::Unknown), ended(EndStatus::Error)];
+        assert_eq!(start(&lost, true, false), Start::Keep);
+        assert_eq!(start(&lost, true, true), Start::Submit);
         // An error with a task (a download that kept failing) is re-polled for free.
         let download_error = [intent(), submitted("t1"), ended(EndStatus::Error)];
         assert_eq!(
@@ -372,6 +400,25 @@ mod tests {
                 task_id: "t1".into()
             }
         );
+    }
+
+    #[test]
+    fn a_timed_out_task_is_collected_for_free_while_young_enough() {
+        let records = [intent(), submitted("t1"), ended(EndStatus::Timeout)];
+        assert_eq!(
+            start(&records, true, false),
+            Start::Poll {
+                task_id: "t1".into()
+            }
+        );
+        let priors = replay(&records);
+        let late = Rerun {
+            retry_failed: false,
+            now: at() + COLLECT_WITHIN,
+        };
+        assert_eq!(decide(priors.get(&id()), true, late), Start::Keep);
+        let errored = replay(&[intent(), submitted("t1"), ended(EndStatus::Error)]);
+        assert_eq!(decide(errored.get(&id()), true, late), Start::Keep);
     }
 
     #[test]
@@ -387,14 +434,14 @@ mod tests {
             ),
             (1, 1, true, true)
         );
-        assert_eq!(decide(Some(prior), true, false), Start::Keep);
-        assert_eq!(decide(Some(prior), true, true), Start::Submit);
+        assert_eq!(decide(Some(prior), true, rerun(false)), Start::Keep);
+        assert_eq!(decide(Some(prior), true, rerun(true)), Start::Submit);
         let record = VariantRecord::from(prior);
         assert_eq!(record.status, VariantStatus::Error);
         assert!(record.error.unwrap().contains("--retry-failed"));
         // An answer lost in a run that then died before journaling the end: the same.
         let priors = replay(&[intent(), failed(Created::Unknown)]);
-        assert_eq!(decide(priors.get(&id()), true, false), Start::Keep);
+        assert_eq!(decide(priors.get(&id()), true, rerun(false)), Start::Keep);
         // A later known failure closes the question: nothing can exist from that try.
         let priors = replay(&[
             intent(),
@@ -402,7 +449,7 @@ mod tests {
             intent(),
             failed(Created::No),
         ]);
-        assert_eq!(decide(priors.get(&id()), true, false), Start::Submit);
+        assert_eq!(decide(priors.get(&id()), true, rerun(false)), Start::Submit);
         // Known failures are not unknown outcomes; a crash after a retry's intent is.
         let priors = replay(&[
             intent(),
@@ -430,7 +477,7 @@ mod tests {
             ),
             (1, 0, false)
         );
-        assert_eq!(decide(Some(prior), true, false), Start::Submit);
+        assert_eq!(decide(Some(prior), true, rerun(false)), Start::Submit);
     }
 
     #[test]
@@ -493,7 +540,7 @@ mod tests {
 
     #[test]
     fn unknown_variants_are_submitted() {
-        assert_eq!(decide(None, true, false), Start::Submit);
+        assert_eq!(decide(None, true, rerun(false)), Start::Submit);
     }
 
     /// A model of one variant's history, built alongside the records it produces, so the
@@ -602,7 +649,7 @@ mod tests {
                 "case {case}"
             );
             for retry_failed in [false, true] {
-                let start = decide(Some(prior), true, retry_failed);
+                let start = decide(Some(prior), true, rerun(retry_failed));
                 let live_task = oracle.task.is_some()
                     && !matches!(oracle.ended, Some(EndStatus::Failed | EndStatus::Timeout));
                 if live_task {

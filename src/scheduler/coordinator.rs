@@ -61,7 +61,9 @@ impl Coordinator {
         // Before any work: a folder whose report cannot be written buys nothing.
         self.write_report().await?;
         if let Some(reason) = first {
-            self.on_event(Event::Stop(reason));
+            // Said by whoever found it (the balance check): applied here without a word.
+            let actions = self.state.handle(now(), chrono::Utc::now(), Event::Stop(reason));
+            self.dispatch_quietly(actions);
         }
         let actions = self.state.start(now());
         self.dispatch(actions);
@@ -125,6 +127,23 @@ impl Coordinator {
         }
     }
 
+    fn dispatch_quietly(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            if let Action::Stop(reason) = action {
+                self.apply_stop(reason);
+            } else {
+                self.dispatch(vec![action]);
+            }
+        }
+    }
+
+    fn apply_stop(&self, reason: StopReason) {
+        self.executor.stop_submits.cancel();
+        if reason.stops_all_work() {
+            self.executor.stop_work.cancel();
+        }
+    }
+
     fn dispatch(&mut self, actions: Vec<Action>) {
         for action in actions {
             match action {
@@ -142,10 +161,7 @@ impl Coordinator {
                         }
                         _ => error!("{}", reason.describe()),
                     }
-                    self.executor.stop_submits.cancel();
-                    if reason.stops_all_work() {
-                        self.executor.stop_work.cancel();
-                    }
+                    self.apply_stop(reason);
                 }
                 work => {
                     let span = variant_span(&self.executor.variants, &work);

@@ -12,7 +12,7 @@ use super::*;
 use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
 use crate::download::DownloadError;
 use crate::journal::format::Record;
-use crate::journal::replay::{decide, replay};
+use crate::journal::replay::{decide, replay, Rerun};
 use crate::scheduler::events::{end_record, journal_record};
 
 fn id(n: usize) -> VariantId {
@@ -725,7 +725,11 @@ fn random_runs_keep_the_money_rules() {
         let cut = rng.random_range(0..=shell.journal.len());
         let priors = replay(&shell.journal[..cut]);
         for (id, prior) in &priors {
-            let start = decide(Some(prior), true, false);
+            let rerun = Rerun {
+                retry_failed: false,
+                now: at(),
+            };
+            let start = decide(Some(prior), true, rerun);
             if prior.task.is_some() || prior.last_outcome_unknown {
                 assert_ne!(
                     start,

@@ -1,0 +1,289 @@
+//! What a re-run does with each variant of the manifest, and which track files of earlier
+//! variants it must move aside first. Pure: the caller reads the journal and checks files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::replay::{decide, Prior, Rerun, Start};
+use crate::variant::{Variant, VariantId};
+
+/// What a run does with one variant, and what it costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Intent {
+    /// Never submitted: bought.
+    New,
+    /// Its parameters or stem changed since an earlier run downloaded its tracks: bought
+    /// anew, and the earlier tracks move to `superseded/`.
+    Changed,
+    /// Ended `error` before any task was created: bought again, unasked (nothing was
+    /// paid for it).
+    Retry,
+    /// Failed, timed out or errored, and `--retry-failed` asked for it: bought again.
+    RetryAsked,
+    /// Its last submit's answer was lost, and `--retry-failed` asked for it: bought again,
+    /// at the risk of paying twice.
+    RetryAfterUnknown,
+    /// Its task exists: polled, never bought again.
+    Resume,
+    /// Finished, but a track file is missing or damaged: downloaded again from its task.
+    Redownload,
+    /// Its earlier end stands.
+    Keep,
+    /// Its last submit's answer was lost: kept as `error` until `--retry-failed`.
+    KeepUnknown,
+}
+
+impl Intent {
+    /// Whether the run buys a task for it.
+    pub fn buys(self) -> bool {
+        matches!(
+            self,
+            Intent::New
+                | Intent::Changed
+                | Intent::Retry
+                | Intent::RetryAsked
+                | Intent::RetryAfterUnknown
+        )
+    }
+
+    /// The word for logs and `plan --out`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Intent::New => "new",
+            Intent::Changed => "changed",
+            Intent::Retry => "retry",
+            Intent::RetryAsked => "retry_asked",
+            Intent::RetryAfterUnknown => "retry_after_unknown",
+            Intent::Resume => "resume",
+            Intent::Redownload => "redownload",
+            Intent::Keep => "keep",
+            Intent::KeepUnknown => "keep_unknown",
+        }
+    }
+
+    /// Every intent, in the order summaries list them.
+    pub const ALL: [Intent; 9] = [
+        Intent::New,
+        Intent::Changed,
+        Intent::Retry,
+        Intent::RetryAsked,
+        Intent::RetryAfterUnknown,
+        Intent::Resume,
+        Intent::Redownload,
+        Intent::Keep,
+        Intent::KeepUnknown,
+    ];
+}
+
+/// A track file of an earlier variant that a changed variant would write over: it moves
+/// to `DIR/superseded/` first, its old variant id in its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    /// Relative to the output folder.
+    pub from: PathBuf,
+    /// Relative to the output folder.
+    pub to: PathBuf,
+}
+
+/// Where a track file sits: `audio/<stem>/<base>-<n>.<ext>` → (`<stem>`, `<base>`).
+fn slot_of(file: &str) -> Option<(&str, &str)> {
+    let rest = file.strip_prefix("audio/")?;
+    let (stem, name) = rest.split_once('/')?;
+    let (without_ext, _) = name.rsplit_once('.')?;
+    let (base, number) = without_ext.rsplit_once('-')?;
+    number.parse::<u32>().ok()?;
+    Some((stem, base))
+}
+
+/// The superseded name of `file` (`audio/<stem>/<name>.<ext>`), tagged with `old`.
+fn superseded_path(file: &str, old: &VariantId) -> PathBuf {
+    let rest = file.strip_prefix("audio/").unwrap_or(file);
+    let path = Path::new(rest);
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("track");
+    let name = match path.extension().and_then(|e| e.to_str()) {
+        Some(ext) => format!("{stem}.{old}.{ext}"),
+        None => format!("{stem}.{old}"),
+    };
+    Path::new("superseded")
+        .join(path.parent().unwrap_or(Path::new("")))
+        .join(name)
+}
+
+/// Each variant's start and intent, and the moves its new tracks need, from the
+/// journal's `priors`. `intact` tells, per finished variant, whether its tracks are whole.
+pub fn plan(
+    variants: &[Variant],
+    priors: &HashMap<VariantId, Prior>,
+    intact: &HashMap<VariantId, bool>,
+    rerun: Rerun,
+) -> (Vec<(Start, Intent)>, Vec<Move>) {
+    // The earlier tracks at each (stem, base), of variants the manifest no longer has;
+    // of two that wrote the same file, the later one's is what the file holds.
+    let current: std::collections::HashSet<&VariantId> = variants.iter().map(|v| &v.id).collect();
+    let mut owners: HashMap<&str, (&VariantId, chrono::DateTime<chrono::Utc>)> = HashMap::new();
+    for (id, prior) in priors.iter().filter(|(id, _)| !current.contains(id)) {
+        let Some(task) = &prior.task else { continue };
+        for track in &task.tracks {
+            let owner = owners.entry(&track.file).or_insert((id, task.submitted_at));
+            if task.submitted_at > owner.1 {
+                *owner = (id, task.submitted_at);
+            }
+        }
+    }
+    let mut earlier: HashMap<(&str, &str), Vec<(&VariantId, &str)>> = HashMap::new();
+    for (file, (id, _)) in owners {
+        if let Some(slot) = slot_of(file) {
+            earlier.entry(slot).or_default().push((id, file));
+        }
+    }
+    for files in earlier.values_mut() {
+        files.sort_by_key(|(_, file)| *file);
+    }
+    let mut moves = Vec::new();
+    let planned = variants
+        .iter()
+        .map(|variant| {
+            let prior = priors.get(&variant.id);
+            let whole = intact.get(&variant.id).copied().unwrap_or(true);
+            let start = decide(prior, whole, rerun);
+            let base = variant.file_base();
+            let replaced = earlier.get(&(variant.stem.name.as_str(), base.as_str()));
+            let intent = intent_of(&start, prior, replaced.is_some());
+            if start == Start::Submit {
+                for (old, file) in replaced.into_iter().flatten() {
+                    moves.push(Move {
+                        from: PathBuf::from(file),
+                        to: superseded_path(file, old),
+                    });
+                }
+            }
+            (start, intent)
+        })
+        .collect();
+    (planned, moves)
+}
+
+fn intent_of(start: &Start, prior: Option<&Prior>, replaces: bool) -> Intent {
+    match (start, prior) {
+        (Start::Keep, Some(p)) if p.last_outcome_unknown && p.task.is_none() => Intent::KeepUnknown,
+        (Start::Keep, _) => Intent::Keep,
+        (Start::Poll { .. }, _) => Intent::Resume,
+        (Start::Redownload { .. }, _) => Intent::Redownload,
+        (Start::Submit, None) if replaces => Intent::Changed,
+        // Never sent (or every intent withdrawn): new as far as money goes.
+        (Start::Submit, None) => Intent::New,
+        (Start::Submit, Some(p)) if p.attempts == 0 => Intent::New,
+        (Start::Submit, Some(p)) if p.last_outcome_unknown => Intent::RetryAfterUnknown,
+        (Start::Submit, Some(p)) if p.task.is_none() && !p.last_outcome_unknown => {
+            Intent::Retry
+        }
+        (Start::Submit, Some(_)) => Intent::RetryAsked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::format::TrackEntry;
+    use crate::journal::replay::PriorTask;
+
+    fn variants(text: &str) -> Vec<Variant> {
+        let head = "[defaults]\ntitle = \"{stem} {variant}\"\nnegative_tags = \"\"\n";
+        crate::manifest::parse(Path::new("m.toml"), &format!("{head}{text}"))
+            .unwrap()
+            .variants
+    }
+
+    fn finished_with_tracks(files: &[&str]) -> Prior {
+        let at = "2026-11-25T01:00:00Z".parse().unwrap();
+        Prior {
+            attempts: 1,
+            task: Some(PriorTask {
+                task_id: "t-old".into(),
+                submitted_at: at,
+                tracks: files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, file)| TrackEntry {
+                        track: i as u32 + 1,
+                        audio_id: "a".into(),
+                        file: (*file).into(),
+                        bytes: 1,
+                        sha256: "00".into(),
+                        audio_url: "u".into(),
+                        duration_s: None,
+                        modified_ns: None,
+                    })
+                    .collect(),
+            }),
+            end: Some(crate::journal::replay::PriorEnd {
+                status: crate::journal::format::EndStatus::Finished,
+                error: None,
+                at,
+            }),
+            ..Prior::default()
+        }
+    }
+
+    fn rerun() -> Rerun {
+        Rerun {
+            retry_failed: false,
+            now: "2026-11-25T02:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_changed_variant_moves_the_earlier_tracks_aside_and_says_so() {
+        let stem = "[[stem]]\nurl = \"https://x/take.wav\"\n";
+        let before = variants(&format!("{stem}tags = \"piano\"\n"));
+        let after = variants(&format!("{stem}tags = \"strings\"\n"));
+        let old = before[0].id.clone();
+        let files = ["audio/take/default-1.wav", "audio/take/default-2.wav"];
+        let priors = HashMap::from([(old.clone(), finished_with_tracks(&files))]);
+        let (planned, moves) = plan(&after, &priors, &HashMap::new(), rerun());
+        assert_eq!(planned, [(Start::Submit, Intent::Changed)]);
+        assert_eq!(
+            moves,
+            [
+                Move {
+                    from: "audio/take/default-1.wav".into(),
+                    to: format!("superseded/take/default-1.{old}.wav").into(),
+                },
+                Move {
+                    from: "audio/take/default-2.wav".into(),
+                    to: format!("superseded/take/default-2.{old}.wav").into(),
+                },
+            ]
+        );
+        // The unchanged variant keeps its tracks where they are.
+        let (planned, moves) = plan(&before, &priors, &HashMap::new(), rerun());
+        assert_eq!(planned, [(Start::Keep, Intent::Keep)]);
+        assert!(moves.is_empty());
+    }
+
+    #[test]
+    fn only_the_same_slot_is_superseded_not_a_prefix_of_it() {
+        assert_eq!(
+            slot_of("audio/s/piano-t2-1.wav"),
+            Some(("s", "piano-t2"))
+        );
+        assert_eq!(slot_of("audio/s/piano-1.mp3"), Some(("s", "piano")));
+        assert_eq!(slot_of("audio/s/piano.jpeg"), None);
+        let stem = "[[stem]]\nurl = \"https://x/s.wav\"\nname = \"s\"\n[[stem.variant]]\nname = \"piano\"\n";
+        let now = variants(&format!("{stem}tags = \"a\"\n"));
+        let other: VariantId = serde_json::from_value(serde_json::json!("0123abcd")).unwrap();
+        let priors = HashMap::from([(other, finished_with_tracks(&["audio/s/piano-t2-1.wav"]))]);
+        let (planned, moves) = plan(&now, &priors, &HashMap::new(), rerun());
+        assert_eq!(planned, [(Start::Submit, Intent::New)]);
+        assert!(moves.is_empty());
+    }
+
+    #[test]
+    fn intents_say_what_is_bought() {
+        let bought: Vec<_> = Intent::ALL.iter().filter(|i| i.buys()).map(|i| i.word()).collect();
+        assert_eq!(
+            bought,
+            ["new", "changed", "retry", "retry_asked", "retry_after_unknown"]
+        );
+    }
+}
