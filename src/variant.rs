@@ -219,11 +219,12 @@ impl StemSource {
         }
     }
 
-    /// How `plan` shows the source: the URL, or the file's path.
+    /// How `plan` shows the source: the URL, or the file's path, lexically normalised
+    /// (`stems/x.wav`, not `manifests/../stems/x.wav`).
     pub fn describe(&self) -> String {
         match self {
             StemSource::Url(url) => url.clone(),
-            StemSource::Local(local) => local.path.display().to_string(),
+            StemSource::Local(local) => crate::stems::normalized(&local.path).display().to_string(),
         }
     }
 }
@@ -250,6 +251,10 @@ pub struct Stem {
     pub source: StemSource,
     /// How many takes of each variant are submitted.
     pub takes: u32,
+    /// Why this stem's file cannot be sent (empty, not audio, too large), naming the file:
+    /// only a file a glob matched can have one. Its variants end `error` without being
+    /// submitted, and the rest of the run goes on. `None` for every stem that can be sent.
+    pub problem: Option<String>,
 }
 
 /// One unit of work: a stem, a named parameter set, and a take.
@@ -293,6 +298,19 @@ mod tests {
             weirdness_constraint: None,
             audio_weight: None,
         }
+    }
+
+    #[test]
+    fn a_local_source_is_described_by_its_normalised_path() {
+        let local = StemSource::Local(LocalStem {
+            path: "manifests/../stems/./x.wav".into(),
+            relative: None,
+            sha256: "aa".into(),
+            bytes: 1,
+        });
+        assert_eq!(local.describe(), "stems/x.wav");
+        let url = StemSource::Url("https://x/../a.mp3".into());
+        assert_eq!(url.describe(), "https://x/../a.mp3");
     }
 
     #[test]

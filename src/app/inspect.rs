@@ -12,21 +12,40 @@ use crate::manifest;
 use crate::report::csv::FILE_NAME;
 use crate::variant::{GenerationParams, Variant, VariantId};
 
-/// `validate`: the variant count on stdout.
+/// `validate`: the variant count on stdout; on stderr, each stem whose file cannot be sent
+/// (a file a glob matched that is empty, not audio or too large), whose variants a run
+/// ends `error` without submitting them.
 pub(super) fn validate(path: &Path) -> anyhow::Result<u8> {
     let manifest = manifest::load(path)?;
-    let stems = manifest
-        .variants
-        .iter()
-        .map(|v| v.stem.name.as_str())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
+    // Stem names are unique within a manifest: by name, its variants and its problem.
+    let mut stems: BTreeMap<&str, (usize, Option<&str>)> = BTreeMap::new();
+    for variant in &manifest.variants {
+        let stem = &variant.stem;
+        stems
+            .entry(stem.name.as_str())
+            .or_insert((0, stem.problem.as_deref()))
+            .0 += 1;
+    }
+    for (name, (count, problem)) in &stems {
+        if let Some(problem) = problem {
+            eprintln!(
+                "warning: stem {name:?}: {problem}; its {} will end `error` without being submitted",
+                counted(*count, "variant"),
+            );
+        }
+    }
     println!(
-        "{} variants ({stems} stems); manifest {} is valid",
-        manifest.variants.len(),
-        path.display()
+        "{} ({}); manifest {} is valid",
+        counted(manifest.variants.len(), "variant"),
+        counted(stems.len(), "stem"),
+        crate::stems::normalized(path).display()
     );
     Ok(SUCCESS)
+}
+
+/// "1 stem", "2 stems".
+fn counted(count: usize, noun: &str) -> String {
+    format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
 }
 
 /// `plan`: every variant with its resolved parameters, as text or CSV; with `out`, also
@@ -195,7 +214,7 @@ fn write_plan_text(
         }
         writeln!(out)?;
     }
-    writeln!(out, "{} variants", variants.len())?;
+    writeln!(out, "{}", counted(variants.len(), "variant"))?;
     out.flush()
 }
 

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::validate::{ParamLayer, Problems, StemPlan, VariantSpec, MAX_TITLE_CHARS};
+use super::validate::{
+    ParamLayer, Problems, StemPlan, VariantSpec, DEFAULT_TITLE, MAX_TITLE_CHARS,
+};
 use crate::variant::{GenerationParams, Stem, Variant, VariantId};
 
 pub(super) fn expand(stems: &[StemPlan], problems: &mut Problems) -> Vec<Variant> {
@@ -63,9 +65,6 @@ fn resolve(
     problems: &mut Problems,
 ) -> Option<GenerationParams> {
     let mut missing = Vec::new();
-    if layer.title.is_none() {
-        missing.push("title");
-    }
     if layer.tags.is_none() {
         missing.push("tags");
     }
@@ -110,12 +109,19 @@ fn build(
         .replace("{take}", &take.to_string());
     let chars = title.chars().count();
     if chars > MAX_TITLE_CHARS {
-        let origin = spec.layer.title.as_ref()?;
+        let (line, field, hint) = match &spec.layer.title.as_ref()?.written {
+            Some((line, field)) => (*line, field.as_str(), String::new()),
+            None => (
+                spec.line,
+                spec.field.as_str(),
+                format!(" (the default title {DEFAULT_TITLE:?}; hint: set a shorter title)"),
+            ),
+        };
         problems.push_at_line(
-            origin.line,
-            &origin.field,
+            line,
+            field,
             format!(
-                "the title of stem {:?} variant {:?} is {chars} characters, more than the provider's {MAX_TITLE_CHARS}: {title:?}",
+                "the title of stem {:?} variant {:?} is {chars} characters, more than the provider's {MAX_TITLE_CHARS}: {title:?}{hint}",
                 stem.name, spec.name
             ),
         );

@@ -9,6 +9,7 @@ mod expand;
 mod raw;
 mod settings;
 mod sources;
+mod toml_error;
 mod validate;
 
 use std::fmt;
@@ -64,7 +65,7 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read manifest {}: {cause}", path.display())]
+    #[error("cannot read manifest {}: {cause}", crate::stems::normalized(path).display())]
     Read {
         /// The manifest path.
         path: PathBuf,
@@ -85,6 +86,7 @@ pub enum ManifestError {
 const PROBLEMS_SHOWN: usize = 50;
 
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let path = crate::stems::normalized(path);
     let mut out = format!(
         "manifest {} has {} problem{}:",
         path.display(),
@@ -135,8 +137,8 @@ pub fn parse_with(
         problems,
     };
     let lines = validate::LineIndex::new(text);
-    let raw: raw::RawManifest =
-        toml::from_str(text).map_err(|err| invalid(vec![lines.toml_error(&err)]))?;
+    let raw: raw::RawManifest = toml::from_str(text)
+        .map_err(|err| invalid(vec![toml_error::problem(text, &lines, &err)]))?;
     let mut problems = validate::Problems::new(&lines);
     let files = sources::Files {
         base: folder_of(path),

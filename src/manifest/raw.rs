@@ -39,6 +39,7 @@ pub(crate) struct RawRun {
     pub burst: Option<Spanned<i64>>,
     pub download_concurrency: Option<Spanned<i64>>,
     pub max_attempts: Option<Spanned<i64>>,
+    pub max_new_submits: Option<Spanned<i64>>,
     pub task_timeout: Option<Spanned<String>>,
     pub poll_interval: Option<Spanned<String>>,
     pub poll_interval_max: Option<Spanned<String>>,

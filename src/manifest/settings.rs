@@ -59,6 +59,7 @@ impl Rate {
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunSettings {
     /// The output folder template (`{date}` allowed), relative to the manifest's folder.
+    /// Default `out`: one fixed folder, so each night adds only what is new.
     pub output_dir: String,
     /// Variants submitted and not yet ended, at most.
     pub concurrency: usize,
@@ -74,6 +75,10 @@ pub struct RunSettings {
     pub download_concurrency: usize,
     /// Tries of one HTTP call on retryable errors.
     pub max_attempts: u32,
+    /// The most new tasks one run may submit (at least 1, default 1000): a run that would
+    /// submit more sends nothing and exits 2, naming both numbers. A guard against a typo
+    /// that multiplies a matrix.
+    pub max_new_submits: u64,
     /// A task not ended by then, from its submit, ends as `timeout`.
     pub task_timeout: Duration,
     /// The first poll comes this long after the submit.
@@ -92,7 +97,7 @@ impl Default for RunSettings {
     fn default() -> Self {
         let rate = |text| Rate::parse(text).expect("built-in rates parse");
         RunSettings {
-            output_dir: "out/{date}".into(),
+            output_dir: "out".into(),
             concurrency: 8,
             submit_rate: rate("20/min"),
             poll_rate: rate("120/min"),
@@ -100,6 +105,7 @@ impl Default for RunSettings {
             burst: NonZeroU32::MIN,
             download_concurrency: 4,
             max_attempts: 6,
+            max_new_submits: 1000,
             task_timeout: Duration::from_secs(30 * 60),
             poll_interval: Duration::from_secs(15),
             poll_interval_max: Duration::from_secs(60),
@@ -182,6 +188,16 @@ pub(super) fn run(raw: Option<&RawRun>, problems: &mut Problems) -> RunSettings 
     let mut burst = run.burst.get() as usize;
     count(&raw.burst, "run.burst", 1_000, &mut burst);
     run.burst = NonZeroU32::new(burst as u32).unwrap_or(NonZeroU32::MIN);
+    if let Some(value) = &raw.max_new_submits {
+        match u64::try_from(*value.get_ref()) {
+            Ok(n) if n >= 1 => run.max_new_submits = n,
+            _ => problems.push(
+                value.span(),
+                "run.max_new_submits",
+                format!("must be at least 1, not {}", value.get_ref()),
+            ),
+        }
+    }
 
     for (value, key, target) in [
         (&raw.submit_rate, "run.submit_rate", &mut run.submit_rate),

@@ -1,15 +1,29 @@
 //! Where each stem's audio comes from: its `url`, its `path`, or every file its `glob`
 //! matches, checked through [`LocalFiles`] so that validation stays free of I/O.
+//!
+//! A `path` that cannot be sent (empty, not audio, too large) is a manifest problem: the
+//! user named that file. A file a glob matched is not: a nightly folder may hold a stray
+//! file, so that file's stem carries the problem and the rest of the night still runs.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use toml::Spanned;
 
 use super::raw::RawStem;
 use super::settings::check_http_url;
 use super::validate::{check_name, Problems};
-use crate::stems::LocalFiles;
+use crate::stems::{normalized, LocalFiles};
 use crate::variant::{LocalStem, StemSource};
+
+/// One stem a `[[stem]]` table makes: one for a url or a path, one per matching file for
+/// a glob.
+#[derive(Clone, Debug)]
+pub(super) struct Source {
+    pub name: String,
+    pub source: StemSource,
+    /// Why its file cannot be sent; only a glob's file can have one.
+    pub problem: Option<String>,
+}
 
 /// Where the manifest's local files are, and how to reach them.
 pub(crate) struct Files<'a> {
@@ -27,7 +41,7 @@ pub(super) fn sources(
     line: usize,
     files: &Files,
     problems: &mut Problems,
-) -> Option<Vec<(String, StemSource)>> {
+) -> Option<Vec<Source>> {
     let given: Vec<(&str, &Spanned<String>)> = [
         ("url", &stem.url),
         ("path", &stem.path),
@@ -81,7 +95,11 @@ pub(super) fn sources(
                 );
                 return None;
             };
-            return Some(vec![(name, StemSource::Url(value.get_ref().clone()))]);
+            return Some(vec![Source {
+                name,
+                source: StemSource::Url(value.get_ref().clone()),
+                problem: None,
+            }]);
         }
         "path" => vec![files.base.join(value.get_ref())],
         _ => match files.disk.glob(files.base, value.get_ref()) {
@@ -100,10 +118,35 @@ pub(super) fn sources(
             }
         },
     };
+    Some(local_sources(
+        paths, given_name, key, value, field, files, problems,
+    ))
+}
+
+/// A stem per local file, checked and hashed. A file that cannot be sent is a problem
+/// of the manifest when `key` is `path`, and the problem of its stem when it is `glob`.
+fn local_sources(
+    paths: Vec<PathBuf>,
+    given_name: Option<String>,
+    key: &str,
+    value: &Spanned<String>,
+    field: &str,
+    files: &Files,
+    problems: &mut Problems,
+) -> Vec<Source> {
+    let key_field = format!("{field}.{key}");
     let mut sources = Vec::with_capacity(paths.len());
     for path in paths {
         let checked = match files.disk.check(&path) {
             Ok(checked) => checked,
+            Err(message) => {
+                problems.push(value.span(), &key_field, message);
+                continue;
+            }
+        };
+        let problem = match checked.format {
+            Ok(_) => None,
+            Err(message) if key == "glob" => Some(message),
             Err(message) => {
                 problems.push(value.span(), &key_field, message);
                 continue;
@@ -115,23 +158,24 @@ pub(super) fn sources(
                 &format!("{field}.name"),
                 format!(
                     "cannot derive a name from {} (hint: set name)",
-                    path.display()
+                    normalized(&path).display()
                 ),
             );
             continue;
         };
         let relative = relative_to(files.base, &path);
-        sources.push((
+        sources.push(Source {
             name,
-            StemSource::Local(LocalStem {
+            source: StemSource::Local(LocalStem {
                 path,
                 relative,
                 sha256: checked.sha256,
                 bytes: checked.bytes,
             }),
-        ));
+            problem,
+        });
     }
-    Some(sources)
+    sources
 }
 
 /// The file name without its extension, when it makes a usable stem name.

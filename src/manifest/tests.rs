@@ -66,7 +66,7 @@ fn every_rule_names_line_and_field() {
         // A local file that is not there.
         (
             &format!("{DEFAULTS}[[stem]]\npath = \"missing.wav\"\n"),
-            "6: stem[1].path: ./missing.wav: No such file or directory",
+            "6: stem[1].path: missing.wav: No such file or directory",
         ),
         (
             &format!("{DEFAULTS}[[stem]]\nglob = \"nowhere/*.wav\"\n"),
@@ -274,7 +274,7 @@ impl LocalFiles for ManyFiles {
         Ok(crate::stems::CheckedFile {
             sha256: path.display().to_string(),
             bytes: 1000,
-            format: crate::audio_format::AudioFormat::Wav,
+            format: Ok(crate::audio_format::AudioFormat::Wav),
         })
     }
 }
@@ -421,5 +421,251 @@ fn the_count_is_what_expansion_builds() {
             (Some(expanded), Vec::new()),
             "{text}"
         );
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key_in_plain_words() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[defaults]\nstyle_weight = \"0.5\"\n",
+            "2: defaults.style_weight: expected a number, found a string (\"0.5\")",
+        ),
+        (
+            "[run]\nconcurrency = 8.5\n",
+            "2: run.concurrency: expected an integer, found a number (8.5)",
+        ),
+        (
+            "[run]\nmax_new_submits = \"5\"\n",
+            "2: run.max_new_submits: expected an integer, found a string (\"5\")",
+        ),
+        (
+            "[run]\ndownload_covers = \"yes\"\n",
+            "2: run.download_covers: expected a boolean, found a string (\"yes\")",
+        ),
+        (
+            "[defaults]\ntags = 3\n",
+            "2: defaults.tags: expected a string, found an integer (3)",
+        ),
+        (
+            "[defaults]\ntags = [\"a\"]\n",
+            "2: defaults.tags: expected a string, found an array",
+        ),
+        (
+            "[defaults]\ntags = { a = 1 }\n",
+            "2: defaults.tags: expected a string, found a table",
+        ),
+        (
+            "defaults = 3\n",
+            "1: defaults: expected a table, found an integer (3)",
+        ),
+        (
+            "stem = \"x\"\n",
+            "1: stem: expected an array, found a string (\"x\")",
+        ),
+        (
+            "[[stem]]\nurl = \"u\"\n[[stem]]\nurl = \"u\"\n[[stem.variant]]\nname = \"a\"\n[[stem.variant]]\nname = true\n",
+            "8: stem[2].variant[2].name: expected a string, found a boolean (true)",
+        ),
+        (
+            "[[stem]]\nurl = \"u\"\nvariant = [{ name = \"a\" }, { name = 4 }]\n",
+            "3: stem[1].variant[2].name: expected a string, found an integer (4)",
+        ),
+        (
+            "[[stem]]\nurl = \"u\"\n[stem.matrix]\nstyle_weight = [0.5, \"a\"]\n",
+            "4: stem[1].matrix.style_weight[2]: expected a number, found a string (\"a\")",
+        ),
+        (
+            "[[stem]]\nurl = \"u\"\n[stem.matrix]\nstyle_weight = 0.5\n",
+            "4: stem[1].matrix.style_weight: expected an array, found a number (0.5)",
+        ),
+        (
+            "[[stem]]\nurl = \"u\"\ntakes = 1979-05-27\n",
+            "3: stem[1].takes: expected an integer, found a date or time (1979-05-27)",
+        ),
+        (
+            "[[stem]]\nurl = \"u\"\ntakes = -99999999999999999999\n",
+            "3: stem[1].takes: -99999999999999999999 is out of range",
+        ),
+        (
+            "defaults.audio_weight = \"high\"\n",
+            "1: defaults.audio_weight: expected a number, found a string (\"high\")",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(problems_of(text), [*expected], "for manifest:\n{text}");
+    }
+    let err = parse_text("[defaults]\nstyle_weight = \"0.5\"\n")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "manifest m.toml has 1 problem:\n  m.toml:2: defaults.style_weight: expected a number, found a string (\"0.5\")"
+    );
+}
+
+#[test]
+fn max_new_submits_is_an_integer_of_at_least_one() {
+    let stem = "[[stem]]\nurl = \"https://x.com/a.mp3\"\n";
+    let parsed = |run: &str| parse_text(&format!("{DEFAULTS}[run]\n{run}\n{stem}"));
+    assert_eq!(parsed("").unwrap().run.max_new_submits, 1000);
+    assert_eq!(
+        parsed("max_new_submits = 1").unwrap().run.max_new_submits,
+        1
+    );
+    assert_eq!(
+        parsed("max_new_submits = 250000")
+            .unwrap()
+            .run
+            .max_new_submits,
+        250_000
+    );
+    for (value, expected) in [
+        ("0", "6: run.max_new_submits: must be at least 1, not 0"),
+        ("-3", "6: run.max_new_submits: must be at least 1, not -3"),
+        (
+            "12.5",
+            "6: run.max_new_submits: expected an integer, found a number (12.5)",
+        ),
+    ] {
+        assert_eq!(
+            problems_of(&format!(
+                "{DEFAULTS}[run]\nmax_new_submits = {value}\n{stem}"
+            )),
+            [expected]
+        );
+    }
+}
+
+#[test]
+fn output_dir_defaults_to_one_fixed_folder_and_title_to_stem_and_variant() {
+    let text = "[defaults]\ntags = \"pop\"\nnegative_tags = \"\"\n\
+        [[stem]]\nurl = \"https://x.com/a.mp3\"\n[[stem.variant]]\nname = \"piano\"\n\
+        [[stem.variant]]\nname = \"own\"\ntitle = \"{variant} of {stem}\"\n\
+        [[stem]]\nurl = \"https://x.com/b.mp3\"\ntitle = \"{stem}, take {take}\"\n";
+    let manifest = parse_text(text).unwrap();
+    assert_eq!(manifest.run.output_dir, "out");
+    let titles: Vec<_> = manifest
+        .variants
+        .iter()
+        .map(|v| v.params.title.as_str())
+        .collect();
+    assert_eq!(titles, ["a piano", "own of a", "b, take 1"]);
+    // [defaults] may set its own title over the built-in one.
+    let text = format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n")
+        .replace("{stem} {variant}", "{stem}!");
+    assert_eq!(parse_text(&text).unwrap().variants[0].params.title, "a!");
+    // The built-in title can grow too long too: the problem points at the variant.
+    let text = format!(
+        "[defaults]\ntags = \"pop\"\nnegative_tags = \"\"\n[[stem]]\nname = \"{}\"\nurl = \"https://x.com/a.mp3\"\n[[stem.variant]]\nname = \"{}\"\n",
+        "s".repeat(60),
+        "v".repeat(40)
+    );
+    assert_eq!(
+        problems_of(&text),
+        [format!(
+            "8: stem[1].variant[1]: the title of stem \"{s}\" variant \"{v}\" is 101 characters, more than the provider's 100: \"{s} {v}\" (the default title \"{{stem}} {{variant}}\"; hint: set a shorter title)",
+            s = "s".repeat(60),
+            v = "v".repeat(40)
+        )]
+    );
+}
+
+/// A temporary manifest folder holding `files` (relative path, content).
+fn folder_with(files: &[(&str, &[u8])]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+    dir
+}
+
+const WAV: &[u8] = b"RIFF\x04\0\0\0WAVEdata";
+
+#[test]
+fn a_globbed_file_that_cannot_be_sent_still_expands_and_carries_its_problem() {
+    let dir = folder_with(&[
+        ("in/ballad.wav", WAV),
+        ("in/._ballad.wav", b"\0\x05\x16\x07 apple double"),
+        ("in/.DS_Store", b"\0\0\0\x01Bud1"),
+        ("in/empty.wav", b""),
+        ("in/lyrics.wav", b"la la la"),
+    ]);
+    let manifest_path = dir.path().join("m.toml");
+    let text = format!(
+        "{DEFAULTS}[[stem]]\nglob = \"in/*\"\n[[stem.variant]]\nname = \"one\"\n[[stem.variant]]\nname = \"two\"\ntags = \"jazz\"\n"
+    );
+    let manifest = parse(&manifest_path, &text).unwrap();
+    let summary: Vec<_> = manifest
+        .variants
+        .iter()
+        .map(|v| format!("{}/{} {:?}", v.stem.name, v.name, v.stem.problem))
+        .collect();
+    let base = dir.path().display();
+    let empty = format!("Some(\"{base}/in/empty.wav is empty\")");
+    let lyrics = format!(
+        "Some(\"{base}/in/lyrics.wav is not audio (expected WAV, MP3, FLAC, OGG or M4A/AAC)\")"
+    );
+    assert_eq!(
+        summary,
+        [
+            "ballad/one None".to_owned(),
+            "ballad/two None".to_owned(),
+            format!("empty/one {empty}"),
+            format!("empty/two {empty}"),
+            format!("lyrics/one {lyrics}"),
+            format!("lyrics/two {lyrics}"),
+        ]
+    );
+    // Their ids come from their content, as every local stem's do.
+    use sha2::Digest;
+    let lyrics = &manifest.variants[4];
+    let crate::variant::StemSource::Local(local) = &lyrics.stem.source else {
+        panic!("a local stem")
+    };
+    assert_eq!(local.sha256, hex::encode(sha2::Sha256::digest(b"la la la")));
+    assert_eq!(
+        lyrics.id,
+        crate::variant::VariantId::compute(&lyrics.stem.source, &lyrics.params, 1)
+    );
+}
+
+#[test]
+fn an_explicit_path_that_cannot_be_sent_and_a_glob_of_dot_files_are_manifest_errors() {
+    let dir = folder_with(&[
+        ("manifests/.keep", b""),
+        ("in/empty.wav", b""),
+        ("in/lyrics.wav", b"la la la"),
+        ("hidden/._a.wav", WAV),
+    ]);
+    let manifest_path = dir.path().join("manifests/m.toml");
+    let base = dir.path().display();
+    for (stem, expected) in [
+        (
+            "path = \"../in/empty.wav\"",
+            format!("6: stem[1].path: {base}/in/empty.wav is empty"),
+        ),
+        (
+            "path = \"../in/lyrics.wav\"",
+            format!("6: stem[1].path: {base}/in/lyrics.wav is not audio (expected WAV, MP3, FLAC, OGG or M4A/AAC)"),
+        ),
+        (
+            "path = \"../in/gone.wav\"",
+            format!("6: stem[1].path: {base}/in/gone.wav: No such file or directory (os error 2)"),
+        ),
+        (
+            "glob = \"../hidden/*.wav\"",
+            "6: stem[1].glob: \"../hidden/*.wav\" matches no file".to_owned(),
+        ),
+    ] {
+        let text = format!("{DEFAULTS}[[stem]]\n{stem}\n");
+        let problems = match parse(&manifest_path, &text) {
+            Err(ManifestError::Invalid { problems, .. }) => problems,
+            other => panic!("{stem}: {other:?}"),
+        };
+        let problems: Vec<_> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems, [expected], "{stem}");
     }
 }

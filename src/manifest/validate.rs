@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::raw::{RawManifest, RawMatrix, RawParams, RawStem, RawVariant};
 use super::settings::{self, ApiSettings, RunSettings, UploadMode, UploadSettings};
-use super::sources::{self, Files};
+use super::sources::{self, Files, Source};
 use super::Problem;
 use crate::variant::{LocalStem, Model, Stem, StemSource, VocalGender, Weight};
 
@@ -29,6 +29,8 @@ const MAX_MATRIX_COMBINATIONS: u64 = 1_000_000;
 const MAX_VARIANTS: u64 = 1_000_000;
 /// The placeholders a title may use.
 const TITLE_PLACEHOLDERS: [&str; 3] = ["stem", "variant", "take"];
+/// The title of a variant for which no table sets one.
+pub(super) const DEFAULT_TITLE: &str = "{stem} {variant}";
 
 /// Byte offset to 1-based line.
 pub(crate) struct LineIndex {
@@ -45,23 +47,6 @@ impl LineIndex {
 
     pub(crate) fn line(&self, offset: usize) -> usize {
         self.starts.partition_point(|&start| start <= offset).max(1)
-    }
-
-    /// A TOML syntax or shape error (unknown key, wrong type) as a problem.
-    pub(crate) fn toml_error(&self, err: &toml::de::Error) -> Problem {
-        let message = err.message().trim().to_owned();
-        // The toml crate names an unknown key in its message; the field we can name
-        // ourselves is the one the error's span points at.
-        let field = message
-            .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-            .unwrap_or("toml")
-            .to_owned();
-        Problem {
-            line: err.span().map_or(1, |span| self.line(span.start)),
-            field,
-            message,
-        }
     }
 }
 
@@ -108,8 +93,8 @@ impl<'a> Problems<'a> {
 #[derive(Clone, Debug)]
 pub(super) struct TitleTemplate {
     pub text: String,
-    pub line: usize,
-    pub field: String,
+    /// The line and key that set it; `None` for [`DEFAULT_TITLE`], which no line sets.
+    pub written: Option<(usize, String)>,
 }
 
 /// The generation parameters one table sets, validated; `None` inherits.
@@ -220,7 +205,7 @@ pub(super) fn validate(raw: &RawManifest, files: &Files, problems: &mut Problems
                     &plan.field,
                     format!(
                         "{} lies outside the manifest's folder, so upload.mode = \"base_url\" cannot give it a URL",
-                        path.display()
+                        crate::stems::normalized(path).display()
                     ),
                 );
             }
@@ -240,7 +225,7 @@ pub(super) struct StemDraft {
     field: String,
     line: usize,
     /// One for a url or a path, one per matching file for a glob.
-    sources: Vec<(String, StemSource)>,
+    sources: Vec<Source>,
     takes: u32,
     /// `[defaults]` and the stem's own parameters merged.
     layer: ParamLayer,
@@ -260,11 +245,18 @@ struct Matrix {
 
 /// Every `[[stem]]` as a draft; a stem whose source is unusable has none.
 pub(super) fn drafts(raw: &RawManifest, files: &Files, problems: &mut Problems) -> Vec<StemDraft> {
+    let built_in = ParamLayer {
+        title: Some(Arc::new(TitleTemplate {
+            text: DEFAULT_TITLE.into(),
+            written: None,
+        })),
+        ..ParamLayer::default()
+    };
     let defaults = raw
         .defaults
         .as_ref()
-        .map(|d| params(&d.params(), "defaults", problems))
-        .unwrap_or_default();
+        .map(|d| built_in.overlay(&params(&d.params(), "defaults", problems)))
+        .unwrap_or(built_in);
     raw.stem
         .iter()
         .enumerate()
@@ -393,11 +385,12 @@ impl StemDraft {
         } = self;
         sources
             .into_iter()
-            .map(|(name, source)| StemPlan {
+            .map(|source| StemPlan {
                 stem: Arc::new(Stem {
-                    name,
-                    source,
+                    name: source.name,
+                    source: source.source,
                     takes,
+                    problem: source.problem,
                 }),
                 field: field.clone(),
                 line,
@@ -692,8 +685,7 @@ fn params(raw: &RawParams, prefix: &str, problems: &mut Problems) -> ParamLayer 
         }
         layer.title = Some(Arc::new(TitleTemplate {
             text: title.get_ref().clone(),
-            line: problems.line(title.span()),
-            field: key("title"),
+            written: Some((problems.line(title.span()), key("title"))),
         }));
     }
     layer

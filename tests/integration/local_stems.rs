@@ -28,20 +28,7 @@ async fn a_folder_is_uploaded_once_per_distinct_file_and_not_again_on_a_rerun() 
     write_wav(&stems.join("bass.wav"), 0.75, 110.0);
     write_wav(&stems.join("tenor.wav"), 1.0, 220.0);
     std::fs::copy(stems.join("alto.wav"), stems.join("alto-copy.wav")).unwrap();
-    std::fs::write(stems.join("lyrics.wav"), "la la la, these are the words").unwrap();
     let out = dir.path().join("out");
-
-    // A text file named .wav is refused before anything is sent.
-    let output = run_against(&sim, &manifest, &out).await;
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    let located = format!(":{}: stem[1].glob: ", line_of(&text, "glob ="));
-    let err = stderr(&output);
-    assert!(
-        err.contains(&located) && err.contains("lyrics.wav is not audio"),
-        "{err}"
-    );
-    assert_eq!(sim.stats().upload_calls, 0);
-    std::fs::remove_file(stems.join("lyrics.wav")).unwrap();
 
     let output = run_against(&sim, &manifest, &out).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
@@ -196,14 +183,101 @@ async fn uploads_keep_to_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glob_skips_dot_files_and_its_files_that_cannot_be_sent_do_not_stop_the_night() {
+    let text = format!("{}\n[[stem]]\nglob = \"stems/*\"\n{TWO_VARIANTS}", head());
+    let (dir, manifest) = write_manifest(&text);
+    let stems = dir.path().join("stems");
+    write_wav(&stems.join("ballad.wav"), 0.25, 440.0);
+    // What macOS leaves beside a copied file: never stems, whatever they hold.
+    std::fs::write(stems.join("._ballad.wav"), b"\0\x05\x16\x07AppleDouble").unwrap();
+    std::fs::write(stems.join(".DS_Store"), b"\0\0\0\x01Bud1").unwrap();
+    write_wav(&stems.join(".hidden/verse.wav"), 0.25, 330.0);
+    std::fs::write(stems.join("x.wav"), b"").unwrap();
+    std::fs::write(stems.join("lyrics.wav"), "la la la, these are the words").unwrap();
+
+    let output = stembatch(&["validate", path_str(&manifest)], None).await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("6 variants (3 stems); "), "{text}");
+    let stems = stems.display();
+    for expected in [
+        format!("warning: stem \"x\": {stems}/x.wav is empty; its 2 variants will end `error` without being submitted"),
+        format!("warning: stem \"lyrics\": {stems}/lyrics.wav is not audio (expected WAV, MP3, FLAC, OGG or M4A/AAC); its 2 variants will end `error` without being submitted"),
+    ] {
+        assert!(err.lines().any(|l| l == expected), "{expected:?} missing from:\n{err}");
+    }
+    assert!(!err.contains("ballad"), "{err}");
+
+    let output = stembatch(&["plan", path_str(&manifest), "--csv"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plan = String::from_utf8(output.stdout).unwrap();
+    let stems_and_variants: Vec<_> = plan
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').take(2).collect::<Vec<_>>().join("/"))
+        .collect();
+    assert_eq!(
+        stems_and_variants,
+        [
+            "ballad/one",
+            "ballad/two",
+            "lyrics/one",
+            "lyrics/two",
+            "x/one",
+            "x/two"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_counts_in_words_and_prints_paths_normalised() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("manifests/one.toml");
+    std::fs::create_dir_all(manifest.parent().unwrap()).unwrap();
+    write_wav(&dir.path().join("stems/solo.wav"), 0.25, 262.0);
+    let one = format!("{}\n[[stem]]\npath = \"../stems/solo.wav\"\n", head());
+    std::fs::write(&manifest, &one).unwrap();
+    let dotted = format!("{}/manifests/./../manifests/one.toml", dir.path().display());
+    let output = stembatch(&["validate", &dotted], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!(
+            "1 variant (1 stem); manifest {} is valid\n",
+            manifest.display()
+        )
+    );
+
+    let output = stembatch(&["plan", path_str(&manifest), "--csv"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let plan = String::from_utf8(output.stdout).unwrap();
+    let source = format!(",{}/stems/solo.wav,", dir.path().display());
+    assert!(plan.contains(&source), "{source:?} missing from:\n{plan}");
+
+    std::fs::write(&manifest, one.replace("solo.wav", "gone.wav")).unwrap();
+    let output = stembatch(&["validate", path_str(&manifest)], None).await;
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    let gone = format!(
+        "one.toml:{}: stem[1].path: {}/stems/gone.wav: No such file",
+        line_of(&one, "solo.wav"),
+        dir.path().display()
+    );
+    assert!(err.contains(&gone), "{gone:?} missing from:\n{err}");
+    assert!(!err.contains(".."), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_files_empty_files_and_clashing_names_are_manifest_errors() {
     let text = format!(
-        "{}\n[[stem]]\npath = \"stems/gone.wav\"\n[[stem]]\npath = \"stems/empty.wav\"\n[[stem]]\nglob = \"a/*.wav\"\n[[stem]]\nglob = \"b/*.wav\"\n",
+        "{}\n[[stem]]\npath = \"stems/gone.wav\"\n[[stem]]\npath = \"stems/empty.wav\"\n[[stem]]\nglob = \"a/*.wav\"\n[[stem]]\nglob = \"b/*.wav\"\n[[stem]]\npath = \"stems/lyrics.wav\"\n",
         head()
     );
     let (dir, manifest) = write_manifest(&text);
     std::fs::create_dir_all(dir.path().join("stems")).unwrap();
     std::fs::write(dir.path().join("stems/empty.wav"), b"").unwrap();
+    std::fs::write(dir.path().join("stems/lyrics.wav"), "la la la").unwrap();
     write_wav(&dir.path().join("a/same.wav"), 0.25, 300.0);
     write_wav(&dir.path().join("b/same.wav"), 0.25, 310.0);
     let output = stembatch(&["validate", path_str(&manifest)], None).await;
@@ -222,6 +296,8 @@ async fn missing_files_empty_files_and_clashing_names_are_manifest_errors() {
         "gone.wav: No such file".to_owned(),
         format!(":{}: stem[2].path: ", line_of(&text, "empty.wav")),
         "empty.wav is empty".to_owned(),
+        format!(":{}: stem[5].path: ", line_of(&text, "lyrics.wav")),
+        "lyrics.wav is not audio".to_owned(),
         format!(":{fourth_stem}: stem[4].name: two stems are named \"same\""),
     ] {
         assert!(err.contains(&expected), "{expected:?} missing from:\n{err}");

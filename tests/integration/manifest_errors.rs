@@ -75,6 +75,18 @@ fn cases() -> Vec<(String, usize, &'static str, &'static str)> {
             "stem[1].glob",
             "matches no file",
         ),
+        (
+            format!("{DEFAULTS}style_weight = \"0.5\"\n{STEM}"),
+            5,
+            "defaults.style_weight",
+            "expected a number, found a string (\"0.5\")",
+        ),
+        (
+            format!("{DEFAULTS}[run]\nmax_new_submits = 0\n{STEM}"),
+            6,
+            "run.max_new_submits",
+            "must be at least 1, not 0",
+        ),
     ]
 }
 
