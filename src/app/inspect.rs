@@ -109,7 +109,11 @@ fn cost_summary(resume: &Resume, dir: &Path) -> String {
         "a run into {} would submit {} new tasks ({}); resume {}, keep {}",
         dir.display(),
         resume.new_tasks(),
-        if bought.is_empty() { "none".to_owned() } else { bought.join(", ") },
+        if bought.is_empty() {
+            "none".to_owned()
+        } else {
+            bought.join(", ")
+        },
         count(Intent::Resume) + count(Intent::Redownload),
         count(Intent::Keep) + count(Intent::KeepUnknown),
     );

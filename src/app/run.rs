@@ -23,8 +23,8 @@ use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
 use crate::scheduler::{self, Pacers, RunInputs, Stops};
 use crate::signal::Interrupts;
-use crate::variant::Variant;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
+use crate::variant::Variant;
 
 use super::resume;
 
@@ -241,9 +241,17 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     resume::log_summary(&resume, records.is_empty());
     let moved = resume::move_superseded(&out_dir, resume.moves.clone())
         .await
-        .with_context(|| format!("cannot move earlier tracks to {}", out_dir.join("superseded").display()))?;
+        .with_context(|| {
+            format!(
+                "cannot move earlier tracks to {}",
+                out_dir.join("superseded").display()
+            )
+        })?;
     if moved > 0 {
-        tracing::warn!(moved, "{moved} tracks of changed variants moved to superseded/: never overwritten");
+        tracing::warn!(
+            moved,
+            "{moved} tracks of changed variants moved to superseded/: never overwritten"
+        );
     }
     let entries = resume.entries;
     // Each simulator starts empty: its earlier uploads are gone with it.

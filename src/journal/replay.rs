@@ -47,6 +47,19 @@ pub struct Prior {
     pub task: Option<PriorTask>,
     /// How it ended, when it did.
     pub end: Option<PriorEnd>,
+    /// What an open submit intent replaced: restored when that submit is withdrawn or
+    /// proves to have created nothing, so that a resubmit that never happened forgets
+    /// neither the earlier task nor an earlier unknown outcome.
+    pub(super) before_intent: Option<Box<(Option<PriorTask>, Option<PriorEnd>, bool)>>,
+}
+
+impl Prior {
+    /// Undoes what the open submit intent replaced: that submit created nothing.
+    fn restore(&mut self) {
+        if let Some(replaced) = self.before_intent.take() {
+            (self.task, self.end, self.last_outcome_unknown) = *replaced;
+        }
+    }
 }
 
 /// Folds journal records into one [`Prior`] per variant.
@@ -62,10 +75,14 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
                 }
                 prior.attempts += 1;
                 prior.submit_in_flight = true;
+                // A new submit replaces whatever an earlier one produced, once it does.
+                let replaced = (
+                    prior.task.take(),
+                    prior.end.take(),
+                    prior.last_outcome_unknown,
+                );
+                prior.before_intent.get_or_insert(Box::new(replaced));
                 prior.last_outcome_unknown = false;
-                // A new submit replaces whatever an earlier one produced.
-                prior.task = None;
-                prior.end = None;
             }
             Record::SubmitWithdrawn { variant_id } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
@@ -73,7 +90,7 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
                     prior.submit_in_flight = false;
                     prior.attempts -= 1;
                 }
-                prior.last_outcome_unknown = false;
+                prior.restore();
             }
             Record::SubmitFailed {
                 variant_id,
@@ -82,9 +99,14 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
             } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
                 prior.submit_in_flight = false;
-                if *created == Created::Unknown {
-                    prior.unknown_outcomes += 1;
-                    prior.last_outcome_unknown = true;
+                match created {
+                    Created::Unknown => {
+                        prior.unknown_outcomes += 1;
+                        prior.last_outcome_unknown = true;
+                        prior.before_intent = None;
+                    }
+                    // Nothing was created: what the earlier submits left still stands.
+                    Created::No => prior.restore(),
                 }
             }
             Record::Submitted {
@@ -94,6 +116,7 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
             } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
                 prior.submit_in_flight = false;
+                prior.before_intent = None;
                 prior.task = Some(PriorTask {
                     task_id: task_id.clone(),
                     submitted_at: *at,
@@ -210,6 +233,11 @@ pub enum Start {
         /// The task.
         task_id: String,
     },
+    /// Its stem's file cannot be sent (empty, not audio): it ends `error` unsent.
+    Refuse {
+        /// Why.
+        reason: String,
+    },
     /// Finished, but a track file is missing or damaged: download again from its task.
     Redownload {
         /// The task.
@@ -263,7 +291,7 @@ pub fn decide(prior: Option<&Prior>, tracks_intact: bool, rerun: Rerun) -> Start
             tracks: task.tracks.clone(),
         },
         (Some(EndStatus::Finished), _) => Start::Keep,
-        (Some(EndStatus::Error), Some(task)) if young(task) => poll(task),
+        (Some(EndStatus::Error), Some(task)) if !retry && young(task) => poll(task),
         (Some(EndStatus::Timeout), Some(task)) if !retry && young(task) => poll(task),
         (Some(EndStatus::Error), None) if !prior.last_outcome_unknown => Start::Submit,
         (Some(_), _) if retry => Start::Submit,
@@ -442,14 +470,14 @@ mod tests {
         // An answer lost in a run that then died before journaling the end: the same.
         let priors = replay(&[intent(), failed(Created::Unknown)]);
         assert_eq!(decide(priors.get(&id()), true, rerun(false)), Start::Keep);
-        // A later known failure closes the question: nothing can exist from that try.
-        let priors = replay(&[
-            intent(),
-            failed(Created::Unknown),
-            intent(),
+        // A resubmit (asked for) that created nothing leaves the earlier unknown standing.
+        for undone in [
             failed(Created::No),
-        ]);
-        assert_eq!(decide(priors.get(&id()), true, rerun(false)), Start::Submit);
+            Record::SubmitWithdrawn { variant_id: id() },
+        ] {
+            let priors = replay(&[intent(), failed(Created::Unknown), intent(), undone]);
+            assert_eq!(decide(priors.get(&id()), true, rerun(false)), Start::Keep);
+        }
         // Known failures are not unknown outcomes; a crash after a retry's intent is.
         let priors = replay(&[
             intent(),
@@ -478,6 +506,25 @@ mod tests {
             (1, 0, false)
         );
         assert_eq!(decide(Some(prior), true, rerun(false)), Start::Submit);
+    }
+
+    #[test]
+    fn a_resubmit_that_never_happened_forgets_neither_task_nor_end() {
+        let timed_out = [intent(), submitted("t1"), ended(EndStatus::Timeout)];
+        for undone in [
+            Record::SubmitWithdrawn { variant_id: id() },
+            failed(Created::No),
+        ] {
+            let mut records = timed_out.to_vec();
+            records.extend([intent(), undone]);
+            assert_eq!(
+                start(&records, true, false),
+                Start::Poll {
+                    task_id: "t1".into()
+                },
+                "the paid task is still collected"
+            );
+        }
     }
 
     #[test]
@@ -555,6 +602,16 @@ mod tests {
         last_unknown: bool,
     }
 
+    impl Oracle {
+        /// A submit that created nothing: what it would have replaced stands.
+        #[allow(clippy::type_complexity)]
+        fn restore(&mut self, before: &mut Option<(Option<String>, Option<EndStatus>, bool)>) {
+            if let Some((task, ended, last_unknown)) = before.take() {
+                (self.task, self.ended, self.last_unknown) = (task, ended, last_unknown);
+            }
+        }
+    }
+
     /// Random histories (submits failing, succeeding, withdrawn; tracks; ends; more
     /// submits after failures) cut at a random crash point: replay must agree with the
     /// oracle, and a variant whose live task is known is never submitted again.
@@ -566,6 +623,7 @@ mod tests {
             let mut records = Vec::new();
             let mut oracle = Oracle::default();
             let mut in_flight = false;
+            let mut before = None;
             for step in 0..rng.random_range(1..12) {
                 let retrying = oracle.task.is_none()
                     || matches!(oracle.ended, Some(EndStatus::Failed | EndStatus::Timeout));
@@ -573,8 +631,8 @@ mod tests {
                     0 | 1 if retrying => {
                         records.push(intent());
                         in_flight = true;
-                        oracle.task = None;
-                        oracle.ended = None;
+                        before =
+                            Some((oracle.task.take(), oracle.ended.take(), oracle.last_unknown));
                         oracle.last_unknown = false;
                         oracle.calls += 1;
                         match rng.random_range(0..5) {
@@ -582,10 +640,12 @@ mod tests {
                                 records.push(Record::SubmitWithdrawn { variant_id: id() });
                                 oracle.calls -= 1;
                                 in_flight = false;
+                                oracle.restore(&mut before);
                             }
                             1 => {
                                 records.push(failed(Created::No));
                                 in_flight = false;
+                                oracle.restore(&mut before);
                             }
                             2 => {
                                 records.push(failed(Created::Unknown));
@@ -627,6 +687,7 @@ mod tests {
                     // The answer came after all; record its outcome as known-failed.
                     records.push(failed(Created::No));
                     in_flight = false;
+                    oracle.restore(&mut before);
                 }
             }
             if in_flight {
@@ -650,8 +711,14 @@ mod tests {
             );
             for retry_failed in [false, true] {
                 let start = decide(Some(prior), true, rerun(retry_failed));
+                // --retry-failed buys failed, timed-out and errored variants again.
+                let retried = match oracle.ended {
+                    Some(EndStatus::Failed | EndStatus::Timeout | EndStatus::Error) => retry_failed,
+                    _ => false,
+                };
                 let live_task = oracle.task.is_some()
-                    && !matches!(oracle.ended, Some(EndStatus::Failed | EndStatus::Timeout));
+                    && !matches!(oracle.ended, Some(EndStatus::Failed))
+                    && !retried;
                 if live_task {
                     assert_ne!(
                         start,

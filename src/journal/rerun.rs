@@ -31,6 +31,9 @@ pub enum Intent {
     Keep,
     /// Its last submit's answer was lost: kept as `error` until `--retry-failed`.
     KeepUnknown,
+    /// Its stem's file cannot be sent (a file a glob matched that is empty or not audio):
+    /// it ends `error` unsent.
+    Unusable,
 }
 
 impl Intent {
@@ -58,11 +61,12 @@ impl Intent {
             Intent::Redownload => "redownload",
             Intent::Keep => "keep",
             Intent::KeepUnknown => "keep_unknown",
+            Intent::Unusable => "unusable",
         }
     }
 
     /// Every intent, in the order summaries list them.
-    pub const ALL: [Intent; 9] = [
+    pub const ALL: [Intent; 10] = [
         Intent::New,
         Intent::Changed,
         Intent::Retry,
@@ -72,6 +76,7 @@ impl Intent {
         Intent::Redownload,
         Intent::Keep,
         Intent::KeepUnknown,
+        Intent::Unusable,
     ];
 }
 
@@ -145,7 +150,12 @@ pub fn plan(
         .map(|variant| {
             let prior = priors.get(&variant.id);
             let whole = intact.get(&variant.id).copied().unwrap_or(true);
-            let start = decide(prior, whole, rerun);
+            let start = match (decide(prior, whole, rerun), &variant.stem.problem) {
+                (Start::Submit, Some(problem)) => Start::Refuse {
+                    reason: format!("not submitted: {problem}"),
+                },
+                (start, _) => start,
+            };
             let base = variant.file_base();
             let replaced = earlier.get(&(variant.stem.name.as_str(), base.as_str()));
             let intent = intent_of(&start, prior, replaced.is_some());
@@ -169,14 +179,13 @@ fn intent_of(start: &Start, prior: Option<&Prior>, replaces: bool) -> Intent {
         (Start::Keep, _) => Intent::Keep,
         (Start::Poll { .. }, _) => Intent::Resume,
         (Start::Redownload { .. }, _) => Intent::Redownload,
+        (Start::Refuse { .. }, _) => Intent::Unusable,
         (Start::Submit, None) if replaces => Intent::Changed,
         // Never sent (or every intent withdrawn): new as far as money goes.
         (Start::Submit, None) => Intent::New,
         (Start::Submit, Some(p)) if p.attempts == 0 => Intent::New,
         (Start::Submit, Some(p)) if p.last_outcome_unknown => Intent::RetryAfterUnknown,
-        (Start::Submit, Some(p)) if p.task.is_none() && !p.last_outcome_unknown => {
-            Intent::Retry
-        }
+        (Start::Submit, Some(p)) if p.task.is_none() && !p.last_outcome_unknown => Intent::Retry,
         (Start::Submit, Some(_)) => Intent::RetryAsked,
     }
 }
@@ -263,10 +272,7 @@ mod tests {
 
     #[test]
     fn only_the_same_slot_is_superseded_not_a_prefix_of_it() {
-        assert_eq!(
-            slot_of("audio/s/piano-t2-1.wav"),
-            Some(("s", "piano-t2"))
-        );
+        assert_eq!(slot_of("audio/s/piano-t2-1.wav"), Some(("s", "piano-t2")));
         assert_eq!(slot_of("audio/s/piano-1.mp3"), Some(("s", "piano")));
         assert_eq!(slot_of("audio/s/piano.jpeg"), None);
         let stem = "[[stem]]\nurl = \"https://x/s.wav\"\nname = \"s\"\n[[stem.variant]]\nname = \"piano\"\n";
@@ -280,10 +286,20 @@ mod tests {
 
     #[test]
     fn intents_say_what_is_bought() {
-        let bought: Vec<_> = Intent::ALL.iter().filter(|i| i.buys()).map(|i| i.word()).collect();
+        let bought: Vec<_> = Intent::ALL
+            .iter()
+            .filter(|i| i.buys())
+            .map(|i| i.word())
+            .collect();
         assert_eq!(
             bought,
-            ["new", "changed", "retry", "retry_asked", "retry_after_unknown"]
+            [
+                "new",
+                "changed",
+                "retry",
+                "retry_asked",
+                "retry_after_unknown"
+            ]
         );
     }
 }

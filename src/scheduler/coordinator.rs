@@ -62,10 +62,12 @@ impl Coordinator {
         self.write_report().await?;
         if let Some(reason) = first {
             // Said by whoever found it (the balance check): applied here without a word.
-            let actions = self.state.handle(now(), chrono::Utc::now(), Event::Stop(reason));
+            let actions = self
+                .state
+                .handle(now(), chrono::Utc::now(), Event::Stop(reason));
             self.dispatch_quietly(actions);
         }
-        let actions = self.state.start(now());
+        let actions = self.state.start(now(), chrono::Utc::now());
         self.dispatch(actions);
         let deadline = stops.deadline.map(|d| Instant::now() + d);
         let (mut interrupted, mut deadline_passed) = (false, deadline.is_none());

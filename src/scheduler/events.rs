@@ -25,6 +25,8 @@ pub enum Event {
         task_id: String,
         /// When the answer came.
         at: DateTime<Utc>,
+        /// Set when the task id could not be journaled: the next run cannot know it.
+        unjournaled: Option<JournalFailure>,
     },
     /// A submit call went out and failed.
     SubmitFailed {
@@ -94,6 +96,13 @@ pub enum Event {
     },
     /// The run must stop (a signal, the deadline).
     Stop(StopReason),
+}
+
+/// A journal write that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JournalFailure {
+    /// ENOSPC.
+    pub disk_full: bool,
 }
 
 /// Why a track is not on disk.
@@ -228,21 +237,28 @@ pub enum Action {
     Stop(StopReason),
 }
 
-/// The journal record an event adds to what the journal knows, if any. The submit intent
-/// is the one record not made here: it must be durable before its call goes out, so the
-/// submit's executor writes it.
-pub fn journal_record(event: &Event) -> Option<Record> {
-    match event {
-        Event::Submitted { id, task_id, at } => Some(Record::Submitted {
+/// The journal record of a submit's outcome. The submit's executor writes it the moment
+/// the answer arrives, as it wrote the intent just before the call: the two records that
+/// bracket a money call never wait for anything else.
+pub fn submit_record(id: &VariantId, outcome: Result<(&str, DateTime<Utc>), &ApiError>) -> Record {
+    match outcome {
+        Ok((task_id, at)) => Record::Submitted {
             variant_id: id.clone(),
-            task_id: task_id.clone(),
-            at: *at,
-        }),
-        Event::SubmitFailed { id, error } => Some(Record::SubmitFailed {
+            task_id: task_id.to_owned(),
+            at,
+        },
+        Err(error) => Record::SubmitFailed {
             variant_id: id.clone(),
             created: created_by(error),
             error: error.to_string(),
-        }),
+        },
+    }
+}
+
+/// The journal record an event adds to what the journal knows, if any (the submit's
+/// intent and outcome are the executor's: [`submit_record`]).
+pub fn journal_record(event: &Event) -> Option<Record> {
+    match event {
         Event::SubmitWithdrawn {
             id,
             intent_journaled: true,

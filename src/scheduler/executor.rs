@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::events::{Action, Event, TrackFailure};
+use super::events::{submit_record, Action, Event, JournalFailure, TrackFailure};
 use super::pacer::Pacer;
 use super::retrying::{sleep, sleep_until, with_retries, CallFailure};
 use super::upload::Uploads;
@@ -110,13 +110,27 @@ impl Executor {
         if !sleep_until(slot, &self.stop_submits).await {
             return withdrawn(true);
         }
-        match self.client.submit(&request).await {
+        let answer = self.client.submit(&request).await;
+        let at = Utc::now();
+        let outcome = answer.as_ref().map(|data| (data.task_id.as_str(), at));
+        let record = submit_record(&id, outcome);
+        let unjournaled = match self.journal.append(record).await {
+            Ok(()) => None,
+            Err(err) => {
+                error!(variant_id = %id, error = %err, "cannot journal the submit's outcome; buying nothing more");
+                Some(JournalFailure {
+                    disk_full: err.is_disk_full(),
+                })
+            }
+        };
+        match answer {
             Ok(data) => {
                 info!(task_id = %data.task_id, "submitted");
                 Event::Submitted {
                     id,
                     task_id: data.task_id,
-                    at: Utc::now(),
+                    at,
+                    unjournaled,
                 }
             }
             Err(error) => {
@@ -125,7 +139,14 @@ impl Executor {
                     self.submit_pacer.hold_off(Instant::now().into_std(), wait);
                 }
                 warn!(error = %error, "submit failed");
-                Event::SubmitFailed { id, error }
+                match unjournaled {
+                    // An open intent reads as an unknown outcome: never bought again unasked.
+                    Some(failure) => Event::JournalFailed {
+                        id: Some(id),
+                        disk_full: failure.disk_full,
+                    },
+                    None => Event::SubmitFailed { id, error },
+                }
             }
         }
     }

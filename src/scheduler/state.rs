@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::events::{Action, Event, StopReason, TrackFailure};
+use super::events::{Action, Event, JournalFailure, StopReason, TrackFailure};
 use super::poll::PollSchedule;
 use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
 use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
@@ -153,9 +153,9 @@ impl RunState {
     }
 
     /// The first actions: as many variants as the in-flight cap allows.
-    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+    pub fn start(&mut self, now: Instant, at: DateTime<Utc>) -> Vec<Action> {
         let mut actions = Vec::new();
-        self.fill_slots(now, &mut actions);
+        self.fill_slots(now, at, &mut actions);
         actions
     }
 
@@ -163,9 +163,18 @@ impl RunState {
     pub fn handle(&mut self, now: Instant, at: DateTime<Utc>, event: Event) -> Vec<Action> {
         let mut actions = Vec::new();
         match event {
-            Event::Submitted { id, task_id, at } => {
-                self.on_submitted(now, &id, task_id, at, &mut actions)
-            }
+            Event::Submitted {
+                id,
+                task_id,
+                at,
+                unjournaled: None,
+            } => self.on_submitted(now, &id, task_id, at, &mut actions),
+            Event::Submitted {
+                id,
+                task_id,
+                at,
+                unjournaled: Some(failure),
+            } => self.on_unjournaled(&id, task_id, at, failure, &mut actions),
             Event::SubmitFailed { id, error } => {
                 self.on_submit_failed(&id, &error, at, &mut actions)
             }
@@ -215,7 +224,7 @@ impl RunState {
             }
             Event::Stop(reason) => self.stop(reason, at, &mut actions),
         }
-        self.fill_slots(now, &mut actions);
+        self.fill_slots(now, at, &mut actions);
         actions
     }
 
@@ -238,7 +247,8 @@ impl RunState {
         variant.record.task_id = Some(task_id.clone());
         variant.record.submitted_at = Some(answered);
         if work_stopped {
-            let why = "the run stopped after the submit was answered; its task is journaled and the next run collects it";
+            let why =
+                "the run stopped after the submit was answered; the next run collects its task";
             let end = VariantEnd::with_error(VariantStatus::Pending, why, answered);
             self.end(id, end, actions);
             return;
@@ -253,6 +263,35 @@ impl RunState {
             task_id,
             after: poll_interval,
         });
+    }
+
+    /// A task was created, but the journal could not keep its id: buy nothing more, and
+    /// say the id where the user will look.
+    fn on_unjournaled(
+        &mut self,
+        id: &VariantId,
+        task_id: String,
+        answered: DateTime<Utc>,
+        failure: JournalFailure,
+        actions: &mut Vec<Action>,
+    ) {
+        self.tasks_created += 1;
+        self.stop(
+            StopReason::Storage {
+                disk_full: failure.disk_full,
+            },
+            answered,
+            actions,
+        );
+        let Some(variant) = self.variants.get_mut(id) else {
+            return;
+        };
+        variant.record.attempts += 1;
+        variant.record.task_id = Some(task_id.clone());
+        variant.record.submitted_at = Some(answered);
+        let why = format!("task {task_id} was created but the journal could not record it, so the next run will not collect it (hint: keep this row: it is the only place its id is written)");
+        let end = VariantEnd::with_error(VariantStatus::Error, why, answered);
+        self.end(id, end, actions);
     }
 
     fn on_submit_failed(
@@ -567,24 +606,34 @@ impl RunState {
                 work_stopped
                     || matches!(
                         self.variants.get(*id).map(|v| &v.phase),
-                        Some(Phase::Queued(Start::Submit))
+                        Some(Phase::Queued(Start::Submit | Start::Refuse { .. }))
                     )
             })
             .cloned()
             .collect();
         self.queue.retain(|id| !queued.contains(id));
         for id in queued {
-            let why = match self.variants[&id].phase {
-                Phase::Queued(Start::Submit) => "not submitted: the run stopped first",
-                _ => "not polled: the run stopped first; the next run collects its task",
+            let end = match &self.variants[&id].phase {
+                Phase::Queued(Start::Refuse { reason }) => {
+                    VariantEnd::with_error(VariantStatus::Error, reason.clone(), at)
+                }
+                Phase::Queued(Start::Submit) => VariantEnd::with_error(
+                    VariantStatus::Pending,
+                    "not submitted: the run stopped first",
+                    at,
+                ),
+                _ => VariantEnd::with_error(
+                    VariantStatus::Pending,
+                    "not polled: the run stopped first; the next run collects its task",
+                    at,
+                ),
             };
-            let end = VariantEnd::with_error(VariantStatus::Pending, why, at);
             self.end(&id, end, actions);
         }
     }
 
     /// Starts queued variants while the in-flight cap allows.
-    fn fill_slots(&mut self, now: Instant, actions: &mut Vec<Action>) {
+    fn fill_slots(&mut self, now: Instant, at: DateTime<Utc>, actions: &mut Vec<Action>) {
         while self.in_flight < self.policy.concurrency {
             let Some(id) = self.queue.pop_front() else {
                 return;
@@ -594,7 +643,15 @@ impl RunState {
                 continue;
             };
             match start.clone() {
+                Start::Refuse { reason } => {
+                    let end = VariantEnd::with_error(VariantStatus::Error, reason, at);
+                    self.end(&id, end, actions);
+                    continue;
+                }
                 Start::Submit => {
+                    // A new submit: the record no longer names an earlier task.
+                    variant.record.task_id = None;
+                    variant.record.submitted_at = None;
                     let seed = seed_of(&id);
                     variant.phase = Phase::Submitting {
                         backoff: self.policy.submit_retry.backoff(seed),

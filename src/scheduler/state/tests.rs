@@ -13,7 +13,7 @@ use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
 use crate::download::DownloadError;
 use crate::journal::format::Record;
 use crate::journal::replay::{decide, replay, Rerun};
-use crate::scheduler::events::{end_record, journal_record};
+use crate::scheduler::events::{end_record, journal_record, submit_record};
 
 fn id(n: usize) -> VariantId {
     serde_json::from_value(serde_json::json!(format!("v{n}"))).unwrap()
@@ -112,6 +112,7 @@ fn submitted(state: &mut RunState, now: Instant, n: usize) -> Vec<Action> {
             id: id(n),
             task_id: format!("t{n}"),
             at: at(),
+            unjournaled: None,
         },
     )
 }
@@ -121,7 +122,7 @@ fn the_in_flight_cap_holds_and_an_end_starts_the_next_variant() {
     let now = Instant::now();
     let mut state = fresh(3, 2);
     assert_eq!(
-        kinds(&state.start(now)),
+        kinds(&state.start(now, at())),
         ["submit v0 after 0ms", "submit v1 after 0ms"]
     );
     let error = status(422);
@@ -134,7 +135,7 @@ fn the_in_flight_cap_holds_and_an_end_starts_the_next_variant() {
 fn a_variant_goes_submit_poll_download_finished() {
     let now = Instant::now();
     let mut state = fresh(1, 1);
-    state.start(now);
+    state.start(now, at());
     assert_eq!(kinds(&submitted(&mut state, now, 0)), ["poll v0 after 5s"]);
     let running = state.handle(
         now + Duration::from_secs(5),
@@ -224,7 +225,7 @@ fn submit_failures_table() {
     for (name, error, expected) in cases {
         let now = Instant::now();
         let mut state = fresh(3, 2);
-        state.start(now);
+        state.start(now, at());
         let actions = state.handle(now, at(), Event::SubmitFailed { id: id(0), error });
         let got = kinds(&actions);
         assert_eq!(got.len(), expected.len(), "{name}: {got:?}");
@@ -238,7 +239,7 @@ fn submit_failures_table() {
 fn an_unknown_outcome_is_counted_and_its_error_says_a_task_may_exist() {
     let now = Instant::now();
     let mut state = fresh(1, 1);
-    state.start(now);
+    state.start(now, at());
     state.handle(
         now,
         at(),
@@ -261,7 +262,7 @@ fn an_unknown_outcome_is_counted_and_its_error_says_a_task_may_exist() {
 fn submits_that_create_nothing_are_retried_within_max_attempts() {
     let now = Instant::now();
     let mut state = fresh(1, 1);
-    state.start(now);
+    state.start(now, at());
     let fail = |state: &mut RunState| {
         kinds(&state.handle(
             now,
@@ -282,7 +283,7 @@ fn submits_that_create_nothing_are_retried_within_max_attempts() {
 fn a_signal_ends_queued_variants_and_lets_submits_on_the_wire_answer() {
     let now = Instant::now();
     let mut state = fresh(3, 2);
-    state.start(now);
+    state.start(now, at());
     let stop = state.handle(now, at(), Event::Stop(StopReason::Interrupted));
     assert_eq!(kinds(&stop), ["stop Interrupted", "end v2 pending"]);
     // The submit on the wire answers: its task is recorded, the variant stays pending.
@@ -316,7 +317,7 @@ fn without_credits_what_was_bought_is_still_collected() {
         ),
     ];
     let mut state = RunState::new(policy(1), entries);
-    state.start(now);
+    state.start(now, at());
     let actions = state.handle(
         now,
         at(),
@@ -340,7 +341,7 @@ fn without_credits_what_was_bought_is_still_collected() {
 fn a_task_that_runs_past_its_timeout_ends_timeout() {
     let now = Instant::now();
     let mut state = fresh(1, 1);
-    state.start(now);
+    state.start(now, at());
     submitted(&mut state, now, 0);
     let late = state.handle(
         now + Duration::from_secs(61),
@@ -353,7 +354,7 @@ fn a_task_that_runs_past_its_timeout_ends_timeout() {
     assert_eq!(kinds(&late), ["end v0 timeout"]);
     // The next poll is never scheduled past the timeout.
     let mut state = fresh(1, 1);
-    state.start(now);
+    state.start(now, at());
     submitted(&mut state, now, 0);
     let near = state.handle(
         now + Duration::from_secs(58),
@@ -376,7 +377,7 @@ fn poll_failures_table() {
     for (error, expected) in cases {
         let now = Instant::now();
         let mut state = fresh(1, 1);
-        state.start(now);
+        state.start(now, at());
         submitted(&mut state, now, 0);
         let actions = state.handle(now, at(), Event::PollFailed { id: id(0), error });
         assert_eq!(kinds(&actions), expected);
@@ -387,7 +388,7 @@ fn poll_failures_table() {
 fn a_full_disk_stops_buying_and_keeps_the_task_for_the_next_run() {
     let now = Instant::now();
     let mut state = fresh(2, 1);
-    state.start(now);
+    state.start(now, at());
     submitted(&mut state, now, 0);
     state.handle(
         now,
@@ -425,7 +426,7 @@ fn a_full_disk_stops_buying_and_keeps_the_task_for_the_next_run() {
 fn a_track_that_keeps_failing_ends_error_with_its_number() {
     let now = Instant::now();
     let mut state = fresh(1, 1);
-    state.start(now);
+    state.start(now, at());
     submitted(&mut state, now, 0);
     state.handle(
         now,
@@ -466,7 +467,7 @@ fn a_track_that_keeps_failing_ends_error_with_its_number() {
 fn a_journal_that_cannot_take_an_intent_stops_every_submit() {
     let now = Instant::now();
     let mut state = fresh(3, 2);
-    state.start(now);
+    state.start(now, at());
     let actions = state.handle(
         now,
         at(),
@@ -499,7 +500,7 @@ fn kept_variants_take_no_slot_and_resumed_ones_are_polled_at_once() {
         entry(2, Start::Submit),
     ];
     let mut state = RunState::new(policy(1), entries);
-    assert_eq!(kinds(&state.start(now)), ["poll v1 after 0s"]);
+    assert_eq!(kinds(&state.start(now, at())), ["poll v1 after 0s"]);
 }
 
 /// The shell in the property test: what the machine asked for and has not been answered.
@@ -515,7 +516,6 @@ struct Shell {
 
 impl Shell {
     fn take(&mut self, state: &RunState, actions: Vec<Action>, starts: &HashMap<VariantId, Start>) {
-        let stopped = !state.stops().is_empty();
         for action in actions {
             match &action {
                 Action::Submit { id, .. } => {
@@ -533,7 +533,6 @@ impl Shell {
                         "{id}: submitted though it has a task"
                     );
                     assert!(!self.ends.contains_key(id), "{id}: work after its end");
-                    let _ = stopped;
                 }
                 Action::End { id, end } => {
                     *self.ends.entry(id.clone()).or_default() += 1;
@@ -594,6 +593,7 @@ impl Shell {
                             task_id: format!("task-{id}"),
                             id,
                             at: at(),
+                            unjournaled: None,
                         }
                     }
                 }
@@ -673,7 +673,7 @@ fn random_runs_keep_the_money_rules() {
         let mut state = RunState::new(policy(3), entries);
         let mut shell = Shell::default();
         let mut now = Instant::now();
-        let actions = state.start(now);
+        let actions = state.start(now, at());
         shell.take(&state, actions, &starts);
         let mut steps = 0;
         while !shell.outstanding.is_empty() {
@@ -700,6 +700,16 @@ fn random_runs_keep_the_money_rules() {
                 }
             }
             shell.journal.extend(journal_record(&event));
+            // The submit's executor journals its outcome itself.
+            match &event {
+                Event::Submitted {
+                    id, task_id, at, ..
+                } => shell.journal.push(submit_record(id, Ok((task_id, *at)))),
+                Event::SubmitFailed { id, error } => {
+                    shell.journal.push(submit_record(id, Err(error)))
+                }
+                _ => {}
+            }
             let actions = state.handle(now, at(), event);
             if submits_stopped_before {
                 assert!(
