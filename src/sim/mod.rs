@@ -7,6 +7,7 @@
 
 pub mod audio;
 pub mod limits;
+mod score;
 mod server;
 #[cfg(test)]
 mod tests;
