@@ -13,6 +13,7 @@ mod server;
 mod tests;
 pub mod ticket;
 mod tracks;
+mod voice;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
