@@ -7,11 +7,13 @@
 
 pub mod audio;
 pub mod limits;
+mod score;
 mod server;
 #[cfg(test)]
 mod tests;
 pub mod ticket;
 mod tracks;
+mod voice;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::audio::Style;
+use super::audio::Params;
 use super::limits::SlidingWindows;
 use super::ticket::{Fate, Ticket};
 use super::tracks::{RenderCache, TrackSpec};
@@ -192,15 +192,13 @@ impl SimState {
             None => {}
         }
         inner.stats.tasks_created += 1;
+        let number = inner.stats.tasks_created;
+        let created_ms = now_ms();
         let ticket = Ticket {
-            number: inner.stats.tasks_created,
-            created_ms: now_ms(),
-            style: Style::from_tags(&request.input.tags).to_bits(),
-            seed: u64::from_le_bytes(
-                Sha256::digest(request.input.tags.as_bytes())[..8]
-                    .try_into()
-                    .unwrap_or_default(),
-            ),
+            number,
+            created_ms,
+            params: Params::from_input(&request.input),
+            seed: self.take_seed(number, created_ms, &request),
             fate,
             track_ms,
         };
@@ -210,6 +208,19 @@ impl SimState {
             request,
         });
         Ok(ticket)
+    }
+
+    /// The seed of a task's tracks: its own, so two submits of the same parameters (the
+    /// takes of a variant) differ, yet fixed once the task exists (it is in the id).
+    fn take_seed(&self, number: u64, created_ms: u64, request: &SubmitRequest) -> u64 {
+        let mut hash = Sha256::new();
+        hash.update(self.config.seed.to_le_bytes());
+        hash.update(number.to_le_bytes());
+        hash.update(created_ms.to_le_bytes());
+        hash.update(request.input.tags.as_bytes());
+        hash.update([0]);
+        hash.update(request.input.negative_tags.as_bytes());
+        u64::from_le_bytes(hash.finalize()[..8].try_into().unwrap_or_default())
     }
 
     fn detail(&self, id: &str, ticket: &Ticket) -> TaskDetail {

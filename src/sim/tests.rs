@@ -1,7 +1,11 @@
 //! The simulator over HTTP on loopback: the submit faults that strike after a task exists,
-//! and the render cache. Every test is bounded well under 5 s.
+//! the render cache, and tracks that differ with every parameter and take. Every test is bounded well under 5 s.
 
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use super::{Faults, SimConfig, SimHandle};
 use crate::api::client::{ApiClient, ApiError, ApiKey};
@@ -184,4 +188,103 @@ async fn an_expired_first_download_renders_nothing() {
     assert_eq!((status, sim.stats().renders), (200, 1));
     assert_eq!(Some(bytes), sim.track_bytes(&task, 1));
     assert_eq!(download(&sim, &task, 3).await.0, 404, "no third track");
+}
+
+/// The request with one parameter changed.
+fn changed(change: fn(&mut SubmitInput)) -> SubmitRequest {
+    let mut request = request();
+    change(&mut request.input);
+    request
+}
+
+#[tokio::test]
+async fn every_parameter_and_every_take_make_their_own_tracks() {
+    let sim = start(Faults::default()).await;
+    let requests = [
+        request(),
+        changed(|i| i.tags = "jazz, strings".into()),
+        changed(|i| i.negative_tags = "piano".into()),
+        changed(|i| i.model = Some("V5".into())),
+        changed(|i| i.vocal_gender = Some("m".into())),
+        changed(|i| i.style_weight = Some(0.9)),
+        changed(|i| i.weirdness_constraint = Some(0.6)),
+        changed(|i| i.audio_weight = Some(0.2)),
+        // A second take: the very same request, another task.
+        request(),
+    ];
+    let client = client(&sim);
+    let mut tracks = HashSet::new();
+    let mut tasks = Vec::new();
+    for request in &requests {
+        let task = client.submit(request).await.unwrap().task_id;
+        for track in 1..=2 {
+            let bytes = sim.track_bytes(&task, track).unwrap();
+            assert!(tracks.insert(bytes), "track {track} of {task} repeats one");
+        }
+        tasks.push(task);
+    }
+    assert_eq!(tracks.len(), 2 * requests.len());
+
+    // The same task always renders the same bytes, served or rendered afresh, and any
+    // simulator renders them from the task id alone.
+    let (status, served) = download(&sim, &tasks[3], 2).await;
+    assert_eq!(status, 200);
+    assert_eq!(Some(&served), sim.track_bytes(&tasks[3], 2).as_ref());
+    let fresh = start(Faults::default()).await;
+    assert_eq!(download(&fresh, &tasks[3], 2).await, (200, served));
+}
+
+/// The submit body of a demo variant whose stem is at `upload_url`, as `run` makes it.
+fn demo_request(variant: &crate::variant::Variant, upload_url: &str) -> SubmitRequest {
+    let params = &variant.params;
+    SubmitRequest {
+        model: TASK_MODEL.into(),
+        callback_url: None,
+        input: SubmitInput {
+            upload_url: upload_url.into(),
+            title: params.title.clone(),
+            tags: params.tags.clone(),
+            negative_tags: params.negative_tags.clone(),
+            model: Some(params.model.as_str().into()),
+            vocal_gender: params.vocal_gender.map(|g| g.as_str().into()),
+            style_weight: params.style_weight.map(|w| w.as_f64()),
+            weirdness_constraint: params.weirdness_constraint.map(|w| w.as_f64()),
+            audio_weight: params.audio_weight.map(|w| w.as_f64()),
+        },
+    }
+}
+
+#[tokio::test]
+async fn the_demo_manifest_yields_all_distinct_tracks() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests/demo.toml");
+    let manifest = crate::manifest::load(&path).expect("the demo manifest loads");
+    assert_eq!(manifest.variants.len(), 24);
+    let sim = start(Faults::default()).await;
+    let client = client(&sim);
+    let mut uploads = HashMap::new();
+    let mut digests = HashSet::new();
+    for variant in &manifest.variants {
+        let crate::variant::StemSource::Local(stem) = &variant.stem.source else {
+            panic!("the demo's stems are local files");
+        };
+        if !uploads.contains_key(&stem.path) {
+            let name = stem
+                .path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let url = client.upload(&stem.path, &name).await.unwrap().file_url;
+            uploads.insert(stem.path.clone(), url);
+        }
+        let request = demo_request(variant, &uploads[&stem.path]);
+        let task = client.submit(&request).await.unwrap().task_id;
+        for track in 1..=2 {
+            let (status, bytes) = download(&sim, &task, track).await;
+            assert_eq!(status, 200);
+            digests.insert(format!("{:x}", Sha256::digest(&bytes)));
+        }
+    }
+    assert_eq!(uploads.len(), 3);
+    assert_eq!(digests.len(), 48, "every demo track sounds its own");
 }

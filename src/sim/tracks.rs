@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::audio::{self, Style};
+use super::audio::{self, Params};
 use super::ticket::Ticket;
 use super::SimConfig;
 
@@ -23,7 +23,7 @@ pub(super) const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Everything needed to render one track of a simulator task.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct TrackSpec {
-    style: Style,
+    params: Params,
     seed: u64,
     seconds: f64,
 }
@@ -36,7 +36,8 @@ impl TrackSpec {
         (1..=config.tracks_per_task)
             .contains(&track)
             .then(|| TrackSpec {
-                style: Style::from_bits(ticket.style),
+                params: ticket.params,
+                // Each track its own take of the task.
                 seed: ticket.seed.wrapping_add(u64::from(track)),
                 seconds: ticket.track_ms as f64 / 1000.0,
             })
@@ -44,7 +45,7 @@ impl TrackSpec {
 
     /// The WAV bytes. CPU-bound: not on an async worker thread.
     pub(super) fn render(&self) -> Vec<u8> {
-        audio::render_wav(&self.style, self.seed, self.seconds)
+        audio::render_wav(&self.params, self.seed, self.seconds)
     }
 }
 
@@ -142,7 +143,7 @@ mod tests {
     #[test]
     fn only_issued_tasks_and_their_tracks_exist() {
         let config = SimConfig::default();
-        let id = "sim-000001-19ab697e800-2d-deadbeef-ok-5dc";
+        let id = "sim-000001-19ab697e800-2d-0632ff00-deadbeef-ok-5dc";
         let spec = TrackSpec::of(&config, id, 2).expect("track 2 of 2");
         assert_eq!(spec.seconds, 1.5);
         assert!(TrackSpec::of(&config, id, 0).is_none());
