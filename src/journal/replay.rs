@@ -50,8 +50,12 @@ pub struct Prior {
     /// What an open submit intent replaced: restored when that submit is withdrawn or
     /// proves to have created nothing, so that a resubmit that never happened forgets
     /// neither the earlier task nor an earlier unknown outcome.
-    pub(super) before_intent: Option<Box<(Option<PriorTask>, Option<PriorEnd>, bool)>>,
+    pub(super) before_intent: Option<Box<Replaced>>,
 }
+
+/// What a submit intent replaces: the task, the end and whether the last outcome was
+/// unknown.
+type Replaced = (Option<PriorTask>, Option<PriorEnd>, bool);
 
 impl Prior {
     /// Undoes what the open submit intent replaced: that submit created nothing.
@@ -604,7 +608,6 @@ mod tests {
 
     impl Oracle {
         /// A submit that created nothing: what it would have replaced stands.
-        #[allow(clippy::type_complexity)]
         fn restore(&mut self, before: &mut Option<(Option<String>, Option<EndStatus>, bool)>) {
             if let Some((task, ended, last_unknown)) = before.take() {
                 (self.task, self.ended, self.last_unknown) = (task, ended, last_unknown);
