@@ -149,7 +149,10 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             interrupted: interrupts.first.clone(),
             deadline: settings.deadline,
         },
-        stopped_before: preflight_stop.map(StopReason::Account),
+        stopped_before: match interrupts.first.is_cancelled() {
+            true => Some(StopReason::Interrupted),
+            false => preflight_stop.map(StopReason::Account),
+        },
         settings,
         out_dir: out_dir.clone(),
     };
@@ -239,6 +242,15 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     };
     let resume = resume::prepare(&manifest.variants, &records, &out_dir, rerun).await?;
     resume::log_summary(&resume, records.is_empty());
+    let new_tasks = resume.new_tasks() as u64;
+    if new_tasks > settings.max_new_submits {
+        return Err(ExpectedError::usage(format!(
+            "this run would submit {new_tasks} new tasks, more than run.max_new_submits = {} allows; nothing was sent (hint: check the manifest for a matrix that grew by mistake; if the number is right, raise run.max_new_submits in {})",
+            settings.max_new_submits,
+            crate::stems::normalized(&args.manifest).display()
+        ))
+        .into());
+    }
     let moved = resume::move_superseded(&out_dir, resume.moves.clone())
         .await
         .with_context(|| {
@@ -366,7 +378,12 @@ fn exit_code(state: &RunState, csv_path: &Path) -> u8 {
     {
         // The stop was said when it happened.
         ACCOUNT
-    } else if counts.all_finished() {
+    } else if counts.all_finished()
+        && !stops
+            .iter()
+            .any(|s| matches!(s, StopReason::Storage { .. }))
+    {
+        // A journal that failed to take the last records is not a success for cron.
         SUCCESS
     } else {
         INCOMPLETE

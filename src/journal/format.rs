@@ -241,8 +241,10 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Decoded, JournalError>
                     version,
                 })
             }
-            // A kill mid-write leaves the last line cut anywhere, even inside a character.
-            Err(LineError::Invalid(_)) if is_last => {
+            // A kill mid-write leaves the last line cut anywhere, even inside a character,
+            // but never with its newline: every record ends with one, written last. A
+            // complete line that does not read is damage, and may be a paid task's record.
+            Err(LineError::Invalid(_)) if is_last && !terminated => {
                 tracing::warn!(path = %path.display(), line = i + 1, "dropping a torn last journal line");
                 tail = Tail::Torn { keep: line_start };
             }
@@ -484,11 +486,13 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("not UTF-8"), "{err}");
-        // Even as the last line, a damaged line followed by its newline is dropped.
+        // As the last line too: a line that ends with its newline was written whole, so
+        // damage there is corruption (it may be a paid task's record), never a torn tail.
         bytes.truncate(bytes.len() - lines[2].len());
-        assert_eq!(
-            decode_all(&bytes, Path::new("j")).unwrap(),
-            sample()[..2].to_vec()
+        let err = decode_all(&bytes, Path::new("j")).unwrap_err();
+        assert!(
+            matches!(err, JournalError::Corrupt { line: 3, .. }),
+            "{err}"
         );
     }
 }

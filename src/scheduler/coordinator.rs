@@ -76,9 +76,10 @@ impl Coordinator {
         while !(self.state.is_done() && self.tasks.is_empty()) {
             tokio::select! {
                 joined = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    let joined = joined.expect("the set is not empty");
-                    if let Some(event) = joined.map_err(std::io::Error::other)? {
-                        self.on_event(event);
+                    match joined.expect("the set is not empty") {
+                        Ok(Some(event)) => self.on_event(event),
+                        Ok(None) => {}
+                        Err(panicked) => return Err(self.abandon(panicked).await),
                     }
                 }
                 Some(ack) = self.acks.next(), if !self.acks.is_empty() => {
@@ -108,6 +109,26 @@ impl Coordinator {
         }
         self.write_report().await?;
         Ok(self.state)
+    }
+
+    /// An executor panicked (a bug): stop everything, but let the submits on the wire be
+    /// answered and the journal catch up before giving up.
+    async fn abandon(&mut self, panicked: tokio::task::JoinError) -> std::io::Error {
+        error!(error = %panicked, "an executor failed; stopping the run");
+        self.executor.stop_submits.cancel();
+        self.executor.stop_work.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Ok(Some(event)) = joined {
+                self.on_event(event);
+            }
+        }
+        while let Some(ack) = self.acks.next().await {
+            self.on_ack(ack);
+        }
+        if let Err(err) = self.write_report().await {
+            error!(error = %err, "cannot write results.csv");
+        }
+        std::io::Error::other(panicked)
     }
 
     fn on_event(&mut self, event: Event) {

@@ -120,7 +120,9 @@ pub async fn run(
         poll_interval_max: settings.poll_interval_max,
         submit_retry: retry,
     };
-    let stop_submits = CancellationToken::new();
+    // A child of the signal's token: the first signal stops every submit still waiting for
+    // its slot at once, before the coordinator hears of it.
+    let stop_submits = inputs.stops.interrupted.child_token();
     let to_upload = local_stems_to_submit(&variants, &entries);
     let uploads = Arc::new(Uploads::new(
         inputs.api,
@@ -149,9 +151,10 @@ pub async fn run(
         stop_submits,
         stop_work: CancellationToken::new(),
     };
+    let executor = Arc::new(executor);
     let coordinator = coordinator::Coordinator {
         state: RunState::new(policy, entries),
-        executor: Arc::new(executor),
+        executor: Arc::clone(&executor),
         journal: inputs.journal,
         variants,
         out_dir: inputs.out_dir,
@@ -159,5 +162,7 @@ pub async fn run(
         acks: FuturesUnordered::new(),
         report_dirty: false,
     };
-    coordinator.run(inputs.stops, inputs.stopped_before).await
+    let state = coordinator.run(inputs.stops, inputs.stopped_before).await;
+    executor.uploads.shutdown();
+    state
 }

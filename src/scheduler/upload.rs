@@ -72,7 +72,8 @@ pub struct Uploads {
     slots: Mutex<HashMap<String, Slot>>,
     /// For each file, the next distinct file in manifest order: the one to prefetch.
     next: HashMap<String, LocalStem>,
-    /// Prefetches in the background; aborted when the uploads are dropped.
+    /// Prefetches in the background; ended by [`Uploads::shutdown`] (each holds the
+    /// uploads, so dropping them alone would not).
     prefetches: Mutex<JoinSet<()>>,
 }
 
@@ -161,6 +162,13 @@ impl Uploads {
             });
         }
         Ok(url)
+    }
+
+    /// Ends the prefetches still running: the run is over, and nothing will submit with
+    /// their URLs.
+    pub(super) fn shutdown(&self) {
+        let mut prefetches = self.prefetches.lock().unwrap_or_else(|p| p.into_inner());
+        prefetches.abort_all();
     }
 
     async fn resolve(&self, stem: &LocalStem) -> Result<String, CallFailure<ApiError>> {

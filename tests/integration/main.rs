@@ -10,5 +10,6 @@ mod local_stems;
 mod manifest_errors;
 mod money;
 mod rate_limits;
+mod rerun;
 mod resilience;
 mod resume;
