@@ -216,7 +216,15 @@ impl Coordinator {
 
     async fn progress_report(&mut self) {
         let counts = self.state.counts();
-        info!(in_flight = self.state.in_flight(), counts = %counts, "progress");
+        info!(
+            in_flight = self.state.in_flight(),
+            finished = counts.finished,
+            failed = counts.failed,
+            timeout = counts.timeout,
+            error = counts.error,
+            pending = counts.pending,
+            "progress: {counts}"
+        );
         if let Err(err) = self.write_report().await {
             let disk_full =
                 err.kind() == std::io::ErrorKind::StorageFull || err.raw_os_error() == Some(28);
