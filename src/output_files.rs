@@ -19,3 +19,12 @@ pub fn is_temporary(name: &str) -> bool {
         .iter()
         .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix))
 }
+
+/// Whether an I/O error says the disk is full (ENOSPC). Rust maps it to `StorageFull`;
+/// the raw code is checked too for an error built from the number alone.
+pub fn is_disk_full(cause: &std::io::Error) -> bool {
+    /// ENOSPC on Linux and the BSDs (macOS included).
+    const ENOSPC: i32 = 28;
+    cause.kind() == std::io::ErrorKind::StorageFull
+        || (cfg!(unix) && cause.raw_os_error() == Some(ENOSPC))
+}

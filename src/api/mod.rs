@@ -1,6 +1,7 @@
 //! The provider's HTTP API: wire types, a typed client, and the retry policy.
 
 pub mod client;
+pub mod error;
 pub mod retry;
 pub mod types;
 

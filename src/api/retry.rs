@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::client::ApiError;
+use super::error::ApiError;
 
 /// Whether repeating a call can create something twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

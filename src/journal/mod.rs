@@ -84,14 +84,7 @@ impl JournalError {
     }
 }
 
-/// ENOSPC. Rust maps it to `StorageFull`; the raw code is checked too for an error built
-/// from the number alone.
-fn is_disk_full(cause: &std::io::Error) -> bool {
-    /// ENOSPC on Linux and the BSDs (macOS included).
-    const ENOSPC: i32 = 28;
-    cause.kind() == std::io::ErrorKind::StorageFull
-        || (cfg!(unix) && cause.raw_os_error() == Some(ENOSPC))
-}
+use crate::output_files::is_disk_full;
 
 fn write_failed_hint(cause: &std::io::Error) -> &'static str {
     match is_disk_full(cause) {

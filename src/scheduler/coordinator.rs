@@ -226,8 +226,7 @@ impl Coordinator {
             "progress: {counts}"
         );
         if let Err(err) = self.write_report().await {
-            let disk_full =
-                err.kind() == std::io::ErrorKind::StorageFull || err.raw_os_error() == Some(28);
+            let disk_full = crate::output_files::is_disk_full(&err);
             error!(error = %err, "cannot write results.csv; trying again later");
             if disk_full {
                 self.on_event(Event::Stop(StopReason::Storage { disk_full }));

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::api::error::ApiError;
 use crate::api::retry::AccountStop;
 use crate::api::types::{TaskDetail, TrackFile};
-use crate::api::ApiError;
-use crate::download::DownloadError;
+use crate::download::error::DownloadError;
 use crate::journal::format::{Created, Record};
 use crate::outcome::{TrackRecord, VariantEnd, VariantStatus};
 use crate::variant::VariantId;

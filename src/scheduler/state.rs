@@ -24,9 +24,9 @@ use chrono::{DateTime, Utc};
 
 use super::events::{Action, Event, JournalFailure, StopReason, TrackFailure};
 use super::poll::PollSchedule;
+use crate::api::error::ApiError;
 use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
 use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
-use crate::api::ApiError;
 use crate::journal::replay::Start;
 use crate::outcome::{StatusCounts, TrackRecord, VariantEnd, VariantRecord, VariantStatus};
 use crate::variant::VariantId;
