@@ -83,6 +83,17 @@ pub fn run_command(
     out: &Path,
     extra: &[&str],
 ) -> tokio::process::Command {
+    run_command_at(&sim.url(), sim.key(), manifest, out, extra)
+}
+
+/// The `run MANIFEST --out OUT --base-url URL` command with `key`, not yet started.
+pub fn run_command_at(
+    url: &str,
+    key: &str,
+    manifest: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_stembatch"));
     command
         .args([
@@ -91,13 +102,28 @@ pub fn run_command(
             "--out",
             path_str(out),
             "--base-url",
-            &sim.url(),
+            url,
         ])
         .args(extra)
         .env_remove("VIDGO_BASE_URL")
-        .env("VIDGO_API_KEY", sim.key())
+        .env("VIDGO_API_KEY", key)
         .kill_on_drop(true);
     command
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) to the child and waits, bounded, for its exit code.
+pub async fn signal_and_wait(child: &mut tokio::process::Child, signal: &str) -> Option<i32> {
+    let pid = child.id().expect("the child runs").to_string();
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::time::timeout(RUN_TIMEOUT, child.wait())
+        .await
+        .expect("the child exited in time")
+        .unwrap()
+        .code()
 }
 
 /// Waits (bounded) until `ready` holds.

@@ -7,14 +7,6 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 use stembatch::sim::{Faults, SimConfig};
 
-fn sigterm(pid: u32, signal: &str) {
-    let sent = std::process::Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-}
-
 /// A SIGTERM while submits are on the wire waits for their answers: against a provider
 /// that takes 2.5 s to answer, every task created is journaled, and the next run pays for
 /// nothing again.
@@ -39,13 +31,8 @@ async fn issue_7_a_signal_waits_for_the_submits_on_the_wire() {
         sim.stats().tasks_created == VARIANTS as u64
     })
     .await;
-    sigterm(child.id().unwrap(), "-TERM");
     let signalled = Instant::now();
-    let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(signal_and_wait(&mut child, "-TERM").await, Some(130));
     assert!(
         signalled.elapsed() < Duration::from_secs(10),
         "bounded by the answers, not by the night: {:?}",
@@ -131,13 +118,8 @@ async fn issue_7_ctrl_c_during_the_preparation_exits_at_once() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    sigterm(child.id().unwrap(), "-INT");
     let signalled = Instant::now();
-    let status = tokio::time::timeout(RUN_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(signal_and_wait(&mut child, "-INT").await, Some(130));
     assert!(
         signalled.elapsed() < Duration::from_millis(2000),
         "{:?}",

@@ -101,22 +101,9 @@ async fn issue_8_variants_that_failed_before_any_task_are_submitted_again_unaske
     write_wav(&dir.path().join("stems/take.wav"), 0.5, 220.0);
     let out = dir.path().join("out");
     let url = format!("http://127.0.0.1:{port}");
-    let args = [
-        "run",
-        path_str(&manifest),
-        "--out",
-        path_str(&out),
-        "--base-url",
-        &url,
-    ];
-    let mut outage = tokio::process::Command::new(env!("CARGO_BIN_EXE_stembatch"));
-    outage
-        .args(args)
-        .env("VIDGO_API_KEY", quick_sim().key)
-        .env_remove("VIDGO_BASE_URL");
-    let outage = tokio::time::timeout(RUN_TIMEOUT, outage.output())
+    let outage = run_command_at(&url, &quick_sim().key, &manifest, &out, &[])
+        .output()
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(outage.status.code(), Some(1), "{}", stderr(&outage));
     let (_, rows) = read_results(&out);
@@ -241,17 +228,10 @@ async fn issue_8_json_logs_count_with_numbers_and_a_wrong_key_says_one_line() {
     let (dir, manifest) = write_manifest(&variants_manifest(FAST_RUN, 3));
     let out = dir.path().join("out");
     let url = sim.url();
-    let args = [
-        "run",
-        path_str(&manifest),
-        "--out",
-        path_str(&out),
-        "--base-url",
-        &url,
-        "--log-format",
-        "json",
-    ];
-    let output = stembatch(&args, Some(&sim)).await;
+    let output = run_command(&sim, &manifest, &out, &["--log-format", "json"])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let log = stderr(&output);
     let start: serde_json::Value = log
@@ -266,17 +246,8 @@ async fn issue_8_json_logs_count_with_numbers_and_a_wrong_key_says_one_line() {
     assert_eq!(start["fields"]["new"], 3, "{start}");
     assert_eq!(start["fields"]["new_tasks"], 3, "{start}");
 
-    let wrong = tokio::process::Command::new(env!("CARGO_BIN_EXE_stembatch"))
-        .args([
-            "run",
-            path_str(&manifest),
-            "--out",
-            path_str(&dir.path().join("other")),
-            "--base-url",
-            &url,
-        ])
-        .env("VIDGO_API_KEY", "not-the-key")
-        .env_remove("VIDGO_BASE_URL")
+    let other = dir.path().join("other");
+    let wrong = run_command_at(&url, "not-the-key", &manifest, &other, &[])
         .output()
         .await
         .unwrap();

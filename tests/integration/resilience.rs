@@ -284,15 +284,8 @@ async fn sigterm_exits_130_with_pending_rows_then_resumes_without_duplicates() {
         .spawn()
         .unwrap();
     wait_until("the first submits", || sim.stats().tasks_created >= 3).await;
-    let pid = child.id().unwrap().to_string();
     let signalled = Instant::now();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = child.wait().await.unwrap();
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(signal_and_wait(&mut child, "-TERM").await, Some(130));
     assert!(
         signalled.elapsed() < Duration::from_secs(2),
         "{:?}",

@@ -104,6 +104,24 @@ fn kinds(actions: &[Action]) -> Vec<String> {
         .collect()
 }
 
+/// The answer to a detail query of variant `n`'s task, `after` its submit.
+fn polled(
+    state: &mut RunState,
+    now: Instant,
+    n: usize,
+    status: TaskStatus,
+    tracks: u32,
+) -> Vec<Action> {
+    state.handle(
+        now,
+        at(),
+        Event::Polled {
+            id: id(n),
+            detail: detail(status, tracks),
+        },
+    )
+}
+
 fn submitted(state: &mut RunState, now: Instant, n: usize) -> Vec<Action> {
     state.handle(
         now,
@@ -137,22 +155,20 @@ fn a_variant_goes_submit_poll_download_finished() {
     let mut state = fresh(1, 1);
     state.start(now, at());
     assert_eq!(kinds(&submitted(&mut state, now, 0)), ["poll v0 after 5s"]);
-    let running = state.handle(
+    let running = polled(
+        &mut state,
         now + Duration::from_secs(5),
-        at(),
-        Event::Polled {
-            id: id(0),
-            detail: detail(TaskStatus::Running, 0),
-        },
+        0,
+        TaskStatus::Running,
+        0,
     );
     assert_eq!(kinds(&running), ["poll v0 after 7s"]);
-    let finished = state.handle(
+    let finished = polled(
+        &mut state,
         now + Duration::from_secs(12),
-        at(),
-        Event::Polled {
-            id: id(0),
-            detail: detail(TaskStatus::Finished, 2),
-        },
+        0,
+        TaskStatus::Finished,
+        2,
     );
     assert_eq!(kinds(&finished), ["download v0 #1", "download v0 #2"]);
     let downloaded = |n| Event::TrackDownloaded {
@@ -343,26 +359,24 @@ fn a_task_that_runs_past_its_timeout_ends_timeout() {
     let mut state = fresh(1, 1);
     state.start(now, at());
     submitted(&mut state, now, 0);
-    let late = state.handle(
+    let late = polled(
+        &mut state,
         now + Duration::from_secs(61),
-        at(),
-        Event::Polled {
-            id: id(0),
-            detail: detail(TaskStatus::Running, 0),
-        },
+        0,
+        TaskStatus::Running,
+        0,
     );
     assert_eq!(kinds(&late), ["end v0 timeout"]);
     // The next poll is never scheduled past the timeout.
     let mut state = fresh(1, 1);
     state.start(now, at());
     submitted(&mut state, now, 0);
-    let near = state.handle(
+    let near = polled(
+        &mut state,
         now + Duration::from_secs(58),
-        at(),
-        Event::Polled {
-            id: id(0),
-            detail: detail(TaskStatus::Running, 0),
-        },
+        0,
+        TaskStatus::Running,
+        0,
     );
     assert_eq!(kinds(&near), ["poll v0 after 2s"]);
 }
@@ -390,14 +404,7 @@ fn a_full_disk_stops_buying_and_keeps_the_task_for_the_next_run() {
     let mut state = fresh(2, 1);
     state.start(now, at());
     submitted(&mut state, now, 0);
-    state.handle(
-        now,
-        at(),
-        Event::Polled {
-            id: id(0),
-            detail: detail(TaskStatus::Finished, 1),
-        },
-    );
+    polled(&mut state, now, 0, TaskStatus::Finished, 1);
     let full = DownloadError::Io {
         path: "x".into(),
         cause: std::io::Error::from_raw_os_error(28),
@@ -428,14 +435,7 @@ fn a_track_that_keeps_failing_ends_error_with_its_number() {
     let mut state = fresh(1, 1);
     state.start(now, at());
     submitted(&mut state, now, 0);
-    state.handle(
-        now,
-        at(),
-        Event::Polled {
-            id: id(0),
-            detail: detail(TaskStatus::Finished, 2),
-        },
-    );
+    polled(&mut state, now, 0, TaskStatus::Finished, 2);
     state.handle(
         now,
         at(),
