@@ -119,12 +119,17 @@ impl Downloader {
             path: dest.to_owned(),
             cause,
         };
-        let temp = tempfile::Builder::new()
-            .prefix(crate::output_files::DOWNLOAD_TEMP.0)
-            .suffix(crate::output_files::DOWNLOAD_TEMP.1)
-            .permissions(crate::output_files::permissions())
-            .tempfile_in(dir)
-            .map_err(io)?;
+        let folder = dir.to_owned();
+        let temp = tokio::task::spawn_blocking(move || {
+            tempfile::Builder::new()
+                .prefix(crate::output_files::DOWNLOAD_TEMP.0)
+                .suffix(crate::output_files::DOWNLOAD_TEMP.1)
+                .permissions(crate::output_files::permissions())
+                .tempfile_in(folder)
+        })
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)?;
         let (file, temp_path) = temp.into_parts();
         let mut file = tokio::fs::File::from_std(file);
         let mut hasher = Sha256::new();
@@ -153,7 +158,11 @@ impl Downloader {
         file.flush().await.map_err(io)?;
         file.sync_all().await.map_err(io)?;
         drop(file);
-        temp_path.persist(dest).map_err(|e| io(e.error))?;
+        let target = dest.to_owned();
+        tokio::task::spawn_blocking(move || temp_path.persist(target))
+            .await
+            .map_err(|e| io(std::io::Error::other(e)))?
+            .map_err(|e| io(e.error))?;
         let modified_ns = tokio::fs::metadata(dest)
             .await
             .ok()
