@@ -9,12 +9,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Turns a TOML manifest of vocal stems and variants into add-instrumental tasks on the
 /// Vidgo API, under its rate limits, and leaves the audio and a results.csv behind.
 #[derive(Debug, Parser)]
-#[command(name = "stembatch", version, about, max_term_width = 100)]
+#[command(name = "stembatch", version = VERSION, about, max_term_width = 100)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The version `--version` prints: the package's, with the git commit it was built from
+/// when the build could ask git ("0.1.0 (abc1234)"); see build.rs.
+pub const VERSION: &str = env!("STEMBATCH_VERSION");
 
 /// The commands.
 #[derive(Debug, Subcommand)]
@@ -39,13 +43,36 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Show what an output folder holds: done, failed, pending, by stem.
+    /// Show what an output folder holds: done, failed, pending, by stem; and whether a
+    /// run holds it now.
     Status {
         /// The output folder.
         dir: PathBuf,
+        /// Print one JSON object, for scripts and monitoring.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve the built-in API simulator in the foreground.
     Simulator(SimulatorArgs),
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff) to stdout.
+    Man,
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    /// bash
+    Bash,
+    /// zsh
+    Zsh,
+    /// fish
+    Fish,
 }
 
 /// `stembatch run`

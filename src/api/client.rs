@@ -33,19 +33,81 @@ impl ApiKey {
         ApiKey(key.into())
     }
 
-    /// Reads the key from the environment variable `name`.
+    /// Reads the key from the environment variable `name`, or else from the file named by
+    /// the variable `name` + [`KEY_FILE_SUFFIX`] (`VIDGO_API_KEY_FILE`), the way systemd
+    /// credentials and container secrets hand keys over. A key file readable by others
+    /// than its owner draws a warning. The error never holds the key.
     pub fn from_env(name: &str) -> Result<Self, String> {
-        match std::env::var(name) {
-            Ok(key) if !key.trim().is_empty() => Ok(ApiKey(key.trim().to_owned())),
+        if let Some(key) = std::env::var(name).ok().filter(|k| !k.trim().is_empty()) {
+            return Ok(ApiKey(key.trim().to_owned()));
+        }
+        let file_var = format!("{name}{KEY_FILE_SUFFIX}");
+        match std::env::var_os(&file_var) {
+            Some(path) if !path.is_empty() => Self::from_file(Path::new(&path), &file_var),
             _ => Err(format!(
-                "the API key is missing: set the environment variable {name} (or api.key_env in the manifest)"
+                "the API key is missing: set the environment variable {name}, or {file_var} to a file that holds it (or api.key_env in the manifest)"
             )),
         }
+    }
+
+    /// Reads the key from the file at `path`, which the variable `var` names.
+    fn from_file(path: &Path, var: &str) -> Result<Self, String> {
+        let named = || format!("the API key file {} (named by {var})", path.display());
+        let bytes =
+            std::fs::read(path).map_err(|err| format!("{} cannot be read: {err}", named()))?;
+        if let Some(mode) = mode_of(path).filter(|mode| readable_by_others(*mode)) {
+            tracing::warn!(
+                file = %path.display(),
+                "the API key file {} is readable by group or others (mode {:03o}) (hint: chmod 600 {})",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+        parse_key_file(&bytes)
+            .map(ApiKey)
+            .map_err(|problem| format!("{} {problem}", named()))
     }
 
     /// Whether `header` is `Bearer <this key>`; for the simulator's check.
     pub fn matches_bearer(&self, header: &str) -> bool {
         header.strip_prefix("Bearer ") == Some(self.0.as_str())
+    }
+}
+
+/// What follows `api.key_env` in the name of the variable that names a key file.
+pub const KEY_FILE_SUFFIX: &str = "_FILE";
+
+/// The key in a key file: one line, whitespace around it (the trailing newline) ignored.
+/// The error says what is wrong with the file without quoting it.
+fn parse_key_file(bytes: &[u8]) -> Result<String, &'static str> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "is not text (UTF-8)")?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err("is empty (hint: write the key into it, on one line)");
+    }
+    if key.contains(['\n', '\r']) {
+        return Err("holds more than one line (hint: it must hold the key alone, on one line)");
+    }
+    Ok(key.to_owned())
+}
+
+/// Whether permission bits `mode` let group or others read the file.
+fn readable_by_others(mode: u32) -> bool {
+    mode & 0o044 != 0
+}
+
+/// The permission bits of the file at `path`, where the platform has them.
+fn mode_of(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).ok().map(|m| m.permissions().mode())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -280,6 +342,72 @@ mod tests {
         let err =
             decode_answer::<SubmitData>(StatusCode::OK, None, br#"{"code":200}"#).unwrap_err();
         assert!(matches!(err, ApiError::Decode(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_key_file_holds_one_line_and_whitespace_around_it_is_ignored() {
+        assert_eq!(parse_key_file(b"sk-123\n").unwrap(), "sk-123");
+        assert_eq!(parse_key_file(b"  sk-123 \r\n\n").unwrap(), "sk-123");
+        assert_eq!(parse_key_file(b"sk-123").unwrap(), "sk-123");
+        for (content, problem) in [
+            (&b""[..], "is empty"),
+            (b"\n \t\n", "is empty"),
+            (b"sk-123\nsk-456\n", "holds more than one line"),
+            (b"\xff\xfe", "is not text"),
+        ] {
+            let err = parse_key_file(content).unwrap_err();
+            assert!(err.starts_with(problem), "{content:?}: {err}");
+            assert!(
+                !err.contains("sk-"),
+                "the error never quotes the file: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_file_readable_by_group_or_others_is_flagged() {
+        for mode in [0o100600, 0o400, 0o600, 0o700, 0o620, 0o602] {
+            assert!(!readable_by_others(mode), "{mode:o}");
+        }
+        for mode in [0o100644, 0o640, 0o604, 0o666, 0o444] {
+            assert!(readable_by_others(mode), "{mode:o}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_mode_of_a_key_file_is_read_from_the_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "sk-1\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(mode_of(&path).is_some_and(readable_by_others));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(mode_of(&path).is_some_and(|m| !readable_by_others(m)));
+        assert_eq!(mode_of(&dir.path().join("absent")), None);
+    }
+
+    #[test]
+    fn a_missing_or_empty_key_file_is_named_and_its_content_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent");
+        let err = ApiKey::from_file(&missing, "K_FILE").unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "the API key file {} (named by K_FILE) cannot be read",
+                missing.display()
+            )),
+            "{err}"
+        );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let err = ApiKey::from_file(&empty, "K_FILE").unwrap_err();
+        assert!(err.contains("(named by K_FILE) is empty"), "{err}");
+        let good = dir.path().join("good");
+        std::fs::write(&good, "sk-secret-1\n").unwrap();
+        let key = ApiKey::from_file(&good, "K_FILE").unwrap();
+        assert!(key.matches_bearer("Bearer sk-secret-1"));
     }
 
     #[test]

@@ -1,14 +1,17 @@
-//! The commands that send nothing: `validate`, `plan`, `status`.
+//! The commands that send nothing: `validate`, `plan`, `status`. None of them writes to an
+//! output folder.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::Path;
 
 use super::resume::{self, Resume};
 use crate::exit::{ExpectedError, SUCCESS};
-use crate::journal::replay::Rerun;
+use crate::journal::lock::{Holder, LockState};
+use crate::journal::replay::{Prior, Rerun};
 use crate::journal::rerun::Intent;
 use crate::manifest;
+use crate::outcome::{VariantRecord, VariantStatus};
 use crate::report::csv::FILE_NAME;
 use crate::variant::{GenerationParams, Variant, VariantId};
 
@@ -222,15 +225,124 @@ fn write_plan_text(
     out.flush()
 }
 
-/// `status`: variants by status and stem, from the folder's results.csv.
-pub(super) fn status(dir: &Path) -> anyhow::Result<u8> {
-    let path = dir.join(FILE_NAME);
-    let mut reader = ::csv::Reader::from_path(&path).map_err(|e| {
-        ExpectedError::usage(format!(
-            "{} is not a stembatch output folder: {e}",
-            dir.display()
+/// `status`: the folder's variants by status and stem, and whether a run holds it now; as
+/// a table, or with `json` as one JSON object.
+pub(super) fn status(dir: &Path, json: bool) -> anyhow::Result<u8> {
+    let folder = read_folder(dir)?;
+    let mut out = io::stdout().lock();
+    let written = match json {
+        true => writeln!(out, "{}", folder.to_json()),
+        false => folder.write_text(&mut out),
+    };
+    match written {
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(SUCCESS),
+        other => {
+            other?;
+            Ok(SUCCESS)
+        }
+    }
+}
+
+/// The statuses, in the order of the table's columns and of the JSON's keys.
+const STATUSES: [VariantStatus; 5] = [
+    VariantStatus::Finished,
+    VariantStatus::Failed,
+    VariantStatus::Timeout,
+    VariantStatus::Error,
+    VariantStatus::Pending,
+];
+
+/// Variants by status, in the order of [`STATUSES`].
+type Counts = [usize; 5];
+
+/// Where `status` read the variants' statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// `results.csv`, as new as the journal.
+    Csv,
+    /// The journal, newer than `results.csv` (a run is going on, or was killed) or
+    /// without one.
+    Journal,
+}
+
+/// What `status` found in an output folder.
+struct FolderStatus {
+    source: Source,
+    lock: LockState,
+    /// Every variant: its stem, when known, and its status.
+    variants: Vec<(Option<String>, VariantStatus)>,
+}
+
+/// One variant as `results.csv` lists it.
+struct CsvVariant {
+    id: String,
+    stem: String,
+    status: VariantStatus,
+}
+
+/// Reads an output folder without writing anything to it: the lock, and the statuses from
+/// `results.csv`, or from the journal when the CSV is older than it (or missing).
+fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
+    let csv_path = dir.join(FILE_NAME);
+    let state_dir = crate::journal::state_dir(dir);
+    let journal_path = state_dir.join(crate::journal::JOURNAL_FILE);
+    let csv_time = modified(&csv_path)?;
+    let journal_time = modified(&journal_path)?;
+    if csv_time.is_none() && !state_dir.is_dir() {
+        return Err(ExpectedError::usage(format!(
+            "{} is not a stembatch output folder: it holds neither {FILE_NAME} nor {}/",
+            dir.display(),
+            crate::journal::STATE_DIR
         ))
-    })?;
+        .into());
+    }
+    let lock = crate::journal::lock::holder(&state_dir)?;
+    let csv = match csv_time {
+        Some(_) => read_csv_variants(&csv_path)?,
+        None => Vec::new(),
+    };
+    let source = match (csv_time, journal_time) {
+        (Some(csv), Some(journal)) if csv < journal => Source::Journal,
+        (Some(_), _) => Source::Csv,
+        (None, _) => Source::Journal,
+    };
+    let variants = match source {
+        Source::Csv => csv.into_iter().map(|v| (Some(v.stem), v.status)).collect(),
+        Source::Journal => {
+            let records = match std::fs::read(&journal_path) {
+                Ok(bytes) => crate::journal::format::decode_all(bytes, &journal_path)
+                    .map_err(|err| ExpectedError::usage(err.to_string()))?,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(err) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot read {}: {err}",
+                        journal_path.display()
+                    ))
+                }
+            };
+            journal_variants(&csv, &records)
+        }
+    };
+    Ok(FolderStatus {
+        source,
+        lock,
+        variants,
+    })
+}
+
+/// When the file at `path` was last written; `None` when there is none.
+fn modified(path: &Path) -> anyhow::Result<Option<std::time::SystemTime>> {
+    match std::fs::metadata(path).and_then(|m| m.modified()) {
+        Ok(time) => Ok(Some(time)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(anyhow::anyhow!("cannot read {}: {err}", path.display())),
+    }
+}
+
+/// Each variant of `results.csv` once (a finished variant has a row per track).
+fn read_csv_variants(path: &Path) -> anyhow::Result<Vec<CsvVariant>> {
+    let mut reader = ::csv::Reader::from_path(path)
+        .map_err(|e| ExpectedError::usage(format!("cannot read {}: {e}", path.display())))?;
     let headers = reader.headers()?.clone();
     let column = |name: &str| {
         headers
@@ -240,44 +352,191 @@ pub(super) fn status(dir: &Path) -> anyhow::Result<u8> {
     };
     let (stem_col, id_col, status_col) =
         (column("stem")?, column("variant_id")?, column("status")?);
-    let statuses = ["finished", "failed", "timeout", "error", "pending"];
-    let mut by_stem: BTreeMap<String, [usize; 5]> = BTreeMap::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
+    let mut variants = Vec::new();
     for row in reader.records() {
         let row = row?;
         if !seen.insert(row[id_col].to_owned()) {
             continue;
         }
-        let slot = statuses
-            .iter()
-            .position(|s| *s == &row[status_col])
-            .unwrap_or(4);
-        by_stem.entry(row[stem_col].to_owned()).or_default()[slot] += 1;
+        variants.push(CsvVariant {
+            id: row[id_col].to_owned(),
+            stem: row[stem_col].to_owned(),
+            // A word this stembatch does not know is counted as not done.
+            status: STATUSES
+                .into_iter()
+                .find(|s| s.as_str() == &row[status_col])
+                .unwrap_or(VariantStatus::Pending),
+        });
     }
-    let mut out = io::stdout().lock();
-    let width = by_stem.keys().map(String::len).max().unwrap_or(0).max(5);
-    writeln!(
-        out,
-        "{:width$}  {}",
-        "stem",
-        statuses.map(|s| format!("{s:>8}")).join("")
-    )?;
-    let mut total = [0usize; 5];
-    for (stem, counts) in &by_stem {
-        writeln!(
+    Ok(variants)
+}
+
+/// The variants with the journal's statuses. With a `results.csv` (older than the
+/// journal), its variants are the ones counted: they are the last run's manifest, which
+/// the journal, knowing variants by id only, cannot tell from the variants of earlier
+/// manifests; each takes the journal's status when the journal knows it (a variant never
+/// submitted keeps the CSV's). Without a CSV, every variant the journal knows is counted,
+/// named after the stem folder of its tracks (`audio/<stem>/…`) when it has any.
+fn journal_variants(
+    csv: &[CsvVariant],
+    records: &[crate::journal::format::Record],
+) -> Vec<(Option<String>, VariantStatus)> {
+    let priors = crate::journal::replay::replay(records);
+    let status_of = |prior: &Prior| VariantRecord::from(prior).status;
+    if !csv.is_empty() {
+        let by_id: HashMap<&str, _> = priors.iter().map(|(id, p)| (id.as_str(), p)).collect();
+        return csv
+            .iter()
+            .map(|v| {
+                let journaled = by_id.get(v.id.as_str()).map(|p| status_of(p));
+                (Some(v.stem.clone()), journaled.unwrap_or(v.status))
+            })
+            .collect();
+    }
+    let mut variants: Vec<_> = priors
+        .iter()
+        .map(|(id, prior)| {
+            let stem = prior
+                .task
+                .iter()
+                .flat_map(|task| &task.tracks)
+                .find_map(|track| stem_of_track(&track.file));
+            (id, stem, status_of(prior))
+        })
+        .collect();
+    // The journal's map has no order; a stable one keeps the output reproducible.
+    variants.sort_by(|a, b| a.0.cmp(b.0));
+    variants
+        .into_iter()
+        .map(|(_, stem, status)| (stem, status))
+        .collect()
+}
+
+/// The stem of a track file `audio/<stem>/<name>`, relative to the output folder.
+fn stem_of_track(file: &str) -> Option<String> {
+    let (stem, _name) = file.strip_prefix("audio/")?.rsplit_once('/')?;
+    (!stem.is_empty()).then(|| stem.to_owned())
+}
+
+impl FolderStatus {
+    /// Counts in all, by stem, and of the variants whose stem is not known.
+    fn counts(&self) -> (Counts, BTreeMap<&str, Counts>, Counts) {
+        let (mut total, mut by_stem, mut unknown) =
+            (Counts::default(), BTreeMap::new(), Counts::default());
+        for (stem, status) in &self.variants {
+            let slot = STATUSES.iter().position(|s| s == status).unwrap_or(4);
+            total[slot] += 1;
+            match stem {
+                Some(stem) => {
+                    by_stem.entry(stem.as_str()).or_insert_with(Counts::default)[slot] += 1
+                }
+                None => unknown[slot] += 1,
+            }
+        }
+        (total, by_stem, unknown)
+    }
+
+    /// `{"source":…,"locked_by":…,"total":{…},"by_stem":{"<stem>":{…}}}`; variants
+    /// whose stem is not known are in `total` only.
+    fn to_json(&self) -> serde_json::Value {
+        let counts = |counts: &Counts| {
+            let map: serde_json::Map<_, _> = STATUSES
+                .iter()
+                .zip(counts)
+                .map(|(s, c)| (s.as_str().to_owned(), serde_json::Value::from(*c)))
+                .collect();
+            serde_json::Value::Object(map)
+        };
+        let (total, by_stem, _) = self.counts();
+        let by_stem: serde_json::Map<_, _> = by_stem
+            .iter()
+            .map(|(stem, c)| ((*stem).to_owned(), counts(c)))
+            .collect();
+        let locked_by = match &self.lock {
+            LockState::Free => serde_json::Value::Null,
+            LockState::Held(holder) => serde_json::json!({
+                "pid": holder.as_ref().map(|h| h.pid),
+                "since": holder.as_ref().and_then(|h| h.since).map(rfc3339),
+            }),
+        };
+        serde_json::json!({
+            "source": match self.source {
+                Source::Csv => "csv",
+                Source::Journal => "journal",
+            },
+            "locked_by": locked_by,
+            "total": counts(&total),
+            "by_stem": by_stem,
+        })
+    }
+
+    /// The table by stem, then where it was read from and whether a run holds the folder.
+    fn write_text(&self, out: &mut impl Write) -> io::Result<()> {
+        const UNKNOWN: &str = "(unknown)";
+        let (total, by_stem, unknown) = self.counts();
+        let width = by_stem
+            .keys()
+            .map(|s| s.len())
+            .max()
+            .unwrap_or(0)
+            .max(UNKNOWN.len());
+        let line = |out: &mut dyn Write, label: &str, cells: Vec<String>| {
+            writeln!(out, "{label:width$}  {}", cells.join(""))
+        };
+        let numbers = |counts: &Counts| counts.map(|c| format!("{c:>9}")).to_vec();
+        line(
             out,
-            "{stem:width$}  {}",
-            counts.map(|c| format!("{c:>8}")).join("")
+            "stem",
+            STATUSES.map(|s| format!("{:>9}", s.as_str())).to_vec(),
         )?;
-        for (t, c) in total.iter_mut().zip(counts) {
-            *t += c;
+        for (stem, counts) in &by_stem {
+            line(out, stem, numbers(counts))?;
+        }
+        if unknown.iter().sum::<usize>() > 0 {
+            line(out, UNKNOWN, numbers(&unknown))?;
+        }
+        line(out, "total", numbers(&total))?;
+        if self.source == Source::Journal {
+            writeln!(
+                out,
+                "read from the journal: {FILE_NAME} is older or missing"
+            )?;
+        }
+        match &self.lock {
+            LockState::Free => writeln!(out, "no run holds this folder"),
+            LockState::Held(Some(Holder { pid, since })) => writeln!(
+                out,
+                "a run holds this folder: pid {pid}{}",
+                since
+                    .map(|t| format!(", since {}", rfc3339(t)))
+                    .unwrap_or_default()
+            ),
+            LockState::Held(None) => writeln!(out, "a run holds this folder"),
         }
     }
-    writeln!(
-        out,
-        "{:width$}  {}",
-        "total",
-        total.map(|c| format!("{c:>8}")).join("")
-    )?;
-    Ok(SUCCESS)
+}
+
+fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stem_of_a_track_is_its_folder_under_audio() {
+        assert_eq!(
+            stem_of_track("audio/ballad/piano-1.mp3").as_deref(),
+            Some("ballad")
+        );
+        assert_eq!(
+            stem_of_track("audio/a b/x-t2-1.wav").as_deref(),
+            Some("a b")
+        );
+        assert_eq!(stem_of_track("superseded/ballad/x.mp3"), None);
+        assert_eq!(stem_of_track("audio/x.mp3"), None);
+        assert_eq!(stem_of_track("audio//x.mp3"), None);
+    }
 }

@@ -1,6 +1,7 @@
 //! The commands: each turns parsed arguments into work and an exit code. `main` only
 //! sets up logging and the runtime and prints what comes back.
 
+mod docs;
 mod inspect;
 mod resume;
 mod run;
@@ -18,8 +19,10 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => run::run(args).await,
         Command::Validate { manifest } => inspect::validate(&manifest),
         Command::Plan { manifest, csv, out } => inspect::plan(&manifest, csv, out.as_deref()).await,
-        Command::Status { dir } => inspect::status(&dir),
+        Command::Status { dir, json } => inspect::status(&dir, json),
         Command::Simulator(args) => simulator::serve(args).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
     }
 }
 

@@ -1,10 +1,14 @@
 //! One run per output folder: an OS file lock on `DIR/.stembatch/lock`, holding the
-//! holder's pid. The OS releases it when the process dies, so a killed run never blocks
-//! the next night.
+//! holder's pid and the time it took the lock. The OS releases it when the process dies,
+//! so a killed run never blocks the next night. [`holder`] tells who holds it without
+//! waiting for it and without writing anything, for `status`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 
 /// The lock file's name inside the state folder.
 pub const LOCK_FILE: &str = "lock";
@@ -15,14 +19,58 @@ pub struct RunLock {
     _file: File,
 }
 
+/// The run that holds a folder, as it wrote itself into the lock file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// Its process id.
+    pub pid: u32,
+    /// When it took the lock; `None` from a stembatch that wrote only its pid.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl Holder {
+    /// The lock file's content: the pid on the first line, the time (RFC 3339, UTC) on
+    /// the second. Older stembatch versions wrote the first line only.
+    fn encode(&self) -> String {
+        match self.since {
+            Some(since) => format!(
+                "{}\n{}\n",
+                self.pid,
+                since.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+            None => format!("{}\n", self.pid),
+        }
+    }
+
+    /// Reads what [`Holder::encode`] wrote; `None` when the pid is not there (yet).
+    fn parse(text: &str) -> Option<Holder> {
+        let mut lines = text.lines();
+        let pid = lines.next()?.trim().parse().ok()?;
+        let since = lines
+            .next()
+            .and_then(|line| DateTime::parse_from_rfc3339(line.trim()).ok())
+            .map(|t| t.with_timezone(&Utc));
+        Some(Holder { pid, since })
+    }
+}
+
+/// Whether a run holds an output folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LockState {
+    /// No run holds it.
+    Free,
+    /// A run holds it; who, when the lock file says.
+    Held(Option<Holder>),
+}
+
 /// Why the lock could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// Another process holds it.
-    #[error("another stembatch run{} holds {}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), dir.display())]
+    #[error("another stembatch run{} holds {}", describe(holder.as_ref()), dir.display())]
     Held {
-        /// The holder's pid, as it wrote it.
-        pid: Option<u32>,
+        /// The holder, as it wrote itself.
+        holder: Option<Holder>,
         /// The output folder.
         dir: PathBuf,
     },
@@ -34,6 +82,21 @@ pub enum LockError {
         /// The I/O error.
         cause: std::io::Error,
     },
+}
+
+/// " (pid 12, since 2025-01-01T01:00:00Z)", or nothing when the holder is unknown.
+fn describe(holder: Option<&Holder>) -> String {
+    match holder {
+        Some(Holder {
+            pid,
+            since: Some(since),
+        }) => format!(
+            " (pid {pid}, since {})",
+            since.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ),
+        Some(Holder { pid, since: None }) => format!(" (pid {pid})"),
+        None => String::new(),
+    }
 }
 
 /// Takes the lock of the output folder `out_dir` whose state folder is `state_dir`.
@@ -54,19 +117,65 @@ pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
             return Err(LockError::Held {
-                pid: text.trim().parse().ok(),
+                holder: read_holder(&mut file),
                 dir: out_dir.to_owned(),
             });
         }
         Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
     }
+    let holder = Holder {
+        pid: std::process::id(),
+        since: Some(Utc::now()),
+    };
     file.set_len(0).map_err(io)?;
-    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    // One write, so that a reader sees the pid and the time together or neither.
+    file.write_all(holder.encode().as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     Ok(RunLock { _file: file })
+}
+
+/// Who holds the lock of the folder whose state folder is `state_dir`, without waiting
+/// and without creating or writing anything: a folder with no lock file is free.
+///
+/// The check takes a shared lock for an instant, so two `status` calls never disturb each
+/// other; a run that starts in that very instant finds the folder held and exits 4.
+pub fn holder(state_dir: &Path) -> Result<LockState, LockError> {
+    let path = state_dir.join(LOCK_FILE);
+    let mut file = match File::open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
+        Err(cause) => return Err(LockError::Io { path, cause }),
+    };
+    match file.try_lock_shared() {
+        // Released when `file` is dropped.
+        Ok(()) => Ok(LockState::Free),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            // A holder writes itself just after it takes the lock: give it a moment.
+            for _ in 0..HOLDER_READ_TRIES {
+                if let Some(holder) = read_holder(&mut file) {
+                    return Ok(LockState::Held(Some(holder)));
+                }
+                std::thread::sleep(HOLDER_READ_PAUSE);
+            }
+            Ok(LockState::Held(None))
+        }
+        Err(std::fs::TryLockError::Error(cause)) => Err(LockError::Io { path, cause }),
+    }
+}
+
+/// How often [`holder`] reads a held lock file that does not name its holder yet.
+const HOLDER_READ_TRIES: u32 = 20;
+/// The pause between those reads.
+const HOLDER_READ_PAUSE: Duration = Duration::from_millis(25);
+
+/// The holder as the lock file names it, read from its start.
+fn read_holder(file: &mut File) -> Option<Holder> {
+    use std::io::Seek;
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    Holder::parse(&text)
 }
 
 #[cfg(test)]
@@ -78,14 +187,53 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let held = acquire(dir.path(), Path::new("out")).unwrap();
         let err = acquire(dir.path(), Path::new("out")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "another stembatch run (pid {}) holds out",
-                std::process::id()
-            )
-        );
+        let message = err.to_string();
+        let prefix = format!("another stembatch run (pid {}, since ", std::process::id());
+        assert!(message.starts_with(&prefix), "{message}");
+        assert!(message.ends_with("Z) holds out"), "{message}");
         drop(held);
         acquire(dir.path(), Path::new("out")).unwrap();
+    }
+
+    #[test]
+    fn the_holder_is_read_without_taking_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(holder(dir.path()).unwrap(), LockState::Free);
+        assert!(
+            !dir.path().join(LOCK_FILE).exists(),
+            "looking creates nothing"
+        );
+        let before = Utc::now() - chrono::Duration::seconds(1);
+        let held = acquire(dir.path(), Path::new("out")).unwrap();
+        let LockState::Held(Some(found)) = holder(dir.path()).unwrap() else {
+            panic!("the lock is held by this process");
+        };
+        assert_eq!(found.pid, std::process::id());
+        let since = found.since.expect("the time is written");
+        assert!(since >= before && since <= Utc::now(), "{since}");
+        // Looking twice does not disturb the holder, nor does looking at all.
+        assert!(matches!(holder(dir.path()).unwrap(), LockState::Held(_)));
+        drop(held);
+        assert_eq!(holder(dir.path()).unwrap(), LockState::Free);
+        acquire(dir.path(), Path::new("out")).unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_of_an_older_stembatch_names_the_pid_only() {
+        assert_eq!(
+            Holder::parse("4242\n"),
+            Some(Holder {
+                pid: 4242,
+                since: None
+            })
+        );
+        let holder = Holder {
+            pid: 7,
+            since: Some("2025-03-04T01:02:03Z".parse().unwrap()),
+        };
+        assert_eq!(holder.encode(), "7\n2025-03-04T01:02:03Z\n");
+        assert_eq!(Holder::parse(&holder.encode()), Some(holder));
+        assert_eq!(Holder::parse(""), None);
+        assert_eq!(Holder::parse("not a pid\n"), None);
     }
 }

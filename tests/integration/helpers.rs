@@ -251,3 +251,42 @@ pub fn line_of(text: &str, needle: &str) -> usize {
         .expect("the needle is in the text")
         + 1
 }
+
+/// Writes `content` to a key file `name` in `dir` with permission bits `mode`.
+pub fn write_key_file(dir: &Path, name: &str, content: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
+/// `run MANIFEST --out OUT --base-url SIM` with the key only in the file `key_file`
+/// (through `VIDGO_API_KEY_FILE`), never in `VIDGO_API_KEY`.
+pub async fn run_with_key_file(
+    sim: &SimHandle,
+    manifest: &Path,
+    out: &Path,
+    key_file: &Path,
+) -> Output {
+    let mut command = run_command(sim, manifest, out, &[]);
+    command
+        .env_remove("VIDGO_API_KEY")
+        .env("VIDGO_API_KEY_FILE", key_file);
+    tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("stembatch finished in time")
+        .expect("stembatch ran")
+}
+
+/// Whether `needle` occurs in `haystack`, byte for byte.
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `status DIR --json`, parsed; the command must succeed.
+pub async fn status_json(dir: &Path) -> serde_json::Value {
+    let output = stembatch(&["status", path_str(dir), "--json"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("status --json prints one JSON object")
+}
