@@ -99,6 +99,12 @@ fn describe(holder: Option<&Holder>) -> String {
     }
 }
 
+/// How often, and how far apart, a run tries a held lock again before exit 4: longer than
+/// any `status` holds its shared lock, short enough that a second run still says at once
+/// that the folder is taken.
+const HELD_RETRIES: u32 = 10;
+const HELD_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Takes the lock of the output folder `out_dir` whose state folder is `state_dir`.
 pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
     let path = state_dir.join(LOCK_FILE);
@@ -114,15 +120,25 @@ pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
         .truncate(false)
         .open(&path)
         .map_err(io)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(LockError::Held {
-                holder: read_holder(&mut file),
-                dir: out_dir.to_owned(),
-            });
+    // A `status` looks at the lock for an instant: a run that starts in that instant
+    // tries a few more times before it calls the folder held, so that a monitoring
+    // script can never cost a night.
+    let mut tries = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if tries < HELD_RETRIES => {
+                tries += 1;
+                std::thread::sleep(HELD_RETRY_WAIT);
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LockError::Held {
+                    holder: read_holder(&mut file),
+                    dir: out_dir.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
         }
-        Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
     }
     let holder = Holder {
         pid: std::process::id(),
@@ -139,7 +155,8 @@ pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
 /// and without creating or writing anything: a folder with no lock file is free.
 ///
 /// The check takes a shared lock for an instant, so two `status` calls never disturb each
-/// other; a run that starts in that very instant finds the folder held and exits 4.
+/// other; a run that starts in that very instant tries again a few times before it calls
+/// the folder held.
 pub fn holder(state_dir: &Path) -> Result<LockState, LockError> {
     let path = state_dir.join(LOCK_FILE);
     let mut file = match File::open(&path) {
