@@ -166,6 +166,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str) {
             deadline: None,
         },
         stopped_before: None,
+        progress: stembatch::report::progress::Progress::off(),
     };
     let started = Instant::now();
     let entries = manifest.variants.iter().map(Entry::fresh).collect();

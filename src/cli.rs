@@ -14,6 +14,12 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Errors only: no progress, no summary (the exit code says how the run ended).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More: retries and waits (-v), everything (-vv). Wins over a level in STEMBATCH_LOG.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// The version `--version` prints: the package's, with the git commit it was built from

@@ -6,29 +6,68 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use stembatch::cli::{Cli, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
+use stembatch::report::progress::{log_directives, Verbosity, View};
+use tracing_indicatif::filter::{hide_indicatif_span_fields, IndicatifFilter};
+use tracing_indicatif::IndicatifLayer;
+use tracing_subscriber::fmt::format::DefaultFields;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_env("STEMBATCH_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.compact().init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// Sets up the log lines (and, on a terminal, the bars under them); returns the view a
+/// run shows.
+fn init_logging(cli: &Cli) -> View {
     let format = match &cli.command {
         Command::Run(args) => args.log_format,
         _ => LogFormat::Text,
     };
-    init_logging(format);
+    let verbosity = Verbosity::from_flags(cli.quiet, cli.verbose);
+    let terminal = std::io::stderr().is_terminal()
+        && std::env::var("TERM").map_or(true, |term| term != "dumb");
+    let view = View::choose(format, verbosity, terminal);
+    let env = std::env::var("STEMBATCH_LOG").ok();
+    let filter =
+        || EnvFilter::builder().parse_lossy(log_directives(env.as_deref(), verbosity, view));
+    let lines = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .with_ansi(terminal);
+    match (view, format) {
+        (View::Bars, _) => {
+            // Log lines go through the bars' writer, which lifts the bars while a line is
+            // written, so that neither tears the other. Only our spans get a bar.
+            let bars = IndicatifLayer::new()
+                .with_span_field_formatter(hide_indicatif_span_fields(DefaultFields::new()));
+            let lines = lines
+                .compact()
+                .without_time()
+                .with_writer(bars.get_stderr_writer())
+                .with_filter(filter());
+            tracing_subscriber::registry()
+                .with(lines)
+                .with(bars.with_filter(IndicatifFilter::new(false)))
+                .init();
+        }
+        (_, LogFormat::Json) => {
+            let lines = lines
+                .json()
+                .with_writer(std::io::stderr)
+                .with_filter(filter());
+            tracing_subscriber::registry().with(lines).init();
+        }
+        (_, LogFormat::Text) => {
+            let lines = lines
+                .compact()
+                .with_writer(std::io::stderr)
+                .with_filter(filter());
+            tracing_subscriber::registry().with(lines).init();
+        }
+    }
+    view
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let view = init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,7 +78,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(stembatch::app::execute(cli));
+    let result = runtime.block_on(stembatch::app::execute(cli, view));
     // Work still running here (a stem hashed for a run that was interrupted, a download
     // abandoned by a second signal) is not waited for: its state is already saved.
     runtime.shutdown_background();

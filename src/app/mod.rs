@@ -9,14 +9,16 @@ mod simulator;
 
 use crate::cli::{Cli, Command};
 use crate::exit::{ExpectedError, USAGE};
+use crate::report::progress::View;
 
 pub use inspect::write_plan;
 pub use run::resolve_output_dir;
 
 /// Runs one command to its exit code; an error is printed by `main` and maps to its code.
-pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
+/// `view` is how a run shows itself, as `main` set up the logging for it.
+pub async fn execute(cli: Cli, view: View) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => run::run(args, view).await,
         Command::Validate { manifest } => inspect::validate(&manifest),
         Command::Plan { manifest, csv, out } => inspect::plan(&manifest, csv, out.as_deref()).await,
         Command::Status { dir, json } => inspect::status(&dir, json),

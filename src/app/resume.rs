@@ -98,6 +98,7 @@ pub(super) fn log_summary(resume: &Resume, fresh_folder: bool) {
         retry = count(Intent::Retry) + count(Intent::RetryAsked) + count(Intent::RetryAfterUnknown),
         resume = count(Intent::Resume) + count(Intent::Redownload),
         keep = count(Intent::Keep) + count(Intent::KeepUnknown),
+        unusable = count(Intent::Unusable),
         new_tasks = resume.new_tasks(),
         "starting from {from}: {}",
         words.join(", ")

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -19,6 +20,7 @@ use crate::journal::{self, JournalError};
 use crate::manifest::{self, Manifest, Rate, RunSettings};
 use crate::outcome::{UploadedFile, VariantStatus};
 use crate::report::csv::FILE_NAME;
+use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
 use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
 use crate::scheduler::{self, Pacers, RunInputs, Stops};
@@ -104,7 +106,8 @@ async fn connect(
     Ok((ApiClient::new(&base_url, key)?, None))
 }
 
-pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
+pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
+    let started = std::time::Instant::now();
     // First, so that a signal during the preparations still ends the run cleanly.
     let interrupts = Interrupts::listen()?;
     // Hashing stems and checking last night's files can take a while: a Ctrl-C there
@@ -138,13 +141,27 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         },
         false => None,
     };
+    let progress = Progress::new(
+        view,
+        Plan {
+            submit_period: settings.submit_rate.period(),
+            concurrency: settings.concurrency,
+        },
+    );
+    let pacers = Pacers::from_settings(&settings);
+    let pacers = Pacers {
+        submit: progress.watch(Endpoint::Submit, pacers.submit),
+        poll: progress.watch(Endpoint::Poll, pacers.poll),
+        upload: progress.watch(Endpoint::Upload, pacers.upload),
+    };
     let inputs = RunInputs {
         client,
         journal,
         api,
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads,
-        pacers: Pacers::from_settings(&settings),
+        pacers,
+        progress: progress.clone(),
         stops: Stops {
             interrupted: interrupts.first.clone(),
             deadline: settings.deadline,
@@ -160,47 +177,82 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let variants = Arc::new(manifest.variants);
     let state = tokio::select! {
         state = scheduler::run(Arc::clone(&variants), entries, inputs) => {
+            progress.finish();
             state.with_context(|| format!("cannot write {}", csv_path.display()))?
         }
         _ = interrupts.second.cancelled() => {
+            progress.finish();
             tracing::warn!("interrupted twice: stopping at once; the journal and the last results.csv are kept");
             return Ok(INTERRUPTED);
         }
     };
-    log_unfinished(&state, &variants);
-    Ok(exit_code(&state, &csv_path))
+    log_closing(&state, &variants, &csv_path, started.elapsed(), view);
+    Ok(exit_code(&state))
 }
 
-/// The variants that did not finish, by name, with their error: what the morning needs
-/// first. At most [`UNFINISHED_LISTED`]; `results.csv` has them all.
-fn log_unfinished(state: &RunState, variants: &[Variant]) {
+/// The closing summary: the counts, the unknown outcomes, and the variants that did not
+/// finish, by name, with their error: what the morning needs first. The words are
+/// `report::progress::closing_summary`'s; the first line carries every count as a field.
+fn log_closing(
+    state: &RunState,
+    variants: &[Variant],
+    csv_path: &Path,
+    elapsed: Duration,
+    view: View,
+) {
     let by_id: HashMap<_, _> = variants.iter().map(|v| (&v.id, v)).collect();
     // Pending variants are what a stop leaves: the stop was said once, and their count
     // is in the summary.
     let unfinished: Vec<_> = state
         .unfinished()
         .filter(|(_, r)| r.status != VariantStatus::Pending)
+        .filter_map(|(id, record)| Some((id, by_id.get(id)?, record)))
         .collect();
-    for (id, record) in unfinished.iter().take(UNFINISHED_LISTED) {
-        let Some(variant) = by_id.get(id) else {
-            continue;
-        };
-        tracing::info!(
-            variant_id = %id,
-            status = record.status.as_str(),
-            "not finished: {}/{} take {}: {}: {}",
-            variant.stem.name,
-            variant.name,
-            variant.take,
-            record.status.as_str(),
-            record.error.as_deref().unwrap_or("")
-        );
+    let counts = state.counts();
+    let closing = Closing {
+        elapsed,
+        counts,
+        tasks_created: state.tasks_created(),
+        unknown_outcomes: state.unknown_outcomes(),
+        unfinished: unfinished
+            .iter()
+            .map(|(_, variant, record)| (progress::label(variant), *record))
+            .collect(),
+        results: csv_path,
+    };
+    let said = progress::closing_summary(&closing);
+    if view != (View::Lines { json: true }) {
+        // For people: the words have every number, and the line stays short.
+        for (level, line) in said.lines() {
+            match level {
+                tracing::Level::WARN => tracing::warn!("{line}"),
+                _ => tracing::info!("{line}"),
+            }
+        }
+        return;
     }
-    if unfinished.len() > UNFINISHED_LISTED {
-        tracing::info!(
-            "… and {} more not finished (see results.csv)",
-            unfinished.len() - UNFINISHED_LISTED
-        );
+    tracing::info!(
+        variants = counts.finished + counts.failed + counts.timeout + counts.error + counts.pending,
+        finished = counts.finished,
+        failed = counts.failed,
+        timeout = counts.timeout,
+        error = counts.error,
+        pending = counts.pending,
+        tasks_created = closing.tasks_created,
+        elapsed_s = elapsed.as_secs(),
+        results = %csv_path.display(),
+        "{}",
+        said.counts
+    );
+    if let Some(line) = &said.unknown {
+        tracing::warn!(unknown_outcomes = closing.unknown_outcomes, "{line}");
+    }
+    for ((id, _, record), line) in unfinished.iter().zip(&said.unfinished) {
+        tracing::info!(variant_id = %id, status = record.status.as_str(), "{line}");
+    }
+    if let Some(line) = &said.more {
+        let more = unfinished.len() - said.unfinished.len();
+        tracing::info!(more, "{line}");
     }
 }
 
@@ -346,29 +398,9 @@ fn open_output_folder_blocking(
     Ok((lock, journal, records))
 }
 
-/// Logs how the run ended and maps it to SPEC.md's exit code.
-fn exit_code(state: &RunState, csv_path: &Path) -> u8 {
+/// Maps how the run ended to SPEC.md's exit code.
+fn exit_code(state: &RunState) -> u8 {
     let counts = state.counts();
-    let count = counts.finished + counts.failed + counts.timeout + counts.error + counts.pending;
-    let tasks_created = state.tasks_created();
-    tracing::info!(
-        variants = count,
-        finished = counts.finished,
-        failed = counts.failed,
-        timeout = counts.timeout,
-        error = counts.error,
-        pending = counts.pending,
-        tasks_created,
-        results = %csv_path.display(),
-        "run ended: {count} variants: {counts}; {tasks_created} tasks created (each is charged when it succeeds)"
-    );
-    let unknown = state.unknown_outcomes();
-    if unknown > 0 {
-        tracing::warn!(
-            unknown_outcomes = unknown,
-            "{unknown} submits had an unknown outcome: each may have created a task that is charged; they were not submitted again"
-        );
-    }
     let stops = state.stops();
     if stops.contains(&StopReason::Interrupted) {
         INTERRUPTED
@@ -389,9 +421,6 @@ fn exit_code(state: &RunState, csv_path: &Path) -> u8 {
         INCOMPLETE
     }
 }
-
-/// Unfinished variants named in the closing summary at most; the CSV has them all.
-const UNFINISHED_LISTED: usize = 20;
 
 /// Asks the account's balance before the first submit: a refused key then costs one
 /// request instead of one per variant in flight, and the credits are in the log. Any

@@ -1,3 +1,4 @@
-//! Presenting the run: `results.csv` and the progress lines on stderr.
+//! Presenting the run: `results.csv`, and the live view and closing summary on stderr.
 
 pub mod csv;
+pub mod progress;

@@ -14,16 +14,16 @@ use futures::StreamExt;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn, Instrument};
+use tracing::{error, warn, Instrument};
 
 use super::events::{end_record, journal_record, Action, Event, StopReason};
 use super::executor::Executor;
 use super::state::RunState;
 use crate::journal::writer::JournalWriter;
 use crate::journal::JournalError;
-use crate::outcome::{VariantEnd, VariantStatus};
 use crate::report;
-use crate::variant::Variant;
+use crate::report::progress::{Change, Progress, Snapshot};
+use crate::variant::{Variant, VariantId};
 
 /// How often `results.csv` is rewritten at most while variants end (longer when writing
 /// is slow, so that a huge report never takes over the run).
@@ -48,6 +48,8 @@ pub(super) struct Coordinator {
     pub acks: FuturesUnordered<BoxFuture<'static, Result<(), JournalError>>>,
     /// A variant ended since `results.csv` was last written.
     pub report_dirty: bool,
+    /// The live view: told every state change of a variant.
+    pub progress: Progress,
 }
 
 impl Coordinator {
@@ -60,6 +62,7 @@ impl Coordinator {
     ) -> std::io::Result<RunState> {
         // Before any work: a folder whose report cannot be written buys nothing.
         self.write_report().await?;
+        self.progress.begin(self.snapshot());
         if let Some(reason) = first {
             // Said by whoever found it (the balance check): applied here without a word.
             let actions = self
@@ -135,8 +138,32 @@ impl Coordinator {
         if let Some(record) = journal_record(&event) {
             self.acks.push(Box::pin(self.journal.enqueue(record)));
         }
+        // A created task is a fact whatever the state makes of it next.
+        let submitted = match &event {
+            Event::Submitted { id, task_id, .. } => Some((id.clone(), task_id.clone())),
+            _ => None,
+        };
         let actions = self.state.handle(now(), chrono::Utc::now(), event);
+        if let Some((id, task_id)) = submitted {
+            let task_id = task_id.as_str();
+            self.report(&id, Change::Submitted { task_id });
+        }
         self.dispatch(actions);
+    }
+
+    /// The counts the live view shows.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            counts: self.state.phase_counts(),
+            tasks_created: self.state.tasks_created(),
+        }
+    }
+
+    /// Tells the live view of a variant's change.
+    fn report(&self, id: &VariantId, change: Change<'_>) {
+        if let Some(variant) = self.executor.variants.get(id) {
+            self.progress.report(variant, change, self.snapshot());
+        }
     }
 
     fn on_ack(&mut self, ack: Result<(), JournalError>) {
@@ -172,7 +199,7 @@ impl Coordinator {
             match action {
                 Action::End { id, end } => {
                     self.report_dirty = true;
-                    self.log_end(&id, &end);
+                    self.report(&id, Change::Ended { end: &end });
                     if let Some(record) = end_record(&id, &end) {
                         self.acks.push(Box::pin(self.journal.enqueue(record)));
                     }
@@ -187,6 +214,16 @@ impl Coordinator {
                     self.apply_stop(reason);
                 }
                 work => {
+                    match &work {
+                        Action::Submit { id, after } => {
+                            self.report(id, Change::Submitting { after: *after })
+                        }
+                        // Once per variant: its tracks are asked for together.
+                        Action::Download { id, number: 1, .. } => {
+                            self.report(id, Change::Downloading)
+                        }
+                        _ => {}
+                    }
                     let span = variant_span(&self.executor.variants, &work);
                     let executor = Arc::clone(&self.executor);
                     self.tasks.spawn(executor.execute(work).instrument(span));
@@ -195,36 +232,8 @@ impl Coordinator {
         }
     }
 
-    fn log_end(&self, id: &crate::variant::VariantId, end: &VariantEnd) {
-        let Some(variant) = self.executor.variants.get(id) else {
-            return;
-        };
-        let (stem, name) = (&variant.stem.name, &variant.name);
-        match (&end.error, end.status) {
-            (None, status) => {
-                info!(variant_id = %id, stem = %stem, variant = %name, status = status.as_str(), tracks = end.tracks.len(), "variant ended")
-            }
-            // Pending is what a stop leaves; the stop itself was said once.
-            (Some(error), VariantStatus::Pending) => {
-                debug!(variant_id = %id, stem = %stem, variant = %name, status = "pending", error = %error, "variant ended")
-            }
-            (Some(error), status) => {
-                warn!(variant_id = %id, stem = %stem, variant = %name, status = status.as_str(), error = %error, "variant ended")
-            }
-        }
-    }
-
+    /// Rewrites `results.csv` (the live view says the progress, every 30 s off a terminal).
     async fn progress_report(&mut self) {
-        let counts = self.state.counts();
-        info!(
-            in_flight = self.state.in_flight(),
-            finished = counts.finished,
-            failed = counts.failed,
-            timeout = counts.timeout,
-            error = counts.error,
-            pending = counts.pending,
-            "progress: {counts}"
-        );
         if let Err(err) = self.write_report().await {
             let disk_full = crate::output_files::is_disk_full(&err);
             error!(error = %err, "cannot write results.csv; trying again later");

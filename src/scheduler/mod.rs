@@ -33,6 +33,7 @@ use crate::journal::replay::Start;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::{RunSettings, UploadMode};
 use crate::outcome::UploadedFile;
+use crate::report::progress::Progress;
 use crate::variant::{LocalStem, StemSource, Variant};
 pub use coordinator::Stops;
 use events::StopReason;
@@ -84,6 +85,8 @@ pub struct RunInputs {
     pub stops: Stops,
     /// A stop known before the first submit (the balance check refused the account).
     pub stopped_before: Option<StopReason>,
+    /// The live view the coordinator reports to.
+    pub progress: Progress,
 }
 
 /// The local stems of the variants this run will submit, in manifest order: the order
@@ -161,6 +164,7 @@ pub async fn run(
         tasks: JoinSet::new(),
         acks: FuturesUnordered::new(),
         report_dirty: false,
+        progress: inputs.progress,
     };
     let state = coordinator.run(inputs.stops, inputs.stopped_before).await;
     executor.uploads.shutdown();

@@ -756,6 +756,56 @@ impl RunState {
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
+
+    /// How many variants are in each phase, for the live view. Read-only, one pass over
+    /// the variants; an ended variant counts under its status (those an earlier run
+    /// finished, too).
+    pub fn phase_counts(&self) -> PhaseCounts {
+        let mut counts = PhaseCounts::default();
+        for variant in self.variants.values() {
+            match &variant.phase {
+                Phase::Queued(_) => counts.waiting += 1,
+                Phase::Submitting { .. } => counts.submitting += 1,
+                Phase::Polling { .. } => counts.running += 1,
+                Phase::Downloading(_) => counts.downloading += 1,
+                Phase::Ended => {
+                    let ended = &mut counts.ended;
+                    match variant.record.status {
+                        VariantStatus::Finished => ended.finished += 1,
+                        VariantStatus::Failed => ended.failed += 1,
+                        VariantStatus::Timeout => ended.timeout += 1,
+                        VariantStatus::Error => ended.error += 1,
+                        VariantStatus::Pending => ended.pending += 1,
+                    }
+                }
+            }
+        }
+        counts
+    }
+}
+
+/// Variants by phase: where the work is now ([`RunState::phase_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseCounts {
+    /// Waiting for an in-flight slot.
+    pub waiting: usize,
+    /// Getting their stem's URL, waiting for a submit slot, or on the wire.
+    pub submitting: usize,
+    /// Their task runs at the provider: polled.
+    pub running: usize,
+    /// Their tracks are being downloaded.
+    pub downloading: usize,
+    /// Their work in this run is over, by status.
+    pub ended: StatusCounts,
+}
+
+impl PhaseCounts {
+    /// Every variant counted.
+    pub fn total(&self) -> usize {
+        let ended = &self.ended;
+        let ended = ended.finished + ended.failed + ended.timeout + ended.error + ended.pending;
+        self.waiting + self.submitting + self.running + self.downloading + ended
+    }
 }
 
 /// The error of a submit whose outcome is unknown.

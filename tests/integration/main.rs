@@ -6,6 +6,7 @@ mod helpers;
 mod cli;
 mod disk;
 mod end_to_end;
+mod live_view;
 mod local_stems;
 mod manifest_errors;
 mod money;

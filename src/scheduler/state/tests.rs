@@ -759,3 +759,55 @@ fn random_runs_keep_the_money_rules() {
         }
     }
 }
+
+#[test]
+fn phase_counts_follow_each_variant_through_its_phases() {
+    let now = Instant::now();
+    let entries = vec![
+        entry(0, Start::Keep),
+        entry(1, Start::Submit),
+        entry(2, Start::Submit),
+        entry(3, Start::Submit),
+    ];
+    let mut state = RunState::new(policy(2), entries);
+    let kept = PhaseCounts {
+        waiting: 3,
+        ended: StatusCounts {
+            pending: 1,
+            ..StatusCounts::default()
+        },
+        ..PhaseCounts::default()
+    };
+    assert_eq!(
+        state.phase_counts(),
+        kept,
+        "a kept variant ended before the run"
+    );
+    state.start(now, at());
+    let counts = state.phase_counts();
+    assert_eq!((counts.waiting, counts.submitting), (1, 2));
+    submitted(&mut state, now, 1);
+    assert_eq!(state.phase_counts().running, 1);
+    state.handle(
+        now,
+        at(),
+        Event::Polled {
+            id: id(1),
+            detail: detail(TaskStatus::Finished, 2),
+        },
+    );
+    assert_eq!(state.phase_counts().downloading, 1);
+    let failed = Event::SubmitFailed {
+        id: id(2),
+        error: status(422),
+    };
+    state.handle(now, at(), failed);
+    let counts = state.phase_counts();
+    assert_eq!(
+        (counts.waiting, counts.submitting, counts.downloading),
+        (0, 1, 1),
+        "the end of one started the next"
+    );
+    assert_eq!((counts.ended.error, counts.ended.pending), (1, 1));
+    assert_eq!(counts.total(), 4);
+}
