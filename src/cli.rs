@@ -44,6 +44,12 @@ pub enum Command {
         /// The output folder.
         dir: PathBuf,
     },
+    /// Rewrite the folder's listening page, report.html, from its results.csv and track
+    /// files; sends nothing and needs no manifest.
+    Report {
+        /// The output folder.
+        dir: PathBuf,
+    },
     /// Serve the built-in API simulator in the foreground.
     Simulator(SimulatorArgs),
 }

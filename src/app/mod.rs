@@ -2,6 +2,7 @@
 //! sets up logging and the runtime and prints what comes back.
 
 mod inspect;
+mod report;
 mod resume;
 mod run;
 mod simulator;
@@ -19,6 +20,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<u8> {
         Command::Validate { manifest } => inspect::validate(&manifest),
         Command::Plan { manifest, csv, out } => inspect::plan(&manifest, csv, out.as_deref()).await,
         Command::Status { dir } => inspect::status(&dir),
+        Command::Report { dir } => report::report(&dir).await,
         Command::Simulator(args) => simulator::serve(args).await,
     }
 }

@@ -168,7 +168,13 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     };
     log_unfinished(&state, &variants);
-    Ok(exit_code(&state, &csv_path))
+    let code = exit_code(&state, &csv_path);
+    // The last line of a run: where to listen (on stdout, apart from the logs).
+    println!(
+        "report: {}",
+        out_dir.join(crate::report::html::FILE_NAME).display()
+    );
+    Ok(code)
 }
 
 /// The variants that did not finish, by name, with their error: what the morning needs

@@ -1,3 +1,5 @@
-//! Presenting the run: `results.csv` and the progress lines on stderr.
+//! Presenting the run: `results.csv`, the listening page `report.html`, and the progress
+//! lines on stderr.
 
 pub mod csv;
+pub mod html;
