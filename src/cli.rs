@@ -58,6 +58,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite the folder's listening page, report.html, from its results.csv and track
+    /// files; sends nothing and needs no manifest.
+    Report {
+        /// The output folder.
+        dir: PathBuf,
+    },
     /// Serve the built-in API simulator in the foreground.
     Simulator(SimulatorArgs),
     /// Print a shell completion script to stdout.

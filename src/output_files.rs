@@ -13,9 +13,12 @@ pub const DOWNLOAD_TEMP: (&str, &str) = (".download-", ".part");
 /// Prefix and suffix of a report's temporary file, beside `results.csv`.
 pub const REPORT_TEMP: (&str, &str) = (".results-", ".csv");
 
+/// Prefix and suffix of the listening page's temporary file, beside `report.html`.
+pub const PAGE_TEMP: (&str, &str) = (".report-", ".html");
+
 /// Whether `name` is one of stembatch's temporary files.
 pub fn is_temporary(name: &str) -> bool {
-    [DOWNLOAD_TEMP, REPORT_TEMP]
+    [DOWNLOAD_TEMP, REPORT_TEMP, PAGE_TEMP]
         .iter()
         .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix))
 }

@@ -3,6 +3,7 @@
 
 mod docs;
 mod inspect;
+mod report;
 mod resume;
 mod run;
 mod simulator;
@@ -22,6 +23,7 @@ pub async fn execute(cli: Cli, view: View) -> anyhow::Result<u8> {
         Command::Validate { manifest } => inspect::validate(&manifest),
         Command::Plan { manifest, csv, out } => inspect::plan(&manifest, csv, out.as_deref()).await,
         Command::Status { dir, json } => inspect::status(&dir, json),
+        Command::Report { dir } => report::report(&dir).await,
         Command::Simulator(args) => simulator::serve(args).await,
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),

@@ -187,6 +187,9 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         }
     };
     log_closing(&state, &variants, &csv_path, started.elapsed(), view);
+    // The last line of a run: where to listen.
+    let page = out_dir.join(crate::report::html::FILE_NAME);
+    tracing::info!(report = %page.display(), "report: {}", page.display());
     Ok(exit_code(&state))
 }
 

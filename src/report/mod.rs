@@ -1,4 +1,6 @@
-//! Presenting the run: `results.csv`, and the live view and closing summary on stderr.
+//! Presenting the run: `results.csv`, the listening page `report.html`, and the live view
+//! and closing summary on stderr.
 
 pub mod csv;
+pub mod html;
 pub mod progress;

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn, Instrument};
+use tracing::{debug, error, warn, Instrument};
 
 use super::events::{end_record, journal_record, Action, Event, StopReason};
 use super::executor::Executor;
@@ -111,6 +111,7 @@ impl Coordinator {
             self.on_ack(ack);
         }
         self.write_report().await?;
+        self.write_page().await;
         Ok(self.state)
     }
 
@@ -240,6 +241,22 @@ impl Coordinator {
             if disk_full {
                 self.on_event(Event::Stop(StopReason::Storage { disk_full }));
             }
+        }
+    }
+
+    /// The listening page, from the results.csv just written: once, at the end, since it
+    /// reads every track's peaks. A page that cannot be written is said, and the run goes
+    /// on to its exit code: results.csv is the record.
+    async fn write_page(&self) {
+        let dir = self.out_dir.clone();
+        match tokio::task::spawn_blocking(move || report::html::write_file(&dir)).await {
+            Ok(Ok(page)) => debug!(
+                bytes = page.bytes,
+                waveforms = page.waveforms,
+                "report.html written"
+            ),
+            Ok(Err(err)) => error!(error = %err, "cannot write the listening page"),
+            Err(err) => error!(error = %err, "cannot write the listening page"),
         }
     }
 

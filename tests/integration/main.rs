@@ -11,6 +11,7 @@ mod local_stems;
 mod manifest_errors;
 mod money;
 mod rate_limits;
+mod report;
 mod rerun;
 mod resilience;
 mod resume;

@@ -1,0 +1,670 @@
+//! `report.html`, the listening page: every variant of an output folder by stem, with its
+//! parameters, its status and a player and a waveform per track, filterable and sortable
+//! in the browser. Built from `results.csv` alone (read by column name, so columns added
+//! later, such as the QC ones, are picked up when present and not needed when absent) and
+//! the track files beside it, whose peaks are decoded here (WAV only).
+//!
+//! The page is one self-contained file: the markup comes from the askama template
+//! `templates/report.html` (checked at compile time), the data is one embedded JSON block,
+//! and the script and style are inline; audio is referred to by relative paths. It never
+//! touches the journal or the network, and it is written atomically (temporary file in
+//! the folder, fsync, rename).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use askama::Template;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use serde::Serialize;
+
+use super::csv::FILE_NAME as RESULTS_FILE;
+
+/// The page's name inside the output folder.
+pub const FILE_NAME: &str = "report.html";
+
+/// Points of a track's waveform: enough to see silence, clipping and the shape of a take.
+pub const WAVE_POINTS: usize = 200;
+
+/// Levels of one waveform point, as one character each of [`WAVE_ALPHABET`]; the top level
+/// is kept for points that reach full scale (clipping).
+pub const WAVE_ALPHABET: &[u8; 64] =
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
+
+/// A sample at or above this share of full scale counts as clipped.
+const CLIP_LEVEL: f32 = 0.999;
+
+/// Frames decoded per waveform point at most: a long track is sampled in evenly spaced
+/// windows instead of decoded whole, so that a folder of long WAVs is drawn in seconds.
+const WINDOW_FRAMES: u32 = 4096;
+
+/// Why the page could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// The folder has no results.csv.
+    #[error("{} has no {RESULTS_FILE}: not a stembatch output folder, or no run has ended there yet (hint: run `stembatch run MANIFEST --out {}` first)", dir.display(), dir.display())]
+    NoResults {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// results.csv cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: csv::Error,
+    },
+    /// results.csv lacks a column the page needs.
+    #[error("{}: no column {column} (hint: is it a stembatch results.csv?)", path.display())]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: &'static str,
+    },
+    /// The page cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The template failed (a bug: its inputs are plain data).
+    #[error("cannot render the listening page: {0}")]
+    Render(#[from] askama::Error),
+}
+
+/// What a written page holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageSummary {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Variants shown.
+    pub variants: usize,
+    /// Tracks shown.
+    pub tracks: usize,
+    /// Tracks with a waveform.
+    pub waveforms: usize,
+}
+
+/// One track of a variant, as the page's script reads it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TrackView {
+    /// The track number.
+    pub n: String,
+    /// The file, relative to the folder and percent-encoded: the player's `src`.
+    pub src: String,
+    /// The file as results.csv names it.
+    pub file: String,
+    /// Whether the file is on disk.
+    pub exists: bool,
+    /// The provider's duration, seconds.
+    pub duration: Option<f64>,
+    /// The decoded duration, seconds (QC column, when present).
+    pub decoded: Option<f64>,
+    /// Sample peak in dBFS (QC column, when present).
+    pub peak_dbfs: Option<f64>,
+    /// Integrated loudness (QC column, when present).
+    pub lufs: Option<f64>,
+    /// The QC verdict (when the column is present).
+    pub qc: String,
+    /// The waveform: [`WAVE_POINTS`] characters of [`WAVE_ALPHABET`], empty when the file
+    /// is not a readable WAV.
+    pub wave: String,
+}
+
+/// One variant (one or more rows of results.csv), as the page's script reads it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct VariantView {
+    /// variant_id.
+    pub id: String,
+    /// The stem's name.
+    pub stem: String,
+    /// The variant's name.
+    pub name: String,
+    /// The take number.
+    pub take: String,
+    /// finished, failed, timeout, error, pending.
+    pub status: String,
+    /// Why it did not finish.
+    pub error: String,
+    /// The provider's task.
+    pub task: String,
+    /// The title sent.
+    pub title: String,
+    /// The tags sent.
+    pub tags: String,
+    /// The negative tags sent.
+    pub negative_tags: String,
+    /// The model.
+    pub model: String,
+    /// m, f or empty.
+    pub gender: String,
+    /// style_weight.
+    pub style_weight: Option<f64>,
+    /// weirdness_constraint.
+    pub weirdness: Option<f64>,
+    /// audio_weight.
+    pub audio_weight: Option<f64>,
+    /// finished_at.
+    pub finished_at: String,
+    /// Its tracks, in order.
+    pub tracks: Vec<TrackView>,
+}
+
+/// Everything the page shows, read from a folder.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Variants in results.csv order (manifest order).
+    pub variants: Vec<VariantView>,
+    /// Whether results.csv has the `qc` column.
+    pub has_qc: bool,
+}
+
+/// Reads `DIR/results.csv` and the peaks of its WAV tracks.
+pub fn read(dir: &Path) -> Result<Report, PageError> {
+    let path = dir.join(RESULTS_FILE);
+    let csv_error = |source| PageError::Csv {
+        path: path.clone(),
+        source,
+    };
+    let mut reader = match csv::Reader::from_path(&path) {
+        Ok(reader) => reader,
+        Err(err) => match err.kind() {
+            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PageError::NoResults {
+                    dir: dir.to_owned(),
+                })
+            }
+            _ => return Err(csv_error(err)),
+        },
+    };
+    let headers = reader.headers().map_err(csv_error)?.clone();
+    let columns = Columns::new(&headers);
+    for column in ["stem", "variant", "variant_id", "status"] {
+        if columns.index(column).is_none() {
+            return Err(PageError::MissingColumn { path, column });
+        }
+    }
+    let mut report = Report {
+        has_qc: columns.index("qc").is_some(),
+        ..Report::default()
+    };
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    for row in reader.records() {
+        let row = row.map_err(csv_error)?;
+        let get = |name: &str| columns.get(&row, name);
+        let id = get("variant_id");
+        let slot = *by_id.entry(id.clone()).or_insert_with(|| {
+            report.variants.push(variant_of(&get));
+            report.variants.len() - 1
+        });
+        if !get("file").is_empty() {
+            let track = track_of(dir, &get);
+            report.variants[slot].tracks.push(track);
+        }
+    }
+    Ok(report)
+}
+
+/// Column positions by name.
+struct Columns(HashMap<String, usize>);
+
+impl Columns {
+    fn new(headers: &csv::StringRecord) -> Self {
+        Columns(
+            headers
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.to_owned(), i))
+                .collect(),
+        )
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.0.get(name).copied()
+    }
+
+    /// The value, or "" when the column or the field is missing.
+    fn get(&self, row: &csv::StringRecord, name: &str) -> String {
+        self.index(name)
+            .and_then(|i| row.get(i))
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+fn number(text: &str) -> Option<f64> {
+    text.trim().parse().ok().filter(|n: &f64| n.is_finite())
+}
+
+fn variant_of(get: &dyn Fn(&str) -> String) -> VariantView {
+    VariantView {
+        id: get("variant_id"),
+        stem: get("stem"),
+        name: get("variant"),
+        take: get("take"),
+        status: get("status"),
+        error: get("error"),
+        task: get("task_id"),
+        title: get("title"),
+        tags: get("tags"),
+        negative_tags: get("negative_tags"),
+        model: get("model"),
+        gender: get("vocal_gender"),
+        style_weight: number(&get("style_weight")),
+        weirdness: number(&get("weirdness_constraint")),
+        audio_weight: number(&get("audio_weight")),
+        finished_at: get("finished_at"),
+        tracks: Vec::new(),
+    }
+}
+
+fn track_of(dir: &Path, get: &dyn Fn(&str) -> String) -> TrackView {
+    let file = get("file");
+    let path = dir.join(&file);
+    let exists = path.is_file();
+    TrackView {
+        n: get("track"),
+        src: relative_url(&file),
+        exists,
+        duration: number(&get("duration_s")),
+        decoded: number(&get("decoded_s")),
+        peak_dbfs: number(&get("peak_dbfs")),
+        lufs: number(&get("lufs")),
+        qc: get("qc"),
+        wave: match exists {
+            true => waveform(&path).unwrap_or_default(),
+            false => String::new(),
+        },
+        file,
+    }
+}
+
+/// Characters escaped in a path segment of a relative URL: what would end the segment or
+/// start a query or fragment, and what is not plain ASCII.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'?')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b':');
+
+/// `file` (relative, `/`-separated) as a relative URL, each segment percent-encoded.
+pub fn relative_url(file: &str) -> String {
+    file.split('/')
+        .map(|segment| utf8_percent_encode(segment, SEGMENT).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The waveform of a WAV file: the peak of each of [`WAVE_POINTS`] stretches, as
+/// characters of [`WAVE_ALPHABET`]; `None` when the file is not a WAV hound can read.
+pub fn waveform(path: &Path) -> Option<String> {
+    let mut reader = hound::WavReader::open(path).ok()?;
+    let spec = reader.spec();
+    let frames = reader.duration();
+    let channels = u32::from(spec.channels.max(1));
+    let mut peaks = vec![0f32; WAVE_POINTS];
+    if frames > 0 {
+        for (point, peak) in peaks.iter_mut().enumerate() {
+            let start = (u64::from(frames) * point as u64 / WAVE_POINTS as u64) as u32;
+            let end = (u64::from(frames) * (point as u64 + 1) / WAVE_POINTS as u64) as u32;
+            let count = end.saturating_sub(start).min(WINDOW_FRAMES) * channels;
+            reader.seek(start).ok()?;
+            *peak = window_peak(&mut reader, spec, count as usize)?;
+        }
+    }
+    Some(encode_wave(&peaks))
+}
+
+/// The largest absolute sample of the next `count` samples, as a share of full scale.
+fn window_peak<R: std::io::Read>(
+    reader: &mut hound::WavReader<R>,
+    spec: hound::WavSpec,
+    count: usize,
+) -> Option<f32> {
+    let mut peak = 0f32;
+    match spec.sample_format {
+        hound::SampleFormat::Float => {
+            for sample in reader.samples::<f32>().take(count) {
+                peak = peak.max(sample.ok()?.abs());
+            }
+        }
+        hound::SampleFormat::Int => {
+            let full = (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+            for sample in reader.samples::<i32>().take(count) {
+                peak = peak.max((sample.ok()? as f32).abs() / full);
+            }
+        }
+    }
+    Some(peak)
+}
+
+/// Peaks (0..=1) as waveform characters; the top character only for clipping.
+fn encode_wave(peaks: &[f32]) -> String {
+    let top = WAVE_ALPHABET.len() - 1;
+    peaks
+        .iter()
+        .map(|&peak| {
+            let level = match peak >= CLIP_LEVEL {
+                true => top,
+                false => ((peak.clamp(0.0, 1.0) * top as f32).round() as usize).min(top - 1),
+            };
+            char::from(WAVE_ALPHABET[level])
+        })
+        .collect()
+}
+
+/// A value offered by a filter, with how many variants have it.
+pub struct Choice {
+    /// The value, as the data holds it.
+    pub value: String,
+    /// Variants with it.
+    pub count: usize,
+}
+
+/// One stem's section.
+pub struct StemSection {
+    /// Its name.
+    pub name: String,
+    /// Its variants.
+    pub variants: usize,
+    /// Its finished variants.
+    pub finished: usize,
+}
+
+/// The template's inputs.
+#[derive(Template)]
+#[template(path = "report.html")]
+struct Page<'a> {
+    title: &'a str,
+    generated_at: String,
+    variants: usize,
+    tracks: usize,
+    stems: Vec<StemSection>,
+    statuses: Vec<Choice>,
+    models: Vec<Choice>,
+    style_weights: Vec<Choice>,
+    weirdness: Vec<Choice>,
+    audio_weights: Vec<Choice>,
+    qcs: Vec<Choice>,
+    has_qc: bool,
+    /// The JSON block, already safe inside a `<script>` element.
+    data: String,
+}
+
+/// The values of one field over all variants, in first-seen or sorted order.
+fn choices<'v, T: Ord + ToString>(
+    variants: &'v [VariantView],
+    field: impl Fn(&'v VariantView) -> Vec<T>,
+) -> Vec<Choice> {
+    let mut counts: std::collections::BTreeMap<T, usize> = Default::default();
+    for variant in variants {
+        for value in field(variant).into_iter().collect::<BTreeSet<_>>() {
+            *counts.entry(value).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(value, count)| Choice {
+            value: value.to_string(),
+            count,
+        })
+        .collect()
+}
+
+/// A weight as the data and the filter spell it; weights have at most 2 decimals.
+fn weight_choices(
+    variants: &[VariantView],
+    get: impl Fn(&VariantView) -> Option<f64>,
+) -> Vec<Choice> {
+    // Hundredths as integers: sortable and exact.
+    let mut choices = choices(variants, |v| {
+        get(v)
+            .map(|w| (w * 100.0).round() as i64)
+            .into_iter()
+            .collect()
+    });
+    for choice in &mut choices {
+        let hundredths: i64 = choice.value.parse().unwrap_or(0);
+        choice.value = format!("{}", hundredths as f64 / 100.0);
+    }
+    choices
+}
+
+/// JSON that is safe inside a `<script>` element: no `<`, `>` or `&` at all (so no `</`
+/// and no `<!--`), and no line separators that old parsers end a string at.
+fn script_json<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_string(value).expect("the page data serialises");
+    json.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+#[derive(Serialize)]
+struct Data<'a> {
+    version: u32,
+    has_qc: bool,
+    variants: &'a [VariantView],
+}
+
+/// Renders the page of `report`; `title` names the folder.
+pub fn render(report: &Report, title: &str) -> Result<String, PageError> {
+    let variants = &report.variants;
+    let mut stems: Vec<StemSection> = Vec::new();
+    for variant in variants {
+        let at = match stems.iter().position(|s| s.name == variant.stem) {
+            Some(at) => at,
+            None => {
+                stems.push(StemSection {
+                    name: variant.stem.clone(),
+                    variants: 0,
+                    finished: 0,
+                });
+                stems.len() - 1
+            }
+        };
+        stems[at].variants += 1;
+        stems[at].finished += usize::from(variant.status == "finished");
+    }
+    let page = Page {
+        title,
+        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        variants: variants.len(),
+        tracks: variants.iter().map(|v| v.tracks.len()).sum(),
+        stems,
+        statuses: choices(variants, |v| vec![v.status.clone()]),
+        models: choices(variants, |v| vec![v.model.clone()]),
+        style_weights: weight_choices(variants, |v| v.style_weight),
+        weirdness: weight_choices(variants, |v| v.weirdness),
+        audio_weights: weight_choices(variants, |v| v.audio_weight),
+        qcs: choices(variants, |v| {
+            v.tracks.iter().map(|t| t.qc.clone()).collect()
+        }),
+        has_qc: report.has_qc,
+        data: script_json(&Data {
+            version: 1,
+            has_qc: report.has_qc,
+            variants,
+        }),
+    };
+    Ok(page.render()?)
+}
+
+/// Reads `DIR/results.csv` and rewrites `DIR/report.html` atomically.
+pub fn write_file(dir: &Path) -> Result<PageSummary, PageError> {
+    let report = read(dir)?;
+    let title = std::fs::canonicalize(dir)
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string());
+    let html = render(&report, &title)?;
+    let path = dir.join(FILE_NAME);
+    let write_error = |source| PageError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(crate::output_files::PAGE_TEMP.0)
+        .suffix(crate::output_files::PAGE_TEMP.1)
+        .permissions(crate::output_files::permissions())
+        .tempfile_in(dir)
+        .map_err(write_error)?;
+    temp.write_all(html.as_bytes()).map_err(write_error)?;
+    temp.as_file().sync_all().map_err(write_error)?;
+    temp.persist(&path).map_err(|e| write_error(e.error))?;
+    let tracks = report.variants.iter().flat_map(|v| &v.tracks);
+    Ok(PageSummary {
+        bytes: html.len() as u64,
+        variants: report.variants.len(),
+        tracks: tracks.clone().count(),
+        waveforms: tracks.filter(|t| !t.wave.is_empty()).count(),
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wav(path: &Path, samples: &[i16]) {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut writer = hound::WavWriter::create(path, spec).unwrap();
+        for s in samples {
+            writer.write_sample(*s).unwrap();
+        }
+        writer.finalize().unwrap();
+    }
+
+    #[test]
+    fn a_silent_take_is_flat_and_a_clipped_one_reaches_the_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let silent = dir.path().join("silent.wav");
+        wav(&silent, &[0; 8000]);
+        assert_eq!(waveform(&silent).unwrap(), "0".repeat(WAVE_POINTS));
+        let clipped = dir.path().join("clipped.wav");
+        let square: Vec<i16> = (0..8000)
+            .map(|i| if i % 2 == 0 { i16::MAX } else { i16::MIN })
+            .collect();
+        wav(&clipped, &square);
+        assert_eq!(waveform(&clipped).unwrap(), "_".repeat(WAVE_POINTS));
+        let half = dir.path().join("half.wav");
+        wav(&half, &[i16::MAX / 2; 8000]);
+        let level = WAVE_ALPHABET.iter().position(|c| *c == b'V').unwrap();
+        assert_eq!(level, 31);
+        assert!(waveform(&half)
+            .unwrap()
+            .chars()
+            .all(|c| c == 'W' || c == 'V'));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_wav_has_no_waveform() {
+        let dir = tempfile::tempdir().unwrap();
+        let mp3 = dir.path().join("a.mp3");
+        std::fs::write(&mp3, b"ID3\x04\x00\x00\x00\x00\x00\x00").unwrap();
+        assert_eq!(waveform(&mp3), None);
+        assert_eq!(waveform(&dir.path().join("absent.wav")), None);
+    }
+
+    #[test]
+    fn the_embedded_json_cannot_end_its_script_element() {
+        let json = script_json(&"</script><!-- & \u{2028}");
+        assert!(!json.contains('<') && !json.contains('>') && !json.contains('&'));
+        let back: String = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, "</script><!-- & \u{2028}");
+    }
+
+    #[test]
+    fn paths_become_relative_urls_segment_by_segment() {
+        assert_eq!(
+            relative_url("audio/my song #1/a?b-1.wav"),
+            "audio/my%20song%20%231/a%3Fb-1.wav"
+        );
+        assert_eq!(relative_url("audio/é/x.wav"), "audio/%C3%A9/x.wav");
+    }
+
+    const HEAD: &str = "stem,variant,take,variant_id,status,task_id,track,audio_id,title,tags,negative_tags,model,vocal_gender,style_weight,weirdness_constraint,audio_weight,duration_s,file,bytes,sha256,audio_url,submitted_at,finished_at,attempts,error";
+
+    #[test]
+    fn rows_become_variants_with_their_tracks_with_or_without_qc_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("audio/s")).unwrap();
+        wav(&dir.path().join("audio/s/a-1.wav"), &[100; 800]);
+        let rows = "s,a,1,id1,finished,t1,1,x,s a,\"lofi, chill\",,V5,f,0.4,,0.6,20,audio/s/a-1.wav,1,ff,u,,,1,\n\
+                    s,a,1,id1,finished,t1,2,y,s a,\"lofi, chill\",,V5,f,0.4,,0.6,20,audio/s/a-2.wav,1,ff,u,,,1,\n\
+                    s,b,1,id2,failed,t2,,,s b,</script>,,V5,f,0.8,,,,,,,,,,1,content policy\n";
+        for qc in [false, true] {
+            let text = match qc {
+                false => format!("{HEAD}\n{rows}"),
+                true => format!(
+                    "{HEAD},decoded_s,peak_dbfs,lufs,qc\n{}",
+                    rows.replace('\n', ",19.9,-3.5,-14,ok\n")
+                ),
+            };
+            std::fs::write(dir.path().join(RESULTS_FILE), text).unwrap();
+            let report = read(dir.path()).unwrap();
+            assert_eq!(report.has_qc, qc);
+            let [a, b] = &report.variants[..] else {
+                panic!("two variants: {:?}", report.variants)
+            };
+            assert_eq!((a.id.as_str(), a.tracks.len()), ("id1", 2));
+            assert_eq!(a.style_weight, Some(0.4));
+            assert_eq!(a.weirdness, None);
+            assert!(a.tracks[0].exists && !a.tracks[1].exists);
+            assert_eq!(a.tracks[0].wave.len(), WAVE_POINTS);
+            assert_eq!(a.tracks[1].wave, "");
+            assert_eq!(a.tracks[0].qc, if qc { "ok" } else { "" });
+            assert_eq!(a.tracks[0].lufs, qc.then_some(-14.0));
+            assert_eq!(
+                (b.status.as_str(), b.error.as_str()),
+                ("failed", "content policy")
+            );
+            assert!(b.tracks.is_empty());
+            let summary = write_file(dir.path()).unwrap();
+            assert_eq!(
+                (summary.variants, summary.tracks, summary.waveforms),
+                (2, 2, 1)
+            );
+            let html = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+            assert_eq!(
+                html.matches("</script>").count(),
+                2,
+                "the data's </script> is escaped"
+            );
+            assert!(html.contains(r#"<script type="application/json" id="data">"#));
+            assert_eq!(html.contains(r#"id="f-qc""#), qc);
+        }
+    }
+
+    #[test]
+    fn a_folder_without_results_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_file(dir.path()).unwrap_err();
+        assert!(matches!(err, PageError::NoResults { .. }), "{err}");
+        assert!(err.to_string().contains("has no results.csv"), "{err}");
+        assert!(!dir.path().join(FILE_NAME).exists());
+    }
+}
