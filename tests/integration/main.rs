@@ -9,6 +9,7 @@ mod end_to_end;
 mod local_stems;
 mod manifest_errors;
 mod money;
+mod qc;
 mod rate_limits;
 mod rerun;
 mod resilience;
