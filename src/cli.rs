@@ -65,7 +65,7 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Serve the built-in API simulator in the foreground.
-    Simulator(SimulatorArgs),
+    Simulator(Box<SimulatorArgs>),
     /// Print a shell completion script to stdout.
     Completions {
         /// The shell.
@@ -212,6 +212,19 @@ pub struct FaultArgs {
     /// Share of tasks that never finish.
     #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
     pub hang_share: f64,
+    /// Share of tracks served as near silence (a faint hiss), full length.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub silent_tracks: f64,
+    /// Share of tracks served too loud, flattened at full scale.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub clipped_tracks: f64,
+    /// Share of tracks served at a quarter of the duration the task's detail reports.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub short_tracks: f64,
+    /// Share of tracks served as a WAV header followed by noise: they look like audio
+    /// but do not decode.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub undecodable_tracks: f64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

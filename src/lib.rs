@@ -13,7 +13,8 @@
 //!                     End, and each event's fact ──▶ journal::writer (fsync, then ack)
 //!                                                 ──▶ report::csv (atomic rewrite)
 //!                   executors: pacer slot (GCRA per endpoint) → api::ApiClient;
-//!                              download (temp file, verify, rename); one retry path
+//!                              download (temp file, verify, rename), then qc::analyze on a
+//!                              blocking thread (decode, peak, loudness, verdict); one retry path
 //! ```
 //!
 //! `app` wires the commands: the run lock (`journal::lock`), signals (`signal`), the
@@ -23,7 +24,7 @@
 //!
 //! The pure modules (`manifest`, `variant`, `outcome`, `api::retry`, `journal::replay`,
 //! `scheduler::state`, `scheduler::events`, `scheduler::poll`, `audio_format`) do no I/O;
-//! the I/O modules wrap them. `sim` is the built-in simulator of the provider, used by
+//! the I/O modules wrap them. `qc` is pure but for `qc::analyze`, which reads one file. `sim` is the built-in simulator of the provider, used by
 //! `run --simulate` and by every network test.
 
 pub mod api;
@@ -36,6 +37,7 @@ pub mod journal;
 pub mod manifest;
 pub mod outcome;
 pub mod output_files;
+pub mod qc;
 pub mod report;
 pub mod scheduler;
 pub mod signal;

@@ -7,6 +7,8 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::qc::TrackQc;
+
 /// What became of a variant (SPEC.md's `status` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VariantStatus {
@@ -54,6 +56,9 @@ pub struct TrackRecord {
     pub audio_url: String,
     /// The file's modification time once in place (ns since the Unix epoch).
     pub modified_ns: Option<u64>,
+    /// What decoding it found; `None` for a track journaled before quality control
+    /// existed.
+    pub qc: Option<TrackQc>,
 }
 
 /// Everything known about one variant: one or more rows of `results.csv`.

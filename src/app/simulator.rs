@@ -6,7 +6,7 @@ use crate::cli::SimulatorArgs;
 use crate::exit::{ExpectedError, SUCCESS};
 use crate::sim::{Faults, SimConfig, SimHandle, WindowLimit};
 
-pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
+pub(super) async fn serve(args: Box<SimulatorArgs>) -> anyhow::Result<u8> {
     let limits = |flag: &str, text: &str| {
         WindowLimit::parse_list(text).map_err(|e| ExpectedError::usage(format!("--{flag}: {e}")))
     };
@@ -29,9 +29,20 @@ pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
         f.not_audio,
         f.fail_share,
         f.hang_share,
+        f.silent_tracks,
+        f.clipped_tracks,
+        f.short_tracks,
+        f.undecodable_tracks,
     ];
     if shares.iter().any(|share| !(0.0..=1.0).contains(share)) {
         return Err(ExpectedError::usage("fault shares must be between 0 and 1").into());
+    }
+    let bad_tracks = f.silent_tracks + f.clipped_tracks + f.short_tracks + f.undecodable_tracks;
+    if bad_tracks > 1.0 + 1e-9 {
+        return Err(ExpectedError::usage(format!(
+            "the bad-track shares (--silent-tracks, --clipped-tracks, --short-tracks, --undecodable-tracks) add up to {bad_tracks}, more than 1"
+        ))
+        .into());
     }
     let faults = Faults {
         unavailable: f.unavailable,
@@ -48,6 +59,10 @@ pub(super) async fn serve(args: SimulatorArgs) -> anyhow::Result<u8> {
         expire_first_download: f.expire_first_download,
         fail_tasks: f.fail_share,
         hang_tasks: f.hang_share,
+        silent_tracks: f.silent_tracks,
+        clipped_tracks: f.clipped_tracks,
+        short_tracks: f.short_tracks,
+        undecodable_tracks: f.undecodable_tracks,
     };
     let config = SimConfig {
         key: args.key,

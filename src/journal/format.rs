@@ -4,6 +4,12 @@
 //! and reads every older version it knows. New kinds of record need a new version.
 //! A torn last line (a kill during a write, cut anywhere, even inside a UTF-8 character)
 //! is dropped on read; a whole last record that only lacks its newline is kept.
+//!
+//! Readers ignore fields they do not know, so a new *optional* field keeps the version:
+//! older readers of version 1 skip it, and newer readers default it when an older writer
+//! left it out. That is how a track's quality control (`decoded_s`, `peak_dbfs`, `lufs`,
+//! `qc`) joined version 1. A new word in a closed set (a `qc` verdict, a status) needs a
+//! new version: a reader of this one would refuse the whole line as damaged.
 
 use std::path::Path;
 
@@ -12,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::JournalError;
 use crate::outcome::{TrackRecord, VariantStatus};
+use crate::qc::{TrackQc, Verdict};
 use crate::variant::VariantId;
 
 /// The format version this stembatch writes.
@@ -67,6 +74,82 @@ pub struct TrackEntry {
     /// size and time are unchanged is not hashed again on resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_ns: Option<u64>,
+    /// Decoded length in seconds (quality control; absent before it existed, and for an
+    /// undecodable track).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoded_s: Option<f64>,
+    /// Sample peak in dBFS: a number, or `"-inf"` for digital silence (JSON has no
+    /// infinity).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "level")]
+    pub peak_dbfs: Option<f64>,
+    /// Integrated loudness in LUFS: a number, or `"-inf"`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "level")]
+    pub lufs: Option<f64>,
+    /// The quality verdict; absent for a track journaled before quality control existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qc: Option<Verdict>,
+}
+
+/// A level in dB as journaled: a JSON number, or the string `"-inf"` (silence), since
+/// JSON has no infinity and serde_json would write `null` for it.
+mod level {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    const MINUS_INFINITY: &str = "-inf";
+
+    pub(super) fn serialize<S: Serializer>(value: &Option<f64>, out: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) if v.is_finite() => out.serialize_f64(*v),
+            Some(v) if *v == f64::NEG_INFINITY => out.serialize_str(MINUS_INFINITY),
+            // Never measured (NaN, +inf): as good as absent.
+            _ => out.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        input: D,
+    ) -> Result<Option<f64>, D::Error> {
+        input.deserialize_any(LevelVisitor)
+    }
+
+    struct LevelVisitor;
+
+    impl<'de> Visitor<'de> for LevelVisitor {
+        type Value = Option<f64>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a level in dB (a number, or \"{MINUS_INFINITY}\")")
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            if v == MINUS_INFINITY {
+                Ok(Some(f64::NEG_INFINITY))
+            } else {
+                Err(E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
 }
 
 /// One journal record.
@@ -296,6 +379,10 @@ impl From<&TrackRecord> for TrackEntry {
             audio_url: track.audio_url.clone(),
             duration_s: track.duration_s,
             modified_ns: track.modified_ns,
+            decoded_s: track.qc.as_ref().and_then(|qc| qc.decoded_s),
+            peak_dbfs: track.qc.as_ref().and_then(|qc| qc.peak_dbfs),
+            lufs: track.qc.as_ref().and_then(|qc| qc.lufs),
+            qc: track.qc.as_ref().map(|qc| qc.verdict),
         }
     }
 }
@@ -311,6 +398,14 @@ impl From<&TrackEntry> for TrackRecord {
             sha256: entry.sha256.clone(),
             audio_url: entry.audio_url.clone(),
             modified_ns: entry.modified_ns,
+            // The verdict is what says quality control ran; measurements without one are
+            // not a result.
+            qc: entry.qc.map(|verdict| TrackQc {
+                decoded_s: entry.decoded_s,
+                peak_dbfs: entry.peak_dbfs,
+                lufs: entry.lufs,
+                verdict,
+            }),
         }
     }
 }
@@ -373,6 +468,10 @@ mod tests {
                     audio_url: "http://h/1.wav".into(),
                     duration_s: Some(2.5),
                     modified_ns: Some(1_764_000_000_123_456_789),
+                    decoded_s: Some(2.5),
+                    peak_dbfs: Some(f64::NEG_INFINITY),
+                    lufs: Some(f64::NEG_INFINITY),
+                    qc: Some(Verdict::Silent),
                 },
             },
             Record::Ended {
@@ -392,6 +491,83 @@ mod tests {
             "{text}"
         );
         assert_eq!(decode_all(&text, Path::new("j")).unwrap(), sample());
+    }
+
+    #[test]
+    fn quality_control_is_journaled_with_silence_as_minus_inf() {
+        let line = encode(&sample()[2]);
+        assert!(
+            line.contains(r#""decoded_s":2.5,"peak_dbfs":"-inf","lufs":"-inf","qc":"silent""#),
+            "{line}"
+        );
+        let Record::Track { entry, .. } = &sample()[2] else {
+            unreachable!()
+        };
+        let track = TrackRecord::from(entry);
+        assert_eq!(
+            track.qc,
+            Some(TrackQc {
+                decoded_s: Some(2.5),
+                peak_dbfs: Some(f64::NEG_INFINITY),
+                lufs: Some(f64::NEG_INFINITY),
+                verdict: Verdict::Silent,
+            })
+        );
+        assert_eq!(&TrackEntry::from(&track), entry);
+        let measured = TrackEntry {
+            peak_dbfs: Some(-1.94),
+            lufs: Some(-16.0),
+            qc: Some(Verdict::Ok),
+            ..entry.clone()
+        };
+        let line = encode(&Record::Track {
+            variant_id: id("a1"),
+            task_id: "t1".into(),
+            entry: measured.clone(),
+        });
+        assert!(
+            line.contains(r#""peak_dbfs":-1.94,"lufs":-16.0,"qc":"ok""#),
+            "{line}"
+        );
+        let read = decode_all(&line, Path::new("j")).unwrap();
+        assert!(matches!(&read[..], [Record::Track { entry, .. }] if *entry == measured));
+        let undecodable = TrackEntry {
+            decoded_s: None,
+            peak_dbfs: None,
+            lufs: None,
+            qc: Some(Verdict::Undecodable),
+            ..entry.clone()
+        };
+        let track = TrackRecord::from(&undecodable);
+        assert_eq!(track.qc, Some(TrackQc::undecodable()));
+        assert_eq!(TrackEntry::from(&track), undecodable);
+    }
+
+    /// A line of a stembatch from before quality control reads with none; and since
+    /// readers skip fields they do not know, such a stembatch reads the new lines too.
+    #[test]
+    fn old_track_lines_read_without_qc_and_unknown_fields_are_skipped() {
+        let old = r#"{"v":1,"kind":"track","variant_id":"a1","task_id":"t1","track":1,"audio_id":"x","file":"audio/s/v-1.wav","bytes":10,"sha256":"ab","audio_url":"http://h/1.wav","duration_s":2.5}"#;
+        let records = decode_all(old, Path::new("j")).unwrap();
+        let [Record::Track { entry, .. }] = &records[..] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(
+            (entry.qc, entry.decoded_s, entry.peak_dbfs),
+            (None, None, None)
+        );
+        assert_eq!(TrackRecord::from(entry).qc, None);
+        let newer = old.replace(
+            r#""duration_s":2.5"#,
+            r#""duration_s":2.5,"true_peak_dbtp":"-inf","loudness_range":7"#,
+        );
+        assert_eq!(decode_all(&newer, Path::new("j")).unwrap(), records);
+        let unknown_word = old.replace(r#""duration_s":2.5"#, r#""qc":"too_loud""#);
+        let err = decode_all(format!("{unknown_word}\n"), Path::new("j")).unwrap_err();
+        assert!(
+            matches!(err, JournalError::Corrupt { line: 1, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -222,6 +222,10 @@ mod tests {
                         audio_url: "u".into(),
                         duration_s: None,
                         modified_ns: None,
+                        decoded_s: None,
+                        peak_dbfs: None,
+                        lufs: None,
+                        qc: None,
                     })
                     .collect(),
             }),

@@ -1,6 +1,10 @@
 //! `results.csv`: one row per generated track, one row per variant with no track, in
 //! manifest order, with SPEC.md's exact header. Written to any `impl Write`; the file form
 //! is atomic (temporary file, fsync, rename) so a crash leaves the last complete file.
+//!
+//! The quality columns (`decoded_s`, `peak_dbfs`, `lufs`, `qc`) are empty on rows without a
+//! track and on tracks journaled before quality control existed; the three measurements
+//! are empty for an undecodable track, and a level of digital silence is written `-inf`.
 
 use std::io::Write;
 use std::path::Path;
@@ -16,7 +20,7 @@ use crate::variant::{Variant, VariantId};
 pub const FILE_NAME: &str = "results.csv";
 
 /// SPEC.md's header, in order.
-pub const HEADER: [&str; 25] = [
+pub const HEADER: [&str; 29] = [
     "stem",
     "variant",
     "take",
@@ -42,6 +46,10 @@ pub const HEADER: [&str; 25] = [
     "finished_at",
     "attempts",
     "error",
+    "decoded_s",
+    "peak_dbfs",
+    "lufs",
+    "qc",
 ];
 
 /// Writes the header and every row: one per variant of `variants`, in their order, with
@@ -121,6 +129,13 @@ fn row(variant: &Variant, record: &VariantRecord, track: Option<&TrackRecord>) -
         record.attempts.to_string(),
         opt(record.error.as_deref()),
     ]);
+    let qc = track.and_then(|t| t.qc.as_ref());
+    row.extend([
+        opt(qc.and_then(|q| q.decoded_s)),
+        opt(qc.and_then(|q| q.peak_dbfs)),
+        opt(qc.and_then(|q| q.lufs)),
+        opt(qc.map(|q| q.verdict)),
+    ]);
     row
 }
 
@@ -128,6 +143,7 @@ fn row(variant: &Variant, record: &VariantRecord, track: Option<&TrackRecord>) -
 mod tests {
     use super::*;
     use crate::outcome::VariantStatus;
+    use crate::qc::{TrackQc, Verdict};
 
     fn variants() -> Vec<Variant> {
         let text = "[defaults]\ntitle = \"{stem} {variant}\"\ntags = \"a, b\"\nnegative_tags = \"\"\nstyle_weight = 0.65\n\
@@ -143,10 +159,16 @@ mod tests {
     }
 
     #[test]
+    fn the_header_is_specs() {
+        let spec = "stem,variant,take,variant_id,status,task_id,track,audio_id,title,tags,negative_tags,model,vocal_gender,style_weight,weirdness_constraint,audio_weight,duration_s,file,bytes,sha256,audio_url,submitted_at,finished_at,attempts,error,decoded_s,peak_dbfs,lufs,qc";
+        assert_eq!(HEADER.join(","), spec);
+    }
+
+    #[test]
     fn one_row_per_track_and_one_per_variant_without_tracks() {
         let variants = variants();
         let at = "2026-11-25T01:02:03Z".parse().unwrap();
-        let track = |n: u32| TrackRecord {
+        let track = |n: u32, qc: Option<TrackQc>| TrackRecord {
             number: n,
             modified_ns: None,
             audio_id: format!("a{n}"),
@@ -155,6 +177,13 @@ mod tests {
             bytes: 100,
             sha256: "ff".into(),
             audio_url: format!("http://h/{n}.wav"),
+            qc,
+        };
+        let measured = |peak_dbfs, lufs, verdict| TrackQc {
+            decoded_s: Some(19.998),
+            peak_dbfs: Some(peak_dbfs),
+            lufs: Some(lufs),
+            verdict,
         };
         let finished = VariantRecord {
             status: VariantStatus::Finished,
@@ -163,7 +192,19 @@ mod tests {
             finished_at: Some(at),
             attempts: 1,
             error: None,
-            tracks: vec![track(1), track(2)],
+            tracks: vec![
+                track(1, Some(measured(-1.94, -16.0, Verdict::Ok))),
+                track(
+                    2,
+                    Some(measured(
+                        f64::NEG_INFINITY,
+                        f64::NEG_INFINITY,
+                        Verdict::Silent,
+                    )),
+                ),
+                track(3, Some(TrackQc::undecodable())),
+                track(4, None),
+            ],
         };
         let records = HashMap::from([(variants[0].id.clone(), finished)]);
         let mut out = Vec::new();
@@ -171,13 +212,22 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines[0], HEADER.join(","));
-        assert_eq!(lines.len(), 4);
+        assert_eq!(lines.len(), 6);
         let id = &variants[0].id;
         assert_eq!(
             lines[1],
-            format!("s,one,1,{id},finished,t1,1,a1,s one,\"a, b\",,V4_5PLUS,,0.65,,,20,audio/s/one-1.wav,100,ff,http://h/1.wav,2026-11-25T01:02:03Z,2026-11-25T01:02:03Z,1,")
+            format!("s,one,1,{id},finished,t1,1,a1,s one,\"a, b\",,V4_5PLUS,,0.65,,,20,audio/s/one-1.wav,100,ff,http://h/1.wav,2026-11-25T01:02:03Z,2026-11-25T01:02:03Z,1,,19.998,-1.94,-16,ok")
         );
         assert!(lines[2].starts_with(&format!("s,one,1,{id},finished,t1,2,a2,")));
-        assert!(lines[3].starts_with(&format!("s,two,1,{},pending,,,,s two,", variants[1].id)));
+        assert!(
+            lines[2].ends_with(",1,,19.998,-inf,-inf,silent"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].ends_with(",1,,,,,undecodable"), "{}", lines[3]);
+        assert!(lines[4].ends_with(",1,,,,,"), "not checked: {}", lines[4]);
+        assert!(lines[5].starts_with(&format!("s,two,1,{},pending,,,,s two,", variants[1].id)));
+        assert!(lines[5].ends_with(",0,,,,,"), "{}", lines[5]);
+        assert!(lines.iter().all(|l| l.split(',').count() >= HEADER.len()));
     }
 }

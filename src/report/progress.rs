@@ -964,6 +964,7 @@ mod tests {
             sha256: String::new(),
             audio_url: String::new(),
             modified_ns: None,
+            qc: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The executors: each carries out one [`Action`] of the run state (submit, poll,
 //! download) and reports one [`Event`]. They decide nothing about money: a failed submit
 //! is reported, never repeated here; retries of calls that cost nothing go through the
-//! one retry path ([`super::retrying`]).
+//! one retry path ([`super::retrying`]). A track that landed is decoded and judged
+//! ([`crate::qc`]) before it is reported.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ use crate::journal::format::Record;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::RunSettings;
 use crate::outcome::TrackRecord;
+use crate::qc::{self, TrackQc, Verdict};
 use crate::variant::{StemSource, Variant, VariantId};
 
 /// How long before its slot a submit's intent is journaled: one fsync with room to
@@ -217,6 +219,10 @@ impl Executor {
             Ok(fetched) => fetched,
             Err(failure) => return failed(failure),
         };
+        let qc = check_quality(self.out_dir.join(&relative), file.duration).await;
+        if qc.verdict != Verdict::Ok {
+            warn!(track = number, qc = %qc.verdict, file = %relative, "track failed quality control; kept");
+        }
         if let Some(image) = file.image_url.as_deref() {
             if self.settings.download_covers {
                 let cover = format!("{base}.{}", extension_of(image, "jpeg"));
@@ -238,6 +244,7 @@ impl Executor {
                 sha256: done.sha256,
                 audio_url: url,
                 modified_ns: done.modified_ns,
+                qc: Some(qc),
             },
         }
     }
@@ -299,6 +306,19 @@ impl Executor {
             .or(by_position)
             .map(|f| f.audio_url.clone())
             .ok_or_else(|| format!("task {task_id} no longer lists track {number}"))
+    }
+}
+
+/// Decodes a track that just landed, on a blocking thread: CPU work on a file. A decoder
+/// that panics (a malformed file can find a bug) makes the track undecodable, not the run
+/// fail.
+async fn check_quality(path: PathBuf, expected_duration: Option<f64>) -> TrackQc {
+    match tokio::task::spawn_blocking(move || qc::analyze(&path, expected_duration)).await {
+        Ok(qc) => qc,
+        Err(err) => {
+            warn!(error = %err, "decoding the track failed; counted undecodable");
+            TrackQc::undecodable()
+        }
     }
 }
 

@@ -302,8 +302,12 @@ impl Params {
 
 /// A WAV file of `seconds` seconds shaped by `params`; `seed` is the take's.
 pub fn render_wav(params: &Params, seed: u64, seconds: f64) -> Vec<u8> {
-    let samples = synthesize(params, seed, seconds, SAMPLE_RATE);
-    encode_wav(&samples, SAMPLE_RATE)
+    encode_wav(&render_samples(params, seed, seconds), SAMPLE_RATE)
+}
+
+/// The samples of [`render_wav`], at [`SAMPLE_RATE`], peaking at 0.8.
+pub fn render_samples(params: &Params, seed: u64, seconds: f64) -> Vec<f32> {
+    synthesize(params, seed, seconds, SAMPLE_RATE)
 }
 
 /// 16-bit mono PCM in a WAV container.

@@ -35,6 +35,13 @@ pub const FAIL_MESSAGE: &str = "The prompt violates our content policy";
 /// Faults to inject, each as the share (0..1) of calls it strikes. They strike before a
 /// task is created unless their doc says otherwise, so a client that retries them well
 /// creates no duplicate task.
+///
+/// The bad-track shares (`silent_tracks`, `clipped_tracks`, `short_tracks`,
+/// `undecodable_tracks`) are shares of the tracks of finished tasks, whose downloads
+/// succeed: what is served is bad, not how. Each track's lot is drawn from its task's
+/// seed, not from the dice, so a track is the same on every download, from the cache or
+/// not, and on any simulator with the same shares. The shares add up in that order: past
+/// 1, the later ones get what is left.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Faults {
     /// API calls answered 503 before any work (no task is created).
@@ -69,6 +76,15 @@ pub struct Faults {
     pub fail_tasks: f64,
     /// Tasks that never finish.
     pub hang_tasks: f64,
+    /// Tracks served as near silence (a hiss near -84 dBFS), full length.
+    pub silent_tracks: f64,
+    /// Tracks served four times too loud, flattened at full scale.
+    pub clipped_tracks: f64,
+    /// Tracks served at a quarter of the `duration` the task's detail reports.
+    pub short_tracks: f64,
+    /// Tracks served as a RIFF/WAVE header followed by noise: they pass a download's
+    /// check for audio, but nothing decodes them.
+    pub undecodable_tracks: f64,
 }
 
 impl Faults {
@@ -76,7 +92,8 @@ impl Faults {
     /// included; tasks still all finish. Left out: [`Faults::unreadable_submit`] (an
     /// unreadable 2xx submit answer stops all submitting, by design) and
     /// [`Faults::submit_answer_delay`] (past the client's timeout, every submit's outcome
-    /// is unknown); set those on their own.
+    /// is unknown), and the bad tracks (they change what a run downloads, not whether it
+    /// gets there); set those on their own.
     pub fn all(share: f64) -> Self {
         Faults {
             unavailable: share,
@@ -93,6 +110,10 @@ impl Faults {
             expire_first_download: true,
             fail_tasks: 0.0,
             hang_tasks: 0.0,
+            silent_tracks: 0.0,
+            clipped_tracks: 0.0,
+            short_tracks: 0.0,
+            undecodable_tracks: 0.0,
         }
     }
 }

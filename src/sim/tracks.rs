@@ -1,5 +1,6 @@
-//! The simulator's tracks: which ones exist, how each is rendered, and a small bounded cache
-//! of recent renders, so a re-download (after a cut one) costs no second render.
+//! The simulator's tracks: which ones exist, how each is rendered (bad on purpose for the
+//! shares of [`super::Faults`] that ask for it), and a small bounded cache of recent
+//! renders, so a re-download (after a cut one) costs no second render.
 //!
 //! Rendering keeps a CPU busy for a noticeable time (a sizeable fraction of a second for a
 //! 20 s track), so callers on the async runtime run [`TrackSpec::render`] on a blocking
@@ -12,7 +13,7 @@ use bytes::Bytes;
 
 use super::audio::{self, Params};
 use super::ticket::Ticket;
-use super::SimConfig;
+use super::{Faults, SimConfig};
 
 /// Renders the cache keeps at most.
 pub(super) const CACHE_ENTRIES: usize = 64;
@@ -26,6 +27,55 @@ pub(super) struct TrackSpec {
     params: Params,
     seed: u64,
     seconds: f64,
+    defect: Option<Defect>,
+}
+
+/// What is wrong with a bad track.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Defect {
+    /// A faint hiss, 2 steps of 16 bits at most (near -84 dBFS).
+    Silent,
+    /// The render four times too loud, flattened at full scale.
+    Clipped,
+    /// A quarter of the length the task's detail reports.
+    Short,
+    /// A RIFF/WAVE header, then noise.
+    Undecodable,
+}
+
+/// The share of the reported length a short track has.
+const SHORT_SHARE: f64 = 0.25;
+/// How much louder than its render a clipped track is.
+const CLIP_GAIN: f32 = 4.0;
+
+impl Defect {
+    /// The lot of the track whose take seed is `seed` under `faults`: one draw from the
+    /// seed, against the shares laid end to end.
+    fn draw(faults: &Faults, seed: u64) -> Option<Defect> {
+        let draw = (splitmix64(seed ^ 0x0bad_7ac4) >> 11) as f64 / (1u64 << 53) as f64;
+        let shares = [
+            (faults.silent_tracks, Defect::Silent),
+            (faults.clipped_tracks, Defect::Clipped),
+            (faults.short_tracks, Defect::Short),
+            (faults.undecodable_tracks, Defect::Undecodable),
+        ];
+        let mut bound = 0.0;
+        for (share, defect) in shares {
+            bound += share.max(0.0);
+            if draw < bound {
+                return Some(defect);
+            }
+        }
+        None
+    }
+}
+
+/// A well-mixed 64-bit hash of a seed.
+fn splitmix64(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl TrackSpec {
@@ -33,19 +83,62 @@ impl TrackSpec {
     /// has that track. Cheap: nothing is rendered.
     pub(super) fn of(config: &SimConfig, task_id: &str, track: u32) -> Option<TrackSpec> {
         let ticket = Ticket::parse(task_id)?;
+        // Each track its own take of the task.
+        let seed = ticket.seed.wrapping_add(u64::from(track));
         (1..=config.tracks_per_task)
             .contains(&track)
             .then(|| TrackSpec {
                 params: ticket.params,
-                // Each track its own take of the task.
-                seed: ticket.seed.wrapping_add(u64::from(track)),
+                seed,
                 seconds: ticket.track_ms as f64 / 1000.0,
+                defect: Defect::draw(&config.faults, seed),
             })
     }
 
     /// The WAV bytes. CPU-bound: not on an async worker thread.
     pub(super) fn render(&self) -> Vec<u8> {
-        audio::render_wav(&self.params, self.seed, self.seconds)
+        let samples = |seconds| audio::render_samples(&self.params, self.seed, seconds);
+        let wav = |samples: &[f32]| audio::encode_wav(samples, audio::SAMPLE_RATE);
+        match self.defect {
+            None => wav(&samples(self.seconds)),
+            Some(Defect::Short) => wav(&samples(self.seconds * SHORT_SHARE)),
+            Some(Defect::Clipped) => {
+                let loud: Vec<f32> = samples(self.seconds)
+                    .iter()
+                    .map(|s| (s * CLIP_GAIN).clamp(-1.0, 1.0))
+                    .collect();
+                wav(&loud)
+            }
+            Some(Defect::Silent) => {
+                let step = 1.0 / f32::from(i16::MAX);
+                let hiss: Vec<f32> = (0..self.frames())
+                    .map(|i| (splitmix64(self.seed ^ i as u64) % 5) as f32 * step - 2.0 * step)
+                    .collect();
+                wav(&hiss)
+            }
+            Some(Defect::Undecodable) => self.undecodable(),
+        }
+    }
+
+    fn frames(&self) -> usize {
+        (self.seconds * f64::from(audio::SAMPLE_RATE)) as usize
+    }
+
+    /// `RIFF`, its length, `WAVE`, and then noise of the length the samples would have
+    /// had: no format chunk, so no decoder reads it.
+    fn undecodable(&self) -> Vec<u8> {
+        let len = 12 + self.frames() * 2;
+        let mut bytes = Vec::with_capacity(len);
+        bytes.extend_from_slice(b"RIFF");
+        bytes.extend_from_slice(&((len - 8) as u32).to_le_bytes());
+        bytes.extend_from_slice(b"WAVE");
+        let mut state = self.seed;
+        while bytes.len() < len {
+            state = splitmix64(state);
+            let take = (len - bytes.len()).min(8);
+            bytes.extend_from_slice(&state.to_le_bytes()[..take]);
+        }
+        bytes
     }
 }
 
@@ -138,6 +231,88 @@ mod tests {
         cache.insert("task", 1, Bytes::from_static(b"abc"));
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.bytes, 3);
+    }
+
+    #[test]
+    fn bad_tracks_are_drawn_from_the_seed_by_their_shares() {
+        let draw = |faults: &Faults| -> Vec<Option<Defect>> {
+            (0..2000).map(|seed| Defect::draw(faults, seed)).collect()
+        };
+        assert!(draw(&Faults::default()).iter().all(Option::is_none));
+        let every = Faults {
+            short_tracks: 1.0,
+            ..Faults::default()
+        };
+        assert!(draw(&every).iter().all(|d| *d == Some(Defect::Short)));
+        let mixed = Faults {
+            silent_tracks: 0.1,
+            clipped_tracks: 0.2,
+            undecodable_tracks: 0.3,
+            ..Faults::default()
+        };
+        let drawn = draw(&mixed);
+        assert_eq!(drawn, draw(&mixed), "the same seeds, the same lots");
+        let share =
+            |defect| drawn.iter().filter(|d| **d == defect).count() as f64 / drawn.len() as f64;
+        assert!((share(Some(Defect::Silent)) - 0.1).abs() < 0.03);
+        assert!((share(Some(Defect::Clipped)) - 0.2).abs() < 0.03);
+        assert!((share(Some(Defect::Undecodable)) - 0.3).abs() < 0.03);
+        assert!((share(None) - 0.4).abs() < 0.03);
+    }
+
+    /// Each bad track is what quality control calls it; the detail's duration is the
+    /// full one, so a short track is short against it.
+    #[test]
+    fn bad_tracks_get_their_verdicts() {
+        use crate::qc::{analyze, Verdict};
+        let id = "sim-000001-19ab697e800-2d-0632ff00-deadbeef-ok-1388";
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (Faults::default(), Verdict::Ok),
+            (
+                Faults {
+                    silent_tracks: 1.0,
+                    ..Faults::default()
+                },
+                Verdict::Silent,
+            ),
+            (
+                Faults {
+                    clipped_tracks: 1.0,
+                    ..Faults::default()
+                },
+                Verdict::Clipped,
+            ),
+            (
+                Faults {
+                    short_tracks: 1.0,
+                    ..Faults::default()
+                },
+                Verdict::Short,
+            ),
+            (
+                Faults {
+                    undecodable_tracks: 1.0,
+                    ..Faults::default()
+                },
+                Verdict::Undecodable,
+            ),
+        ];
+        for (faults, verdict) in cases {
+            let config = SimConfig {
+                faults,
+                ..SimConfig::default()
+            };
+            let spec = TrackSpec::of(&config, id, 1).unwrap();
+            assert_eq!(spec.seconds, 5.0);
+            let bytes = spec.render();
+            assert_eq!(bytes, spec.render(), "deterministic");
+            assert!(crate::audio_format::sniff(&bytes).is_some(), "{verdict}");
+            let path = dir.path().join(format!("{verdict}.wav"));
+            std::fs::write(&path, &bytes).unwrap();
+            let qc = analyze(&path, Some(spec.seconds));
+            assert_eq!(qc.verdict, verdict, "{qc:?}");
+        }
     }
 
     #[test]

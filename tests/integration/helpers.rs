@@ -212,7 +212,7 @@ pub fn read_results(dir: &Path) -> (Vec<String>, Vec<HashMap<String, String>>) {
 }
 
 /// SPEC.md's header, spelled out here independently of the code under test.
-pub const SPEC_HEADER: &str = "stem,variant,take,variant_id,status,task_id,track,audio_id,title,tags,negative_tags,model,vocal_gender,style_weight,weirdness_constraint,audio_weight,duration_s,file,bytes,sha256,audio_url,submitted_at,finished_at,attempts,error";
+pub const SPEC_HEADER: &str = "stem,variant,take,variant_id,status,task_id,track,audio_id,title,tags,negative_tags,model,vocal_gender,style_weight,weirdness_constraint,audio_weight,duration_s,file,bytes,sha256,audio_url,submitted_at,finished_at,attempts,error,decoded_s,peak_dbfs,lufs,qc";
 
 /// sha256 of a file, hex.
 pub fn sha256_of(path: &Path) -> String {

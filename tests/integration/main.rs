@@ -10,6 +10,7 @@ mod live_view;
 mod local_stems;
 mod manifest_errors;
 mod money;
+mod qc;
 mod rate_limits;
 mod report;
 mod rerun;

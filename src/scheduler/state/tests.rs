@@ -87,6 +87,7 @@ fn track(n: u32) -> TrackRecord {
         sha256: "00".into(),
         audio_url: format!("http://h/{n}.wav"),
         modified_ns: None,
+        qc: None,
     }
 }
 
