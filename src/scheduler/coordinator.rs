@@ -63,12 +63,16 @@ impl Coordinator {
         // Before any work: a folder whose report cannot be written buys nothing.
         self.write_report().await?;
         self.progress.begin(self.snapshot());
-        if let Some(reason) = first {
+        match first {
+            Some(StopReason::Interrupted) => self.on_event(Event::Stop(StopReason::Interrupted)),
             // Said by whoever found it (the balance check): applied here without a word.
-            let actions = self
-                .state
-                .handle(now(), chrono::Utc::now(), Event::Stop(reason));
-            self.dispatch_quietly(actions);
+            Some(reason) => {
+                let actions = self
+                    .state
+                    .handle(now(), chrono::Utc::now(), Event::Stop(reason));
+                self.dispatch_quietly(actions);
+            }
+            None => {}
         }
         let actions = self.state.start(now(), chrono::Utc::now());
         self.dispatch(actions);
