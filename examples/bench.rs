@@ -1,6 +1,7 @@
 //! Benchmarks of the client against the in-process simulator.
 //!
-//! `cargo run --release --example bench` runs every scenario and prints a table. Each
+//! `cargo run --release --example bench` runs every scenario and prints a table
+//! (`-- --only NAME` runs one). Each
 //! scenario's client runs in a child process (this same program, `--scenario NAME`), so
 //! the CPU time and peak memory it reports are the client's alone; the simulator runs in
 //! the parent. Scenarios:
@@ -232,7 +233,12 @@ fn spawn_child<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
 
 async fn parent() {
     let mut report = String::new();
-    for scenario in &SCENARIOS {
+    // `--only NAME` runs one scenario (for profiling); every scenario otherwise.
+    let only = std::env::args().skip_while(|a| a != "--only").nth(1);
+    for scenario in SCENARIOS
+        .iter()
+        .filter(|s| only.as_deref().is_none_or(|name| name == s.name))
+    {
         let config = SimConfig {
             key: "bench-key".into(),
             task_duration: scenario.task,
@@ -310,8 +316,18 @@ async fn parent() {
     .unwrap();
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Named threads: a profile tells the simulator's work (the parent) from the client's.
+    let parent = std::env::args().all(|a| a != "--scenario");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(if parent { "sim" } else { "client" })
+        .build()
+        .expect("a runtime")
+        .block_on(run());
+}
+
+async fn run() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let value = |flag: &str| {
         args.iter()
