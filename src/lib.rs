@@ -44,3 +44,4 @@ pub mod signal;
 pub mod sim;
 pub mod stems;
 pub mod variant;
+pub mod waveform;

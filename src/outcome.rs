@@ -59,6 +59,9 @@ pub struct TrackRecord {
     /// What decoding it found; `None` for a track journaled before quality control
     /// existed.
     pub qc: Option<TrackQc>,
+    /// Its waveform for the listening page, when this run drew it as the track landed;
+    /// never journaled (the page draws the others from the file).
+    pub wave: Option<String>,
 }
 
 /// Everything known about one variant: one or more rows of `results.csv`.

@@ -398,6 +398,7 @@ impl From<&TrackEntry> for TrackRecord {
             sha256: entry.sha256.clone(),
             audio_url: entry.audio_url.clone(),
             modified_ns: entry.modified_ns,
+            wave: None,
             // The verdict is what says quality control ran; measurements without one are
             // not a result.
             qc: entry.qc.map(|verdict| TrackQc {

@@ -169,6 +169,7 @@ mod tests {
         let variants = variants();
         let at = "2026-11-25T01:02:03Z".parse().unwrap();
         let track = |n: u32, qc: Option<TrackQc>| TrackRecord {
+            wave: None,
             number: n,
             modified_ns: None,
             audio_id: format!("a{n}"),

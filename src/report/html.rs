@@ -19,24 +19,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Serialize;
 
 use super::csv::FILE_NAME as RESULTS_FILE;
+pub use crate::waveform::{waveform, WAVE_ALPHABET, WAVE_POINTS};
 
 /// The page's name inside the output folder.
 pub const FILE_NAME: &str = "report.html";
-
-/// Points of a track's waveform: enough to see silence, clipping and the shape of a take.
-pub const WAVE_POINTS: usize = 200;
-
-/// Levels of one waveform point, as one character each of [`WAVE_ALPHABET`]; the top level
-/// is kept for points that reach full scale (clipping).
-pub const WAVE_ALPHABET: &[u8; 64] =
-    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
-
-/// A sample at or above this share of full scale counts as clipped.
-const CLIP_LEVEL: f32 = 0.999;
-
-/// Frames decoded per waveform point at most: a long track is sampled in evenly spaced
-/// windows instead of decoded whole, so that a folder of long WAVs is drawn in seconds.
-const WINDOW_FRAMES: u32 = 4096;
 
 /// Why the page could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +153,12 @@ pub struct Report {
 
 /// Reads `DIR/results.csv` and the peaks of its WAV tracks.
 pub fn read(dir: &Path) -> Result<Report, PageError> {
+    read_with(dir, &HashMap::new())
+}
+
+/// As [`read`], with the waveforms already drawn (by the run, as each track landed), by
+/// file relative to `dir`: only the others are read from disk.
+pub fn read_with(dir: &Path, known: &HashMap<String, String>) -> Result<Report, PageError> {
     let path = dir.join(RESULTS_FILE);
     let csv_error = |source| PageError::Csv {
         path: path.clone(),
@@ -204,7 +196,7 @@ pub fn read(dir: &Path) -> Result<Report, PageError> {
             report.variants.len() - 1
         });
         if !get("file").is_empty() {
-            let track = track_of(dir, &get);
+            let track = track_of(dir, &get, known);
             report.variants[slot].tracks.push(track);
         }
     }
@@ -264,7 +256,11 @@ fn variant_of(get: &dyn Fn(&str) -> String) -> VariantView {
     }
 }
 
-fn track_of(dir: &Path, get: &dyn Fn(&str) -> String) -> TrackView {
+fn track_of(
+    dir: &Path,
+    get: &dyn Fn(&str) -> String,
+    known: &HashMap<String, String>,
+) -> TrackView {
     let file = get("file");
     let path = dir.join(&file);
     let exists = path.is_file();
@@ -277,9 +273,10 @@ fn track_of(dir: &Path, get: &dyn Fn(&str) -> String) -> TrackView {
         peak_dbfs: number(&get("peak_dbfs")),
         lufs: number(&get("lufs")),
         qc: get("qc"),
-        wave: match exists {
-            true => waveform(&path).unwrap_or_default(),
-            false => String::new(),
+        wave: match (exists, known.get(&file)) {
+            (true, Some(wave)) => wave.clone(),
+            (true, None) => waveform(&path).unwrap_or_default(),
+            (false, _) => String::new(),
         },
         file,
     }
@@ -307,64 +304,6 @@ pub fn relative_url(file: &str) -> String {
         .map(|segment| utf8_percent_encode(segment, SEGMENT).to_string())
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// The waveform of a WAV file: the peak of each of [`WAVE_POINTS`] stretches, as
-/// characters of [`WAVE_ALPHABET`]; `None` when the file is not a WAV hound can read.
-pub fn waveform(path: &Path) -> Option<String> {
-    let mut reader = hound::WavReader::open(path).ok()?;
-    let spec = reader.spec();
-    let frames = reader.duration();
-    let channels = u32::from(spec.channels.max(1));
-    let mut peaks = vec![0f32; WAVE_POINTS];
-    if frames > 0 {
-        for (point, peak) in peaks.iter_mut().enumerate() {
-            let start = (u64::from(frames) * point as u64 / WAVE_POINTS as u64) as u32;
-            let end = (u64::from(frames) * (point as u64 + 1) / WAVE_POINTS as u64) as u32;
-            let count = end.saturating_sub(start).min(WINDOW_FRAMES) * channels;
-            reader.seek(start).ok()?;
-            *peak = window_peak(&mut reader, spec, count as usize)?;
-        }
-    }
-    Some(encode_wave(&peaks))
-}
-
-/// The largest absolute sample of the next `count` samples, as a share of full scale.
-fn window_peak<R: std::io::Read>(
-    reader: &mut hound::WavReader<R>,
-    spec: hound::WavSpec,
-    count: usize,
-) -> Option<f32> {
-    let mut peak = 0f32;
-    match spec.sample_format {
-        hound::SampleFormat::Float => {
-            for sample in reader.samples::<f32>().take(count) {
-                peak = peak.max(sample.ok()?.abs());
-            }
-        }
-        hound::SampleFormat::Int => {
-            let full = (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-            for sample in reader.samples::<i32>().take(count) {
-                peak = peak.max((sample.ok()? as f32).abs() / full);
-            }
-        }
-    }
-    Some(peak)
-}
-
-/// Peaks (0..=1) as waveform characters; the top character only for clipping.
-fn encode_wave(peaks: &[f32]) -> String {
-    let top = WAVE_ALPHABET.len() - 1;
-    peaks
-        .iter()
-        .map(|&peak| {
-            let level = match peak >= CLIP_LEVEL {
-                true => top,
-                false => ((peak.clamp(0.0, 1.0) * top as f32).round() as usize).min(top - 1),
-            };
-            char::from(WAVE_ALPHABET[level])
-        })
-        .collect()
 }
 
 /// A value offered by a filter, with how many variants have it.
@@ -507,7 +446,15 @@ pub fn render(report: &Report, title: &str) -> Result<String, PageError> {
 
 /// Reads `DIR/results.csv` and rewrites `DIR/report.html` atomically.
 pub fn write_file(dir: &Path) -> Result<PageSummary, PageError> {
-    let report = read(dir)?;
+    write_file_with(dir, &HashMap::new())
+}
+
+/// As [`write_file`], with the waveforms already drawn, by file (see [`read_with`]).
+pub fn write_file_with(
+    dir: &Path,
+    known: &HashMap<String, String>,
+) -> Result<PageSummary, PageError> {
+    let report = read_with(dir, known)?;
     let title = std::fs::canonicalize(dir)
         .ok()
         .as_deref()

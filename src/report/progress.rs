@@ -956,6 +956,7 @@ mod tests {
 
     fn track(number: u32) -> TrackRecord {
         TrackRecord {
+            wave: None,
             number,
             audio_id: format!("a{number}"),
             duration_s: Some(20.0),

@@ -253,7 +253,16 @@ impl Coordinator {
     /// on to its exit code: results.csv is the record.
     async fn write_page(&self) {
         let dir = self.out_dir.clone();
-        match tokio::task::spawn_blocking(move || report::html::write_file(&dir)).await {
+        // The waveforms this run drew as its tracks landed: the page reads only the others.
+        let known: HashMap<String, String> = self
+            .state
+            .records()
+            .into_values()
+            .flat_map(|record| record.tracks)
+            .filter_map(|track| Some((track.file, track.wave?)))
+            .collect();
+        let write = move || report::html::write_file_with(&dir, &known);
+        match tokio::task::spawn_blocking(write).await {
             Ok(Ok(page)) => debug!(
                 bytes = page.bytes,
                 waveforms = page.waveforms,

@@ -219,7 +219,7 @@ impl Executor {
             Ok(fetched) => fetched,
             Err(failure) => return failed(failure),
         };
-        let qc = check_quality(self.out_dir.join(&relative), file.duration).await;
+        let (qc, wave) = check_quality(self.out_dir.join(&relative), file.duration).await;
         if qc.verdict != Verdict::Ok {
             warn!(track = number, qc = %qc.verdict, file = %relative, "track failed quality control; kept");
         }
@@ -245,6 +245,7 @@ impl Executor {
                 audio_url: url,
                 modified_ns: done.modified_ns,
                 qc: Some(qc),
+                wave,
             },
         }
     }
@@ -309,15 +310,20 @@ impl Executor {
     }
 }
 
-/// Decodes a track that just landed, on a blocking thread: CPU work on a file. A decoder
-/// that panics (a malformed file can find a bug) makes the track undecodable, not the run
-/// fail.
-async fn check_quality(path: PathBuf, expected_duration: Option<f64>) -> TrackQc {
-    match tokio::task::spawn_blocking(move || qc::analyze(&path, expected_duration)).await {
-        Ok(qc) => qc,
+/// Decodes a track that just landed and draws its waveform, on a blocking thread: CPU
+/// work on a file, done while other tracks download rather than all at the run's end. A
+/// decoder that panics (a malformed file can find a bug) makes the track undecodable, not
+/// the run fail.
+async fn check_quality(path: PathBuf, expected_duration: Option<f64>) -> (TrackQc, Option<String>) {
+    let checked = tokio::task::spawn_blocking(move || {
+        let qc = qc::analyze(&path, expected_duration);
+        (qc, crate::waveform::waveform(&path))
+    });
+    match checked.await {
+        Ok(checked) => checked,
         Err(err) => {
             warn!(error = %err, "decoding the track failed; counted undecodable");
-            TrackQc::undecodable()
+            (TrackQc::undecodable(), None)
         }
     }
 }

@@ -79,6 +79,7 @@ fn detail(status: TaskStatus, tracks: u32) -> TaskDetail {
 
 fn track(n: u32) -> TrackRecord {
     TrackRecord {
+        wave: None,
         number: n,
         audio_id: format!("a{n}"),
         duration_s: Some(1.0),
