@@ -92,7 +92,8 @@ pub enum CompletionShell {
 pub struct RunArgs {
     /// The manifest.
     pub manifest: PathBuf,
-    /// The output folder (default: the manifest's run.output_dir).
+    /// The output folder, relative to the current folder (default: the manifest's
+    /// run.output_dir, relative to the manifest's folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Run against the built-in simulator, in this process, with its own key.

@@ -83,11 +83,6 @@ pub(super) async fn prepare(
 pub(super) fn log_summary(resume: &Resume, fresh_folder: bool) {
     let counts = resume.counts();
     let count = |intent| counts.get(&intent).copied().unwrap_or(0);
-    let words: Vec<String> = Intent::ALL
-        .iter()
-        .filter(|i| count(**i) > 0)
-        .map(|i| format!("{} {}", count(*i), i.word()))
-        .collect();
     let from = match fresh_folder {
         true => "a new output folder",
         false => "the journal",
@@ -100,8 +95,7 @@ pub(super) fn log_summary(resume: &Resume, fresh_folder: bool) {
         keep = count(Intent::Keep) + count(Intent::KeepUnknown),
         unusable = count(Intent::Unusable),
         new_tasks = resume.new_tasks(),
-        "starting from {from}: {}",
-        words.join(", ")
+        "starting from {from}",
     );
 }
 

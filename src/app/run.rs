@@ -42,7 +42,7 @@ pub fn resolve_output_dir(
     manifest: &Manifest,
     today: chrono::NaiveDate,
 ) -> PathBuf {
-    match out {
+    let dir = match out {
         Some(dir) => dir.to_owned(),
         None => {
             let dir = manifest
@@ -51,7 +51,9 @@ pub fn resolve_output_dir(
                 .replace("{date}", &today.format("%Y-%m-%d").to_string());
             manifest.dir().join(dir)
         }
-    }
+    };
+    // Said in every log line that names it: `out/demo`, not `examples/manifests/../../out/demo`.
+    crate::stems::normalized(&dir)
 }
 
 /// Where the API is, and with which key; the simulator when asked, kept alive by the
@@ -189,7 +191,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     log_closing(&state, &variants, &csv_path, started.elapsed(), view);
     // The last line of a run: where to listen.
     let page = out_dir.join(crate::report::html::FILE_NAME);
-    tracing::info!(report = %page.display(), "report: {}", page.display());
+    tracing::info!("report: {}", page.display());
     Ok(exit_code(&state))
 }
 

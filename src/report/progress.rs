@@ -906,15 +906,21 @@ impl ClosingLines {
     }
 }
 
+/// "1 task", "2 tasks".
+fn counted(count: usize, noun: &str) -> String {
+    format!("{count} {noun}{}", if count == 1 { "" } else { "s" })
+}
+
 /// The closing summary: the counts, the unknown outcomes, and the variants that did not
 /// finish with their errors.
 pub fn closing_summary(closing: &Closing<'_>) -> ClosingLines {
     let c = &closing.counts;
     let count = c.finished + c.failed + c.timeout + c.error + c.pending;
     let counts = format!(
-        "run ended after {}: {count} variants: {c}; {} tasks created (each is charged when it succeeds); results in {}",
+        "run ended after {}: {}: {c}; {} created (each is charged when it succeeds); results in {}",
         short_duration(closing.elapsed),
-        closing.tasks_created,
+        counted(count, "variant"),
+        counted(closing.tasks_created, "task"),
         closing.results.display()
     );
     let unknown = (closing.unknown_outcomes > 0).then(|| {

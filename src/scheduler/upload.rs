@@ -177,7 +177,7 @@ impl Uploads {
                 Some(relative) => Ok(public_url(base, relative)),
                 None => Err(CallFailure::Failed(ApiError::Local(format!(
                     "{} lies outside the manifest's folder, so it has no public URL",
-                    stem.path.display()
+                    crate::stems::normalized(&stem.path).display()
                 )))),
             };
         }
@@ -206,7 +206,7 @@ impl Uploads {
             .and_then(|n| n.to_str())
             .unwrap_or("stem")
             .to_owned();
-        info!(file = %stem.path.display(), "uploading");
+        info!(file = %crate::stems::normalized(&stem.path).display(), "uploading");
         let upload = || self.client.upload(&stem.path, &name);
         let data = with_retries(Some(self.pacer.as_ref()), &self.retry, &self.stop, upload).await?;
         let uploaded = Utc::now();
@@ -224,7 +224,7 @@ impl Uploads {
         {
             tracing::error!(error = %err, "cannot write the journal");
         }
-        info!(file = %stem.path.display(), url = %data.file_url, %expires_at, "uploaded");
+        info!(file = %crate::stems::normalized(&stem.path).display(), url = %data.file_url, %expires_at, "uploaded");
         Ok(data.file_url)
     }
 }
