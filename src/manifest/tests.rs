@@ -61,7 +61,7 @@ fn every_rule_names_line_and_field() {
         // An unknown key.
         (
             &format!("{DEFAULTS}{stem}stlye_weight = 0.5\n"),
-            "7: stlye_weight: unknown field `stlye_weight`",
+            "7: stem[1].stlye_weight: unknown key (hint: did you mean `style_weight`?)",
         ),
         // A local file that is not there.
         (

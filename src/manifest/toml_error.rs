@@ -26,6 +26,16 @@ pub(super) fn problem(text: &str, lines: &LineIndex, err: &toml::de::Error) -> P
             message,
         };
     }
+    let unknown = err
+        .span()
+        .and_then(|span| unknown_key(text, &message, span));
+    if let Some((field, message)) = unknown {
+        return Problem {
+            line,
+            field,
+            message,
+        };
+    }
     // The toml crate names an unknown key in its message; the field we can name
     // ourselves is the one the error's span points at.
     let field = message
@@ -38,6 +48,78 @@ pub(super) fn problem(text: &str, lines: &LineIndex, err: &toml::de::Error) -> P
         field,
         message,
     }
+}
+
+/// For an `unknown field `x`, expected one of `a`, `b`` error at `span`: the key's full
+/// path and `unknown key (hint: did you mean `a`?)`, or the keys allowed there.
+fn unknown_key(text: &str, message: &str, span: Range<usize>) -> Option<(String, String)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (name, after) = rest.split_once('`')?;
+    let allowed: Vec<&str> = after.split('`').skip(1).step_by(2).collect();
+    let document = DeTable::parse(text).ok()?;
+    let mut path = None;
+    for (key, value) in document.get_ref() {
+        find_key(key, value, key.get_ref().to_string(), &span, &mut path);
+    }
+    let closest = allowed
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min();
+    let message = match closest {
+        Some((_, candidate)) => format!("unknown key (hint: did you mean `{candidate}`?)"),
+        None if allowed.is_empty() => "unknown key".to_owned(),
+        None => format!("unknown key (the keys here are: {})", allowed.join(", ")),
+    };
+    Some((path.unwrap_or_else(|| name.to_owned()), message))
+}
+
+/// The path of the key whose name is at `span`.
+fn find_key(
+    key: &Spanned<std::borrow::Cow<'_, str>>,
+    value: &Spanned<DeValue<'_>>,
+    path: String,
+    span: &Range<usize>,
+    found: &mut Option<String>,
+) {
+    if key.span().contains(&span.start) {
+        *found = Some(path.clone());
+    }
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            for (child_key, child) in table {
+                let child_path = format!("{path}.{}", child_key.get_ref());
+                find_key(child_key, child, child_path, span, found);
+            }
+        }
+        DeValue::Array(array) => {
+            for (i, child) in array.iter().enumerate() {
+                if let DeValue::Table(table) = child.get_ref() {
+                    for (child_key, grandchild) in table {
+                        let child_path = format!("{path}[{}].{}", i + 1, child_key.get_ref());
+                        find_key(child_key, grandchild, child_path, span, found);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Levenshtein distance: how many single-character edits turn `a` into `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// For an `invalid type: …, expected …` error at `span`: the key path of the value there
@@ -116,5 +198,36 @@ fn found_words(value: &DeValue) -> (&'static str, Option<String>) {
         DeValue::Datetime(datetime) => ("a date or time", Some(datetime.to_string())),
         DeValue::Array(_) => ("an array", None),
         DeValue::Table(_) => ("a table", None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("stlye_weight", "style_weight"), 2);
+        assert_eq!(edit_distance("concurency", "concurrency"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_by_its_path_with_the_closest_key() {
+        let text = "[run]\nconcurency = 3\n";
+        let message = "unknown field `concurency`, expected one of `output_dir`, `concurrency`";
+        assert_eq!(
+            unknown_key(text, message, 6..16),
+            Some((
+                "run.concurency".to_owned(),
+                "unknown key (hint: did you mean `concurrency`?)".to_owned()
+            ))
+        );
+        let far = "unknown field `concurency`, expected one of `output_dir`, `deadline`";
+        assert_eq!(
+            unknown_key(text, far, 6..16).unwrap().1,
+            "unknown key (the keys here are: output_dir, deadline)"
+        );
     }
 }

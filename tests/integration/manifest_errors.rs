@@ -60,8 +60,8 @@ fn cases() -> Vec<(String, usize, &'static str, &'static str)> {
         (
             format!("{DEFAULTS}{STEM}colour = \"red\"\n"),
             7,
-            "colour",
-            "unknown field `colour`",
+            "stem[1].colour",
+            "unknown key (the keys here are:",
         ),
         (
             format!("{DEFAULTS}[[stem]]\npath = \"missing.wav\"\n"),
