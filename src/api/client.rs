@@ -53,6 +53,15 @@ impl ApiKey {
     /// Reads the key from the file at `path`, which the variable `var` names.
     fn from_file(path: &Path, var: &str) -> Result<Self, String> {
         let named = || format!("the API key file {} (named by {var})", path.display());
+        // A value that names no file and does not look like a path may be the key itself,
+        // pasted into the wrong variable: that is never printed.
+        if !path.exists() {
+            let looks_like_a_path = path.to_string_lossy().contains('/');
+            return Err(match looks_like_a_path {
+                true => format!("{} does not exist", named()),
+                false => format!("the API key file named by {var} does not exist (hint: {var} holds the path of a file that holds the key, not the key)"),
+            });
+        }
         let bytes =
             std::fs::read(path).map_err(|err| format!("{} cannot be read: {err}", named()))?;
         if let Some(mode) = mode_of(path).filter(|mode| readable_by_others(*mode)) {
@@ -393,13 +402,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("absent");
         let err = ApiKey::from_file(&missing, "K_FILE").unwrap_err();
-        assert!(
-            err.starts_with(&format!(
-                "the API key file {} (named by K_FILE) cannot be read",
+        assert_eq!(
+            err,
+            format!(
+                "the API key file {} (named by K_FILE) does not exist",
                 missing.display()
-            )),
-            "{err}"
+            )
         );
+        // The key itself, pasted where its file's path belongs, is never shown.
+        let pasted = Path::new("sk-live-0123456789abcdef");
+        let err = ApiKey::from_file(pasted, "K_FILE").unwrap_err();
+        assert!(!err.contains("sk-live"), "{err}");
+        assert!(err.contains("holds the path of a file"), "{err}");
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "\n").unwrap();
         let err = ApiKey::from_file(&empty, "K_FILE").unwrap_err();

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::replay::{decide, Prior, Rerun, Start};
+use super::replay::{decide, Prior, PriorTask, Rerun, Start};
 use crate::variant::{Variant, VariantId};
 
 /// What a run does with one variant, and what it costs.
@@ -100,8 +100,9 @@ fn slot_of(file: &str) -> Option<(&str, &str)> {
     Some((stem, base))
 }
 
-/// The superseded name of `file` (`audio/<stem>/<name>.<ext>`), tagged with `old`.
-fn superseded_path(file: &str, old: &VariantId) -> PathBuf {
+/// The superseded name of `file` (`audio/<stem>/<name>.<ext>`), tagged with `old` (the
+/// variant id or the task it came from).
+fn superseded_path(file: &str, old: &str) -> PathBuf {
     let rest = file.strip_prefix("audio/").unwrap_or(file);
     let path = Path::new(rest);
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("track");
@@ -122,27 +123,26 @@ pub fn plan(
     intact: &HashMap<VariantId, bool>,
     rerun: Rerun,
 ) -> (Vec<(Start, Intent)>, Vec<Move>) {
-    // The earlier tracks at each (stem, base), of variants the manifest no longer has;
-    // of two that wrote the same file, the later one's is what the file holds.
-    let current: std::collections::HashSet<&VariantId> = variants.iter().map(|v| &v.id).collect();
-    let mut owners: HashMap<&str, (&VariantId, chrono::DateTime<chrono::Utc>)> = HashMap::new();
-    for (id, prior) in priors.iter().filter(|(id, _)| !current.contains(id)) {
+    // Who wrote each track file last (of two that wrote the same path, the later task's
+    // is what the file holds), and by (stem, base) the files there.
+    let mut owners: HashMap<&str, (&VariantId, &PriorTask)> = HashMap::new();
+    for (id, prior) in priors {
         let Some(task) = &prior.task else { continue };
         for track in &task.tracks {
-            let owner = owners.entry(&track.file).or_insert((id, task.submitted_at));
-            if task.submitted_at > owner.1 {
-                *owner = (id, task.submitted_at);
+            let owner = owners.entry(&track.file).or_insert((id, task));
+            if task.submitted_at > owner.1.submitted_at {
+                *owner = (id, task);
             }
         }
     }
-    let mut earlier: HashMap<(&str, &str), Vec<(&VariantId, &str)>> = HashMap::new();
-    for (file, (id, _)) in owners {
+    let mut slots: HashMap<(&str, &str), Vec<(&str, &VariantId, &PriorTask)>> = HashMap::new();
+    for (file, (id, task)) in owners {
         if let Some(slot) = slot_of(file) {
-            earlier.entry(slot).or_default().push((id, file));
+            slots.entry(slot).or_default().push((file, id, task));
         }
     }
-    for files in earlier.values_mut() {
-        files.sort_by_key(|(_, file)| *file);
+    for files in slots.values_mut() {
+        files.sort_by_key(|(file, _, _)| *file);
     }
     let mut moves = Vec::new();
     let planned = variants
@@ -157,20 +157,39 @@ pub fn plan(
                 (start, _) => start,
             };
             let base = variant.file_base();
-            let replaced = earlier.get(&(variant.stem.name.as_str(), base.as_str()));
-            let intent = intent_of(&start, prior, replaced.is_some());
-            if start == Start::Submit {
-                for (old, file) in replaced.into_iter().flatten() {
-                    moves.push(Move {
-                        from: PathBuf::from(file),
-                        to: superseded_path(file, old),
-                    });
-                }
-            }
+            let here = slots
+                .get(&(variant.stem.name.as_str(), base.as_str()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let others = here.iter().any(|(_, owner, _)| **owner != variant.id);
+            let intent = intent_of(&start, prior, others);
+            moves.extend(here.iter().filter_map(|&(file, owner, task)| {
+                let tag = superseding(&start, owner == &variant.id, owner, task)?;
+                Some(Move {
+                    from: PathBuf::from(file),
+                    to: superseded_path(file, &tag),
+                })
+            }));
             (start, intent)
         })
         .collect();
     (planned, moves)
+}
+
+/// The tag under which a file at a variant's track path moves aside before the variant
+/// writes there, if it must: another variant's track (whatever this one does next that
+/// writes tracks), or this variant's own track from a task that a new submit replaces.
+fn superseding(start: &Start, own: bool, owner: &VariantId, task: &PriorTask) -> Option<String> {
+    let writes = matches!(
+        start,
+        Start::Submit | Start::Poll { .. } | Start::Redownload { .. }
+    );
+    match (writes, own, start) {
+        (false, _, _) => None,
+        (true, false, _) => Some(owner.to_string()),
+        (true, true, Start::Submit) => Some(task.task_id.clone()),
+        (true, true, _) => None,
+    }
 }
 
 fn intent_of(start: &Start, prior: Option<&Prior>, replaces: bool) -> Intent {
@@ -271,6 +290,62 @@ mod tests {
         // The unchanged variant keeps its tracks where they are.
         let (planned, moves) = plan(&before, &priors, &HashMap::new(), rerun());
         assert_eq!(planned, [(Start::Keep, Intent::Keep)]);
+        assert!(moves.is_empty());
+    }
+
+    #[test]
+    fn a_variant_changed_back_never_writes_over_the_track_that_replaced_it() {
+        let stem = "[[stem]]\nurl = \"https://x/take.wav\"\n";
+        let first = variants(&format!("{stem}tags = \"piano\"\n"));
+        let second = variants(&format!("{stem}tags = \"strings\"\n"));
+        let (a, b) = (first[0].id.clone(), second[0].id.clone());
+        let file = "audio/take/default-1.wav";
+        let mut later = finished_with_tracks(&[file]);
+        later.task.as_mut().unwrap().submitted_at += chrono::TimeDelta::hours(24);
+        let priors = HashMap::from([
+            (a.clone(), finished_with_tracks(&[file])),
+            (b.clone(), later),
+        ]);
+        // Back to the first parameters: its file now holds the second's track, so it is
+        // damaged, downloaded again from its task, and the second's track moves first.
+        let damaged = HashMap::from([(a.clone(), false)]);
+        let (planned, moves) = plan(&first, &priors, &damaged, rerun());
+        assert!(
+            matches!(planned[0].0, Start::Redownload { .. }),
+            "{planned:?}"
+        );
+        assert_eq!(
+            moves,
+            [Move {
+                from: file.into(),
+                to: format!("superseded/take/default-1.{b}.wav").into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn a_resubmit_asked_for_moves_the_variants_own_earlier_tracks_aside() {
+        let stem = "[[stem]]\nurl = \"https://x/take.wav\"\n";
+        let now = variants(&format!("{stem}tags = \"piano\"\n"));
+        let mut partial = finished_with_tracks(&["audio/take/default-1.wav"]);
+        partial.end.as_mut().unwrap().status = crate::journal::format::EndStatus::Error;
+        let priors = HashMap::from([(now[0].id.clone(), partial)]);
+        let asked = Rerun {
+            retry_failed: true,
+            ..rerun()
+        };
+        let (planned, moves) = plan(&now, &priors, &HashMap::new(), asked);
+        assert_eq!(planned[0].0, Start::Submit);
+        assert_eq!(
+            moves,
+            [Move {
+                from: "audio/take/default-1.wav".into(),
+                to: "superseded/take/default-1.t-old.wav".into(),
+            }]
+        );
+        // Unasked, its task is polled again: its own track stays where it is.
+        let (planned, moves) = plan(&now, &priors, &HashMap::new(), rerun());
+        assert!(matches!(planned[0].0, Start::Poll { .. }), "{planned:?}");
         assert!(moves.is_empty());
     }
 

@@ -273,7 +273,7 @@ async fn issue11_a_missing_or_empty_key_file_is_exit_2_naming_it() {
     let text = stderr(&output);
     assert!(text.contains(path_str(&missing)), "{text}");
     assert!(text.contains("VIDGO_API_KEY_FILE"), "{text}");
-    assert!(text.contains("cannot be read"), "{text}");
+    assert!(text.contains("does not exist"), "{text}");
 
     let empty = write_key_file(dir.path(), "empty-key", " \n", 0o600);
     let output = run_with_key_file(&sim, &manifest, &out, &empty).await;
