@@ -115,6 +115,10 @@ fn superseded_path(file: &str, old: &str) -> PathBuf {
         .join(name)
 }
 
+/// A track file as the journal last knows it: its path, and the variant and task that
+/// wrote it.
+type Written<'a> = (&'a str, &'a VariantId, &'a PriorTask);
+
 /// Each variant's start and intent, and the moves its new tracks need, from the
 /// journal's `priors`. `intact` tells, per finished variant, whether its tracks are whole.
 pub fn plan(
@@ -135,7 +139,7 @@ pub fn plan(
             }
         }
     }
-    let mut slots: HashMap<(&str, &str), Vec<(&str, &VariantId, &PriorTask)>> = HashMap::new();
+    let mut slots: HashMap<(&str, &str), Vec<Written<'_>>> = HashMap::new();
     for (file, (id, task)) in owners {
         if let Some(slot) = slot_of(file) {
             slots.entry(slot).or_default().push((file, id, task));
