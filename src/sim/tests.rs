@@ -199,7 +199,16 @@ fn changed(change: fn(&mut SubmitInput)) -> SubmitRequest {
 
 #[tokio::test]
 async fn every_parameter_and_every_take_make_their_own_tracks() {
-    let sim = start(Faults::default()).await;
+    // Long enough for a few bars: half a second is one chord, which two seeds can share.
+    let sim = SimHandle::start(
+        ([127, 0, 0, 1], 0).into(),
+        SimConfig {
+            track_seconds: 6.0,
+            ..config(Faults::default())
+        },
+    )
+    .await
+    .expect("the simulator starts");
     let requests = [
         request(),
         changed(|i| i.tags = "jazz, strings".into()),
