@@ -112,11 +112,15 @@ impl Executor {
         if !sleep_until(slot, &self.stop_submits).await {
             return withdrawn(true);
         }
-        let answer = self.client.submit(&request).await;
+        self.call(id, &request).await
+    }
+
+    /// The submit call itself, its outcome journaled the moment the answer arrives.
+    async fn call(&self, id: VariantId, request: &SubmitRequest) -> Event {
+        let answer = self.client.submit(request).await;
         let at = Utc::now();
         let outcome = answer.as_ref().map(|data| (data.task_id.as_str(), at));
-        let record = submit_record(&id, outcome);
-        let unjournaled = match self.journal.append(record).await {
+        let unjournaled = match self.journal.append(submit_record(&id, outcome)).await {
             Ok(()) => None,
             Err(err) => {
                 error!(variant_id = %id, error = %err, "cannot journal the submit's outcome; buying nothing more");
@@ -125,31 +129,30 @@ impl Executor {
                 })
             }
         };
-        match answer {
+        let error = match answer {
             Ok(data) => {
                 info!(task_id = %data.task_id, "submitted");
-                Event::Submitted {
+                return Event::Submitted {
                     id,
                     task_id: data.task_id,
                     at,
                     unjournaled,
-                }
+                };
             }
-            Err(error) => {
-                if is_rate_limited(&error) {
-                    let wait = self.retry.delay(1, retry_after(&error), 1.0);
-                    self.submit_pacer.hold_off(Instant::now().into_std(), wait);
-                }
-                warn!(error = %error, "submit failed");
-                match unjournaled {
-                    // An open intent reads as an unknown outcome: never bought again unasked.
-                    Some(failure) => Event::JournalFailed {
-                        id: Some(id),
-                        disk_full: failure.disk_full,
-                    },
-                    None => Event::SubmitFailed { id, error },
-                }
-            }
+            Err(error) => error,
+        };
+        if is_rate_limited(&error) {
+            let wait = self.retry.delay(1, retry_after(&error), 1.0);
+            self.submit_pacer.hold_off(Instant::now().into_std(), wait);
+        }
+        warn!(error = %error, "submit failed");
+        match unjournaled {
+            // An open intent reads as an unknown outcome: never bought again unasked.
+            Some(failure) => Event::JournalFailed {
+                id: Some(id),
+                disk_full: failure.disk_full,
+            },
+            None => Event::SubmitFailed { id, error },
         }
     }
 

@@ -167,25 +167,20 @@ impl RunState {
                 id,
                 task_id,
                 at,
-                unjournaled: None,
-            } => self.on_submitted(now, &id, task_id, at, &mut actions),
-            Event::Submitted {
-                id,
-                task_id,
-                at,
-                unjournaled: Some(failure),
-            } => self.on_unjournaled(&id, task_id, at, failure, &mut actions),
+                unjournaled,
+            } => match unjournaled {
+                None => self.on_submitted(now, &id, task_id, at, &mut actions),
+                Some(failure) => self.on_unjournaled(&id, task_id, at, failure, &mut actions),
+            },
             Event::SubmitFailed { id, error } => {
                 self.on_submit_failed(&id, &error, at, &mut actions)
             }
-            Event::SubmitWithdrawn { id, .. } => {
-                let why = "not submitted: the run stopped first";
-                self.end(
-                    &id,
-                    VariantEnd::with_error(VariantStatus::Pending, why, at),
-                    &mut actions,
-                );
-            }
+            Event::SubmitWithdrawn { id, .. } => self.pending(
+                &id,
+                "not submitted: the run stopped first",
+                at,
+                &mut actions,
+            ),
             Event::StemUnavailable { id, error } => {
                 self.on_stem_unavailable(&id, &error, at, &mut actions)
             }
@@ -195,11 +190,7 @@ impl RunState {
             }
             Event::PollStopped { id } => {
                 let why = "the run stopped while the task was running; the next run collects it";
-                self.end(
-                    &id,
-                    VariantEnd::with_error(VariantStatus::Pending, why, at),
-                    &mut actions,
-                );
+                self.pending(&id, why, at, &mut actions)
             }
             Event::TrackDownloaded { id, track, .. } => {
                 self.on_track(&id, Ok(track), at, &mut actions)
@@ -218,14 +209,19 @@ impl RunState {
                 self.stop(StopReason::Storage { disk_full }, at, &mut actions);
                 if let Some(id) = id {
                     let why = "not submitted: the journal could not record the intent";
-                    let end = VariantEnd::with_error(VariantStatus::Pending, why, at);
-                    self.end(&id, end, &mut actions);
+                    self.pending(&id, why, at, &mut actions);
                 }
             }
             Event::Stop(reason) => self.stop(reason, at, &mut actions),
         }
         self.fill_slots(now, at, &mut actions);
         actions
+    }
+
+    /// Ends a variant `pending`: what a stop leaves, for the next run.
+    fn pending(&mut self, id: &VariantId, why: &str, at: DateTime<Utc>, actions: &mut Vec<Action>) {
+        let end = VariantEnd::with_error(VariantStatus::Pending, why, at);
+        self.end(id, end, actions);
     }
 
     fn on_submitted(
