@@ -59,8 +59,8 @@ pub struct TrackRecord {
     /// What decoding it found; `None` for a track journaled before quality control
     /// existed.
     pub qc: Option<TrackQc>,
-    /// Its waveform for the listening page, when this run drew it as the track landed;
-    /// never journaled (the page draws the others from the file).
+    /// Its waveform for the listening page, drawn as the track landed and journaled with
+    /// it (the page draws a track without one from the file).
     pub wave: Option<String>,
 }
 

@@ -88,6 +88,10 @@ pub struct TrackEntry {
     /// The quality verdict; absent for a track journaled before quality control existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qc: Option<Verdict>,
+    /// The waveform the listening page draws, kept so that a folder that grows night after
+    /// night is not read whole for its page every night.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<String>,
 }
 
 /// A level in dB as journaled: a JSON number, or the string `"-inf"` (silence), since
@@ -383,6 +387,7 @@ impl From<&TrackRecord> for TrackEntry {
             peak_dbfs: track.qc.as_ref().and_then(|qc| qc.peak_dbfs),
             lufs: track.qc.as_ref().and_then(|qc| qc.lufs),
             qc: track.qc.as_ref().map(|qc| qc.verdict),
+            wave: track.wave.clone(),
         }
     }
 }
@@ -398,7 +403,7 @@ impl From<&TrackEntry> for TrackRecord {
             sha256: entry.sha256.clone(),
             audio_url: entry.audio_url.clone(),
             modified_ns: entry.modified_ns,
-            wave: None,
+            wave: entry.wave.clone(),
             // The verdict is what says quality control ran; measurements without one are
             // not a result.
             qc: entry.qc.map(|verdict| TrackQc {
@@ -473,6 +478,7 @@ mod tests {
                     peak_dbfs: Some(f64::NEG_INFINITY),
                     lufs: Some(f64::NEG_INFINITY),
                     qc: Some(Verdict::Silent),
+                    wave: Some("00_V".into()),
                 },
             },
             Record::Ended {

@@ -367,6 +367,7 @@ mod tests {
                 peak_dbfs: None,
                 lufs: None,
                 qc: None,
+                wave: None,
             },
         }
     }

@@ -249,6 +249,7 @@ mod tests {
                         peak_dbfs: None,
                         lufs: None,
                         qc: None,
+                        wave: None,
                     })
                     .collect(),
             }),

@@ -253,7 +253,8 @@ impl Coordinator {
     /// on to its exit code: results.csv is the record.
     async fn write_page(&self) {
         let dir = self.out_dir.clone();
-        // The waveforms this run drew as its tracks landed: the page reads only the others.
+        // The waveforms drawn as the tracks landed (this run's, and the journal's for earlier
+        // ones): the page reads from disk only tracks that have none.
         let known: HashMap<String, String> = self
             .state
             .records()
