@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
@@ -525,9 +526,10 @@ impl WatchedPacer {
     }
 }
 
-impl Pacer for WatchedPacer {
-    fn reserve(&self, now: Instant) -> Instant {
-        let slot = self.inner.reserve(now);
+impl WatchedPacer {
+    fn watch_reserved(&self, slot: Instant) {
+        // After the reservation: a shared pacer may have taken a while to answer.
+        let now = Instant::now();
         self.waits
             .with(|list| Waits::of(list, self.endpoint).reserved(now, slot));
         let wait = slot.saturating_duration_since(now);
@@ -540,11 +542,9 @@ impl Pacer for WatchedPacer {
                 short_duration(wait)
             );
         }
-        slot
     }
 
-    fn hold_off(&self, now: Instant, wait: Duration) {
-        self.inner.hold_off(now, wait);
+    fn watch_held(&self, now: Instant, wait: Duration) {
         self.waits
             .with(|list| Waits::of(list, self.endpoint).held(now + wait));
         let endpoint = self.endpoint.word();
@@ -554,6 +554,23 @@ impl Pacer for WatchedPacer {
             "the provider asked to wait {} before the next {endpoint} call",
             short_duration(wait)
         );
+    }
+}
+
+impl Pacer for WatchedPacer {
+    fn reserve(&self, earliest: Instant) -> BoxFuture<'_, Instant> {
+        Box::pin(async move {
+            let slot = self.inner.reserve(earliest).await;
+            self.watch_reserved(slot);
+            slot
+        })
+    }
+
+    fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.hold_off(now, wait).await;
+            self.watch_held(now, wait);
+        })
     }
 }
 

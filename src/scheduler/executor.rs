@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::events::{submit_record, Action, Event, JournalFailure, TrackFailure};
 use super::pacer::Pacer;
-use super::retrying::{sleep, sleep_until, with_retries, CallFailure};
+use super::retrying::{reserve, sleep, sleep_until, with_retries, CallFailure};
 use super::upload::Uploads;
 use crate::api::retry::{is_rate_limited, RetryPolicy};
 use crate::api::types::{SubmitInput, SubmitRequest, TrackFile, TASK_MODEL};
@@ -94,7 +94,10 @@ impl Executor {
         // Never a slot sooner than the lead: the intent's fsync must fit before it, or
         // the call would go out late and squeeze the gap to the next one.
         let earliest = Instant::now() + INTENT_LEAD;
-        let slot = Instant::from_std(self.submit_pacer.reserve(earliest.into_std()));
+        let Some(slot) = reserve(self.submit_pacer.as_ref(), earliest, &self.stop_submits).await
+        else {
+            return withdrawn(false);
+        };
         if !sleep_until(slot - INTENT_LEAD, &self.stop_submits).await {
             return withdrawn(false);
         }
@@ -143,7 +146,9 @@ impl Executor {
         };
         if is_rate_limited(&error) {
             let wait = self.retry.delay(1, retry_after(&error), 1.0);
-            self.submit_pacer.hold_off(Instant::now().into_std(), wait);
+            self.submit_pacer
+                .hold_off(Instant::now().into_std(), wait)
+                .await;
         }
         warn!(error = %error, "submit failed");
         match unjournaled {

@@ -11,16 +11,23 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+
 use crate::manifest::Rate;
 
 /// Hands out the call slots of one endpoint.
+///
+/// Both methods are futures because a shared limit asks a store (Redis) for its slots:
+/// a reservation may take a round trip, or wait until the shared schedule has room. A
+/// caller races them against its stop token; dropping a reservation loses at most its
+/// slot, never gives it to two calls.
 pub trait Pacer: Send + Sync {
-    /// Reserves the next slot: the instant at which one call may go out. A slot reserved
-    /// and not used is lost, never given to another call.
-    fn reserve(&self, now: Instant) -> Instant;
+    /// Reserves the next slot at or after `earliest`: the instant at which one call may
+    /// go out. A slot reserved and not used is lost, never given to another call.
+    fn reserve(&self, earliest: Instant) -> BoxFuture<'_, Instant>;
 
     /// The provider said to wait (429 with `Retry-After`): no slot before `now + wait`.
-    fn hold_off(&self, now: Instant, wait: Duration);
+    fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()>;
 }
 
 /// The generic cell rate algorithm over one "theoretical arrival time".
@@ -79,12 +86,14 @@ impl RatePacer {
 }
 
 impl Pacer for RatePacer {
-    fn reserve(&self, now: Instant) -> Instant {
-        self.gcra().reserve(now)
+    fn reserve(&self, earliest: Instant) -> BoxFuture<'_, Instant> {
+        let slot = self.gcra().reserve(earliest);
+        Box::pin(std::future::ready(slot))
     }
 
-    fn hold_off(&self, now: Instant, wait: Duration) {
+    fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()> {
         self.gcra().hold_until(now + wait);
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -73,8 +73,24 @@ pub async fn sleep(wait: Duration, stop: &CancellationToken) -> bool {
 /// Reserves the pacer's next slot and waits for it; false when `stop` comes first (the
 /// slot is then lost, never used twice).
 pub async fn take_slot(pacer: &dyn Pacer, stop: &CancellationToken) -> bool {
-    let slot = pacer.reserve(Instant::now().into_std());
-    sleep_until(Instant::from_std(slot), stop).await
+    match reserve(pacer, Instant::now(), stop).await {
+        Some(slot) => sleep_until(slot, stop).await,
+        None => false,
+    }
+}
+
+/// Reserves the pacer's next slot at or after `earliest` (a shared pacer may take a while
+/// to answer); `None` when `stop` comes first.
+pub async fn reserve(
+    pacer: &dyn Pacer,
+    earliest: Instant,
+    stop: &CancellationToken,
+) -> Option<Instant> {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => None,
+        slot = pacer.reserve(earliest.into_std()) => Some(Instant::from_std(slot)),
+    }
 }
 
 /// One call that may be repeated, paced (when a pacer is given) and retried as the
@@ -113,7 +129,7 @@ where
             return Err(CallFailure::Failed(err));
         };
         if let (Some(pacer), true) = (pacer, err.rate_limited()) {
-            pacer.hold_off(Instant::now().into_std(), wait);
+            pacer.hold_off(Instant::now().into_std(), wait).await;
         }
         tracing::debug!(attempt = backoff.failures(), error = %err, ?wait, "retrying");
         if !sleep(wait, stop).await {
