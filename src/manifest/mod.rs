@@ -6,6 +6,7 @@
 //! [`load`] touches the file system.
 
 mod expand;
+mod limits;
 mod raw;
 mod settings;
 mod sources;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::stems::{DiskFiles, LocalFiles};
 use crate::variant::Variant;
 
+pub use limits::{redact, LimitSettings, RedisUrl, ShardPosition, REDIS_URL_ENV};
 pub use settings::{ApiSettings, Rate, RunSettings, UploadMode, UploadSettings};
 
 /// A validated manifest with its variants in manifest order.
@@ -31,6 +33,8 @@ pub struct Manifest {
     pub run: RunSettings,
     /// `[upload]`
     pub upload: UploadSettings,
+    /// `[limits]`
+    pub limits: LimitSettings,
     /// Every (stem, variant, take), in manifest order.
     pub variants: Vec<Variant>,
 }
@@ -155,6 +159,7 @@ pub fn parse_with(
         api: validated.api,
         run: validated.run,
         upload: validated.upload,
+        limits: validated.limits,
         variants,
     })
 }

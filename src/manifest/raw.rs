@@ -15,6 +15,7 @@ pub(crate) struct RawManifest {
     pub run: Option<RawRun>,
     pub defaults: Option<RawParams>,
     pub upload: Option<RawUpload>,
+    pub limits: Option<RawLimits>,
     #[serde(default)]
     pub stem: Vec<Spanned<RawStem>>,
 }
@@ -54,6 +55,14 @@ pub(crate) struct RawRun {
 pub(crate) struct RawUpload {
     pub mode: Option<Spanned<String>>,
     pub public_base_url: Option<Spanned<String>>,
+}
+
+/// `[limits]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub redis_url: Option<Spanned<String>>,
+    pub share: Option<Spanned<String>>,
 }
 
 /// Declares a struct holding the generation parameters plus the given extra fields, so the

@@ -108,6 +108,15 @@ fn every_rule_names_line_and_field() {
             &format!("{DEFAULTS}[[stem]]\nurl = \"ftp://x.com/a.mp3\"\n"),
             "6: stem[1].url: \"ftp://x.com/a.mp3\" must be an http:// or https:// URL",
         ),
+        // The shared limit's Redis and this manifest's share of the key.
+        (
+            &format!("{DEFAULTS}{stem}[limits]\nredis_url = \"https://:pw@redis.example.com\"\n"),
+            "8: limits.redis_url: \"https://:***@redis.example.com/\" has the scheme \"https\" (expected redis:// or unix://)",
+        ),
+        (
+            &format!("{DEFAULTS}{stem}[limits]\nshare = \"2/2\"\n"),
+            "8: limits.share: \"2/2\": the index 2 is not below the count 2 (indexes are 0-based)",
+        ),
     ];
     for (text, expected) in cases {
         let problems = problems_of(text);

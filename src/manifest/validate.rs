@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
+use super::limits::LimitSettings;
 use super::raw::{RawManifest, RawMatrix, RawParams, RawStem, RawVariant};
 use super::settings::{self, ApiSettings, RunSettings, UploadMode, UploadSettings};
 use super::sources::{self, Files, Source};
@@ -155,6 +156,7 @@ pub(super) struct Validated {
     pub api: ApiSettings,
     pub run: RunSettings,
     pub upload: UploadSettings,
+    pub limits: LimitSettings,
     pub stems: Vec<StemPlan>,
 }
 
@@ -215,6 +217,7 @@ pub(super) fn validate(raw: &RawManifest, files: &Files, problems: &mut Problems
         api: settings::api(raw.api.as_ref(), problems),
         run: settings::run(raw.run.as_ref(), problems),
         upload,
+        limits: super::limits::limits(raw.limits.as_ref(), problems),
         stems,
     }
 }
