@@ -78,6 +78,12 @@ impl ApiKey {
             .map_err(|problem| format!("{} {problem}", named()))
     }
 
+    /// The account as the shared limit's Redis keys name it: a hash of the key, never
+    /// the key.
+    pub fn account_id(&self) -> String {
+        crate::scheduler::shared_limit::account_id(&self.0)
+    }
+
     /// Whether `header` is `Bearer <this key>`; for the simulator's check.
     pub fn matches_bearer(&self, header: &str) -> bool {
         header.strip_prefix("Bearer ") == Some(self.0.as_str())
@@ -178,6 +184,11 @@ impl ApiClient {
     /// The base URL, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base_url
+    }
+
+    /// The account of its key, as the shared limit's Redis keys name it.
+    pub fn account_id(&self) -> String {
+        self.key.account_id()
     }
 
     /// `POST /api/generate/submit`: creates (and bills) a task.

@@ -17,13 +17,13 @@ use crate::journal::lock::{self, LockError, RunLock};
 use crate::journal::replay::{self, Rerun, Start};
 use crate::journal::writer::JournalWriter;
 use crate::journal::{self, JournalError};
-use crate::manifest::{self, Manifest, Rate, RunSettings};
+use crate::manifest::{self, Manifest, Rate, RunSettings, ShardPosition, REDIS_URL_ENV};
 use crate::outcome::{UploadedFile, VariantStatus};
 use crate::report::csv::FILE_NAME;
 use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
 use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
-use crate::scheduler::{self, Pacers, RunInputs, Stops};
+use crate::scheduler::{self, shared_limit, Pacers, RunInputs, Stops};
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
 use crate::variant::Variant;
@@ -128,6 +128,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         client,
         simulator: _simulator,
         api,
+        pacers,
         lock: _lock,
         journal,
         entries,
@@ -150,7 +151,6 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
             concurrency: settings.concurrency,
         },
     );
-    let pacers = Pacers::from_settings(&settings);
     let pacers = Pacers {
         submit: progress.watch(Endpoint::Submit, pacers.submit),
         poll: progress.watch(Endpoint::Poll, pacers.poll),
@@ -269,6 +269,7 @@ struct Prepared {
     client: ApiClient,
     simulator: Option<SimHandle>,
     api: String,
+    pacers: Pacers,
     lock: RunLock,
     journal: JournalWriter,
     entries: Vec<Entry>,
@@ -288,6 +289,8 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let today = chrono::Local::now().date_naive();
     let out_dir = resolve_output_dir(args.out.as_deref(), &manifest, today);
     let (client, simulator) = connect(args, &manifest).await?;
+    // Before the output folder is taken: a misused Redis sends nothing and writes nothing.
+    let pacers = pacers(&manifest, &settings, &client, ShardPosition::SOLE).await?;
     let api = match &simulator {
         Some(_) => SIMULATOR.to_owned(),
         None => client.base_url().to_owned(),
@@ -335,11 +338,39 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         client,
         simulator,
         api,
+        pacers,
         lock,
         journal,
         entries,
         earlier_uploads,
     })
+}
+
+/// The run's pacers: local, or shared through Redis when `limits.redis_url` or
+/// `STEMBATCH_REDIS_URL` names one. `shard` is this process's shard of its manifest;
+/// with `limits.share` (the manifest's place among those run on one key) it makes the
+/// process's place among all on the key, which the fallback paces by.
+async fn pacers(
+    manifest: &Manifest,
+    settings: &RunSettings,
+    client: &ApiClient,
+    shard: ShardPosition,
+) -> anyhow::Result<Pacers> {
+    let env = std::env::var(REDIS_URL_ENV).ok();
+    let url = manifest
+        .limits
+        .redis_url(env.as_deref())
+        .map_err(ExpectedError::usage)?;
+    let Some(url) = url else {
+        return Ok(Pacers::from_settings(settings));
+    };
+    let position = manifest
+        .limits
+        .share
+        .map_or(shard, |share| shard.within(share));
+    shared_limit::shared_pacers(&url, &client.account_id(), position, settings)
+        .await
+        .map_err(|err| ExpectedError::usage(err.to_string()).into())
 }
 
 /// Takes the output folder for this run: its lock, the sweep of what a killed run left,

@@ -14,6 +14,7 @@ mod executor;
 pub mod pacer;
 pub mod poll;
 pub mod retrying;
+pub mod shared_limit;
 pub mod state;
 pub mod upload;
 

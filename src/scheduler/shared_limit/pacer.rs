@@ -1,0 +1,248 @@
+//! The pacer of one endpoint whose limit is shared through Redis, and its fallback.
+//!
+//! Within a process, one reservation at a time asks Redis (the others queue behind it,
+//! in order): a process then costs Redis about one script run per slot, however many of
+//! its calls wait. When Redis stays away past a short backoff, every endpoint of the
+//! process falls back to its [`FallbackGrid`] for the rest of the run, and the process
+//! says so once. It never goes back: a process pacing at the full limit through Redis
+//! beside others still pacing at 1/N would together exceed the account's limit.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use redis::RedisError;
+use tokio::sync::Semaphore;
+
+use super::grid::FallbackGrid;
+use super::script::{Answer, Ask};
+use super::store::{away_policy, is_away, Store};
+use super::HORIZON;
+use crate::manifest::{Rate, RedisUrl, ShardPosition};
+use crate::scheduler::pacer::Pacer;
+
+/// What the pacers of one process share: the store, and whether it is still used.
+pub(super) struct Link {
+    /// `None` when Redis was away from the start.
+    pub store: Option<Store>,
+    pub url: RedisUrl,
+    pub position: ShardPosition,
+    mode: Mutex<Mode>,
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Shared,
+    /// Fallen back: local slots, none before `from`, laid on the wall clock through
+    /// `clock`.
+    Local {
+        from: Instant,
+        clock: WallClock,
+    },
+}
+
+/// An instant and the wall-clock time it is: the bridge between this process's clock
+/// and the grid that every process lays on the wall clock.
+#[derive(Clone, Copy)]
+struct WallClock {
+    instant: Instant,
+    ns: u128,
+}
+
+impl WallClock {
+    fn now() -> Self {
+        let ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        WallClock {
+            instant: Instant::now(),
+            ns,
+        }
+    }
+
+    fn wall(&self, at: Instant) -> u128 {
+        match at.checked_duration_since(self.instant) {
+            Some(later) => self.ns + later.as_nanos(),
+            None => self
+                .ns
+                .saturating_sub(self.instant.duration_since(at).as_nanos()),
+        }
+    }
+
+    fn instant(&self, ns: u128) -> Instant {
+        let after = Duration::from_nanos(ns.saturating_sub(self.ns).min(u64::MAX as u128) as u64);
+        self.instant + after
+    }
+}
+
+impl Link {
+    pub fn new(store: Option<Store>, url: RedisUrl, position: ShardPosition) -> Link {
+        Link {
+            store,
+            url,
+            position,
+            mode: Mutex::new(Mode::Shared),
+        }
+    }
+
+    fn mode(&self) -> MutexGuard<'_, Mode> {
+        self.mode.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn local(&self) -> Option<(Instant, WallClock)> {
+        match *self.mode() {
+            Mode::Shared => None,
+            Mode::Local { from, clock } => Some((from, clock)),
+        }
+    }
+
+    /// Stops using Redis for the rest of the run, and says so the first time. No local
+    /// slot comes before the horizon has passed: Redis handed out none later than that.
+    pub fn fall_back(&self, why: &str) {
+        let mut mode = self.mode();
+        if let Mode::Shared = *mode {
+            let now = Instant::now();
+            *mode = Mode::Local {
+                from: now + HORIZON,
+                clock: WallClock::now(),
+            };
+            let count = self.position.count;
+            let share = match count.get() {
+                1 => "the full limits (no other process was declared on this key: limits.share or --shard)".to_owned(),
+                n => format!("1/{n} of each limit, as process {} of {n}", self.position),
+            };
+            tracing::warn!(
+                redis = %self.url,
+                share = %self.position,
+                "the shared rate limit's Redis {} is away ({why}): this process paces itself at {share} for the rest of the run",
+                self.url
+            );
+        }
+    }
+}
+
+/// One endpoint's limit, shared through Redis while it answers.
+pub struct SharedPacer {
+    link: Arc<Link>,
+    key: String,
+    period: Duration,
+    tolerance: Duration,
+    /// One reservation of this process asks Redis at a time.
+    asking: Semaphore,
+    fallback: Mutex<FallbackGrid>,
+}
+
+impl SharedPacer {
+    pub(super) fn new(
+        link: Arc<Link>,
+        key: String,
+        rate: Rate,
+        burst: std::num::NonZeroU32,
+    ) -> Self {
+        let period = rate.period().max(Duration::from_micros(1));
+        let fallback = FallbackGrid::new(period.as_nanos(), link.position);
+        SharedPacer {
+            link,
+            key,
+            period,
+            tolerance: period.saturating_mul(burst.get() - 1),
+            asking: Semaphore::new(1),
+            fallback: Mutex::new(fallback),
+        }
+    }
+
+    fn fallback(&self) -> MutexGuard<'_, FallbackGrid> {
+        self.fallback.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot of the fallback grid at or after `earliest`, and a period after the last
+    /// slot Redis can have handed out (by `from`).
+    fn reserve_local(&self, earliest: Instant, from: Instant, clock: WallClock) -> Instant {
+        let slot = self
+            .fallback()
+            .reserve(clock.wall(earliest.max(from + self.period)));
+        clock.instant(slot)
+    }
+
+    /// Runs the script, retrying a Redis that is away with the short backoff; `None`
+    /// once the process has fallen back (now, or meanwhile).
+    async fn ask(&self, ask: Ask) -> Option<Answer> {
+        let store = self.link.store.as_ref()?;
+        let mut backoff = away_policy().backoff(rand::random());
+        loop {
+            if self.link.local().is_some() {
+                return None;
+            }
+            let err: RedisError = match store.run(&self.key, ask, self.period, self.tolerance).await
+            {
+                Ok(answer) => return Some(answer),
+                Err(err) => err,
+            };
+            // A Redis that turns misused in the middle of a run (its key overwritten) is
+            // not worth stopping the night for: the fallback keeps under the limit.
+            let wait = match is_away(&err) {
+                true => backoff.next_wait(None),
+                false => None,
+            };
+            match wait {
+                Some(wait) => {
+                    tracing::debug!(error = %err, ?wait, "the shared rate limit's Redis did not answer; trying again");
+                    tokio::time::sleep(wait).await;
+                }
+                None => {
+                    self.link.fall_back(&err.to_string());
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn reserve_shared(&self, earliest: Instant) -> Instant {
+        // The lead the caller asked for holds from when the slot is handed out, however
+        // long the turn took: a submit journals its intent in it.
+        let lead = earliest.saturating_duration_since(Instant::now());
+        let _turn = self.asking.acquire().await;
+        loop {
+            let ask = Ask::Reserve {
+                lead: lead.max(earliest.saturating_duration_since(Instant::now())),
+                horizon: HORIZON.max(lead),
+            };
+            match self.ask(ask).await {
+                Some(Answer::Slot(delay)) => return Instant::now() + delay,
+                Some(Answer::AskAgainIn(wait)) => tokio::time::sleep(wait).await,
+                None => {
+                    let (from, clock) = self.link.local().expect("fallen back");
+                    return self.reserve_local(earliest.max(Instant::now() + lead), from, clock);
+                }
+            }
+        }
+    }
+}
+
+impl Pacer for SharedPacer {
+    fn reserve(&self, earliest: Instant) -> BoxFuture<'_, Instant> {
+        match self.link.local() {
+            Some((from, clock)) => Box::pin(std::future::ready(
+                self.reserve_local(earliest, from, clock),
+            )),
+            None => Box::pin(self.reserve_shared(earliest)),
+        }
+    }
+
+    fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // Kept locally too, for the fallback, which would otherwise not know of it.
+            let clock = self
+                .link
+                .local()
+                .map_or_else(WallClock::now, |(_, clock)| clock);
+            self.fallback().hold_until(clock.wall(now + wait));
+            if self.link.local().is_none() {
+                let left = (now + wait).saturating_duration_since(Instant::now());
+                // Every process on the key backs off with this one.
+                self.ask(Ask::Hold { wait: left }).await;
+            }
+        })
+    }
+}

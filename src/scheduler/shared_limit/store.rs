@@ -1,0 +1,108 @@
+//! The connection to the shared limit's Redis, and what its errors mean: a Redis that
+//! is *away* (refused, reset, timed out, loading) may come back and is waited for a
+//! little, then done without; a Redis that answers but is *misused* (a wrong password, a
+//! key of the wrong type, a user without the right to run scripts) is the user's to fix,
+//! and stops the run before anything is sent.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, Script};
+
+use super::script::{Answer, Ask, LUA};
+use crate::api::retry::RetryPolicy;
+use crate::manifest::RedisUrl;
+
+/// How long one connection attempt, or one answer, may take.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The usual backoff, short: a Redis that stays away past it is done without, rather
+/// than holding the night's run back.
+pub fn away_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        base: Duration::from_millis(100),
+        cap: Duration::from_millis(500),
+        retry_after_cap: Duration::from_millis(500),
+    }
+}
+
+/// Whether `err` says the Redis is away (worth waiting for) rather than misused.
+pub fn is_away(err: &RedisError) -> bool {
+    err.is_io_error()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+        || err.is_connection_refusal()
+        || matches!(
+            err.code(),
+            Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN")
+        )
+}
+
+/// A hint for a misused Redis, when its fix is known.
+pub fn hint(err: &RedisError) -> &'static str {
+    match (err.kind(), err.code()) {
+        (ErrorKind::AuthenticationFailed, _) | (_, Some("NOAUTH" | "WRONGPASS")) => {
+            " (hint: check the password in limits.redis_url or STEMBATCH_REDIS_URL: redis://:PASSWORD@host:6379)"
+        }
+        (_, Some("WRONGTYPE")) => {
+            " (hint: another program uses the same key names in this Redis database: give stembatch a database of its own, e.g. redis://host:6379/5)"
+        }
+        (_, Some("NOPERM")) => " (hint: the Redis user needs GET, SET, TIME, EVAL and EVALSHA on stembatch:limit:*)",
+        _ if err.to_string().contains("STEMBATCH") => {
+            " (hint: another program wrote this key: give stembatch a Redis database of its own, e.g. redis://host:6379/5)"
+        }
+        _ => "",
+    }
+}
+
+/// A connection to the shared limit's Redis with the script loaded on first use.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    script: Script,
+}
+
+impl Store {
+    /// Connects to `url` (one attempt, with the connection manager's own quick retry).
+    pub async fn connect(url: &RedisUrl) -> Result<Store, RedisError> {
+        let client = redis::Client::open(url.expose())?;
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(200))
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Store {
+            conn,
+            script: Script::new(LUA),
+        })
+    }
+
+    /// `PING`: the password and the connection work.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(drop)
+    }
+
+    /// Runs the script once for `key`.
+    pub async fn run(
+        &self,
+        key: &str,
+        ask: Ask,
+        period: Duration,
+        tolerance: Duration,
+    ) -> Result<Answer, RedisError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(key);
+        for arg in ask.args(period, tolerance) {
+            invocation.arg(arg);
+        }
+        let micros: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(Answer::of(micros))
+    }
+}
