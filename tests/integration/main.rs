@@ -2,6 +2,7 @@
 //! 127.0.0.1:0. One test binary, one module per area.
 
 mod helpers;
+mod redis_server;
 
 mod cli;
 mod disk;
@@ -16,3 +17,4 @@ mod report;
 mod rerun;
 mod resilience;
 mod resume;
+mod shared_limit;

@@ -1,0 +1,290 @@
+//! Issue 12: several processes on one API key share its limits through a real Redis;
+//! when Redis goes away they fall back to 1/N each, evenly spaced; a misused Redis stops
+//! a run before anything is sent.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use stembatch::manifest::{Rate, RedisUrl, RunSettings, ShardPosition};
+use stembatch::scheduler::shared_limit::{self, account_id, limit_key};
+use stembatch::sim::{SimConfig, SimHandle};
+
+use crate::helpers::*;
+use crate::redis_server::RedisServer;
+
+/// The account's submit limit, which every process is configured with: 20/s evenly
+/// spaced. The simulator's one-second window allows a little jitter on top (22), as a
+/// provider's does; its minute cannot fill in a test this short.
+const RATE: &str = "1200/min";
+const PER_SECOND: usize = 20;
+
+fn account_sim() -> SimConfig {
+    SimConfig {
+        submit_limits: limits("1200/60s,22/1s"),
+        detail_limits: limits("12000/60s,220/1s"),
+        ..quick_sim()
+    }
+}
+
+/// A manifest of `count` variants of the stem `stem`, at the account's rates, as the
+/// process `share` of those on the key.
+fn manifest(stem: &str, count: usize, share: Option<&str>) -> String {
+    let tags: Vec<String> = (0..count).map(|i| format!("\"piano {i}\"")).collect();
+    let share = share.map_or(String::new(), |s| format!("[limits]\nshare = \"{s}\"\n"));
+    format!(
+        r#"[run]
+concurrency = 40
+submit_rate = "{RATE}"
+poll_rate = "12000/min"
+poll_interval = "100ms"
+poll_interval_max = "400ms"
+task_timeout = "20s"
+
+[defaults]
+title = "{{stem}} {{variant}}"
+tags = "piano"
+negative_tags = ""
+{share}
+[[stem]]
+url = "https://stems.example.com/{stem}.wav"
+[stem.matrix]
+tags = [{}]
+"#,
+        tags.join(", ")
+    )
+}
+
+/// The most submits the simulator accepted within any `window`.
+fn busiest(sim: &SimHandle, window: Duration) -> usize {
+    let times: Vec<Duration> = sim.submissions().iter().map(|s| s.at).collect();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t < times[i] + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Three processes, one key: each its own manifest (50 variants) and output folder, the
+/// process `i` of 3, sharing through `redis_url`. Returns their outputs and the time
+/// until the last ended; `meanwhile` runs while they do.
+async fn three_processes(
+    sim: &SimHandle,
+    dir: &Path,
+    redis_url: &str,
+    meanwhile: impl std::future::Future<Output = ()>,
+) -> (Vec<std::process::Output>, Duration) {
+    let started = Instant::now();
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            let path: PathBuf = dir.join(format!("m{i}.toml"));
+            std::fs::write(
+                &path,
+                manifest(&format!("s{i}"), 50, Some(&format!("{i}/3"))),
+            )
+            .unwrap();
+            let out = dir.join(format!("out{i}"));
+            let mut command = run_command(sim, &path, &out, &[]);
+            command.env("STEMBATCH_REDIS_URL", redis_url);
+            command.stdout(std::process::Stdio::piped());
+            command.stderr(std::process::Stdio::piped());
+            command.spawn().expect("stembatch starts")
+        })
+        .collect();
+    meanwhile.await;
+    let mut outputs = Vec::new();
+    for child in children {
+        let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+            .await
+            .expect("stembatch finished in time")
+            .unwrap();
+        outputs.push(output);
+    }
+    (outputs, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_on_one_key_keep_to_its_limit_as_fast_as_one() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    // One process alone, at the account's limit, with all 150 variants.
+    let alone = start_sim(account_sim()).await;
+    let (dir, path) = write_manifest(&manifest("alone", 150, None));
+    let started = Instant::now();
+    let output = run_against(&alone, &path, &dir.path().join("out")).await;
+    let one = started.elapsed();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(alone.stats().rate_limited, 0);
+
+    let sim = start_sim(account_sim()).await;
+    let (outputs, three) = three_processes(&sim, dir.path(), &redis.url(), async {}).await;
+    for output in &outputs {
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
+        assert!(!stderr(output).contains("is away"), "{}", stderr(output));
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.tasks_created, 150);
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    let second = busiest(&sim, Duration::from_secs(1));
+    // At 20/s, a one-second window holds 20 slots, 21 when it starts on one.
+    assert!(second <= PER_SECOND + 1, "{second} submits in one second");
+    let period = busiest(&sim, Duration::from_millis(50));
+    assert!(period <= 2, "{period} submits within one period");
+    let five = busiest(&sim, Duration::from_secs(5));
+    assert!(five <= 5 * PER_SECOND + 1, "{five} submits in five seconds");
+    let ratio = three.as_secs_f64() / one.as_secs_f64();
+    eprintln!("three processes on one key: {three:?}; one alone: {one:?}; ratio {ratio:.3}");
+    assert!(
+        ratio <= 1.10,
+        "three processes took {three:?}, one alone {one:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_that_lose_redis_fall_back_to_a_share_each_and_stay_under_the_limit() {
+    let Some(mut redis) = RedisServer::start(None) else {
+        return;
+    };
+    let sim = start_sim(account_sim()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let (outputs, _) = three_processes(&sim, dir.path(), &url, async {
+        wait_until("a third of the submits", || sim.submissions().len() >= 50).await;
+        redis.kill();
+    })
+    .await;
+    for output in &outputs {
+        let said = stderr(output);
+        assert_eq!(output.status.code(), Some(0), "{said}");
+        assert_eq!(said.matches("is away").count(), 1, "said once: {said}");
+        assert!(said.contains("1/3 of each limit"), "{said}");
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.tasks_created, 150);
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    let second = busiest(&sim, Duration::from_secs(1));
+    assert!(second <= PER_SECOND + 1, "{second} submits in one second");
+    // Not in lock-step: three processes each at 1/3 that fell back together would send
+    // three at once every 150 ms. Two in one period is the most a late call makes.
+    let period = busiest(&sim, Duration::from_millis(50));
+    assert!(period <= 2, "{period} submits within one period");
+}
+
+/// A run with `redis_url` against a fresh simulator: its output, and whether the
+/// simulator saw any call.
+async fn run_with_redis(redis_url: &str) -> (std::process::Output, SimHandle, tempfile::TempDir) {
+    let sim = start_sim(account_sim()).await;
+    let (dir, path) = write_manifest(&manifest("a", 3, None));
+    let mut command = run_command(&sim, &path, &dir.path().join("out"), &[]);
+    command.env("STEMBATCH_REDIS_URL", redis_url);
+    let output = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (output, sim, dir)
+}
+
+fn assert_nothing_sent(sim: &SimHandle, dir: &tempfile::TempDir) {
+    let stats = sim.stats();
+    assert_eq!(
+        (stats.submit_calls, stats.detail_calls, stats.upload_calls),
+        (0, 0, 0)
+    );
+    assert!(!dir.path().join("out").exists(), "nothing written either");
+}
+
+#[tokio::test]
+async fn a_wrong_redis_password_is_a_clear_error_before_anything_is_sent() {
+    let Some(redis) = RedisServer::start(Some("right-password")) else {
+        return;
+    };
+    let url = redis.url().replace("right-password", "hunter2-wrong");
+    let (output, sim, dir) = run_with_redis(&url).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("the shared rate limit's Redis redis://:***@127.0.0.1"),
+        "{said}"
+    );
+    assert!(said.contains("check the password"), "{said}");
+    assert!(
+        !said.contains("hunter2"),
+        "the password is never shown: {said}"
+    );
+    assert_nothing_sent(&sim, &dir);
+}
+
+#[tokio::test]
+async fn a_limit_key_of_the_wrong_type_is_a_clear_error_before_anything_is_sent() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let key = limit_key(&account_id(quick_sim().key.as_str()), "detail");
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("field")
+        .arg("value")
+        .query(&mut redis.connection())
+        .unwrap();
+    let (output, sim, dir) = run_with_redis(&redis.url()).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(said.contains("WRONGTYPE"), "{said}");
+    assert!(said.contains("a database of its own"), "{said}");
+    assert_nothing_sent(&sim, &dir);
+}
+
+/// Two processes' pacers (built as a run builds them) on one key, asking in turns: their
+/// slots interleave a period apart, and Redis holds a hash of the key, never the key.
+#[tokio::test]
+async fn pacers_on_one_key_hand_out_one_schedule_and_redis_never_holds_the_key() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let url = RedisUrl::parse(&redis.url()).unwrap();
+    let settings = RunSettings {
+        submit_rate: Rate::parse("20/s").unwrap(),
+        ..RunSettings::default()
+    };
+    let api_key = "sk-live-secret-0123456789";
+    let account = account_id(api_key);
+    let mut pacers = Vec::new();
+    for index in 0..2 {
+        let position = ShardPosition::new(index, 2).unwrap();
+        pacers.push(
+            shared_limit::shared_pacers(&url, &account, position, &settings)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut slots = Vec::new();
+    for turn in 0..12 {
+        slots.push(pacers[turn % 2].submit.reserve(Instant::now()).await);
+    }
+    slots.sort();
+    let gaps: Vec<Duration> = slots.windows(2).map(|p| p[1] - p[0]).collect();
+    // Each slot is mapped onto this clock when its answer arrives: a millisecond of play.
+    assert!(
+        gaps.iter().all(|g| *g >= Duration::from_millis(49)),
+        "{gaps:?}"
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(keys, [format!("stembatch:limit:{account}:submit")]);
+    let dump: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            redis::cmd("GET")
+                .arg(k)
+                .query(&mut redis.connection())
+                .unwrap()
+        })
+        .collect();
+    assert!(!format!("{keys:?}{dump:?}").contains("secret"));
+}
