@@ -12,6 +12,10 @@
 //!   downloads cut short (target ≤ 1.15).
 //! - `unlimited`: 1,000 variants with the limits lifted: client CPU seconds, peak memory,
 //!   detail queries per task.
+//! - `three-on-one-key`: as `rate-1200`, split over three client processes on one API
+//!   key that share the limit through a `redis-server` the benchmark starts on a free
+//!   loopback port: makespan ÷ ideal (the same ideal as one process) and 429s (target 0).
+//!   Where redis-server is not installed, the table says so.
 //! - `plan`: `plan` over a 100,000-variant matrix: time and peak memory (targets < 2 s,
 //!   < 200 MB).
 
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use stembatch::api::{ApiClient, ApiKey};
 use stembatch::journal::writer::JournalWriter;
+use stembatch::manifest::{RedisUrl, ShardPosition};
 use stembatch::scheduler::state::Entry;
 use stembatch::scheduler::{self, Pacers, RunInputs, Stops};
 use stembatch::sim::{Faults, SimConfig, SimHandle, WindowLimit};
@@ -41,9 +46,12 @@ struct Scenario {
     track_seconds: f64,
     /// Share of calls (API calls and downloads alike) that fail retryably.
     failing: f64,
+    /// Client processes on one key, sharing the limit through Redis when more than one;
+    /// `variants` is their total.
+    processes: u32,
 }
 
-const SCENARIOS: [Scenario; 4] = [
+const SCENARIOS: [Scenario; 5] = [
     Scenario {
         name: "rate-120",
         variants: 40,
@@ -54,6 +62,7 @@ const SCENARIOS: [Scenario; 4] = [
         task: Duration::from_secs(5),
         track_seconds: 5.0,
         failing: 0.0,
+        processes: 1,
     },
     Scenario {
         name: "rate-1200",
@@ -65,6 +74,7 @@ const SCENARIOS: [Scenario; 4] = [
         task: Duration::from_secs(3),
         track_seconds: 2.0,
         failing: 0.0,
+        processes: 1,
     },
     Scenario {
         name: "faulty-1200",
@@ -76,6 +86,7 @@ const SCENARIOS: [Scenario; 4] = [
         task: Duration::from_secs(3),
         track_seconds: 2.0,
         failing: 0.1,
+        processes: 1,
     },
     Scenario {
         name: "unlimited",
@@ -87,11 +98,25 @@ const SCENARIOS: [Scenario; 4] = [
         task: Duration::from_secs(1),
         track_seconds: 0.5,
         failing: 0.0,
+        processes: 1,
+    },
+    Scenario {
+        name: "three-on-one-key",
+        variants: 210,
+        submit_rate: "1200/min",
+        per_second: 20.0,
+        concurrency: 100,
+        sim_submit_limits: "1200/60s,25/1s",
+        task: Duration::from_secs(3),
+        track_seconds: 2.0,
+        failing: 0.0,
+        processes: 3,
     },
 ];
 
-fn manifest_text(scenario: &Scenario) -> String {
-    let tags: Vec<String> = (0..scenario.variants)
+/// The manifest of one client process (the `index`-th of the scenario's).
+fn manifest_text(scenario: &Scenario, index: u32) -> String {
+    let tags: Vec<String> = (0..scenario.variants / scenario.processes as usize)
         .map(|i| format!("\"piano {i}\""))
         .collect();
     format!(
@@ -110,7 +135,7 @@ tags = "piano"
 negative_tags = ""
 
 [[stem]]
-url = "https://stems.example.com/bench.wav"
+url = "https://stems.example.com/bench-{index}.wav"
 [stem.matrix]
 tags = [{tags}]
 "#,
@@ -146,20 +171,39 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Where a child shares its limits: Redis, and its place among the scenario's processes.
+struct Sharing {
+    redis: RedisUrl,
+    position: ShardPosition,
+}
+
 /// The child side of a run scenario: runs the client against `url` and prints JSON.
-async fn child_run(scenario: &Scenario, url: &str, key: &str) {
-    let text = manifest_text(scenario);
+async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sharing>) {
+    let index = sharing.as_ref().map_or(0, |s| s.position.index);
+    let text = manifest_text(scenario, index);
     let manifest = stembatch::manifest::parse(Path::new("bench.toml"), &text)
         .expect("the bench manifest is valid");
+    let client = ApiClient::new(url, ApiKey::new(key)).unwrap();
+    let pacers = match sharing {
+        None => Pacers::from_settings(&manifest.run),
+        Some(sharing) => scheduler::shared_limit::shared_pacers(
+            &sharing.redis,
+            &client.account_id(),
+            sharing.position,
+            &manifest.run,
+        )
+        .await
+        .expect("the benchmark's Redis is usable"),
+    };
     let out = tempfile::tempdir().unwrap();
     let (journal, _) = JournalWriter::open(&out.path().join("journal.jsonl")).unwrap();
     let inputs = RunInputs {
-        client: ApiClient::new(url, ApiKey::new(key)).unwrap(),
+        client,
         journal,
         api: url.to_owned(),
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads: Default::default(),
-        pacers: Pacers::from_settings(&manifest.run),
+        pacers,
         settings: manifest.run.clone(),
         out_dir: out.path().to_owned(),
         stops: Stops {
@@ -222,6 +266,114 @@ fn spawn_child<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> serde_json::Value {
         .args(args)
         .output()
         .expect("the benchmark child runs");
+    child_result(output)
+}
+
+/// A `redis-server` on a free loopback port, without persistence, killed when dropped.
+struct RedisServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl RedisServer {
+    fn start() -> Result<RedisServer, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|_| {
+                "skipped: redis-server is not installed (apt-get install redis-server)".to_owned()
+            })?;
+        let url = format!("redis://127.0.0.1:{port}");
+        let server = RedisServer { child, url };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(5) {
+                return Err("skipped: redis-server did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the scenario's client processes against the simulator at `url`: their makespan
+/// (from the first start to the last end, as the parent sees it), CPU seconds added up
+/// and the highest peak memory. An error when a scenario cannot run here.
+fn run_clients(scenario: &Scenario, url: &str) -> Result<serde_json::Value, String> {
+    let args = |extra: &[String]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--scenario",
+            scenario.name,
+            "--url",
+            url,
+            "--key",
+            "bench-key",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend_from_slice(extra);
+        args
+    };
+    if scenario.processes == 1 {
+        return Ok(spawn_child(&args(&[])));
+    }
+    let redis = RedisServer::start()?;
+    let started = Instant::now();
+    let children: Vec<_> = (0..scenario.processes)
+        .map(|index| {
+            let extra = [
+                "--redis".to_owned(),
+                redis.url.clone(),
+                "--index".to_owned(),
+                index.to_string(),
+            ];
+            Command::new(std::env::current_exe().unwrap())
+                .args(args(&extra))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("the benchmark child runs")
+        })
+        .collect();
+    let results: Vec<serde_json::Value> = children
+        .into_iter()
+        .map(|child| child_result(child.wait_with_output().unwrap()))
+        .collect();
+    let makespan = started.elapsed().as_secs_f64();
+    let sum = |field: &str| {
+        results
+            .iter()
+            .filter_map(|r| r[field].as_f64())
+            .sum::<f64>()
+    };
+    let max = |field: &str| {
+        results
+            .iter()
+            .filter_map(|r| r[field].as_f64())
+            .fold(f64::NAN, f64::max)
+    };
+    Ok(serde_json::json!({
+        "makespan_s": makespan,
+        "cpu_s": sum("cpu_s"),
+        "peak_rss_mib": max("peak_rss_mib"),
+    }))
+}
+
+/// The JSON line a benchmark child printed last.
+fn child_result(output: std::process::Output) -> serde_json::Value {
     assert!(
         output.status.success(),
         "{}",
@@ -256,19 +408,20 @@ async fn parent() {
         let sim = SimHandle::start(([127, 0, 0, 1], 0).into(), config)
             .await
             .unwrap();
-        let args: Vec<String> = [
-            "--scenario",
-            scenario.name,
-            "--url",
-            &sim.url(),
-            "--key",
-            "bench-key",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let result = tokio::task::spawn_blocking(move || spawn_child(&args))
+        let url = sim.url();
+        let measured = tokio::task::spawn_blocking(move || run_clients(scenario, &url))
             .await
             .unwrap();
+        let result = match measured {
+            Ok(result) => result,
+            Err(why) => {
+                report.push_str(&format!(
+                    "| {} | {} | {why} |\n",
+                    scenario.name, scenario.variants
+                ));
+                continue;
+            }
+        };
         let stats = sim.stats();
         let makespan = result["makespan_s"].as_f64().unwrap_or(f64::NAN);
         // Without a rate limit there is no ideal to compare with.
@@ -347,7 +500,15 @@ async fn run() {
                 value("--url").expect("--url"),
                 value("--key").expect("--key"),
             );
-            child_run(scenario, &url, &key).await;
+            let sharing = value("--redis").map(|redis| Sharing {
+                redis: RedisUrl::parse(&redis).expect("--redis is a Redis URL"),
+                position: ShardPosition::new(
+                    value("--index").and_then(|i| i.parse().ok()).unwrap_or(0),
+                    scenario.processes,
+                )
+                .expect("--index is below the scenario's processes"),
+            });
+            child_run(scenario, &url, &key, sharing).await;
         }
     }
 }
