@@ -73,7 +73,7 @@ fn section(roff: &mut Roff, title: &str, items: &[(&str, &str)]) {
 const EXIT_CODES: &[(&str, &str)] = &[
     ("0", "every variant finished"),
     ("1", "the run ended, but some variants are failed, timeout, error or pending: see results.csv"),
-    ("2", "usage or manifest error (a missing or unreadable API key too): nothing was sent"),
+    ("2", "usage or manifest error (a missing or unreadable API key, a misused shared-limit Redis too): nothing was sent"),
     ("3", "the account stopped the run (a refused key, no credits, an unreadable submit answer): nothing more was submitted; all state is saved"),
     ("4", "another stembatch run holds this output folder"),
     ("130", "interrupted by SIGINT or SIGTERM: state saved, the next run resumes"),
@@ -83,6 +83,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("VIDGO_API_KEY", "the API key (or the variable the manifest's api.key_env names); never printed or logged"),
     ("VIDGO_API_KEY_FILE", "else, a file holding the key on one line (a systemd credential, a container secret); a file readable by group or others draws a warning"),
     ("VIDGO_BASE_URL", "the API's base URL, after --base-url and before api.base_url"),
+    ("STEMBATCH_REDIS_URL", "the Redis through which every process on the API key shares its rate limits; before limits.redis_url"),
     ("STEMBATCH_LOG", "the log filter (default: info), e.g. debug"),
 ];
 

@@ -107,10 +107,12 @@ impl Link {
                 from: now + HORIZON,
                 clock: WallClock::now(),
             };
-            let count = self.position.count;
-            let share = match count.get() {
+            let share = match self.position.count.get() {
                 1 => "the full limits (no other process was declared on this key: limits.share or --shard)".to_owned(),
-                n => format!("1/{n} of each limit, as process {} of {n}", self.position),
+                n => format!(
+                    "1/{n} of each limit (its place: {} of {n}, from 0)",
+                    self.position.index
+                ),
             };
             tracing::warn!(
                 redis = %self.url,
