@@ -114,10 +114,14 @@ impl ShardPosition {
     /// Shard `self` of a manifest that itself holds the place `share` among the manifests
     /// on one key: shard I of N of share i of m is process i·N + I of m·N.
     pub fn within(self, share: ShardPosition) -> ShardPosition {
-        ShardPosition {
-            index: share.index * self.count.get() + self.index,
-            count: share.count.saturating_mul(self.count),
-        }
+        // Saturating: counts past u32 are nonsense, not worth a panic.
+        let count = share.count.saturating_mul(self.count);
+        let index = share
+            .index
+            .saturating_mul(self.count.get())
+            .saturating_add(self.index)
+            .min(count.get() - 1);
+        ShardPosition { index, count }
     }
 }
 

@@ -93,7 +93,9 @@ pub async fn shared_pacers(
     let link = Arc::new(Link::new(store, url.clone(), position));
     match link.store {
         Some(_) => tracing::info!(redis = %url, "the rate limits are shared through Redis {url}"),
-        None => link.fall_back(&format!("at the start: {away}")),
+        None => {
+            link.fall_back(&format!("at the start: {away}"));
+        }
     }
     let [submit, detail, upload] = keys;
     let pacer = |key, rate| {

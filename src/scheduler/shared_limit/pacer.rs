@@ -33,12 +33,15 @@ pub(super) struct Link {
 #[derive(Clone, Copy)]
 enum Mode {
     Shared,
-    /// Fallen back: local slots, none before `from`, laid on the wall clock through
-    /// `clock`.
-    Local {
-        from: Instant,
-        clock: WallClock,
-    },
+    Local(Fallen),
+}
+
+/// A process that fell back: local slots, none before `from`, laid on the wall clock
+/// through `clock`.
+#[derive(Clone, Copy)]
+pub(super) struct Fallen {
+    from: Instant,
+    clock: WallClock,
 }
 
 /// An instant and the wall-clock time it is: the bridge between this process's clock
@@ -71,8 +74,8 @@ impl WallClock {
     }
 
     fn instant(&self, ns: u128) -> Instant {
-        let after = Duration::from_nanos(ns.saturating_sub(self.ns).min(u64::MAX as u128) as u64);
-        self.instant + after
+        let after = ns.saturating_sub(self.ns).min(u128::from(u64::MAX)) as u64;
+        self.instant + Duration::from_nanos(after)
     }
 }
 
@@ -90,37 +93,39 @@ impl Link {
         self.mode.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn local(&self) -> Option<(Instant, WallClock)> {
+    fn local(&self) -> Option<Fallen> {
         match *self.mode() {
             Mode::Shared => None,
-            Mode::Local { from, clock } => Some((from, clock)),
+            Mode::Local(fallen) => Some(fallen),
         }
     }
 
     /// Stops using Redis for the rest of the run, and says so the first time. No local
     /// slot comes before the horizon has passed: Redis handed out none later than that.
-    pub fn fall_back(&self, why: &str) {
+    pub fn fall_back(&self, why: &str) -> Fallen {
         let mut mode = self.mode();
-        if let Mode::Shared = *mode {
-            let now = Instant::now();
-            *mode = Mode::Local {
-                from: now + HORIZON,
-                clock: WallClock::now(),
-            };
-            let share = match self.position.count.get() {
-                1 => "the full limits (no other process was declared on this key: limits.share or --shard)".to_owned(),
-                n => format!(
-                    "1/{n} of each limit (its place: {} of {n}, from 0)",
-                    self.position.index
-                ),
-            };
-            tracing::warn!(
-                redis = %self.url,
-                share = %self.position,
-                "the shared rate limit's Redis {} is away ({why}): this process paces itself at {share} for the rest of the run",
-                self.url
-            );
+        if let Mode::Local(fallen) = *mode {
+            return fallen;
         }
+        let fallen = Fallen {
+            from: Instant::now() + HORIZON,
+            clock: WallClock::now(),
+        };
+        *mode = Mode::Local(fallen);
+        let share = match self.position.count.get() {
+            1 => "the full limits (no other process was declared on this key: limits.share or --shard)".to_owned(),
+            n => format!(
+                "1/{n} of each limit (its place: {} of {n}, from 0)",
+                self.position.index
+            ),
+        };
+        tracing::warn!(
+            redis = %self.url,
+            share = %self.position,
+            "the shared rate limit's Redis {} is away ({why}): this process paces itself at {share} for the rest of the run",
+            self.url
+        );
+        fallen
     }
 }
 
@@ -160,25 +165,28 @@ impl SharedPacer {
 
     /// A slot of the fallback grid at or after `earliest`, and a period after the last
     /// slot Redis can have handed out (by `from`).
-    fn reserve_local(&self, earliest: Instant, from: Instant, clock: WallClock) -> Instant {
+    fn reserve_local(&self, earliest: Instant, fallen: Fallen) -> Instant {
+        let Fallen { from, clock } = fallen;
         let slot = self
             .fallback()
             .reserve(clock.wall(earliest.max(from + self.period)));
         clock.instant(slot)
     }
 
-    /// Runs the script, retrying a Redis that is away with the short backoff; `None`
-    /// once the process has fallen back (now, or meanwhile).
-    async fn ask(&self, ask: Ask) -> Option<Answer> {
-        let store = self.link.store.as_ref()?;
+    /// Runs the script, retrying a Redis that is away with the short backoff; `Err` once
+    /// the process has fallen back (now, or meanwhile).
+    async fn ask(&self, ask: Ask) -> Result<Answer, Fallen> {
         let mut backoff = away_policy().backoff(rand::random());
         loop {
-            if self.link.local().is_some() {
-                return None;
+            if let Some(fallen) = self.link.local() {
+                return Err(fallen);
             }
+            let Some(store) = self.link.store.as_ref() else {
+                return Err(self.link.fall_back("no connection"));
+            };
             let err: RedisError = match store.run(&self.key, ask, self.period, self.tolerance).await
             {
-                Ok(answer) => return Some(answer),
+                Ok(answer) => return Ok(answer),
                 Err(err) => err,
             };
             // A Redis that turns misused in the middle of a run (its key overwritten) is
@@ -187,16 +195,11 @@ impl SharedPacer {
                 true => backoff.next_wait(None),
                 false => None,
             };
-            match wait {
-                Some(wait) => {
-                    tracing::debug!(error = %err, ?wait, "the shared rate limit's Redis did not answer; trying again");
-                    tokio::time::sleep(wait).await;
-                }
-                None => {
-                    self.link.fall_back(&err.to_string());
-                    return None;
-                }
-            }
+            let Some(wait) = wait else {
+                return Err(self.link.fall_back(&err.to_string()));
+            };
+            tracing::debug!(error = %err, ?wait, "the shared rate limit's Redis did not answer; trying again");
+            tokio::time::sleep(wait).await;
         }
     }
 
@@ -211,11 +214,10 @@ impl SharedPacer {
                 horizon: HORIZON.max(lead),
             };
             match self.ask(ask).await {
-                Some(Answer::Slot(delay)) => return Instant::now() + delay,
-                Some(Answer::AskAgainIn(wait)) => tokio::time::sleep(wait).await,
-                None => {
-                    let (from, clock) = self.link.local().expect("fallen back");
-                    return self.reserve_local(earliest.max(Instant::now() + lead), from, clock);
+                Ok(Answer::Slot(delay)) => return Instant::now() + delay,
+                Ok(Answer::AskAgainIn(wait)) => tokio::time::sleep(wait).await,
+                Err(fallen) => {
+                    return self.reserve_local(earliest.max(Instant::now() + lead), fallen)
                 }
             }
         }
@@ -225,9 +227,7 @@ impl SharedPacer {
 impl Pacer for SharedPacer {
     fn reserve(&self, earliest: Instant) -> BoxFuture<'_, Instant> {
         match self.link.local() {
-            Some((from, clock)) => Box::pin(std::future::ready(
-                self.reserve_local(earliest, from, clock),
-            )),
+            Some(fallen) => Box::pin(std::future::ready(self.reserve_local(earliest, fallen))),
             None => Box::pin(self.reserve_shared(earliest)),
         }
     }
@@ -235,16 +235,12 @@ impl Pacer for SharedPacer {
     fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             // Kept locally too, for the fallback, which would otherwise not know of it.
-            let clock = self
-                .link
-                .local()
-                .map_or_else(WallClock::now, |(_, clock)| clock);
+            let clock = self.link.local().map_or_else(WallClock::now, |f| f.clock);
             self.fallback().hold_until(clock.wall(now + wait));
-            if self.link.local().is_none() {
-                let left = (now + wait).saturating_duration_since(Instant::now());
-                // Every process on the key backs off with this one.
-                self.ask(Ask::Hold { wait: left }).await;
-            }
+            let left = (now + wait).saturating_duration_since(Instant::now());
+            // Every process on the key backs off with this one (a fallen-back process
+            // has nobody to tell).
+            let _ = self.ask(Ask::Hold { wait: left }).await;
         })
     }
 }
