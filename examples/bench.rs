@@ -214,6 +214,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
         progress: stembatch::report::progress::Progress::off(),
     };
     let started = Instant::now();
+    let started_unix = unix_seconds();
     let entries = manifest.variants.iter().map(Entry::fresh).collect();
     let state = scheduler::run(Arc::new(manifest.variants), entries, inputs)
         .await
@@ -225,10 +226,20 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
         "{}",
         serde_json::json!({
             "makespan_s": makespan,
+            "started_unix_s": started_unix,
+            "ended_unix_s": unix_seconds(),
             "cpu_s": cpu_seconds(),
             "peak_rss_mib": peak_rss_mib(),
         })
     );
+}
+
+/// The wall clock, which the client processes of one scenario share.
+fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// The child side of the plan scenario.
@@ -310,8 +321,9 @@ impl Drop for RedisServer {
 }
 
 /// Runs the scenario's client processes against the simulator at `url`: their makespan
-/// (from the first start to the last end, as the parent sees it), CPU seconds added up
-/// and the highest peak memory. An error when a scenario cannot run here.
+/// (from the first client's run starting to the last one's ending, measured as a single
+/// client measures its own: process start-up left out), CPU seconds added up and the
+/// highest peak memory. An error when a scenario cannot run here.
 fn run_clients(scenario: &Scenario, url: &str) -> Result<serde_json::Value, String> {
     let args = |extra: &[String]| -> Vec<String> {
         let mut args: Vec<String> = [
@@ -331,7 +343,6 @@ fn run_clients(scenario: &Scenario, url: &str) -> Result<serde_json::Value, Stri
         return Ok(spawn_child(&args(&[])));
     }
     let redis = RedisServer::start()?;
-    let started = Instant::now();
     let children: Vec<_> = (0..scenario.processes)
         .map(|index| {
             let extra = [
@@ -352,7 +363,6 @@ fn run_clients(scenario: &Scenario, url: &str) -> Result<serde_json::Value, Stri
         .into_iter()
         .map(|child| child_result(child.wait_with_output().unwrap()))
         .collect();
-    let makespan = started.elapsed().as_secs_f64();
     let sum = |field: &str| {
         results
             .iter()
@@ -365,6 +375,14 @@ fn run_clients(scenario: &Scenario, url: &str) -> Result<serde_json::Value, Stri
             .filter_map(|r| r[field].as_f64())
             .fold(f64::NAN, f64::max)
     };
+    let extreme = |field: &str, pick: fn(f64, f64) -> f64| {
+        results
+            .iter()
+            .filter_map(|r| r[field].as_f64())
+            .reduce(pick)
+            .unwrap_or(f64::NAN)
+    };
+    let makespan = extreme("ended_unix_s", f64::max) - extreme("started_unix_s", f64::min);
     Ok(serde_json::json!({
         "makespan_s": makespan,
         "cpu_s": sum("cpu_s"),
