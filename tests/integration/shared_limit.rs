@@ -315,3 +315,29 @@ async fn pacers_on_one_key_hand_out_one_schedule_and_redis_never_holds_the_key()
         .collect();
     assert!(!format!("{keys:?}{dump:?}").contains("secret"));
 }
+
+/// A Redis that is not there when the run starts: the run waits a moment, says so once,
+/// and goes on alone at the limit its place allows.
+#[tokio::test]
+async fn a_redis_away_at_the_start_is_said_once_and_the_run_goes_on() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let started = Instant::now();
+    let (output, sim, _dir) = run_with_redis(&format!("redis://127.0.0.1:{port}")).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert_eq!(said.matches("is away").count(), 1, "{said}");
+    assert!(said.contains("at the start"), "{said}");
+    assert!(
+        said.contains("the full limits (no other process was declared"),
+        "{said}"
+    );
+    assert_eq!(sim.stats().tasks_created, 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
