@@ -162,6 +162,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str) {
         pacers: Pacers::from_settings(&manifest.run),
         settings: manifest.run.clone(),
         out_dir: out.path().to_owned(),
+        shard_part: None,
         stops: Stops {
             interrupted: CancellationToken::new(),
             deadline: None,

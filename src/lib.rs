@@ -40,6 +40,7 @@ pub mod output_files;
 pub mod qc;
 pub mod report;
 pub mod scheduler;
+pub mod shard;
 pub mod signal;
 pub mod sim;
 pub mod stems;

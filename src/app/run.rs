@@ -16,14 +16,16 @@ use crate::journal::format::{Record, SIMULATOR};
 use crate::journal::lock::{self, LockError, RunLock};
 use crate::journal::replay::{self, Rerun, Start};
 use crate::journal::writer::JournalWriter;
-use crate::journal::{self, JournalError};
+use crate::journal::{self, layout, JournalError};
 use crate::manifest::{self, Manifest, Rate, RunSettings};
-use crate::outcome::{UploadedFile, VariantStatus};
+use crate::outcome::{UploadedFile, VariantRecord, VariantStatus};
 use crate::report::csv::FILE_NAME;
 use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
+use crate::report::shards::{ShardPart, VariantRows};
 use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
 use crate::scheduler::{self, Pacers, RunInputs, Stops};
+use crate::shard::Shard;
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
 use crate::variant::Variant;
@@ -132,6 +134,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         journal,
         entries,
         earlier_uploads,
+        shard_part,
     } = prepared;
     tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
     let key_env = (!args.simulate).then(|| manifest.api.key_env.clone());
@@ -157,6 +160,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         upload: progress.watch(Endpoint::Upload, pacers.upload),
     };
     let inputs = RunInputs {
+        shard_part,
         client,
         journal,
         api,
@@ -273,13 +277,36 @@ struct Prepared {
     journal: JournalWriter,
     entries: Vec<Entry>,
     earlier_uploads: HashMap<String, UploadedFile>,
+    /// A shard's run: its part of `results.csv`.
+    shard_part: Option<ShardPart>,
 }
 
 /// Loads the manifest (hashing its local stems off the async threads), finds the API,
 /// takes the output folder and decides every variant's start.
 async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
+    let shard = args
+        .shard
+        .resolve()
+        .map_err(|err| ExpectedError::usage(err.to_string()))?;
     let path = args.manifest.clone();
-    let manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    // Every variant of the manifest, for the folder's results.csv; the run takes its shard's.
+    let all_variants = match shard {
+        Some(shard) => {
+            let (own, _others): (Vec<Variant>, Vec<Variant>) = manifest
+                .variants
+                .iter()
+                .cloned()
+                .partition(|v| shard.contains(&v.id));
+            tracing::info!(
+                variants = own.len(),
+                of = manifest.variants.len(),
+                "this run takes shard {shard} of the manifest"
+            );
+            Some(std::mem::replace(&mut manifest.variants, own))
+        }
+        None => None,
+    };
     let mut settings = manifest.run.clone();
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency as usize;
@@ -292,7 +319,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some(_) => SIMULATOR.to_owned(),
         None => client.base_url().to_owned(),
     };
-    let (lock, journal, records) = open_output_folder(&out_dir, &api).await?;
+    let (lock, journal, records) = open_output_folder(&out_dir, &api, shard).await?;
     let rerun = Rerun {
         retry_failed: args.retry_failed,
         now: chrono::Utc::now(),
@@ -328,6 +355,14 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some(_) => Default::default(),
         None => replay::uploads(&records, &api),
     };
+    let shard_part = match (shard, all_variants) {
+        (Some(shard), Some(all)) => Some(ShardPart::new(
+            &out_dir,
+            shard,
+            rows_as_journaled(&all, &records),
+        )),
+        _ => None,
+    };
     Ok(Prepared {
         manifest,
         settings,
@@ -339,7 +374,27 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         journal,
         entries,
         earlier_uploads,
+        shard_part,
     })
+}
+
+/// Every variant's rows of `results.csv` as the journals tell them: what the folder's file
+/// says of the variants of shards that have not written their part yet.
+fn rows_as_journaled(variants: &[Variant], records: &[Record]) -> Vec<VariantRows> {
+    let priors = replay::replay(records);
+    variants
+        .iter()
+        .map(|variant| {
+            let record = priors
+                .get(&variant.id)
+                .map(VariantRecord::from)
+                .unwrap_or_default();
+            VariantRows {
+                id: variant.id.to_string(),
+                rows: crate::report::csv::rows_of(variant, &record),
+            }
+        })
+        .collect()
 }
 
 /// Takes the output folder for this run: its lock, the sweep of what a killed run left,
@@ -348,10 +403,11 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
 async fn open_output_folder(
     out_dir: &Path,
     api: &str,
+    shard: Option<Shard>,
 ) -> anyhow::Result<(RunLock, JournalWriter, Vec<Record>)> {
     let dir = out_dir.to_owned();
     let (lock, journal, records) =
-        tokio::task::spawn_blocking(move || open_output_folder_blocking(&dir)).await??;
+        tokio::task::spawn_blocking(move || open_output_folder_blocking(&dir, shard)).await??;
     // Tasks and uploads of one API mean nothing to another: a folder that saw the
     // simulator would otherwise look finished to the real run.
     if let Some(earlier) = replay::last_api(&records).filter(|earlier| *earlier != api) {
@@ -374,33 +430,68 @@ async fn open_output_folder(
 
 fn open_output_folder_blocking(
     out_dir: &Path,
+    shard: Option<Shard>,
 ) -> anyhow::Result<(RunLock, JournalWriter, Vec<Record>)> {
-    let state_dir = journal::state_dir(out_dir);
-    std::fs::create_dir_all(&state_dir).map_err(|err| {
+    let run_dir = layout::run_dir(out_dir, shard);
+    std::fs::create_dir_all(&run_dir).map_err(|err| {
         // Nothing was sent: a folder that cannot be made is the user's to fix.
         ExpectedError::usage(format!(
             "cannot create the output folder {}: {err}",
             out_dir.display()
         ))
     })?;
-    let lock = lock::acquire(&state_dir, out_dir).map_err(|err| match err {
-        LockError::Held { .. } => anyhow::Error::new(ExpectedError {
+    let held = |message: String| {
+        anyhow::Error::new(ExpectedError {
             code: LOCKED,
-            message: err.to_string(),
+            message,
+        })
+    };
+    let lock = lock::acquire(&run_dir, out_dir).map_err(|err| match err {
+        LockError::Held { .. } => held(match shard {
+            Some(shard) => format!("shard {shard}: {err}"),
+            None => err.to_string(),
         }),
         LockError::Io { .. } => anyhow::Error::new(err),
     })?;
-    remove_leftover_temporary_files(out_dir);
-    let (journal, records) =
-        JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE)).map_err(|err| match err {
-            // A damaged or newer journal needs the user before anything is sent; a disk
-            // that fails to read it is not a usage error.
-            JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
-                anyhow::Error::new(ExpectedError::usage(err.to_string()))
-            }
-            other => anyhow::Error::new(other),
-        })?;
-    Ok((lock, journal, records))
+    let others = layout::other_live_runs(out_dir, &run_dir)?;
+    if let Some(clash) = others.iter().find(|(dir, _)| !is_sibling_shard(dir, shard)) {
+        return Err(held(format!(
+            "another stembatch run holds {} ({}), and a run{} must not share the folder with it: their variants overlap (hint: run every shard with the same N, or wait for it to end)",
+            out_dir.display(),
+            clash.0.display(),
+            shard.map_or(" of the whole folder".to_owned(), |s| format!(" of shard {s}")),
+        )));
+    }
+    // Sibling shards write into the same folders: what looks left over may be theirs.
+    if others.is_empty() {
+        remove_leftover_temporary_files(out_dir);
+    }
+    let corrupt_is_usage = |err: JournalError| match err {
+        // A damaged or newer journal needs the user before anything is sent; a disk
+        // that fails to read it is not a usage error.
+        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
+            anyhow::Error::new(ExpectedError::usage(err.to_string()))
+        }
+        other => anyhow::Error::new(other),
+    };
+    let own_path = run_dir.join(journal::JOURNAL_FILE);
+    let (journal, own) = JournalWriter::open(&own_path).map_err(corrupt_is_usage)?;
+    // Every other journal of the folder too: a variant is the same whichever shard ran it.
+    let mut journals =
+        layout::read_other_journals(out_dir, Some(&own_path)).map_err(corrupt_is_usage)?;
+    journals.push(own);
+    layout::write_layout(out_dir, shard)?;
+    Ok((lock, journal, layout::merge_runs(journals)))
+}
+
+/// Whether the run holding the state folder `dir` is another shard of the same count as
+/// `shard`: the only run that may share a folder with this one.
+fn is_sibling_shard(dir: &Path, shard: Option<Shard>) -> bool {
+    let theirs = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(Shard::from_dir_name);
+    matches!((theirs, shard), (Some(theirs), Some(ours)) if theirs.count() == ours.count())
 }
 
 /// Maps how the run ended to SPEC.md's exit code.

@@ -34,6 +34,7 @@ use crate::journal::writer::JournalWriter;
 use crate::manifest::{RunSettings, UploadMode};
 use crate::outcome::UploadedFile;
 use crate::report::progress::Progress;
+use crate::report::shards::ShardPart;
 use crate::variant::{LocalStem, StemSource, Variant};
 pub use coordinator::Stops;
 use events::StopReason;
@@ -81,6 +82,8 @@ pub struct RunInputs {
     pub earlier_uploads: HashMap<String, UploadedFile>,
     /// The output folder (must exist).
     pub out_dir: PathBuf,
+    /// A shard's run: its part of `results.csv` (its state folder must exist).
+    pub shard_part: Option<ShardPart>,
     /// What stops the run from outside.
     pub stops: Stops,
     /// A stop known before the first submit (the balance check refused the account).
@@ -161,6 +164,7 @@ pub async fn run(
         journal: inputs.journal,
         variants,
         out_dir: inputs.out_dir,
+        shard_part: inputs.shard_part.map(Arc::new),
         tasks: JoinSet::new(),
         acks: FuturesUnordered::new(),
         report_dirty: false,

@@ -16,3 +16,4 @@ mod report;
 mod rerun;
 mod resilience;
 mod resume;
+mod shards;

@@ -1,0 +1,255 @@
+//! Where the runs of one output folder keep their state, and how a run reads what all of
+//! them wrote. A whole-folder run keeps `DIR/.stembatch/{journal.jsonl,lock}`; shard I of
+//! N keeps its own in `DIR/.stembatch/shard-I-of-N/` (journal, lock, and its part of
+//! `results.csv`), so that shards sharing a folder never write the same file.
+//!
+//! A run writes only its own journal but reads every journal of the folder: a variant's
+//! identity is its id, not the shard that ran it, so a folder run with another shard count
+//! (or none) tomorrow still knows every task paid for tonight. The journals are put
+//! together run by run ([`merge_runs`], pure): each run's records stay in their order, and
+//! runs are ordered by when they started.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::format::{decode_all, Record};
+use super::lock::{self, LockState};
+use super::{state_dir, JournalError, JOURNAL_FILE};
+use crate::shard::Shard;
+
+/// Inside the state folder: the shard count of the last sharded run, which says which
+/// parts `report` and `status` merge. A whole-folder run removes it.
+pub const SHARDS_FILE: &str = "shards";
+
+/// The state folder of a run: `DIR/.stembatch`, or `DIR/.stembatch/shard-I-of-N`.
+pub fn run_dir(out_dir: &Path, shard: Option<Shard>) -> PathBuf {
+    match shard {
+        None => state_dir(out_dir),
+        Some(shard) => state_dir(out_dir).join(shard.dir_name()),
+    }
+}
+
+/// Every shard folder under `DIR/.stembatch`, by shard count then index.
+pub fn shard_dirs(out_dir: &Path) -> std::io::Result<Vec<(Shard, PathBuf)>> {
+    let mut dirs = Vec::new();
+    let entries = match std::fs::read_dir(state_dir(out_dir)) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(dirs),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let shard = entry.file_name().to_str().and_then(Shard::from_dir_name);
+        if let Some(shard) = shard.filter(|_| entry.path().is_dir()) {
+            dirs.push((shard, entry.path()));
+        }
+    }
+    dirs.sort_by_key(|(shard, _)| (shard.count(), shard.index()));
+    Ok(dirs)
+}
+
+/// The state folders of every run layout the folder has seen: the whole folder's first.
+fn all_run_dirs(out_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs = vec![state_dir(out_dir)];
+    dirs.extend(shard_dirs(out_dir)?.into_iter().map(|(_, dir)| dir));
+    Ok(dirs)
+}
+
+/// Every journal of the folder but `own` (the one the run opened for writing), read and
+/// never written. A journal another run is writing right now ends, at worst, in a line cut
+/// short, which is dropped like any torn tail.
+pub fn read_other_journals(
+    out_dir: &Path,
+    own: Option<&Path>,
+) -> Result<Vec<Vec<Record>>, JournalError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |cause| JournalError::Io { path, cause }
+    };
+    let dirs = all_run_dirs(out_dir).map_err(io(&state_dir(out_dir)))?;
+    let mut journals = Vec::new();
+    for path in dirs.iter().map(|dir| dir.join(JOURNAL_FILE)) {
+        if Some(path.as_path()) == own {
+            continue;
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) => journals.push(decode_all(bytes, &path)?),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(io(&path)(err)),
+        }
+    }
+    Ok(journals)
+}
+
+/// Every journal of the folder, put together run by run.
+pub fn read_all(out_dir: &Path) -> Result<Vec<Record>, JournalError> {
+    Ok(merge_runs(read_other_journals(out_dir, None)?))
+}
+
+/// When any journal of the folder was last written; `None` when there is none.
+pub fn newest_journal_time(out_dir: &Path) -> std::io::Result<Option<SystemTime>> {
+    let mut newest = None;
+    for path in all_run_dirs(out_dir)?.iter().map(|d| d.join(JOURNAL_FILE)) {
+        match std::fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(time) => newest = newest.max(Some(time)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(newest)
+}
+
+/// Several journals as one: each split into its runs (a run begins at its `RunStarted`),
+/// the runs ordered by their start, each run's records in their own order. Runs of one
+/// night's shards interleave in time, but they hold different variants, so their order
+/// says nothing about any variant; a variant's runs on different nights are in order.
+pub fn merge_runs(journals: Vec<Vec<Record>>) -> Vec<Record> {
+    let mut runs: Vec<(Option<chrono::DateTime<chrono::Utc>>, Vec<Record>)> = Vec::new();
+    for journal in journals {
+        for record in journal {
+            match &record {
+                Record::RunStarted { at, .. } => runs.push((Some(*at), vec![record])),
+                // Records before any start (none are written so) count as the oldest run.
+                _ => match runs.last_mut() {
+                    Some((_, run)) => run.push(record),
+                    None => runs.push((None, vec![record])),
+                },
+            }
+        }
+        // A journal's records never continue the last run of the journal before it.
+        runs.push((None, Vec::new()));
+    }
+    // Stable: runs that started at the same instant keep the journals' order.
+    runs.sort_by_key(|(start, _)| *start);
+    runs.into_iter().flat_map(|(_, run)| run).collect()
+}
+
+/// The runs holding a lock of this folder other than the one in `own` (a run's state
+/// folder): their state folders and holders.
+pub fn other_live_runs(out_dir: &Path, own: &Path) -> std::io::Result<Vec<(PathBuf, LockState)>> {
+    let mut live = Vec::new();
+    for dir in all_run_dirs(out_dir)? {
+        if dir == own {
+            continue;
+        }
+        match lock::holder(&dir) {
+            Ok(LockState::Free) => {}
+            Ok(held) => live.push((dir, held)),
+            Err(err) => return Err(std::io::Error::other(err)),
+        }
+    }
+    Ok(live)
+}
+
+/// Records the layout of the run starting now: the shard count, or none for a
+/// whole-folder run.
+pub fn write_layout(out_dir: &Path, shard: Option<Shard>) -> std::io::Result<()> {
+    let path = state_dir(out_dir).join(SHARDS_FILE);
+    match shard {
+        None => match std::fs::remove_file(&path) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        },
+        Some(shard) => {
+            let mut temp = tempfile::NamedTempFile::new_in(state_dir(out_dir))?;
+            std::io::Write::write_all(&mut temp, format!("{}\n", shard.count()).as_bytes())?;
+            temp.persist(&path).map_err(|e| e.error)?;
+            Ok(())
+        }
+    }
+}
+
+/// The shard count the last sharded run wrote, unless a whole-folder run came after it.
+pub fn read_layout(out_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(state_dir(out_dir).join(SHARDS_FILE)).ok()?;
+    text.trim().parse().ok().filter(|&n| n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn started(hour: u32) -> Record {
+        Record::RunStarted {
+            at: Utc.with_ymd_and_hms(2026, 11, 1, hour, 0, 0).unwrap(),
+            api: "sim".into(),
+            pid: hour,
+            version: "t".into(),
+        }
+    }
+
+    fn submitted(id: &str, task: &str) -> Record {
+        Record::Submitted {
+            variant_id: serde_json::from_value(serde_json::json!(id)).unwrap(),
+            task_id: task.into(),
+            at: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn runs_are_ordered_by_their_start_and_keep_their_own_order() {
+        // Night 1 whole (01:00), night 2 sharded (02:00, 03:00), night 3 whole again (04:00):
+        // the whole folder's journal holds nights 1 and 3, the shards' journals night 2.
+        let whole = vec![
+            started(1),
+            submitted("a", "t1"),
+            started(4),
+            submitted("a", "t4"),
+        ];
+        let shard0 = vec![started(2), submitted("a", "t2"), submitted("b", "t2b")];
+        let shard1 = vec![started(3), submitted("c", "t3")];
+        let merged = merge_runs(vec![whole, shard1, shard0]);
+        let tasks: Vec<&str> = merged
+            .iter()
+            .filter_map(|r| match r {
+                Record::Submitted { task_id, .. } => Some(task_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tasks, ["t1", "t2", "t2b", "t3", "t4"]);
+        assert_eq!(merged.len(), 9);
+    }
+
+    #[test]
+    fn records_before_any_start_count_as_the_oldest_run_of_their_own_journal() {
+        let legacy = vec![submitted("a", "old")];
+        let later = vec![started(5), submitted("a", "new")];
+        let merged = merge_runs(vec![later, legacy]);
+        assert_eq!(merged.last(), Some(&submitted("a", "new")));
+    }
+
+    #[test]
+    fn the_layout_file_says_the_last_sharded_count_until_a_whole_run_removes_it() {
+        let out = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(state_dir(out.path())).unwrap();
+        assert_eq!(read_layout(out.path()), None);
+        let shard = Shard::new(1, 3, "test").unwrap();
+        write_layout(out.path(), Some(shard)).unwrap();
+        assert_eq!(read_layout(out.path()), Some(3));
+        write_layout(out.path(), None).unwrap();
+        assert_eq!(read_layout(out.path()), None);
+        write_layout(out.path(), None).unwrap();
+    }
+
+    #[test]
+    fn shard_folders_are_found_and_other_files_ignored() {
+        let out = tempfile::tempdir().unwrap();
+        let state = state_dir(out.path());
+        for name in [
+            "shard-1-of-3",
+            "shard-0-of-3",
+            "shard-0-of-2",
+            "shard-x-of-3",
+        ] {
+            std::fs::create_dir_all(state.join(name)).unwrap();
+        }
+        std::fs::write(state.join("shard-2-of-3"), "a file, not a folder").unwrap();
+        let names: Vec<String> = shard_dirs(out.path())
+            .unwrap()
+            .into_iter()
+            .map(|(shard, _)| shard.dir_name())
+            .collect();
+        assert_eq!(names, ["shard-0-of-2", "shard-0-of-3", "shard-1-of-3"]);
+    }
+}
