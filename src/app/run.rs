@@ -290,23 +290,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         .map_err(|err| ExpectedError::usage(err.to_string()))?;
     let path = args.manifest.clone();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
-    // Every variant of the manifest, for the folder's results.csv; the run takes its shard's.
-    let all_variants = match shard {
-        Some(shard) => {
-            let (own, _others): (Vec<Variant>, Vec<Variant>) = manifest
-                .variants
-                .iter()
-                .cloned()
-                .partition(|v| shard.contains(&v.id));
-            tracing::info!(
-                variants = own.len(),
-                of = manifest.variants.len(),
-                "this run takes shard {shard} of the manifest"
-            );
-            Some(std::mem::replace(&mut manifest.variants, own))
-        }
-        None => None,
-    };
+    let all_variants = shard.map(|shard| take_shard(&mut manifest, shard));
     let mut settings = manifest.run.clone();
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency as usize;
@@ -376,6 +360,23 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         earlier_uploads,
         shard_part,
     })
+}
+
+/// Keeps in `manifest` the variants of `shard`, and returns all of them: the folder's
+/// `results.csv` lists every variant of the manifest.
+fn take_shard(manifest: &mut Manifest, shard: Shard) -> Vec<Variant> {
+    let own: Vec<Variant> = manifest
+        .variants
+        .iter()
+        .filter(|v| shard.contains(&v.id))
+        .cloned()
+        .collect();
+    tracing::info!(
+        variants = own.len(),
+        of = manifest.variants.len(),
+        "this run takes shard {shard} of the manifest"
+    );
+    std::mem::replace(&mut manifest.variants, own)
 }
 
 /// Every variant's rows of `results.csv` as the journals tell them: what the folder's file

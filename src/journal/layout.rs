@@ -18,8 +18,18 @@ use super::{state_dir, JournalError, JOURNAL_FILE};
 use crate::shard::Shard;
 
 /// Inside the state folder: the shard count of the last sharded run, which says which
-/// parts `report` and `status` merge. A whole-folder run removes it.
+/// parts `report` merges. A whole-folder run removes it. One JSON object,
+/// `{"v":1,"shard_count":N}`.
 pub const SHARDS_FILE: &str = "shards";
+/// The version of [`SHARDS_FILE`]'s format.
+const LAYOUT_VERSION: u32 = 1;
+
+/// What [`SHARDS_FILE`] holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Layout {
+    v: u32,
+    shard_count: u32,
+}
 
 /// The state folder of a run: `DIR/.stembatch`, or `DIR/.stembatch/shard-I-of-N`.
 pub fn run_dir(out_dir: &Path, shard: Option<Shard>) -> PathBuf {
@@ -151,8 +161,13 @@ pub fn write_layout(out_dir: &Path, shard: Option<Shard>) -> std::io::Result<()>
             _ => Ok(()),
         },
         Some(shard) => {
+            let layout = Layout {
+                v: LAYOUT_VERSION,
+                shard_count: shard.count(),
+            };
             let mut temp = tempfile::NamedTempFile::new_in(state_dir(out_dir))?;
-            std::io::Write::write_all(&mut temp, format!("{}\n", shard.count()).as_bytes())?;
+            serde_json::to_writer(&mut temp, &layout)?;
+            temp.as_file().sync_all()?;
             temp.persist(&path).map_err(|e| e.error)?;
             Ok(())
         }
@@ -160,9 +175,11 @@ pub fn write_layout(out_dir: &Path, shard: Option<Shard>) -> std::io::Result<()>
 }
 
 /// The shard count the last sharded run wrote, unless a whole-folder run came after it.
+/// A file of a newer format is not read: `report` then leaves `results.csv` as it is.
 pub fn read_layout(out_dir: &Path) -> Option<u32> {
-    let text = std::fs::read_to_string(state_dir(out_dir).join(SHARDS_FILE)).ok()?;
-    text.trim().parse().ok().filter(|&n| n > 0)
+    let text = std::fs::read(state_dir(out_dir).join(SHARDS_FILE)).ok()?;
+    let layout: Layout = serde_json::from_slice(&text).ok()?;
+    (layout.v <= LAYOUT_VERSION && layout.shard_count > 0).then_some(layout.shard_count)
 }
 
 #[cfg(test)]
