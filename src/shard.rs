@@ -22,14 +22,17 @@ pub const SLURM_ID_ENV: &str = "SLURM_ARRAY_TASK_ID";
 pub const SLURM_COUNT_ENV: &str = "SLURM_ARRAY_TASK_COUNT";
 /// Slurm job arrays: the lowest task id (`--array=1-4` starts at 1).
 pub const SLURM_MIN_ENV: &str = "SLURM_ARRAY_TASK_MIN";
+/// Slurm job arrays: the step between task ids (`--array=1-7:2` steps by 2).
+pub const SLURM_STEP_ENV: &str = "SLURM_ARRAY_TASK_STEP";
 
 /// Every variable [`Shard::resolve`] reads.
-pub const ENV_VARS: [&str; 5] = [
+pub const ENV_VARS: [&str; 6] = [
     K8S_INDEX_ENV,
     SHARD_COUNT_ENV,
     SLURM_ID_ENV,
     SLURM_COUNT_ENV,
     SLURM_MIN_ENV,
+    SLURM_STEP_ENV,
 ];
 
 /// Shard `index` of `count` (0-based).
@@ -43,7 +46,7 @@ pub struct Shard {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ShardError {
     /// Not `I/N`.
-    #[error("--shard {text:?} is not I/N (e.g. 0/3: the first of three shards)")]
+    #[error("--shard {text:?} is not I/N (hint: --shard 0/3 is the first of three shards)")]
     Syntax {
         /// What was given.
         text: String,
@@ -67,8 +70,25 @@ pub enum ShardError {
         value: String,
     },
     /// A Kubernetes index without a count.
-    #[error("{K8S_INDEX_ENV} is set but the shard count is not: pass --shard-count N or set {SHARD_COUNT_ENV} (the Indexed Job's completions)")]
+    #[error("{K8S_INDEX_ENV} is set but the shard count is not (hint: pass --shard-count N or set {SHARD_COUNT_ENV} to the Indexed Job's completions)")]
     NoCount,
+    /// A count without an index: running the whole manifest on every host would buy
+    /// every variant once per host.
+    #[error("--shard-count {count} without a shard index: this process would run every variant (hint: pass --shard I/{count}, or run it as a Kubernetes Indexed Job or a Slurm array)")]
+    NoIndex {
+        /// The count given.
+        count: u32,
+    },
+    /// A Slurm array whose step leaves this task out of the shard numbering.
+    #[error("{SLURM_ID_ENV}={id} is not on the array's steps of {step} from {min} (hint: give --shard I/N)")]
+    OffStep {
+        /// The task id.
+        id: u64,
+        /// The array's first id.
+        min: u64,
+        /// The array's step.
+        step: u64,
+    },
 }
 
 impl Shard {
@@ -129,16 +149,23 @@ impl Shard {
         }
         if let (Some(id), Some(tasks)) = (number(SLURM_ID_ENV)?, number(SLURM_COUNT_ENV)?) {
             let min = number(SLURM_MIN_ENV)?.unwrap_or(0);
+            let step = number(SLURM_STEP_ENV)?.unwrap_or(1).max(1);
             let from = format!("{SLURM_ID_ENV}={id} ({SLURM_MIN_ENV}={min})");
-            let index = id.checked_sub(min).ok_or(ShardError::OutOfRange {
+            let offset = id.checked_sub(min).ok_or(ShardError::OutOfRange {
                 source_name: from.clone(),
                 index: id,
                 count: tasks,
             })?;
+            if offset % step != 0 {
+                return Err(ShardError::OffStep { id, min, step });
+            }
             let count = count.map_or(tasks, u64::from);
-            return Shard::new(index, count, &from).map(Some);
+            return Shard::new(offset / step, count, &from).map(Some);
         }
-        Ok(None)
+        match count {
+            Some(count) => Err(ShardError::NoIndex { count }),
+            None => Ok(None),
+        }
     }
 
     /// The 0-based index.
@@ -208,10 +235,60 @@ mod tests {
     fn parses_i_of_n_and_refuses_what_is_not_a_shard() {
         assert_eq!(Shard::parse("0/3"), Ok(shard(0, 3)));
         assert_eq!(Shard::parse(" 2 / 3 "), Ok(shard(2, 3)));
-        for bad in ["3/3", "0/0", "1", "a/3", "-1/3", "1/3/4", ""] {
-            let err = Shard::parse(bad).unwrap_err().to_string();
-            assert!(err.contains(bad.trim()), "{bad:?}: {err}");
+        let cases = [
+            ("3/3", "--shard 3/3: shard 3 of 3 does not exist: shards are numbered 0 to N-1, with N at least 1"),
+            ("0/0", "--shard 0/0: shard 0 of 0 does not exist: shards are numbered 0 to N-1, with N at least 1"),
+            ("1", "--shard \"1\" is not I/N (hint: --shard 0/3 is the first of three shards)"),
+            ("a/3", "--shard \"a/3\" is not I/N (hint: --shard 0/3 is the first of three shards)"),
+            ("-1/3", "--shard \"-1/3\" is not I/N (hint: --shard 0/3 is the first of three shards)"),
+            ("1/3/4", "--shard \"1/3/4\" is not I/N (hint: --shard 0/3 is the first of three shards)"),
+        ];
+        for (bad, message) in cases {
+            assert_eq!(
+                Shard::parse(bad).unwrap_err().to_string(),
+                message,
+                "{bad:?}"
+            );
         }
+    }
+
+    #[test]
+    fn a_count_without_an_index_is_refused_rather_than_running_everything() {
+        assert_eq!(
+            Shard::resolve(None, Some(3), env(&[])),
+            Err(ShardError::NoIndex { count: 3 })
+        );
+    }
+
+    #[test]
+    fn a_slurm_array_with_a_step_numbers_its_tasks_in_steps() {
+        let task = |id: &'static str| {
+            env(&[
+                (SLURM_ID_ENV, id),
+                (SLURM_COUNT_ENV, "4"),
+                (SLURM_MIN_ENV, "1"),
+                (SLURM_STEP_ENV, "2"),
+            ])
+        };
+        // --array=1-7:2 runs tasks 1, 3, 5, 7: shards 0 to 3 of 4.
+        let shards: Vec<_> = ["1", "3", "5", "7"]
+            .into_iter()
+            .map(|id| {
+                Shard::resolve(None, None, task(id))
+                    .unwrap()
+                    .unwrap()
+                    .index()
+            })
+            .collect();
+        assert_eq!(shards, [0, 1, 2, 3]);
+        assert_eq!(
+            Shard::resolve(None, None, task("4")),
+            Err(ShardError::OffStep {
+                id: 4,
+                min: 1,
+                step: 2
+            })
+        );
     }
 
     #[test]

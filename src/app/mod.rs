@@ -2,6 +2,7 @@
 //! sets up logging and the runtime and prints what comes back.
 
 mod docs;
+mod folder;
 mod inspect;
 mod report;
 mod resume;

@@ -17,7 +17,7 @@ pub(super) async fn report(dir: &Path) -> anyhow::Result<u8> {
         let mut merged = None;
         if let Some(count) = layout::read_layout(&owned) {
             let path = owned.join(FILE_NAME);
-            let done = shards::merge_into_folder(&owned, count, None)
+            let done = shards::merge_into_folder(&owned, count)
                 .map_err(|source| PageError::Write { path, source })?;
             println!(
                 "results: {} ({} variants from the parts of {count} shards)",

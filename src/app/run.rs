@@ -11,17 +11,17 @@ use anyhow::Context as _;
 use crate::api::retry::{classify, AccountStop, CallKind, Verdict};
 use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
-use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, LOCKED, SUCCESS};
-use crate::journal::format::{Record, SIMULATOR};
-use crate::journal::lock::{self, LockError, RunLock};
+use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, SUCCESS};
+use crate::journal::format::SIMULATOR;
 use crate::journal::replay::{self, Rerun, Start};
+use crate::journal::rerun;
 use crate::journal::writer::JournalWriter;
-use crate::journal::{self, layout, JournalError};
+use crate::journal::{self, layout};
 use crate::manifest::{self, Manifest, Rate, RunSettings};
-use crate::outcome::{UploadedFile, VariantRecord, VariantStatus};
+use crate::outcome::{UploadedFile, VariantStatus};
 use crate::report::csv::FILE_NAME;
 use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
-use crate::report::shards::{ShardPart, VariantRows};
+use crate::report::shards::ShardPart;
 use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
 use crate::scheduler::{self, Pacers, RunInputs, Stops};
@@ -30,6 +30,7 @@ use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
 use crate::variant::Variant;
 
+use super::folder::{self, FolderLocks};
 use super::resume;
 
 /// The provider's production URL.
@@ -130,7 +131,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         client,
         simulator: _simulator,
         api,
-        lock: _lock,
+        locks: _locks,
         journal,
         entries,
         earlier_uploads,
@@ -273,7 +274,7 @@ struct Prepared {
     client: ApiClient,
     simulator: Option<SimHandle>,
     api: String,
-    lock: RunLock,
+    locks: FolderLocks,
     journal: JournalWriter,
     entries: Vec<Entry>,
     earlier_uploads: HashMap<String, UploadedFile>,
@@ -291,11 +292,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let path = args.manifest.clone();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
     let all_variants = shard.map(|shard| take_shard(&mut manifest, shard));
-    let mut settings = manifest.run.clone();
-    if let Some(concurrency) = args.concurrency {
-        settings.concurrency = concurrency as usize;
-    }
-    settings.deadline = args.deadline.or(settings.deadline);
+    let settings = settings_of(args, &manifest);
     let today = chrono::Local::now().date_naive();
     let out_dir = resolve_output_dir(args.out.as_deref(), &manifest, today);
     let (client, simulator) = connect(args, &manifest).await?;
@@ -303,23 +300,83 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some(_) => SIMULATOR.to_owned(),
         None => client.base_url().to_owned(),
     };
-    let (lock, journal, records) = open_output_folder(&out_dir, &api, shard).await?;
+    let folder = folder::open(&out_dir, &api, shard).await?;
     let rerun = Rerun {
         retry_failed: args.retry_failed,
         now: chrono::Utc::now(),
     };
-    let resume = resume::prepare(&manifest.variants, &records, &out_dir, rerun).await?;
-    resume::log_summary(&resume, records.is_empty());
-    let new_tasks = resume.new_tasks() as u64;
-    if new_tasks > settings.max_new_submits {
-        return Err(ExpectedError::usage(format!(
-            "this run would submit {new_tasks} new tasks, more than run.max_new_submits = {} allows; nothing was sent (hint: check the manifest for a matrix that grew by mistake; if the number is right, raise run.max_new_submits in {})",
-            settings.max_new_submits,
-            crate::stems::normalized(&args.manifest).display()
-        ))
-        .into());
+    let resume = resume::prepare(&manifest.variants, &folder.records, &out_dir, rerun).await?;
+    resume::log_summary(&resume, folder.records.is_empty());
+    let new_tasks = match &all_variants {
+        // Every shard counts the whole manifest, so that they all refuse alike.
+        Some(all) => rerun::new_tasks(all, &folder.records, rerun),
+        None => resume.new_tasks(),
+    };
+    check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
+    // Only now, when the run goes ahead: a refused run leaves the folder's layout be.
+    layout::write_layout(&out_dir, shard).with_context(|| {
+        format!(
+            "cannot write {}",
+            journal::state_dir(&out_dir)
+                .join(layout::SHARDS_FILE)
+                .display()
+        )
+    })?;
+    move_superseded(&out_dir, &resume).await?;
+    // Each simulator starts empty: its earlier uploads are gone with it.
+    let earlier_uploads = match &simulator {
+        Some(_) => Default::default(),
+        None => replay::uploads(&folder.records, &api),
+    };
+    let shard_part = shard
+        .zip(all_variants)
+        .map(|(shard, all)| ShardPart::new(&out_dir, shard, all));
+    Ok(Prepared {
+        manifest,
+        settings,
+        out_dir,
+        client,
+        simulator,
+        api,
+        locks: folder.locks,
+        journal: folder.journal,
+        entries: resume.entries,
+        earlier_uploads,
+        shard_part,
+    })
+}
+
+/// The manifest's run settings with the command line's overrides.
+fn settings_of(args: &RunArgs, manifest: &Manifest) -> RunSettings {
+    let mut settings = manifest.run.clone();
+    if let Some(concurrency) = args.concurrency {
+        settings.concurrency = concurrency as usize;
     }
-    let moved = resume::move_superseded(&out_dir, resume.moves.clone())
+    settings.deadline = args.deadline.or(settings.deadline);
+    settings
+}
+
+/// Refuses, before anything is sent, a run that would buy more new tasks than
+/// `run.max_new_submits` allows.
+fn check_new_submits(
+    new_tasks: u64,
+    settings: &RunSettings,
+    manifest: &Path,
+) -> anyhow::Result<()> {
+    if new_tasks <= settings.max_new_submits {
+        return Ok(());
+    }
+    Err(ExpectedError::usage(format!(
+        "this run would submit {new_tasks} new tasks, more than run.max_new_submits = {} allows; nothing was sent (hint: check the manifest for a matrix that grew by mistake; if the number is right, raise run.max_new_submits in {})",
+        settings.max_new_submits,
+        crate::stems::normalized(manifest).display()
+    ))
+    .into())
+}
+
+/// Moves the earlier tracks of changed variants to `superseded/`, and says so.
+async fn move_superseded(out_dir: &Path, resume: &resume::Resume) -> anyhow::Result<()> {
+    let moved = resume::move_superseded(out_dir, resume.moves.clone())
         .await
         .with_context(|| {
             format!(
@@ -333,33 +390,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
             "{moved} tracks of changed variants moved to superseded/: never overwritten"
         );
     }
-    let entries = resume.entries;
-    // Each simulator starts empty: its earlier uploads are gone with it.
-    let earlier_uploads = match &simulator {
-        Some(_) => Default::default(),
-        None => replay::uploads(&records, &api),
-    };
-    let shard_part = match (shard, all_variants) {
-        (Some(shard), Some(all)) => Some(ShardPart::new(
-            &out_dir,
-            shard,
-            rows_as_journaled(&all, &records),
-        )),
-        _ => None,
-    };
-    Ok(Prepared {
-        manifest,
-        settings,
-        out_dir,
-        client,
-        simulator,
-        api,
-        lock,
-        journal,
-        entries,
-        earlier_uploads,
-        shard_part,
-    })
+    Ok(())
 }
 
 /// Keeps in `manifest` the variants of `shard`, and returns all of them: the folder's
@@ -377,122 +408,6 @@ fn take_shard(manifest: &mut Manifest, shard: Shard) -> Vec<Variant> {
         "this run takes shard {shard} of the manifest"
     );
     std::mem::replace(&mut manifest.variants, own)
-}
-
-/// Every variant's rows of `results.csv` as the journals tell them: what the folder's file
-/// says of the variants of shards that have not written their part yet.
-fn rows_as_journaled(variants: &[Variant], records: &[Record]) -> Vec<VariantRows> {
-    let priors = replay::replay(records);
-    variants
-        .iter()
-        .map(|variant| {
-            let record = priors
-                .get(&variant.id)
-                .map(VariantRecord::from)
-                .unwrap_or_default();
-            VariantRows {
-                id: variant.id.to_string(),
-                rows: crate::report::csv::rows_of(variant, &record),
-            }
-        })
-        .collect()
-}
-
-/// Takes the output folder for this run: its lock, the sweep of what a killed run left,
-/// and its journal, whose earlier records come back. Refuses a folder whose journal is
-/// from another API.
-async fn open_output_folder(
-    out_dir: &Path,
-    api: &str,
-    shard: Option<Shard>,
-) -> anyhow::Result<(RunLock, JournalWriter, Vec<Record>)> {
-    let dir = out_dir.to_owned();
-    let (lock, journal, records) =
-        tokio::task::spawn_blocking(move || open_output_folder_blocking(&dir, shard)).await??;
-    // Tasks and uploads of one API mean nothing to another: a folder that saw the
-    // simulator would otherwise look finished to the real run.
-    if let Some(earlier) = replay::last_api(&records).filter(|earlier| *earlier != api) {
-        return Err(ExpectedError::usage(format!(
-            "{} holds runs against {earlier}, and this run is against {api}: their tasks and uploads do not mix (hint: choose another folder with --out)",
-            out_dir.display()
-        ))
-        .into());
-    }
-    journal
-        .append(Record::RunStarted {
-            at: chrono::Utc::now(),
-            api: api.to_owned(),
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        })
-        .await?;
-    Ok((lock, journal, records))
-}
-
-fn open_output_folder_blocking(
-    out_dir: &Path,
-    shard: Option<Shard>,
-) -> anyhow::Result<(RunLock, JournalWriter, Vec<Record>)> {
-    let run_dir = layout::run_dir(out_dir, shard);
-    std::fs::create_dir_all(&run_dir).map_err(|err| {
-        // Nothing was sent: a folder that cannot be made is the user's to fix.
-        ExpectedError::usage(format!(
-            "cannot create the output folder {}: {err}",
-            out_dir.display()
-        ))
-    })?;
-    let held = |message: String| {
-        anyhow::Error::new(ExpectedError {
-            code: LOCKED,
-            message,
-        })
-    };
-    let lock = lock::acquire(&run_dir, out_dir).map_err(|err| match err {
-        LockError::Held { .. } => held(match shard {
-            Some(shard) => format!("shard {shard}: {err}"),
-            None => err.to_string(),
-        }),
-        LockError::Io { .. } => anyhow::Error::new(err),
-    })?;
-    let others = layout::other_live_runs(out_dir, &run_dir)?;
-    if let Some(clash) = others.iter().find(|(dir, _)| !is_sibling_shard(dir, shard)) {
-        return Err(held(format!(
-            "another stembatch run holds {} ({}), and a run{} must not share the folder with it: their variants overlap (hint: run every shard with the same N, or wait for it to end)",
-            out_dir.display(),
-            clash.0.display(),
-            shard.map_or(" of the whole folder".to_owned(), |s| format!(" of shard {s}")),
-        )));
-    }
-    // Sibling shards write into the same folders: what looks left over may be theirs.
-    if others.is_empty() {
-        remove_leftover_temporary_files(out_dir);
-    }
-    let corrupt_is_usage = |err: JournalError| match err {
-        // A damaged or newer journal needs the user before anything is sent; a disk
-        // that fails to read it is not a usage error.
-        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
-            anyhow::Error::new(ExpectedError::usage(err.to_string()))
-        }
-        other => anyhow::Error::new(other),
-    };
-    let own_path = run_dir.join(journal::JOURNAL_FILE);
-    let (journal, own) = JournalWriter::open(&own_path).map_err(corrupt_is_usage)?;
-    // Every other journal of the folder too: a variant is the same whichever shard ran it.
-    let mut journals =
-        layout::read_other_journals(out_dir, Some(&own_path)).map_err(corrupt_is_usage)?;
-    journals.push(own);
-    layout::write_layout(out_dir, shard)?;
-    Ok((lock, journal, layout::merge_runs(journals)))
-}
-
-/// Whether the run holding the state folder `dir` is another shard of the same count as
-/// `shard`: the only run that may share a folder with this one.
-fn is_sibling_shard(dir: &Path, shard: Option<Shard>) -> bool {
-    let theirs = dir
-        .file_name()
-        .and_then(|name| name.to_str())
-        .and_then(Shard::from_dir_name);
-    matches!((theirs, shard), (Some(theirs), Some(ours)) if theirs.count() == ours.count())
 }
 
 /// Maps how the run ended to SPEC.md's exit code.
@@ -552,31 +467,6 @@ async fn check_account(client: &ApiClient, key_env: Option<&str>) -> Option<Acco
         _ => {
             tracing::warn!(error = %err, "cannot read the account balance; going on");
             None
-        }
-    }
-}
-
-/// Temporary files a killed run left behind (downloads, reports). Safe while we hold the
-/// lock: no other run writes into this folder.
-fn remove_leftover_temporary_files(out_dir: &Path) {
-    let is_leftover = crate::output_files::is_temporary;
-    let stem_dirs = std::fs::read_dir(out_dir.join("audio"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path());
-    for dir in std::iter::once(out_dir.to_owned()).chain(stem_dirs) {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_str().is_some_and(is_leftover) {
-                match std::fs::remove_file(entry.path()) {
-                    Ok(()) => {
-                        tracing::info!(file = %entry.path().display(), "removed a leftover temporary file")
-                    }
-                    Err(err) => {
-                        tracing::warn!(file = %entry.path().display(), error = %err, "cannot remove a leftover temporary file")
-                    }
-                }
-            }
         }
     }
 }

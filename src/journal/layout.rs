@@ -109,29 +109,57 @@ pub fn newest_journal_time(out_dir: &Path) -> std::io::Result<Option<SystemTime>
     Ok(newest)
 }
 
+/// Where a run stands among the folder's runs: its `seq`, then its start time (which
+/// orders only runs written before `seq` existed, all 0).
+type RunOrder = (u64, Option<chrono::DateTime<chrono::Utc>>);
+
 /// Several journals as one: each split into its runs (a run begins at its `RunStarted`),
-/// the runs ordered by their start, each run's records in their own order. Runs of one
-/// night's shards interleave in time, but they hold different variants, so their order
-/// says nothing about any variant; a variant's runs on different nights are in order.
+/// the runs ordered by their `seq` (then start), each run's records in their own order.
+/// Runs of one night's shards share a `seq` and interleave in time, but they hold
+/// different variants, so their order says nothing about any variant; a variant's runs
+/// on different nights are in order, whatever the hosts' clocks say.
 pub fn merge_runs(journals: Vec<Vec<Record>>) -> Vec<Record> {
-    let mut runs: Vec<(Option<chrono::DateTime<chrono::Utc>>, Vec<Record>)> = Vec::new();
+    let mut runs: Vec<(RunOrder, Vec<Record>)> = Vec::new();
     for journal in journals {
         for record in journal {
             match &record {
-                Record::RunStarted { at, .. } => runs.push((Some(*at), vec![record])),
+                Record::RunStarted { at, seq, .. } => runs.push(((*seq, Some(*at)), vec![record])),
                 // Records before any start (none are written so) count as the oldest run.
                 _ => match runs.last_mut() {
                     Some((_, run)) => run.push(record),
-                    None => runs.push((None, vec![record])),
+                    None => runs.push(((0, None), vec![record])),
                 },
             }
         }
         // A journal's records never continue the last run of the journal before it.
-        runs.push((None, Vec::new()));
+        runs.push(((0, None), Vec::new()));
     }
-    // Stable: runs that started at the same instant keep the journals' order.
-    runs.sort_by_key(|(start, _)| *start);
+    // Stable: runs of the same order keep the journals' order.
+    runs.sort_by_key(|(order, _)| *order);
     runs.into_iter().flat_map(|(_, run)| run).collect()
+}
+
+/// The `seq` of a run starting now, after every run in `records`.
+pub fn next_seq(records: &[Record]) -> u64 {
+    let highest = records
+        .iter()
+        .filter_map(|record| match record {
+            Record::RunStarted { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    // Runs written before `seq` existed count as 0: their successor must come after all
+    // of them.
+    highest + 1
+}
+
+/// Whether shards have run in the folder: the whole-folder journal says so to older
+/// stembatch versions (see [`Record::ShardsUsed`]).
+pub fn shards_announced(records: &[Record]) -> bool {
+    records
+        .iter()
+        .any(|record| matches!(record, Record::ShardsUsed { .. }))
 }
 
 /// The runs holding a lock of this folder other than the one in `own` (a run's state
@@ -165,7 +193,10 @@ pub fn write_layout(out_dir: &Path, shard: Option<Shard>) -> std::io::Result<()>
                 v: LAYOUT_VERSION,
                 shard_count: shard.count(),
             };
-            let mut temp = tempfile::NamedTempFile::new_in(state_dir(out_dir))?;
+            let mut temp = tempfile::Builder::new()
+                .prefix(crate::output_files::LAYOUT_TEMP.0)
+                .suffix(crate::output_files::LAYOUT_TEMP.1)
+                .tempfile_in(state_dir(out_dir))?;
             serde_json::to_writer(&mut temp, &layout)?;
             temp.as_file().sync_all()?;
             temp.persist(&path).map_err(|e| e.error)?;
@@ -187,13 +218,49 @@ mod tests {
     use super::*;
     use chrono::{TimeZone, Utc};
 
+    /// A run started at `hour` by a stembatch from before `seq`.
     fn started(hour: u32) -> Record {
+        started_seq(0, hour)
+    }
+
+    fn started_seq(seq: u64, hour: u32) -> Record {
         Record::RunStarted {
             at: Utc.with_ymd_and_hms(2026, 11, 1, hour, 0, 0).unwrap(),
+            seq,
             api: "sim".into(),
             pid: hour,
             version: "t".into(),
         }
+    }
+
+    fn tasks(records: &[Record]) -> Vec<&str> {
+        records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Submitted { task_id, .. } => Some(task_id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_follow_their_seq_whatever_the_hosts_clocks_say() {
+        // Night 1 on a host whose clock is right; night 2 on a host 5 hours behind.
+        let host_a = vec![started_seq(1, 9), submitted("a", "night 1")];
+        let host_b = vec![started_seq(2, 4), submitted("a", "night 2")];
+        let merged = merge_runs(vec![host_b, host_a]);
+        assert_eq!(tasks(&merged), ["night 1", "night 2"]);
+        assert_eq!(next_seq(&merged), 3);
+        // Runs from before seq came first, ordered by time among themselves.
+        let old = vec![
+            started(23),
+            submitted("a", "old 2"),
+            started(22),
+            submitted("a", "old 1"),
+        ];
+        let merged = merge_runs(vec![vec![started_seq(1, 1), submitted("a", "new")], old]);
+        assert_eq!(tasks(&merged), ["old 1", "old 2", "new"]);
+        assert_eq!(next_seq(&[]), 1);
     }
 
     fn submitted(id: &str, task: &str) -> Record {
@@ -217,14 +284,7 @@ mod tests {
         let shard0 = vec![started(2), submitted("a", "t2"), submitted("b", "t2b")];
         let shard1 = vec![started(3), submitted("c", "t3")];
         let merged = merge_runs(vec![whole, shard1, shard0]);
-        let tasks: Vec<&str> = merged
-            .iter()
-            .filter_map(|r| match r {
-                Record::Submitted { task_id, .. } => Some(task_id.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(tasks, ["t1", "t2", "t2b", "t3", "t4"]);
+        assert_eq!(tasks(&merged), ["t1", "t2", "t2b", "t3", "t4"]);
         assert_eq!(merged.len(), 9);
     }
 

@@ -1,21 +1,31 @@
 //! One `results.csv` for a folder that shards share. Each shard writes its part
-//! (`DIR/.stembatch/shard-I-of-N/results.csv`, its own variants only) as it goes; the
-//! folder's `results.csv` is put together from the parts of the last shard count, at the
-//! start and end of every shard's run and by `stembatch report DIR`.
+//! (`DIR/.stembatch/shard-I-of-N/results.csv`, its own variants only) as it goes, and
+//! the folder's `results.csv` is put together:
 //!
-//! The merge itself ([`merge`]) is pure: a *base* list of variants in manifest order (the
-//! manifest's own, from a run; the folder's last `results.csv`, from `report`) whose rows
-//! each part replaces for the variants it holds; variants only a part knows come after.
-//! Merges are serialised by a lock file, so the shard that finishes last always writes a
-//! file with every other shard's final state.
+//! - by a shard's run, at its start, as it goes and at its end: every variant of the
+//!   manifest, in its order, as every journal of the folder tells it at that moment
+//!   (the journals are the truth; a part can lag behind its own);
+//! - by `stembatch report DIR`, which has no manifest: the folder's last `results.csv`
+//!   (in manifest order) with the rows of every part of the last shard count that is as
+//!   new as the journals ([`merge`], pure).
+//!
+//! Merges are serialised by a lock file held until the page is drawn, so the shard that
+//! finishes last leaves the file and the page with every shard's final state.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use super::csv::{write_atomically, FILE_NAME, HEADER};
-use crate::journal::layout::shard_dirs;
-use crate::journal::state_dir;
+use super::csv::{rows_of, write_atomically, FILE_NAME, HEADER};
+use crate::journal::format::Record;
+use crate::journal::layout::{self, shard_dirs};
+use crate::journal::lock::{self, LockState};
+use crate::journal::{replay, state_dir, JOURNAL_FILE};
+use crate::outcome::VariantRecord;
+use crate::shard::Shard;
+use crate::variant::Variant;
 
 /// The lock file that serialises merges, inside the state folder.
 pub const MERGE_LOCK_FILE: &str = "merge.lock";
@@ -38,8 +48,9 @@ fn id_column() -> usize {
 }
 
 /// The base's variants in its order, each with the rows of the part that holds it (the
-/// base's own rows when no part does), then the variants of the parts that the base does
-/// not list, in the parts' order.
+/// base's own rows when no part does). The base lists the manifest's variants; only when
+/// there is none (the folder's `results.csv` was deleted) do the parts' variants come in
+/// the parts' order, since a part may hold a variant the manifest has dropped since.
 pub fn merge(base: Vec<VariantRows>, parts: Vec<Vec<VariantRows>>) -> Vec<VariantRows> {
     let mut from_parts: HashMap<String, Vec<Vec<String>>> = HashMap::new();
     let mut extra_order = Vec::new();
@@ -60,6 +71,9 @@ pub fn merge(base: Vec<VariantRows>, parts: Vec<Vec<VariantRows>>) -> Vec<Varian
             None => variant,
         })
         .collect();
+    if !in_base.is_empty() {
+        return merged;
+    }
     merged.extend(
         extra_order
             .into_iter()
@@ -115,18 +129,47 @@ pub fn read_rows(path: &Path) -> std::io::Result<Option<Vec<VariantRows>>> {
     Ok(Some(variants))
 }
 
-/// The parts of the shards of `count`, in shard order; shards that wrote none yet are
-/// left out.
-fn read_parts(out_dir: &Path, count: u32) -> std::io::Result<Vec<Vec<VariantRows>>> {
+/// The parts of the shards of `count` that are as new as what they describe, in shard
+/// order. A part is left out (its variants keep the base's rows) when a journal it does
+/// not reflect is newer: its own (the shard was killed between two writes), unless the
+/// shard runs now; or any of another layout (a whole-folder run or other shards ran
+/// since).
+fn fresh_parts(out_dir: &Path, count: u32) -> std::io::Result<Vec<Vec<VariantRows>>> {
+    let shards = shard_dirs(out_dir)?;
+    let journal_time = |dir: &Path| modified(&dir.join(JOURNAL_FILE));
+    let mut others = vec![journal_time(&state_dir(out_dir))?];
+    for (shard, dir) in &shards {
+        if shard.count() != count {
+            others.push(journal_time(dir)?);
+        }
+    }
+    let newest_other = others.into_iter().flatten().max();
     let mut parts = Vec::new();
-    for (shard, dir) in shard_dirs(out_dir)? {
-        if shard.count() == count {
-            if let Some(part) = read_rows(&dir.join(FILE_NAME))? {
-                parts.push(part);
-            }
+    for (shard, dir) in shards.iter().filter(|(shard, _)| shard.count() == count) {
+        let Some(written) = modified(&dir.join(FILE_NAME))? else {
+            continue;
+        };
+        let live = !matches!(lock::holder(dir), Ok(LockState::Free));
+        let behind_own = journal_time(dir)?.is_some_and(|journal| journal > written);
+        let behind_others = newest_other.is_some_and(|other| other > written);
+        if (behind_own && !live) || behind_others {
+            tracing::warn!(shard = %shard, "the part of shard {shard} is older than the journals: its variants keep the rows of results.csv");
+            continue;
+        }
+        if let Some(part) = read_rows(&dir.join(FILE_NAME))? {
+            parts.push(part);
         }
     }
     Ok(parts)
+}
+
+/// When `path` was last written; `None` when there is no such file.
+fn modified(path: &Path) -> std::io::Result<Option<SystemTime>> {
+    match std::fs::metadata(path).and_then(|m| m.modified()) {
+        Ok(time) => Ok(Some(time)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 /// Held while the folder's `results.csv` is merged and the page is drawn from it: a merge
@@ -146,65 +189,95 @@ pub struct Merged {
     pub lock: MergeLock,
 }
 
-/// Rewrites `DIR/results.csv` from the parts of the shards of `count` over `base` (the
-/// folder's last `results.csv` when `None`), under the merge lock.
-pub fn merge_into_folder(
-    out_dir: &Path,
-    count: u32,
-    base: Option<&[VariantRows]>,
-) -> std::io::Result<Merged> {
-    let lock_path = state_dir(out_dir).join(MERGE_LOCK_FILE);
-    let lock = OpenOptions::new()
+/// Takes the merge lock of `out_dir`, waiting for another merge to end.
+fn lock_merges(out_dir: &Path) -> std::io::Result<MergeLock> {
+    let path = state_dir(out_dir).join(MERGE_LOCK_FILE);
+    let named =
+        |err: std::io::Error| std::io::Error::new(err.kind(), format!("{}: {err}", path.display()));
+    let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)?;
-    lock.lock()?;
-    let base = match base {
-        Some(base) => base.to_vec(),
-        None => read_rows(&out_dir.join(FILE_NAME))?.unwrap_or_default(),
-    };
-    let merged = merge(base, read_parts(out_dir, count)?);
+        .open(&path)
+        .map_err(named)?;
+    file.lock().map_err(named)?;
+    Ok(MergeLock { _file: file })
+}
+
+/// Writes `variants` as the folder's `results.csv`.
+fn write_variants(out_dir: &Path, variants: &[VariantRows]) -> std::io::Result<()> {
     write_atomically(out_dir, |out| {
         let mut writer = csv::Writer::from_writer(out);
         writer.write_record(HEADER)?;
-        for row in merged.iter().flat_map(|v| &v.rows) {
+        for row in variants.iter().flat_map(|v| &v.rows) {
             writer.write_record(row)?;
         }
         writer.flush()?;
         Ok(())
-    })?;
-    Ok(Merged {
-        variants: merged.len(),
-        lock: MergeLock { _file: lock },
     })
 }
 
-/// What a shard's run needs to write its part and merge the folder's `results.csv`.
+/// `stembatch report DIR`: rewrites `DIR/results.csv` from the fresh parts of the shards
+/// of `count` over the folder's last `results.csv`, under the merge lock.
+pub fn merge_into_folder(out_dir: &Path, count: u32) -> std::io::Result<Merged> {
+    let lock = lock_merges(out_dir)?;
+    let base = read_rows(&out_dir.join(FILE_NAME))?.unwrap_or_default();
+    let merged = merge(base, fresh_parts(out_dir, count)?);
+    write_variants(out_dir, &merged)?;
+    Ok(Merged {
+        variants: merged.len(),
+        lock,
+    })
+}
+
+/// Every variant's rows of `results.csv` as `records` (every journal of the folder) tell
+/// them, in the order of `variants`.
+pub fn rows_as_journaled(variants: &[Variant], records: &[Record]) -> Vec<VariantRows> {
+    let priors = replay::replay(records);
+    variants
+        .iter()
+        .map(|variant| {
+            let record = priors
+                .get(&variant.id)
+                .map(VariantRecord::from)
+                .unwrap_or_default();
+            VariantRows {
+                id: variant.id.to_string(),
+                rows: rows_of(variant, &record),
+            }
+        })
+        .collect()
+}
+
+/// What a shard's run needs to write its part and the folder's `results.csv`.
 #[derive(Clone, Debug)]
 pub struct ShardPart {
     /// The shard's state folder, where its part goes.
     pub dir: PathBuf,
-    /// The shard count whose parts are merged.
-    pub count: u32,
-    /// Every variant of the manifest, in its order, with its rows as the journals said at
-    /// the start: what the folder's file says of variants whose shard wrote no part yet.
-    pub base: Vec<VariantRows>,
+    /// Every variant of the manifest, in its order.
+    pub all: Arc<Vec<Variant>>,
 }
 
 impl ShardPart {
-    /// The part of `shard` in `out_dir`, over `base`.
-    pub fn new(out_dir: &Path, shard: crate::shard::Shard, base: Vec<VariantRows>) -> Self {
+    /// The part of `shard` in `out_dir`; `all` is every variant of the manifest.
+    pub fn new(out_dir: &Path, shard: Shard, all: Vec<Variant>) -> Self {
         ShardPart {
-            dir: crate::journal::layout::run_dir(out_dir, Some(shard)),
-            count: shard.count(),
-            base,
+            dir: layout::run_dir(out_dir, Some(shard)),
+            all: Arc::new(all),
         }
     }
 
-    /// Rewrites `DIR/results.csv` from every part of this shard count.
+    /// Rewrites `DIR/results.csv`: every variant of the manifest as every journal of the
+    /// folder tells it now, under the merge lock.
     pub fn merge_into(&self, out_dir: &Path) -> std::io::Result<Merged> {
-        merge_into_folder(out_dir, self.count, Some(&self.base))
+        let lock = lock_merges(out_dir)?;
+        let records = layout::read_all(out_dir).map_err(std::io::Error::other)?;
+        let rows = rows_as_journaled(&self.all, &records);
+        write_variants(out_dir, &rows)?;
+        Ok(Merged {
+            variants: rows.len(),
+            lock,
+        })
     }
 }
 
@@ -250,16 +323,20 @@ mod tests {
     }
 
     #[test]
-    fn variants_only_a_part_knows_come_after_the_base_in_part_order() {
-        let merged = merge(
-            vec![variant("a", &["x"])],
+    fn variants_the_base_does_not_list_are_left_out_unless_there_is_no_base() {
+        let parts = || {
             vec![
                 vec![variant("z", &["1"]), variant("y", &["1"])],
                 vec![variant("a", &["2"])],
-            ],
-        );
-        let ids: Vec<&str> = merged.iter().map(|v| v.id.as_str()).collect();
-        assert_eq!(ids, ["a", "z", "y"]);
+            ]
+        };
+        let ids = |merged: Vec<VariantRows>| -> Vec<String> {
+            merged.into_iter().map(|v| v.id).collect()
+        };
+        // A part from a night whose manifest had z and y: the manifest has dropped them.
+        assert_eq!(ids(merge(vec![variant("a", &["x"])], parts())), ["a"]);
+        // No results.csv to order by: every part's variants, in the parts' order.
+        assert_eq!(ids(merge(Vec::new(), parts())), ["z", "y", "a"]);
     }
 
     #[test]

@@ -253,7 +253,11 @@ impl Coordinator {
 
     /// Rewrites `results.csv` (the live view says the progress, every 30 s off a terminal).
     async fn progress_report(&mut self) {
-        if let Err(err) = self.write_report().await {
+        let written = match self.write_report().await {
+            Ok(()) => self.merge_shards().await.map(drop),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = written {
             let disk_full = crate::output_files::is_disk_full(&err);
             error!(error = %err, "cannot write results.csv; trying again later");
             if disk_full {

@@ -127,6 +127,32 @@ async fn issue_12_a_night_with_another_shard_count_or_none_submits_nothing() {
     }
     assert_eq!(sim.stats().tasks_created, bought + 4);
     assert_all_finished_with_the_simulators_files(&sim, &out, VARIANTS + 4);
+
+    // The manifest shrinks and only one shard of 3 runs: the folder's results.csv lists
+    // exactly the manifest's variants, whatever older parts hold.
+    std::fs::write(&manifest, variants_manifest(FAST_RUN, VARIANTS - 5)).unwrap();
+    let one = run_command(&sim, &manifest, &out, &["--shard", "0/3"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(one.status.code(), Some(0), "{}", stderr(&one));
+    let plan = stembatch(&["plan", path_str(&manifest), "--csv"], None).await;
+    let planned: BTreeSet<String> = csv::Reader::from_reader(plan.stdout.as_slice())
+        .records()
+        .map(|r| r.unwrap()[3].to_owned())
+        .collect();
+    let (_, rows) = read_results(&out);
+    let listed = variant_ids(&rows);
+    assert_eq!(listed.len(), planned.len(), "{listed:?}");
+    assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), planned);
+    assert!(rows.iter().all(|r| r["status"] == "finished"), "{rows:?}");
+    let report = stembatch(&["report", path_str(&out)], None).await;
+    assert_eq!(report.status.code(), Some(0), "{}", stderr(&report));
+    assert_eq!(
+        read_results(&out).1,
+        rows,
+        "report keeps the manifest's variants"
+    );
 }
 
 /// The scheduler's environment picks the shard: the same variants as `--shard`.
@@ -188,6 +214,14 @@ async fn issue_12_the_shard_defaults_from_kubernetes_and_slurm() {
     );
     let bad = plan(vec![], vec!["--shard", "3/3"]).await;
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    // A count alone would run every variant on every host that has it.
+    let no_index = plan(vec![], vec!["--shard-count", "3"]).await;
+    assert_eq!(no_index.status.code(), Some(2), "{}", stderr(&no_index));
+    assert!(
+        stderr(&no_index).contains("without a shard index"),
+        "{}",
+        stderr(&no_index)
+    );
 }
 
 /// A whole-folder run (or a shard of another count) never shares a folder with a shard
@@ -219,10 +253,50 @@ async fn issue_12_runs_of_overlapping_layouts_never_share_a_folder() {
         .output()
         .await
         .unwrap();
-    assert!(
-        matches!(sibling.status.code(), Some(0)),
-        "{}",
-        stderr(&sibling)
-    );
+    assert_eq!(sibling.status.code(), Some(0), "{}", stderr(&sibling));
     drop(lock);
+
+    // And the other way round: a whole-folder run keeps every shard out.
+    let whole = std::fs::File::open(out.join(".stembatch/lock")).unwrap();
+    whole.lock().unwrap();
+    let refused = run_command(&sim, &manifest, &out, &["--shard", "2/3"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(4), "{}", stderr(&refused));
+}
+
+/// A stembatch that knows no shards reads only the whole folder's journal: the first shard
+/// run leaves a line there that such a version refuses ("upgrade stembatch") instead of
+/// buying every variant again.
+#[tokio::test]
+async fn issue_12_a_sharded_folder_is_refused_by_a_stembatch_that_knows_no_shards() {
+    let sim = start_sim(quick_sim()).await;
+    let (dir, manifest) = write_manifest(&variants_manifest(FAST_RUN, 3));
+    let out = dir.path().join("out");
+    let run = run_command(&sim, &manifest, &out, &["--shard", "0/2"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let whole = std::fs::read_to_string(out.join(".stembatch/journal.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = whole
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // Version 1 readers stop at a version 2 line before they read any other.
+    assert_eq!(lines.len(), 1, "{whole}");
+    assert_eq!(lines[0]["v"], 2, "{whole}");
+    assert_eq!(lines[0]["kind"], "shards_used", "{whole}");
+    // This version reads it and goes on.
+    let again = run_command(&sim, &manifest, &out, &["--shard", "1/2"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        std::fs::read_to_string(out.join(".stembatch/journal.jsonl")).unwrap(),
+        whole,
+        "announced once"
+    );
 }
