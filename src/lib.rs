@@ -43,5 +43,6 @@ pub mod scheduler;
 pub mod signal;
 pub mod sim;
 pub mod stems;
+pub mod storage;
 pub mod variant;
 pub mod waveform;

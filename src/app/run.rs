@@ -17,15 +17,18 @@ use crate::journal::lock::{self, LockError, RunLock};
 use crate::journal::replay::{self, Rerun, Start};
 use crate::journal::writer::JournalWriter;
 use crate::journal::{self, JournalError};
-use crate::manifest::{self, Manifest, Rate, RunSettings};
+use crate::manifest::{self, Manifest, Rate, RunSettings, S3Settings, UploadMode};
 use crate::outcome::{UploadedFile, VariantStatus};
 use crate::report::csv::FILE_NAME;
 use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
+use crate::scheduler::bucket::{survey, BucketUploads, Survey};
 use crate::scheduler::events::StopReason;
+use crate::scheduler::retrying::CallFailure;
 use crate::scheduler::state::{Entry, RunState};
 use crate::scheduler::{self, Pacers, RunInputs, Stops};
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
+use crate::storage::{Bucket, Credentials, ACCESS_KEY_ENV, SECRET_KEY_ENV};
 use crate::variant::Variant;
 
 use super::resume;
@@ -132,16 +135,33 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         journal,
         entries,
         earlier_uploads,
+        bucket,
     } = prepared;
     tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
     let key_env = (!args.simulate).then(|| manifest.api.key_env.clone());
     let submits = entries.iter().any(|e| e.start == Start::Submit);
-    let preflight_stop = match submits {
-        true => tokio::select! {
+    let (bucket, storage_stop) = match bucket {
+        Some(prepared) => {
+            let to_submit = scheduler::local_stems_to_submit(&manifest.variants, &entries);
+            let retry = crate::api::retry::RetryPolicy::new(settings.max_attempts);
+            let context = SurveyContext {
+                journal: &journal,
+                retry,
+                stop: &interrupts.first,
+                task_timeout: settings.task_timeout,
+            };
+            let (uploads, stop) = survey_bucket(prepared, &to_submit, context).await;
+            (Some(uploads), stop)
+        }
+        None => (None, None),
+    };
+    let preflight_stop = match (submits, storage_stop) {
+        (_, Some(stop)) => Some(stop),
+        (true, None) => tokio::select! {
             stop = check_account(&client, key_env.as_deref()) => stop,
             _ = interrupts.first.cancelled() => None,
         },
-        false => None,
+        (false, None) => None,
     };
     let progress = Progress::new(
         view,
@@ -162,6 +182,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         api,
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads,
+        bucket,
         pacers,
         progress: progress.clone(),
         stops: Stops {
@@ -273,6 +294,98 @@ struct Prepared {
     journal: JournalWriter,
     entries: Vec<Entry>,
     earlier_uploads: HashMap<String, UploadedFile>,
+    bucket: Option<PreparedBucket>,
+}
+
+/// The bucket of `upload.mode = "s3"`, reached with the environment's credentials, and
+/// what the journal says it holds.
+struct PreparedBucket {
+    bucket: Bucket,
+    settings: S3Settings,
+    journaled: HashMap<String, UploadedFile>,
+}
+
+/// What the bucket's survey needs of the run.
+struct SurveyContext<'a> {
+    journal: &'a JournalWriter,
+    retry: crate::api::retry::RetryPolicy,
+    stop: &'a tokio_util::sync::CancellationToken,
+    task_timeout: Duration,
+}
+
+/// The credentials, checked before anything is sent (a missing one is a usage error).
+fn open_bucket(manifest: &Manifest) -> anyhow::Result<Option<(Bucket, S3Settings)>> {
+    let UploadMode::S3(settings) = &manifest.upload.mode else {
+        return Ok(None);
+    };
+    let credentials = Credentials::from_env().map_err(ExpectedError::usage)?;
+    let bucket =
+        Bucket::new(settings, credentials).map_err(|err| ExpectedError::usage(err.to_string()))?;
+    Ok(Some((bucket, settings.clone())))
+}
+
+/// Asks the bucket what it holds of the files this run submits, and says it: the run's
+/// start line for uploads. A refusal of the credentials stops the run before any submit;
+/// a bucket that cannot be reached only warns (each upload asks again, and fails its
+/// variant if the bucket stays away).
+async fn survey_bucket(
+    prepared: PreparedBucket,
+    to_submit: &[crate::variant::LocalStem],
+    context: SurveyContext<'_>,
+) -> (BucketUploads, Option<AccountStop>) {
+    let PreparedBucket {
+        bucket,
+        settings,
+        journaled,
+    } = prepared;
+    let surveyed = if to_submit.is_empty() {
+        Ok(Survey::default())
+    } else {
+        survey(
+            &bucket,
+            &settings.prefix,
+            to_submit,
+            &journaled,
+            context.journal,
+            &context.retry,
+            context.stop,
+            chrono::Utc::now(),
+        )
+        .await
+    };
+    let (found, stop) = match surveyed {
+        Ok(found) => {
+            tracing::info!(
+                to_upload = found.to_upload,
+                in_bucket = found.stored.len(),
+                bucket = %bucket.id(),
+                "stems: {} to upload, {} already in the bucket",
+                found.to_upload,
+                found.stored.len()
+            );
+            (found, None)
+        }
+        Err(CallFailure::Failed(err)) if err.refused_credentials() => {
+            tracing::error!(
+                "the bucket refused the credentials in {ACCESS_KEY_ENV}/{SECRET_KEY_ENV} ({err}): nothing was submitted"
+            );
+            (Survey::default(), Some(AccountStop::StorageRefused))
+        }
+        Err(CallFailure::Failed(err)) => {
+            tracing::warn!(error = %err, "cannot ask the bucket what it holds; each upload asks again");
+            (Survey::default(), None)
+        }
+        Err(CallFailure::Stopped) => (Survey::default(), None),
+    };
+    let uploads = BucketUploads::new(
+        bucket,
+        settings,
+        context.task_timeout,
+        context.journal.clone(),
+        context.retry,
+        found,
+    );
+    (uploads, stop)
 }
 
 /// Loads the manifest (hashing its local stems off the async threads), finds the API,
@@ -280,6 +393,7 @@ struct Prepared {
 async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let path = args.manifest.clone();
     let manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    let bucket = open_bucket(&manifest)?;
     let mut settings = manifest.run.clone();
     if let Some(concurrency) = args.concurrency {
         settings.concurrency = concurrency as usize;
@@ -328,6 +442,11 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some(_) => Default::default(),
         None => replay::uploads(&records, &api),
     };
+    let bucket = bucket.map(|(bucket, settings)| PreparedBucket {
+        journaled: replay::uploads(&records, bucket.id()),
+        bucket,
+        settings,
+    });
     Ok(Prepared {
         manifest,
         settings,
@@ -339,6 +458,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         journal,
         entries,
         earlier_uploads,
+        bucket,
     })
 }
 

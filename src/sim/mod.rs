@@ -3,7 +3,10 @@
 //! after a delay, and real WAV tracks. `stembatch simulator` serves it in the foreground,
 //! `run --simulate` in-process, and every network test runs against it.
 //!
-//! It never fetches anything from elsewhere.
+//! Like the provider, it fetches each submit's `upload_url` and fails the task when the URL
+//! does not serve an audio file (expired, wrongly signed), so that a run's URLs are
+//! checked for real; but only URLs on this machine (a test's S3 server): it never reaches
+//! out of it, and a URL elsewhere is taken as served.
 
 pub mod audio;
 pub mod limits;
