@@ -73,10 +73,14 @@ pub(super) async fn plan(path: &Path, csv: bool, out: Option<&Path>) -> anyhow::
             true => eprintln!("{summary}"),
             false => println!("{summary}"),
         }
-        if let Some(balance) = balance(&manifest).await {
+        let lines = [
+            bucket_summary(&manifest, resume, dir).await?,
+            balance(&manifest).await,
+        ];
+        for line in lines.into_iter().flatten() {
             match csv {
-                true => eprintln!("{balance}"),
-                false => println!("{balance}"),
+                true => eprintln!("{line}"),
+                false => println!("{line}"),
             }
         }
     }
@@ -85,18 +89,23 @@ pub(super) async fn plan(path: &Path, csv: bool, out: Option<&Path>) -> anyhow::
 
 /// What a run into `dir` would do, from its journal, read and never written.
 async fn plan_against(manifest: &manifest::Manifest, dir: &Path) -> anyhow::Result<Resume> {
-    let journal = crate::journal::state_dir(dir).join(crate::journal::JOURNAL_FILE);
-    let records = match std::fs::read(&journal) {
-        Ok(bytes) => crate::journal::format::decode_all(bytes, &journal)
-            .map_err(|err| ExpectedError::usage(err.to_string()))?,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(err) => return Err(anyhow::anyhow!("cannot read {}: {err}", journal.display())),
-    };
+    let records = read_journal(dir)?;
     let rerun = Rerun {
         retry_failed: false,
         now: chrono::Utc::now(),
     };
     Ok(resume::prepare(&manifest.variants, &records, dir, rerun).await?)
+}
+
+/// The journal of `dir`, read and never written; none when there is no journal.
+fn read_journal(dir: &Path) -> anyhow::Result<Vec<crate::journal::format::Record>> {
+    let journal = crate::journal::state_dir(dir).join(crate::journal::JOURNAL_FILE);
+    match std::fs::read(&journal) {
+        Ok(bytes) => Ok(crate::journal::format::decode_all(bytes, &journal)
+            .map_err(|err| ExpectedError::usage(err.to_string()))?),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(anyhow::anyhow!("cannot read {}: {err}", journal.display())),
+    }
 }
 
 /// One paragraph: how many tasks a run would buy, and what else it would do.
@@ -128,6 +137,60 @@ fn cost_summary(resume: &Resume, dir: &Path) -> String {
     }
     text.push_str("; each task is charged when it succeeds");
     text
+}
+
+/// In `upload.mode = "s3"`: how many of the stems to submit the bucket holds, asked
+/// (HEAD, as a run does) when the credentials are at hand; without them, an upper bound.
+async fn bucket_summary(
+    manifest: &manifest::Manifest,
+    resume: &Resume,
+    dir: &Path,
+) -> anyhow::Result<Option<String>> {
+    let manifest::UploadMode::S3(settings) = &manifest.upload.mode else {
+        return Ok(None);
+    };
+    let stems = crate::scheduler::local_stems_to_submit(&manifest.variants, &resume.entries);
+    let mut distinct: Vec<&str> = stems.iter().map(|s| s.sha256.as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let Ok(Some((bucket, _))) = super::run::open_bucket(manifest) else {
+        return Ok(Some(format!(
+            "stems: up to {} to upload (the bucket was not asked: {} and {} are not both set)",
+            distinct.len(),
+            crate::storage::ACCESS_KEY_ENV,
+            crate::storage::SECRET_KEY_ENV
+        )));
+    };
+    let records = read_journal(dir)?;
+    let journaled = crate::journal::replay::uploads(&records, bucket.id());
+    let retry = crate::api::retry::RetryPolicy::new(manifest.run.max_attempts);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let now = chrono::Utc::now();
+    let surveyed = crate::scheduler::bucket::survey(
+        &bucket,
+        &settings.prefix,
+        &stems,
+        &journaled,
+        None,
+        &retry,
+        &stop,
+        now,
+    )
+    .await;
+    Ok(Some(match surveyed {
+        Ok(found) => format!(
+            "stems: {} to upload, {} already in the bucket",
+            found.to_upload,
+            found.stored.len()
+        ),
+        Err(crate::scheduler::retrying::CallFailure::Failed(err)) => {
+            format!(
+                "stems: up to {} to upload (the bucket could not be asked: {err})",
+                distinct.len()
+            )
+        }
+        Err(crate::scheduler::retrying::CallFailure::Stopped) => return Ok(None),
+    }))
 }
 
 /// The account's balance, when a key is at hand; a line either way then.

@@ -314,7 +314,7 @@ struct SurveyContext<'a> {
 }
 
 /// The credentials, checked before anything is sent (a missing one is a usage error).
-fn open_bucket(manifest: &Manifest) -> anyhow::Result<Option<(Bucket, S3Settings)>> {
+pub(super) fn open_bucket(manifest: &Manifest) -> anyhow::Result<Option<(Bucket, S3Settings)>> {
     let UploadMode::S3(settings) = &manifest.upload.mode else {
         return Ok(None);
     };
@@ -346,7 +346,7 @@ async fn survey_bucket(
             &settings.prefix,
             to_submit,
             &journaled,
-            context.journal,
+            Some(context.journal),
             &context.retry,
             context.stop,
             chrono::Utc::now(),

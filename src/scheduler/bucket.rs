@@ -172,7 +172,8 @@ async fn journal_stored(journal: &JournalWriter, bucket: &Bucket, sha256: &str, 
 
 /// Asks the bucket about each distinct file of `stems` the journal does not vouch for
 /// (`journaled`, by content hash); at least one HEAD in any case, to prove the
-/// credentials. The files found are journaled.
+/// credentials. The files found are journaled, when a journal is given (`plan` writes
+/// nothing).
 #[expect(
     clippy::too_many_arguments,
     reason = "the survey's inputs are the run's parts it touches"
@@ -182,7 +183,7 @@ pub async fn survey(
     prefix: &str,
     stems: &[LocalStem],
     journaled: &HashMap<String, UploadedFile>,
-    journal: &JournalWriter,
+    journal: Option<&JournalWriter>,
     retry: &RetryPolicy,
     stop: &CancellationToken,
     now: DateTime<Utc>,
@@ -222,7 +223,7 @@ pub async fn survey(
     for (stem, present) in found {
         let key = key_of(stem);
         if present {
-            if stored.insert(key.clone()) {
+            if let (true, Some(journal)) = (stored.insert(key.clone()), journal) {
                 journal_stored(journal, bucket, &stem.sha256, &key).await;
             }
         } else {
