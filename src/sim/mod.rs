@@ -150,6 +150,9 @@ pub struct SimConfig {
     pub upload_ttl: Duration,
     /// The key stops working once this many tasks exist, as a revoked key does.
     pub revoke_key_after_tasks: Option<u64>,
+    /// How long after a submit the stem is fetched from its `upload_url` (the provider
+    /// fetches it when the task starts, not at once); the task finishes no sooner.
+    pub stem_fetch_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -169,6 +172,7 @@ impl Default for SimConfig {
             seed: 1,
             upload_ttl: Duration::from_secs(72 * 3600),
             revoke_key_after_tasks: None,
+            stem_fetch_delay: Duration::ZERO,
         }
     }
 }

@@ -322,6 +322,7 @@ impl SimState {
             .insert(task_id.clone(), StemFetch::Pending);
         let state = Arc::clone(self);
         tokio::spawn(async move {
+            tokio::time::sleep(state.config.stem_fetch_delay).await;
             let outcome = match state.fetcher.get(&upload_url).send().await {
                 Ok(answer) if answer.status().is_success() => match answer.bytes().await {
                     Ok(body) if crate::audio_format::sniff(&body).is_some() => StemFetch::Served,

@@ -44,6 +44,15 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
+    /// Credentials given directly (tests, embedders).
+    pub fn new(key_id: String, secret: String, token: Option<String>) -> Self {
+        Credentials {
+            key_id,
+            secret,
+            token,
+        }
+    }
+
     /// Reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (when set)
     /// `AWS_SESSION_TOKEN`; the error names what is missing.
     pub fn from_env() -> Result<Self, String> {

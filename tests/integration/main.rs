@@ -16,3 +16,5 @@ mod report;
 mod rerun;
 mod resilience;
 mod resume;
+mod s3;
+mod s3_server;
