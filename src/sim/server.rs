@@ -327,12 +327,17 @@ impl SimState {
                 Ok(answer) if answer.status().is_success() => match answer.bytes().await {
                     Ok(body) if crate::audio_format::sniff(&body).is_some() => StemFetch::Served,
                     Ok(_) => StemFetch::Failed("the file at upload_url is not audio".into()),
-                    Err(err) => StemFetch::Failed(format!("cannot read upload_url: {err}")),
+                    Err(err) => {
+                        StemFetch::Failed(format!("cannot read upload_url: {}", err.without_url()))
+                    }
                 },
                 Ok(answer) => {
                     StemFetch::Failed(format!("cannot fetch upload_url: HTTP {}", answer.status()))
                 }
-                Err(err) => StemFetch::Failed(format!("cannot fetch upload_url: {err}")),
+                // Without the URL: a presigned one carries the access key id.
+                Err(err) => {
+                    StemFetch::Failed(format!("cannot fetch upload_url: {}", err.without_url()))
+                }
             };
             let mut inner = state.lock();
             inner.stats.stem_fetches += 1;
