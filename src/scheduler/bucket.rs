@@ -116,7 +116,7 @@ impl BucketUploads {
         if !present {
             info!(file = %file.display(), key = %key, bytes = stem.bytes, "uploading to the bucket");
             with_retries(Some(pacer), &self.retry, stop, || {
-                self.bucket.upload(&key, &stem.path)
+                self.bucket.upload(&key, &stem.path, &stem.sha256)
             })
             .await?;
             info!(file = %file.display(), key = %key, "uploaded to the bucket");

@@ -8,6 +8,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::error::{StorageError, StorageFailure};
@@ -163,16 +164,33 @@ impl Bucket {
     }
 
     /// Uploads the file at `file` as `key`: one PUT up to [`PART_SIZE`], else multipart
-    /// (aborted when a part fails, so no half object or stray parts stay behind).
-    pub async fn upload(&self, key: &str, file: &FsPath) -> Result<(), StorageError> {
+    /// (aborted when a part fails, so no half object or stray parts stay behind). The
+    /// content must still hash to `sha256`, or nothing is stored: a key names its
+    /// content, and a file rewritten since it was hashed would break that for every
+    /// later run.
+    pub async fn upload(&self, key: &str, file: &FsPath, sha256: &str) -> Result<(), StorageError> {
         let local = |err: std::io::Error| StorageError {
             failure: StorageFailure::Rejected,
             message: format!("cannot read {}: {err}", file.display()),
         };
+        let changed = || {
+            StorageError {
+            failure: StorageFailure::Rejected,
+            message: format!(
+                "{} changed since it was read; nothing was stored (the next run sends the new content)",
+                file.display()
+            ),
+        }
+        };
         let location = path(key)?;
         let mut reader = tokio::fs::File::open(file).await.map_err(local)?;
+        let mut hasher = Sha256::new();
         let first = read_part(&mut reader).await.map_err(local)?;
+        hasher.update(&first);
         if first.len() < PART_SIZE {
+            if hex::encode(hasher.finalize()) != sha256 {
+                return Err(changed());
+            }
             return self
                 .store
                 .put(&location, PutPayload::from(first))
@@ -195,7 +213,12 @@ impl Bucket {
                 Ok(next) => next,
                 Err(err) => break Err(local(err)),
             };
+            hasher.update(&part);
         };
+        let result = result.and_then(|()| match hex::encode(hasher.finalize()) == sha256 {
+            true => Ok(()),
+            false => Err(changed()),
+        });
         match result {
             Ok(()) => upload
                 .complete()

@@ -271,7 +271,17 @@ async fn a_large_stem_goes_up_in_parts_and_only_a_valid_presigned_url_serves_it(
         .map(|i| (i % 251) as u8)
         .collect();
     std::fs::write(&file, &content).unwrap();
-    bucket.upload("big.wav", &file).await.unwrap();
+    // A file that no longer has the content it was hashed with is not stored.
+    let err = bucket
+        .upload("big.wav", &file, &"0".repeat(64))
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("changed since it was read"), "{err}");
+    assert!(!bucket.contains("big.wav").await.unwrap());
+    bucket
+        .upload("big.wav", &file, &sha256_of(&file))
+        .await
+        .unwrap();
     assert!(bucket.contains("big.wav").await.unwrap());
     assert!(!bucket.contains("other.wav").await.unwrap());
     let url = bucket
@@ -300,7 +310,10 @@ async fn a_large_stem_goes_up_in_parts_and_only_a_valid_presigned_url_serves_it(
 
     // The wrong secret: the storage refuses, in its words, and the secret is not in them.
     let wrong = s3.bucket_with("not-the-secret-value-0123456789");
-    let err = wrong.upload("other.wav", &file).await.unwrap_err();
+    let err = wrong
+        .upload("other.wav", &file, &sha256_of(&file))
+        .await
+        .unwrap_err();
     assert!(err.refused_credentials(), "{err}");
     assert!(err.message.contains("SignatureDoesNotMatch"), "{err}");
     assert!(!err.message.contains("not-the-secret-value"), "{err}");
