@@ -169,6 +169,39 @@ async fn a_changed_file_is_uploaded_anew() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_run_trusts_its_journal_but_still_asks_the_bucket_once() {
+    let Some(s3) = s3_server::start().await else {
+        return;
+    };
+    let sim = start_sim(quick_sim()).await;
+    let head = format!("{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n");
+    let (dir, manifest) = write_manifest(&format!("{head}{}", s3.upload_section("stembatch/")));
+    let stem = dir.path().join("a.wav");
+    write_wav(&stem, 1.0, 440.0);
+    let out = dir.path().join("out");
+    let first = run_s3(&sim, &s3, None, &manifest, &out).await;
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+
+    // The object goes (a lifecycle rule); the journal still vouches for it, but the one
+    // HEAD every run makes finds it gone, and a new variant's run uploads it again.
+    s3.remove(&key_of(&stem));
+    let more = format!(
+        "{head}[[stem.variant]]\nname = \"more\"\ntags = \"jazz\"\n{}",
+        s3.upload_section("stembatch/")
+    );
+    std::fs::write(&manifest, more).unwrap();
+    let second = run_s3(&sim, &s3, None, &manifest, &out).await;
+    let said = stderr(&second);
+    assert_eq!(second.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("stems: 1 to upload, 0 already in the bucket"),
+        "{said}"
+    );
+    assert!(s3.bucket().contains(&key_of(&stem)).await.unwrap());
+    assert_eq!(sim.stats().stem_fetch_failures, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn urls_that_would_expire_before_the_task_can_fetch_them_are_minted_again() {
     // URLs live 5 s, tasks may run 3 s, and the provider fetches the stem 2 s after the
     // submit: a URL is reused for a second at most. Five submits a second apart: one URL

@@ -19,7 +19,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// A running S3 server with one bucket and the one key allowed into it.
 pub struct S3Server {
     child: Child,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
     /// The bucket.
@@ -87,7 +87,7 @@ pub async fn start() -> Option<S3Server> {
         .expect("s3s-fs starts");
     let mut server = S3Server {
         child,
-        _root: root,
+        root,
         endpoint: format!("http://127.0.0.1:{port}"),
         bucket,
         key_id,
@@ -111,6 +111,11 @@ impl S3Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Removes an object behind the bucket's back (as a lifecycle rule would).
+    pub fn remove(&self, key: &str) {
+        std::fs::remove_file(self.root.path().join(&self.bucket).join(key)).unwrap();
     }
 
     /// The manifest's `[upload]` for this bucket.
