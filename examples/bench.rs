@@ -159,6 +159,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str) {
         api: url.to_owned(),
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads: Default::default(),
+        bucket: None,
         pacers: Pacers::from_settings(&manifest.run),
         settings: manifest.run.clone(),
         out_dir: out.path().to_owned(),

@@ -12,7 +12,9 @@
 //!                     Submit / Poll / Download ──▶ executors (one task per action) ──▶ event
 //!                     End, and each event's fact ──▶ journal::writer (fsync, then ack)
 //!                                                 ──▶ report::csv (atomic rewrite)
-//!                   executors: pacer slot (GCRA per endpoint) → api::ApiClient;
+//!                   executors: stem URL (scheduler::upload: provider upload, base URL, or
+//!                              scheduler::bucket → storage: the user's S3 bucket, presigned);
+//!                              pacer slot (GCRA per endpoint) → api::ApiClient;
 //!                              download (temp file, verify, rename), then qc::analyze on a
 //!                              blocking thread (decode, peak, loudness, verdict); one retry path
 //! ```
@@ -23,7 +25,8 @@
 //! the report never import the scheduler.
 //!
 //! The pure modules (`manifest`, `variant`, `outcome`, `api::retry`, `journal::replay`,
-//! `scheduler::state`, `scheduler::events`, `scheduler::poll`, `audio_format`) do no I/O;
+//! `scheduler::state`, `scheduler::events`, `scheduler::poll`, `storage::keys`,
+//! `storage::error`, `audio_format`) do no I/O;
 //! the I/O modules wrap them. `qc` is pure but for `qc::analyze`, which reads one file. `sim` is the built-in simulator of the provider, used by
 //! `run --simulate` and by every network test.
 
@@ -44,5 +47,6 @@ pub mod shard;
 pub mod signal;
 pub mod sim;
 pub mod stems;
+pub mod storage;
 pub mod variant;
 pub mod waveform;

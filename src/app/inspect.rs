@@ -84,10 +84,14 @@ pub(super) async fn plan(
             true => eprintln!("{summary}"),
             false => println!("{summary}"),
         }
-        if let Some(balance) = balance(&manifest).await {
+        let lines = [
+            bucket_summary(&manifest, resume, dir).await?,
+            balance(&manifest).await,
+        ];
+        for line in lines.into_iter().flatten() {
             match csv {
-                true => eprintln!("{balance}"),
-                false => println!("{balance}"),
+                true => eprintln!("{line}"),
+                false => println!("{line}"),
             }
         }
     }
@@ -144,6 +148,60 @@ fn cost_summary(resume: &Resume, dir: &Path) -> String {
     }
     text.push_str("; each task is charged when it succeeds");
     text
+}
+
+/// In `upload.mode = "s3"`: how many of the stems to submit the bucket holds, asked
+/// (HEAD, as a run does) when the credentials are at hand; without them, an upper bound.
+async fn bucket_summary(
+    manifest: &manifest::Manifest,
+    resume: &Resume,
+    dir: &Path,
+) -> anyhow::Result<Option<String>> {
+    let manifest::UploadMode::S3(settings) = &manifest.upload.mode else {
+        return Ok(None);
+    };
+    let stems = crate::scheduler::local_stems_to_submit(&manifest.variants, &resume.entries);
+    let mut distinct: Vec<&str> = stems.iter().map(|s| s.sha256.as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let Ok(Some((bucket, _))) = super::bucket::open_bucket(manifest) else {
+        return Ok(Some(format!(
+            "stems: up to {} to upload (the bucket was not asked: {} and {} are not both set)",
+            distinct.len(),
+            crate::storage::ACCESS_KEY_ENV,
+            crate::storage::SECRET_KEY_ENV
+        )));
+    };
+    let records = read_journals(dir)?;
+    let journaled = crate::journal::replay::uploads(&records, bucket.id());
+    let retry = crate::api::retry::RetryPolicy::new(manifest.run.max_attempts);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let now = chrono::Utc::now();
+    let surveyed = crate::scheduler::bucket::survey(
+        &bucket,
+        &settings.prefix,
+        &stems,
+        &journaled,
+        None,
+        &retry,
+        &stop,
+        now,
+    )
+    .await;
+    Ok(Some(match surveyed {
+        Ok(found) => format!(
+            "stems: {} to upload, {} already in the bucket",
+            found.to_upload,
+            found.stored.len()
+        ),
+        Err(crate::scheduler::retrying::CallFailure::Failed(err)) => {
+            format!(
+                "stems: up to {} to upload (the bucket could not be asked: {err})",
+                distinct.len()
+            )
+        }
+        Err(crate::scheduler::retrying::CallFailure::Stopped) => return Ok(None),
+    }))
 }
 
 /// The account's balance, when a key is at hand; a line either way then.

@@ -1,6 +1,7 @@
 //! The commands: each turns parsed arguments into work and an exit code. `main` only
 //! sets up logging and the runtime and prints what comes back.
 
+mod bucket;
 mod docs;
 mod folder;
 mod inspect;

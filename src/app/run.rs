@@ -30,6 +30,7 @@ use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
 use crate::variant::Variant;
 
+use super::bucket::{open_bucket, survey_bucket, PreparedBucket, SurveyContext};
 use super::folder::{self, FolderLocks};
 use super::resume;
 
@@ -136,16 +137,33 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         entries,
         earlier_uploads,
         shard_part,
+        bucket,
     } = prepared;
     tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
     let key_env = (!args.simulate).then(|| manifest.api.key_env.clone());
     let submits = entries.iter().any(|e| e.start == Start::Submit);
-    let preflight_stop = match submits {
-        true => tokio::select! {
+    let (bucket, storage_stop) = match bucket {
+        Some(prepared) => {
+            let to_submit = scheduler::local_stems_to_submit(&manifest.variants, &entries);
+            let retry = crate::api::retry::RetryPolicy::new(settings.max_attempts);
+            let context = SurveyContext {
+                journal: &journal,
+                retry,
+                stop: &interrupts.first,
+                task_timeout: settings.task_timeout,
+            };
+            let (uploads, stop) = survey_bucket(prepared, &to_submit, context).await;
+            (Some(uploads), stop)
+        }
+        None => (None, None),
+    };
+    let preflight_stop = match (submits, storage_stop) {
+        (_, Some(stop)) => Some(stop),
+        (true, None) => tokio::select! {
             stop = check_account(&client, key_env.as_deref()) => stop,
             _ = interrupts.first.cancelled() => None,
         },
-        false => None,
+        (false, None) => None,
     };
     let progress = Progress::new(
         view,
@@ -167,6 +185,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         api,
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads,
+        bucket,
         pacers,
         progress: progress.clone(),
         stops: Stops {
@@ -280,6 +299,8 @@ struct Prepared {
     earlier_uploads: HashMap<String, UploadedFile>,
     /// A shard's run: its part of `results.csv`.
     shard_part: Option<ShardPart>,
+    /// `upload.mode = "s3"`: the bucket.
+    bucket: Option<PreparedBucket>,
 }
 
 /// Loads the manifest (hashing its local stems off the async threads), finds the API,
@@ -292,6 +313,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let path = args.manifest.clone();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
     let all_variants = shard.map(|shard| take_shard(&mut manifest, shard));
+    let bucket = open_bucket(&manifest)?;
     let settings = settings_of(args, &manifest);
     let today = chrono::Local::now().date_naive();
     let out_dir = resolve_output_dir(args.out.as_deref(), &manifest, today);
@@ -331,6 +353,11 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let shard_part = shard
         .zip(all_variants)
         .map(|(shard, all)| ShardPart::new(&out_dir, shard, all));
+    let bucket = bucket.map(|(bucket, settings)| PreparedBucket {
+        journaled: replay::uploads(&folder.records, bucket.id()),
+        bucket,
+        settings,
+    });
     Ok(Prepared {
         manifest,
         settings,
@@ -343,6 +370,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         entries: resume.entries,
         earlier_uploads,
         shard_part,
+        bucket,
     })
 }
 

@@ -220,9 +220,12 @@ pub enum Record {
         #[serde(flatten)]
         entry: TrackEntry,
     },
-    /// A local stem file was uploaded.
+    /// A local stem file was uploaded (or, in `upload.mode = "s3"`, found in the bucket).
     Uploaded {
-        /// The API it was uploaded to: a base URL, or [`SIMULATOR`].
+        /// The API it was uploaded to: a base URL, or [`SIMULATOR`]; or the bucket,
+        /// `s3:<endpoint or aws:region>/<bucket>`, whose `file_url` is then `s3://bucket/key`
+        /// (never a presigned URL) and whose `expires_at` is how long the record is
+        /// trusted without asking the bucket again.
         #[serde(default)]
         api: String,
         /// Hex sha256 of the file's content.

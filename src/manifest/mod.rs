@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use crate::stems::{DiskFiles, LocalFiles};
 use crate::variant::Variant;
 
-pub use settings::{ApiSettings, Rate, RunSettings, UploadMode, UploadSettings};
+pub use settings::{
+    ApiSettings, Rate, RunSettings, S3Settings, UploadMode, UploadSettings, DEFAULT_URL_EXPIRY,
+};
 
 /// A validated manifest with its variants in manifest order.
 #[derive(Debug)]

@@ -8,6 +8,7 @@
 //! Rates and concurrency are separate knobs: one [`pacer::Pacer`] per endpoint spaces the
 //! calls, the run state caps the variants in flight, a semaphore caps downloads.
 
+pub mod bucket;
 mod coordinator;
 pub mod events;
 mod executor;
@@ -80,6 +81,8 @@ pub struct RunInputs {
     pub upload_mode: UploadMode,
     /// Uploads earlier runs made, by content hash.
     pub earlier_uploads: HashMap<String, UploadedFile>,
+    /// The bucket, in `upload.mode = "s3"`.
+    pub bucket: Option<bucket::BucketUploads>,
     /// The output folder (must exist).
     pub out_dir: PathBuf,
     /// A shard's run: its part of `results.csv` (its state folder must exist).
@@ -94,7 +97,7 @@ pub struct RunInputs {
 
 /// The local stems of the variants this run will submit, in manifest order: the order
 /// in which they are uploaded.
-fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<LocalStem> {
+pub fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<LocalStem> {
     let submitting: std::collections::HashSet<_> = entries
         .iter()
         .filter(|e| e.start == Start::Submit)
@@ -141,6 +144,7 @@ pub async fn run(
         stop_submits.clone(),
         inputs.earlier_uploads,
         &to_upload,
+        inputs.bucket,
     ));
     let executor = executor::Executor {
         variants: variants.iter().map(|v| (v.id.clone(), v.clone())).collect(),

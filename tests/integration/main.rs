@@ -16,4 +16,6 @@ mod report;
 mod rerun;
 mod resilience;
 mod resume;
+mod s3;
+mod s3_server;
 mod shards;
