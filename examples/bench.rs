@@ -203,9 +203,11 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
         api: url.to_owned(),
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads: Default::default(),
+        bucket: None,
         pacers,
         settings: manifest.run.clone(),
         out_dir: out.path().to_owned(),
+        shard_part: None,
         stops: Stops {
             interrupted: CancellationToken::new(),
             deadline: None,

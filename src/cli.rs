@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::shard::{Shard, ShardError};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Turns a TOML manifest of vocal stems and variants into add-instrumental tasks on the
@@ -48,6 +49,9 @@ pub enum Command {
         /// The output folder a run would use: say what it would do there.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Which shard's variants.
+        #[command(flatten)]
+        shard: ShardArgs,
     },
     /// Show what an output folder holds: done, failed, pending, by stem; and whether a
     /// run holds it now.
@@ -111,9 +115,37 @@ pub struct RunArgs {
     /// Submit again the variants that ended failed, timeout or error in an earlier run.
     #[arg(long)]
     pub retry_failed: bool,
+    /// Which shard's variants to run.
+    #[command(flatten)]
+    pub shard: ShardArgs,
     /// How log lines on stderr look.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Which shard of the manifest a process takes.
+#[derive(Clone, Copy, Debug, Default, Args)]
+pub struct ShardArgs {
+    /// Only the variants of shard I of N (0-based), by a stable hash of variant_id
+    /// (default: from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT).
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<Shard>,
+    /// The shard count N with JOB_COMPLETION_INDEX (else STEMBATCH_SHARD_COUNT).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub shard_count: Option<u32>,
+}
+
+impl ShardArgs {
+    /// The shard this process takes, from the flags and the scheduler's environment.
+    pub fn resolve(self) -> Result<Option<Shard>, ShardError> {
+        Shard::resolve(self.shard, self.shard_count, |name| {
+            std::env::var(name).ok()
+        })
+    }
+}
+
+fn parse_shard(text: &str) -> Result<Shard, String> {
+    Shard::parse(text).map_err(|err| err.to_string())
 }
 
 /// The log line format.

@@ -12,7 +12,9 @@
 //!                     Submit / Poll / Download ──▶ executors (one task per action) ──▶ event
 //!                     End, and each event's fact ──▶ journal::writer (fsync, then ack)
 //!                                                 ──▶ report::csv (atomic rewrite)
-//!                   executors: pacer slot (GCRA per endpoint: local, or in Redis with
+//!                   executors: stem URL (scheduler::upload: provider upload, base URL, or
+//!                              scheduler::bucket → storage: the user's S3 bucket, presigned);
+//!                              pacer slot (GCRA per endpoint: local, or in Redis with
 //!                              [limits] redis_url: scheduler::shared_limit) → api::ApiClient;
 //!                              download (temp file, verify, rename), then qc::analyze on a
 //!                              blocking thread (decode, peak, loudness, verdict); one retry path
@@ -25,7 +27,7 @@
 //!
 //! The pure modules (`manifest`, `variant`, `outcome`, `api::retry`, `journal::replay`,
 //! `scheduler::state`, `scheduler::events`, `scheduler::poll`, `scheduler::shared_limit::grid`
-//! and `::keys`, `audio_format`) do no I/O;
+//! and `::keys`, `storage::keys`, `storage::error`, `audio_format`) do no I/O;
 //! the I/O modules wrap them. `qc` is pure but for `qc::analyze`, which reads one file. `sim` is the built-in simulator of the provider, used by
 //! `run --simulate` and by every network test.
 
@@ -42,8 +44,10 @@ pub mod output_files;
 pub mod qc;
 pub mod report;
 pub mod scheduler;
+pub mod shard;
 pub mod signal;
 pub mod sim;
 pub mod stems;
+pub mod storage;
 pub mod variant;
 pub mod waveform;

@@ -16,9 +16,12 @@ pub const REPORT_TEMP: (&str, &str) = (".results-", ".csv");
 /// Prefix and suffix of the listening page's temporary file, beside `report.html`.
 pub const PAGE_TEMP: (&str, &str) = (".report-", ".html");
 
+/// Prefix and suffix of the temporary file of the shard layout, in the state folder.
+pub const LAYOUT_TEMP: (&str, &str) = (".shards-", ".json");
+
 /// Whether `name` is one of stembatch's temporary files.
 pub fn is_temporary(name: &str) -> bool {
-    [DOWNLOAD_TEMP, REPORT_TEMP, PAGE_TEMP]
+    [DOWNLOAD_TEMP, REPORT_TEMP, PAGE_TEMP, LAYOUT_TEMP]
         .iter()
         .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix))
 }

@@ -26,6 +26,9 @@ pub enum AccountStop {
     BadKey,
     /// 402: no credits left.
     NoCredits,
+    /// The bucket of `upload.mode = "s3"` refused its credentials (401/403): no stem can
+    /// get a URL, so nothing is submitted; the provider's key still works.
+    StorageRefused,
 }
 
 /// What to do after a failed call.

@@ -85,6 +85,18 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("VIDGO_BASE_URL", "the API's base URL, after --base-url and before api.base_url"),
     ("STEMBATCH_REDIS_URL", "the Redis through which every process on the API key shares its rate limits; before limits.redis_url"),
     ("STEMBATCH_LOG", "the log filter (default: info), e.g. debug"),
+    (
+        "JOB_COMPLETION_INDEX",
+        "a Kubernetes Indexed Job's index: the shard, when --shard is not given",
+    ),
+    (
+        "STEMBATCH_SHARD_COUNT",
+        "the shard count with JOB_COMPLETION_INDEX, when --shard-count is not given",
+    ),
+    (
+        "SLURM_ARRAY_TASK_ID",
+        "a Slurm array task: the shard (minus SLURM_ARRAY_TASK_MIN), of SLURM_ARRAY_TASK_COUNT",
+    ),
 ];
 
 const FILES: &[(&str, &str)] = &[
@@ -97,6 +109,10 @@ const FILES: &[(&str, &str)] = &[
     (
         "DIR/.stembatch/",
         "the run's journal and lock: what makes re-runs safe; never delete it",
+    ),
+    (
+        "DIR/.stembatch/shard-I-of-N/",
+        "a shard's journal, lock and part of results.csv",
     ),
 ];
 

@@ -7,12 +7,15 @@ use std::path::Path;
 
 use super::resume::{self, Resume};
 use crate::exit::{ExpectedError, SUCCESS};
+use crate::journal::layout;
 use crate::journal::lock::{Holder, LockState};
 use crate::journal::replay::{Prior, Rerun};
 use crate::journal::rerun::Intent;
+use crate::journal::JournalError;
 use crate::manifest;
 use crate::outcome::{VariantRecord, VariantStatus};
 use crate::report::csv::FILE_NAME;
+use crate::shard::Shard;
 use crate::variant::{GenerationParams, Variant, VariantId};
 
 /// `validate`: the variant count on stdout; on stderr, each stem whose file cannot be sent
@@ -53,9 +56,17 @@ fn counted(count: usize, noun: &str) -> String {
 
 /// `plan`: every variant with its resolved parameters, as text or CSV; with `out`, also
 /// what a run into that folder would do with it, and what it would buy.
-pub(super) async fn plan(path: &Path, csv: bool, out: Option<&Path>) -> anyhow::Result<u8> {
+pub(super) async fn plan(
+    path: &Path,
+    csv: bool,
+    out: Option<&Path>,
+    shard: Option<Shard>,
+) -> anyhow::Result<u8> {
     let path_owned = path.to_owned();
-    let manifest = tokio::task::spawn_blocking(move || manifest::load(&path_owned)).await??;
+    let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path_owned)).await??;
+    if let Some(shard) = shard {
+        manifest.variants.retain(|v| shard.contains(&v.id));
+    }
     let resume = match out {
         Some(dir) => Some(plan_against(&manifest, dir).await?),
         None => None,
@@ -73,30 +84,39 @@ pub(super) async fn plan(path: &Path, csv: bool, out: Option<&Path>) -> anyhow::
             true => eprintln!("{summary}"),
             false => println!("{summary}"),
         }
-        if let Some(balance) = balance(&manifest).await {
+        let lines = [
+            bucket_summary(&manifest, resume, dir).await?,
+            balance(&manifest).await,
+        ];
+        for line in lines.into_iter().flatten() {
             match csv {
-                true => eprintln!("{balance}"),
-                false => println!("{balance}"),
+                true => eprintln!("{line}"),
+                false => println!("{line}"),
             }
         }
     }
     Ok(SUCCESS)
 }
 
-/// What a run into `dir` would do, from its journal, read and never written.
+/// What a run into `dir` would do, from its journals (every shard's), read and never
+/// written.
 async fn plan_against(manifest: &manifest::Manifest, dir: &Path) -> anyhow::Result<Resume> {
-    let journal = crate::journal::state_dir(dir).join(crate::journal::JOURNAL_FILE);
-    let records = match std::fs::read(&journal) {
-        Ok(bytes) => crate::journal::format::decode_all(bytes, &journal)
-            .map_err(|err| ExpectedError::usage(err.to_string()))?,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(err) => return Err(anyhow::anyhow!("cannot read {}: {err}", journal.display())),
-    };
+    let records = read_journals(dir)?;
     let rerun = Rerun {
         retry_failed: false,
         now: chrono::Utc::now(),
     };
     Ok(resume::prepare(&manifest.variants, &records, dir, rerun).await?)
+}
+
+/// Every journal of the folder `dir`, put together; a damaged one is the user's to see.
+fn read_journals(dir: &Path) -> anyhow::Result<Vec<crate::journal::format::Record>> {
+    crate::journal::layout::read_all(dir).map_err(|err| match err {
+        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
+            ExpectedError::usage(err.to_string()).into()
+        }
+        other => anyhow::Error::new(other),
+    })
 }
 
 /// One paragraph: how many tasks a run would buy, and what else it would do.
@@ -128,6 +148,60 @@ fn cost_summary(resume: &Resume, dir: &Path) -> String {
     }
     text.push_str("; each task is charged when it succeeds");
     text
+}
+
+/// In `upload.mode = "s3"`: how many of the stems to submit the bucket holds, asked
+/// (HEAD, as a run does) when the credentials are at hand; without them, an upper bound.
+async fn bucket_summary(
+    manifest: &manifest::Manifest,
+    resume: &Resume,
+    dir: &Path,
+) -> anyhow::Result<Option<String>> {
+    let manifest::UploadMode::S3(settings) = &manifest.upload.mode else {
+        return Ok(None);
+    };
+    let stems = crate::scheduler::local_stems_to_submit(&manifest.variants, &resume.entries);
+    let mut distinct: Vec<&str> = stems.iter().map(|s| s.sha256.as_str()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let Ok(Some((bucket, _))) = super::bucket::open_bucket(manifest) else {
+        return Ok(Some(format!(
+            "stems: up to {} to upload (the bucket was not asked: {} and {} are not both set)",
+            distinct.len(),
+            crate::storage::ACCESS_KEY_ENV,
+            crate::storage::SECRET_KEY_ENV
+        )));
+    };
+    let records = read_journals(dir)?;
+    let journaled = crate::journal::replay::uploads(&records, bucket.id());
+    let retry = crate::api::retry::RetryPolicy::new(manifest.run.max_attempts);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let now = chrono::Utc::now();
+    let surveyed = crate::scheduler::bucket::survey(
+        &bucket,
+        &settings.prefix,
+        &stems,
+        &journaled,
+        None,
+        &retry,
+        &stop,
+        now,
+    )
+    .await;
+    Ok(Some(match surveyed {
+        Ok(found) => format!(
+            "stems: {} to upload, {} already in the bucket",
+            found.to_upload,
+            found.stored.len()
+        ),
+        Err(crate::scheduler::retrying::CallFailure::Failed(err)) => {
+            format!(
+                "stems: up to {} to upload (the bucket could not be asked: {err})",
+                distinct.len()
+            )
+        }
+        Err(crate::scheduler::retrying::CallFailure::Stopped) => return Ok(None),
+    }))
 }
 
 /// The account's balance, when a key is at hand; a line either way then.
@@ -285,9 +359,10 @@ struct CsvVariant {
 fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
     let csv_path = dir.join(FILE_NAME);
     let state_dir = crate::journal::state_dir(dir);
-    let journal_path = state_dir.join(crate::journal::JOURNAL_FILE);
     let csv_time = modified(&csv_path)?;
-    let journal_time = modified(&journal_path)?;
+    // Every shard's journal counts: a sharded folder's results.csv lags behind its shards.
+    let journal_time = layout::newest_journal_time(dir)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", state_dir.display()))?;
     if csv_time.is_none() && !state_dir.is_dir() {
         return Err(ExpectedError::usage(format!(
             "{} is not a stembatch output folder: it holds neither {FILE_NAME} nor {}/",
@@ -296,7 +371,7 @@ fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
         ))
         .into());
     }
-    let lock = crate::journal::lock::holder(&state_dir)?;
+    let lock = folder_holder(dir)?;
     let csv = match csv_time {
         Some(_) => read_csv_variants(&csv_path)?,
         None => Vec::new(),
@@ -308,26 +383,32 @@ fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
     };
     let variants = match source {
         Source::Csv => csv.into_iter().map(|v| (Some(v.stem), v.status)).collect(),
-        Source::Journal => {
-            let records = match std::fs::read(&journal_path) {
-                Ok(bytes) => crate::journal::format::decode_all(bytes, &journal_path)
-                    .map_err(|err| ExpectedError::usage(err.to_string()))?,
-                Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(err) => {
-                    return Err(anyhow::anyhow!(
-                        "cannot read {}: {err}",
-                        journal_path.display()
-                    ))
-                }
-            };
-            journal_variants(&csv, &records)
-        }
+        Source::Journal => journal_variants(&csv, &read_journals(dir)?),
     };
     Ok(FolderStatus {
         source,
         lock,
         variants,
     })
+}
+
+/// Whether a run holds the folder: the whole folder's run, else the first shard's that
+/// does.
+fn folder_holder(dir: &Path) -> anyhow::Result<LockState> {
+    let state_dir = crate::journal::state_dir(dir);
+    let whole = crate::journal::lock::holder(&state_dir)?;
+    if whole != LockState::Free {
+        return Ok(whole);
+    }
+    let shards = layout::shard_dirs(dir)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", state_dir.display()))?;
+    for (_, shard_dir) in shards {
+        let held = crate::journal::lock::holder(&shard_dir)?;
+        if held != LockState::Free {
+            return Ok(held);
+        }
+    }
+    Ok(LockState::Free)
 }
 
 /// When the file at `path` was last written; `None` when there is none.

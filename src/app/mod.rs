@@ -1,7 +1,9 @@
 //! The commands: each turns parsed arguments into work and an exit code. `main` only
 //! sets up logging and the runtime and prints what comes back.
 
+mod bucket;
 mod docs;
+mod folder;
 mod inspect;
 mod report;
 mod resume;
@@ -21,7 +23,17 @@ pub async fn execute(cli: Cli, view: View) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(args) => run::run(args, view).await,
         Command::Validate { manifest } => inspect::validate(&manifest),
-        Command::Plan { manifest, csv, out } => inspect::plan(&manifest, csv, out.as_deref()).await,
+        Command::Plan {
+            manifest,
+            csv,
+            out,
+            shard,
+        } => {
+            let shard = shard
+                .resolve()
+                .map_err(|err| ExpectedError::usage(err.to_string()))?;
+            inspect::plan(&manifest, csv, out.as_deref(), shard).await
+        }
         Command::Status { dir, json } => inspect::status(&dir, json),
         Command::Report { dir } => report::report(&dir).await,
         Command::Simulator(args) => simulator::serve(args).await,

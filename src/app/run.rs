@@ -11,23 +11,27 @@ use anyhow::Context as _;
 use crate::api::retry::{classify, AccountStop, CallKind, Verdict};
 use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
-use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, LOCKED, SUCCESS};
-use crate::journal::format::{Record, SIMULATOR};
-use crate::journal::lock::{self, LockError, RunLock};
+use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, SUCCESS};
+use crate::journal::format::SIMULATOR;
 use crate::journal::replay::{self, Rerun, Start};
+use crate::journal::rerun;
 use crate::journal::writer::JournalWriter;
-use crate::journal::{self, JournalError};
+use crate::journal::{self, layout};
 use crate::manifest::{self, Manifest, Rate, RunSettings, ShardPosition, REDIS_URL_ENV};
 use crate::outcome::{UploadedFile, VariantStatus};
 use crate::report::csv::FILE_NAME;
 use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
+use crate::report::shards::ShardPart;
 use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
 use crate::scheduler::{self, shared_limit, Pacers, RunInputs, Stops};
+use crate::shard::Shard;
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
 use crate::variant::Variant;
 
+use super::bucket::{open_bucket, survey_bucket, PreparedBucket, SurveyContext};
+use super::folder::{self, FolderLocks};
 use super::resume;
 
 /// The provider's production URL.
@@ -128,21 +132,39 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         client,
         simulator: _simulator,
         api,
+        locks: _locks,
         pacers,
-        lock: _lock,
         journal,
         entries,
         earlier_uploads,
+        shard_part,
+        bucket,
     } = prepared;
     tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
     let key_env = (!args.simulate).then(|| manifest.api.key_env.clone());
     let submits = entries.iter().any(|e| e.start == Start::Submit);
-    let preflight_stop = match submits {
-        true => tokio::select! {
+    let (bucket, storage_stop) = match bucket {
+        Some(prepared) => {
+            let to_submit = scheduler::local_stems_to_submit(&manifest.variants, &entries);
+            let retry = crate::api::retry::RetryPolicy::new(settings.max_attempts);
+            let context = SurveyContext {
+                journal: &journal,
+                retry,
+                stop: &interrupts.first,
+                task_timeout: settings.task_timeout,
+            };
+            let (uploads, stop) = survey_bucket(prepared, &to_submit, context).await;
+            (Some(uploads), stop)
+        }
+        None => (None, None),
+    };
+    let preflight_stop = match (submits, storage_stop) {
+        (_, Some(stop)) => Some(stop),
+        (true, None) => tokio::select! {
             stop = check_account(&client, key_env.as_deref()) => stop,
             _ = interrupts.first.cancelled() => None,
         },
-        false => None,
+        (false, None) => None,
     };
     let progress = Progress::new(
         view,
@@ -157,11 +179,13 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         upload: progress.watch(Endpoint::Upload, pacers.upload),
     };
     let inputs = RunInputs {
+        shard_part,
         client,
         journal,
         api,
         upload_mode: manifest.upload.mode.clone(),
         earlier_uploads,
+        bucket,
         pacers,
         progress: progress.clone(),
         stops: Stops {
@@ -270,67 +294,77 @@ struct Prepared {
     simulator: Option<SimHandle>,
     api: String,
     pacers: Pacers,
-    lock: RunLock,
+    locks: FolderLocks,
     journal: JournalWriter,
     entries: Vec<Entry>,
     earlier_uploads: HashMap<String, UploadedFile>,
+    /// A shard's run: its part of `results.csv`.
+    shard_part: Option<ShardPart>,
+    /// `upload.mode = "s3"`: the bucket.
+    bucket: Option<PreparedBucket>,
 }
 
 /// Loads the manifest (hashing its local stems off the async threads), finds the API,
 /// takes the output folder and decides every variant's start.
 async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
+    let shard = args
+        .shard
+        .resolve()
+        .map_err(|err| ExpectedError::usage(err.to_string()))?;
     let path = args.manifest.clone();
-    let manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
-    let mut settings = manifest.run.clone();
-    if let Some(concurrency) = args.concurrency {
-        settings.concurrency = concurrency as usize;
-    }
-    settings.deadline = args.deadline.or(settings.deadline);
+    let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    let all_variants = shard.map(|shard| take_shard(&mut manifest, shard));
+    let bucket = open_bucket(&manifest)?;
+    let settings = settings_of(args, &manifest);
     let today = chrono::Local::now().date_naive();
     let out_dir = resolve_output_dir(args.out.as_deref(), &manifest, today);
     let (client, simulator) = connect(args, &manifest).await?;
     // Before the output folder is taken: a misused Redis sends nothing and writes nothing.
-    let pacers = pacers(&manifest, &settings, &client, ShardPosition::SOLE).await?;
+    let position = shard.map_or(ShardPosition::SOLE, |shard| ShardPosition {
+        index: shard.index(),
+        count: std::num::NonZeroU32::new(shard.count()).unwrap_or(std::num::NonZeroU32::MIN),
+    });
+    let pacers = pacers(&manifest, &settings, &client, position).await?;
     let api = match &simulator {
         Some(_) => SIMULATOR.to_owned(),
         None => client.base_url().to_owned(),
     };
-    let (lock, journal, records) = open_output_folder(&out_dir, &api).await?;
+    let folder = folder::open(&out_dir, &api, shard).await?;
     let rerun = Rerun {
         retry_failed: args.retry_failed,
         now: chrono::Utc::now(),
     };
-    let resume = resume::prepare(&manifest.variants, &records, &out_dir, rerun).await?;
-    resume::log_summary(&resume, records.is_empty());
-    let new_tasks = resume.new_tasks() as u64;
-    if new_tasks > settings.max_new_submits {
-        return Err(ExpectedError::usage(format!(
-            "this run would submit {new_tasks} new tasks, more than run.max_new_submits = {} allows; nothing was sent (hint: check the manifest for a matrix that grew by mistake; if the number is right, raise run.max_new_submits in {})",
-            settings.max_new_submits,
-            crate::stems::normalized(&args.manifest).display()
-        ))
-        .into());
-    }
-    let moved = resume::move_superseded(&out_dir, resume.moves.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot move earlier tracks to {}",
-                out_dir.join("superseded").display()
-            )
-        })?;
-    if moved > 0 {
-        tracing::warn!(
-            moved,
-            "{moved} tracks of changed variants moved to superseded/: never overwritten"
-        );
-    }
-    let entries = resume.entries;
+    let resume = resume::prepare(&manifest.variants, &folder.records, &out_dir, rerun).await?;
+    resume::log_summary(&resume, folder.records.is_empty());
+    let new_tasks = match &all_variants {
+        // Every shard counts the whole manifest, so that they all refuse alike.
+        Some(all) => rerun::new_tasks(all, &folder.records, rerun),
+        None => resume.new_tasks(),
+    };
+    check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
+    // Only now, when the run goes ahead: a refused run leaves the folder's layout be.
+    layout::write_layout(&out_dir, shard).with_context(|| {
+        format!(
+            "cannot write {}",
+            journal::state_dir(&out_dir)
+                .join(layout::SHARDS_FILE)
+                .display()
+        )
+    })?;
+    move_superseded(&out_dir, &resume).await?;
     // Each simulator starts empty: its earlier uploads are gone with it.
     let earlier_uploads = match &simulator {
         Some(_) => Default::default(),
-        None => replay::uploads(&records, &api),
+        None => replay::uploads(&folder.records, &api),
     };
+    let shard_part = shard
+        .zip(all_variants)
+        .map(|(shard, all)| ShardPart::new(&out_dir, shard, all));
+    let bucket = bucket.map(|(bucket, settings)| PreparedBucket {
+        journaled: replay::uploads(&folder.records, bucket.id()),
+        bucket,
+        settings,
+    });
     Ok(Prepared {
         manifest,
         settings,
@@ -339,10 +373,12 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         simulator,
         api,
         pacers,
-        lock,
-        journal,
-        entries,
+        locks: folder.locks,
+        journal: folder.journal,
+        entries: resume.entries,
         earlier_uploads,
+        shard_part,
+        bucket,
     })
 }
 
@@ -373,65 +409,68 @@ async fn pacers(
         .map_err(|err| ExpectedError::usage(err.to_string()).into())
 }
 
-/// Takes the output folder for this run: its lock, the sweep of what a killed run left,
-/// and its journal, whose earlier records come back. Refuses a folder whose journal is
-/// from another API.
-async fn open_output_folder(
-    out_dir: &Path,
-    api: &str,
-) -> anyhow::Result<(RunLock, JournalWriter, Vec<Record>)> {
-    let dir = out_dir.to_owned();
-    let (lock, journal, records) =
-        tokio::task::spawn_blocking(move || open_output_folder_blocking(&dir)).await??;
-    // Tasks and uploads of one API mean nothing to another: a folder that saw the
-    // simulator would otherwise look finished to the real run.
-    if let Some(earlier) = replay::last_api(&records).filter(|earlier| *earlier != api) {
-        return Err(ExpectedError::usage(format!(
-            "{} holds runs against {earlier}, and this run is against {api}: their tasks and uploads do not mix (hint: choose another folder with --out)",
-            out_dir.display()
-        ))
-        .into());
+/// The manifest's run settings with the command line's overrides.
+fn settings_of(args: &RunArgs, manifest: &Manifest) -> RunSettings {
+    let mut settings = manifest.run.clone();
+    if let Some(concurrency) = args.concurrency {
+        settings.concurrency = concurrency as usize;
     }
-    journal
-        .append(Record::RunStarted {
-            at: chrono::Utc::now(),
-            api: api.to_owned(),
-            pid: std::process::id(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        })
-        .await?;
-    Ok((lock, journal, records))
+    settings.deadline = args.deadline.or(settings.deadline);
+    settings
 }
 
-fn open_output_folder_blocking(
-    out_dir: &Path,
-) -> anyhow::Result<(RunLock, JournalWriter, Vec<Record>)> {
-    let state_dir = journal::state_dir(out_dir);
-    std::fs::create_dir_all(&state_dir).map_err(|err| {
-        // Nothing was sent: a folder that cannot be made is the user's to fix.
-        ExpectedError::usage(format!(
-            "cannot create the output folder {}: {err}",
-            out_dir.display()
-        ))
-    })?;
-    let lock = lock::acquire(&state_dir, out_dir).map_err(|err| match err {
-        LockError::Held { .. } => anyhow::Error::new(ExpectedError {
-            code: LOCKED,
-            message: err.to_string(),
-        }),
-        LockError::Io { .. } => anyhow::Error::new(err),
-    })?;
-    remove_leftover_temporary_files(out_dir);
-    let (journal, records) =
-        JournalWriter::open(&state_dir.join(journal::JOURNAL_FILE)).map_err(|err| match err {
-            // A damaged or newer journal needs the user before anything is sent; a disk
-            // that fails to read it is not a usage error.
-            JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
-                anyhow::Error::new(ExpectedError::usage(err.to_string()))
-            }
-            other => anyhow::Error::new(other),
+/// Refuses, before anything is sent, a run that would buy more new tasks than
+/// `run.max_new_submits` allows.
+fn check_new_submits(
+    new_tasks: u64,
+    settings: &RunSettings,
+    manifest: &Path,
+) -> anyhow::Result<()> {
+    if new_tasks <= settings.max_new_submits {
+        return Ok(());
+    }
+    Err(ExpectedError::usage(format!(
+        "this run would submit {new_tasks} new tasks, more than run.max_new_submits = {} allows; nothing was sent (hint: check the manifest for a matrix that grew by mistake; if the number is right, raise run.max_new_submits in {})",
+        settings.max_new_submits,
+        crate::stems::normalized(manifest).display()
+    ))
+    .into())
+}
+
+/// Moves the earlier tracks of changed variants to `superseded/`, and says so.
+async fn move_superseded(out_dir: &Path, resume: &resume::Resume) -> anyhow::Result<()> {
+    let moved = resume::move_superseded(out_dir, resume.moves.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot move earlier tracks to {}",
+                out_dir.join("superseded").display()
+            )
         })?;
-    Ok((lock, journal, records))
+    if moved > 0 {
+        tracing::warn!(
+            moved,
+            "{moved} tracks of changed variants moved to superseded/: never overwritten"
+        );
+    }
+    Ok(())
+}
+
+/// Keeps in `manifest` the variants of `shard`, and returns all of them: the folder's
+/// `results.csv` lists every variant of the manifest.
+fn take_shard(manifest: &mut Manifest, shard: Shard) -> Vec<Variant> {
+    let own: Vec<Variant> = manifest
+        .variants
+        .iter()
+        .filter(|v| shard.contains(&v.id))
+        .cloned()
+        .collect();
+    tracing::info!(
+        variants = own.len(),
+        of = manifest.variants.len(),
+        "this run takes shard {shard} of the manifest"
+    );
+    std::mem::replace(&mut manifest.variants, own)
 }
 
 /// Maps how the run ended to SPEC.md's exit code.
@@ -491,31 +530,6 @@ async fn check_account(client: &ApiClient, key_env: Option<&str>) -> Option<Acco
         _ => {
             tracing::warn!(error = %err, "cannot read the account balance; going on");
             None
-        }
-    }
-}
-
-/// Temporary files a killed run left behind (downloads, reports). Safe while we hold the
-/// lock: no other run writes into this folder.
-fn remove_leftover_temporary_files(out_dir: &Path) {
-    let is_leftover = crate::output_files::is_temporary;
-    let stem_dirs = std::fs::read_dir(out_dir.join("audio"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path());
-    for dir in std::iter::once(out_dir.to_owned()).chain(stem_dirs) {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if entry.file_name().to_str().is_some_and(is_leftover) {
-                match std::fs::remove_file(entry.path()) {
-                    Ok(()) => {
-                        tracing::info!(file = %entry.path().display(), "removed a leftover temporary file")
-                    }
-                    Err(err) => {
-                        tracing::warn!(file = %entry.path().display(), error = %err, "cannot remove a leftover temporary file")
-                    }
-                }
-            }
         }
     }
 }

@@ -21,8 +21,10 @@ use crate::outcome::{TrackRecord, VariantStatus};
 use crate::qc::{TrackQc, Verdict};
 use crate::variant::VariantId;
 
-/// The format version this stembatch writes.
-pub const VERSION: u32 = 1;
+/// The newest format version this stembatch reads and writes. Each record is written
+/// with the lowest version that holds it ([`Record::version`]), so that an older
+/// stembatch still reads a folder unless reading it wrongly would cost money.
+pub const VERSION: u32 = 2;
 
 /// The `api` of runs against the built-in simulator (whose port changes every run).
 pub const SIMULATOR: &str = "simulator";
@@ -160,10 +162,16 @@ mod level {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
-    /// A run began (for people reading the file).
+    /// A run began. Journals of one folder (a whole-folder run's, each shard's) are put
+    /// together run by run in the order of `seq` (`journal::layout::merge_runs`).
     RunStarted {
         /// When.
         at: DateTime<Utc>,
+        /// One more than the highest `seq` in the folder's journals when the run began:
+        /// runs are ordered by it rather than by `at`, so that hosts whose clocks differ
+        /// never reorder two nights. 0 in records written before it existed.
+        #[serde(default)]
+        seq: u64,
         /// The API it ran against: a base URL, or [`SIMULATOR`].
         #[serde(default)]
         api: String,
@@ -212,9 +220,12 @@ pub enum Record {
         #[serde(flatten)]
         entry: TrackEntry,
     },
-    /// A local stem file was uploaded.
+    /// A local stem file was uploaded (or, in `upload.mode = "s3"`, found in the bucket).
     Uploaded {
-        /// The API it was uploaded to: a base URL, or [`SIMULATOR`].
+        /// The API it was uploaded to: a base URL, or [`SIMULATOR`]; or the bucket,
+        /// `s3:<endpoint or aws:region>/<bucket>`, whose `file_url` is then `s3://bucket/key`
+        /// (never a presigned URL) and whose `expires_at` is how long the record is
+        /// trusted without asking the bucket again.
         #[serde(default)]
         api: String,
         /// Hex sha256 of the file's content.
@@ -225,6 +236,16 @@ pub enum Record {
         expires_at: DateTime<Utc>,
         /// When it was uploaded.
         at: DateTime<Utc>,
+    },
+    /// Written into the whole-folder journal when shards first run in the folder, as
+    /// version 2: a stembatch that knows no shards reads only that journal, and would
+    /// submit again every variant the shards paid for; meeting this line, it stops with
+    /// "upgrade stembatch" before sending anything.
+    ShardsUsed {
+        /// When.
+        at: DateTime<Utc>,
+        /// The shard count of the run that wrote it.
+        shard_count: u32,
     },
     /// The variant reached an end status.
     Ended {
@@ -258,10 +279,21 @@ struct LineIn {
     record: Record,
 }
 
+impl Record {
+    /// The format version of this record: 1, but for what an older reader must refuse.
+    pub fn version(&self) -> u32 {
+        match self {
+            Record::ShardsUsed { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// The record as one line, with its newline.
 pub fn encode(record: &Record) -> String {
-    let mut line = serde_json::to_string(&LineOut { v: VERSION, record })
-        .expect("journal records always serialise");
+    let v = record.version();
+    let mut line =
+        serde_json::to_string(&LineOut { v, record }).expect("journal records always serialise");
     line.push('\n');
     line
 }
@@ -593,19 +625,35 @@ mod tests {
             matches!(err, JournalError::Corrupt { line: 2, .. }),
             "{err}"
         );
-        let newer = format!("{}{{\"v\":2,\"kind\":\"future\"}}\n{}", lines[0], lines[1]);
+        let newer = format!("{}{{\"v\":3,\"kind\":\"future\"}}\n{}", lines[0], lines[1]);
         let err = decode_all(&newer, Path::new("j")).unwrap_err();
         assert!(
             matches!(
                 err,
                 JournalError::TooNew {
                     line: 2,
-                    version: 2,
+                    version: 3,
                     ..
                 }
             ),
             "{err}"
         );
+    }
+
+    /// Only the record an older reader must refuse is written as version 2: every other
+    /// stays readable by a stembatch of version 1.
+    #[test]
+    fn records_are_written_with_the_lowest_version_that_holds_them() {
+        for record in sample() {
+            assert!(encode(&record).starts_with(r#"{"v":1,"#), "{record:?}");
+        }
+        let announced = Record::ShardsUsed {
+            at: Utc::now(),
+            shard_count: 3,
+        };
+        let line = encode(&announced);
+        assert!(line.starts_with(r#"{"v":2,"kind":"shards_used""#), "{line}");
+        assert_eq!(decode_all(&line, Path::new("j")).unwrap(), [announced]);
     }
 
     #[test]

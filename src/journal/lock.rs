@@ -85,7 +85,7 @@ pub enum LockError {
 }
 
 /// " (pid 12, since 2025-01-01T01:00:00Z)", or nothing when the holder is unknown.
-fn describe(holder: Option<&Holder>) -> String {
+pub fn describe(holder: Option<&Holder>) -> String {
     match holder {
         Some(Holder {
             pid,
@@ -149,6 +149,41 @@ pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
     file.write_all(holder.encode().as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     Ok(RunLock { _file: file })
+}
+
+/// Takes the lock of the output folder `out_dir` *shared*: what every shard of a folder
+/// holds for its whole run, so that a whole-folder run (of this stembatch or of one that
+/// knows no shards) cannot take the folder while shards run in it. Writes nothing: the
+/// shards name themselves in their own locks.
+pub fn acquire_shared(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
+    let path = state_dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|cause| LockError::Io {
+            path: path.clone(),
+            cause,
+        })?;
+    let mut tries = 0;
+    loop {
+        match file.try_lock_shared() {
+            Ok(()) => return Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) if tries < HELD_RETRIES => {
+                tries += 1;
+                std::thread::sleep(HELD_RETRY_WAIT);
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LockError::Held {
+                    holder: read_holder(&mut file),
+                    dir: out_dir.to_owned(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(cause)) => return Err(LockError::Io { path, cause }),
+        }
+    }
 }
 
 /// Who holds the lock of the folder whose state folder is `state_dir`, without waiting

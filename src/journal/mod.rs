@@ -7,6 +7,7 @@
 //! [`replay`] (pure) folds the records of earlier runs into what each variant needs next.
 
 pub mod format;
+pub mod layout;
 pub mod lock;
 pub mod replay;
 pub mod rerun;

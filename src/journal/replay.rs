@@ -71,7 +71,7 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
     let mut priors: HashMap<VariantId, Prior> = HashMap::new();
     for record in records {
         match record {
-            Record::RunStarted { .. } | Record::Uploaded { .. } => {}
+            Record::RunStarted { .. } | Record::Uploaded { .. } | Record::ShardsUsed { .. } => {}
             Record::SubmitIntent { variant_id, .. } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
                 if prior.submit_in_flight {

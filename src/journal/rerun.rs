@@ -2,6 +2,8 @@
 //! variants it must move aside first. Pure: the caller reads the journal and checks files.
 
 use std::collections::HashMap;
+
+use super::format::Record;
 use std::path::{Path, PathBuf};
 
 use super::replay::{decide, Prior, PriorTask, Rerun, Start};
@@ -118,6 +120,15 @@ fn superseded_path(file: &str, old: &str) -> PathBuf {
 /// A track file as the journal last knows it: its path, and the variant and task that
 /// wrote it.
 type Written<'a> = (&'a str, &'a VariantId, &'a PriorTask);
+
+/// How many new tasks a run of `variants` would buy after `records`. Buying never
+/// depends on whether finished tracks are whole (a broken one is downloaded again, not
+/// bought), so the files are not read.
+pub fn new_tasks(variants: &[Variant], records: &[Record], rerun: Rerun) -> usize {
+    let priors = super::replay::replay(records);
+    let (planned, _) = plan(variants, &priors, &HashMap::new(), rerun);
+    planned.iter().filter(|(_, intent)| intent.buys()).count()
+}
 
 /// Each variant's start and intent, and the moves its new tracks need, from the
 /// journal's `priors`. `intact` tells, per finished variant, whether its tracks are whole.

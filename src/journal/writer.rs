@@ -248,6 +248,7 @@ mod tests {
     fn started(pid: u32) -> Record {
         Record::RunStarted {
             at: "2026-11-25T01:00:00.123456789Z".parse().unwrap(),
+            seq: 1,
             api: "http://api".into(),
             pid,
             version: "t".into(),
@@ -319,9 +320,14 @@ mod tests {
     fn started_like(record: &Record, pid: u32) -> Record {
         match record {
             Record::RunStarted {
-                at, version, api, ..
+                at,
+                seq,
+                version,
+                api,
+                ..
             } => Record::RunStarted {
                 at: *at,
+                seq: *seq,
                 api: api.clone(),
                 pid,
                 version: version.clone(),

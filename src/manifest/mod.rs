@@ -20,7 +20,9 @@ use crate::stems::{DiskFiles, LocalFiles};
 use crate::variant::Variant;
 
 pub use limits::{redact, LimitSettings, RedisUrl, ShardPosition, REDIS_URL_ENV};
-pub use settings::{ApiSettings, Rate, RunSettings, UploadMode, UploadSettings};
+pub use settings::{
+    ApiSettings, Rate, RunSettings, S3Settings, UploadMode, UploadSettings, DEFAULT_URL_EXPIRY,
+};
 
 /// A validated manifest with its variants in manifest order.
 #[derive(Debug)]

@@ -55,6 +55,11 @@ pub(crate) struct RawRun {
 pub(crate) struct RawUpload {
     pub mode: Option<Spanned<String>>,
     pub public_base_url: Option<Spanned<String>>,
+    pub bucket: Option<Spanned<String>>,
+    pub prefix: Option<Spanned<String>>,
+    pub endpoint: Option<Spanned<String>>,
+    pub region: Option<Spanned<String>>,
+    pub url_expiry: Option<Spanned<String>>,
 }
 
 /// `[limits]`

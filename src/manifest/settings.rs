@@ -123,7 +123,35 @@ pub enum UploadMode {
     Api,
     /// `public_base_url` + the file's path relative to the manifest's folder.
     BaseUrl(String),
+    /// The user's own S3-compatible bucket, handed over as presigned GET URLs.
+    S3(S3Settings),
 }
+
+/// `upload.mode = "s3"`: where the stems go and how long their URLs live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Settings {
+    /// The bucket.
+    pub bucket: String,
+    /// Put before every key (may be empty).
+    pub prefix: String,
+    /// The service's URL, for anything but AWS.
+    pub endpoint: Option<String>,
+    /// The region; AWS's default when absent.
+    pub region: Option<String>,
+    /// How long each presigned URL is valid.
+    pub url_expiry: Duration,
+    /// Where `url_expiry` was set (or the mode, for the default): a check against
+    /// `task_timeout` names this line.
+    pub(super) expiry_span: std::ops::Range<usize>,
+}
+
+/// The default lifetime of a presigned URL.
+pub const DEFAULT_URL_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// The longest a SigV4 presigned URL may live (AWS refuses more).
+pub const MAX_URL_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The `[upload]` keys that only mean something to `mode = "s3"`.
+const S3_KEYS: [&str; 5] = ["bucket", "prefix", "endpoint", "region", "url_expiry"];
 
 /// `[upload]`, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -275,16 +303,160 @@ pub(super) fn upload(raw: Option<&RawUpload>, problems: &mut Problems) -> Upload
                 UploadMode::Api
             }
         },
+        Some(("s3", span)) => s3(&raw, span, problems).map_or(UploadMode::Api, UploadMode::S3),
         Some((other, span)) => {
             problems.push(
                 span,
                 "upload.mode",
-                format!("unknown mode {other:?} (expected \"api\" or \"base_url\")"),
+                format!("unknown mode {other:?} (expected \"api\", \"base_url\" or \"s3\")"),
             );
             UploadMode::Api
         }
     };
+    if !matches!(mode, UploadMode::S3(_)) && raw.mode.as_ref().is_none_or(|m| m.get_ref() != "s3") {
+        for (key, value) in S3_KEYS.iter().zip(s3_values(&raw)) {
+            if let Some(value) = value {
+                problems.push(
+                    value.span(),
+                    &format!("upload.{key}"),
+                    "only applies to mode = \"s3\"",
+                );
+            }
+        }
+    }
     UploadSettings { mode }
+}
+
+fn s3_values(raw: &RawUpload) -> [Option<&Spanned<String>>; 5] {
+    [
+        raw.bucket.as_ref(),
+        raw.prefix.as_ref(),
+        raw.endpoint.as_ref(),
+        raw.region.as_ref(),
+        raw.url_expiry.as_ref(),
+    ]
+}
+
+/// `mode = "s3"` and its keys; `None` (with the problems recorded) when they do not hold.
+fn s3(
+    raw: &RawUpload,
+    mode_span: std::ops::Range<usize>,
+    problems: &mut Problems,
+) -> Option<S3Settings> {
+    let before = problems.len();
+    let bucket = match &raw.bucket {
+        Some(bucket) if bucket.get_ref().trim().is_empty() || bucket.get_ref().contains('/') => {
+            problems.push(
+                bucket.span(),
+                "upload.bucket",
+                format!("{:?} is not a bucket name", bucket.get_ref()),
+            );
+            String::new()
+        }
+        Some(bucket) => bucket.get_ref().clone(),
+        None => {
+            problems.push(
+                mode_span.clone(),
+                "upload.bucket",
+                "mode \"s3\" needs bucket",
+            );
+            String::new()
+        }
+    };
+    let prefix = raw.prefix.as_ref().map_or(String::new(), |prefix| {
+        if let Err(message) = check_prefix(prefix.get_ref()) {
+            problems.push(prefix.span(), "upload.prefix", message);
+        }
+        prefix.get_ref().clone()
+    });
+    let endpoint = raw.endpoint.as_ref().and_then(|url| {
+        check_http_url(url, "upload.endpoint", false, problems).then(|| url.get_ref().clone())
+    });
+    let region = raw.region.as_ref().and_then(|region| {
+        let text = region.get_ref();
+        if text.trim().is_empty() || text.contains(char::is_whitespace) {
+            problems.push(
+                region.span(),
+                "upload.region",
+                format!("{text:?} is not a region"),
+            );
+            return None;
+        }
+        Some(text.clone())
+    });
+    let (url_expiry, expiry_span) = match &raw.url_expiry {
+        Some(value) => match duration(value, "upload.url_expiry", problems) {
+            Some(expiry) if expiry > MAX_URL_EXPIRY => {
+                problems.push(
+                    value.span(),
+                    "upload.url_expiry",
+                    format!(
+                        "{} is longer than the 7 days a presigned URL may live",
+                        humantime::format_duration(expiry)
+                    ),
+                );
+                (DEFAULT_URL_EXPIRY, value.span())
+            }
+            Some(expiry) => (expiry, value.span()),
+            None => (DEFAULT_URL_EXPIRY, value.span()),
+        },
+        None => (DEFAULT_URL_EXPIRY, mode_span),
+    };
+    (problems.len() == before).then_some(S3Settings {
+        bucket,
+        prefix,
+        endpoint,
+        region,
+        url_expiry,
+        expiry_span,
+    })
+}
+
+/// A key prefix: empty, or path segments each ending in `/` or not; no empty, `.` or
+/// `..` segment, no leading `/` (S3 keys have none; the object would be another one).
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.starts_with('/') {
+        return Err(format!(
+            "{prefix:?} must not start with \"/\" (keys have no leading slash)"
+        ));
+    }
+    let inner = prefix.strip_suffix('/').unwrap_or(prefix);
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    for segment in inner.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return Err(format!("{prefix:?} has an empty, \".\" or \"..\" segment"));
+        }
+        if segment.chars().any(|c| c.is_control() || c == '\\') {
+            return Err(format!(
+                "{prefix:?} holds a control character or a backslash"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The s3 mode's `url_expiry` must outlive `task_timeout`: the provider fetches the stem
+/// at some point while the task runs, and a URL that expired by then fails the task.
+pub(super) fn check_url_expiry(
+    upload: &UploadSettings,
+    run: &RunSettings,
+    problems: &mut Problems,
+) {
+    if let UploadMode::S3(s3) = &upload.mode {
+        if s3.url_expiry <= run.task_timeout {
+            problems.push(
+                s3.expiry_span.clone(),
+                "upload.url_expiry",
+                format!(
+                    "url_expiry ({}) must be longer than run.task_timeout ({}): the provider may fetch the stem until the task times out",
+                    humantime::format_duration(s3.url_expiry),
+                    humantime::format_duration(run.task_timeout)
+                ),
+            );
+        }
+    }
 }
 
 fn duration(value: &Spanned<String>, key: &str, problems: &mut Problems) -> Option<Duration> {

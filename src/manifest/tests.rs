@@ -678,3 +678,71 @@ fn an_explicit_path_that_cannot_be_sent_and_a_glob_of_dot_files_are_manifest_err
         assert_eq!(problems, [expected], "{stem}");
     }
 }
+
+#[test]
+fn the_s3_mode_is_checked_key_by_key() {
+    let stem = "[[stem]]\nurl = \"https://x.com/a.mp3\"\n";
+    let with = |upload: &str| format!("{DEFAULTS}{stem}[upload]\nmode = \"s3\"\n{upload}");
+    let cases: Vec<(String, &str)> = vec![
+        (with(""), "8: upload.bucket: mode \"s3\" needs bucket"),
+        (
+            with("bucket = \"b\"\nurl_expiry = \"30m\"\n"),
+            "10: upload.url_expiry: url_expiry (30m) must be longer than run.task_timeout (30m): the provider may fetch the stem until the task times out",
+        ),
+        (
+            format!("[run]\ntask_timeout = \"2h\"\n{}", with("bucket = \"b\"\nurl_expiry = \"1h\"\n")),
+            "12: upload.url_expiry: url_expiry (1h) must be longer than run.task_timeout (2h): the provider may fetch the stem until the task times out",
+        ),
+        (
+            with("bucket = \"b\"\nurl_expiry = \"8days\"\n"),
+            "10: upload.url_expiry: 8days is longer than the 7 days a presigned URL may live",
+        ),
+        (
+            with("bucket = \"b\"\nprefix = \"/stems/\"\n"),
+            "10: upload.prefix: \"/stems/\" must not start with \"/\" (keys have no leading slash)",
+        ),
+        (
+            with("bucket = \"b\"\nprefix = \"a//b/\"\n"),
+            "10: upload.prefix: \"a//b/\" has an empty, \".\" or \"..\" segment",
+        ),
+        (
+            with("bucket = \"b\"\nendpoint = \"minio:9000\"\n"),
+            "10: upload.endpoint: \"minio:9000\" must be an http:// or https:// URL",
+        ),
+        (
+            with("bucket = \"b\"\nsecret = \"x\"\n"),
+            "10: upload.secret: unknown key",
+        ),
+        (
+            format!("{DEFAULTS}{stem}[upload]\nbucket = \"b\"\n"),
+            "8: upload.bucket: only applies to mode = \"s3\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let problems = problems_of(&text);
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "{text}\nexpected {expected}\ngot {problems:#?}"
+        );
+    }
+}
+
+#[test]
+fn the_s3_mode_defaults_its_url_expiry_to_a_day() {
+    let text = format!(
+        "{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n[upload]\nmode = \"s3\"\nbucket = \"stems\"\nprefix = \"stembatch/\"\nregion = \"auto\"\nendpoint = \"https://acc.r2.cloudflarestorage.com\"\n"
+    );
+    let manifest = parse_text(&text).unwrap();
+    let UploadMode::S3(s3) = &manifest.upload.mode else {
+        panic!("not s3: {:?}", manifest.upload.mode);
+    };
+    assert_eq!(
+        (s3.bucket.as_str(), s3.prefix.as_str(), s3.region.as_deref()),
+        ("stems", "stembatch/", Some("auto"))
+    );
+    assert_eq!(
+        s3.endpoint.as_deref(),
+        Some("https://acc.r2.cloudflarestorage.com")
+    );
+    assert_eq!(s3.url_expiry, DEFAULT_URL_EXPIRY);
+}

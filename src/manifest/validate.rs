@@ -70,6 +70,11 @@ impl<'a> Problems<'a> {
         self.push_at_line(line, field, message);
     }
 
+    /// How many problems were found so far.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
     pub(crate) fn push_at_line(&mut self, line: usize, field: &str, message: impl Into<String>) {
         self.list.push(Problem {
             line,
@@ -213,9 +218,12 @@ pub(super) fn validate(raw: &RawManifest, files: &Files, problems: &mut Problems
             }
         }
     }
+    let api = settings::api(raw.api.as_ref(), problems);
+    let run = settings::run(raw.run.as_ref(), problems);
+    settings::check_url_expiry(&upload, &run, problems);
     Validated {
-        api: settings::api(raw.api.as_ref(), problems),
-        run: settings::run(raw.run.as_ref(), problems),
+        api,
+        run,
         upload,
         limits: super::limits::limits(raw.limits.as_ref(), problems),
         stems,

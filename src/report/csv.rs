@@ -64,15 +64,24 @@ pub fn write(
     let pending = VariantRecord::default();
     for variant in variants {
         let record = records.get(&variant.id).unwrap_or(&pending);
-        if record.tracks.is_empty() {
-            writer.write_record(row(variant, record, None))?;
-        }
-        for track in &record.tracks {
-            writer.write_record(row(variant, record, Some(track)))?;
+        for row in rows_of(variant, record) {
+            writer.write_record(row)?;
         }
     }
     writer.flush()?;
     Ok(())
+}
+
+/// The rows of one variant: one per track, or one without a track.
+pub fn rows_of(variant: &Variant, record: &VariantRecord) -> Vec<Vec<String>> {
+    match record.tracks.is_empty() {
+        true => vec![row(variant, record, None)],
+        false => record
+            .tracks
+            .iter()
+            .map(|track| row(variant, record, Some(track)))
+            .collect(),
+    }
 }
 
 /// Rewrites `DIR/results.csv` atomically.
@@ -81,14 +90,24 @@ pub fn write_file(
     variants: &[Variant],
     records: &HashMap<VariantId, VariantRecord>,
 ) -> std::io::Result<()> {
+    write_atomically(dir, |out| write(out, variants, records))
+}
+
+/// Rewrites `DIR/results.csv` with what `fill` writes: a temporary file beside it, fsync,
+/// rename.
+pub fn write_atomically(
+    dir: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> csv::Result<()>,
+) -> std::io::Result<()> {
     let mut temp = tempfile::Builder::new()
         .prefix(crate::output_files::REPORT_TEMP.0)
         .suffix(crate::output_files::REPORT_TEMP.1)
         .permissions(crate::output_files::permissions())
         .tempfile_in(dir)?;
     {
-        let buffered = std::io::BufWriter::new(temp.as_file_mut());
-        write(buffered, variants, records).map_err(std::io::Error::other)?;
+        let mut buffered = std::io::BufWriter::new(temp.as_file_mut());
+        fill(&mut buffered).map_err(std::io::Error::other)?;
+        buffered.flush()?;
     }
     temp.as_file().sync_all()?;
     temp.persist(dir.join(FILE_NAME)).map_err(|e| e.error)?;

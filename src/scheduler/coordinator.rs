@@ -23,6 +23,7 @@ use crate::journal::writer::JournalWriter;
 use crate::journal::JournalError;
 use crate::report;
 use crate::report::progress::{Change, Progress, Snapshot};
+use crate::report::shards::{Merged, ShardPart};
 use crate::variant::{Variant, VariantId};
 
 /// How often `results.csv` is rewritten at most while variants end (longer when writing
@@ -44,6 +45,8 @@ pub(super) struct Coordinator {
     /// Manifest order, for the report.
     pub variants: Arc<Vec<Variant>>,
     pub out_dir: PathBuf,
+    /// A shard's run: where its part of `results.csv` goes, and how the folder's is merged.
+    pub shard_part: Option<Arc<ShardPart>>,
     pub tasks: JoinSet<Option<Event>>,
     pub acks: FuturesUnordered<BoxFuture<'static, Result<(), JournalError>>>,
     /// A variant ended since `results.csv` was last written.
@@ -62,6 +65,7 @@ impl Coordinator {
     ) -> std::io::Result<RunState> {
         // Before any work: a folder whose report cannot be written buys nothing.
         self.write_report().await?;
+        self.merge_shards().await?;
         self.progress.begin(self.snapshot());
         match first {
             Some(StopReason::Interrupted) => self.on_event(Event::Stop(StopReason::Interrupted)),
@@ -115,6 +119,16 @@ impl Coordinator {
             self.on_ack(ack);
         }
         self.write_report().await?;
+        // Held until the page is written from the merged file.
+        let _merged = match self.merge_shards().await {
+            Ok(merged) => merged,
+            Err(err) => {
+                // This shard's part is written: the next merge (another shard's end, or
+                // `stembatch report`) puts it in.
+                error!(error = %err, "cannot merge the shards' results into results.csv");
+                None
+            }
+        };
         self.write_page().await;
         Ok(self.state)
     }
@@ -239,7 +253,11 @@ impl Coordinator {
 
     /// Rewrites `results.csv` (the live view says the progress, every 30 s off a terminal).
     async fn progress_report(&mut self) {
-        if let Err(err) = self.write_report().await {
+        let written = match self.write_report().await {
+            Ok(()) => self.merge_shards().await.map(drop),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = written {
             let disk_full = crate::output_files::is_disk_full(&err);
             error!(error = %err, "cannot write results.csv; trying again later");
             if disk_full {
@@ -274,9 +292,25 @@ impl Coordinator {
         }
     }
 
+    /// A shard's run: `DIR/results.csv` from every shard's part, this one's just written.
+    async fn merge_shards(&self) -> std::io::Result<Option<Merged>> {
+        let Some(part) = self.shard_part.clone() else {
+            return Ok(None);
+        };
+        let out_dir = self.out_dir.clone();
+        tokio::task::spawn_blocking(move || part.merge_into(&out_dir))
+            .await
+            .map_err(std::io::Error::other)?
+            .map(Some)
+    }
+
+    /// Rewrites this run's `results.csv`: the folder's, or a shard's part.
     async fn write_report(&self) -> std::io::Result<()> {
         let variants = Arc::clone(&self.variants);
-        let dir = self.out_dir.clone();
+        let dir = match &self.shard_part {
+            Some(part) => part.dir.clone(),
+            None => self.out_dir.clone(),
+        };
         let records: HashMap<_, _> = self.state.records();
         tokio::task::spawn_blocking(move || report::csv::write_file(&dir, &variants, &records))
             .await

@@ -12,6 +12,7 @@ use crate::api::types::{TaskDetail, TrackFile};
 use crate::download::error::DownloadError;
 use crate::journal::format::{Created, Record};
 use crate::outcome::{TrackRecord, VariantEnd, VariantStatus};
+use crate::storage::StorageError;
 use crate::variant::VariantId;
 
 /// What the shell saw.
@@ -47,7 +48,7 @@ pub enum Event {
         /// The variant.
         id: VariantId,
         /// Why.
-        error: ApiError,
+        error: StemFailure,
     },
     /// A detail query answered.
     Polled {
@@ -96,6 +97,24 @@ pub enum Event {
     },
     /// The run must stop (a signal, the deadline).
     Stop(StopReason),
+}
+
+/// Why a local stem got no URL.
+#[derive(Debug)]
+pub enum StemFailure {
+    /// The provider's upload endpoint failed (or the file has no public URL).
+    Api(ApiError),
+    /// The bucket of `upload.mode = "s3"` failed.
+    Storage(StorageError),
+}
+
+impl std::fmt::Display for StemFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StemFailure::Api(err) => err.fmt(f),
+            StemFailure::Storage(err) => err.fmt(f),
+        }
+    }
 }
 
 /// A journal write that failed.
@@ -164,7 +183,8 @@ impl StopReason {
     pub fn stops_all_work(self) -> bool {
         !matches!(
             self,
-            StopReason::Account(AccountStop::NoCredits) | StopReason::UnreadableSubmit
+            StopReason::Account(AccountStop::NoCredits | AccountStop::StorageRefused)
+                | StopReason::UnreadableSubmit
         )
     }
 
@@ -179,6 +199,9 @@ impl StopReason {
             }
             StopReason::Account(AccountStop::BadKey) => {
                 "the API key was refused (401/403): nothing more was sent"
+            }
+            StopReason::Account(AccountStop::StorageRefused) => {
+                "the bucket of upload.mode = \"s3\" refused its credentials: nothing more was submitted; what was in flight was collected"
             }
             StopReason::Account(AccountStop::NoCredits) => {
                 "no credits left (402): nothing more was submitted; what was in flight was collected"

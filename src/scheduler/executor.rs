@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::events::{submit_record, Action, Event, JournalFailure, TrackFailure};
+use super::events::{submit_record, Action, Event, JournalFailure, StemFailure, TrackFailure};
 use super::pacer::Pacer;
 use super::retrying::{reserve, sleep, sleep_until, with_retries, CallFailure};
 use super::upload::Uploads;
@@ -163,7 +163,7 @@ impl Executor {
 
     /// The URL the provider fetches the variant's stem from: its own, or its local
     /// file's, uploaded or published first.
-    async fn stem_url(&self, variant: &Variant) -> Result<String, CallFailure<ApiError>> {
+    async fn stem_url(&self, variant: &Variant) -> Result<String, CallFailure<StemFailure>> {
         match &variant.stem.source {
             StemSource::Url(url) => Ok(url.clone()),
             StemSource::Local(local) => self.uploads.url_for(local).await,

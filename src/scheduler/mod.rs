@@ -8,6 +8,7 @@
 //! Rates and concurrency are separate knobs: one [`pacer::Pacer`] per endpoint spaces the
 //! calls, the run state caps the variants in flight, a semaphore caps downloads.
 
+pub mod bucket;
 mod coordinator;
 pub mod events;
 mod executor;
@@ -35,6 +36,7 @@ use crate::journal::writer::JournalWriter;
 use crate::manifest::{RunSettings, UploadMode};
 use crate::outcome::UploadedFile;
 use crate::report::progress::Progress;
+use crate::report::shards::ShardPart;
 use crate::variant::{LocalStem, StemSource, Variant};
 pub use coordinator::Stops;
 use events::StopReason;
@@ -80,8 +82,12 @@ pub struct RunInputs {
     pub upload_mode: UploadMode,
     /// Uploads earlier runs made, by content hash.
     pub earlier_uploads: HashMap<String, UploadedFile>,
+    /// The bucket, in `upload.mode = "s3"`.
+    pub bucket: Option<bucket::BucketUploads>,
     /// The output folder (must exist).
     pub out_dir: PathBuf,
+    /// A shard's run: its part of `results.csv` (its state folder must exist).
+    pub shard_part: Option<ShardPart>,
     /// What stops the run from outside.
     pub stops: Stops,
     /// A stop known before the first submit (the balance check refused the account).
@@ -92,7 +98,7 @@ pub struct RunInputs {
 
 /// The local stems of the variants this run will submit, in manifest order: the order
 /// in which they are uploaded.
-fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<LocalStem> {
+pub fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<LocalStem> {
     let submitting: std::collections::HashSet<_> = entries
         .iter()
         .filter(|e| e.start == Start::Submit)
@@ -139,6 +145,7 @@ pub async fn run(
         stop_submits.clone(),
         inputs.earlier_uploads,
         &to_upload,
+        inputs.bucket,
     ));
     let executor = executor::Executor {
         variants: variants.iter().map(|v| (v.id.clone(), v.clone())).collect(),
@@ -162,6 +169,7 @@ pub async fn run(
         journal: inputs.journal,
         variants,
         out_dir: inputs.out_dir,
+        shard_part: inputs.shard_part.map(Arc::new),
         tasks: JoinSet::new(),
         acks: FuturesUnordered::new(),
         report_dirty: false,

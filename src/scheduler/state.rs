@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::events::{Action, Event, JournalFailure, StopReason, TrackFailure};
+use super::events::{Action, Event, JournalFailure, StemFailure, StopReason, TrackFailure};
 use super::poll::PollSchedule;
 use crate::api::error::ApiError;
 use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
@@ -369,19 +369,30 @@ impl RunState {
     fn on_stem_unavailable(
         &mut self,
         id: &VariantId,
-        error: &ApiError,
+        error: &StemFailure,
         at: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
-        let (status, why) = match classify(error, CallKind::Idempotent) {
-            Verdict::Stop(account) => {
+        let account = match error {
+            StemFailure::Api(api) => match classify(api, CallKind::Idempotent) {
+                Verdict::Stop(account) => Some(account),
+                _ => None,
+            },
+            StemFailure::Storage(storage) if storage.refused_credentials() => {
+                Some(AccountStop::StorageRefused)
+            }
+            StemFailure::Storage(_) => None,
+        };
+        let (status, why) = match account {
+            Some(account) => {
                 self.stop(StopReason::Account(account), at, actions);
                 (
                     VariantStatus::Pending,
                     format!("not submitted: the account stopped the run ({error})"),
                 )
             }
-            _ => (
+            // Nothing was paid: the next run submits it again by itself.
+            None => (
                 VariantStatus::Error,
                 format!("not submitted: the stem's upload failed: {error}"),
             ),

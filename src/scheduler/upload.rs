@@ -1,4 +1,5 @@
-//! URLs for local stems: the provider's upload endpoint with a cache, or a public base URL.
+//! URLs for local stems: the provider's upload endpoint with a cache, a public base URL,
+//! or the user's own bucket ([`super::bucket`], presigned URLs).
 //!
 //! Uploads are lazy: a file is uploaded just before the first submit that needs it, so that
 //! early uploads of a long run do not expire. The next file in manifest order is then
@@ -7,6 +8,8 @@
 //! `OnceCell` per file, so a second submit waits for the first's upload without any lock
 //! held across it. A URL from an earlier run is used again while it stays valid for
 //! [`SAFETY_MARGIN`] more, because the provider fetches the stem some time after the submit.
+//! In the bucket's mode the same cell holds the file's key, and each submit gets a
+//! presigned URL for it, minted anew when the last one would not outlive the task.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +23,8 @@ use tracing::info;
 use tokio::sync::OnceCell;
 use tokio::task::JoinSet;
 
+use super::bucket::BucketUploads;
+use super::events::StemFailure;
 use super::pacer::Pacer;
 use super::retrying::{with_retries, CallFailure};
 use crate::api::retry::RetryPolicy;
@@ -54,7 +59,8 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-/// The URL of one file (by content hash) for this run, set once.
+/// The URL of one file (by content hash) for this run, set once; in the bucket's mode,
+/// its key.
 type Slot = Arc<OnceCell<String>>;
 
 /// What a run needs to get URLs for its local stems.
@@ -75,6 +81,8 @@ pub struct Uploads {
     /// Prefetches in the background; ended by [`Uploads::shutdown`] (each holds the
     /// uploads, so dropping them alone would not).
     prefetches: Mutex<JoinSet<()>>,
+    /// The bucket, in `upload.mode = "s3"`.
+    bucket: Option<BucketUploads>,
 }
 
 /// The public URL of a file published under `base` by its path relative to the manifest.
@@ -119,6 +127,7 @@ impl Uploads {
         stop: CancellationToken,
         earlier: HashMap<String, UploadedFile>,
         order: &[LocalStem],
+        bucket: Option<BucketUploads>,
     ) -> Self {
         let mut distinct: Vec<&LocalStem> = Vec::new();
         for stem in order {
@@ -142,6 +151,7 @@ impl Uploads {
             slots: Mutex::new(HashMap::new()),
             next,
             prefetches: Mutex::new(JoinSet::new()),
+            bucket,
         }
     }
 
@@ -149,8 +159,15 @@ impl Uploads {
     pub(super) async fn url_for(
         self: &Arc<Self>,
         stem: &LocalStem,
-    ) -> Result<String, CallFailure<ApiError>> {
-        let url = self.resolve(stem).await?;
+    ) -> Result<String, CallFailure<StemFailure>> {
+        let resolved = self.resolve(stem).await?;
+        let url = match &self.bucket {
+            Some(bucket) => bucket
+                .url(&resolved)
+                .await
+                .map_err(|err| CallFailure::Failed(StemFailure::Storage(err)))?,
+            None => resolved,
+        };
         if let Some(next) = self.next.get(&stem.sha256).cloned() {
             let uploads = Arc::clone(self);
             let mut prefetches = self.prefetches.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,13 +188,15 @@ impl Uploads {
         prefetches.abort_all();
     }
 
-    async fn resolve(&self, stem: &LocalStem) -> Result<String, CallFailure<ApiError>> {
+    async fn resolve(&self, stem: &LocalStem) -> Result<String, CallFailure<StemFailure>> {
         if let UploadMode::BaseUrl(base) = &self.mode {
             return match &stem.relative {
                 Some(relative) => Ok(public_url(base, relative)),
-                None => Err(CallFailure::Failed(ApiError::Local(format!(
-                    "{} lies outside the manifest's folder, so it has no public URL",
-                    crate::stems::normalized(&stem.path).display()
+                None => Err(CallFailure::Failed(StemFailure::Api(ApiError::Local(
+                    format!(
+                        "{} lies outside the manifest's folder, so it has no public URL",
+                        crate::stems::normalized(&stem.path).display()
+                    ),
                 )))),
             };
         }
@@ -187,7 +206,20 @@ impl Uploads {
         };
         // One upload per file: whoever comes second waits for the first's and finds the
         // URL; a failed upload leaves the cell empty for the next submit to try again.
-        slot.get_or_try_init(|| self.upload(stem)).await.cloned()
+        slot.get_or_try_init(|| async {
+            match &self.bucket {
+                Some(bucket) => bucket
+                    .store(stem, self.pacer.as_ref(), &self.stop)
+                    .await
+                    .map_err(|failure| wrap(failure, StemFailure::Storage)),
+                None => self
+                    .upload(stem)
+                    .await
+                    .map_err(|failure| wrap(failure, StemFailure::Api)),
+            }
+        })
+        .await
+        .cloned()
     }
 
     /// The earlier run's URL while it stays valid, else a fresh upload, journaled.
@@ -226,6 +258,14 @@ impl Uploads {
         }
         info!(file = %crate::stems::normalized(&stem.path).display(), url = %data.file_url, %expires_at, "uploaded");
         Ok(data.file_url)
+    }
+}
+
+/// A failure of one kind as a failure of a stem.
+fn wrap<E>(failure: CallFailure<E>, kind: fn(E) -> StemFailure) -> CallFailure<StemFailure> {
+    match failure {
+        CallFailure::Stopped => CallFailure::Stopped,
+        CallFailure::Failed(err) => CallFailure::Failed(kind(err)),
     }
 }
 

@@ -3,7 +3,10 @@
 //! after a delay, and real WAV tracks. `stembatch simulator` serves it in the foreground,
 //! `run --simulate` in-process, and every network test runs against it.
 //!
-//! It never fetches anything from elsewhere.
+//! Like the provider, it fetches each submit's `upload_url` and fails the task when the URL
+//! does not serve an audio file (expired, wrongly signed), so that a run's URLs are
+//! checked for real; but only URLs on this machine (a test's S3 server): it never reaches
+//! out of it, and a URL elsewhere is taken as served.
 
 pub mod audio;
 pub mod limits;
@@ -147,6 +150,9 @@ pub struct SimConfig {
     pub upload_ttl: Duration,
     /// The key stops working once this many tasks exist, as a revoked key does.
     pub revoke_key_after_tasks: Option<u64>,
+    /// How long after a submit the stem is fetched from its `upload_url` (the provider
+    /// fetches it when the task starts, not at once); the task finishes no sooner.
+    pub stem_fetch_delay: Duration,
 }
 
 impl Default for SimConfig {
@@ -166,6 +172,7 @@ impl Default for SimConfig {
             seed: 1,
             upload_ttl: Duration::from_secs(72 * 3600),
             revoke_key_after_tasks: None,
+            stem_fetch_delay: Duration::ZERO,
         }
     }
 }

@@ -56,6 +56,21 @@ pub struct SimStats {
     pub no_credits: u64,
     /// Faults injected, all kinds.
     pub faults: u64,
+    /// Stems fetched from a submit's `upload_url` elsewhere on this machine.
+    pub stem_fetches: u64,
+    /// Of those, fetches that did not serve an audio file (the task fails).
+    pub stem_fetch_failures: u64,
+}
+
+/// What became of fetching a task's stem from its `upload_url`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StemFetch {
+    /// Not answered yet: the task waits for it.
+    Pending,
+    /// The URL served an audio file.
+    Served,
+    /// It did not: the task fails with this message.
+    Failed(String),
 }
 
 /// One accepted submit.
@@ -87,6 +102,8 @@ struct Inner {
     credits: Option<u64>,
     dice: StdRng,
     expired_once: std::collections::HashSet<String>,
+    /// By task id: the stems fetched from a URL elsewhere on this machine.
+    stem_fetches: std::collections::HashMap<String, StemFetch>,
 }
 
 pub(super) struct SimState {
@@ -94,6 +111,8 @@ pub(super) struct SimState {
     base_url: String,
     started: Instant,
     inner: Mutex<Inner>,
+    /// Fetches the stems of submits, as the provider does.
+    fetcher: reqwest::Client,
     /// Apart from `inner`, so a lookup never waits behind the API's bookkeeping.
     renders: Mutex<RenderCache>,
 }
@@ -110,12 +129,17 @@ impl SimState {
             credits: config.credits,
             dice: StdRng::seed_from_u64(config.seed),
             expired_once: Default::default(),
+            stem_fetches: Default::default(),
         };
         SimState {
             config,
             base_url,
             started: Instant::now(),
             inner: Mutex::new(inner),
+            fetcher: reqwest::Client::builder()
+                .timeout(STEM_FETCH_TIMEOUT)
+                .build()
+                .unwrap_or_default(),
             renders: Mutex::default(),
         }
     }
@@ -147,7 +171,7 @@ impl SimState {
     }
 
     /// The length of a stem the simulator holds itself, from a submit's `upload_url`: the
-    /// generated tracks follow it. It never fetches anything from elsewhere.
+    /// generated tracks follow it.
     fn stem_duration_ms(&self, upload_url: &str) -> Option<u64> {
         let index: usize = upload_url
             .strip_prefix(&format!("{}/uploads/", self.base_url))?
@@ -226,8 +250,15 @@ impl SimState {
     fn detail(&self, id: &str, ticket: &Ticket) -> TaskDetail {
         let elapsed = now_ms().saturating_sub(ticket.created_ms) as f64 / 1000.0;
         let total = self.config.task_duration.as_secs_f64().max(1e-3);
-        let done = elapsed >= total && ticket.fate != Fate::Hang;
+        let fetch = self.lock().stem_fetches.get(id).cloned();
+        let done =
+            elapsed >= total && ticket.fate != Fate::Hang && fetch != Some(StemFetch::Pending);
+        let fetch_failure = match fetch {
+            Some(StemFetch::Failed(message)) => Some(message),
+            _ => None,
+        };
         let status = match (done, ticket.fate) {
+            (true, _) if fetch_failure.is_some() => TaskStatus::Failed,
             (true, Fate::Fail) => TaskStatus::Failed,
             (true, _) => TaskStatus::Finished,
             (false, _) if elapsed < total * 0.1 => TaskStatus::NotStarted,
@@ -260,10 +291,64 @@ impl SimState {
             files,
             created_time: Some(provider_time(ticket.created_ms)),
             progress: Some(progress),
-            error_message: (status == TaskStatus::Failed).then(|| FAIL_MESSAGE.to_owned()),
+            error_message: (status == TaskStatus::Failed)
+                .then(|| fetch_failure.unwrap_or_else(|| FAIL_MESSAGE.to_owned())),
         }
     }
+
+    /// Whether the provider's fetch of `upload_url` is simulated: a URL elsewhere on this
+    /// machine (the simulator never reaches out of it; its own uploads it holds).
+    fn fetches(&self, upload_url: &str) -> bool {
+        if upload_url.starts_with(&format!("{}/", self.base_url)) {
+            return false;
+        }
+        let Ok(url) = url::Url::parse(upload_url) else {
+            return false;
+        };
+        match url.host() {
+            Some(url::Host::Domain(domain)) => domain == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        }
+    }
+
+    /// Fetches the stem of task `task_id` from `upload_url`, as the provider does after a
+    /// submit: a URL that does not serve an audio file (expired, wrongly signed, gone)
+    /// fails the task.
+    fn fetch_stem(self: &Arc<Self>, task_id: String, upload_url: String) {
+        self.lock()
+            .stem_fetches
+            .insert(task_id.clone(), StemFetch::Pending);
+        let state = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(state.config.stem_fetch_delay).await;
+            let outcome = match state.fetcher.get(&upload_url).send().await {
+                Ok(answer) if answer.status().is_success() => match answer.bytes().await {
+                    Ok(body) if crate::audio_format::sniff(&body).is_some() => StemFetch::Served,
+                    Ok(_) => StemFetch::Failed("the file at upload_url is not audio".into()),
+                    Err(err) => {
+                        StemFetch::Failed(format!("cannot read upload_url: {}", err.without_url()))
+                    }
+                },
+                Ok(answer) => {
+                    StemFetch::Failed(format!("cannot fetch upload_url: HTTP {}", answer.status()))
+                }
+                // Without the URL: a presigned one carries the access key id.
+                Err(err) => {
+                    StemFetch::Failed(format!("cannot fetch upload_url: {}", err.without_url()))
+                }
+            };
+            let mut inner = state.lock();
+            inner.stats.stem_fetches += 1;
+            inner.stats.stem_fetch_failures += u64::from(outcome != StemFetch::Served);
+            inner.stem_fetches.insert(task_id, outcome);
+        });
+    }
 }
+
+/// How long the provider's fetch of a stem may take.
+const STEM_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -457,11 +542,15 @@ async fn submit(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
     let track_ms = state
         .stem_duration_ms(&request.input.upload_url)
         .unwrap_or((state.config.track_seconds * 1000.0).round() as u64);
+    let upload_url = request.input.upload_url.clone();
     // No await from here until the task exists: a client hanging up cannot undo it.
     let ticket = match state.create_task(request, fate, track_ms) {
         Ok(ticket) => ticket,
         Err(refusal) => return refusal.into_response(),
     };
+    if state.fetches(&upload_url) {
+        state.fetch_stem(ticket.to_string(), upload_url);
+    }
     let watch = AnswerWatch::arm(&state);
     if !faults.submit_answer_delay.is_zero() {
         tokio::time::sleep(faults.submit_answer_delay).await;

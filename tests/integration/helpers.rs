@@ -66,6 +66,7 @@ pub async fn stembatch(args: &[&str], sim: Option<&SimHandle>) -> Output {
         .args(args)
         .env_remove("VIDGO_BASE_URL")
         .env_remove("VIDGO_API_KEY");
+    without_shard_env(&mut command);
     if let Some(sim) = sim {
         command.env("VIDGO_API_KEY", sim.key());
     }
@@ -108,7 +109,16 @@ pub fn run_command_at(
         .env_remove("VIDGO_BASE_URL")
         .env("VIDGO_API_KEY", key)
         .kill_on_drop(true);
+    without_shard_env(&mut command);
     command
+}
+
+/// A test runs the whole manifest unless it asks for a shard, even on a CI host that runs
+/// in a Slurm array or a Kubernetes Indexed Job.
+fn without_shard_env(command: &mut tokio::process::Command) {
+    for var in stembatch::shard::ENV_VARS {
+        command.env_remove(var);
+    }
 }
 
 /// Sends `signal` (`-TERM`, `-INT`) to the child and waits, bounded, for its exit code.

@@ -17,4 +17,7 @@ mod report;
 mod rerun;
 mod resilience;
 mod resume;
+mod s3;
+mod s3_server;
+mod shards;
 mod shared_limit;

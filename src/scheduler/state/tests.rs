@@ -401,6 +401,54 @@ fn poll_failures_table() {
 }
 
 #[test]
+fn stem_failures_table() {
+    use crate::storage::error::{StorageError, StorageFailure};
+    let storage = |failure| {
+        StemFailure::Storage(StorageError {
+            failure,
+            message: "PUT of s3://b/k failed: InternalError".into(),
+        })
+    };
+    let cases: Vec<(StemFailure, Vec<&str>)> = vec![
+        // A failed upload paid for nothing: that variant ends error, the next starts.
+        (
+            StemFailure::Api(status(502)),
+            vec!["end v0 error", "submit v1 after 0ms"],
+        ),
+        (
+            storage(StorageFailure::Transient),
+            vec!["end v0 error", "submit v1 after 0ms"],
+        ),
+        (
+            storage(StorageFailure::Rejected),
+            vec!["end v0 error", "submit v1 after 0ms"],
+        ),
+        // A refused key, of the provider or of the bucket: nothing more is submitted.
+        (
+            StemFailure::Api(status(401)),
+            vec!["stop Account(BadKey)", "end v1 pending", "end v0 pending"],
+        ),
+        (
+            storage(StorageFailure::Refused),
+            vec![
+                "stop Account(StorageRefused)",
+                "end v1 pending",
+                "end v0 pending",
+            ],
+        ),
+    ];
+    for (error, expected) in cases {
+        let now = Instant::now();
+        let mut state = fresh(2, 1);
+        state.start(now, at());
+        let actions = state.handle(now, at(), Event::StemUnavailable { id: id(0), error });
+        assert_eq!(kinds(&actions), expected);
+    }
+    // The bucket's refusal stops submits only: a task already bought is still polled.
+    assert!(!StopReason::Account(AccountStop::StorageRefused).stops_all_work());
+}
+
+#[test]
 fn a_full_disk_stops_buying_and_keeps_the_task_for_the_next_run() {
     let now = Instant::now();
     let mut state = fresh(2, 1);

@@ -1,0 +1,258 @@
+//! Taking the output folder for a run: its locks, the sweep of what a killed run left,
+//! and the journals, the run's own opened for writing and every other one read.
+//!
+//! Who may share a folder: the shards of one count, at once. Each holds its own lock
+//! (`shard-I-of-N/lock`, naming it) and the whole folder's lock *shared*, so that a
+//! whole-folder run, which takes that lock exclusively, cannot start while shards run,
+//! nor shards while it runs; a shard of another count is refused by name. Nothing here
+//! sends anything: every refusal comes before the first request.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::exit::{ExpectedError, LOCKED};
+use crate::journal::format::Record;
+use crate::journal::lock::{self, LockError, LockState, RunLock};
+use crate::journal::writer::JournalWriter;
+use crate::journal::{self, layout, replay, JournalError};
+use crate::shard::Shard;
+
+/// The locks a run holds until it ends.
+#[derive(Debug)]
+pub struct FolderLocks {
+    _own: RunLock,
+    /// A shard's shared hold on the whole folder's lock.
+    _whole: Option<RunLock>,
+}
+
+/// The output folder, taken: its locks, the run's journal, and every journal's records
+/// put together run by run.
+pub struct OpenFolder {
+    /// Held for the whole run.
+    pub locks: FolderLocks,
+    /// The run's own journal.
+    pub journal: JournalWriter,
+    /// Every earlier record of the folder.
+    pub records: Vec<Record>,
+}
+
+/// Takes the output folder for this run (shard `shard`, or the whole folder) and starts
+/// its journal. Refuses a folder whose journals are from another API.
+pub async fn open(out_dir: &Path, api: &str, shard: Option<Shard>) -> anyhow::Result<OpenFolder> {
+    let dir = out_dir.to_owned();
+    let folder = tokio::task::spawn_blocking(move || open_blocking(&dir, shard)).await??;
+    // Tasks and uploads of one API mean nothing to another: a folder that saw the
+    // simulator would otherwise look finished to the real run.
+    if let Some(earlier) = replay::last_api(&folder.records).filter(|earlier| *earlier != api) {
+        return Err(ExpectedError::usage(format!(
+            "{} holds runs against {earlier}, and this run is against {api}: their tasks and uploads do not mix (hint: choose another folder with --out)",
+            out_dir.display()
+        ))
+        .into());
+    }
+    if shard.is_some() && !layout::shards_announced(&folder.records) {
+        announce_shards(out_dir, shard).await?;
+    }
+    folder
+        .journal
+        .append(Record::RunStarted {
+            at: chrono::Utc::now(),
+            seq: layout::next_seq(&folder.records),
+            api: api.to_owned(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .await?;
+    Ok(folder)
+}
+
+/// Tells a stembatch that knows no shards that this folder has them (see
+/// [`Record::ShardsUsed`]): it reads only the whole folder's journal, which gets the line.
+async fn announce_shards(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<()> {
+    let path = journal::state_dir(out_dir).join(journal::JOURNAL_FILE);
+    let (whole, _) = JournalWriter::open(&path).map_err(usage_if_damaged)?;
+    whole
+        .append(Record::ShardsUsed {
+            at: chrono::Utc::now(),
+            shard_count: shard.map_or(1, Shard::count),
+        })
+        .await?;
+    Ok(())
+}
+
+fn open_blocking(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<OpenFolder> {
+    let run_dir = layout::run_dir(out_dir, shard);
+    std::fs::create_dir_all(&run_dir).map_err(|err| {
+        // Nothing was sent: a folder that cannot be made is the user's to fix.
+        ExpectedError::usage(format!(
+            "cannot create the output folder {}: {err}",
+            out_dir.display()
+        ))
+    })?;
+    let (locks, alone) = take_locks(out_dir, &run_dir, shard)?;
+    // Sibling shards write into the same folders: what looks left over may be theirs.
+    if alone {
+        let since = lock_time(&run_dir);
+        remove_leftover_temporary_files(out_dir, since);
+    }
+    let own_path = run_dir.join(journal::JOURNAL_FILE);
+    let (journal, own) = JournalWriter::open(&own_path).map_err(usage_if_damaged)?;
+    // Every other journal of the folder too: a variant is the same whichever shard ran it.
+    let mut journals =
+        layout::read_other_journals(out_dir, Some(&own_path)).map_err(usage_if_damaged)?;
+    journals.push(own);
+    Ok(OpenFolder {
+        locks,
+        journal,
+        records: layout::merge_runs(journals),
+    })
+}
+
+/// A damaged or newer journal needs the user before anything is sent; a disk that fails
+/// to read it is not a usage error.
+fn usage_if_damaged(err: JournalError) -> anyhow::Error {
+    match err {
+        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
+            anyhow::Error::new(ExpectedError::usage(err.to_string()))
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// Takes the run's locks (see the module's doc), and says whether no other run holds any
+/// lock of the folder.
+fn take_locks(
+    out_dir: &Path,
+    run_dir: &Path,
+    shard: Option<Shard>,
+) -> anyhow::Result<(FolderLocks, bool)> {
+    let state_dir = journal::state_dir(out_dir);
+    let own =
+        lock::acquire(run_dir, out_dir).map_err(|err| refused(out_dir, run_dir, shard, err))?;
+    let whole = match shard {
+        Some(_) => Some(
+            lock::acquire_shared(&state_dir, out_dir)
+                .map_err(|err| refused(out_dir, run_dir, shard, err))?,
+        ),
+        None => None,
+    };
+    let others = layout::other_live_runs(out_dir, run_dir)?;
+    if let Some((dir, holder)) = others.iter().find(|(dir, _)| !is_sibling_shard(dir, shard)) {
+        return Err(overlap(out_dir, dir, holder, shard));
+    }
+    let locks = FolderLocks {
+        _own: own,
+        _whole: whole,
+    };
+    Ok((locks, others.is_empty()))
+}
+
+/// A lock that could not be taken: exit 4 when another run holds it, naming that run
+/// (a whole-folder run kept out by shards names a shard: they write their names only in
+/// their own locks).
+fn refused(out_dir: &Path, run_dir: &Path, shard: Option<Shard>, err: LockError) -> anyhow::Error {
+    if let LockError::Io { .. } = err {
+        return anyhow::Error::new(err);
+    }
+    let others = layout::other_live_runs(out_dir, run_dir).unwrap_or_default();
+    if let Some((dir, holder)) = others.iter().find(|(dir, _)| !is_sibling_shard(dir, shard)) {
+        return overlap(out_dir, dir, holder, shard);
+    }
+    let message = match shard {
+        Some(shard) => format!("shard {shard}: {err}"),
+        None => err.to_string(),
+    };
+    anyhow::Error::new(ExpectedError {
+        code: LOCKED,
+        message,
+    })
+}
+
+/// Exit 4: a run whose variants overlap this one's holds the folder.
+fn overlap(out_dir: &Path, dir: &Path, holder: &LockState, shard: Option<Shard>) -> anyhow::Error {
+    let who = match holder {
+        LockState::Held(holder) => lock::describe(holder.as_ref()),
+        LockState::Free => String::new(),
+    };
+    let them = match dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(Shard::from_dir_name)
+    {
+        Some(theirs) => format!("shard {theirs}"),
+        None => "a whole-folder run".to_owned(),
+    };
+    let us = shard.map_or("a whole-folder run".to_owned(), |s| format!("shard {s}"));
+    anyhow::Error::new(ExpectedError {
+        code: LOCKED,
+        message: format!(
+            "{them}{who} holds {} ({}): {us} must not run beside it, their variants overlap (hint: run every shard with the same N, or wait for it to end)",
+            out_dir.display(),
+            dir.display(),
+        ),
+    })
+}
+
+/// Whether the run holding the state folder `dir` is another shard of the same count as
+/// `shard`: the only run that may share a folder with this one.
+fn is_sibling_shard(dir: &Path, shard: Option<Shard>) -> bool {
+    let theirs = dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(Shard::from_dir_name);
+    matches!((theirs, shard), (Some(theirs), Some(ours)) if theirs.count() == ours.count())
+}
+
+/// When the run took its lock, by the clock of the folder's file system.
+fn lock_time(run_dir: &Path) -> SystemTime {
+    std::fs::metadata(run_dir.join(lock::LOCK_FILE))
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| SystemTime::now())
+}
+
+/// Temporary files a killed run left behind (downloads, reports, parts of results.csv),
+/// written before `since`, when this run took the folder with no other run in it: a file
+/// younger than that belongs to a run that started since.
+fn remove_leftover_temporary_files(out_dir: &Path, since: SystemTime) {
+    let is_leftover = |entry: &std::fs::DirEntry| {
+        let name = entry.file_name();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|modified| modified < since);
+        name.to_str().is_some_and(crate::output_files::is_temporary) && old
+    };
+    for dir in folders_with_temporary_files(out_dir) {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !is_leftover(&entry) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a leftover temporary file")
+                }
+                Err(err) => {
+                    tracing::warn!(file = %entry.path().display(), error = %err, "cannot remove a leftover temporary file")
+                }
+            }
+        }
+    }
+}
+
+/// The folders where stembatch writes temporary files: the output folder, each stem's
+/// audio folder, the state folder and each shard's.
+fn folders_with_temporary_files(out_dir: &Path) -> Vec<PathBuf> {
+    let below = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.is_dir())
+            .collect()
+    };
+    let mut dirs = vec![out_dir.to_owned(), journal::state_dir(out_dir)];
+    dirs.extend(below(out_dir.join("audio")));
+    dirs.extend(below(journal::state_dir(out_dir)));
+    dirs
+}

@@ -1,0 +1,371 @@
+//! One bucket through `object_store`: HEAD, upload (multipart when large), presign.
+
+use std::path::Path as FsPath;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+
+use super::error::{StorageError, StorageFailure};
+use crate::manifest::S3Settings;
+
+/// The access key id's variable.
+pub const ACCESS_KEY_ENV: &str = "AWS_ACCESS_KEY_ID";
+/// The secret's variable.
+pub const SECRET_KEY_ENV: &str = "AWS_SECRET_ACCESS_KEY";
+/// The session token's variable (temporary credentials; optional).
+pub const SESSION_TOKEN_ENV: &str = "AWS_SESSION_TOKEN";
+
+/// Files up to this size go up in one PUT; larger ones as multipart, in parts of this
+/// size (S3 wants parts of 5 MiB at least, but the last).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// A request to the bucket taking longer than this has failed (a part is at most
+/// [`PART_SIZE`]: minutes on a slow uplink).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The standard AWS credentials, from the environment. Never shown: no `Display`, and a
+/// `Debug` that says nothing of them.
+#[derive(Clone)]
+pub struct Credentials {
+    key_id: String,
+    secret: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials([redacted])")
+    }
+}
+
+impl Credentials {
+    /// Credentials given directly (tests, embedders).
+    pub fn new(key_id: String, secret: String, token: Option<String>) -> Self {
+        Credentials {
+            key_id,
+            secret,
+            token,
+        }
+    }
+
+    /// Reads `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (when set)
+    /// `AWS_SESSION_TOKEN`; the error names what is missing.
+    pub fn from_env() -> Result<Self, String> {
+        let read = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let missing: Vec<&str> = [ACCESS_KEY_ENV, SECRET_KEY_ENV]
+            .into_iter()
+            .filter(|name| read(name).is_none())
+            .collect();
+        match (read(ACCESS_KEY_ENV), read(SECRET_KEY_ENV)) {
+            (Some(key_id), Some(secret)) => Ok(Credentials {
+                key_id,
+                secret,
+                token: read(SESSION_TOKEN_ENV),
+            }),
+            _ => Err(format!(
+                "upload.mode = \"s3\" needs credentials, and {} not set: nothing was sent (hint: export {ACCESS_KEY_ENV} and {SECRET_KEY_ENV}, and {SESSION_TOKEN_ENV} for temporary credentials)",
+                match missing.as_slice() {
+                    [one] => format!("{one} is"),
+                    _ => format!("{} are", missing.join(" and ")),
+                }
+            )),
+        }
+    }
+
+    /// Replaces every credential in `text` by `[redacted]`.
+    fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in [Some(&self.key_id), Some(&self.secret), self.token.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            text = text.replace(secret.as_str(), "[redacted]");
+        }
+        text
+    }
+}
+
+/// The run's bucket.
+pub struct Bucket {
+    store: AmazonS3,
+    credentials: Credentials,
+    id: String,
+    bucket: String,
+}
+
+impl Bucket {
+    /// The bucket of `settings`, reached with `credentials`. Sends nothing.
+    pub fn new(settings: &S3Settings, credentials: Credentials) -> Result<Self, StorageError> {
+        let region = settings
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .filter(|r| !r.trim().is_empty())
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&region)
+            .with_access_key_id(&credentials.key_id)
+            .with_secret_access_key(&credentials.secret)
+            // Retries are the run's: one policy, paced, stopped with the submits.
+            .with_retry(RetryConfig {
+                max_retries: 0,
+                ..RetryConfig::default()
+            })
+            .with_client_options(ClientOptions::new().with_timeout(REQUEST_TIMEOUT));
+        if let Some(token) = &credentials.token {
+            builder = builder.with_token(token);
+        }
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = builder.build().map_err(|err| StorageError {
+            failure: StorageFailure::Rejected,
+            message: credentials.scrub(&format!("cannot set up the bucket: {err}")),
+        })?;
+        let place = settings
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("aws:{region}"));
+        Ok(Bucket {
+            store,
+            id: format!("s3:{}/{}", place.trim_end_matches('/'), settings.bucket),
+            bucket: settings.bucket.clone(),
+            credentials,
+        })
+    }
+
+    /// The bucket as the journal names it: its service and name.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Where `key` is, for a person: `s3://bucket/key`.
+    pub fn location(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    /// Whether the object `key` exists.
+    pub async fn contains(&self, key: &str) -> Result<bool, StorageError> {
+        match self.store.head(&path(key)?).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(err) => Err(self.error("HEAD", key, &err)),
+        }
+    }
+
+    /// Uploads the file at `file` as `key`: one PUT up to [`PART_SIZE`], else multipart
+    /// (aborted when a part fails, so no half object or stray parts stay behind). The
+    /// content must still hash to `sha256`, or nothing is stored: a key names its
+    /// content, and a file rewritten since it was hashed would break that for every
+    /// later run.
+    pub async fn upload(&self, key: &str, file: &FsPath, sha256: &str) -> Result<(), StorageError> {
+        let local = |err: std::io::Error| StorageError {
+            failure: StorageFailure::Rejected,
+            message: format!("cannot read {}: {err}", file.display()),
+        };
+        let changed = || {
+            StorageError {
+            failure: StorageFailure::Rejected,
+            message: format!(
+                "{} changed since it was read; nothing was stored (the next run sends the new content)",
+                file.display()
+            ),
+        }
+        };
+        let location = path(key)?;
+        let mut reader = tokio::fs::File::open(file).await.map_err(local)?;
+        let mut hasher = Sha256::new();
+        let first = read_part(&mut reader).await.map_err(local)?;
+        hasher.update(&first);
+        if first.len() < PART_SIZE {
+            if hex::encode(hasher.finalize()) != sha256 {
+                return Err(changed());
+            }
+            return self
+                .store
+                .put(&location, PutPayload::from(first))
+                .await
+                .map(drop)
+                .map_err(|err| self.error("PUT", key, &err));
+        }
+        let mut upload = self
+            .store
+            .put_multipart(&location)
+            .await
+            .map_err(|err| self.error("multipart upload", key, &err))?;
+        let mut part = first;
+        let result = loop {
+            if let Err(err) = upload.put_part(PutPayload::from(part)).await {
+                break Err(self.error("multipart upload", key, &err));
+            }
+            part = match read_part(&mut reader).await {
+                Ok(next) if next.is_empty() => break Ok(()),
+                Ok(next) => next,
+                Err(err) => break Err(local(err)),
+            };
+            hasher.update(&part);
+        };
+        let result = result.and_then(|()| match hex::encode(hasher.finalize()) == sha256 {
+            true => Ok(()),
+            false => Err(changed()),
+        });
+        match result {
+            Ok(()) => upload
+                .complete()
+                .await
+                .map(drop)
+                .map_err(|err| self.error("multipart upload", key, &err)),
+            Err(err) => {
+                // Best effort: the parts of an aborted upload cost storage until removed.
+                let _ = upload.abort().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// A GET URL for `key`, valid for `expires_in`. Minted locally: nothing is sent.
+    pub async fn presign(&self, key: &str, expires_in: Duration) -> Result<String, StorageError> {
+        self.store
+            .signed_url(reqwest::Method::GET, &path(key)?, expires_in)
+            .await
+            .map(String::from)
+            .map_err(|err| self.error("presign", key, &err))
+    }
+
+    /// A storage error in the storage's own words, scrubbed.
+    fn error(&self, what: &str, key: &str, err: &object_store::Error) -> StorageError {
+        let text = chain(err);
+        let failure = match err {
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => StorageFailure::Refused,
+            object_store::Error::Generic { .. } if transient(err, &text) => {
+                StorageFailure::Transient
+            }
+            _ => StorageFailure::Rejected,
+        };
+        let words = storage_words(&text);
+        StorageError {
+            failure,
+            message: self
+                .credentials
+                .scrub(&format!("{what} of {} failed: {words}", self.location(key))),
+        }
+    }
+}
+
+/// Reads up to [`PART_SIZE`] bytes; fewer only at the end of the file.
+async fn read_part(reader: &mut tokio::fs::File) -> std::io::Result<Bytes> {
+    let mut buffer = Vec::with_capacity(PART_SIZE);
+    let mut limited = reader.take(PART_SIZE as u64);
+    limited.read_to_end(&mut buffer).await?;
+    Ok(Bytes::from(buffer))
+}
+
+fn path(key: &str) -> Result<Path, StorageError> {
+    Path::parse(key).map_err(|err| StorageError {
+        failure: StorageFailure::Rejected,
+        message: format!("{key:?} is not a valid key: {err}"),
+    })
+}
+
+/// The error and its causes, one text.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether a failure is worth another try: no answer at all (a network failure, a
+/// timeout), a 5xx, a 429 or S3's `SlowDown`.
+fn transient(err: &object_store::Error, text: &str) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<object_store::client::HttpError>()
+            .is_some()
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    let status = text
+        .split("status code: ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok());
+    matches!(status, Some(500..=599 | 429))
+        || text.contains("<Code>SlowDown</Code>")
+        || text.contains("<Code>InternalError</Code>")
+}
+
+/// What the storage said: its `<Code>` and `<Message>` when it sent an error document,
+/// else the HTTP status; never the rest of the document (S3 echoes the access key id
+/// and the string it signed there).
+pub(crate) fn storage_words(text: &str) -> String {
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].trim().to_owned())
+    };
+    if let Some(code) = element("Code") {
+        return match element("Message") {
+            Some(message) => format!("{code}: {message}"),
+            None => code,
+        };
+    }
+    if let Some(rest) = text.split("status code: ").nth(1) {
+        let status: String = rest.chars().take_while(|c| *c != ':').collect();
+        return format!("HTTP {}", status.trim());
+    }
+    // No answer from the storage: the local cause (a connection, a timeout), which
+    // object_store words without credentials; the caller scrubs it anyway.
+    text.split(" - ").last().unwrap_or(text).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_storage_is_quoted_by_code_and_message_only() {
+        let body = "Error performing PUT http://h/b/k in 3ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\"?><Error><Code>InvalidAccessKeyId</Code><Message>The AWS Access Key Id you provided does not exist in our records.</Message><AWSAccessKeyId>AKIAEXAMPLE</AWSAccessKeyId></Error>";
+        assert_eq!(
+            storage_words(body),
+            "InvalidAccessKeyId: The AWS Access Key Id you provided does not exist in our records."
+        );
+        assert_eq!(
+            storage_words("Error performing HEAD http://h/b/k in 1ms - Server returned non-2xx status code: 403 Forbidden: "),
+            "HTTP 403 Forbidden"
+        );
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        let credentials = Credentials {
+            key_id: "AKIDSECRETID".into(),
+            secret: "s3cr3t/value".into(),
+            token: Some("SESSIONTOKEN".into()),
+        };
+        assert_eq!(format!("{credentials:?}"), "Credentials([redacted])");
+        assert_eq!(
+            credentials.scrub("id AKIDSECRETID key s3cr3t/value token SESSIONTOKEN"),
+            "id [redacted] key [redacted] token [redacted]"
+        );
+    }
+}
