@@ -341,3 +341,43 @@ async fn a_redis_away_at_the_start_is_said_once_and_the_run_goes_on() {
         started.elapsed()
     );
 }
+
+/// The three shards of one manifest, into one folder, sharing the limit: when Redis goes
+/// away, each falls back by its shard (`--shard I/3`), with no `limits.share` needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_that_lose_redis_fall_back_by_their_shard() {
+    let Some(mut redis) = RedisServer::start(None) else {
+        return;
+    };
+    let sim = start_sim(account_sim()).await;
+    let (dir, path) = write_manifest(&manifest("all", 150, None));
+    let out = dir.path().join("out");
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            let shard = format!("{i}/3");
+            let mut command = run_command(&sim, &path, &out, &["--shard", &shard]);
+            command.env("STEMBATCH_REDIS_URL", redis.url());
+            command.stdout(std::process::Stdio::piped());
+            command.stderr(std::process::Stdio::piped());
+            command.spawn().expect("stembatch starts")
+        })
+        .collect();
+    wait_until("a third of the submits", || sim.submissions().len() >= 50).await;
+    redis.kill();
+    for (i, child) in children.into_iter().enumerate() {
+        let output = tokio::time::timeout(RUN_TIMEOUT, child.wait_with_output())
+            .await
+            .expect("stembatch finished in time")
+            .unwrap();
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(0), "{said}");
+        assert_eq!(said.matches("is away").count(), 1, "said once: {said}");
+        let place = format!("1/3 of each limit (its place: {i} of 3, from 0)");
+        assert!(said.contains(&place), "{said}");
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.tasks_created, 150);
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    let crowded = crowded(&sim);
+    assert!(crowded <= 5, "three submits within 50 ms {crowded} times");
+}
