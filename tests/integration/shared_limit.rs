@@ -69,14 +69,16 @@ fn busiest(sim: &SimHandle, window: Duration) -> usize {
         .unwrap_or(0)
 }
 
-/// How often three submits came within one period (50 ms): three processes in
-/// lock-step do it every third submit; evenly spaced ones only when the machine starved
-/// one of them for a moment.
+/// How often three submits came within 15 ms, under a third of a period: three
+/// processes in lock-step send a few milliseconds apart, every third submit. Evenly
+/// spaced ones come 50 ms apart; a machine that starves one process for a moment makes
+/// it send late, which shortens one gap (seen under CI's load: a handful of triples
+/// within 50 ms), but two gaps under 15 ms in a row are lock-step, not lateness.
 fn crowded(sim: &SimHandle) -> usize {
     let times: Vec<Duration> = sim.submissions().iter().map(|s| s.at).collect();
     times
         .windows(3)
-        .filter(|w| w[2] - w[0] < Duration::from_millis(50))
+        .filter(|w| w[2] - w[0] < Duration::from_millis(15))
         .count()
 }
 
@@ -147,7 +149,7 @@ async fn three_processes_on_one_key_keep_to_its_limit_as_fast_as_one() {
         "{second} submits in one second"
     );
     let crowded = crowded(&sim);
-    assert!(crowded <= 5, "three submits within 50 ms {crowded} times");
+    assert!(crowded <= 3, "three submits within 15 ms {crowded} times");
     let ratio = three.as_secs_f64() / one.as_secs_f64();
     eprintln!("three processes on one key: {three:?}; one alone: {one:?}; ratio {ratio:.3}");
     assert!(
@@ -186,7 +188,7 @@ async fn processes_that_lose_redis_fall_back_to_a_share_each_and_stay_under_the_
     // Not in lock-step: three processes each at 1/3 that fell back together would send
     // three at once every 150 ms, some 30 times in the 100 submits after the kill.
     let crowded = crowded(&sim);
-    assert!(crowded <= 5, "three submits within 50 ms {crowded} times");
+    assert!(crowded <= 3, "three submits within 15 ms {crowded} times");
 }
 
 /// A run with `redis_url` against a fresh simulator: its output, and whether the
@@ -379,5 +381,5 @@ async fn shards_that_lose_redis_fall_back_by_their_shard() {
     assert_eq!(stats.tasks_created, 150);
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
     let crowded = crowded(&sim);
-    assert!(crowded <= 5, "three submits within 50 ms {crowded} times");
+    assert!(crowded <= 3, "three submits within 15 ms {crowded} times");
 }
