@@ -300,3 +300,67 @@ async fn issue_12_a_sharded_folder_is_refused_by_a_stembatch_that_knows_no_shard
         "announced once"
     );
 }
+
+/// Shards killed with -9 mid-run, then a night with another N, then a whole-folder run:
+/// a submit that was on the wire is never made again unasked, every task that was
+/// created is collected, and no variant is bought twice, whichever shard holds it now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_12_shards_killed_mid_run_then_another_n_pay_for_nothing_twice() {
+    const MANY: usize = 24;
+    let sim = start_sim(stembatch::sim::SimConfig {
+        task_duration: std::time::Duration::from_millis(1500),
+        latency: std::time::Duration::from_millis(40),
+        ..quick_sim()
+    })
+    .await;
+    let head = FAST_RUN.replace("submit_rate = \"1200/min\"", "submit_rate = \"600/min\"");
+    let (dir, manifest) = write_manifest(&variants_manifest(&head, MANY));
+    let out = dir.path().join("out");
+    let mut children: Vec<_> = (0..3)
+        .map(|i| {
+            run_command(&sim, &manifest, &out, &["--shard", &format!("{i}/3")])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_until("a third of the tasks", || sim.stats().tasks_created >= 8).await;
+    for child in &mut children {
+        child.start_kill().unwrap();
+        assert_eq!(
+            child.wait().await.unwrap().code(),
+            None,
+            "killed by a signal"
+        );
+    }
+
+    for run in run_shards(&sim, &manifest, &out, 2).await {
+        assert!(matches!(run.status.code(), Some(0 | 1)), "{}", stderr(&run));
+    }
+    let whole = run_against(&sim, &manifest, &out).await;
+    assert!(
+        matches!(whole.status.code(), Some(0 | 1)),
+        "{}",
+        stderr(&whole)
+    );
+    assert!(stderr(&whole).contains("new_tasks=0"), "{}", stderr(&whole));
+
+    let mut per_variant = BTreeMap::new();
+    for submit in sim.submissions() {
+        *per_variant
+            .entry(submit.request.input.tags.clone())
+            .or_insert(0) += 1;
+    }
+    assert!(per_variant.values().all(|&n| n == 1), "{per_variant:?}");
+    let (_, rows) = read_results(&out);
+    assert_eq!(variant_ids(&rows).len(), MANY);
+    for row in &rows {
+        // A submit on the wire at the kill may have created a task: kept as error, not
+        // bought again; every other variant collected its task.
+        match row["status"].as_str() {
+            "finished" => assert!(per_variant.contains_key(&row["tags"]), "{row:?}"),
+            "error" => assert!(row["error"].contains("may have created a task"), "{row:?}"),
+            other => panic!("{other}: {row:?}"),
+        }
+    }
+}
