@@ -29,6 +29,25 @@ pub const PART_SIZE: usize = 8 * 1024 * 1024;
 /// [`PART_SIZE`]: minutes on a slow uplink).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// A HEAD (no body either way) taking longer than this has failed: a bucket that
+/// accepts and never answers costs this per try, not [`REQUEST_TIMEOUT`].
+const HEAD_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Connecting to the bucket taking longer than this has failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `Content-Type` of a stored object, by its key's extension (the keys keep the
+/// file's, lowercased): a provider may look at the type its GET answers.
+const CONTENT_TYPES: [(&str, &str); 7] = [
+    ("wav", "audio/wav"),
+    ("mp3", "audio/mpeg"),
+    ("flac", "audio/flac"),
+    ("ogg", "audio/ogg"),
+    ("m4a", "audio/mp4"),
+    ("aac", "audio/aac"),
+    ("aiff", "audio/aiff"),
+];
+
 /// The standard AWS credentials, from the environment. Never shown: no `Display`, and a
 /// `Debug` that says nothing of them.
 #[derive(Clone)]
@@ -94,6 +113,8 @@ impl Credentials {
 /// The run's bucket.
 pub struct Bucket {
     store: AmazonS3,
+    /// The same bucket with [`HEAD_TIMEOUT`], for HEADs.
+    heads: AmazonS3,
     credentials: Credentials,
     id: String,
     bucket: String,
@@ -109,35 +130,20 @@ impl Bucket {
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .filter(|r| !r.trim().is_empty())
             .unwrap_or_else(|| "us-east-1".to_owned());
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&settings.bucket)
-            .with_region(&region)
-            .with_access_key_id(&credentials.key_id)
-            .with_secret_access_key(&credentials.secret)
-            // Retries are the run's: one policy, paced, stopped with the submits.
-            .with_retry(RetryConfig {
-                max_retries: 0,
-                ..RetryConfig::default()
+        let build = |timeout| {
+            store(settings, &region, &credentials, timeout).map_err(|err| StorageError {
+                failure: StorageFailure::Rejected,
+                message: credentials.scrub(&format!("cannot set up the bucket: {err}")),
             })
-            .with_client_options(ClientOptions::new().with_timeout(REQUEST_TIMEOUT));
-        if let Some(token) = &credentials.token {
-            builder = builder.with_token(token);
-        }
-        if let Some(endpoint) = &settings.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_allow_http(endpoint.starts_with("http://"));
-        }
-        let store = builder.build().map_err(|err| StorageError {
-            failure: StorageFailure::Rejected,
-            message: credentials.scrub(&format!("cannot set up the bucket: {err}")),
-        })?;
+        };
+        let (store, heads) = (build(REQUEST_TIMEOUT)?, build(HEAD_TIMEOUT)?);
         let place = settings
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("aws:{region}"));
         Ok(Bucket {
             store,
+            heads,
             id: format!("s3:{}/{}", place.trim_end_matches('/'), settings.bucket),
             bucket: settings.bucket.clone(),
             credentials,
@@ -156,7 +162,7 @@ impl Bucket {
 
     /// Whether the object `key` exists.
     pub async fn contains(&self, key: &str) -> Result<bool, StorageError> {
-        match self.store.head(&path(key)?).await {
+        match self.heads.head(&path(key)?).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(err) => Err(self.error("HEAD", key, &err)),
@@ -263,6 +269,41 @@ impl Bucket {
     }
 }
 
+/// The client of the bucket, its requests failing after `timeout`.
+fn store(
+    settings: &S3Settings,
+    region: &str,
+    credentials: &Credentials,
+    timeout: Duration,
+) -> object_store::Result<AmazonS3> {
+    let options = CONTENT_TYPES.into_iter().fold(
+        ClientOptions::new()
+            .with_timeout(timeout)
+            .with_connect_timeout(CONNECT_TIMEOUT),
+        |options, (suffix, mime)| options.with_content_type_for_suffix(suffix, mime),
+    );
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&settings.bucket)
+        .with_region(region)
+        .with_access_key_id(&credentials.key_id)
+        .with_secret_access_key(&credentials.secret)
+        // Retries are the run's: one policy, paced, stopped with the submits.
+        .with_retry(RetryConfig {
+            max_retries: 0,
+            ..RetryConfig::default()
+        })
+        .with_client_options(options);
+    if let Some(token) = &credentials.token {
+        builder = builder.with_token(token);
+    }
+    if let Some(endpoint) = &settings.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(endpoint.starts_with("http://"));
+    }
+    builder.build()
+}
+
 /// Reads up to [`PART_SIZE`] bytes; fewer only at the end of the file.
 async fn read_part(reader: &mut tokio::fs::File) -> std::io::Result<Bytes> {
     let mut buffer = Vec::with_capacity(PART_SIZE);
@@ -291,26 +332,29 @@ fn chain(err: &dyn std::error::Error) -> String {
 }
 
 /// Whether a failure is worth another try: no answer at all (a network failure, a
-/// timeout), a 5xx, a 429 or S3's `SlowDown`.
+/// timeout: the client's own error among the causes, or no HTTP status in the words), a
+/// 5xx, a 429 or S3's `SlowDown`.
 fn transient(err: &object_store::Error, text: &str) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(cause) = source {
-        if cause
-            .downcast_ref::<object_store::client::HttpError>()
-            .is_some()
-        {
+        // object_store wraps its `HttpError` transparently: the client's error is what
+        // shows in the chain.
+        if cause.downcast_ref::<reqwest::Error>().is_some() {
             return true;
         }
         source = cause.source();
     }
-    let status = text
-        .split("status code: ")
-        .nth(1)
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse::<u16>().ok());
-    matches!(status, Some(500..=599 | 429))
+    matches!(status_of(text), Some(500..=599 | 429))
         || text.contains("<Code>SlowDown</Code>")
         || text.contains("<Code>InternalError</Code>")
+}
+
+/// The HTTP status in object_store's words, when the storage answered.
+fn status_of(text: &str) -> Option<u16> {
+    text.split("status code: ")
+        .nth(1)
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse::<u16>().ok())
 }
 
 /// What the storage said: its `<Code>` and `<Message>` when it sent an error document,

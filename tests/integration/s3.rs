@@ -323,6 +323,11 @@ async fn a_large_stem_goes_up_in_parts_and_only_a_valid_presigned_url_serves_it(
         .unwrap();
     let served = reqwest::get(&url).await.unwrap();
     assert!(served.status().is_success(), "{served:?}");
+    assert_eq!(
+        served.headers()["content-type"],
+        "audio/wav",
+        "typed by its extension"
+    );
     assert!(
         served.bytes().await.unwrap() == content,
         "the parts make up the file"
@@ -374,4 +379,49 @@ async fn the_simulator_fails_a_task_whose_upload_url_does_not_serve_the_stem() {
         "{rows:#?}"
     );
     assert_eq!(sim.stats().stem_fetch_failures, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_bucket_is_retried_then_fails_the_variant_and_the_next_run_uploads() {
+    let Some(mut s3) = s3_server::start().await else {
+        return;
+    };
+    let sim = start_sim(quick_sim()).await;
+    let head = FAST_RUN.replace("[run]", "[run]\nmax_attempts = 3");
+    let (dir, manifest) = write_manifest(&format!(
+        "{head}\n[[stem]]\npath = \"a.wav\"\n{}",
+        s3.upload_section("stembatch/")
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let out = dir.path().join("out");
+
+    // The bucket goes away: every call to it meets a refused connection.
+    s3.stop();
+    let mut command = run_command(&sim, &manifest, &out, &[]);
+    command
+        .env("AWS_ACCESS_KEY_ID", &s3.key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret)
+        .env("STEMBATCH_LOG", "debug")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_REGION");
+    let down = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("stembatch finished in time")
+        .expect("stembatch ran");
+    let said = stderr(&down);
+    assert_eq!(down.status.code(), Some(1), "{said}");
+    // The survey's HEAD and the upload's HEAD: each tried 3 times under the policy.
+    assert!(said.matches("retrying").count() >= 4, "{said}");
+    let (_, rows) = read_results(&out);
+    assert_eq!(rows[0]["status"], "error", "{rows:#?}");
+    assert_eq!(sim.stats().submit_calls, 0, "nothing submitted");
+
+    // The bucket is back: the next run uploads by itself.
+    s3.restart().await;
+    let up = run_s3(&sim, &s3, None, &manifest, &out).await;
+    let said = stderr(&up);
+    assert_eq!(up.status.code(), Some(0), "{said}");
+    assert!(said.contains("uploaded to the bucket"), "{said}");
+    let (_, rows) = read_results(&out);
+    assert_eq!(rows[0]["status"], "finished", "{rows:#?}");
 }
