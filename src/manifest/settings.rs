@@ -437,26 +437,42 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The s3 mode's `url_expiry` must outlive `task_timeout`: the provider fetches the stem
-/// at some point while the task runs, and a URL that expired by then fails the task.
+/// How much longer than `task_timeout` a presigned URL must live: a minute, or half the
+/// timeout when that is shorter (clocks that disagree, the submit call's own time).
+pub fn url_expiry_margin(task_timeout: Duration) -> Duration {
+    (task_timeout / 2).min(Duration::from_secs(60))
+}
+
+/// The s3 mode's `url_expiry` must outlive `task_timeout` with a margin
+/// ([`url_expiry_margin`]): the provider fetches the stem at some point while the task
+/// runs, and a URL that expired by then fails the task. It is whole seconds: a presigned
+/// URL's lifetime is counted in seconds.
 pub(super) fn check_url_expiry(
     upload: &UploadSettings,
     run: &RunSettings,
     problems: &mut Problems,
 ) {
-    if let UploadMode::S3(s3) = &upload.mode {
-        if s3.url_expiry <= run.task_timeout {
-            problems.push(
-                s3.expiry_span.clone(),
-                "upload.url_expiry",
-                format!(
-                    "url_expiry ({}) must be longer than run.task_timeout ({}): the provider may fetch the stem until the task times out",
-                    humantime::format_duration(s3.url_expiry),
-                    humantime::format_duration(run.task_timeout)
-                ),
-            );
-        }
-    }
+    let UploadMode::S3(s3) = &upload.mode else {
+        return;
+    };
+    let needed = run.task_timeout + url_expiry_margin(run.task_timeout);
+    let problem = if s3.url_expiry.subsec_nanos() != 0 {
+        format!(
+            "url_expiry ({}) must be whole seconds: a presigned URL's lifetime is counted in seconds",
+            humantime::format_duration(s3.url_expiry)
+        )
+    } else if s3.url_expiry < needed {
+        format!(
+            "url_expiry ({}) must be at least run.task_timeout ({}) and {} more ({}): the provider may fetch the stem until the task times out",
+            humantime::format_duration(s3.url_expiry),
+            humantime::format_duration(run.task_timeout),
+            humantime::format_duration(url_expiry_margin(run.task_timeout)),
+            humantime::format_duration(needed),
+        )
+    } else {
+        return;
+    };
+    problems.push(s3.expiry_span.clone(), "upload.url_expiry", problem);
 }
 
 fn duration(value: &Spanned<String>, key: &str, problems: &mut Problems) -> Option<Duration> {

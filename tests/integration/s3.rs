@@ -425,3 +425,31 @@ async fn an_unreachable_bucket_is_retried_then_fails_the_variant_and_the_next_ru
     let (_, rows) = read_results(&out);
     assert_eq!(rows[0]["status"], "finished", "{rows:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_url_is_presigned_when_its_submit_slot_comes_not_before_the_wait() {
+    // URLs live 5 s, tasks 3 s; four submits 2 s apart. The fourth waits 6 s for its
+    // slot: a URL minted before that wait would have expired when the provider fetched it.
+    let Some(s3) = s3_server::start().await else {
+        return;
+    };
+    let sim = start_sim(quick_sim()).await;
+    let head = SHORT_TASKS
+        .replace("concurrency = 1", "concurrency = 4")
+        .replace("submit_rate = \"1/s\"", "submit_rate = \"30/min\"");
+    let (dir, manifest) = write_manifest(&format!(
+        "{head}\n[[stem]]\npath = \"a.wav\"\n[stem.matrix]\ntags = [\"a\", \"b\", \"c\", \"d\"]\n{}url_expiry = \"5s\"\n",
+        s3.upload_section("stembatch/")
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let out = dir.path().join("out");
+    let run = run_s3(&sim, &s3, None, &manifest, &out).await;
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    assert_eq!(sim.stats().tasks_created, 4);
+    assert_eq!(
+        (sim.stats().stem_fetches, sim.stats().stem_fetch_failures),
+        (4, 0),
+        "{said}"
+    );
+}
