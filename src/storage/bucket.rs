@@ -254,12 +254,13 @@ impl Bucket {
         let failure = match err {
             object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. } => StorageFailure::Refused,
-            object_store::Error::Generic { .. } if transient(err, &text) => {
-                StorageFailure::Transient
-            }
+            object_store::Error::Generic { .. } => failure_of(what, err, &text),
             _ => StorageFailure::Rejected,
         };
-        let words = storage_words(&text);
+        let mut words = storage_words(&text);
+        if refused_setting(what, &text) {
+            words.push_str(SETTING_HINT);
+        }
         StorageError {
             failure,
             message: self
@@ -267,6 +268,41 @@ impl Bucket {
                 .scrub(&format!("{what} of {} failed: {words}", self.location(key))),
         }
     }
+}
+
+/// S3's codes for credentials or settings that every later call would meet again: an
+/// expired or invalid session token, a request signed for another region, a bucket in
+/// another region.
+const REFUSED_CODES: [&str; 6] = [
+    "<Code>ExpiredToken</Code>",
+    "<Code>InvalidToken</Code>",
+    "<Code>TokenRefreshRequired</Code>",
+    "<Code>AuthorizationHeaderMalformed</Code>",
+    "<Code>PermanentRedirect</Code>",
+    "<Code>IllegalLocationConstraintException</Code>",
+];
+
+/// What to check when the bucket refuses a token or a region.
+const SETTING_HINT: &str = " (hint: temporary credentials may have expired: export a fresh AWS_SESSION_TOKEN with its key and secret; or the bucket is in another region: set upload.region, or AWS_REGION)";
+
+/// How a `Generic` failure of `what` (its words `text`) fails.
+fn failure_of(what: &str, err: &object_store::Error, text: &str) -> StorageFailure {
+    if refused_setting(what, text) {
+        StorageFailure::Refused
+    } else if transient(err, text) {
+        StorageFailure::Transient
+    } else {
+        StorageFailure::Rejected
+    }
+}
+
+/// Whether the bucket refused the token or the region: one of [`REFUSED_CODES`], a
+/// redirect object_store reads as a wrong region, or a 400 to a HEAD (which carries no
+/// error document, so its code is unknown, but a HEAD has no body to be wrong about).
+fn refused_setting(what: &str, text: &str) -> bool {
+    REFUSED_CODES.iter().any(|code| text.contains(code))
+        || text.contains("Received redirect without LOCATION")
+        || (what == "HEAD" && status_of(text) == Some(400))
 }
 
 /// The client of the bucket, its requests failing after `timeout`.
@@ -397,6 +433,41 @@ mod tests {
             storage_words("Error performing HEAD http://h/b/k in 1ms - Server returned non-2xx status code: 403 Forbidden: "),
             "HTTP 403 Forbidden"
         );
+    }
+
+    /// An `object_store` failure with these words.
+    fn generic(text: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: text.into(),
+        }
+    }
+
+    #[test]
+    fn an_expired_token_or_a_wrong_region_is_refused_with_a_hint() {
+        let cases = [
+            ("HEAD", "Error performing HEAD http://h/b/k in 2ms - Server returned non-2xx status code: 400 Bad Request: "),
+            ("PUT", "Error performing PUT http://h/b/k in 2ms - Server returned non-2xx status code: 400 Bad Request: <Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>"),
+            ("PUT", "Error performing PUT http://h/b/k in 2ms - Server returned non-2xx status code: 400 Bad Request: <Error><Code>InvalidToken</Code><Message>The provided token is malformed or otherwise invalid.</Message></Error>"),
+            ("PUT", "Error performing PUT http://h/b/k in 2ms - Server returned non-2xx status code: 400 Bad Request: <Error><Code>AuthorizationHeaderMalformed</Code><Message>the region 'us-east-1' is wrong; expecting 'eu-west-1'</Message></Error>"),
+            ("HEAD", "Error performing HEAD http://h/b/k in 2ms - Received redirect without LOCATION, this normally indicates an incorrectly configured region"),
+        ];
+        for (what, text) in cases {
+            let err = generic(text);
+            assert_eq!(
+                failure_of(what, &err, text),
+                StorageFailure::Refused,
+                "{text}"
+            );
+            assert!(refused_setting(what, text), "{text}");
+        }
+        // A 400 to a PUT without such a code is the request's own fault.
+        let text = "Error performing PUT http://h/b/k in 2ms - Server returned non-2xx status code: 400 Bad Request: <Error><Code>EntityTooLarge</Code></Error>";
+        assert_eq!(
+            failure_of("PUT", &generic(text), text),
+            StorageFailure::Rejected
+        );
+        assert!(SETTING_HINT.contains("AWS_SESSION_TOKEN") && SETTING_HINT.contains("region"));
     }
 
     #[test]

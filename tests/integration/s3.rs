@@ -453,3 +453,37 @@ async fn a_url_is_presigned_when_its_submit_slot_comes_not_before_the_wait() {
         "{said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_answering_400_to_a_head_stops_the_run_naming_the_token_and_region() {
+    // What S3 answers a HEAD signed with an expired session token or for another region.
+    let (endpoint, requests) = s3_server::answering(400).await;
+    let sim = start_sim(quick_sim()).await;
+    let (dir, manifest) = write_manifest(&format!(
+        "{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n[upload]\nmode = \"s3\"\nbucket = \"stems\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n"
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let out = dir.path().join("out");
+    let mut command = run_command(&sim, &manifest, &out, &[]);
+    command
+        .env("AWS_ACCESS_KEY_ID", "AKIATESTEXPIRED")
+        .env("AWS_SECRET_ACCESS_KEY", "secret-expired-0123456789")
+        .env("AWS_SESSION_TOKEN", "token-expired-0123456789")
+        .env_remove("AWS_REGION");
+    let run = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("stembatch finished in time")
+        .expect("stembatch ran");
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(3), "{said}");
+    assert!(said.contains("HTTP 400 Bad Request"), "{said}");
+    assert!(said.contains("AWS_SESSION_TOKEN"), "{said}");
+    assert!(said.contains("upload.region"), "{said}");
+    assert_eq!(sim.stats().submit_calls, 0, "nothing submitted");
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "refused once: not retried"
+    );
+    assert!(!said.contains("token-expired-0123456789"), "{said}");
+}

@@ -179,3 +179,19 @@ impl S3Server {
         self.bucket_with(&self.secret)
     }
 }
+
+/// A bucket that answers every request with `status` and no body (as S3 answers a HEAD
+/// it refuses), counting the requests: its endpoint and the count.
+pub async fn answering(status: u16) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&count);
+    let app = axum::Router::new().fallback(move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move { axum::http::StatusCode::from_u16(status).unwrap() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (endpoint, count)
+}
