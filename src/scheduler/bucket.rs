@@ -45,7 +45,7 @@ impl Retryable for StorageError {
     }
 
     fn rate_limited(&self) -> bool {
-        self.message.contains("SlowDown")
+        self.is_throttled()
     }
 }
 
@@ -234,4 +234,57 @@ pub async fn survey(
         to_upload: distinct.len() - stored.len(),
         stored,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::error::StorageFailure;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A pacer that never waits and counts its hold-offs.
+    #[derive(Default)]
+    struct Counting(AtomicU32);
+
+    impl Pacer for Counting {
+        fn reserve(&self, now: std::time::Instant) -> std::time::Instant {
+            now
+        }
+
+        fn hold_off(&self, _: std::time::Instant, _: Duration) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn failing(failure: StorageFailure) -> StorageError {
+        StorageError {
+            failure,
+            message: "PUT of s3://b/k failed: HTTP 503 Service Unavailable".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_bucket_holds_the_uploads_and_is_tried_again() {
+        for (failure, holds) in [
+            (StorageFailure::Throttled, 1),
+            (StorageFailure::Transient, 0),
+        ] {
+            let pacer = Counting::default();
+            let calls = AtomicU32::new(0);
+            let stored = with_retries(
+                Some(&pacer as &dyn Pacer),
+                &RetryPolicy::new(3),
+                &CancellationToken::new(),
+                || async {
+                    match calls.fetch_add(1, Ordering::SeqCst) {
+                        0 => Err(failing(failure)),
+                        _ => Ok(()),
+                    }
+                },
+            )
+            .await;
+            assert!(stored.is_ok(), "{failure:?}");
+            assert_eq!(pacer.0.load(Ordering::SeqCst), holds, "{failure:?}");
+        }
+    }
 }

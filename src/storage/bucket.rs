@@ -289,6 +289,8 @@ const SETTING_HINT: &str = " (hint: temporary credentials may have expired: expo
 fn failure_of(what: &str, err: &object_store::Error, text: &str) -> StorageFailure {
     if refused_setting(what, text) {
         StorageFailure::Refused
+    } else if matches!(status_of(text), Some(503 | 429)) || text.contains("<Code>SlowDown</Code>") {
+        StorageFailure::Throttled
     } else if transient(err, text) {
         StorageFailure::Transient
     } else {
@@ -468,6 +470,21 @@ mod tests {
             StorageFailure::Rejected
         );
         assert!(SETTING_HINT.contains("AWS_SESSION_TOKEN") && SETTING_HINT.contains("region"));
+    }
+
+    #[test]
+    fn a_503_is_the_bucket_asking_for_fewer_requests() {
+        // S3's SlowDown comes as a 503 whose body object_store does not read.
+        let text = "Error performing PUT http://h/b/k in 2ms - Server returned non-2xx status code: 503 Service Unavailable: ";
+        assert_eq!(
+            failure_of("PUT", &generic(text), text),
+            StorageFailure::Throttled
+        );
+        let text = "Error performing PUT http://h/b/k in 2ms - Server returned non-2xx status code: 500 Internal Server Error: ";
+        assert_eq!(
+            failure_of("PUT", &generic(text), text),
+            StorageFailure::Transient
+        );
     }
 
     #[test]
