@@ -19,7 +19,8 @@ use crate::stems::{DiskFiles, LocalFiles};
 use crate::variant::Variant;
 
 pub use settings::{
-    ApiSettings, Rate, RunSettings, S3Settings, UploadMode, UploadSettings, DEFAULT_URL_EXPIRY,
+    url_expiry_margin, ApiSettings, Rate, RunSettings, S3Settings, UploadMode, UploadSettings,
+    DEFAULT_URL_EXPIRY,
 };
 
 /// A validated manifest with its variants in manifest order.

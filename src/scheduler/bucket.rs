@@ -28,9 +28,12 @@ use super::retrying::{with_retries, CallFailure, Retryable};
 use crate::api::retry::RetryPolicy;
 use crate::journal::format::Record;
 use crate::journal::writer::JournalWriter;
-use crate::manifest::S3Settings;
+use crate::manifest::{url_expiry_margin, S3Settings};
 use crate::outcome::UploadedFile;
-use crate::storage::{keys, Bucket, StorageError};
+use crate::storage::error::StorageFailure;
+use crate::storage::{
+    keys, Bucket, StorageError, ACCESS_KEY_ENV, EXPIRATION_ENV, SECRET_KEY_ENV, SESSION_TOKEN_ENV,
+};
 use crate::variant::LocalStem;
 
 /// How long the journal's word that a file is in the bucket is taken without asking.
@@ -127,7 +130,10 @@ impl BucketUploads {
     }
 
     /// A URL for a submit made now: the last one minted for `key` while it still
-    /// outlives the task ([`keys::still_serves`]), else a fresh one.
+    /// outlives the task ([`keys::still_serves`]), else a fresh one, which never outlives
+    /// temporary credentials. Credentials that expire before a fresh URL could serve the
+    /// task (with the margin `url_expiry` needs) are refused: every later submit would
+    /// meet the same.
     pub async fn url(&self, key: &str) -> Result<String, StorageError> {
         let now = Utc::now();
         let expiry = self.settings.url_expiry;
@@ -138,8 +144,22 @@ impl BucketUploads {
                 return Ok(url);
             }
         }
-        let url = self.bucket.presign(key, expiry).await?;
-        let expires_at = now + chrono::Duration::from_std(expiry).unwrap_or_default();
+        let credentials_left = self
+            .bucket
+            .credentials_expire()
+            .map(|at| (at - now).to_std().unwrap_or_default());
+        let lifetime = keys::presign_lifetime(expiry, credentials_left);
+        if lifetime < self.task_timeout + url_expiry_margin(self.task_timeout) {
+            return Err(StorageError {
+                failure: StorageFailure::Refused,
+                message: format!(
+                    "the temporary credentials expire in {}, before a task could fetch its stem from a URL they sign (hint: export fresh {SESSION_TOKEN_ENV}, {ACCESS_KEY_ENV}, {SECRET_KEY_ENV} and {EXPIRATION_ENV})",
+                    humantime::format_duration(lifetime)
+                ),
+            });
+        }
+        let url = self.bucket.presign(key, lifetime).await?;
+        let expires_at = now + chrono::Duration::from_std(lifetime).unwrap_or_default();
         self.lock_minted()
             .insert(key.to_owned(), (url.clone(), expires_at));
         Ok(url)
@@ -239,7 +259,6 @@ pub async fn survey(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::error::StorageFailure;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A pacer that never waits and counts its hold-offs.

@@ -4,6 +4,7 @@ use std::path::Path as FsPath;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
@@ -20,6 +21,8 @@ pub const ACCESS_KEY_ENV: &str = "AWS_ACCESS_KEY_ID";
 pub const SECRET_KEY_ENV: &str = "AWS_SECRET_ACCESS_KEY";
 /// The session token's variable (temporary credentials; optional).
 pub const SESSION_TOKEN_ENV: &str = "AWS_SESSION_TOKEN";
+/// When temporary credentials expire (RFC 3339; optional): no presigned URL outlives them.
+pub const EXPIRATION_ENV: &str = "AWS_CREDENTIAL_EXPIRATION";
 
 /// Files up to this size go up in one PUT; larger ones as multipart, in parts of this
 /// size (S3 wants parts of 5 MiB at least, but the last).
@@ -55,6 +58,8 @@ pub struct Credentials {
     key_id: String,
     secret: String,
     token: Option<String>,
+    /// When they expire (temporary credentials), if said.
+    expiration: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -70,6 +75,15 @@ impl Credentials {
             key_id,
             secret,
             token,
+            expiration: None,
+        }
+    }
+
+    /// The same credentials, expiring at `expiration`.
+    pub fn expiring(self, expiration: DateTime<Utc>) -> Self {
+        Credentials {
+            expiration: Some(expiration),
+            ..self
         }
     }
 
@@ -81,11 +95,22 @@ impl Credentials {
             .into_iter()
             .filter(|name| read(name).is_none())
             .collect();
+        let expiration = match read(EXPIRATION_ENV) {
+            Some(text) => Some(
+                DateTime::parse_from_rfc3339(text.trim())
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|err| {
+                        format!("{EXPIRATION_ENV} ({text:?}) is not an RFC 3339 time ({err}): nothing was sent")
+                    })?,
+            ),
+            None => None,
+        };
         match (read(ACCESS_KEY_ENV), read(SECRET_KEY_ENV)) {
             (Some(key_id), Some(secret)) => Ok(Credentials {
                 key_id,
                 secret,
                 token: read(SESSION_TOKEN_ENV),
+                expiration,
             }),
             _ => Err(format!(
                 "upload.mode = \"s3\" needs credentials, and {} not set: nothing was sent (hint: export {ACCESS_KEY_ENV} and {SECRET_KEY_ENV}, and {SESSION_TOKEN_ENV} for temporary credentials)",
@@ -153,6 +178,11 @@ impl Bucket {
     /// The bucket as the journal names it: its service and name.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// When the credentials expire, if they are temporary and the environment says so.
+    pub fn credentials_expire(&self) -> Option<DateTime<Utc>> {
+        self.credentials.expiration
     }
 
     /// Where `key` is, for a person: `s3://bucket/key`.
@@ -493,6 +523,7 @@ mod tests {
             key_id: "AKIDSECRETID".into(),
             secret: "s3cr3t/value".into(),
             token: Some("SESSIONTOKEN".into()),
+            expiration: None,
         };
         assert_eq!(format!("{credentials:?}"), "Credentials([redacted])");
         assert_eq!(

@@ -30,6 +30,13 @@ pub fn still_serves(left: Duration, task_timeout: Duration, url_expiry: Duration
     left >= validity_needed(task_timeout, url_expiry)
 }
 
+/// How long a URL minted now may live: `url_expiry`, but never past the credentials'
+/// expiry (`credentials_left`, when they are temporary), whole seconds.
+pub fn presign_lifetime(url_expiry: Duration, credentials_left: Option<Duration>) -> Duration {
+    let lifetime = credentials_left.map_or(url_expiry, |left| left.min(url_expiry));
+    Duration::from_secs(lifetime.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,6 +58,19 @@ mod tests {
         // No extension, or one that is not a plain word: none in the key.
         assert_eq!(object_key("p/", SHA, "README"), format!("p/{SHA}"));
         assert_eq!(object_key("p/", SHA, "a.w av"), format!("p/{SHA}"));
+    }
+
+    #[test]
+    fn a_url_never_outlives_temporary_credentials() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(presign_lifetime(24 * hour, None), 24 * hour);
+        assert_eq!(presign_lifetime(24 * hour, Some(hour)), hour);
+        assert_eq!(
+            presign_lifetime(hour, Some(Duration::from_millis(90_500))),
+            Duration::from_secs(90)
+        );
+        assert_eq!(presign_lifetime(hour, Some(2 * hour)), hour);
+        assert_eq!(presign_lifetime(hour, Some(Duration::ZERO)), Duration::ZERO);
     }
 
     #[test]

@@ -487,3 +487,55 @@ async fn a_bucket_answering_400_to_a_head_stops_the_run_naming_the_token_and_reg
     );
     assert!(!said.contains("token-expired-0123456789"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presigned_urls_never_outlive_temporary_credentials() {
+    let Some(s3) = s3_server::start().await else {
+        return;
+    };
+    let sim = start_sim(quick_sim()).await;
+    let (dir, manifest) = write_manifest(&format!(
+        "{SHORT_TASKS}\n[[stem]]\npath = \"a.wav\"\n{}url_expiry = \"1h\"\n",
+        s3.upload_section("stembatch/")
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let run_expiring = |seconds: i64, out: &'static str| {
+        let expiration = chrono::Utc::now() + chrono::Duration::seconds(seconds);
+        let mut command = run_command(&sim, &manifest, &dir.path().join(out), &[]);
+        command
+            .env("AWS_ACCESS_KEY_ID", &s3.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret)
+            .env("AWS_CREDENTIAL_EXPIRATION", expiration.to_rfc3339())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_REGION");
+        async move {
+            tokio::time::timeout(RUN_TIMEOUT, command.output())
+                .await
+                .expect("stembatch finished in time")
+                .expect("stembatch ran")
+        }
+    };
+
+    // Credentials good for a minute: URLs live a minute at most, not the hour asked.
+    let run = run_expiring(60, "out1").await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let url = sim.submissions()[0].request.input.upload_url.clone();
+    let expires: u64 = url
+        .split("X-Amz-Expires=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .and_then(|n| n.parse().ok())
+        .expect("X-Amz-Expires");
+    assert!((50..=60).contains(&expires), "{url}");
+
+    // Credentials that expire before a task could fetch its stem: nothing is submitted.
+    let run = run_expiring(2, "out2").await;
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(3), "{said}");
+    let (_, rows) = read_results(&dir.path().join("out2"));
+    assert_eq!(rows[0]["status"], "pending", "{rows:#?}");
+    let why = &rows[0]["error"];
+    assert!(why.contains("temporary credentials expire"), "{why}");
+    assert!(why.contains("AWS_CREDENTIAL_EXPIRATION"), "{why}");
+    assert_eq!(sim.stats().submit_calls, 1, "only the first run's submit");
+}
