@@ -4,10 +4,12 @@
 //! Before the run, a survey asks the bucket (HEAD) about every file the run will submit
 //! that the journal does not already know to be stored, so that the start line can say
 //! how many will be uploaded, and a refused credential stops the run before any submit.
-//! The journal's word is trusted for [`STORED_TRUST`]: a resumed run does not ask again,
-//! a run a day later does (a lifecycle rule may have removed the object since). At least
-//! one HEAD is made every run, since minting URLs sends nothing and a bad secret would
-//! otherwise only show as tasks the provider fails, and bills.
+//! The journal's word is trusted for [`STORED_TRUST`]: a resumed run's survey does not ask
+//! again, a run a day later does (a lifecycle rule may have removed the object since).
+//! At least one HEAD is made every run, since minting URLs sends nothing and a bad secret
+//! would otherwise only show as tasks the provider fails, and bills. A file known only
+//! from the journal is still asked about (one HEAD) before its first URL of the run: a
+//! URL to a removed object is a task the provider fails.
 //!
 //! During the run the uploads themselves are the [`super::upload::Uploads`]' (one per
 //! file, prefetched, paced, stopped with the submits); this module does the calls and
@@ -57,6 +59,9 @@ impl Retryable for StorageError {
 pub struct Survey {
     /// The keys of the files already stored.
     pub stored: HashSet<String>,
+    /// Of those, the keys the journal vouches for that were not asked about this run:
+    /// asked (HEAD) before their first URL, since a lifecycle rule may have removed them.
+    pub vouched: HashSet<String>,
     /// Distinct files to upload.
     pub to_upload: usize,
 }
@@ -70,6 +75,8 @@ pub struct BucketUploads {
     retry: RetryPolicy,
     /// Keys known to be stored (the survey's, then this run's uploads).
     stored: Mutex<HashSet<String>>,
+    /// Keys known only from the journal ([`Survey::vouched`]).
+    vouched: Mutex<HashSet<String>>,
     /// The last URL minted for each key, and when it expires.
     minted: Mutex<HashMap<String, (String, DateTime<Utc>)>>,
 }
@@ -91,6 +98,7 @@ impl BucketUploads {
             journal,
             retry,
             stored: Mutex::new(survey.stored),
+            vouched: Mutex::new(survey.vouched),
             minted: Mutex::new(HashMap::new()),
         }
     }
@@ -110,7 +118,8 @@ impl BucketUploads {
         stop: &CancellationToken,
     ) -> Result<String, CallFailure<StorageError>> {
         let key = self.key_of(stem);
-        let known = self.lock_stored().contains(&key);
+        let vouched_only = lock(&self.vouched).contains(&key);
+        let known = self.lock_stored().contains(&key) && !vouched_only;
         if known {
             return Ok(key);
         }
@@ -125,6 +134,7 @@ impl BucketUploads {
             info!(file = %file.display(), key = %key, "uploaded to the bucket");
         }
         self.lock_stored().insert(key.clone());
+        lock(&self.vouched).remove(&key);
         journal_stored(&self.journal, &self.bucket, &stem.sha256, &key).await;
         Ok(key)
     }
@@ -172,6 +182,11 @@ impl BucketUploads {
     fn lock_minted(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, DateTime<Utc>)>> {
         self.minted.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The guarded value, even after a panic elsewhere.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Journals that the file `sha256` is stored as `key`: a resumed run need not ask.
@@ -240,8 +255,10 @@ pub async fn survey(
         .try_collect()
         .await?;
     let mut stored: HashSet<String> = known.iter().map(|s| key_of(s)).collect();
+    let mut vouched = stored.clone();
     for (stem, present) in found {
         let key = key_of(stem);
+        vouched.remove(&key);
         if present {
             if let (true, Some(journal)) = (stored.insert(key.clone()), journal) {
                 journal_stored(journal, bucket, &stem.sha256, &key).await;
@@ -253,6 +270,7 @@ pub async fn survey(
     Ok(Survey {
         to_upload: distinct.len() - stored.len(),
         stored,
+        vouched,
     })
 }
 

@@ -539,3 +539,35 @@ async fn presigned_urls_never_outlive_temporary_credentials() {
     assert!(why.contains("AWS_CREDENTIAL_EXPIRATION"), "{why}");
     assert_eq!(sim.stats().submit_calls, 1, "only the first run's submit");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_trusted_from_the_journal_is_asked_for_before_its_first_url() {
+    let Some(s3) = s3_server::start().await else {
+        return;
+    };
+    let sim = start_sim(quick_sim()).await;
+    let upload = s3.upload_section("stembatch/");
+    let first = format!("{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n[[stem]]\npath = \"b.wav\"\n");
+    let (dir, manifest) = write_manifest(&format!("{first}{upload}"));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    write_wav(&dir.path().join("b.wav"), 1.0, 330.0);
+    let out = dir.path().join("out");
+    let run = run_s3(&sim, &s3, None, &manifest, &out).await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+
+    // b's object goes; the journal vouches for both, and the run's one HEAD goes to a.
+    s3.remove(&key_of(&dir.path().join("b.wav")));
+    let more = format!(
+        "{first}[[stem]]\nname = \"a2\"\npath = \"a.wav\"\n[[stem]]\nname = \"b2\"\npath = \"b.wav\"\n{upload}"
+    );
+    std::fs::write(&manifest, more).unwrap();
+    let run = run_s3(&sim, &s3, None, &manifest, &out).await;
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    assert_eq!(sim.stats().stem_fetch_failures, 0, "{said}");
+    assert!(s3
+        .bucket()
+        .contains(&key_of(&dir.path().join("b.wav")))
+        .await
+        .unwrap());
+}
