@@ -105,8 +105,7 @@ impl BucketUploads {
 
     /// The key of a file.
     pub fn key_of(&self, stem: &LocalStem) -> String {
-        let name = stem.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        keys::object_key(&self.settings.prefix, &stem.sha256, name)
+        keys::stem_key(&self.settings.prefix, stem)
     }
 
     /// Makes sure the file is in the bucket (HEAD first, unless known) and returns its
@@ -205,28 +204,37 @@ async fn journal_stored(journal: &JournalWriter, bucket: &Bucket, sha256: &str, 
     }
 }
 
-/// Asks the bucket about each distinct file of `stems` the journal does not vouch for
-/// (`journaled`, by content hash); at least one HEAD in any case, to prove the
-/// credentials. The files found are journaled, when a journal is given (`plan` writes
-/// nothing).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the survey's inputs are the run's parts it touches"
-)]
+/// What a survey needs of its run.
+pub struct SurveyContext<'a> {
+    /// Where the files found are journaled; none for `plan`, which writes nothing.
+    pub journal: Option<&'a JournalWriter>,
+    /// The run's retry policy, for each HEAD.
+    pub retry: RetryPolicy,
+    /// Cuts the survey short.
+    pub stop: &'a CancellationToken,
+    /// What the journal says the bucket holds, by content hash.
+    pub journaled: &'a HashMap<String, UploadedFile>,
+    /// The survey's time, against which the journal's word expires.
+    pub now: DateTime<Utc>,
+}
+
+/// Asks the bucket about each distinct file of `stems` the journal does not vouch for;
+/// at least one HEAD in any case, to prove the credentials. The files found are
+/// journaled, when a journal is given.
 pub async fn survey(
     bucket: &Bucket,
     prefix: &str,
     stems: &[LocalStem],
-    journaled: &HashMap<String, UploadedFile>,
-    journal: Option<&JournalWriter>,
-    retry: &RetryPolicy,
-    stop: &CancellationToken,
-    now: DateTime<Utc>,
+    context: &SurveyContext<'_>,
 ) -> Result<Survey, CallFailure<StorageError>> {
-    let key_of = |stem: &LocalStem| {
-        let name = stem.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        keys::object_key(prefix, &stem.sha256, name)
-    };
+    let SurveyContext {
+        journal,
+        ref retry,
+        stop,
+        journaled,
+        now,
+    } = *context;
+    let key_of = |stem: &LocalStem| keys::stem_key(prefix, stem);
     let mut distinct: Vec<&LocalStem> = Vec::new();
     for stem in stems {
         if !distinct.iter().any(|d| key_of(d) == key_of(stem)) {

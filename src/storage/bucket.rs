@@ -387,13 +387,17 @@ fn path(key: &str) -> Result<Path, StorageError> {
     })
 }
 
-/// The error and its causes, one text.
+/// The error and its causes, one text; a cause whose words are already in the text (an
+/// error that quotes its source) is not repeated.
 fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let words = cause.to_string();
+        if !text.contains(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
         source = cause.source();
     }
     text
@@ -514,6 +518,33 @@ mod tests {
         assert_eq!(
             failure_of("PUT", &generic(text), text),
             StorageFailure::Transient
+        );
+    }
+
+    /// An error that quotes its source, as object_store's and reqwest's do.
+    #[derive(Debug)]
+    struct Quoting(&'static str, Option<Box<Quoting>>);
+
+    impl std::fmt::Display for Quoting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Quoting {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn a_chain_says_each_cause_once() {
+        let refused = Quoting("tcp connect error: Connection refused", None);
+        let sending = Quoting("error sending request", Some(Box::new(refused)));
+        let http = Quoting("HTTP error: error sending request", Some(Box::new(sending)));
+        assert_eq!(
+            chain(&http),
+            "HTTP error: error sending request: tcp connect error: Connection refused"
         );
     }
 

@@ -16,6 +16,13 @@ pub fn object_key(prefix: &str, sha256: &str, file_name: &str) -> String {
     format!("{prefix}{sha256}{extension}")
 }
 
+/// The key of a local stem's file under `prefix`: [`object_key`] of its content hash and
+/// its name. The one place a run, its survey and `inspect` name an object.
+pub fn stem_key(prefix: &str, stem: &crate::variant::LocalStem) -> String {
+    let name = stem.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    object_key(prefix, &stem.sha256, name)
+}
+
 /// How long a presigned URL must still be valid when it is handed to a submit: the
 /// provider may fetch the stem at any time until the task times out, plus a margin for
 /// clocks that disagree (a minute, or half the slack between `url_expiry` and
