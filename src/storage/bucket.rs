@@ -205,28 +205,18 @@ impl Bucket {
     /// content, and a file rewritten since it was hashed would break that for every
     /// later run.
     pub async fn upload(&self, key: &str, file: &FsPath, sha256: &str) -> Result<(), StorageError> {
-        let local = |err: std::io::Error| StorageError {
-            failure: StorageFailure::Rejected,
-            message: format!("cannot read {}: {err}", file.display()),
-        };
-        let changed = || {
-            StorageError {
-            failure: StorageFailure::Rejected,
-            message: format!(
-                "{} changed since it was read; nothing was stored (the next run sends the new content)",
-                file.display()
-            ),
-        }
-        };
         let location = path(key)?;
-        let mut reader = tokio::fs::File::open(file).await.map_err(local)?;
-        let mut hasher = Sha256::new();
-        let first = read_part(&mut reader).await.map_err(local)?;
-        hasher.update(&first);
+        let mut content = Content {
+            file,
+            reader: tokio::fs::File::open(file)
+                .await
+                .map_err(|e| unreadable(file, e))?,
+            hasher: Sha256::new(),
+            sha256,
+        };
+        let first = content.next_part().await?;
         if first.len() < PART_SIZE {
-            if hex::encode(hasher.finalize()) != sha256 {
-                return Err(changed());
-            }
+            content.check()?;
             return self
                 .store
                 .put(&location, PutPayload::from(first))
@@ -234,33 +224,32 @@ impl Bucket {
                 .map(drop)
                 .map_err(|err| self.error("PUT", key, &err));
         }
-        let mut upload = self
-            .store
-            .put_multipart(&location)
-            .await
-            .map_err(|err| self.error("multipart upload", key, &err))?;
+        self.upload_parts(key, &location, first, content).await
+    }
+
+    /// A multipart upload starting with `first`, the rest read from `content`.
+    async fn upload_parts(
+        &self,
+        key: &str,
+        location: &Path,
+        first: Bytes,
+        mut content: Content<'_>,
+    ) -> Result<(), StorageError> {
+        let failed = |err: object_store::Error| self.error("multipart upload", key, &err);
+        let mut upload = self.store.put_multipart(location).await.map_err(failed)?;
         let mut part = first;
-        let result = loop {
+        let sent = loop {
             if let Err(err) = upload.put_part(PutPayload::from(part)).await {
-                break Err(self.error("multipart upload", key, &err));
+                break Err(failed(err));
             }
-            part = match read_part(&mut reader).await {
-                Ok(next) if next.is_empty() => break Ok(()),
+            part = match content.next_part().await {
+                Ok(next) if next.is_empty() => break content.check(),
                 Ok(next) => next,
-                Err(err) => break Err(local(err)),
+                Err(err) => break Err(err),
             };
-            hasher.update(&part);
         };
-        let result = result.and_then(|()| match hex::encode(hasher.finalize()) == sha256 {
-            true => Ok(()),
-            false => Err(changed()),
-        });
-        match result {
-            Ok(()) => upload
-                .complete()
-                .await
-                .map(drop)
-                .map_err(|err| self.error("multipart upload", key, &err)),
+        match sent {
+            Ok(()) => upload.complete().await.map(drop).map_err(failed),
             Err(err) => {
                 // Best effort: the parts of an aborted upload cost storage until removed.
                 let _ = upload.abort().await;
@@ -372,12 +361,49 @@ fn store(
     builder.build()
 }
 
-/// Reads up to [`PART_SIZE`] bytes; fewer only at the end of the file.
-async fn read_part(reader: &mut tokio::fs::File) -> std::io::Result<Bytes> {
-    let mut buffer = Vec::with_capacity(PART_SIZE);
-    let mut limited = reader.take(PART_SIZE as u64);
-    limited.read_to_end(&mut buffer).await?;
-    Ok(Bytes::from(buffer))
+/// A file being read for an upload, hashed as it goes.
+struct Content<'a> {
+    file: &'a FsPath,
+    reader: tokio::fs::File,
+    hasher: Sha256,
+    /// What the content must hash to.
+    sha256: &'a str,
+}
+
+impl Content<'_> {
+    /// The next [`PART_SIZE`] bytes at most; fewer only at the end of the file.
+    async fn next_part(&mut self) -> Result<Bytes, StorageError> {
+        let mut buffer = Vec::with_capacity(PART_SIZE);
+        let mut limited = (&mut self.reader).take(PART_SIZE as u64);
+        limited
+            .read_to_end(&mut buffer)
+            .await
+            .map_err(|err| unreadable(self.file, err))?;
+        self.hasher.update(&buffer);
+        Ok(Bytes::from(buffer))
+    }
+
+    /// Whether what was read still hashes to what the key names.
+    fn check(&self) -> Result<(), StorageError> {
+        match hex::encode(self.hasher.clone().finalize()) == self.sha256 {
+            true => Ok(()),
+            false => Err(StorageError {
+                failure: StorageFailure::Rejected,
+                message: format!(
+                    "{} changed since it was read; nothing was stored (the next run sends the new content)",
+                    self.file.display()
+                ),
+            }),
+        }
+    }
+}
+
+/// A local file that cannot be read.
+fn unreadable(file: &FsPath, err: std::io::Error) -> StorageError {
+    StorageError {
+        failure: StorageFailure::Rejected,
+        message: format!("cannot read {}: {err}", file.display()),
+    }
 }
 
 fn path(key: &str) -> Result<Path, StorageError> {
