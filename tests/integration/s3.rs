@@ -571,3 +571,37 @@ async fn an_object_trusted_from_the_journal_is_asked_for_before_its_first_url() 
         .await
         .unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_answering_503_is_tried_under_the_policy_then_fails_the_variant() {
+    let (endpoint, requests) = s3_server::answering(503).await;
+    let sim = start_sim(quick_sim()).await;
+    let head = FAST_RUN.replace("[run]", "[run]\nmax_attempts = 3");
+    let (dir, manifest) = write_manifest(&format!(
+        "{head}\n[[stem]]\npath = \"a.wav\"\n[upload]\nmode = \"s3\"\nbucket = \"stems\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n"
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let out = dir.path().join("out");
+    let mut command = run_command(&sim, &manifest, &out, &[]);
+    command
+        .env("AWS_ACCESS_KEY_ID", "AKIATESTSLOWDOWN")
+        .env("AWS_SECRET_ACCESS_KEY", "secret-slowdown-0123456789")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_REGION");
+    let run = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("stembatch finished in time")
+        .expect("stembatch ran");
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(1), "{said}");
+    // The survey's HEAD and the upload's HEAD, three tries each.
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        6,
+        "{said}"
+    );
+    let (_, rows) = read_results(&out);
+    assert_eq!(rows[0]["status"], "error", "{rows:#?}");
+    assert!(rows[0]["error"].contains("HTTP 503"), "{rows:#?}");
+    assert_eq!(sim.stats().submit_calls, 0);
+}
