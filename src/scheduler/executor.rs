@@ -73,8 +73,8 @@ impl Executor {
         })
     }
 
-    /// Stem, slot, URL, intent, call (a presigned URL is minted when the slot comes). The intent is journaled just before the slot comes;
-    /// once the call is on the wire it is never cancelled: its answer says whether a task
+    /// Stem, slot, URL, intent, call: a presigned URL is minted when the slot comes, and
+    /// the intent is journaled just before it; once the call is on the wire it is never cancelled: its answer says whether a task
     /// was created, which is worth waiting for (the HTTP timeout bounds the wait).
     async fn submit(&self, variant: &Variant, after: Duration) -> Event {
         let id = variant.id.clone();
