@@ -14,6 +14,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
 pub use super::error::ApiError;
+use super::redact;
 use super::types::{Balance, Envelope, SubmitData, SubmitRequest, TaskDetail, UploadData};
 
 /// How long a connection may take to open.
@@ -200,8 +201,13 @@ impl ApiClient {
     /// `GET /api/generate/detail/music?task_id=…`
     pub async fn detail(&self, task_id: &str) -> Result<TaskDetail, ApiError> {
         let url = format!("{}/api/generate/detail/music", self.base_url);
-        self.call(self.http.get(url).query(&[("task_id", task_id)]))
-            .await
+        let mut detail: TaskDetail = self
+            .call(self.http.get(url).query(&[("task_id", task_id)]))
+            .await?;
+        detail.error_message = detail
+            .error_message
+            .map(|said| redact::provider_text(&said));
+        Ok(detail)
     }
 
     /// `POST /api/common/upload/stream`: uploads a local file, streamed from disk, as the
@@ -259,7 +265,7 @@ fn decode_answer<T: DeserializeOwned>(
 ) -> Result<T, ApiError> {
     let envelope = serde_json::from_slice::<Envelope<serde_json::Value>>(body);
     let message = |fallback: &str| {
-        envelope
+        let text = envelope
             .as_ref()
             .ok()
             .and_then(|e| e.text())
@@ -272,7 +278,8 @@ fn decode_answer<T: DeserializeOwned>(
                 } else {
                     text.chars().take(200).collect()
                 }
-            })
+            });
+        redact::provider_text(&text)
     };
     if !status.is_success() {
         return Err(ApiError::Status {
@@ -289,11 +296,12 @@ fn decode_answer<T: DeserializeOwned>(
             retry_after,
         });
     }
-    let envelope = envelope.map_err(|e| ApiError::Decode(e.to_string()))?;
+    let decode = |e: serde_json::Error| ApiError::Decode(redact::provider_text(&e.to_string()));
+    let envelope = envelope.map_err(decode)?;
     let data = envelope
         .data
         .ok_or_else(|| ApiError::Decode("the answer has no data".into()))?;
-    serde_json::from_value(data).map_err(|e| ApiError::Decode(e.to_string()))
+    serde_json::from_value(data).map_err(decode)
 }
 
 #[cfg(test)]
@@ -328,6 +336,16 @@ mod tests {
             decode_answer::<SubmitData>(StatusCode::BAD_GATEWAY, None, b"<html>bad gateway</html>")
                 .unwrap_err();
         assert_eq!(err.to_string(), "HTTP 502: <html>bad gateway</html>");
+    }
+
+    #[test]
+    fn a_provider_quoting_a_presigned_url_is_recorded_without_its_query() {
+        let body = br#"{"code":400,"msg":"cannot fetch https://b.s3.amazonaws.com/k.wav?X-Amz-Credential=AKIAEXAMPLE%2Fx&X-Amz-Security-Token=TOKEN&X-Amz-Signature=f00"}"#;
+        let err = decode_answer::<SubmitData>(StatusCode::BAD_REQUEST, None, body).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "HTTP 400: cannot fetch https://b.s3.amazonaws.com/k.wav?[redacted]"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod error;
+pub mod redact;
 pub mod retry;
 pub mod types;
 

@@ -10,7 +10,7 @@ use crate::exit::ExpectedError;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::{Manifest, S3Settings, UploadMode};
 use crate::outcome::UploadedFile;
-use crate::scheduler::bucket::{survey, BucketUploads, Survey};
+use crate::scheduler::bucket::{survey, BucketUploads, Survey, SurveyContext as AskContext};
 use crate::scheduler::retrying::CallFailure;
 use crate::storage::{Bucket, Credentials, ACCESS_KEY_ENV, SECRET_KEY_ENV};
 
@@ -41,11 +41,27 @@ pub(super) fn open_bucket(manifest: &Manifest) -> anyhow::Result<Option<(Bucket,
     Ok(Some((bucket, settings.clone())))
 }
 
+/// The run's bucket, when `upload.mode = "s3"`: surveyed for the local stems of the
+/// variants `entries` submits ([`survey_bucket`]).
+pub(super) async fn bucket_for_run(
+    prepared: Option<PreparedBucket>,
+    variants: &[crate::variant::Variant],
+    entries: &[crate::scheduler::state::Entry],
+    context: SurveyContext<'_>,
+) -> (Option<BucketUploads>, Option<AccountStop>) {
+    let Some(prepared) = prepared else {
+        return (None, None);
+    };
+    let to_submit = crate::scheduler::local_stems_to_submit(variants, entries);
+    let (uploads, stop) = survey_bucket(prepared, &to_submit, context).await;
+    (Some(uploads), stop)
+}
+
 /// Asks the bucket what it holds of the files this run submits, and says it: the run's
 /// start line for uploads. A refusal of the credentials stops the run before any submit;
 /// a bucket that cannot be reached only warns (each upload asks again, and fails its
 /// variant if the bucket stays away).
-pub(super) async fn survey_bucket(
+async fn survey_bucket(
     prepared: PreparedBucket,
     to_submit: &[crate::variant::LocalStem],
     context: SurveyContext<'_>,
@@ -55,20 +71,16 @@ pub(super) async fn survey_bucket(
         settings,
         journaled,
     } = prepared;
-    let surveyed = if to_submit.is_empty() {
-        Ok(Survey::default())
-    } else {
-        survey(
-            &bucket,
-            &settings.prefix,
-            to_submit,
-            &journaled,
-            Some(context.journal),
-            &context.retry,
-            context.stop,
-            chrono::Utc::now(),
-        )
-        .await
+    let asking = AskContext {
+        journal: Some(context.journal),
+        retry: context.retry,
+        stop: context.stop,
+        journaled: &journaled,
+        now: chrono::Utc::now(),
+    };
+    let surveyed = match to_submit.is_empty() {
+        true => Ok(Survey::default()),
+        false => survey(&bucket, &settings.prefix, to_submit, &asking).await,
     };
     let (found, stop) = match surveyed {
         Ok(found) => {

@@ -161,7 +161,10 @@ async fn bucket_summary(
         return Ok(None);
     };
     let stems = crate::scheduler::local_stems_to_submit(&manifest.variants, &resume.entries);
-    let mut distinct: Vec<&str> = stems.iter().map(|s| s.sha256.as_str()).collect();
+    let mut distinct: Vec<String> = stems
+        .iter()
+        .map(|stem| crate::storage::keys::stem_key(&settings.prefix, stem))
+        .collect();
     distinct.sort_unstable();
     distinct.dedup();
     let Ok(Some((bucket, _))) = super::bucket::open_bucket(manifest) else {
@@ -174,20 +177,17 @@ async fn bucket_summary(
     };
     let records = read_journals(dir)?;
     let journaled = crate::journal::replay::uploads(&records, bucket.id());
-    let retry = crate::api::retry::RetryPolicy::new(manifest.run.max_attempts);
     let stop = tokio_util::sync::CancellationToken::new();
-    let now = chrono::Utc::now();
-    let surveyed = crate::scheduler::bucket::survey(
-        &bucket,
-        &settings.prefix,
-        &stems,
-        &journaled,
-        None,
-        &retry,
-        &stop,
-        now,
-    )
-    .await;
+    let context = crate::scheduler::bucket::SurveyContext {
+        // `plan` writes nothing.
+        journal: None,
+        retry: crate::api::retry::RetryPolicy::new(manifest.run.max_attempts),
+        stop: &stop,
+        journaled: &journaled,
+        now: chrono::Utc::now(),
+    };
+    let surveyed =
+        crate::scheduler::bucket::survey(&bucket, &settings.prefix, &stems, &context).await;
     Ok(Some(match surveyed {
         Ok(found) => format!(
             "stems: {} to upload, {} already in the bucket",

@@ -30,7 +30,7 @@ use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
 use crate::variant::Variant;
 
-use super::bucket::{open_bucket, survey_bucket, PreparedBucket, SurveyContext};
+use super::bucket::{bucket_for_run, open_bucket, PreparedBucket, SurveyContext};
 use super::folder::{self, FolderLocks};
 use super::resume;
 
@@ -143,21 +143,14 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
     let key_env = (!args.simulate).then(|| manifest.api.key_env.clone());
     let submits = entries.iter().any(|e| e.start == Start::Submit);
-    let (bucket, storage_stop) = match bucket {
-        Some(prepared) => {
-            let to_submit = scheduler::local_stems_to_submit(&manifest.variants, &entries);
-            let retry = crate::api::retry::RetryPolicy::new(settings.max_attempts);
-            let context = SurveyContext {
-                journal: &journal,
-                retry,
-                stop: &interrupts.first,
-                task_timeout: settings.task_timeout,
-            };
-            let (uploads, stop) = survey_bucket(prepared, &to_submit, context).await;
-            (Some(uploads), stop)
-        }
-        None => (None, None),
+    let context = SurveyContext {
+        journal: &journal,
+        retry: crate::api::retry::RetryPolicy::new(settings.max_attempts),
+        stop: &interrupts.first,
+        task_timeout: settings.task_timeout,
     };
+    let (bucket, storage_stop) =
+        bucket_for_run(bucket, &manifest.variants, &entries, context).await;
     let preflight_stop = match (submits, storage_stop) {
         (_, Some(stop)) => Some(stop),
         (true, None) => tokio::select! {

@@ -21,7 +21,8 @@ use crate::variant::Variant;
 
 pub use limits::{redact, LimitSettings, RedisUrl, ShardPosition, REDIS_URL_ENV};
 pub use settings::{
-    ApiSettings, Rate, RunSettings, S3Settings, UploadMode, UploadSettings, DEFAULT_URL_EXPIRY,
+    url_expiry_margin, ApiSettings, Rate, RunSettings, S3Settings, UploadMode, UploadSettings,
+    DEFAULT_URL_EXPIRY,
 };
 
 /// A validated manifest with its variants in manifest order.

@@ -344,25 +344,7 @@ fn s3(
     problems: &mut Problems,
 ) -> Option<S3Settings> {
     let before = problems.len();
-    let bucket = match &raw.bucket {
-        Some(bucket) if bucket.get_ref().trim().is_empty() || bucket.get_ref().contains('/') => {
-            problems.push(
-                bucket.span(),
-                "upload.bucket",
-                format!("{:?} is not a bucket name", bucket.get_ref()),
-            );
-            String::new()
-        }
-        Some(bucket) => bucket.get_ref().clone(),
-        None => {
-            problems.push(
-                mode_span.clone(),
-                "upload.bucket",
-                "mode \"s3\" needs bucket",
-            );
-            String::new()
-        }
-    };
+    let bucket = s3_bucket(raw.bucket.as_ref(), mode_span.clone(), problems);
     let prefix = raw.prefix.as_ref().map_or(String::new(), |prefix| {
         if let Err(message) = check_prefix(prefix.get_ref()) {
             problems.push(prefix.span(), "upload.prefix", message);
@@ -384,24 +366,7 @@ fn s3(
         }
         Some(text.clone())
     });
-    let (url_expiry, expiry_span) = match &raw.url_expiry {
-        Some(value) => match duration(value, "upload.url_expiry", problems) {
-            Some(expiry) if expiry > MAX_URL_EXPIRY => {
-                problems.push(
-                    value.span(),
-                    "upload.url_expiry",
-                    format!(
-                        "{} is longer than the 7 days a presigned URL may live",
-                        humantime::format_duration(expiry)
-                    ),
-                );
-                (DEFAULT_URL_EXPIRY, value.span())
-            }
-            Some(expiry) => (expiry, value.span()),
-            None => (DEFAULT_URL_EXPIRY, value.span()),
-        },
-        None => (DEFAULT_URL_EXPIRY, mode_span),
-    };
+    let (url_expiry, expiry_span) = s3_url_expiry(raw.url_expiry.as_ref(), mode_span, problems);
     (problems.len() == before).then_some(S3Settings {
         bucket,
         prefix,
@@ -410,6 +375,56 @@ fn s3(
         url_expiry,
         expiry_span,
     })
+}
+
+/// `upload.bucket`, required in the s3 mode (the mode's span names where it is missing).
+fn s3_bucket(
+    raw: Option<&Spanned<String>>,
+    mode_span: std::ops::Range<usize>,
+    problems: &mut Problems,
+) -> String {
+    match raw {
+        Some(bucket) if bucket.get_ref().trim().is_empty() || bucket.get_ref().contains('/') => {
+            problems.push(
+                bucket.span(),
+                "upload.bucket",
+                format!("{:?} is not a bucket name", bucket.get_ref()),
+            );
+            String::new()
+        }
+        Some(bucket) => bucket.get_ref().clone(),
+        None => {
+            problems.push(mode_span, "upload.bucket", "mode \"s3\" needs bucket");
+            String::new()
+        }
+    }
+}
+
+/// `upload.url_expiry` (default a day, at most 7 days) and where it was set: its value,
+/// or the mode for the default.
+fn s3_url_expiry(
+    raw: Option<&Spanned<String>>,
+    mode_span: std::ops::Range<usize>,
+    problems: &mut Problems,
+) -> (Duration, std::ops::Range<usize>) {
+    let Some(value) = raw else {
+        return (DEFAULT_URL_EXPIRY, mode_span);
+    };
+    match duration(value, "upload.url_expiry", problems) {
+        Some(expiry) if expiry > MAX_URL_EXPIRY => {
+            problems.push(
+                value.span(),
+                "upload.url_expiry",
+                format!(
+                    "{} is longer than the 7 days a presigned URL may live",
+                    humantime::format_duration(expiry)
+                ),
+            );
+            (DEFAULT_URL_EXPIRY, value.span())
+        }
+        Some(expiry) => (expiry, value.span()),
+        None => (DEFAULT_URL_EXPIRY, value.span()),
+    }
 }
 
 /// A key prefix: empty, or path segments each ending in `/` or not; no empty, `.` or
@@ -437,26 +452,42 @@ fn check_prefix(prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The s3 mode's `url_expiry` must outlive `task_timeout`: the provider fetches the stem
-/// at some point while the task runs, and a URL that expired by then fails the task.
+/// How much longer than `task_timeout` a presigned URL must live: a minute, or half the
+/// timeout when that is shorter (clocks that disagree, the submit call's own time).
+pub fn url_expiry_margin(task_timeout: Duration) -> Duration {
+    (task_timeout / 2).min(Duration::from_secs(60))
+}
+
+/// The s3 mode's `url_expiry` must outlive `task_timeout` with a margin
+/// ([`url_expiry_margin`]): the provider fetches the stem at some point while the task
+/// runs, and a URL that expired by then fails the task. It is whole seconds: a presigned
+/// URL's lifetime is counted in seconds.
 pub(super) fn check_url_expiry(
     upload: &UploadSettings,
     run: &RunSettings,
     problems: &mut Problems,
 ) {
-    if let UploadMode::S3(s3) = &upload.mode {
-        if s3.url_expiry <= run.task_timeout {
-            problems.push(
-                s3.expiry_span.clone(),
-                "upload.url_expiry",
-                format!(
-                    "url_expiry ({}) must be longer than run.task_timeout ({}): the provider may fetch the stem until the task times out",
-                    humantime::format_duration(s3.url_expiry),
-                    humantime::format_duration(run.task_timeout)
-                ),
-            );
-        }
-    }
+    let UploadMode::S3(s3) = &upload.mode else {
+        return;
+    };
+    let needed = run.task_timeout + url_expiry_margin(run.task_timeout);
+    let problem = if s3.url_expiry.subsec_nanos() != 0 {
+        format!(
+            "url_expiry ({}) must be whole seconds: a presigned URL's lifetime is counted in seconds",
+            humantime::format_duration(s3.url_expiry)
+        )
+    } else if s3.url_expiry < needed {
+        format!(
+            "url_expiry ({}) must be at least run.task_timeout ({}) and {} more ({}): the provider may fetch the stem until the task times out",
+            humantime::format_duration(s3.url_expiry),
+            humantime::format_duration(run.task_timeout),
+            humantime::format_duration(url_expiry_margin(run.task_timeout)),
+            humantime::format_duration(needed),
+        )
+    } else {
+        return;
+    };
+    problems.push(s3.expiry_span.clone(), "upload.url_expiry", problem);
 }
 
 fn duration(value: &Spanned<String>, key: &str, problems: &mut Problems) -> Option<Duration> {

@@ -687,11 +687,23 @@ fn the_s3_mode_is_checked_key_by_key() {
         (with(""), "8: upload.bucket: mode \"s3\" needs bucket"),
         (
             with("bucket = \"b\"\nurl_expiry = \"30m\"\n"),
-            "10: upload.url_expiry: url_expiry (30m) must be longer than run.task_timeout (30m): the provider may fetch the stem until the task times out",
+            "10: upload.url_expiry: url_expiry (30m) must be at least run.task_timeout (30m) and 1m more (31m): the provider may fetch the stem until the task times out",
+        ),
+        (
+            with("bucket = \"b\"\nurl_expiry = \"30m 59s\"\n"),
+            "10: upload.url_expiry: url_expiry (30m 59s) must be at least run.task_timeout (30m) and 1m more (31m): the provider may fetch the stem until the task times out",
+        ),
+        (
+            format!("[run]\ntask_timeout = \"4s\"\n{}", with("bucket = \"b\"\nurl_expiry = \"5s\"\n")),
+            "12: upload.url_expiry: url_expiry (5s) must be at least run.task_timeout (4s) and 2s more (6s): the provider may fetch the stem until the task times out",
+        ),
+        (
+            with("bucket = \"b\"\nurl_expiry = \"1h 500ms\"\n"),
+            "10: upload.url_expiry: url_expiry (1h 500ms) must be whole seconds: a presigned URL's lifetime is counted in seconds",
         ),
         (
             format!("[run]\ntask_timeout = \"2h\"\n{}", with("bucket = \"b\"\nurl_expiry = \"1h\"\n")),
-            "12: upload.url_expiry: url_expiry (1h) must be longer than run.task_timeout (2h): the provider may fetch the stem until the task times out",
+            "12: upload.url_expiry: url_expiry (1h) must be at least run.task_timeout (2h) and 1m more (2h 1m): the provider may fetch the stem until the task times out",
         ),
         (
             with("bucket = \"b\"\nurl_expiry = \"8days\"\n"),

@@ -4,10 +4,12 @@
 //! Before the run, a survey asks the bucket (HEAD) about every file the run will submit
 //! that the journal does not already know to be stored, so that the start line can say
 //! how many will be uploaded, and a refused credential stops the run before any submit.
-//! The journal's word is trusted for [`STORED_TRUST`]: a resumed run does not ask again,
-//! a run a day later does (a lifecycle rule may have removed the object since). At least
-//! one HEAD is made every run, since minting URLs sends nothing and a bad secret would
-//! otherwise only show as tasks the provider fails, and bills.
+//! The journal's word is trusted for [`STORED_TRUST`]: a resumed run's survey does not ask
+//! again, a run a day later does (a lifecycle rule may have removed the object since).
+//! At least one HEAD is made every run, since minting URLs sends nothing and a bad secret
+//! would otherwise only show as tasks the provider fails, and bills. A file known only
+//! from the journal is still asked about (one HEAD) before its first URL of the run: a
+//! URL to a removed object is a task the provider fails.
 //!
 //! During the run the uploads themselves are the [`super::upload::Uploads`]' (one per
 //! file, prefetched, paced, stopped with the submits); this module does the calls and
@@ -28,9 +30,12 @@ use super::retrying::{with_retries, CallFailure, Retryable};
 use crate::api::retry::RetryPolicy;
 use crate::journal::format::Record;
 use crate::journal::writer::JournalWriter;
-use crate::manifest::S3Settings;
+use crate::manifest::{url_expiry_margin, S3Settings};
 use crate::outcome::UploadedFile;
-use crate::storage::{keys, Bucket, StorageError};
+use crate::storage::error::StorageFailure;
+use crate::storage::{
+    keys, Bucket, StorageError, ACCESS_KEY_ENV, EXPIRATION_ENV, SECRET_KEY_ENV, SESSION_TOKEN_ENV,
+};
 use crate::variant::LocalStem;
 
 /// How long the journal's word that a file is in the bucket is taken without asking.
@@ -45,7 +50,7 @@ impl Retryable for StorageError {
     }
 
     fn rate_limited(&self) -> bool {
-        self.message.contains("SlowDown")
+        self.is_throttled()
     }
 }
 
@@ -54,6 +59,9 @@ impl Retryable for StorageError {
 pub struct Survey {
     /// The keys of the files already stored.
     pub stored: HashSet<String>,
+    /// Of those, the keys the journal vouches for that were not asked about this run:
+    /// asked (HEAD) before their first URL, since a lifecycle rule may have removed them.
+    pub vouched: HashSet<String>,
     /// Distinct files to upload.
     pub to_upload: usize,
 }
@@ -67,6 +75,8 @@ pub struct BucketUploads {
     retry: RetryPolicy,
     /// Keys known to be stored (the survey's, then this run's uploads).
     stored: Mutex<HashSet<String>>,
+    /// Keys known only from the journal ([`Survey::vouched`]).
+    vouched: Mutex<HashSet<String>>,
     /// The last URL minted for each key, and when it expires.
     minted: Mutex<HashMap<String, (String, DateTime<Utc>)>>,
 }
@@ -88,14 +98,14 @@ impl BucketUploads {
             journal,
             retry,
             stored: Mutex::new(survey.stored),
+            vouched: Mutex::new(survey.vouched),
             minted: Mutex::new(HashMap::new()),
         }
     }
 
     /// The key of a file.
     pub fn key_of(&self, stem: &LocalStem) -> String {
-        let name = stem.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        keys::object_key(&self.settings.prefix, &stem.sha256, name)
+        keys::stem_key(&self.settings.prefix, stem)
     }
 
     /// Makes sure the file is in the bucket (HEAD first, unless known) and returns its
@@ -107,7 +117,8 @@ impl BucketUploads {
         stop: &CancellationToken,
     ) -> Result<String, CallFailure<StorageError>> {
         let key = self.key_of(stem);
-        let known = self.lock_stored().contains(&key);
+        let vouched_only = lock(&self.vouched).contains(&key);
+        let known = self.lock_stored().contains(&key) && !vouched_only;
         if known {
             return Ok(key);
         }
@@ -122,12 +133,16 @@ impl BucketUploads {
             info!(file = %file.display(), key = %key, "uploaded to the bucket");
         }
         self.lock_stored().insert(key.clone());
+        lock(&self.vouched).remove(&key);
         journal_stored(&self.journal, &self.bucket, &stem.sha256, &key).await;
         Ok(key)
     }
 
     /// A URL for a submit made now: the last one minted for `key` while it still
-    /// outlives the task ([`keys::still_serves`]), else a fresh one.
+    /// outlives the task ([`keys::still_serves`]), else a fresh one, which never outlives
+    /// temporary credentials. Credentials that expire before a fresh URL could serve the
+    /// task (with the margin `url_expiry` needs) are refused: every later submit would
+    /// meet the same.
     pub async fn url(&self, key: &str) -> Result<String, StorageError> {
         let now = Utc::now();
         let expiry = self.settings.url_expiry;
@@ -138,8 +153,22 @@ impl BucketUploads {
                 return Ok(url);
             }
         }
-        let url = self.bucket.presign(key, expiry).await?;
-        let expires_at = now + chrono::Duration::from_std(expiry).unwrap_or_default();
+        let credentials_left = self
+            .bucket
+            .credentials_expire()
+            .map(|at| (at - now).to_std().unwrap_or_default());
+        let lifetime = keys::presign_lifetime(expiry, credentials_left);
+        if lifetime < self.task_timeout + url_expiry_margin(self.task_timeout) {
+            return Err(StorageError {
+                failure: StorageFailure::Refused,
+                message: format!(
+                    "the temporary credentials expire in {}, before a task could fetch its stem from a URL they sign (hint: export fresh {SESSION_TOKEN_ENV}, {ACCESS_KEY_ENV}, {SECRET_KEY_ENV} and {EXPIRATION_ENV})",
+                    humantime::format_duration(lifetime)
+                ),
+            });
+        }
+        let url = self.bucket.presign(key, lifetime).await?;
+        let expires_at = now + chrono::Duration::from_std(lifetime).unwrap_or_default();
         self.lock_minted()
             .insert(key.to_owned(), (url.clone(), expires_at));
         Ok(url)
@@ -152,6 +181,11 @@ impl BucketUploads {
     fn lock_minted(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, DateTime<Utc>)>> {
         self.minted.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The guarded value, even after a panic elsewhere.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Journals that the file `sha256` is stored as `key`: a resumed run need not ask.
@@ -170,28 +204,37 @@ async fn journal_stored(journal: &JournalWriter, bucket: &Bucket, sha256: &str, 
     }
 }
 
-/// Asks the bucket about each distinct file of `stems` the journal does not vouch for
-/// (`journaled`, by content hash); at least one HEAD in any case, to prove the
-/// credentials. The files found are journaled, when a journal is given (`plan` writes
-/// nothing).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the survey's inputs are the run's parts it touches"
-)]
+/// What a survey needs of its run.
+pub struct SurveyContext<'a> {
+    /// Where the files found are journaled; none for `plan`, which writes nothing.
+    pub journal: Option<&'a JournalWriter>,
+    /// The run's retry policy, for each HEAD.
+    pub retry: RetryPolicy,
+    /// Cuts the survey short.
+    pub stop: &'a CancellationToken,
+    /// What the journal says the bucket holds, by content hash.
+    pub journaled: &'a HashMap<String, UploadedFile>,
+    /// The survey's time, against which the journal's word expires.
+    pub now: DateTime<Utc>,
+}
+
+/// Asks the bucket about each distinct file of `stems` the journal does not vouch for;
+/// at least one HEAD in any case, to prove the credentials. The files found are
+/// journaled, when a journal is given.
 pub async fn survey(
     bucket: &Bucket,
     prefix: &str,
     stems: &[LocalStem],
-    journaled: &HashMap<String, UploadedFile>,
-    journal: Option<&JournalWriter>,
-    retry: &RetryPolicy,
-    stop: &CancellationToken,
-    now: DateTime<Utc>,
+    context: &SurveyContext<'_>,
 ) -> Result<Survey, CallFailure<StorageError>> {
-    let key_of = |stem: &LocalStem| {
-        let name = stem.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        keys::object_key(prefix, &stem.sha256, name)
-    };
+    let SurveyContext {
+        journal,
+        ref retry,
+        stop,
+        journaled,
+        now,
+    } = *context;
+    let key_of = |stem: &LocalStem| keys::stem_key(prefix, stem);
     let mut distinct: Vec<&LocalStem> = Vec::new();
     for stem in stems {
         if !distinct.iter().any(|d| key_of(d) == key_of(stem)) {
@@ -220,8 +263,10 @@ pub async fn survey(
         .try_collect()
         .await?;
     let mut stored: HashSet<String> = known.iter().map(|s| key_of(s)).collect();
+    let mut vouched = stored.clone();
     for (stem, present) in found {
         let key = key_of(stem);
+        vouched.remove(&key);
         if present {
             if let (true, Some(journal)) = (stored.insert(key.clone()), journal) {
                 journal_stored(journal, bucket, &stem.sha256, &key).await;
@@ -233,5 +278,66 @@ pub async fn survey(
     Ok(Survey {
         to_upload: distinct.len() - stored.len(),
         stored,
+        vouched,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A pacer that never waits and counts its hold-offs.
+    #[derive(Default)]
+    struct Counting(AtomicU32);
+
+    impl Pacer for Counting {
+        fn reserve(
+            &self,
+            now: std::time::Instant,
+        ) -> futures::future::BoxFuture<'_, std::time::Instant> {
+            Box::pin(std::future::ready(now))
+        }
+
+        fn hold_off(
+            &self,
+            _: std::time::Instant,
+            _: Duration,
+        ) -> futures::future::BoxFuture<'_, ()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    fn failing(failure: StorageFailure) -> StorageError {
+        StorageError {
+            failure,
+            message: "PUT of s3://b/k failed: HTTP 503 Service Unavailable".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_bucket_holds_the_uploads_and_is_tried_again() {
+        for (failure, holds) in [
+            (StorageFailure::Throttled, 1),
+            (StorageFailure::Transient, 0),
+        ] {
+            let pacer = Counting::default();
+            let calls = AtomicU32::new(0);
+            let stored = with_retries(
+                Some(&pacer as &dyn Pacer),
+                &RetryPolicy::new(3),
+                &CancellationToken::new(),
+                || async {
+                    match calls.fetch_add(1, Ordering::SeqCst) {
+                        0 => Err(failing(failure)),
+                        _ => Ok(()),
+                    }
+                },
+            )
+            .await;
+            assert!(stored.is_ok(), "{failure:?}");
+            assert_eq!(pacer.0.load(Ordering::SeqCst), holds, "{failure:?}");
+        }
+    }
 }

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use super::events::{submit_record, Action, Event, JournalFailure, StemFailure, TrackFailure};
 use super::pacer::Pacer;
 use super::retrying::{reserve, sleep, sleep_until, with_retries, CallFailure};
-use super::upload::Uploads;
+use super::upload::{StemUrl, Uploads};
 use crate::api::retry::{is_rate_limited, RetryPolicy};
 use crate::api::types::{SubmitInput, SubmitRequest, TrackFile, TASK_MODEL};
 use crate::api::{ApiClient, ApiError};
@@ -73,8 +73,8 @@ impl Executor {
         })
     }
 
-    /// Stem URL, intent, slot, call. The intent is journaled just before the slot comes;
-    /// once the call is on the wire it is never cancelled: its answer says whether a task
+    /// Stem, slot, URL, intent, call: a presigned URL is minted when the slot comes, and
+    /// the intent is journaled just before it; once the call is on the wire it is never cancelled: its answer says whether a task
     /// was created, which is worth waiting for (the HTTP timeout bounds the wait).
     async fn submit(&self, variant: &Variant, after: Duration) -> Event {
         let id = variant.id.clone();
@@ -85,12 +85,11 @@ impl Executor {
         if !sleep(after, &self.stop_submits).await {
             return withdrawn(false);
         }
-        let upload_url = match self.stem_url(variant).await {
-            Ok(url) => url,
+        let stem = match self.stem_url(variant).await {
+            Ok(stem) => stem,
             Err(CallFailure::Stopped) => return withdrawn(false),
             Err(CallFailure::Failed(error)) => return Event::StemUnavailable { id, error },
         };
-        let request = submit_request(variant, upload_url, self.settings.callback_url.as_deref());
         // Never a slot sooner than the lead: the intent's fsync must fit before it, or
         // the call would go out late and squeeze the gap to the next one.
         let earliest = Instant::now() + INTENT_LEAD;
@@ -101,6 +100,12 @@ impl Executor {
         if !sleep_until(slot - INTENT_LEAD, &self.stop_submits).await {
             return withdrawn(false);
         }
+        // Presigned now, not before the wait for the slot, which the URL must not spend.
+        let upload_url = match self.uploads.url(stem).await {
+            Ok(url) => url,
+            Err(error) => return Event::StemUnavailable { id, error },
+        };
+        let request = submit_request(variant, upload_url, self.settings.callback_url.as_deref());
         let intent = Record::SubmitIntent {
             variant_id: id.clone(),
             at: Utc::now(),
@@ -163,9 +168,9 @@ impl Executor {
 
     /// The URL the provider fetches the variant's stem from: its own, or its local
     /// file's, uploaded or published first.
-    async fn stem_url(&self, variant: &Variant) -> Result<String, CallFailure<StemFailure>> {
+    async fn stem_url(&self, variant: &Variant) -> Result<StemUrl, CallFailure<StemFailure>> {
         match &variant.stem.source {
-            StemSource::Url(url) => Ok(url.clone()),
+            StemSource::Url(url) => Ok(StemUrl::Ready(url.clone())),
             StemSource::Local(local) => self.uploads.url_for(local).await,
         }
     }

@@ -63,6 +63,14 @@ const SEGMENT: &AsciiSet = &CONTROLS
 /// its key.
 type Slot = Arc<OnceCell<String>>;
 
+/// Where the provider fetches a stem from, as known before the submit's slot.
+pub(super) enum StemUrl {
+    /// The URL itself (the stem's own, the provider's upload, a public one).
+    Ready(String),
+    /// The key of a file in the bucket, presigned when the slot comes.
+    Stored(String),
+}
+
 /// What a run needs to get URLs for its local stems.
 pub struct Uploads {
     /// The API, as the journal names it.
@@ -155,19 +163,14 @@ impl Uploads {
         }
     }
 
-    /// The URL to submit `stem` with; starts uploading the next file in the background.
+    /// Where to submit `stem` from; starts uploading the next file in the background.
+    /// In the bucket's mode, the stored file's key: [`Uploads::url`] presigns it when
+    /// the submit's slot comes, so that the wait for the slot does not eat the URL's life.
     pub(super) async fn url_for(
         self: &Arc<Self>,
         stem: &LocalStem,
-    ) -> Result<String, CallFailure<StemFailure>> {
+    ) -> Result<StemUrl, CallFailure<StemFailure>> {
         let resolved = self.resolve(stem).await?;
-        let url = match &self.bucket {
-            Some(bucket) => bucket
-                .url(&resolved)
-                .await
-                .map_err(|err| CallFailure::Failed(StemFailure::Storage(err)))?,
-            None => resolved,
-        };
         if let Some(next) = self.next.get(&stem.sha256).cloned() {
             let uploads = Arc::clone(self);
             let mut prefetches = self.prefetches.lock().unwrap_or_else(|p| p.into_inner());
@@ -178,7 +181,20 @@ impl Uploads {
                 let _ = uploads.resolve(&next).await;
             });
         }
-        Ok(url)
+        Ok(match self.bucket {
+            Some(_) => StemUrl::Stored(resolved),
+            None => StemUrl::Ready(resolved),
+        })
+    }
+
+    /// The URL to hand the provider now: presigned (locally) for a stored file.
+    pub(super) async fn url(&self, stem: StemUrl) -> Result<String, StemFailure> {
+        match (stem, &self.bucket) {
+            (StemUrl::Stored(key), Some(bucket)) => {
+                bucket.url(&key).await.map_err(StemFailure::Storage)
+            }
+            (StemUrl::Ready(url) | StemUrl::Stored(url), _) => Ok(url),
+        }
     }
 
     /// Ends the prefetches still running: the run is over, and nothing will submit with

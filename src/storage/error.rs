@@ -10,6 +10,9 @@ pub enum StorageFailure {
     Refused,
     /// A network failure, a 5xx or a 429: another try may succeed.
     Transient,
+    /// A 503 (S3's `SlowDown`, whose body object_store does not read) or a 429: the
+    /// bucket asks for fewer requests; another try may succeed, later.
+    Throttled,
     /// Anything else: the request itself was refused (too large, bad bucket, …).
     Rejected,
 }
@@ -32,6 +35,14 @@ impl StorageError {
 
     /// Whether another try may succeed.
     pub fn is_transient(&self) -> bool {
-        self.failure == StorageFailure::Transient
+        matches!(
+            self.failure,
+            StorageFailure::Transient | StorageFailure::Throttled
+        )
+    }
+
+    /// Whether the bucket asked for fewer requests: the uploads should hold off.
+    pub fn is_throttled(&self) -> bool {
+        self.failure == StorageFailure::Throttled
     }
 }

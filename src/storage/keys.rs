@@ -16,6 +16,13 @@ pub fn object_key(prefix: &str, sha256: &str, file_name: &str) -> String {
     format!("{prefix}{sha256}{extension}")
 }
 
+/// The key of a local stem's file under `prefix`: [`object_key`] of its content hash and
+/// its name. The one place a run, its survey and `inspect` name an object.
+pub fn stem_key(prefix: &str, stem: &crate::variant::LocalStem) -> String {
+    let name = stem.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    object_key(prefix, &stem.sha256, name)
+}
+
 /// How long a presigned URL must still be valid when it is handed to a submit: the
 /// provider may fetch the stem at any time until the task times out, plus a margin for
 /// clocks that disagree (a minute, or half the slack between `url_expiry` and
@@ -28,6 +35,13 @@ pub fn validity_needed(task_timeout: Duration, url_expiry: Duration) -> Duration
 /// Whether a URL with `left` validity remaining may be handed to a submit now.
 pub fn still_serves(left: Duration, task_timeout: Duration, url_expiry: Duration) -> bool {
     left >= validity_needed(task_timeout, url_expiry)
+}
+
+/// How long a URL minted now may live: `url_expiry`, but never past the credentials'
+/// expiry (`credentials_left`, when they are temporary), whole seconds.
+pub fn presign_lifetime(url_expiry: Duration, credentials_left: Option<Duration>) -> Duration {
+    let lifetime = credentials_left.map_or(url_expiry, |left| left.min(url_expiry));
+    Duration::from_secs(lifetime.as_secs())
 }
 
 #[cfg(test)]
@@ -51,6 +65,19 @@ mod tests {
         // No extension, or one that is not a plain word: none in the key.
         assert_eq!(object_key("p/", SHA, "README"), format!("p/{SHA}"));
         assert_eq!(object_key("p/", SHA, "a.w av"), format!("p/{SHA}"));
+    }
+
+    #[test]
+    fn a_url_never_outlives_temporary_credentials() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(presign_lifetime(24 * hour, None), 24 * hour);
+        assert_eq!(presign_lifetime(24 * hour, Some(hour)), hour);
+        assert_eq!(
+            presign_lifetime(hour, Some(Duration::from_millis(90_500))),
+            Duration::from_secs(90)
+        );
+        assert_eq!(presign_lifetime(hour, Some(2 * hour)), hour);
+        assert_eq!(presign_lifetime(hour, Some(Duration::ZERO)), Duration::ZERO);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod error;
 pub mod keys;
 
 pub use bucket::{
-    Bucket, Credentials, ACCESS_KEY_ENV, PART_SIZE, SECRET_KEY_ENV, SESSION_TOKEN_ENV,
+    Bucket, Credentials, ACCESS_KEY_ENV, EXPIRATION_ENV, PART_SIZE, SECRET_KEY_ENV,
+    SESSION_TOKEN_ENV,
 };
 pub use error::StorageError;

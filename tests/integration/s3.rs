@@ -323,6 +323,11 @@ async fn a_large_stem_goes_up_in_parts_and_only_a_valid_presigned_url_serves_it(
         .unwrap();
     let served = reqwest::get(&url).await.unwrap();
     assert!(served.status().is_success(), "{served:?}");
+    assert_eq!(
+        served.headers()["content-type"],
+        "audio/wav",
+        "typed by its extension"
+    );
     assert!(
         served.bytes().await.unwrap() == content,
         "the parts make up the file"
@@ -374,4 +379,229 @@ async fn the_simulator_fails_a_task_whose_upload_url_does_not_serve_the_stem() {
         "{rows:#?}"
     );
     assert_eq!(sim.stats().stem_fetch_failures, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_bucket_is_retried_then_fails_the_variant_and_the_next_run_uploads() {
+    let Some(mut s3) = s3_server::start().await else {
+        return;
+    };
+    let sim = start_sim(quick_sim()).await;
+    let head = FAST_RUN.replace("[run]", "[run]\nmax_attempts = 3");
+    let (dir, manifest) = write_manifest(&format!(
+        "{head}\n[[stem]]\npath = \"a.wav\"\n{}",
+        s3.upload_section("stembatch/")
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let out = dir.path().join("out");
+
+    // The bucket goes away: every call to it meets a refused connection.
+    s3.stop();
+    let mut command = run_command(&sim, &manifest, &out, &[]);
+    command
+        .env("AWS_ACCESS_KEY_ID", &s3.key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret)
+        .env("STEMBATCH_LOG", "debug")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_REGION");
+    let down = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("stembatch finished in time")
+        .expect("stembatch ran");
+    let said = stderr(&down);
+    assert_eq!(down.status.code(), Some(1), "{said}");
+    // The survey's HEAD and the upload's HEAD: each tried 3 times under the policy.
+    assert!(said.matches("retrying").count() >= 4, "{said}");
+    let (_, rows) = read_results(&out);
+    assert_eq!(rows[0]["status"], "error", "{rows:#?}");
+    assert_eq!(sim.stats().submit_calls, 0, "nothing submitted");
+
+    // The bucket is back: the next run uploads by itself.
+    s3.restart().await;
+    let up = run_s3(&sim, &s3, None, &manifest, &out).await;
+    let said = stderr(&up);
+    assert_eq!(up.status.code(), Some(0), "{said}");
+    assert!(said.contains("uploaded to the bucket"), "{said}");
+    let (_, rows) = read_results(&out);
+    assert_eq!(rows[0]["status"], "finished", "{rows:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_url_is_presigned_when_its_submit_slot_comes_not_before_the_wait() {
+    // URLs live 5 s, tasks 3 s; four submits 2 s apart. The fourth waits 6 s for its
+    // slot: a URL minted before that wait would have expired when the provider fetched it.
+    let Some(s3) = s3_server::start().await else {
+        return;
+    };
+    let sim = start_sim(quick_sim()).await;
+    let head = SHORT_TASKS
+        .replace("concurrency = 1", "concurrency = 4")
+        .replace("submit_rate = \"1/s\"", "submit_rate = \"30/min\"");
+    let (dir, manifest) = write_manifest(&format!(
+        "{head}\n[[stem]]\npath = \"a.wav\"\n[stem.matrix]\ntags = [\"a\", \"b\", \"c\", \"d\"]\n{}url_expiry = \"5s\"\n",
+        s3.upload_section("stembatch/")
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let out = dir.path().join("out");
+    let run = run_s3(&sim, &s3, None, &manifest, &out).await;
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    assert_eq!(sim.stats().tasks_created, 4);
+    assert_eq!(
+        (sim.stats().stem_fetches, sim.stats().stem_fetch_failures),
+        (4, 0),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_answering_400_to_a_head_stops_the_run_naming_the_token_and_region() {
+    // What S3 answers a HEAD signed with an expired session token or for another region.
+    let (endpoint, requests) = s3_server::answering(400).await;
+    let sim = start_sim(quick_sim()).await;
+    let (dir, manifest) = write_manifest(&format!(
+        "{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n[upload]\nmode = \"s3\"\nbucket = \"stems\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n"
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let out = dir.path().join("out");
+    let mut command = run_command(&sim, &manifest, &out, &[]);
+    command
+        .env("AWS_ACCESS_KEY_ID", "AKIATESTEXPIRED")
+        .env("AWS_SECRET_ACCESS_KEY", "secret-expired-0123456789")
+        .env("AWS_SESSION_TOKEN", "token-expired-0123456789")
+        .env_remove("AWS_REGION");
+    let run = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("stembatch finished in time")
+        .expect("stembatch ran");
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(3), "{said}");
+    assert!(said.contains("HTTP 400 Bad Request"), "{said}");
+    assert!(said.contains("AWS_SESSION_TOKEN"), "{said}");
+    assert!(said.contains("upload.region"), "{said}");
+    assert_eq!(sim.stats().submit_calls, 0, "nothing submitted");
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "refused once: not retried"
+    );
+    assert!(!said.contains("token-expired-0123456789"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presigned_urls_never_outlive_temporary_credentials() {
+    let Some(s3) = s3_server::start().await else {
+        return;
+    };
+    let sim = start_sim(quick_sim()).await;
+    let (dir, manifest) = write_manifest(&format!(
+        "{SHORT_TASKS}\n[[stem]]\npath = \"a.wav\"\n{}url_expiry = \"1h\"\n",
+        s3.upload_section("stembatch/")
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let run_expiring = |seconds: i64, out: &'static str| {
+        let expiration = chrono::Utc::now() + chrono::Duration::seconds(seconds);
+        let mut command = run_command(&sim, &manifest, &dir.path().join(out), &[]);
+        command
+            .env("AWS_ACCESS_KEY_ID", &s3.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &s3.secret)
+            .env("AWS_CREDENTIAL_EXPIRATION", expiration.to_rfc3339())
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_REGION");
+        async move {
+            tokio::time::timeout(RUN_TIMEOUT, command.output())
+                .await
+                .expect("stembatch finished in time")
+                .expect("stembatch ran")
+        }
+    };
+
+    // Credentials good for a minute: URLs live a minute at most, not the hour asked.
+    let run = run_expiring(60, "out1").await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+    let url = sim.submissions()[0].request.input.upload_url.clone();
+    let expires: u64 = url
+        .split("X-Amz-Expires=")
+        .nth(1)
+        .and_then(|rest| rest.split('&').next())
+        .and_then(|n| n.parse().ok())
+        .expect("X-Amz-Expires");
+    assert!((50..=60).contains(&expires), "{url}");
+
+    // Credentials that expire before a task could fetch its stem: nothing is submitted.
+    let run = run_expiring(2, "out2").await;
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(3), "{said}");
+    let (_, rows) = read_results(&dir.path().join("out2"));
+    assert_eq!(rows[0]["status"], "pending", "{rows:#?}");
+    let why = &rows[0]["error"];
+    assert!(why.contains("temporary credentials expire"), "{why}");
+    assert!(why.contains("AWS_CREDENTIAL_EXPIRATION"), "{why}");
+    assert_eq!(sim.stats().submit_calls, 1, "only the first run's submit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_trusted_from_the_journal_is_asked_for_before_its_first_url() {
+    let Some(s3) = s3_server::start().await else {
+        return;
+    };
+    let sim = start_sim(quick_sim()).await;
+    let upload = s3.upload_section("stembatch/");
+    let first = format!("{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n[[stem]]\npath = \"b.wav\"\n");
+    let (dir, manifest) = write_manifest(&format!("{first}{upload}"));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    write_wav(&dir.path().join("b.wav"), 1.0, 330.0);
+    let out = dir.path().join("out");
+    let run = run_s3(&sim, &s3, None, &manifest, &out).await;
+    assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
+
+    // b's object goes; the journal vouches for both, and the run's one HEAD goes to a.
+    s3.remove(&key_of(&dir.path().join("b.wav")));
+    let more = format!(
+        "{first}[[stem]]\nname = \"a2\"\npath = \"a.wav\"\n[[stem]]\nname = \"b2\"\npath = \"b.wav\"\n{upload}"
+    );
+    std::fs::write(&manifest, more).unwrap();
+    let run = run_s3(&sim, &s3, None, &manifest, &out).await;
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(0), "{said}");
+    assert_eq!(sim.stats().stem_fetch_failures, 0, "{said}");
+    assert!(s3
+        .bucket()
+        .contains(&key_of(&dir.path().join("b.wav")))
+        .await
+        .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_answering_503_is_tried_under_the_policy_then_fails_the_variant() {
+    let (endpoint, requests) = s3_server::answering(503).await;
+    let sim = start_sim(quick_sim()).await;
+    let head = FAST_RUN.replace("[run]", "[run]\nmax_attempts = 3");
+    let (dir, manifest) = write_manifest(&format!(
+        "{head}\n[[stem]]\npath = \"a.wav\"\n[upload]\nmode = \"s3\"\nbucket = \"stems\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n"
+    ));
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let out = dir.path().join("out");
+    let mut command = run_command(&sim, &manifest, &out, &[]);
+    command
+        .env("AWS_ACCESS_KEY_ID", "AKIATESTSLOWDOWN")
+        .env("AWS_SECRET_ACCESS_KEY", "secret-slowdown-0123456789")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_REGION");
+    let run = tokio::time::timeout(RUN_TIMEOUT, command.output())
+        .await
+        .expect("stembatch finished in time")
+        .expect("stembatch ran");
+    let said = stderr(&run);
+    assert_eq!(run.status.code(), Some(1), "{said}");
+    // The survey's HEAD and the upload's HEAD, three tries each.
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        6,
+        "{said}"
+    );
+    let (_, rows) = read_results(&out);
+    assert_eq!(rows[0]["status"], "error", "{rows:#?}");
+    assert!(rows[0]["error"].contains("HTTP 503"), "{rows:#?}");
+    assert_eq!(sim.stats().submit_calls, 0);
 }

@@ -9,7 +9,7 @@
 //! Without it a test skips loudly, except under CI (`CI` set), where it fails.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// A running S3 server with one bucket and the one key allowed into it.
 pub struct S3Server {
     child: Child,
+    program: PathBuf,
+    port: u16,
     root: tempfile::TempDir,
     /// `http://127.0.0.1:PORT`.
     pub endpoint: String,
@@ -77,16 +79,11 @@ pub async fn start() -> Option<S3Server> {
     let nonce = format!("{:016x}", rand::random::<u64>());
     let key_id = format!("AKIATEST{}", nonce.to_uppercase());
     let secret = format!("secret/{nonce}/{nonce}");
-    let child = Command::new(program)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", &key_id, "--secret-key", &secret])
-        .arg(root.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("s3s-fs starts");
+    let child = spawn(&program, port, &key_id, &secret, root.path());
     let mut server = S3Server {
         child,
+        program,
+        port,
         root,
         endpoint: format!("http://127.0.0.1:{port}"),
         bucket,
@@ -97,7 +94,38 @@ pub async fn start() -> Option<S3Server> {
     Some(server)
 }
 
+fn spawn(program: &Path, port: u16, key_id: &str, secret: &str, root: &Path) -> Child {
+    Command::new(program)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", key_id, "--secret-key", secret])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s3s-fs starts")
+}
+
 impl S3Server {
+    /// Stops the server (its objects stay): the bucket is unreachable until
+    /// [`S3Server::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again, on the same port, over the same objects.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(
+            &self.program,
+            self.port,
+            &self.key_id,
+            &self.secret,
+            self.root.path(),
+        );
+        self.wait_ready().await;
+    }
+
     async fn wait_ready(&mut self) {
         let started = Instant::now();
         let address = self.endpoint.trim_start_matches("http://").to_owned();
@@ -150,4 +178,20 @@ impl S3Server {
     pub fn bucket(&self) -> stembatch::storage::Bucket {
         self.bucket_with(&self.secret)
     }
+}
+
+/// A bucket that answers every request with `status` and no body (as S3 answers a HEAD
+/// it refuses), counting the requests: its endpoint and the count.
+pub async fn answering(status: u16) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&count);
+    let app = axum::Router::new().fallback(move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move { axum::http::StatusCode::from_u16(status).unwrap() }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (endpoint, count)
 }
