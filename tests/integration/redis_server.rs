@@ -17,6 +17,12 @@ impl RedisServer {
     /// Starts one, with `requirepass` when `password` is given; `None` when redis-server
     /// is not installed and this is not CI.
     pub fn start(password: Option<&str>) -> Option<RedisServer> {
+        RedisServer::start_with(password, &[])
+    }
+
+    /// Starts one as [`RedisServer::start`] does, with `args` added to its command line
+    /// (e.g. `--replicaof`).
+    pub fn start_with(password: Option<&str>, args: &[&str]) -> Option<RedisServer> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -51,6 +57,7 @@ impl RedisServer {
             if let Some(password) = password {
                 command.args(["--requirepass", password]);
             }
+            command.args(args);
             let child = command
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -71,10 +71,11 @@ pub async fn shared_pacers(
     settings: &RunSettings,
 ) -> Result<Pacers, SharedLimitError> {
     let keys = ENDPOINTS.map(|endpoint| limit_key(account_id, endpoint));
+    let scratch = limit_key(account_id, "check");
     let mut backoff = away_policy().backoff(rand::random());
     let mut away = String::new();
     let store = loop {
-        let err = match check(url, &keys).await {
+        let err = match check(url, &keys, &scratch).await {
             Ok(store) => break Some(store),
             Err(err) => err,
         };
@@ -113,20 +114,14 @@ pub async fn shared_pacers(
     })
 }
 
-/// Connects, pings and runs the script's check on every key: a misused Redis says so
-/// here, before anything is sent.
-async fn check(url: &RedisUrl, keys: &[String]) -> Result<Store, RedisError> {
+/// Connects, pings and runs the script's check on every key, which reads and writes as a
+/// reservation does (the writes to the account's scratch key, `check`): a misused Redis
+/// says so here, before anything is sent.
+async fn check(url: &RedisUrl, keys: &[String], scratch: &str) -> Result<Store, RedisError> {
     let store = Store::connect(url).await?;
     store.ping().await?;
     for key in keys {
-        store
-            .run(
-                key,
-                script::Ask::Check,
-                Duration::from_secs(1),
-                Duration::ZERO,
-            )
-            .await?;
+        store.check(key, scratch).await?;
     }
     Ok(store)
 }

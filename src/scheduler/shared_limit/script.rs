@@ -15,17 +15,22 @@ use std::time::Duration;
 /// `hold` or `check`), period µs, tolerance µs (`(burst − 1) × period`), then for
 /// `reserve` the lead (no slot sooner than now + lead) and the horizon, for `hold` the
 /// wait. Answers µs: `reserve` ≥ 0 is the delay until the slot reserved, < 0 minus the
-/// wait before asking again; `hold` and `check` answer 0. `check` only reads the key, so
-/// that a key of the wrong type, or not holding a time, is found before anything is sent.
+/// wait before asking again; `hold` and `check` answer 0. `check` leaves the limit's key
+/// as it is but does what a reservation does (`GET`, `TIME`, a `SET` with `PX`, to the
+/// scratch key `KEYS[2]`), so that a key of the wrong type, a read-only replica, a user
+/// without the rights or a Redis out of memory is found before anything is sent.
+/// `redis.replicate_commands()` lets Redis before 5 write after `TIME`.
 pub const LUA: &str = r#"
+redis.replicate_commands()
 local stored = redis.call('GET', KEYS[1])
 if stored and not tonumber(stored) then
   return redis.error_reply('STEMBATCH ' .. KEYS[1] .. ' holds something else than a time')
 end
+local time = redis.call('TIME')
 if ARGV[1] == 'check' then
+  redis.call('SET', KEYS[2], time[1], 'PX', 1000)
   return 0
 end
-local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local period = tonumber(ARGV[2])
 local tolerance = tonumber(ARGV[3])
@@ -55,7 +60,8 @@ return slot - now
 /// What one call of the script asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ask {
-    /// Only read the key: is it usable?
+    /// Leave the key as it is, but read and write as a reservation does (to a scratch
+    /// key): is Redis usable?
     Check,
     /// A slot no sooner than `lead` from now, at most `horizon` ahead.
     Reserve {

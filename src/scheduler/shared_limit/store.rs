@@ -39,6 +39,10 @@ pub fn is_away(err: &RedisError) -> bool {
         )
 }
 
+/// The rights the shared limit needs: the script's commands, and the two that run it.
+const NOPERM_HINT: &str =
+    " (hint: the Redis user needs GET, SET, TIME, EVALSHA and SCRIPT LOAD on stembatch:limit:*)";
+
 /// A hint for a misused Redis, when its fix is known.
 pub fn hint(err: &RedisError) -> &'static str {
     match (err.kind(), err.code()) {
@@ -48,7 +52,18 @@ pub fn hint(err: &RedisError) -> &'static str {
         (_, Some("WRONGTYPE")) => {
             " (hint: another program uses the same key names in this Redis database: give stembatch a database of its own, e.g. redis://host:6379/5)"
         }
-        (_, Some("NOPERM")) => " (hint: the Redis user needs GET, SET, TIME, EVAL and EVALSHA on stembatch:limit:*)",
+        (_, Some("READONLY")) => {
+            " (hint: this Redis is a read-only replica: point limits.redis_url or STEMBATCH_REDIS_URL at its primary)"
+        }
+        (_, Some("OOM")) => {
+            " (hint: this Redis is out of memory and evicts nothing: raise maxmemory, or set maxmemory-policy volatile-lru)"
+        }
+        (_, Some("NOPERM")) => NOPERM_HINT,
+        // A command the script runs and the user may not: Redis answers ERR, no code of
+        // its own.
+        (_, Some("ERR")) if err.detail().is_some_and(|d| d.contains("can't run this command")) => {
+            NOPERM_HINT
+        }
         _ if err.to_string().contains("STEMBATCH") => {
             " (hint: another program wrote this key: give stembatch a Redis database of its own, e.g. redis://host:6379/5)"
         }
@@ -87,6 +102,17 @@ impl Store {
             .query_async::<String>(&mut conn)
             .await
             .map(drop)
+    }
+
+    /// Runs the script's check for `key`, writing to `scratch` ([`Ask::Check`]).
+    pub async fn check(&self, key: &str, scratch: &str) -> Result<(), RedisError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.script.key(key);
+        invocation.key(scratch);
+        for arg in Ask::Check.args(Duration::from_secs(1), Duration::ZERO) {
+            invocation.arg(arg);
+        }
+        invocation.invoke_async::<i64>(&mut conn).await.map(drop)
     }
 
     /// Runs the script once for `key`.
