@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 
 use super::events::{submit_record, Action, Event, JournalFailure, StemFailure, TrackFailure};
 use super::pacer::Pacer;
-use super::retrying::{reserve, sleep, sleep_until, with_retries, CallFailure};
+use super::retrying::{hold_off, reserve, sleep, sleep_until, with_retries, CallFailure};
 use super::upload::{StemUrl, Uploads};
 use crate::api::retry::{is_rate_limited, RetryPolicy};
 use crate::api::types::{SubmitInput, SubmitRequest, TrackFile, TASK_MODEL};
@@ -151,9 +151,8 @@ impl Executor {
         };
         if is_rate_limited(&error) {
             let wait = self.retry.delay(1, retry_after(&error), 1.0);
-            self.submit_pacer
-                .hold_off(Instant::now().into_std(), wait)
-                .await;
+            // Raced against the stop: the outcome is journaled and must be reported.
+            hold_off(self.submit_pacer.as_ref(), wait, &self.stop_submits).await;
         }
         warn!(error = %error, "submit failed");
         match unjournaled {

@@ -27,6 +27,10 @@ pub trait Pacer: Send + Sync {
     fn reserve(&self, earliest: Instant) -> BoxFuture<'_, Instant>;
 
     /// The provider said to wait (429 with `Retry-After`): no slot before `now + wait`.
+    /// This process's own slots are held back when the call returns; the future tells a
+    /// shared schedule, and a caller races it against its stop token ([`hold_off`]).
+    ///
+    /// [`hold_off`]: super::retrying::hold_off
     fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()>;
 }
 

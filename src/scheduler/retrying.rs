@@ -93,6 +93,18 @@ pub async fn reserve(
     }
 }
 
+/// Holds the pacer's slots back until `wait` from now (the provider said to wait); the
+/// shared schedule is told unless `stop` comes first (this process's own slots are held
+/// back either way). False when `stop` came first.
+pub async fn hold_off(pacer: &dyn Pacer, wait: Duration, stop: &CancellationToken) -> bool {
+    let hold = pacer.hold_off(Instant::now().into_std(), wait);
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        () = hold => true,
+    }
+}
+
 /// One call that may be repeated, paced (when a pacer is given) and retried as the
 /// policy allows; raced against `stop`, since dropping it costs nothing.
 pub async fn with_retries<T, E, F, Fut>(
@@ -129,7 +141,9 @@ where
             return Err(CallFailure::Failed(err));
         };
         if let (Some(pacer), true) = (pacer, err.rate_limited()) {
-            pacer.hold_off(Instant::now().into_std(), wait).await;
+            if !hold_off(pacer, wait, stop).await {
+                return Err(CallFailure::Stopped);
+            }
         }
         tracing::debug!(attempt = backoff.failures(), error = %err, ?wait, "retrying");
         if !sleep(wait, stop).await {
@@ -193,6 +207,49 @@ mod tests {
         assert!(result.is_ok());
         let waited = started.elapsed();
         assert_eq!(waited, RetryPolicy::new(6).retry_after_cap, "{waited:?}");
+    }
+
+    /// A pacer whose shared schedule never hears back (a hung Redis), which counts the
+    /// hold-offs it applied at once.
+    struct HungPacer(AtomicU32);
+
+    impl Pacer for HungPacer {
+        fn reserve(
+            &self,
+            earliest: std::time::Instant,
+        ) -> futures::future::BoxFuture<'_, std::time::Instant> {
+            Box::pin(std::future::ready(earliest))
+        }
+
+        fn hold_off(
+            &self,
+            _: std::time::Instant,
+            _: Duration,
+        ) -> futures::future::BoxFuture<'_, ()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_cuts_a_hung_hold_off_short() {
+        let pacer = HungPacer(AtomicU32::new(0));
+        let stop = CancellationToken::new();
+        let canceller = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            canceller.cancel();
+        });
+        let policy = RetryPolicy::new(6);
+        let call = with_retries(Some(&pacer), &policy, &stop, || async {
+            Err::<(), _>(status(429, Some(Duration::from_secs(5))))
+        });
+        let result = tokio::time::timeout(Duration::from_secs(60), call).await;
+        assert!(
+            matches!(result, Ok(Err(CallFailure::Stopped))),
+            "{result:?}"
+        );
+        assert_eq!(pacer.0.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -233,13 +233,18 @@ impl Pacer for SharedPacer {
     }
 
     fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()> {
+        // Kept locally at once, for the fallback, which would otherwise not know of it,
+        // whether or not the caller waits for Redis to hear of it.
+        let fallen = self.link.local();
+        let clock = fallen.map_or_else(WallClock::now, |f| f.clock);
+        self.fallback().hold_until(clock.wall(now + wait));
+        if fallen.is_some() {
+            // A fallen-back process has nobody to tell.
+            return Box::pin(std::future::ready(()));
+        }
         Box::pin(async move {
-            // Kept locally too, for the fallback, which would otherwise not know of it.
-            let clock = self.link.local().map_or_else(WallClock::now, |f| f.clock);
-            self.fallback().hold_until(clock.wall(now + wait));
             let left = (now + wait).saturating_duration_since(Instant::now());
-            // Every process on the key backs off with this one (a fallen-back process
-            // has nobody to tell).
+            // Every process on the key backs off with this one.
             let _ = self.ask(Ask::Hold { wait: left }).await;
         })
     }
