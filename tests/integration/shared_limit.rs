@@ -362,6 +362,48 @@ async fn pacers_on_one_key_hand_out_one_schedule_and_redis_never_holds_the_key()
     assert!(!format!("{keys:?}{dump:?}").contains("secret"));
 }
 
+/// A key that holds something else than a time: exit 2, the hint found by the script's
+/// own error code.
+#[tokio::test]
+async fn a_limit_key_holding_no_time_is_a_clear_error_before_anything_is_sent() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let key = limit_key(&account_id(quick_sim().key.as_str()), "submit");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("not a time")
+        .query(&mut redis.connection())
+        .unwrap();
+    let (output, sim, dir) = run_with_redis(&redis.url()).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
+    assert!(said.contains("holds something else than a time"), "{said}");
+    assert!(said.contains("another program wrote this key"), "{said}");
+    assert_nothing_sent(&sim, &dir);
+}
+
+/// A Redis that refuses connections is tried for about a second (whatever the jitter)
+/// before the pacers fall back: every process on the key outlasts a short blip alike.
+#[tokio::test]
+async fn a_redis_away_at_the_start_is_tried_for_a_second() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let account = account_id("sk-away");
+        shared_limit::shared_pacers(&url, &account, ShardPosition::SOLE, &RunSettings::default())
+            .await
+            .unwrap();
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(1), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+    }
+}
+
 /// A Redis that is not there when the run starts: the run waits a moment, says so once,
 /// and goes on alone at the limit its place allows.
 #[tokio::test]

@@ -27,7 +27,7 @@ use crate::manifest::{RedisUrl, RunSettings, ShardPosition};
 pub use keys::{account_id, limit_key};
 use pacer::Link;
 pub use pacer::SharedPacer;
-use store::{away_policy, hint, is_away, Store};
+use store::{hint, is_away, AwayWaits, Store};
 
 /// How far ahead of Redis' now a slot may be handed out: room for a submit's intent
 /// (50 ms) and a late wake-up. It also bounds what a process that falls back must wait
@@ -63,7 +63,7 @@ impl std::error::Error for SharedLimitError {}
 /// process on the API key named `account_id` ([`account_id`]); `position` is this
 /// process's place among them, for the fallback. Checks Redis first (its password, the
 /// keys' types, the script) and fails on a misused one; a Redis that stays away through
-/// the short backoff gives pacers that are fallen back already (and it is said).
+/// about a second gives pacers that are fallen back already (and it is said).
 pub async fn shared_pacers(
     url: &RedisUrl,
     account_id: &str,
@@ -72,7 +72,7 @@ pub async fn shared_pacers(
 ) -> Result<Pacers, SharedLimitError> {
     let keys = ENDPOINTS.map(|endpoint| limit_key(account_id, endpoint));
     let scratch = limit_key(account_id, "check");
-    let mut backoff = away_policy().backoff(rand::random());
+    let mut backoff = AwayWaits::start();
     let mut away = String::new();
     let store = loop {
         let err = match check(url, &keys, &scratch).await {
@@ -86,7 +86,7 @@ pub async fn shared_pacers(
                 message: format!("{err}{}", hint(&err)),
             });
         }
-        match backoff.next_wait(None) {
+        match backoff.next_wait() {
             Some(wait) => tokio::time::sleep(wait).await,
             None => break None,
         }

@@ -2,7 +2,7 @@
 //!
 //! Within a process, one reservation at a time asks Redis (the others queue behind it,
 //! in order): a process then costs Redis about one script run per slot, however many of
-//! its calls wait. When Redis stays away past a short backoff, every endpoint of the
+//! its calls wait. When Redis stays away for about a second, every endpoint of the
 //! process falls back to its [`FallbackGrid`] for the rest of the run, and the process
 //! says so once. It never goes back: a process pacing at the full limit through Redis
 //! beside others still pacing at 1/N would together exceed the account's limit.
@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 
 use super::grid::FallbackGrid;
 use super::script::{Answer, Ask};
-use super::store::{away_policy, is_away, Store};
+use super::store::{is_away, AwayWaits, Store};
 use super::HORIZON;
 use crate::manifest::{Rate, RedisUrl, ShardPosition};
 use crate::scheduler::pacer::Pacer;
@@ -173,10 +173,10 @@ impl SharedPacer {
         clock.instant(slot)
     }
 
-    /// Runs the script, retrying a Redis that is away with the short backoff; `Err` once
+    /// Runs the script, retrying a Redis that is away for about a second; `Err` once
     /// the process has fallen back (now, or meanwhile).
     async fn ask(&self, ask: Ask) -> Result<Answer, Fallen> {
-        let mut backoff = away_policy().backoff(rand::random());
+        let mut backoff = AwayWaits::start();
         loop {
             if let Some(fallen) = self.link.local() {
                 return Err(fallen);
@@ -192,7 +192,7 @@ impl SharedPacer {
             // A Redis that turns misused in the middle of a run (its key overwritten) is
             // not worth stopping the night for: the fallback keeps under the limit.
             let wait = match is_away(&err) {
-                true => backoff.next_wait(None),
+                true => backoff.next_wait(),
                 false => None,
             };
             let Some(wait) = wait else {

@@ -4,27 +4,65 @@
 //! key of the wrong type, a user without the right to run scripts) is the user's to fix,
 //! and stops the run before anything is sent.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script};
 
 use super::script::{Answer, Ask, LUA};
-use crate::api::retry::RetryPolicy;
+use crate::api::retry::{Backoff, RetryPolicy};
 use crate::manifest::RedisUrl;
 
 /// How long one connection attempt, or one answer, may take.
 const TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The usual backoff, short: a Redis that stays away past it is done without, rather
-/// than holding the night's run back.
+/// How long a Redis that does not answer is tried, at least, before it is done without:
+/// every process on the key outlasts a blip shorter than this alike, rather than some
+/// falling back and others not (which would exceed the limit).
+pub const AWAY_FOR: Duration = Duration::from_secs(1);
+
+/// The usual backoff, short: its jittered waits space the tries at a Redis that is away.
 pub fn away_policy() -> RetryPolicy {
     RetryPolicy {
-        max_attempts: 4,
+        max_attempts: 20,
         base: Duration::from_millis(100),
-        cap: Duration::from_millis(500),
-        retry_after_cap: Duration::from_millis(500),
+        cap: Duration::from_millis(300),
+        retry_after_cap: Duration::from_millis(300),
     }
+}
+
+/// The waits between the tries at a Redis that is away, from the first try on: jittered
+/// as [`away_policy`]'s, until [`AWAY_FOR`] has passed; then `None`, and the caller falls
+/// back.
+pub struct AwayWaits {
+    since: Instant,
+    backoff: Backoff,
+}
+
+impl AwayWaits {
+    /// Counting from now: call it before the first try.
+    pub fn start() -> AwayWaits {
+        AwayWaits {
+            since: Instant::now(),
+            backoff: away_policy().backoff(rand::random()),
+        }
+    }
+
+    /// The wait before the next try, after a try that found Redis away.
+    pub fn next_wait(&mut self) -> Option<Duration> {
+        away_wait(self.since.elapsed(), &mut self.backoff)
+    }
+}
+
+/// The wait before the next try at a Redis away for `waited` so far: the backoff's (its
+/// cap once its tries ran out), none past [`AWAY_FOR`], so that the last try comes when
+/// it has passed; `None` from then on.
+fn away_wait(waited: Duration, backoff: &mut Backoff) -> Option<Duration> {
+    let left = AWAY_FOR
+        .checked_sub(waited)
+        .filter(|left| !left.is_zero())?;
+    let wait = backoff.next_wait(None).unwrap_or(away_policy().cap);
+    Some(wait.min(left))
 }
 
 /// Whether `err` says the Redis is away (worth waiting for) rather than misused.
@@ -64,7 +102,7 @@ pub fn hint(err: &RedisError) -> &'static str {
         (_, Some("ERR")) if err.detail().is_some_and(|d| d.contains("can't run this command")) => {
             NOPERM_HINT
         }
-        _ if err.to_string().contains("STEMBATCH") => {
+        (_, Some("STEMBATCH")) => {
             " (hint: another program wrote this key: give stembatch a Redis database of its own, e.g. redis://host:6379/5)"
         }
         _ => "",
@@ -130,5 +168,31 @@ impl Store {
         }
         let micros: i64 = invocation.invoke_async(&mut conn).await?;
         Ok(Answer::of(micros))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With tries that fail at once, the waits add up to [`AWAY_FOR`] whatever the
+    /// jitter: full jitter alone (four tries) waited about 0.35 s on average.
+    #[test]
+    fn a_redis_away_is_tried_for_a_second_whatever_the_jitter() {
+        for seed in 1..200 {
+            let mut backoff = away_policy().backoff(seed);
+            let mut waited = Duration::ZERO;
+            let mut tries = 1;
+            while let Some(wait) = away_wait(waited, &mut backoff) {
+                assert!(wait <= away_policy().cap, "seed {seed}: {wait:?}");
+                waited += wait;
+                tries += 1;
+            }
+            assert_eq!(waited, AWAY_FOR, "seed {seed}");
+            assert!(tries >= 4, "seed {seed}: {tries} tries");
+        }
+        // A try that itself took the second (a hung Redis) is the last.
+        let mut backoff = away_policy().backoff(1);
+        assert_eq!(away_wait(AWAY_FOR, &mut backoff), None);
     }
 }
