@@ -378,7 +378,8 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
 /// The run's pacers: local, or shared through Redis when `limits.redis_url` or
 /// `STEMBATCH_REDIS_URL` names one. `shard` is this process's shard of its manifest;
 /// with `limits.share` (the manifest's place among those run on one key) it makes the
-/// process's place among all on the key, which the fallback paces by.
+/// process's place among all on the key, which the fallback paces by. A process with no
+/// place (no `limits.share`, no shard) is warned: its fallback takes the full limits.
 async fn pacers(
     manifest: &Manifest,
     settings: &RunSettings,
@@ -397,6 +398,12 @@ async fn pacers(
         .limits
         .share
         .map_or(shard, |share| shard.within(share));
+    if manifest.limits.share.is_none() && position.count.get() == 1 {
+        tracing::warn!(
+            redis = %url,
+            "the rate limits are shared through Redis {url}, but this process declares no place among those on the key (limits.share or --shard): if Redis goes away, it paces itself at the full limits beside the others"
+        );
+    }
     shared_limit::shared_pacers(&url, &client.account_id(), position, settings)
         .await
         .map_err(|err| ExpectedError::usage(err.to_string()).into())

@@ -139,6 +139,11 @@ async fn three_processes_on_one_key_keep_to_its_limit_as_fast_as_one() {
     for output in &outputs {
         assert_eq!(output.status.code(), Some(0), "{}", stderr(output));
         assert!(!stderr(output).contains("is away"), "{}", stderr(output));
+        assert!(
+            !stderr(output).contains("declares no place"),
+            "{}",
+            stderr(output)
+        );
     }
     let stats = sim.stats();
     assert_eq!(stats.tasks_created, 150);
@@ -360,6 +365,21 @@ async fn pacers_on_one_key_hand_out_one_schedule_and_redis_never_holds_the_key()
         })
         .collect();
     assert!(!format!("{keys:?}{dump:?}").contains("secret"));
+}
+
+/// A process that shares the limits but declares no place among those on the key is
+/// warned at the start: should Redis go away, it would take the full limits.
+#[tokio::test]
+async fn a_process_with_no_place_on_a_shared_key_is_warned_at_the_start() {
+    let Some(redis) = RedisServer::start(None) else {
+        return;
+    };
+    let (output, sim, _dir) = run_with_redis(&redis.url()).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{said}");
+    assert_eq!(said.matches("declares no place").count(), 1, "{said}");
+    assert!(said.contains("(limits.share or --shard)"), "{said}");
+    assert_eq!(sim.stats().tasks_created, 3);
 }
 
 /// A key that holds something else than a time: exit 2, the hint found by the script's
