@@ -90,6 +90,9 @@ impl Ask {
     /// The script's ARGV for a limit spaced `period` apart with `tolerance`.
     pub fn args(self, period: Duration, tolerance: Duration) -> Vec<String> {
         let us = |d: Duration| d.as_micros().to_string();
+        // Rounded up: the spacing, and a hold the provider asked for, are never shorter
+        // than asked.
+        let us_up = |d: Duration| d.as_nanos().div_ceil(1_000).to_string();
         let mut args = vec![
             match self {
                 Ask::Check => "check",
@@ -97,14 +100,14 @@ impl Ask {
                 Ask::Hold { .. } => "hold",
             }
             .to_owned(),
-            // At least 1 µs: a period that rounds to zero would make no spacing at all.
-            period.as_micros().max(1).to_string(),
+            // At least 1 µs: a period of zero would make no spacing at all.
+            us_up(period.max(Duration::from_micros(1))),
             us(tolerance),
         ];
         match self {
             Ask::Check => {}
             Ask::Reserve { lead, horizon } => args.extend([us(lead), us(horizon)]),
-            Ask::Hold { wait } => args.push(us(wait)),
+            Ask::Hold { wait } => args.push(us_up(wait)),
         }
         args
     }
@@ -125,7 +128,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn arguments_and_answers_are_microseconds() {
+    fn arguments_and_answers_are_microseconds_the_period_rounded_up() {
         let ms = Duration::from_millis;
         let reserve = Ask::Reserve {
             lead: ms(50),
@@ -142,6 +145,15 @@ mod tests {
         assert_eq!(
             Ask::Check.args(Duration::from_nanos(10), Duration::ZERO),
             ["check", "1", "0"]
+        );
+        // 1200/7s: 5833.33… µs, rounded up so the shared spacing is never shorter.
+        let period = Duration::from_nanos(5_833_334);
+        assert_eq!(
+            Ask::Hold {
+                wait: Duration::from_nanos(1_000_001)
+            }
+            .args(period, Duration::ZERO),
+            ["hold", "5834", "0", "1001"]
         );
         assert_eq!(Answer::of(0), Answer::Slot(Duration::ZERO));
         assert_eq!(
