@@ -188,6 +188,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
         None => Pacers::from_settings(&manifest.run),
         Some(sharing) => scheduler::shared_limit::shared_pacers(
             &sharing.redis,
+            stembatch::manifest::RedisUrlSource::Env,
             &client.account_id(),
             sharing.position,
             &manifest.run,

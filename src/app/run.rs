@@ -391,7 +391,7 @@ async fn pacers(
         .limits
         .redis_url(env.as_deref())
         .map_err(ExpectedError::usage)?;
-    let Some(url) = url else {
+    let Some((url, from)) = url else {
         return Ok(Pacers::from_settings(settings));
     };
     let position = manifest
@@ -404,7 +404,7 @@ async fn pacers(
             "the rate limits are shared through Redis {url}, but this process declares no place among those on the key (limits.share or --shard): if Redis goes away, it paces itself at the full limits beside the others"
         );
     }
-    shared_limit::shared_pacers(&url, &client.account_id(), position, settings)
+    shared_limit::shared_pacers(&url, from, &client.account_id(), position, settings)
         .await
         .map_err(|err| ExpectedError::usage(err.to_string()).into())
 }

@@ -131,6 +131,24 @@ impl fmt::Display for ShardPosition {
     }
 }
 
+/// Where the Redis URL of the shared limits was given, named as the user wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisUrlSource {
+    /// `limits.redis_url` of the manifest.
+    Manifest,
+    /// The environment variable [`REDIS_URL_ENV`].
+    Env,
+}
+
+impl fmt::Display for RedisUrlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RedisUrlSource::Manifest => "limits.redis_url",
+            RedisUrlSource::Env => REDIS_URL_ENV,
+        })
+    }
+}
+
 /// `[limits]`, validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LimitSettings {
@@ -142,13 +160,19 @@ pub struct LimitSettings {
 
 impl LimitSettings {
     /// The Redis to use: `STEMBATCH_REDIS_URL` when set and not empty (`env`), else
-    /// `limits.redis_url`. The error names the variable.
-    pub fn redis_url(&self, env: Option<&str>) -> Result<Option<RedisUrl>, String> {
+    /// `limits.redis_url`; with where it was given. The error names the variable.
+    pub fn redis_url(
+        &self,
+        env: Option<&str>,
+    ) -> Result<Option<(RedisUrl, RedisUrlSource)>, String> {
         match env.map(str::trim).filter(|v| !v.is_empty()) {
             Some(text) => RedisUrl::parse(text)
-                .map(Some)
+                .map(|url| Some((url, RedisUrlSource::Env)))
                 .map_err(|problem| format!("{REDIS_URL_ENV}: {problem}")),
-            None => Ok(self.redis_url.clone()),
+            None => Ok(self
+                .redis_url
+                .clone()
+                .map(|url| (url, RedisUrlSource::Manifest))),
         }
     }
 }
@@ -210,10 +234,19 @@ mod tests {
             redis_url: Some(RedisUrl::parse("redis://from-manifest").unwrap()),
             share: None,
         };
-        let from = |env| settings.redis_url(env).unwrap().unwrap().to_string();
-        assert_eq!(from(Some("redis://from-env:1")), "redis://from-env:1");
-        assert_eq!(from(Some("  ")), "redis://from-manifest");
-        assert_eq!(from(None), "redis://from-manifest");
+        let from = |env| {
+            let (url, source) = settings.redis_url(env).unwrap().unwrap();
+            format!("{url} from {source}")
+        };
+        assert_eq!(
+            from(Some("redis://from-env:1")),
+            "redis://from-env:1 from STEMBATCH_REDIS_URL"
+        );
+        assert_eq!(
+            from(Some("  ")),
+            "redis://from-manifest from limits.redis_url"
+        );
+        assert_eq!(from(None), "redis://from-manifest from limits.redis_url");
         let err = settings.redis_url(Some("http://x")).unwrap_err();
         assert!(err.starts_with("STEMBATCH_REDIS_URL: "), "{err}");
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use crate::stems::{DiskFiles, LocalFiles};
 use crate::variant::Variant;
 
-pub use limits::{redact, LimitSettings, RedisUrl, ShardPosition, REDIS_URL_ENV};
+pub use limits::{redact, LimitSettings, RedisUrl, RedisUrlSource, ShardPosition, REDIS_URL_ENV};
 pub use settings::{
     url_expiry_margin, ApiSettings, Rate, RunSettings, S3Settings, UploadMode, UploadSettings,
     DEFAULT_URL_EXPIRY,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use stembatch::manifest::{Rate, RedisUrl, RunSettings, ShardPosition};
+use stembatch::manifest::{Rate, RedisUrl, RedisUrlSource, RunSettings, ShardPosition};
 use stembatch::scheduler::shared_limit::{self, account_id, limit_key};
 use stembatch::sim::{SimConfig, SimHandle};
 
@@ -232,6 +232,7 @@ async fn a_wrong_redis_password_is_a_clear_error_before_anything_is_sent() {
         said.contains("the shared rate limit's Redis redis://:***@127.0.0.1"),
         "{said}"
     );
+    assert!(said.contains("(from STEMBATCH_REDIS_URL)"), "{said}");
     assert!(said.contains("check the password"), "{said}");
     assert!(
         !said.contains("hunter2"),
@@ -320,7 +321,7 @@ async fn pacers_on_one_key_hand_out_one_schedule_and_redis_never_holds_the_key()
     for index in 0..2 {
         let position = ShardPosition::new(index, 2).unwrap();
         pacers.push(
-            shared_limit::shared_pacers(&url, &account, position, &settings)
+            shared_limit::shared_pacers(&url, RedisUrlSource::Env, &account, position, &settings)
                 .await
                 .unwrap(),
         );
@@ -415,9 +416,15 @@ async fn a_redis_away_at_the_start_is_tried_for_a_second() {
     for _ in 0..3 {
         let started = Instant::now();
         let account = account_id("sk-away");
-        shared_limit::shared_pacers(&url, &account, ShardPosition::SOLE, &RunSettings::default())
-            .await
-            .unwrap();
+        shared_limit::shared_pacers(
+            &url,
+            RedisUrlSource::Env,
+            &account,
+            ShardPosition::SOLE,
+            &RunSettings::default(),
+        )
+        .await
+        .unwrap();
         let waited = started.elapsed();
         assert!(waited >= Duration::from_secs(1), "{waited:?}");
         assert!(waited < Duration::from_secs(3), "{waited:?}");

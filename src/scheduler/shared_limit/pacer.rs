@@ -17,9 +17,13 @@ use tokio::sync::Semaphore;
 use super::grid::FallbackGrid;
 use super::script::{Answer, Ask};
 use super::store::{is_away, AwayWaits, Store};
-use super::HORIZON;
 use crate::manifest::{Rate, RedisUrl, ShardPosition};
 use crate::scheduler::pacer::Pacer;
+
+/// How far ahead of Redis' now a slot may be handed out: room for a submit's intent
+/// (50 ms) and a late wake-up. It also bounds what a process that falls back must wait
+/// for, since no process got a slot from Redis later than this past its last answer.
+pub const HORIZON: Duration = Duration::from_millis(250);
 
 /// What the pacers of one process share: the store, and whether it is still used.
 pub(super) struct Link {
