@@ -253,3 +253,22 @@ impl Pacer for SharedPacer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hold-off whose future is dropped before Redis heard of it (a stop, a hung Redis)
+    /// still holds this process's own slots back, for the fallback.
+    #[tokio::test]
+    async fn a_hold_off_holds_the_local_slots_back_before_redis_hears_of_it() {
+        let url = RedisUrl::parse("redis://127.0.0.1:1").unwrap();
+        let link = Arc::new(Link::new(None, url, ShardPosition::SOLE));
+        let rate = Rate::parse("10/s").unwrap();
+        let pacer = SharedPacer::new(link, "k".to_owned(), rate, std::num::NonZeroU32::MIN);
+        let now = Instant::now();
+        drop(pacer.hold_off(now, Duration::from_secs(2)));
+        let slot = pacer.reserve(now).await;
+        assert!(slot >= now + Duration::from_secs(2), "{:?}", slot - now);
+    }
+}
