@@ -105,14 +105,23 @@ pub fn describe(holder: Option<&Holder>) -> String {
 const HELD_RETRIES: u32 = 10;
 const HELD_RETRY_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Takes the lock of the output folder `out_dir` whose state folder is `state_dir`.
-pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
+/// How a run holds a folder's lock file.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Alone: a whole-folder run, or a shard in its own folder.
+    Exclusive,
+    /// Beside the other shards of the folder.
+    Shared,
+}
+
+/// Opens the lock file in `state_dir` and locks it in `mode`. Not truncated on open: the
+/// holder's pid must survive until we hold the lock.
+fn lock_file(state_dir: &Path, out_dir: &Path, mode: Mode) -> Result<File, LockError> {
     let path = state_dir.join(LOCK_FILE);
     let io = |cause| LockError::Io {
         path: path.clone(),
         cause,
     };
-    // Not truncated on open: the holder's pid must survive until we hold the lock.
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -125,8 +134,12 @@ pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
     // script can never cost a night.
     let mut tries = 0;
     loop {
-        match file.try_lock() {
-            Ok(()) => break,
+        let locked = match mode {
+            Mode::Exclusive => file.try_lock(),
+            Mode::Shared => file.try_lock_shared(),
+        };
+        match locked {
+            Ok(()) => return Ok(file),
             Err(std::fs::TryLockError::WouldBlock) if tries < HELD_RETRIES => {
                 tries += 1;
                 std::thread::sleep(HELD_RETRY_WAIT);
@@ -140,6 +153,15 @@ pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
             Err(std::fs::TryLockError::Error(err)) => return Err(io(err)),
         }
     }
+}
+
+/// Takes the lock of the output folder `out_dir` whose state folder is `state_dir`.
+pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
+    let mut file = lock_file(state_dir, out_dir, Mode::Exclusive)?;
+    let io = |cause| LockError::Io {
+        path: state_dir.join(LOCK_FILE),
+        cause,
+    };
     let holder = Holder {
         pid: std::process::id(),
         since: Some(Utc::now()),
@@ -156,34 +178,8 @@ pub fn acquire(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
 /// knows no shards) cannot take the folder while shards run in it. Writes nothing: the
 /// shards name themselves in their own locks.
 pub fn acquire_shared(state_dir: &Path, out_dir: &Path) -> Result<RunLock, LockError> {
-    let path = state_dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|cause| LockError::Io {
-            path: path.clone(),
-            cause,
-        })?;
-    let mut tries = 0;
-    loop {
-        match file.try_lock_shared() {
-            Ok(()) => return Ok(RunLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) if tries < HELD_RETRIES => {
-                tries += 1;
-                std::thread::sleep(HELD_RETRY_WAIT);
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(LockError::Held {
-                    holder: read_holder(&mut file),
-                    dir: out_dir.to_owned(),
-                })
-            }
-            Err(std::fs::TryLockError::Error(cause)) => return Err(LockError::Io { path, cause }),
-        }
-    }
+    let file = lock_file(state_dir, out_dir, Mode::Shared)?;
+    Ok(RunLock { _file: file })
 }
 
 /// Who holds the lock of the folder whose state folder is `state_dir`, without waiting

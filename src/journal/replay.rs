@@ -354,21 +354,7 @@ mod tests {
         Record::Track {
             variant_id: id(),
             task_id: task.into(),
-            entry: TrackEntry {
-                track: n,
-                audio_id: format!("a{n}"),
-                file: format!("audio/s/v-{n}.wav"),
-                bytes: 1,
-                sha256: "00".into(),
-                audio_url: "u".into(),
-                duration_s: None,
-                modified_ns: None,
-                decoded_s: None,
-                peak_dbfs: None,
-                lufs: None,
-                qc: None,
-                wave: None,
-            },
+            entry: TrackEntry::minimal(n, &format!("a{n}"), &format!("audio/s/v-{n}.wav")),
         }
     }
 

@@ -247,21 +247,7 @@ mod tests {
                 tracks: files
                     .iter()
                     .enumerate()
-                    .map(|(i, file)| TrackEntry {
-                        track: i as u32 + 1,
-                        audio_id: "a".into(),
-                        file: (*file).into(),
-                        bytes: 1,
-                        sha256: "00".into(),
-                        audio_url: "u".into(),
-                        duration_s: None,
-                        modified_ns: None,
-                        decoded_s: None,
-                        peak_dbfs: None,
-                        lufs: None,
-                        qc: None,
-                        wave: None,
-                    })
+                    .map(|(i, file)| TrackEntry::minimal(i as u32 + 1, "a", file))
                     .collect(),
             }),
             end: Some(crate::journal::replay::PriorEnd {

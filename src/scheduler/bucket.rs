@@ -285,29 +285,8 @@ pub async fn survey(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::pacer::CountingPacer;
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// A pacer that never waits and counts its hold-offs.
-    #[derive(Default)]
-    struct Counting(AtomicU32);
-
-    impl Pacer for Counting {
-        fn reserve(
-            &self,
-            now: std::time::Instant,
-        ) -> futures::future::BoxFuture<'_, std::time::Instant> {
-            Box::pin(std::future::ready(now))
-        }
-
-        fn hold_off(
-            &self,
-            _: std::time::Instant,
-            _: Duration,
-        ) -> futures::future::BoxFuture<'_, ()> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Box::pin(std::future::ready(()))
-        }
-    }
 
     fn failing(failure: StorageFailure) -> StorageError {
         StorageError {
@@ -322,7 +301,7 @@ mod tests {
             (StorageFailure::Throttled, 1),
             (StorageFailure::Transient, 0),
         ] {
-            let pacer = Counting::default();
+            let pacer = CountingPacer::default();
             let calls = AtomicU32::new(0);
             let stored = with_retries(
                 Some(&pacer as &dyn Pacer),
@@ -337,7 +316,7 @@ mod tests {
             )
             .await;
             assert!(stored.is_ok(), "{failure:?}");
-            assert_eq!(pacer.0.load(Ordering::SeqCst), holds, "{failure:?}");
+            assert_eq!(pacer.holds(), holds, "{failure:?}");
         }
     }
 }

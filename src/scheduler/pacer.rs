@@ -101,6 +101,46 @@ impl Pacer for RatePacer {
     }
 }
 
+/// A pacer for tests: every slot at once, and a count of its hold-offs.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct CountingPacer {
+    holds: std::sync::atomic::AtomicU32,
+    /// Whether a hold-off never finishes, as one told to a hung shared store.
+    hangs: bool,
+}
+
+#[cfg(test)]
+impl CountingPacer {
+    /// A pacer whose hold-offs never finish.
+    pub(crate) fn hanging() -> Self {
+        CountingPacer {
+            hangs: true,
+            ..CountingPacer::default()
+        }
+    }
+
+    /// How many hold-offs it was told.
+    pub(crate) fn holds(&self) -> u32 {
+        self.holds.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+impl Pacer for CountingPacer {
+    fn reserve(&self, earliest: Instant) -> BoxFuture<'_, Instant> {
+        Box::pin(std::future::ready(earliest))
+    }
+
+    fn hold_off(&self, _: Instant, _: Duration) -> BoxFuture<'_, ()> {
+        self.holds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        match self.hangs {
+            true => Box::pin(std::future::pending()),
+            false => Box::pin(std::future::ready(())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

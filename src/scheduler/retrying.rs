@@ -155,6 +155,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::pacer::CountingPacer;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn status(status: u16, retry_after: Option<Duration>) -> ApiError {
@@ -209,31 +210,10 @@ mod tests {
         assert_eq!(waited, RetryPolicy::new(6).retry_after_cap, "{waited:?}");
     }
 
-    /// A pacer whose shared schedule never hears back (a hung Redis), which counts the
-    /// hold-offs it applied at once.
-    struct HungPacer(AtomicU32);
-
-    impl Pacer for HungPacer {
-        fn reserve(
-            &self,
-            earliest: std::time::Instant,
-        ) -> futures::future::BoxFuture<'_, std::time::Instant> {
-            Box::pin(std::future::ready(earliest))
-        }
-
-        fn hold_off(
-            &self,
-            _: std::time::Instant,
-            _: Duration,
-        ) -> futures::future::BoxFuture<'_, ()> {
-            self.0.fetch_add(1, Ordering::SeqCst);
-            Box::pin(std::future::pending())
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_stop_cuts_a_hung_hold_off_short() {
-        let pacer = HungPacer(AtomicU32::new(0));
+        // Its shared schedule never hears back, as from a hung Redis.
+        let pacer = CountingPacer::hanging();
         let stop = CancellationToken::new();
         let canceller = stop.clone();
         tokio::spawn(async move {
@@ -249,7 +229,7 @@ mod tests {
             matches!(result, Ok(Err(CallFailure::Stopped))),
             "{result:?}"
         );
-        assert_eq!(pacer.0.load(Ordering::SeqCst), 1);
+        assert_eq!(pacer.holds(), 1);
     }
 
     #[tokio::test(start_paused = true)]

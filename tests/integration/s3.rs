@@ -45,6 +45,13 @@ async fn run_s3(
         .expect("stembatch ran")
 }
 
+/// A manifest with `text` beside a.wav, one second of 440 Hz, which its stems name.
+fn manifest_with_a_wav(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (dir, manifest) = write_manifest(text);
+    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    (dir, manifest)
+}
+
 fn key_of(file: &Path) -> String {
     format!("stembatch/{}.wav", sha256_of(file))
 }
@@ -77,11 +84,10 @@ async fn a_stem_is_uploaded_once_across_runs_and_names_and_no_credential_shows()
         return;
     };
     let sim = start_sim(quick_sim()).await;
-    let (dir, manifest) = write_manifest(&format!(
+    let (dir, manifest) = manifest_with_a_wav(&format!(
         "{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n[[stem]]\npath = \"b.wav\"\n{}",
         s3.upload_section("stembatch/")
     ));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
     std::fs::copy(dir.path().join("a.wav"), dir.path().join("b.wav")).unwrap();
     let key = key_of(&dir.path().join("a.wav"));
 
@@ -214,11 +220,10 @@ async fn urls_that_would_expire_before_the_task_can_fetch_them_are_minted_again(
         ..quick_sim()
     })
     .await;
-    let (dir, manifest) = write_manifest(&format!(
+    let (dir, manifest) = manifest_with_a_wav(&format!(
         "{SHORT_TASKS}\n[[stem]]\npath = \"a.wav\"\n[stem.matrix]\ntags = [\"a\", \"b\", \"c\", \"d\", \"e\"]\n{}url_expiry = \"5s\"\n",
         s3.upload_section("stembatch/")
     ));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
     let out = dir.path().join("out");
     let run = run_s3(&sim, &s3, None, &manifest, &out).await;
     assert_eq!(run.status.code(), Some(0), "{}", stderr(&run));
@@ -241,11 +246,10 @@ async fn refused_credentials_stop_the_run_before_any_submit() {
         return;
     };
     let sim = start_sim(quick_sim()).await;
-    let (dir, manifest) = write_manifest(&format!(
+    let (dir, manifest) = manifest_with_a_wav(&format!(
         "{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n{}",
         s3.upload_section("stembatch/")
     ));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
     let out = dir.path().join("out");
     let wrong = "wrong-secret-0123456789abcdefghijklmnopqr";
     let run = run_s3(&sim, &s3, Some(wrong), &manifest, &out).await;
@@ -267,10 +271,9 @@ async fn refused_credentials_stop_the_run_before_any_submit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_credential_is_a_usage_error_before_anything_is_sent() {
     let sim = start_sim(quick_sim()).await;
-    let (dir, manifest) = write_manifest(&format!(
+    let (dir, manifest) = manifest_with_a_wav(&format!(
         "{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n[upload]\nmode = \"s3\"\nbucket = \"stems\"\nendpoint = \"http://127.0.0.1:9\"\n"
     ));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
     let out = dir.path().join("out");
     let mut command = run_command(&sim, &manifest, &out, &[]);
     command
@@ -388,11 +391,10 @@ async fn an_unreachable_bucket_is_retried_then_fails_the_variant_and_the_next_ru
     };
     let sim = start_sim(quick_sim()).await;
     let head = FAST_RUN.replace("[run]", "[run]\nmax_attempts = 3");
-    let (dir, manifest) = write_manifest(&format!(
+    let (dir, manifest) = manifest_with_a_wav(&format!(
         "{head}\n[[stem]]\npath = \"a.wav\"\n{}",
         s3.upload_section("stembatch/")
     ));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
     let out = dir.path().join("out");
 
     // The bucket goes away: every call to it meets a refused connection.
@@ -437,11 +439,10 @@ async fn a_url_is_presigned_when_its_submit_slot_comes_not_before_the_wait() {
     let head = SHORT_TASKS
         .replace("concurrency = 1", "concurrency = 4")
         .replace("submit_rate = \"1/s\"", "submit_rate = \"30/min\"");
-    let (dir, manifest) = write_manifest(&format!(
+    let (dir, manifest) = manifest_with_a_wav(&format!(
         "{head}\n[[stem]]\npath = \"a.wav\"\n[stem.matrix]\ntags = [\"a\", \"b\", \"c\", \"d\"]\n{}url_expiry = \"5s\"\n",
         s3.upload_section("stembatch/")
     ));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
     let out = dir.path().join("out");
     let run = run_s3(&sim, &s3, None, &manifest, &out).await;
     let said = stderr(&run);
@@ -459,10 +460,9 @@ async fn a_bucket_answering_400_to_a_head_stops_the_run_naming_the_token_and_reg
     // What S3 answers a HEAD signed with an expired session token or for another region.
     let (endpoint, requests) = s3_server::answering(400).await;
     let sim = start_sim(quick_sim()).await;
-    let (dir, manifest) = write_manifest(&format!(
+    let (dir, manifest) = manifest_with_a_wav(&format!(
         "{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n[upload]\nmode = \"s3\"\nbucket = \"stems\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n"
     ));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
     let out = dir.path().join("out");
     let mut command = run_command(&sim, &manifest, &out, &[]);
     command
@@ -494,11 +494,10 @@ async fn presigned_urls_never_outlive_temporary_credentials() {
         return;
     };
     let sim = start_sim(quick_sim()).await;
-    let (dir, manifest) = write_manifest(&format!(
+    let (dir, manifest) = manifest_with_a_wav(&format!(
         "{SHORT_TASKS}\n[[stem]]\npath = \"a.wav\"\n{}url_expiry = \"1h\"\n",
         s3.upload_section("stembatch/")
     ));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
     let run_expiring = |seconds: i64, out: &'static str| {
         let expiration = chrono::Utc::now() + chrono::Duration::seconds(seconds);
         let mut command = run_command(&sim, &manifest, &dir.path().join(out), &[]);
@@ -548,8 +547,7 @@ async fn an_object_trusted_from_the_journal_is_asked_for_before_its_first_url() 
     let sim = start_sim(quick_sim()).await;
     let upload = s3.upload_section("stembatch/");
     let first = format!("{FAST_RUN}\n[[stem]]\npath = \"a.wav\"\n[[stem]]\npath = \"b.wav\"\n");
-    let (dir, manifest) = write_manifest(&format!("{first}{upload}"));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
+    let (dir, manifest) = manifest_with_a_wav(&format!("{first}{upload}"));
     write_wav(&dir.path().join("b.wav"), 1.0, 330.0);
     let out = dir.path().join("out");
     let run = run_s3(&sim, &s3, None, &manifest, &out).await;
@@ -577,10 +575,9 @@ async fn a_bucket_answering_503_is_tried_under_the_policy_then_fails_the_variant
     let (endpoint, requests) = s3_server::answering(503).await;
     let sim = start_sim(quick_sim()).await;
     let head = FAST_RUN.replace("[run]", "[run]\nmax_attempts = 3");
-    let (dir, manifest) = write_manifest(&format!(
+    let (dir, manifest) = manifest_with_a_wav(&format!(
         "{head}\n[[stem]]\npath = \"a.wav\"\n[upload]\nmode = \"s3\"\nbucket = \"stems\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n"
     ));
-    write_wav(&dir.path().join("a.wav"), 1.0, 440.0);
     let out = dir.path().join("out");
     let mut command = run_command(&sim, &manifest, &out, &[]);
     command

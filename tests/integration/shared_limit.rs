@@ -210,13 +210,19 @@ async fn run_with_redis(redis_url: &str) -> (std::process::Output, SimHandle, te
     (output, sim, dir)
 }
 
-fn assert_nothing_sent(sim: &SimHandle, dir: &tempfile::TempDir) {
+/// A run with `redis_url` that a misused Redis stops at the start: exit 2, with nothing
+/// sent to the simulator and nothing written to the output folder. Returns what it said.
+async fn refused_before_anything_is_sent(redis_url: &str) -> String {
+    let (output, sim, dir) = run_with_redis(redis_url).await;
+    let said = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{said}");
     let stats = sim.stats();
     assert_eq!(
         (stats.submit_calls, stats.detail_calls, stats.upload_calls),
         (0, 0, 0)
     );
     assert!(!dir.path().join("out").exists(), "nothing written either");
+    said
 }
 
 #[tokio::test]
@@ -225,9 +231,7 @@ async fn a_wrong_redis_password_is_a_clear_error_before_anything_is_sent() {
         return;
     };
     let url = redis.url().replace("right-password", "hunter2-wrong");
-    let (output, sim, dir) = run_with_redis(&url).await;
-    let said = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{said}");
+    let said = refused_before_anything_is_sent(&url).await;
     assert!(
         said.contains("the shared rate limit's Redis redis://:***@127.0.0.1"),
         "{said}"
@@ -238,7 +242,6 @@ async fn a_wrong_redis_password_is_a_clear_error_before_anything_is_sent() {
         !said.contains("hunter2"),
         "the password is never shown: {said}"
     );
-    assert_nothing_sent(&sim, &dir);
 }
 
 #[tokio::test]
@@ -253,12 +256,9 @@ async fn a_limit_key_of_the_wrong_type_is_a_clear_error_before_anything_is_sent(
         .arg("value")
         .query(&mut redis.connection())
         .unwrap();
-    let (output, sim, dir) = run_with_redis(&redis.url()).await;
-    let said = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{said}");
+    let said = refused_before_anything_is_sent(&redis.url()).await;
     assert!(said.contains("WRONGTYPE"), "{said}");
     assert!(said.contains("a database of its own"), "{said}");
-    assert_nothing_sent(&sim, &dir);
 }
 
 /// A read-only replica (its primary away, its data served stale) answers reads: the
@@ -274,12 +274,9 @@ async fn a_read_only_replica_is_a_clear_error_before_anything_is_sent() {
     let Some(redis) = RedisServer::start_with(None, &replica_of) else {
         return;
     };
-    let (output, sim, dir) = run_with_redis(&redis.url()).await;
-    let said = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{said}");
+    let said = refused_before_anything_is_sent(&redis.url()).await;
     assert!(said.contains("read only replica"), "{said}");
     assert!(said.contains("at its primary"), "{said}");
-    assert_nothing_sent(&sim, &dir);
 }
 
 /// A Redis user that may read and run scripts but not `SET`: exit 2 at the start, with
@@ -294,12 +291,9 @@ async fn a_redis_user_without_set_is_a_clear_error_before_anything_is_sent() {
         .query(&mut redis.connection())
         .unwrap();
     let url = redis.url().replace("redis://", "redis://limited:pw@");
-    let (output, sim, dir) = run_with_redis(&url).await;
-    let said = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{said}");
+    let said = refused_before_anything_is_sent(&url).await;
     assert!(said.contains("can't run this command"), "{said}");
     assert!(said.contains("EVALSHA and SCRIPT LOAD"), "{said}");
-    assert_nothing_sent(&sim, &dir);
 }
 
 /// Two processes' pacers (built as a run builds them) on one key, asking in turns: their
@@ -396,12 +390,9 @@ async fn a_limit_key_holding_no_time_is_a_clear_error_before_anything_is_sent() 
         .arg("not a time")
         .query(&mut redis.connection())
         .unwrap();
-    let (output, sim, dir) = run_with_redis(&redis.url()).await;
-    let said = stderr(&output);
-    assert_eq!(output.status.code(), Some(2), "{said}");
+    let said = refused_before_anything_is_sent(&redis.url()).await;
     assert!(said.contains("holds something else than a time"), "{said}");
     assert!(said.contains("another program wrote this key"), "{said}");
-    assert_nothing_sent(&sim, &dir);
 }
 
 /// A Redis that refuses connections is tried for about a second (whatever the jitter)
