@@ -64,11 +64,20 @@ pub(super) async fn plan(
 ) -> anyhow::Result<u8> {
     let path_owned = path.to_owned();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path_owned)).await??;
+    // Every shard's variants: a paid task of a variant not among them is collected.
+    let listed = match (shard, out) {
+        (Some(_), Some(_)) => manifest.variants.clone(),
+        _ => Vec::new(),
+    };
     if let Some(shard) = shard {
         manifest.variants.retain(|v| shard.contains(&v.id));
     }
+    let listed = match shard {
+        Some(_) => &listed[..],
+        None => &manifest.variants[..],
+    };
     let resume = match out {
-        Some(dir) => Some(plan_against(&manifest, dir).await?),
+        Some(dir) => Some(plan_against(&manifest, listed, shard, dir).await?),
         None => None,
     };
     let intents = resume.as_ref().map(|r| &r.intents);
@@ -100,13 +109,19 @@ pub(super) async fn plan(
 
 /// What a run into `dir` would do, from its journals (every shard's), read and never
 /// written.
-async fn plan_against(manifest: &manifest::Manifest, dir: &Path) -> anyhow::Result<Resume> {
+async fn plan_against(
+    manifest: &manifest::Manifest,
+    listed: &[Variant],
+    shard: Option<Shard>,
+    dir: &Path,
+) -> anyhow::Result<Resume> {
     let records = read_journals(dir)?;
     let rerun = Rerun {
         retry_failed: false,
         now: chrono::Utc::now(),
     };
-    Ok(resume::prepare(&manifest.variants, &records, dir, rerun).await?)
+    let variants = &manifest.variants;
+    Ok(resume::prepare(variants, listed, shard, &records, dir, rerun).await?)
 }
 
 /// Every journal of the folder `dir`, put together; a damaged one is the user's to see.
@@ -144,6 +159,12 @@ fn cost_summary(resume: &Resume, dir: &Path) -> String {
         text.push_str(&format!(
             "; {} earlier tracks of changed variants would move to superseded/",
             resume.moves.len()
+        ));
+    }
+    if !resume.orphans.is_empty() {
+        text.push_str(&format!(
+            "; collect {} paid tasks of variants that changed or left the manifest into superseded/",
+            resume.orphans.len()
         ));
     }
     text.push_str("; each task is charged when it succeeds");

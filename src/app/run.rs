@@ -136,6 +136,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         pacers,
         journal,
         entries,
+        orphans,
         earlier_uploads,
         shard_part,
         bucket,
@@ -195,7 +196,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     let csv_path = out_dir.join(FILE_NAME);
     let variants = Arc::new(manifest.variants);
     let state = tokio::select! {
-        state = scheduler::run(Arc::clone(&variants), entries, inputs) => {
+        state = scheduler::run_collecting(Arc::clone(&variants), entries, orphans, inputs) => {
             progress.finish();
             state.with_context(|| format!("cannot write {}", csv_path.display()))?
         }
@@ -206,6 +207,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         }
     };
     log_closing(&state, &variants, &csv_path, started.elapsed(), view);
+    log_orphans(&state);
     // The last line of a run: where to listen.
     let page = out_dir.join(crate::report::html::FILE_NAME);
     tracing::info!("report: {}", page.display());
@@ -278,6 +280,24 @@ fn log_closing(
     }
 }
 
+/// One line on the paid tasks of variants no longer in the manifest, when there were any:
+/// they have no row in `results.csv`, so this is where the morning sees them.
+fn log_orphans(state: &RunState) {
+    let counts = state.orphan_counts();
+    let total = counts.finished + counts.failed + counts.timeout + counts.error + counts.pending;
+    if total == 0 {
+        return;
+    }
+    let line = format!(
+        "{total} paid tasks of variants that changed or left the manifest: {} collected into superseded/, {} failed, {} timeout, {} error, {} pending (the next run asks again)",
+        counts.finished, counts.failed, counts.timeout, counts.error, counts.pending
+    );
+    match counts.finished == total {
+        true => tracing::info!(orphans = total, collected = counts.finished, "{line}"),
+        false => tracing::warn!(orphans = total, collected = counts.finished, "{line}"),
+    }
+}
+
 /// Everything a run needs before its first request.
 struct Prepared {
     manifest: Manifest,
@@ -290,6 +310,8 @@ struct Prepared {
     locks: FolderLocks,
     journal: JournalWriter,
     entries: Vec<Entry>,
+    /// Paid tasks of variants no longer in the manifest, to collect.
+    orphans: Vec<Entry>,
     earlier_uploads: HashMap<String, UploadedFile>,
     /// A shard's run: its part of `results.csv`.
     shard_part: Option<ShardPart>,
@@ -327,7 +349,10 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         retry_failed: args.retry_failed,
         now: chrono::Utc::now(),
     };
-    let resume = resume::prepare(&manifest.variants, &folder.records, &out_dir, rerun).await?;
+    let listed = all_variants.as_deref().unwrap_or(&manifest.variants);
+    let records = &folder.records;
+    let resume =
+        resume::prepare(&manifest.variants, listed, shard, records, &out_dir, rerun).await?;
     resume::log_summary(&resume, folder.records.is_empty());
     let new_tasks = match &all_variants {
         // Every shard counts the whole manifest, so that they all refuse alike.
@@ -368,6 +393,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         pacers,
         locks: folder.locks,
         journal: folder.journal,
+        orphans: resume.orphan_entries(),
         entries: resume.entries,
         earlier_uploads,
         shard_part,

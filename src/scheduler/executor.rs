@@ -2,7 +2,9 @@
 //! download) and reports one [`Event`]. They decide nothing about money: a failed submit
 //! is reported, never repeated here; retries of calls that cost nothing go through the
 //! one retry path ([`super::retrying`]). A track that landed is decoded and judged
-//! ([`crate::qc`]) before it is reported.
+//! ([`crate::qc`]) before it is reported. A track never overwrites a different file in
+//! place: one of the manifest's moves it aside to `superseded/` first; an orphan's (a paid
+//! task of a variant no longer in the manifest) lands in `superseded/` beside it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,8 +24,9 @@ use super::upload::{StemUrl, Uploads};
 use crate::api::retry::{is_rate_limited, RetryPolicy};
 use crate::api::types::{SubmitInput, SubmitRequest, TrackFile, TASK_MODEL};
 use crate::api::{ApiClient, ApiError};
-use crate::download::{extension_of, DownloadError, Downloaded, Downloader, Expect};
+use crate::download::{extension_of, DownloadError, Downloaded, Downloader, Expect, Place};
 use crate::journal::format::Record;
+use crate::journal::rerun;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::RunSettings;
 use crate::outcome::TrackRecord;
@@ -66,8 +69,9 @@ impl Executor {
                 number,
                 file,
             } => {
-                let variant = &self.variants[&id];
-                self.download(variant, task_id, number, &file).await
+                let variant = self.variants.get(&id);
+                self.download(id.clone(), variant, task_id, number, &file)
+                    .await
             }
             Action::End { .. } | Action::Stop(_) => return None,
         })
@@ -201,44 +205,71 @@ impl Executor {
 
     /// One track: downloaded into place (and its cover, when asked). A result URL that
     /// answers 403, 404 or 410 has expired: the task's detail is asked for a fresh one once.
+    /// `variant` is `None` for an orphan: its track lands in `superseded/` under its old
+    /// variant id ([`rerun::orphan_track_path`]).
     async fn download(
         &self,
-        variant: &Variant,
+        id: VariantId,
+        variant: Option<&Variant>,
         task_id: String,
         number: u32,
         file: &TrackFile,
     ) -> Event {
-        let id = variant.id.clone();
         let failed = |failure| Event::TrackFailed {
             id: id.clone(),
             number,
             failure,
         };
-        let folder = self.out_dir.join("audio").join(&variant.stem.name);
+        let ext = extension_of(&file.audio_url, "mp3");
+        let (base, relative, place) = match variant {
+            Some(variant) => {
+                let base = format!(
+                    "audio/{}/{}-{number}",
+                    variant.stem.name,
+                    variant.file_base()
+                );
+                let relative = format!("{base}.{ext}");
+                let aside = self.out_dir.join(rerun::changed_path(&relative));
+                (Some(base), relative, Place::MoveAside(aside))
+            }
+            None => (
+                None,
+                rerun::orphan_track_path(&id, number, &ext),
+                Place::Beside,
+            ),
+        };
+        let dest = self.out_dir.join(&relative);
+        let folder = dest.parent().unwrap_or(&self.out_dir).to_owned();
         if let Err(cause) = tokio::fs::create_dir_all(&folder).await {
             return failed(TrackFailure::Download(DownloadError::Io {
                 path: folder,
                 cause,
             }));
         }
-        let base = format!(
-            "audio/{}/{}-{number}",
-            variant.stem.name,
-            variant.file_base()
-        );
-        let relative = format!("{base}.{}", extension_of(&file.audio_url, "mp3"));
-        let (url, done) = match self.fetch_track(&task_id, number, file, &relative).await {
+        let fetched = self
+            .fetch_track(&task_id, number, file, &relative, &place)
+            .await;
+        let (url, done) = match fetched {
             Ok(fetched) => fetched,
             Err(failure) => return failed(failure),
         };
-        let (qc, wave) = check_quality(self.out_dir.join(&relative), file.duration).await;
+        // Where it landed: beside a different file, an orphan's takes a free name.
+        let relative = done
+            .path
+            .strip_prefix(&self.out_dir)
+            .ok()
+            .and_then(|p| p.to_str())
+            .map_or(relative, |p| p.replace('\\', "/"));
+        let (qc, wave) = check_quality(done.path.clone(), file.duration).await;
         if qc.verdict != Verdict::Ok {
             warn!(track = number, qc = %qc.verdict, file = %relative, "track failed quality control; kept");
         }
-        if let Some(image) = file.image_url.as_deref() {
+        if let (Some(image), Some(base)) = (file.image_url.as_deref(), base) {
             if self.settings.download_covers {
                 let cover = format!("{base}.{}", extension_of(image, "jpeg"));
-                if let Err(CallFailure::Failed(err)) = self.fetch(image, &cover, Expect::Any).await
+                let aside = Place::MoveAside(self.out_dir.join(rerun::changed_path(&cover)));
+                if let Err(CallFailure::Failed(err)) =
+                    self.fetch(image, &cover, Expect::Any, &aside).await
                 {
                     warn!(track = number, error = %err, "cover not downloaded");
                 }
@@ -270,8 +301,12 @@ impl Executor {
         number: u32,
         file: &TrackFile,
         relative: &str,
+        place: &Place,
     ) -> Result<(String, Downloaded), TrackFailure> {
-        let download = match self.fetch(&file.audio_url, relative, Expect::Audio).await {
+        let first = self
+            .fetch(&file.audio_url, relative, Expect::Audio, place)
+            .await;
+        let download = match first {
             Ok(done) => return Ok((file.audio_url.clone(), done)),
             Err(CallFailure::Failed(err)) if err.is_gone() => err,
             Err(failure) => return Err(failure.into()),
@@ -281,7 +316,7 @@ impl Executor {
             .fresh_url(task_id, number, file)
             .await
             .map_err(|reason| TrackFailure::NoFreshUrl { download, reason })?;
-        let done = self.fetch(&url, relative, Expect::Audio).await?;
+        let done = self.fetch(&url, relative, Expect::Audio, place).await?;
         Ok((url, done))
     }
 
@@ -292,11 +327,12 @@ impl Executor {
         url: &str,
         relative: &str,
         expect: Expect,
+        place: &Place,
     ) -> Result<Downloaded, CallFailure<DownloadError>> {
         let dest = self.out_dir.join(relative);
         with_retries(None, &self.retry, &self.stop_work, || async {
             let _slot = self.download_slots.acquire().await;
-            self.downloader.fetch(url, &dest, expect).await
+            self.downloader.fetch(url, &dest, expect, place).await
         })
         .await
     }

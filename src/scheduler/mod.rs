@@ -121,6 +121,17 @@ pub async fn run(
     entries: Vec<Entry>,
     inputs: RunInputs,
 ) -> std::io::Result<RunState> {
+    run_collecting(variants, entries, Vec::new(), inputs).await
+}
+
+/// [`run`], also collecting `orphans`: paid tasks of variants no longer in the manifest
+/// (`journal::rerun::orphans`), polled and downloaded into `superseded/`, never bought.
+pub async fn run_collecting(
+    variants: Arc<Vec<Variant>>,
+    entries: Vec<Entry>,
+    orphans: Vec<Entry>,
+    inputs: RunInputs,
+) -> std::io::Result<RunState> {
     let settings = inputs.settings;
     let retry = RetryPolicy::new(settings.max_attempts);
     let policy = Policy {
@@ -164,7 +175,7 @@ pub async fn run(
     };
     let executor = Arc::new(executor);
     let coordinator = coordinator::Coordinator {
-        state: RunState::new(policy, entries),
+        state: RunState::new(policy, entries).with_orphans(orphans),
         executor: Arc::clone(&executor),
         journal: inputs.journal,
         variants,

@@ -15,7 +15,12 @@
 //!   variant: it ends `error`, saying a task may exist;
 //! - nothing is submitted after a run-level stop (401/402/403, an unreadable 2xx, a
 //!   journal or disk failure, a signal, the deadline);
-//! - a variant whose task is known is polled, never submitted.
+//! - a variant whose task is known is polled, never submitted;
+//! - a paid task of a variant no longer in the manifest (an orphan, chosen by
+//!   `journal::rerun::orphans`) is polled and downloaded, never submitted, and takes no
+//!   in-flight slot: it buys nothing;
+//! - a finished variant whose tracks are downloaded again (a file missing or changed on
+//!   disk) stays finished with its tracks, whatever becomes of the download again.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -99,6 +104,11 @@ struct Downloads {
 struct VariantState {
     phase: Phase,
     record: VariantRecord,
+    /// A paid task of a variant no longer in the manifest: collected, never in the
+    /// report's rows or counts.
+    orphan: bool,
+    /// Finished before, its tracks downloaded again: it stays finished ([`keep_finished`]).
+    restoring: bool,
 }
 
 /// Every variant's phase and record, and the run-level stops.
@@ -115,6 +125,8 @@ pub struct RunState {
     work_stopped: bool,
     tasks_created: usize,
     unknown_outcomes: usize,
+    /// Orphans being polled or downloaded (they hold no in-flight slot).
+    collecting: usize,
 }
 
 impl RunState {
@@ -124,6 +136,8 @@ impl RunState {
         let mut order = Vec::with_capacity(entries.len());
         let mut queue = VecDeque::new();
         for entry in entries {
+            let restoring = matches!(entry.start, Start::Redownload { .. })
+                && entry.record.status == VariantStatus::Finished;
             let phase = match entry.start {
                 Start::Keep => Phase::Ended,
                 start => {
@@ -135,6 +149,8 @@ impl RunState {
             let state = VariantState {
                 phase,
                 record: entry.record,
+                orphan: false,
+                restoring,
             };
             variants.insert(entry.id, state);
         }
@@ -149,14 +165,72 @@ impl RunState {
             work_stopped: false,
             tasks_created: 0,
             unknown_outcomes: 0,
+            collecting: 0,
         }
     }
 
-    /// The first actions: as many variants as the in-flight cap allows.
+    /// Adds the paid tasks of variants no longer in the manifest, to be collected: each
+    /// entry's start is the poll of its task (anything else is ignored: an orphan is
+    /// never bought). Before [`RunState::start`].
+    pub fn with_orphans(mut self, orphans: impl IntoIterator<Item = Entry>) -> Self {
+        for entry in orphans {
+            if !matches!(entry.start, Start::Poll { .. }) || self.variants.contains_key(&entry.id) {
+                continue;
+            }
+            let state = VariantState {
+                phase: Phase::Queued(entry.start),
+                record: entry.record,
+                orphan: true,
+                restoring: false,
+            };
+            self.variants.insert(entry.id, state);
+        }
+        self
+    }
+
+    /// The first actions: every orphan's poll (they take no slot), then as many variants
+    /// as the in-flight cap allows.
     pub fn start(&mut self, now: Instant, at: DateTime<Utc>) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.start_orphans(now, at, &mut actions);
         self.fill_slots(now, at, &mut actions);
         actions
+    }
+
+    /// Polls every orphan at once, unless the run already stopped all work.
+    fn start_orphans(&mut self, now: Instant, at: DateTime<Utc>, actions: &mut Vec<Action>) {
+        let mut queued: Vec<(VariantId, String)> = self
+            .variants
+            .iter()
+            .filter(|(_, v)| v.orphan)
+            .filter_map(|(id, v)| match &v.phase {
+                Phase::Queued(Start::Poll { task_id }) => Some((id.clone(), task_id.clone())),
+                _ => None,
+            })
+            .collect();
+        queued.sort();
+        for (id, task_id) in queued {
+            if self.work_stopped {
+                let why = "not polled: the run stopped first; the next run collects its task";
+                self.pending(&id, why, at, actions);
+                continue;
+            }
+            let schedule =
+                PollSchedule::new(self.policy.poll_interval, self.policy.poll_interval_max);
+            if let Some(variant) = self.variants.get_mut(&id) {
+                variant.phase = Phase::Polling {
+                    task_id: task_id.clone(),
+                    since: now,
+                    schedule,
+                };
+                self.collecting += 1;
+                actions.push(Action::Poll {
+                    id,
+                    task_id,
+                    after: Duration::ZERO,
+                });
+            }
+        }
     }
 
     /// Takes one event in; returns what to do next. The only place that decides.
@@ -559,6 +633,7 @@ impl RunState {
         at: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
+        let restoring = self.variants.get(id).is_some_and(|v| v.restoring);
         let Some(Phase::Downloading(downloads)) = self.variants.get_mut(id).map(|v| &mut v.phase)
         else {
             return;
@@ -576,7 +651,7 @@ impl RunState {
             return;
         }
         let mut downloads = downloads.clone();
-        let end = if downloads.stopped {
+        let mut end = if downloads.stopped {
             VariantEnd::with_error(
                 VariantStatus::Pending,
                 "the run stopped during the downloads; the next run collects the task",
@@ -588,11 +663,15 @@ impl RunState {
             downloads.tracks.sort_by_key(|t| t.number);
             VariantEnd {
                 status: VariantStatus::Finished,
-                tracks: downloads.tracks,
+                tracks: std::mem::take(&mut downloads.tracks),
                 error: None,
                 at,
             }
         };
+        if restoring && end.status != VariantStatus::Finished {
+            // What did land replaces its journaled track; the rest are kept.
+            end.tracks = downloads.tracks;
+        }
         self.end(id, end, actions);
     }
 
@@ -702,10 +781,16 @@ impl RunState {
         if matches!(variant.phase, Phase::Ended) {
             return;
         }
+        let end = match variant.restoring {
+            true => keep_finished(&variant.record, end),
+            false => end,
+        };
         variant.phase = Phase::Ended;
         variant.record.apply_end(&end);
-        if held_a_slot {
-            self.in_flight -= 1;
+        match (held_a_slot, variant.orphan) {
+            (true, true) => self.collecting -= 1,
+            (true, false) => self.in_flight -= 1,
+            (false, _) => {}
         }
         actions.push(Action::End {
             id: id.clone(),
@@ -715,7 +800,7 @@ impl RunState {
 
     /// Whether every variant's work is over.
     pub fn is_done(&self) -> bool {
-        self.queue.is_empty() && self.in_flight == 0
+        self.queue.is_empty() && self.in_flight == 0 && self.collecting == 0
     }
 
     /// The record of one variant.
@@ -723,17 +808,35 @@ impl RunState {
         self.variants.get(id).map(|v| &v.record)
     }
 
-    /// Every record, by variant.
+    /// Every record of the manifest's variants (not the orphans'), by variant.
     pub fn records(&self) -> HashMap<VariantId, VariantRecord> {
         self.variants
             .iter()
+            .filter(|(_, v)| !v.orphan)
             .map(|(id, v)| (id.clone(), v.record.clone()))
             .collect()
     }
 
-    /// How many variants have each status.
+    /// How many of the manifest's variants have each status (orphans aside: they are
+    /// not the manifest's, and do not decide the exit code).
     pub fn counts(&self) -> StatusCounts {
-        StatusCounts::of(self.variants.values().map(|v| &v.record))
+        StatusCounts::of(
+            self.variants
+                .values()
+                .filter(|v| !v.orphan)
+                .map(|v| &v.record),
+        )
+    }
+
+    /// How many orphans (paid tasks of variants no longer in the manifest) ended with
+    /// each status: `finished` is collected into `superseded/`.
+    pub fn orphan_counts(&self) -> StatusCounts {
+        StatusCounts::of(
+            self.variants
+                .values()
+                .filter(|v| v.orphan)
+                .map(|v| &v.record),
+        )
     }
 
     /// The variants that did not finish, in manifest order, with their records.
@@ -769,7 +872,7 @@ impl RunState {
     /// finished, too).
     pub fn phase_counts(&self) -> PhaseCounts {
         let mut counts = PhaseCounts::default();
-        for variant in self.variants.values() {
+        for variant in self.variants.values().filter(|v| !v.orphan) {
             match &variant.phase {
                 Phase::Queued(_) => counts.waiting += 1,
                 Phase::Submitting { .. } => counts.submitting += 1,
@@ -812,6 +915,33 @@ impl PhaseCounts {
         let ended = &self.ended;
         let ended = ended.finished + ended.failed + ended.timeout + ended.error + ended.pending;
         self.waiting + self.submitting + self.running + self.downloading + ended
+    }
+}
+
+/// How a finished variant whose tracks were downloaded again ends: finished, with its
+/// journaled tracks, those that landed again in their place, and the reason the rest did
+/// not (the provider's copies expired, the run stopped) as its note. A track file on disk
+/// never leaves the record because the provider no longer serves it.
+fn keep_finished(record: &VariantRecord, end: VariantEnd) -> VariantEnd {
+    if end.status == VariantStatus::Finished && end.error.is_none() {
+        return end;
+    }
+    let mut tracks = record.tracks.clone();
+    for track in end.tracks {
+        match tracks.iter_mut().find(|t| t.number == track.number) {
+            Some(kept) => *kept = track,
+            None => tracks.push(track),
+        }
+    }
+    tracks.sort_by_key(|t| t.number);
+    let why = end.error.unwrap_or_else(|| "the run stopped first".into());
+    VariantEnd {
+        status: VariantStatus::Finished,
+        tracks,
+        error: Some(format!(
+            "a track file missing or changed on disk could not be downloaded again ({why}); the tracks downloaded before are kept"
+        )),
+        at: record.finished_at.unwrap_or(end.at),
     }
 }
 

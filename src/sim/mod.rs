@@ -153,6 +153,10 @@ pub struct SimConfig {
     /// How long after a submit the stem is fetched from its `upload_url` (the provider
     /// fetches it when the task starts, not at once); the task finishes no sooner.
     pub stem_fetch_delay: Duration,
+    /// How long a finished task's result files are served: past this age (from the
+    /// task's creation) its track downloads answer 404, as a provider's CDN copies expire
+    /// while the task's detail still lists them. `None`: served forever.
+    pub result_ttl: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -173,6 +177,7 @@ impl Default for SimConfig {
             upload_ttl: Duration::from_secs(72 * 3600),
             revoke_key_after_tasks: None,
             stem_fetch_delay: Duration::ZERO,
+            result_ttl: None,
         }
     }
 }

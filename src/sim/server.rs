@@ -694,6 +694,13 @@ async fn file(
     else {
         return not_found();
     };
+    let expired = state.config.result_ttl.is_some_and(|ttl| {
+        let created_ms = Ticket::parse(&task_id).map_or(0, |t| t.created_ms);
+        now_ms().saturating_sub(created_ms) > ttl.as_millis() as u64
+    });
+    if expired {
+        return error(StatusCode::NOT_FOUND, "this file has expired");
+    }
     let faults = &state.config.faults;
     if faults.expire_first_download {
         let mut inner = state.lock();

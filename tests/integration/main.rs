@@ -11,6 +11,7 @@ mod live_view;
 mod local_stems;
 mod manifest_errors;
 mod money;
+mod paid_work;
 mod qc;
 mod rate_limits;
 mod report;

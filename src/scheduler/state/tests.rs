@@ -861,3 +861,238 @@ fn phase_counts_follow_each_variant_through_its_phases() {
     assert_eq!((counts.ended.error, counts.ended.pending), (1, 1));
     assert_eq!(counts.total(), 4);
 }
+
+/// An orphan (a paid task of a variant no longer in the manifest) as the run takes it.
+fn orphan(n: usize) -> Entry {
+    Entry {
+        id: id(n),
+        start: Start::Poll {
+            task_id: format!("t{n}"),
+        },
+        record: VariantRecord {
+            task_id: Some(format!("t{n}")),
+            ..VariantRecord::default()
+        },
+    }
+}
+
+/// Issue 17: an orphan is polled at once without taking an in-flight slot, never
+/// submitted (whatever its poll says), journaled when it ends, and kept out of the
+/// manifest's records and counts.
+#[test]
+fn orphans_take_no_slot_are_never_submitted_and_stay_out_of_the_report() {
+    let now = Instant::now();
+    let mut state = RunState::new(policy(1), vec![entry(0, Start::Submit)]).with_orphans([
+        orphan(8),
+        orphan(9),
+        // Not a poll, or a variant of the manifest: never an orphan.
+        entry(7, Start::Submit),
+        orphan(0),
+    ]);
+    assert_eq!(
+        kinds(&state.start(now, at())),
+        [
+            "poll v8 after 0s",
+            "poll v9 after 0s",
+            "submit v0 after 0ms"
+        ]
+    );
+    assert_eq!(state.in_flight(), 1, "orphans hold no slot");
+    assert!(state.record(&id(7)).is_none());
+    assert_eq!(
+        kinds(&polled(&mut state, now, 9, TaskStatus::Finished, 1)),
+        ["download v9 #1"]
+    );
+    let landed = Event::TrackDownloaded {
+        id: id(9),
+        task_id: "t9".into(),
+        track: track(1),
+    };
+    let actions = state.handle(now, at(), landed);
+    assert_eq!(kinds(&actions), ["end v9 finished"]);
+    let record = end_record(
+        &id(9),
+        match &actions[0] {
+            Action::End { end, .. } => end,
+            other => panic!("{other:?}"),
+        },
+    );
+    assert!(
+        matches!(
+            record,
+            Some(Record::Ended {
+                status: crate::journal::format::EndStatus::Finished,
+                ..
+            })
+        ),
+        "journaled, so the next run does not ask again: {record:?}"
+    );
+    // A rejected query of the other ends it; nothing is ever submitted for it.
+    let error = status(404);
+    let actions = state.handle(now, at(), Event::PollFailed { id: id(8), error });
+    assert_eq!(kinds(&actions), ["end v8 error"]);
+    assert!(!state.is_done(), "the manifest's variant is still out");
+    submitted(&mut state, now, 0);
+    polled(&mut state, now, 0, TaskStatus::Failed, 0);
+    assert!(state.is_done());
+    assert!(
+        !state.records().contains_key(&id(9)),
+        "no row in results.csv"
+    );
+    assert_eq!(state.counts().failed, 1);
+    assert_eq!(state.counts().finished + state.counts().error, 0);
+    let orphans = state.orphan_counts();
+    assert_eq!((orphans.finished, orphans.error), (1, 1));
+    assert_eq!(state.phase_counts().total(), 1);
+}
+
+/// A stop known before the start (a refused key): orphans are not polled, and stay for
+/// the next run (pending writes no end to the journal).
+#[test]
+fn orphans_are_left_for_the_next_run_when_all_work_stopped_first() {
+    let now = Instant::now();
+    let mut state =
+        RunState::new(policy(2), vec![entry(0, Start::Submit)]).with_orphans([orphan(9)]);
+    let stop = Event::Stop(StopReason::Account(AccountStop::BadKey));
+    state.handle(now, at(), stop);
+    let actions = state.start(now, at());
+    assert_eq!(kinds(&actions), ["end v9 pending"]);
+    assert!(state.is_done());
+    let Action::End { end, .. } = &actions[0] else {
+        unreachable!()
+    };
+    assert_eq!(end_record(&id(9), end), None);
+}
+
+/// A finished variant whose track file was missing or changed, downloaded again: it stays
+/// finished with its tracks whatever happens, those that landed again replacing theirs.
+#[test]
+fn a_finished_variant_downloaded_again_stays_finished_with_its_tracks() {
+    let earlier = |n| TrackRecord {
+        sha256: "earlier".into(),
+        ..track(n)
+    };
+    let finished_at: DateTime<Utc> = "2026-11-24T01:00:00Z".parse().unwrap();
+    let restoring = || {
+        let entry = Entry {
+            id: id(0),
+            start: Start::Redownload {
+                task_id: "t0".into(),
+                tracks: Vec::new(),
+            },
+            record: VariantRecord {
+                status: VariantStatus::Finished,
+                task_id: Some("t0".into()),
+                finished_at: Some(finished_at),
+                attempts: 1,
+                tracks: vec![earlier(1), earlier(2)],
+                ..VariantRecord::default()
+            },
+        };
+        let mut state = RunState::new(policy(1), vec![entry]);
+        assert_eq!(
+            kinds(&state.start(Instant::now(), at())),
+            ["poll v0 after 0s"]
+        );
+        state
+    };
+    let landed = |n| Event::TrackDownloaded {
+        id: id(0),
+        task_id: "t0".into(),
+        track: track(n),
+    };
+    let gone = |n| Event::TrackFailed {
+        id: id(0),
+        number: n,
+        failure: TrackFailure::Download(DownloadError::Status {
+            status: 404,
+            retry_after: None,
+        }),
+    };
+    let now = Instant::now();
+    // (what happens after the poll, the sha256 of tracks 1 and 2 after, a note)
+    type Happens = fn(&mut RunState, Instant, &dyn Fn(u32) -> Event, &dyn Fn(u32) -> Event);
+    let table: [(&str, Happens, [&str; 2], bool); 6] = [
+        (
+            "both land again",
+            |s, now, landed, _| {
+                polled(s, now, 0, TaskStatus::Finished, 2);
+                s.handle(now, at(), landed(1));
+                s.handle(now, at(), landed(2));
+            },
+            ["00", "00"],
+            false,
+        ),
+        (
+            "the provider's copies expired",
+            |s, now, _, gone| {
+                polled(s, now, 0, TaskStatus::Finished, 2);
+                s.handle(now, at(), gone(1));
+                s.handle(now, at(), gone(2));
+            },
+            ["earlier", "earlier"],
+            true,
+        ),
+        (
+            "one lands, one expired",
+            |s, now, landed, gone| {
+                polled(s, now, 0, TaskStatus::Finished, 2);
+                s.handle(now, at(), gone(2));
+                s.handle(now, at(), landed(1));
+            },
+            ["00", "earlier"],
+            true,
+        ),
+        (
+            "the task is unknown now",
+            |s, now, _, _| {
+                s.handle(
+                    now,
+                    at(),
+                    Event::PollFailed {
+                        id: id(0),
+                        error: status(404),
+                    },
+                );
+            },
+            ["earlier", "earlier"],
+            true,
+        ),
+        (
+            "the provider says failed",
+            |s, now, _, _| {
+                polled(s, now, 0, TaskStatus::Failed, 0);
+            },
+            ["earlier", "earlier"],
+            true,
+        ),
+        (
+            "the run stops",
+            |s, now, _, _| {
+                s.handle(now, at(), Event::Stop(StopReason::Interrupted));
+                s.handle(now, at(), Event::PollStopped { id: id(0) });
+            },
+            ["earlier", "earlier"],
+            true,
+        ),
+    ];
+    for (case, happens, shas, noted) in table {
+        let mut state = restoring();
+        happens(&mut state, now, &landed, &gone);
+        assert!(state.is_done(), "{case}");
+        let record = state.record(&id(0)).unwrap();
+        assert_eq!(record.status, VariantStatus::Finished, "{case}");
+        let got: Vec<&str> = record.tracks.iter().map(|t| t.sha256.as_str()).collect();
+        assert_eq!(got, shas, "{case}");
+        assert_eq!(record.error.is_some(), noted, "{case}: {:?}", record.error);
+        if noted {
+            assert_eq!(record.finished_at, Some(finished_at), "{case}");
+            assert!(record
+                .error
+                .as_ref()
+                .unwrap()
+                .contains("could not be downloaded again"));
+        }
+        assert_eq!(state.counts().finished, 1, "{case}");
+    }
+}
