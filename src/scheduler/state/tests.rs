@@ -696,16 +696,36 @@ impl Shell {
     }
 }
 
+/// A finished variant whose tracks are downloaded again.
+fn restoring(n: usize) -> Entry {
+    Entry {
+        id: id(n),
+        start: Start::Redownload {
+            task_id: format!("old-{n}"),
+            tracks: Vec::new(),
+        },
+        record: VariantRecord {
+            status: VariantStatus::Finished,
+            task_id: Some(format!("old-{n}")),
+            finished_at: Some(at()),
+            tracks: vec![track(1)],
+            ..VariantRecord::default()
+        },
+    }
+}
+
 /// Random event sequences (faults, stops, late answers) against the money rules, checked
 /// after every step; and the journal the run would have written, cut at random crash
-/// points, never makes the next run pay again for a task it knows.
+/// points, never makes the next run pay again for a task it knows. Orphans (paid tasks of
+/// variants no longer in the manifest) are never submitted and hold no slot; a finished
+/// variant downloaded again always ends finished with tracks.
 #[test]
 fn random_runs_keep_the_money_rules() {
     let mut rng = StdRng::seed_from_u64(11);
     for case in 0..600 {
         let count = rng.random_range(1..10);
         let entries: Vec<Entry> = (0..count)
-            .map(|n| match rng.random_range(0..6) {
+            .map(|n| match rng.random_range(0..7) {
                 0 => entry(n, Start::Keep),
                 1 => entry(
                     n,
@@ -713,14 +733,19 @@ fn random_runs_keep_the_money_rules() {
                         task_id: format!("old-{n}"),
                     },
                 ),
+                2 => restoring(n),
                 _ => entry(n, Start::Submit),
             })
             .collect();
+        let orphans: Vec<Entry> = (0..rng.random_range(0..3))
+            .map(|k| orphan(100 + k))
+            .collect();
         let starts: HashMap<VariantId, Start> = entries
             .iter()
+            .chain(&orphans)
             .map(|e| (e.id.clone(), e.start.clone()))
             .collect();
-        let mut state = RunState::new(policy(3), entries);
+        let mut state = RunState::new(policy(3), entries).with_orphans(orphans);
         let mut shell = Shell::default();
         let mut now = Instant::now();
         let actions = state.start(now, at());
@@ -780,7 +805,22 @@ fn random_runs_keep_the_money_rules() {
                 shell.tasks.get(id).copied().unwrap_or(0) <= 1,
                 "case {case}: {id} paid twice"
             );
+            if let Start::Redownload { .. } = start {
+                let record = state.record(id).unwrap();
+                assert_eq!(record.status, VariantStatus::Finished, "case {case}: {id}");
+                assert!(
+                    !record.tracks.is_empty(),
+                    "case {case}: {id} lost its tracks"
+                );
+            }
         }
+        let counted = state.counts();
+        let manifest =
+            counted.finished + counted.failed + counted.timeout + counted.error + counted.pending;
+        assert_eq!(
+            manifest, count,
+            "case {case}: orphans are not the manifest's"
+        );
         // Crash anywhere: the next run never submits a variant whose task it knows.
         let cut = rng.random_range(0..=shell.journal.len());
         let priors = replay(&shell.journal[..cut]);
