@@ -15,7 +15,7 @@ use crate::journal::format::{EndStatus, Record, TrackEntry};
 use crate::journal::replay::Start;
 use crate::journal::replay::{replay, Prior, Rerun};
 use crate::journal::rerun::{self, Intent, Move, Orphan};
-use crate::outcome::VariantRecord;
+use crate::outcome::{VariantRecord, VariantStatus};
 use crate::scheduler::state::Entry;
 use crate::shard::Shard;
 use crate::variant::{Variant, VariantId};
@@ -94,10 +94,16 @@ pub(super) async fn prepare(
             );
         }
         let prior = priors.get(&variant.id);
+        let mut record: VariantRecord = prior.map(VariantRecord::from).unwrap_or_default();
+        if start == Start::Keep && record.status == VariantStatus::Finished {
+            // Its tracks are whole again: an earlier night's note that one could not be
+            // downloaded again no longer holds.
+            record.error = None;
+        }
         entries.push(Entry {
             id: variant.id.clone(),
             start,
-            record: prior.map(VariantRecord::from).unwrap_or_default(),
+            record,
         });
         intents.insert(variant.id.clone(), intent);
     }

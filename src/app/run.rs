@@ -208,6 +208,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     };
     log_closing(&state, &variants, &csv_path, started.elapsed(), view);
     log_orphans(&state);
+    log_unrestored(&state, &variants);
     // The last line of a run: where to listen.
     let page = out_dir.join(crate::report::html::FILE_NAME);
     tracing::info!("report: {}", page.display());
@@ -295,6 +296,20 @@ fn log_orphans(state: &RunState) {
     match counts.finished == total {
         true => tracing::info!(orphans = total, collected = counts.finished, "{line}"),
         false => tracing::warn!(orphans = total, collected = counts.finished, "{line}"),
+    }
+}
+
+/// One warning per finished variant whose missing or changed track could not be
+/// downloaded again: it stays finished (its exit code is not touched), so this is where
+/// the morning learns that a file on disk is not what was paid for.
+fn log_unrestored(state: &RunState, variants: &[Variant]) {
+    let by_id: HashMap<_, _> = variants.iter().map(|v| (&v.id, v)).collect();
+    for (id, record) in state.unrestored() {
+        let Some(variant) = by_id.get(id) else {
+            continue;
+        };
+        let note = record.error.as_deref().unwrap_or_default();
+        tracing::warn!(variant_id = %id, "finished {}: {note}", progress::label(variant));
     }
 }
 

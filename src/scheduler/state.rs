@@ -828,6 +828,19 @@ impl RunState {
         )
     }
 
+    /// The finished variants of this run whose tracks could not all be downloaded again
+    /// (a file missing or changed on disk, the provider's copy gone): still finished,
+    /// their note in `error`.
+    pub fn unrestored(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
+        self.order
+            .iter()
+            .map(|id| (id, &self.variants[id]))
+            .filter(|(_, v)| {
+                v.restoring && matches!(v.phase, Phase::Ended) && v.record.error.is_some()
+            })
+            .map(|(id, v)| (id, &v.record))
+    }
+
     /// How many orphans (paid tasks of variants no longer in the manifest) ended with
     /// each status: `finished` is collected into `superseded/`.
     pub fn orphan_counts(&self) -> StatusCounts {

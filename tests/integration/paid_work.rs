@@ -185,6 +185,14 @@ async fn issue_17_a_finished_variant_keeps_its_tracks_when_the_providers_copies_
         missing["error"].contains("could not be downloaded again"),
         "{missing:?}"
     );
+    let said = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("could not be downloaded again"))
+        .count();
+    assert_eq!(
+        said, 2,
+        "one warning per variant in the closing lines: {log}"
+    );
     // The next night still lists every track.
     let third = run_against(&sim, &manifest, &out).await;
     assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));

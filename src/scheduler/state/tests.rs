@@ -1134,5 +1134,6 @@ fn a_finished_variant_downloaded_again_stays_finished_with_its_tracks() {
                 .contains("could not be downloaded again"));
         }
         assert_eq!(state.counts().finished, 1, "{case}");
+        assert_eq!(state.unrestored().count(), usize::from(noted), "{case}");
     }
 }
