@@ -228,3 +228,71 @@ async fn issue_17_a_track_changed_on_disk_is_moved_aside_before_the_download_aga
     );
     assert_eq!(sim.stats().tasks_created, 1);
 }
+
+/// Item 2 with shards: after a whole-folder night killed in flight, three variants leave
+/// the manifest and two shards run the next night at once. Each orphan is collected by
+/// the shard its old id hashes to, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_17_shards_collect_each_orphan_once() {
+    let sim = start_sim(SimConfig {
+        task_duration: Duration::from_secs(2),
+        ..quick_sim()
+    })
+    .await;
+    let (dir, manifest) = write_manifest(&six_variants(FAST_RUN));
+    let out = dir.path().join("out");
+    let mut child = run_command(&sim, &manifest, &out, &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("six tasks in flight", || sim.stats().tasks_created == 6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(signal_and_wait(&mut child, "-KILL").await, None);
+    let (_, killed) = read_results(&out);
+    let old_ids: HashMap<String, String> = killed
+        .iter()
+        .map(|r| (r["variant"].clone(), r["variant_id"].clone()))
+        .collect();
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    for i in 2..5 {
+        text = text.replace(
+            &format!("[[stem.variant]]\nname = \"v{i}\"\ntags = \"piano {i}\"\n"),
+            "",
+        );
+    }
+    std::fs::write(&manifest, text).unwrap();
+
+    let shards = (0..2).map(|i| {
+        let mut command = run_command(&sim, &manifest, &out, &["--shard", &format!("{i}/2")]);
+        async move {
+            tokio::time::timeout(RUN_TIMEOUT, command.output())
+                .await
+                .expect("the shard finished in time")
+                .expect("the shard ran")
+        }
+    });
+    let mut collecting = 0;
+    for run in futures::future::join_all(shards).await {
+        let log = stderr(&run);
+        assert_eq!(run.status.code(), Some(0), "{log}");
+        let line = log.lines().find(|l| l.contains("starting from")).unwrap();
+        let n = line
+            .split("collect=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        collecting += n.parse::<usize>().unwrap();
+    }
+    assert_eq!(collecting, 3, "each orphan by one shard");
+    assert_eq!(sim.stats().tasks_created, 6, "nothing bought");
+    let superseded = files_below(&out.join("superseded"));
+    assert_eq!(superseded.len(), 6, "two tracks each, once: {superseded:?}");
+    for variant in ["v2", "v3", "v4"] {
+        let old = &old_ids[variant];
+        for track in 1..=2 {
+            assert!(out.join(format!("superseded/{old}-{track}.wav")).is_file());
+        }
+    }
+}
