@@ -493,3 +493,50 @@ fn anchors_follow_githubs_slugs() {
         assert_eq!(slug(heading), expected, "{heading}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn man_writes_a_page_for_every_subcommand_the_main_page_names() {
+    use crate::helpers::{path_str, stderr, stembatch};
+    let dir = tempfile::tempdir().unwrap();
+    let output = stembatch(&["man", "--out", path_str(dir.path())], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let written: BTreeSet<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let main = std::fs::read_to_string(dir.path().join("stembatch.1")).unwrap();
+    let named: BTreeSet<String> = main
+        .split("stembatch\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("(1)"))
+        .map(|(name, _)| format!("stembatch-{name}.1"))
+        .collect();
+    assert!(named.contains("stembatch-run.1"), "{named:?}");
+    let mut expected = named.clone();
+    expected.insert("stembatch.1".to_owned());
+    assert_eq!(
+        written, expected,
+        "the pages written are those the main page names"
+    );
+
+    let output = stembatch(&["man", "run"], None).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let run = std::fs::read_to_string(dir.path().join("stembatch-run.1")).unwrap();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), run);
+    for flag in [
+        "\\-\\-out",
+        "\\-\\-retry\\-failed",
+        "\\-\\-shard\\-count",
+        "\\-\\-color",
+    ] {
+        assert!(run.contains(flag), "stembatch-run.1 lacks {flag}");
+    }
+
+    let output = stembatch(&["man", "nosuch"], None).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("run, validate"),
+        "{}",
+        stderr(&output)
+    );
+}
