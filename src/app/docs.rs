@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use clap::CommandFactory;
-use roff::{bold, roman, Roff};
+use roff::{bold, italic, roman, Roff};
 
 use crate::cli::{Cli, CompletionShell};
 use crate::exit::{ExpectedError, SUCCESS};
@@ -105,6 +105,7 @@ fn render_subcommand(sub: &clap::Command, out: &mut dyn Write) -> io::Result<()>
     man.render_description_section(out)?;
     man.render_options_section(out)?;
     let mut extra = Roff::new();
+    arguments_section(&mut extra, sub);
     extra.control("SH", ["SEE ALSO"]);
     extra.text([
         bold("stembatch"),
@@ -133,6 +134,43 @@ pub fn write_man(out: &mut dyn Write) -> io::Result<()> {
     section(&mut extra, "FILES", FILES);
     extra.to_writer(out)?;
     man.render_version_section(out)
+}
+
+/// The command's positional arguments, with their help: clap_mangen's OPTIONS section
+/// leaves them out, and a page should say what MANIFEST or DIR is.
+fn arguments_section(roff: &mut Roff, command: &clap::Command) {
+    let positionals: Vec<&clap::Arg> = command
+        .get_positionals()
+        .filter(|arg| !arg.is_hide_set())
+        .collect();
+    if positionals.is_empty() {
+        return;
+    }
+    roff.control("SH", ["ARGUMENTS"]);
+    for arg in positionals {
+        let name = arg
+            .get_value_names()
+            .and_then(|names| names.first())
+            .map_or_else(|| arg.get_id().to_string(), ToString::to_string);
+        roff.control("TP", []);
+        roff.text([italic(format!("<{name}>"))]);
+        let mut text = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let values: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .filter(|value| !value.is_hide_set())
+            .map(|value| value.get_name().to_owned())
+            .collect();
+        if !values.is_empty() {
+            // clap drops the help's closing period; the list is a sentence of its own.
+            text.push_str(&format!(". One of: {}.", values.join(", ")));
+        }
+        roff.text([roman(text)]);
+    }
 }
 
 /// One section of tagged paragraphs: the tag in bold, then its text.
@@ -281,7 +319,9 @@ mod tests {
                 }
                 if arg.is_positional() {
                     let name = arg.get_value_names().unwrap()[0].to_string();
-                    spellings.push(format!("\\fI{name}\\fR"));
+                    spellings.push(format!("\\fI<{name}>\\fR"));
+                    let help = arg.get_help().unwrap().to_string();
+                    spellings.push(roff_flag(&help));
                 }
                 for spelling in spellings {
                     assert!(
