@@ -49,5 +49,6 @@ pub mod signal;
 pub mod sim;
 pub mod stems;
 pub mod storage;
+pub mod terminal;
 pub mod variant;
 pub mod waveform;

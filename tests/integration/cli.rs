@@ -286,9 +286,10 @@ async fn issue11_a_missing_or_empty_key_file_is_exit_2_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn issue11_no_readme_or_example_puts_a_key_inline() {
+async fn issue11_no_readme_doc_or_example_puts_a_key_inline() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![root.join("README.md")];
+    files.extend(files_below(&root.join("docs")));
     files.extend(files_below(&root.join("examples")));
     for file in &files {
         let bytes = std::fs::read(file).unwrap();

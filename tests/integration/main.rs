@@ -6,6 +6,7 @@ mod redis_server;
 
 mod cli;
 mod disk;
+mod docs;
 mod end_to_end;
 mod live_view;
 mod local_stems;
@@ -22,3 +23,4 @@ mod s3;
 mod s3_server;
 mod shards;
 mod shared_limit;
+mod terminal;
