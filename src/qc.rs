@@ -332,6 +332,34 @@ pub fn check(path: &Path, expected: Option<f64>) -> Checked {
     }
 }
 
+/// The length of the audio file at `path` in seconds, from its header (frames ÷ rate),
+/// without decoding it; `None` when the header does not say or the file is not audio.
+pub fn header_seconds(path: &Path) -> Option<f64> {
+    use symphonia::core::formats::probe::Hint;
+    use symphonia::core::formats::{FormatOptions, TrackType};
+    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::meta::MetadataOptions;
+
+    let file = std::fs::File::open(path).ok()?;
+    let stream = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut hint = Hint::new();
+    if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(extension);
+    }
+    let format = symphonia::default::get_probe()
+        .probe(
+            &hint,
+            stream,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .ok()?;
+    let track = format.default_track(TrackType::Audio)?;
+    let rate = track.codec_params.as_ref()?.audio()?.sample_rate?;
+    let frames = track.num_frames?;
+    (rate > 0).then(|| frames as f64 / f64::from(rate))
+}
+
 /// Decodes every frame of `path` once and measures it: its levels and its waveform.
 /// Packets that fail to decode are skipped, as players do; an error of the container ends
 /// the track where it occurs.
