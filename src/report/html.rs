@@ -221,12 +221,16 @@ fn saved_stems(dir: &Path) -> Stems {
 /// players of a page written later without the manifest.
 fn save_stems(dir: &Path, stems: &Stems) {
     let state = crate::journal::state_dir(dir);
-    let saved = tempfile::NamedTempFile::new_in(&state).and_then(|mut temp| {
-        temp.write_all(&serde_json::to_vec(stems).unwrap_or_default())?;
-        temp.as_file().sync_all()?;
-        temp.persist(state.join(STEMS_FILE)).map_err(|e| e.error)?;
-        Ok(())
-    });
+    let saved = tempfile::Builder::new()
+        .prefix(crate::output_files::PAGE_STEMS_TEMP.0)
+        .suffix(crate::output_files::PAGE_STEMS_TEMP.1)
+        .tempfile_in(&state)
+        .and_then(|mut temp| {
+            temp.write_all(&serde_json::to_vec(stems).unwrap_or_default())?;
+            temp.as_file().sync_all()?;
+            temp.persist(state.join(STEMS_FILE)).map_err(|e| e.error)?;
+            Ok(())
+        });
     if let Err(err) = saved {
         tracing::debug!(error = %err, "cannot save the page's stems");
     }
