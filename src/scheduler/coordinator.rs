@@ -282,7 +282,7 @@ impl Coordinator {
             .collect();
         let variants = Arc::clone(&self.variants);
         let write = move || {
-            let stems = report::html::stem_infos(&variants, &dir);
+            let stems = report::choosing::stem_infos(&variants, &dir);
             report::html::write_file_with(&dir, &known, Some(&stems))
         };
         match tokio::task::spawn_blocking(write).await {
