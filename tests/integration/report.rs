@@ -385,6 +385,13 @@ async fn issue_18_the_page_plays_the_vocal_matches_loudness_and_carries_the_posi
         short,
         "{widths:?}"
     );
+    // "with the track": the vocal follows the track that plays, to its position.
+    let (vocal_at, track_at): (f64, f64) = (
+        check["vocal-at"].parse().unwrap(),
+        check["track-at"].parse().unwrap(),
+    );
+    assert!(track_at > 0.1, "{check:?}");
+    assert!((vocal_at - track_at).abs() < 0.06, "{check:?}");
     let count = |key: &str| check[key].parse::<usize>().unwrap();
     assert_eq!(
         count("lengths"),
