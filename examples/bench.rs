@@ -11,7 +11,8 @@
 //! - `faulty-1200`: as `rate-1200` with 10% of API calls answered 503 and 10% of
 //!   downloads cut short (target ≤ 1.15).
 //! - `unlimited`: 1,000 variants with the limits lifted: client CPU seconds, peak memory,
-//!   detail queries per task.
+//!   detail queries per task. `unlimited-200k` (only with `--only`): the same with tracks
+//!   of 200 KB, the `qc` scenario's.
 //! - `three-on-one-key`: as `rate-1200`, split over three client processes on one API
 //!   key that share the limit through a `redis-server` the benchmark starts on a free
 //!   loopback port: makespan ÷ ideal (the same ideal as one process) and 429s (target 0).
@@ -56,7 +57,7 @@ struct Scenario {
     processes: u32,
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "rate-120",
         variants: 40,
@@ -102,6 +103,22 @@ const SCENARIOS: [Scenario; 5] = [
         sim_submit_limits: "none",
         task: Duration::from_secs(1),
         track_seconds: 0.5,
+        failing: 0.0,
+        processes: 1,
+    },
+    // As `unlimited`, with the tracks of the QC target: 200 KB (4.5 s at 22.05 kHz mono),
+    // so that the client's whole CPU (download, hashing, QC) can be set against the `qc`
+    // scenario's `cat | sha256sum`. Not in the default run (the simulator renders 2,000
+    // tracks of 4.5 s); `-- --only unlimited-200k`.
+    Scenario {
+        name: "unlimited-200k",
+        variants: 1000,
+        submit_rate: "100000/s",
+        per_second: f64::INFINITY,
+        concurrency: 200,
+        sim_submit_limits: "none",
+        task: Duration::from_secs(1),
+        track_seconds: 4.5,
         failing: 0.0,
         processes: 1,
     },
@@ -237,6 +254,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
             "started_unix_s": started_unix,
             "ended_unix_s": unix_seconds(),
             "cpu_s": cpu_seconds(),
+            "user_s": user_seconds(true),
             "peak_rss_mib": peak_rss_mib(),
         })
     );
@@ -525,6 +543,7 @@ fn qc_scenario() -> String {
 
 async fn parent() {
     let mut report = String::new();
+    let mut users = String::new();
     // `--only NAME` runs one scenario (for profiling); every scenario otherwise.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     if only.as_deref() == Some("qc") {
@@ -534,10 +553,10 @@ async fn parent() {
         );
         return;
     }
-    for scenario in SCENARIOS
-        .iter()
-        .filter(|s| only.as_deref().is_none_or(|name| name == s.name))
-    {
+    for scenario in SCENARIOS.iter().filter(|s| match only.as_deref() {
+        Some(name) => name == s.name,
+        None => s.name != "unlimited-200k",
+    }) {
         let config = SimConfig {
             key: "bench-key".into(),
             task_duration: scenario.task,
@@ -598,6 +617,11 @@ async fn parent() {
             stats.faults,
         );
         report.push_str(&line);
+        users.push_str(&format!(
+            "{}: client user CPU {:.2} s\n",
+            scenario.name,
+            result["user_s"].as_f64().unwrap_or(f64::NAN)
+        ));
     }
     let plan = tokio::task::spawn_blocking(|| spawn_child(&["--scenario", "plan"]))
         .await
@@ -606,6 +630,7 @@ async fn parent() {
     writeln!(out, "| scenario | variants | makespan | ideal | makespan/ideal | client CPU s | client peak MiB | detail queries/task | 429s | faults |").unwrap();
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
     write!(out, "{report}").unwrap();
+    write!(out, "\n{users}").unwrap();
     writeln!(
         out,
         "\nplan over {} variants: {:.2} s, peak {:.1} MiB",
