@@ -4,7 +4,7 @@
 //! decoded once for both; [`waveform`] is that decode, for a track the run did not draw.
 //!
 //! The length of a track is not always known before its end (a stream without a frame
-//! count), so the peaks are kept per block of frames, at most [`MAX_BLOCKS`] of them:
+//! count), so the peaks are kept per block of frames, at most 4,096 of them:
 //! when they fill up, neighbours merge and the block doubles. At the end the blocks are
 //! shared out among the points; a point's edges are then right to within one block, a
 //! tenth of a point at worst.

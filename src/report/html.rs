@@ -2,7 +2,8 @@
 //! parameters, its status and a player and a waveform per track, filterable and sortable
 //! in the browser. Built from `results.csv` alone (read by column name, so columns added
 //! later, such as the QC ones, are picked up when present and not needed when absent) and
-//! the track files beside it, whose peaks are decoded here (WAV only).
+//! the track files beside it: a track whose waveform the run did not draw as it landed
+//! is decoded here (any format quality control reads, through the same decoder).
 //!
 //! Beyond results.csv the page knows of each stem what the run's manifest says, and what
 //! differs between its variants ([`super::choosing`]).

@@ -13,7 +13,7 @@ use super::audio::SAMPLE_RATE;
 /// The vocal's peak before mixing; the mix is brought back to the backing's peak.
 const VOCAL_PEAK: f32 = 0.8;
 
-/// The vocal of a WAV stem: mono, at [`SAMPLE_RATE`], peaking at [`VOCAL_PEAK`]; `None`
+/// The vocal of a WAV stem: mono, at [`SAMPLE_RATE`], peaking at 0.8; `None`
 /// when the bytes are not a WAV this reads, or hold no sound.
 pub fn vocal_samples(bytes: &[u8]) -> Option<Vec<f32>> {
     let mut reader = hound::WavReader::new(std::io::Cursor::new(bytes)).ok()?;
