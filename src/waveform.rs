@@ -28,9 +28,9 @@ const FIRST_BLOCK: usize = 16;
 const MAX_BLOCKS: usize = 4096;
 
 /// The waveform of the audio file at `path` (any format quality control decodes): `None`
-/// when it cannot be decoded.
+/// when it cannot be decoded (which its `qc` column says already: nothing is logged).
 pub fn waveform(path: &Path) -> Option<String> {
-    crate::qc::check(path, None).wave
+    crate::qc::measure(path).ok().map(|(_, wave)| wave)
 }
 
 /// The running peaks of a track, fed frame by frame in planar chunks.
