@@ -11,13 +11,19 @@
 //! - `faulty-1200`: as `rate-1200` with 10% of API calls answered 503 and 10% of
 //!   downloads cut short (target ≤ 1.15).
 //! - `unlimited`: 1,000 variants with the limits lifted: client CPU seconds, peak memory,
-//!   detail queries per task.
+//!   detail queries per task. `unlimited-200k` (only with `--only`): the same with tracks
+//!   of 200 KB, the `qc` scenario's.
 //! - `three-on-one-key`: as `rate-1200`, split over three client processes on one API
 //!   key that share the limit through a `redis-server` the benchmark starts on a free
 //!   loopback port: makespan ÷ ideal (the same ideal as one process) and 429s (target 0).
 //!   Where redis-server is not installed, the table says so.
 //! - `plan`: `plan` over a 100,000-variant matrix: time and peak memory (targets < 2 s,
 //!   < 200 MB).
+//! - `qc`: quality control (decode, levels, loudness, waveform: [`stembatch::qc::check`])
+//!   over the tracks of 1,000 variants, 2,000 simulator WAVs of 200 KB (22.05 kHz mono),
+//!   in a child process, one track after the other; and, side by side over the same
+//!   files, `cat FILES | sha256sum`. User CPU seconds of each (the median of three
+//!   rounds) and their ratio (target ≤ 1.5). `-- --only qc` runs it alone.
 
 use std::io::Write;
 use std::path::Path;
@@ -51,7 +57,7 @@ struct Scenario {
     processes: u32,
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 6] = [
     Scenario {
         name: "rate-120",
         variants: 40,
@@ -97,6 +103,22 @@ const SCENARIOS: [Scenario; 5] = [
         sim_submit_limits: "none",
         task: Duration::from_secs(1),
         track_seconds: 0.5,
+        failing: 0.0,
+        processes: 1,
+    },
+    // As `unlimited`, with the tracks of the QC target: 200 KB (4.5 s at 22.05 kHz mono),
+    // so that the client's whole CPU (download, hashing, QC) can be set against the `qc`
+    // scenario's `cat | sha256sum`. Not in the default run (the simulator renders 2,000
+    // tracks of 4.5 s); `-- --only unlimited-200k`.
+    Scenario {
+        name: "unlimited-200k",
+        variants: 1000,
+        submit_rate: "100000/s",
+        per_second: f64::INFINITY,
+        concurrency: 200,
+        sim_submit_limits: "none",
+        task: Duration::from_secs(1),
+        track_seconds: 4.5,
         failing: 0.0,
         processes: 1,
     },
@@ -232,6 +254,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
             "started_unix_s": started_unix,
             "ended_unix_s": unix_seconds(),
             "cpu_s": cpu_seconds(),
+            "user_s": user_seconds(true),
             "peak_rss_mib": peak_rss_mib(),
         })
     );
@@ -404,14 +427,136 @@ fn child_result(output: std::process::Output) -> serde_json::Value {
     serde_json::from_str(text.lines().last().unwrap_or("{}")).expect("the child prints JSON")
 }
 
+/// Tracks of the `qc` scenario: two per variant of 1,000.
+const QC_TRACKS: usize = 2_000;
+/// Seconds of each: 200 KB of 16-bit mono at 22.05 kHz.
+const QC_TRACK_SECONDS: f64 = 4.5;
+/// Distinct renders among them (rendering all 2,000 would take minutes; the files are
+/// copies under their own names, read from the page cache like the others).
+const QC_RENDERS: usize = 20;
+/// Rounds of the `qc` scenario; the median counts.
+const QC_ROUNDS: usize = 3;
+
+/// Writes the `qc` scenario's tracks into `dir`; their paths.
+fn write_qc_tracks(dir: &Path) -> Vec<std::path::PathBuf> {
+    use stembatch::sim::audio::{encode_wav, render_samples, Params, Style, SAMPLE_RATE};
+    let tags = [
+        "piano",
+        "lofi strings",
+        "fast drums bass",
+        "jazz piano",
+        "slow ambient",
+    ];
+    let renders: Vec<Vec<u8>> = (0..QC_RENDERS)
+        .map(|i| {
+            let params = Params::of_style(Style::from_tags(tags[i % tags.len()]));
+            let samples = render_samples(&params, i as u64, QC_TRACK_SECONDS);
+            encode_wav(&samples, SAMPLE_RATE)
+        })
+        .collect();
+    (0..QC_TRACKS)
+        .map(|i| {
+            let path = dir.join(format!("v{:04}-{}.wav", i / 2, i % 2 + 1));
+            std::fs::write(&path, &renders[i % QC_RENDERS]).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// User CPU seconds of this process (`self_`) or of its waited-for children.
+fn user_seconds(self_: bool) -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and cutime, in clock ticks of 100 Hz.
+    let index = if self_ { 11 } else { 13 };
+    fields
+        .get(index)
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(f64::NAN, |ticks| ticks / 100.0)
+}
+
+/// The child side of the `qc` scenario: checks every `.wav` of `dir`, one after the
+/// other, and prints its user CPU seconds.
+fn child_qc(dir: &Path) {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let started = user_seconds(true);
+    let mut ok = 0;
+    for path in &paths {
+        let checked = stembatch::qc::check(path, Some(QC_TRACK_SECONDS));
+        assert!(checked.wave.is_some(), "{}", path.display());
+        ok += usize::from(checked.qc.verdict == stembatch::qc::Verdict::Ok);
+    }
+    assert_eq!(ok, paths.len(), "every generated track is ok");
+    println!(
+        "{}",
+        serde_json::json!({ "tracks": paths.len(), "user_s": user_seconds(true) - started })
+    );
+}
+
+/// The `qc` scenario's line: QC against `cat | sha256sum`, user CPU, over the same files.
+fn qc_scenario() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_qc_tracks(dir.path());
+    let bytes: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let (mut qc, mut sha) = (Vec::new(), Vec::new());
+    for _ in 0..QC_ROUNDS {
+        let result = spawn_child(&[
+            "--scenario".as_ref(),
+            "qc".as_ref(),
+            "--dir".as_ref(),
+            dir.path().as_os_str(),
+        ]);
+        qc.push(result["user_s"].as_f64().unwrap_or(f64::NAN));
+        let before = user_seconds(false);
+        let status = Command::new("bash")
+            .arg("-c")
+            .arg(r#"cat "$@" | sha256sum > /dev/null"#)
+            .arg("bash")
+            .args(&paths)
+            .status()
+            .expect("bash runs");
+        assert!(status.success());
+        sha.push(user_seconds(false) - before);
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (qc, sha) = (median(&mut qc), median(&mut sha));
+    format!(
+        "qc over {} tracks ({:.0} MB): {:.2} s user CPU; cat | sha256sum over the same files: {:.2} s; ratio {:.2} (target <= 1.5)",
+        paths.len(),
+        bytes as f64 / 1e6,
+        qc,
+        sha,
+        qc / sha
+    )
+}
+
 async fn parent() {
     let mut report = String::new();
+    let mut users = String::new();
     // `--only NAME` runs one scenario (for profiling); every scenario otherwise.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
-    for scenario in SCENARIOS
-        .iter()
-        .filter(|s| only.as_deref().is_none_or(|name| name == s.name))
-    {
+    if only.as_deref() == Some("qc") {
+        println!(
+            "{}",
+            tokio::task::spawn_blocking(qc_scenario).await.unwrap()
+        );
+        return;
+    }
+    for scenario in SCENARIOS.iter().filter(|s| match only.as_deref() {
+        Some(name) => name == s.name,
+        None => s.name != "unlimited-200k",
+    }) {
         let config = SimConfig {
             key: "bench-key".into(),
             task_duration: scenario.task,
@@ -472,6 +617,11 @@ async fn parent() {
             stats.faults,
         );
         report.push_str(&line);
+        users.push_str(&format!(
+            "{}: client user CPU {:.2} s\n",
+            scenario.name,
+            result["user_s"].as_f64().unwrap_or(f64::NAN)
+        ));
     }
     let plan = tokio::task::spawn_blocking(|| spawn_child(&["--scenario", "plan"]))
         .await
@@ -480,6 +630,7 @@ async fn parent() {
     writeln!(out, "| scenario | variants | makespan | ideal | makespan/ideal | client CPU s | client peak MiB | detail queries/task | 429s | faults |").unwrap();
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
     write!(out, "{report}").unwrap();
+    write!(out, "\n{users}").unwrap();
     writeln!(
         out,
         "\nplan over {} variants: {:.2} s, peak {:.1} MiB",
@@ -488,6 +639,10 @@ async fn parent() {
         plan["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
     )
     .unwrap();
+    if only.is_none() {
+        let qc = tokio::task::spawn_blocking(qc_scenario).await.unwrap();
+        writeln!(out, "{qc}").unwrap();
+    }
 }
 
 fn main() {
@@ -512,6 +667,7 @@ async fn run() {
     match value("--scenario").as_deref() {
         None => parent().await,
         Some("plan") => child_plan(),
+        Some("qc") => child_qc(Path::new(&value("--dir").expect("--dir"))),
         Some(name) => {
             let scenario = SCENARIOS
                 .iter()

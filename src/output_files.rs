@@ -19,11 +19,20 @@ pub const PAGE_TEMP: (&str, &str) = (".report-", ".html");
 /// Prefix and suffix of the temporary file of the shard layout, in the state folder.
 pub const LAYOUT_TEMP: (&str, &str) = (".shards-", ".json");
 
+/// Prefix and suffix of the temporary file of the page's stems, in the state folder.
+pub const PAGE_STEMS_TEMP: (&str, &str) = (".page-stems-", ".json");
+
 /// Whether `name` is one of stembatch's temporary files.
 pub fn is_temporary(name: &str) -> bool {
-    [DOWNLOAD_TEMP, REPORT_TEMP, PAGE_TEMP, LAYOUT_TEMP]
-        .iter()
-        .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix))
+    [
+        DOWNLOAD_TEMP,
+        REPORT_TEMP,
+        PAGE_TEMP,
+        LAYOUT_TEMP,
+        PAGE_STEMS_TEMP,
+    ]
+    .iter()
+    .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix))
 }
 
 /// Whether an I/O error says the disk is full (ENOSPC). Rust maps it to `StorageFull`;

@@ -1,7 +1,7 @@
 //! The commands that send nothing: `validate`, `plan`, `status`. None of them writes to an
 //! output folder.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -9,11 +9,12 @@ use super::resume::{self, Resume};
 use crate::exit::{ExpectedError, SUCCESS};
 use crate::journal::layout;
 use crate::journal::lock::{Holder, LockState};
-use crate::journal::replay::{Prior, Rerun};
+use crate::journal::replay::Rerun;
 use crate::journal::rerun::Intent;
 use crate::journal::JournalError;
 use crate::manifest;
 use crate::outcome::{VariantRecord, VariantStatus};
+use crate::qc::QcCounts;
 use crate::report::csv::FILE_NAME;
 use crate::shard::Shard;
 use crate::variant::{GenerationParams, Variant, VariantId};
@@ -366,6 +367,8 @@ struct FolderStatus {
     lock: LockState,
     /// Every variant: its stem, when known, and its status.
     variants: Vec<(Option<String>, VariantStatus)>,
+    /// Their tracks by QC verdict.
+    tracks: QcCounts,
 }
 
 /// One variant as `results.csv` lists it.
@@ -373,6 +376,8 @@ struct CsvVariant {
     id: String,
     stem: String,
     status: VariantStatus,
+    /// Its tracks' `qc` words (empty when the CSV has no such column).
+    qc: Vec<String>,
 }
 
 /// Reads an output folder without writing anything to it: the lock, and the statuses from
@@ -402,14 +407,22 @@ fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
         (Some(_), _) => Source::Csv,
         (None, _) => Source::Journal,
     };
-    let variants = match source {
-        Source::Csv => csv.into_iter().map(|v| (Some(v.stem), v.status)).collect(),
+    let (variants, tracks) = match source {
+        Source::Csv => {
+            let mut tracks = QcCounts::default();
+            for word in csv.iter().flat_map(|v| &v.qc) {
+                tracks.add_word(word);
+            }
+            let variants = csv.into_iter().map(|v| (Some(v.stem), v.status)).collect();
+            (variants, tracks)
+        }
         Source::Journal => journal_variants(&csv, &read_journals(dir)?),
     };
     Ok(FolderStatus {
         source,
         lock,
         variants,
+        tracks,
     })
 }
 
@@ -454,14 +467,23 @@ fn read_csv_variants(path: &Path) -> anyhow::Result<Vec<CsvVariant>> {
     };
     let (stem_col, id_col, status_col) =
         (column("stem")?, column("variant_id")?, column("status")?);
-    let mut seen = HashSet::new();
-    let mut variants = Vec::new();
+    // Older files have no QC columns: their tracks count as not checked.
+    let (file_col, qc_col) = (column("file").ok(), column("qc").ok());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut variants: Vec<CsvVariant> = Vec::new();
     for row in reader.records() {
         let row = row?;
-        if !seen.insert(row[id_col].to_owned()) {
+        let track = file_col.is_some_and(|c| row.get(c).is_some_and(|f| !f.is_empty()));
+        let qc = || qc_col.and_then(|c| row.get(c)).unwrap_or("").to_owned();
+        if let Some(&at) = seen.get(&row[id_col]) {
+            if track {
+                variants[at].qc.push(qc());
+            }
             continue;
         }
+        seen.insert(row[id_col].to_owned(), variants.len());
         variants.push(CsvVariant {
+            qc: if track { vec![qc()] } else { Vec::new() },
             id: row[id_col].to_owned(),
             stem: row[stem_col].to_owned(),
             // A word this stembatch does not know is counted as not done.
@@ -483,18 +505,35 @@ fn read_csv_variants(path: &Path) -> anyhow::Result<Vec<CsvVariant>> {
 fn journal_variants(
     csv: &[CsvVariant],
     records: &[crate::journal::format::Record],
-) -> Vec<(Option<String>, VariantStatus)> {
+) -> (Vec<(Option<String>, VariantStatus)>, QcCounts) {
     let priors = crate::journal::replay::replay(records);
-    let status_of = |prior: &Prior| VariantRecord::from(prior).status;
+    let mut tracks = QcCounts::default();
+    let count = |tracks: &mut QcCounts, record: &VariantRecord| {
+        for track in &record.tracks {
+            tracks.add(track.qc.as_ref().map(|qc| qc.verdict));
+        }
+    };
     if !csv.is_empty() {
         let by_id: HashMap<&str, _> = priors.iter().map(|(id, p)| (id.as_str(), p)).collect();
-        return csv
+        let variants = csv
             .iter()
             .map(|v| {
-                let journaled = by_id.get(v.id.as_str()).map(|p| status_of(p));
-                (Some(v.stem.clone()), journaled.unwrap_or(v.status))
+                let status = match by_id.get(v.id.as_str()) {
+                    Some(prior) => {
+                        let record = VariantRecord::from(*prior);
+                        count(&mut tracks, &record);
+                        record.status
+                    }
+                    // Never submitted since: the CSV's tracks are its own.
+                    None => {
+                        v.qc.iter().for_each(|word| tracks.add_word(word));
+                        v.status
+                    }
+                };
+                (Some(v.stem.clone()), status)
             })
             .collect();
+        return (variants, tracks);
     }
     let mut variants: Vec<_> = priors
         .iter()
@@ -504,15 +543,18 @@ fn journal_variants(
                 .iter()
                 .flat_map(|task| &task.tracks)
                 .find_map(|track| stem_of_track(&track.file));
-            (id, stem, status_of(prior))
+            let record = VariantRecord::from(prior);
+            count(&mut tracks, &record);
+            (id, stem, record.status)
         })
         .collect();
     // The journal's map has no order; a stable one keeps the output reproducible.
     variants.sort_by(|a, b| a.0.cmp(b.0));
-    variants
+    let variants = variants
         .into_iter()
         .map(|(_, stem, status)| (stem, status))
-        .collect()
+        .collect();
+    (variants, tracks)
 }
 
 /// The stem of a track file `audio/<stem>/<name>`, relative to the output folder.
@@ -570,6 +612,10 @@ impl FolderStatus {
             "locked_by": locked_by,
             "total": counts(&total),
             "by_stem": by_stem,
+            "tracks": {
+                "total": self.tracks.total(),
+                "qc": self.tracks,
+            },
         })
     }
 
@@ -599,6 +645,7 @@ impl FolderStatus {
             line(out, UNKNOWN, numbers(&unknown))?;
         }
         line(out, "total", numbers(&total))?;
+        writeln!(out, "{}", self.tracks)?;
         if self.source == Source::Journal {
             writeln!(
                 out,

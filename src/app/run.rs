@@ -239,6 +239,7 @@ fn log_closing(
         counts,
         tasks_created: state.tasks_created(),
         unknown_outcomes: state.unknown_outcomes(),
+        tracks: state.qc_counts(),
         unfinished: unfinished
             .iter()
             .map(|(_, variant, record)| (progress::label(variant), *record))
@@ -269,6 +270,43 @@ fn log_closing(
         "{}",
         said.counts
     );
+    if let Some((level, line)) = &said.tracks {
+        let t = &closing.tracks;
+        let (ok, silent, clipped, short, undecodable, unchecked) = (
+            t.ok,
+            t.silent,
+            t.clipped,
+            t.short,
+            t.undecodable,
+            t.unchecked,
+        );
+        match *level {
+            tracing::Level::WARN => {
+                tracing::warn!(
+                    tracks = t.total(),
+                    ok,
+                    silent,
+                    clipped,
+                    short,
+                    undecodable,
+                    unchecked,
+                    "{line}"
+                )
+            }
+            _ => {
+                tracing::info!(
+                    tracks = t.total(),
+                    ok,
+                    silent,
+                    clipped,
+                    short,
+                    undecodable,
+                    unchecked,
+                    "{line}"
+                )
+            }
+        }
+    }
     if let Some(line) = &said.unknown {
         tracing::warn!(unknown_outcomes = closing.unknown_outcomes, "{line}");
     }

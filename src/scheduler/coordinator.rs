@@ -280,7 +280,11 @@ impl Coordinator {
             .flat_map(|record| record.tracks)
             .filter_map(|track| Some((track.file, track.wave?)))
             .collect();
-        let write = move || report::html::write_file_with(&dir, &known);
+        let variants = Arc::clone(&self.variants);
+        let write = move || {
+            let stems = report::choosing::stem_infos(&variants, &dir);
+            report::html::write_file_with(&dir, &known, Some(&stems))
+        };
         match tokio::task::spawn_blocking(write).await {
             Ok(Ok(page)) => debug!(
                 bytes = page.bytes,

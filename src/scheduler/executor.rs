@@ -358,14 +358,15 @@ impl Executor {
     }
 }
 
-/// Decodes a track that just landed and draws its waveform, on a blocking thread: CPU
-/// work on a file, done while other tracks download rather than all at the run's end. A
+/// Decodes a track that just landed, once, for its verdict and its waveform, on a
+/// blocking thread: CPU work on a file, done while other tracks download rather than all
+/// at the run's end. A
 /// decoder that panics (a malformed file can find a bug) makes the track undecodable, not
 /// the run fail.
 async fn check_quality(path: PathBuf, expected_duration: Option<f64>) -> (TrackQc, Option<String>) {
     let checked = tokio::task::spawn_blocking(move || {
-        let qc = qc::analyze(&path, expected_duration);
-        (qc, crate::waveform::waveform(&path))
+        let checked = qc::check(&path, expected_duration);
+        (checked.qc, checked.wave)
     });
     match checked.await {
         Ok(checked) => checked,

@@ -852,6 +852,15 @@ impl RunState {
         )
     }
 
+    /// Tracks of every variant (earlier runs' too) by QC verdict.
+    pub fn qc_counts(&self) -> crate::qc::QcCounts {
+        let mut counts = crate::qc::QcCounts::default();
+        for track in self.variants.values().flat_map(|v| &v.record.tracks) {
+            counts.add(track.qc.as_ref().map(|qc| qc.verdict));
+        }
+        counts
+    }
+
     /// The variants that did not finish, in manifest order, with their records.
     pub fn unfinished(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
         self.order
