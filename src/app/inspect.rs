@@ -23,6 +23,9 @@ use crate::variant::{GenerationParams, Variant, VariantId};
 /// ends `error` without submitting them.
 pub(super) fn validate(path: &Path) -> anyhow::Result<u8> {
     let manifest = manifest::load(path)?;
+    for line in manifest.warning_lines() {
+        eprintln!("warning: {line}");
+    }
     // Stem names are unique within a manifest: by name, its variants and its problem.
     let mut stems: BTreeMap<&str, (usize, Option<&str>)> = BTreeMap::new();
     for variant in &manifest.variants {
@@ -64,6 +67,9 @@ pub(super) async fn plan(
 ) -> anyhow::Result<u8> {
     let path_owned = path.to_owned();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path_owned)).await??;
+    for line in manifest.warning_lines() {
+        eprintln!("warning: {line}");
+    }
     if let Some(shard) = shard {
         manifest.variants.retain(|v| shard.contains(&v.id));
     }

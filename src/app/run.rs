@@ -306,6 +306,9 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         .map_err(|err| ExpectedError::usage(err.to_string()))?;
     let path = args.manifest.clone();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    for line in manifest.warning_lines() {
+        tracing::warn!("{line}");
+    }
     let all_variants = shard.map(|shard| take_shard(&mut manifest, shard));
     let bucket = open_bucket(&manifest)?;
     let settings = settings_of(args, &manifest);
