@@ -159,10 +159,15 @@ impl Downloader {
         file.sync_all().await.map_err(io)?;
         drop(file);
         let target = dest.to_owned();
-        tokio::task::spawn_blocking(move || temp_path.persist(target))
-            .await
-            .map_err(|e| io(std::io::Error::other(e)))?
-            .map_err(|e| io(e.error))?;
+        // The folder is synced after the rename: the journal records the track only once
+        // this returns, and its record must never outlive the file's name.
+        tokio::task::spawn_blocking(move || {
+            temp_path.persist(&target).map_err(|e| e.error)?;
+            crate::output_files::sync_parent(&target)
+        })
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)?;
         let modified_ns = tokio::fs::metadata(dest)
             .await
             .ok()
@@ -235,5 +240,25 @@ mod tests {
             cause: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         };
         assert!(!denied.is_disk_full());
+    }
+
+    #[tokio::test]
+    async fn a_track_renamed_into_place_syncs_its_folder() {
+        const WAV: &[u8] = b"RIFF\x04\0\0\0WAVEdata";
+        let app = axum::Router::new().route("/t.wav", axum::routing::get(|| async { WAV }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("ballad-1.wav");
+        let before = crate::output_files::synced::count(dir.path());
+        let got = Downloader::new()
+            .unwrap()
+            .fetch(&format!("http://{addr}/t.wav"), &dest, Expect::Audio)
+            .await
+            .unwrap();
+        assert_eq!(got.bytes, WAV.len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), WAV);
+        assert_eq!(crate::output_files::synced::count(dir.path()), before + 1);
     }
 }

@@ -215,7 +215,13 @@ impl Executor {
             failure,
         };
         let folder = self.out_dir.join("audio").join(&variant.stem.name);
-        if let Err(cause) = tokio::fs::create_dir_all(&folder).await {
+        let making = folder.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            crate::output_files::create_dir_all_durably(&making)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(cause) = made {
             return failed(TrackFailure::Download(DownloadError::Io {
                 path: folder,
                 cause,
