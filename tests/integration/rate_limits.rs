@@ -84,7 +84,7 @@ async fn a_process_frozen_for_three_seconds_keeps_to_the_limit_when_it_thaws() {
         .replace("poll_rate = \"12000/min\"", "poll_rate = \"600/min\"");
     let (dir, manifest) = write_manifest(&variants_manifest(&head, 20));
     let out = dir.path().join("out");
-    let mut child = run_command(&sim, &manifest, &out, &[])
+    let child = run_command(&sim, &manifest, &out, &[])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("stembatch starts");
