@@ -214,6 +214,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
             deadline: None,
         },
         stopped_before: None,
+        api_checked: None,
         progress: stembatch::report::progress::Progress::off(),
     };
     let started = Instant::now();

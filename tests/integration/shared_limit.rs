@@ -13,15 +13,15 @@ use crate::helpers::*;
 use crate::redis_server::RedisServer;
 
 /// The account's submit limit, which every process is configured with: 20/s evenly
-/// spaced, 1,200 a minute. Its one-second window allows 25, as a provider's allows a
-/// little jitter (a process the machine starves for a moment sends its due calls late,
-/// together); its minute cannot fill in a test this short.
+/// spaced, 1,200 a minute, and the simulator's one-second window allows exactly that;
+/// its minute cannot fill in a test this short. A process the machine starves for a
+/// moment gives up the slots that passed rather than send them together.
 const RATE: &str = "1200/min";
-const PER_SECOND_ALLOWED: usize = 25;
+const PER_SECOND_ALLOWED: usize = 20;
 
 fn account_sim() -> SimConfig {
     SimConfig {
-        submit_limits: limits("1200/60s,25/1s"),
+        submit_limits: limits("1200/60s,20/1s"),
         detail_limits: limits("12000/60s,220/1s"),
         ..quick_sim()
     }
