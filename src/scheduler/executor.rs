@@ -119,7 +119,7 @@ impl Executor {
             if !sleep_until(slot, &self.stop_submits).await {
                 return withdrawn(true);
             }
-            match go_on_slot(pacer, slot, &self.stop_submits).await {
+            match go_on_slot(pacer, slot, true, &self.stop_submits).await {
                 Some(true) => return self.call(id, &request).await,
                 Some(false) => {}
                 None => return withdrawn(true),

@@ -67,6 +67,21 @@ pub fn late_grace(period: Duration) -> Duration {
 /// was stopped or starved, not merely busy.
 pub const MAX_LATE: Duration = Duration::from_millis(250);
 
+/// How much wider than the limit's period the slots are spaced: 1/32. A call reaches
+/// the provider a little after its slot (a busy machine wakes late, the answer of a
+/// shared schedule takes a while), and processes that share a limit cannot see each
+/// other's lateness; at exactly the period, a window of the provider's would then hold
+/// one call too many (three processes at exactly 20/s drew five 429s in 150 submits from
+/// a 20-per-second window). With the margin, any window of length W holds no more than
+/// the limit allows as long as no call arrives more than W/32 (31 ms in a one-second
+/// window) later than the one a window before it: that covers [`late_grace`] at 16
+/// calls a second and more; slower rates keep their spacing within a process
+/// ([`Pacer::take`]).
+pub fn spacing(rate: Rate) -> Duration {
+    let period = rate.period();
+    period + period / 32
+}
+
 /// Whether `slot` lapsed at `now` for a limit spaced `period` apart whose latest hold-off
 /// runs until `held_until`. Pure: the rule of [`Pacer::lapsed`] for every pacer.
 pub fn lapsed(slot: Instant, now: Instant, period: Duration, held_until: Option<Instant>) -> bool {
@@ -93,7 +108,12 @@ pub struct Gcra {
 impl Gcra {
     /// `rate`, with at most `burst` calls back to back.
     pub fn new(rate: Rate, burst: NonZeroU32) -> Self {
-        let period = rate.period().max(Duration::from_nanos(1));
+        Gcra::with_period(rate.period(), burst)
+    }
+
+    /// Calls `period` apart, with at most `burst` back to back.
+    pub fn with_period(period: Duration, burst: NonZeroU32) -> Self {
+        let period = period.max(Duration::from_nanos(1));
         Gcra {
             period,
             tolerance: period.saturating_mul(burst.get() - 1),
@@ -145,10 +165,10 @@ pub struct RatePacer {
 }
 
 impl RatePacer {
-    /// A pacer for `rate` with bursts of at most `burst`.
+    /// A pacer for `rate` with bursts of at most `burst`, its slots [`spacing`] apart.
     pub fn new(rate: Rate, burst: NonZeroU32) -> Self {
         RatePacer {
-            gcra: Mutex::new(Gcra::new(rate, burst)),
+            gcra: Mutex::new(Gcra::with_period(spacing(rate), burst)),
         }
     }
 

@@ -155,7 +155,7 @@ impl SharedPacer {
         rate: Rate,
         burst: std::num::NonZeroU32,
     ) -> Self {
-        let period = rate.period().max(Duration::from_micros(1));
+        let period = crate::scheduler::pacer::spacing(rate).max(Duration::from_micros(1));
         let fallback = FallbackGrid::new(period.as_nanos(), link.position);
         SharedPacer {
             link,
