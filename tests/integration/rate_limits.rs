@@ -10,6 +10,7 @@ const HANDLER_JITTER: Duration = Duration::from_millis(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_variants_at_120_per_minute_see_no_429() {
+    let _alone = WINDOW_TESTS.lock().await;
     let sim = start_sim(stembatch::sim::SimConfig {
         submit_limits: limits("120/60s,3/1s"),
         detail_limits: limits("600/60s,20/1s"),
@@ -73,6 +74,7 @@ fn busiest(times: &[Duration], window: Duration) -> usize {
 /// when it thaws: no 429, no one-second window over the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_frozen_for_three_seconds_keeps_to_the_limit_when_it_thaws() {
+    let _alone = WINDOW_TESTS.lock().await;
     let sim = start_sim(stembatch::sim::SimConfig {
         submit_limits: limits("120/60s,3/1s"),
         detail_limits: limits("600/60s,20/1s"),
