@@ -17,6 +17,9 @@
 //!   key that share the limit through a `redis-server` the benchmark starts on a free
 //!   loopback port: makespan ÷ ideal (the same ideal as one process) and 429s (target 0).
 //!   Where redis-server is not installed, the table says so.
+//! - `paused`: as `rate-120`, with the client process stopped (SIGSTOP) for 3 s in the
+//!   middle of the run and then continued, as a suspended VM or laptop is: 429s (target
+//!   0) and the busiest one-second window next to its limit.
 //! - `plan`: `plan` over a 100,000-variant matrix: time and peak memory (targets < 2 s,
 //!   < 200 MB).
 //! - `qc`: quality control (decode, levels, loudness, waveform: [`stembatch::qc::check`])
@@ -24,6 +27,9 @@
 //!   in a child process, one track after the other; and, side by side over the same
 //!   files, `cat FILES | sha256sum`. User CPU seconds of each (the median of three
 //!   rounds) and their ratio (target ≤ 1.5). `-- --only qc` runs it alone.
+//!
+//! Every row also shows the busiest one-second window of accepted submits next to the
+//! simulator's one-second limit.
 
 use std::io::Write;
 use std::path::Path;
@@ -55,9 +61,12 @@ struct Scenario {
     /// Client processes on one key, sharing the limit through Redis when more than one;
     /// `variants` is their total.
     processes: u32,
+    /// Stop the client (SIGSTOP) this long after it starts, for the second duration,
+    /// then continue it (SIGCONT).
+    pause: Option<(Duration, Duration)>,
 }
 
-const SCENARIOS: [Scenario; 6] = [
+const SCENARIOS: [Scenario; 7] = [
     Scenario {
         name: "rate-120",
         variants: 40,
@@ -69,6 +78,7 @@ const SCENARIOS: [Scenario; 6] = [
         track_seconds: 5.0,
         failing: 0.0,
         processes: 1,
+        pause: None,
     },
     Scenario {
         name: "rate-1200",
@@ -81,6 +91,7 @@ const SCENARIOS: [Scenario; 6] = [
         track_seconds: 2.0,
         failing: 0.0,
         processes: 1,
+        pause: None,
     },
     Scenario {
         name: "faulty-1200",
@@ -93,6 +104,7 @@ const SCENARIOS: [Scenario; 6] = [
         track_seconds: 2.0,
         failing: 0.1,
         processes: 1,
+        pause: None,
     },
     Scenario {
         name: "unlimited",
@@ -105,6 +117,7 @@ const SCENARIOS: [Scenario; 6] = [
         track_seconds: 0.5,
         failing: 0.0,
         processes: 1,
+        pause: None,
     },
     // As `unlimited`, with the tracks of the QC target: 200 KB (4.5 s at 22.05 kHz mono),
     // so that the client's whole CPU (download, hashing, QC) can be set against the `qc`
@@ -121,6 +134,7 @@ const SCENARIOS: [Scenario; 6] = [
         track_seconds: 4.5,
         failing: 0.0,
         processes: 1,
+        pause: None,
     },
     Scenario {
         name: "three-on-one-key",
@@ -133,6 +147,21 @@ const SCENARIOS: [Scenario; 6] = [
         track_seconds: 2.0,
         failing: 0.0,
         processes: 3,
+        pause: None,
+    },
+    Scenario {
+        name: "paused",
+        variants: 40,
+        submit_rate: "120/min",
+        per_second: 2.0,
+        concurrency: 16,
+        sim_submit_limits: "120/60s,3/1s",
+        // Short tasks: most variants in flight wait for their submit slot when it stops.
+        task: Duration::from_secs(1),
+        track_seconds: 1.0,
+        failing: 0.0,
+        processes: 1,
+        pause: Some((Duration::from_secs(6), Duration::from_secs(3))),
     },
 ];
 
@@ -236,6 +265,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
             deadline: None,
         },
         stopped_before: None,
+        api_checked: None,
         progress: stembatch::report::progress::Progress::off(),
     };
     let started = Instant::now();
@@ -365,6 +395,26 @@ fn run_clients(scenario: &Scenario, url: &str) -> Result<serde_json::Value, Stri
         args.extend_from_slice(extra);
         args
     };
+    if let Some((after, frozen)) = scenario.pause {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(args(&[]))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the benchmark child runs");
+        let signal = |name: &str| {
+            let sent = Command::new("kill")
+                .args([name, &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success(), "kill {name}");
+        };
+        std::thread::sleep(after);
+        signal("-STOP");
+        std::thread::sleep(frozen);
+        signal("-CONT");
+        return Ok(child_result(child.wait_with_output().unwrap()));
+    }
     if scenario.processes == 1 {
         return Ok(spawn_child(&args(&[])));
     }
@@ -414,6 +464,20 @@ fn run_clients(scenario: &Scenario, url: &str) -> Result<serde_json::Value, Stri
         "cpu_s": sum("cpu_s"),
         "peak_rss_mib": max("peak_rss_mib"),
     }))
+}
+
+/// The most submits the simulator accepted within any one second.
+fn busiest_second(sim: &SimHandle) -> usize {
+    let times: Vec<Duration> = sim.submissions().iter().map(|s| s.at).collect();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t < times[i] + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The JSON line a benchmark child printed last.
@@ -589,6 +653,12 @@ async fn parent() {
             }
         };
         let stats = sim.stats();
+        let busiest = busiest_second(&sim);
+        let second_limit = WindowLimit::parse_list(scenario.sim_submit_limits)
+            .unwrap()
+            .iter()
+            .find(|l| l.window == Duration::from_secs(1))
+            .map_or("-".to_owned(), |l| l.count.to_string());
         let makespan = result["makespan_s"].as_f64().unwrap_or(f64::NAN);
         // Without a rate limit there is no ideal to compare with.
         let ideal = match scenario.per_second.is_finite() {
@@ -596,7 +666,7 @@ async fn parent() {
             false => f64::NAN,
         };
         let line = format!(
-            "| {} | {} | {:.2} s | {} | {} | {:.2} | {:.1} | {:.2} | {} | {} |\n",
+            "| {} | {} | {:.2} s | {} | {} | {:.2} | {:.1} | {:.2} | {} | {busiest} / {second_limit} | {} |\n",
             scenario.name,
             scenario.variants,
             makespan,
@@ -627,8 +697,8 @@ async fn parent() {
         .await
         .unwrap();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "| scenario | variants | makespan | ideal | makespan/ideal | client CPU s | client peak MiB | detail queries/task | 429s | faults |").unwrap();
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(out, "| scenario | variants | makespan | ideal | makespan/ideal | client CPU s | client peak MiB | detail queries/task | 429s | busiest 1 s / limit | faults |").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
     write!(out, "{report}").unwrap();
     write!(out, "\n{users}").unwrap();
     writeln!(

@@ -24,6 +24,9 @@ use crate::variant::{GenerationParams, Variant, VariantId};
 /// ends `error` without submitting them.
 pub(super) fn validate(path: &Path) -> anyhow::Result<u8> {
     let manifest = manifest::load(path)?;
+    for line in manifest.warning_lines() {
+        eprintln!("warning: {line}");
+    }
     // Stem names are unique within a manifest: by name, its variants and its problem.
     let mut stems: BTreeMap<&str, (usize, Option<&str>)> = BTreeMap::new();
     for variant in &manifest.variants {
@@ -70,6 +73,9 @@ pub(super) async fn plan(
         (Some(_), Some(_)) => manifest.variants.clone(),
         _ => Vec::new(),
     };
+    for line in manifest.warning_lines() {
+        eprintln!("warning: {line}");
+    }
     if let Some(shard) = shard {
         manifest.variants.retain(|v| shard.contains(&v.id));
     }

@@ -156,10 +156,12 @@ pub(super) async fn move_superseded(out_dir: &Path, moves: Vec<Move>) -> std::io
                 continue;
             }
             if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent)?;
+                crate::output_files::create_dir_all_durably(parent)?;
             }
             let to = free_name(to);
             std::fs::rename(&from, &to)?;
+            crate::output_files::sync_parent(&to)?;
+            crate::output_files::sync_parent(&from)?;
             info!(from = %from.display(), to = %to.display(), "a changed variant's earlier track moved aside");
             moved += 1;
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::api::retry::{classify, AccountStop, CallKind, Verdict};
+use crate::api::ApiError;
 use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, SUCCESS};
@@ -152,13 +153,13 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     };
     let (bucket, storage_stop) =
         bucket_for_run(bucket, &manifest.variants, &entries, context).await;
-    let preflight_stop = match (submits, storage_stop) {
-        (_, Some(stop)) => Some(stop),
+    let (preflight_stop, api_checked) = match (submits, storage_stop) {
+        (_, Some(stop)) => (Some(stop), None),
         (true, None) => tokio::select! {
-            stop = check_account(&client, key_env.as_deref()) => stop,
-            _ = interrupts.first.cancelled() => None,
+            (stop, checked) = check_account(&client, key_env.as_deref()) => (stop, Some(checked)),
+            _ = interrupts.first.cancelled() => (None, None),
         },
-        (false, None) => None,
+        (false, None) => (None, None),
     };
     let progress = Progress::new(
         view,
@@ -186,6 +187,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
             interrupted: interrupts.first.clone(),
             deadline: settings.deadline,
         },
+        api_checked,
         stopped_before: match interrupts.first.is_cancelled() {
             true => Some(StopReason::Interrupted),
             false => preflight_stop.map(StopReason::Account),
@@ -381,6 +383,9 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         .map_err(|err| ExpectedError::usage(err.to_string()))?;
     let path = args.manifest.clone();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    for line in manifest.warning_lines() {
+        tracing::warn!("{line}");
+    }
     let all_variants = shard.map(|shard| take_shard(&mut manifest, shard));
     let bucket = open_bucket(&manifest)?;
     let settings = settings_of(args, &manifest);
@@ -577,24 +582,29 @@ fn exit_code(state: &RunState) -> u8 {
 }
 
 /// Asks the account's balance before the first submit: a refused key then costs one
-/// request instead of one per variant in flight, and the credits are in the log. Any
-/// other failure is only a warning: the balance is not needed to run.
-async fn check_account(client: &ApiClient, key_env: Option<&str>) -> Option<AccountStop> {
-    let err = match client.balance().await {
+/// request instead of one per variant in flight, and the credits are in the log. Also
+/// the run's first call: what it says of the base URL goes to the run state
+/// (`Event::ApiChecked`), which stops the run when the URL cannot be used. Any other
+/// failure is only a warning: the balance is not needed to run.
+async fn check_account(
+    client: &ApiClient,
+    key_env: Option<&str>,
+) -> (Option<AccountStop>, Result<(), ApiError>) {
+    let err = match balance_with_patience(client).await {
         Ok(balance) if balance.credits_amount <= 0.0 => {
             tracing::warn!(
                 credits = balance.credits_amount,
                 "the account has no credits"
             );
-            return Some(AccountStop::NoCredits);
+            return (Some(AccountStop::NoCredits), Ok(()));
         }
         Ok(balance) => {
             tracing::info!(credits = balance.credits_amount, "account balance");
-            return None;
+            return (None, Ok(()));
         }
         Err(err) => err,
     };
-    match classify(&err, CallKind::Idempotent) {
+    let stop = match classify(&err, CallKind::Idempotent) {
         Verdict::Stop(AccountStop::BadKey) => {
             let key = key_env.map_or("the simulator's key".to_owned(), |env| {
                 format!("the API key in {env}")
@@ -606,9 +616,34 @@ async fn check_account(client: &ApiClient, key_env: Option<&str>) -> Option<Acco
             tracing::error!(error = %err, "the account cannot be used: nothing was submitted");
             Some(stop)
         }
+        // The run state says it, once, naming the URL.
+        _ if err.base_url_unusable() => None,
         _ => {
             tracing::warn!(error = %err, "cannot read the account balance; going on");
             None
+        }
+    };
+    (stop, Err(err))
+}
+
+/// How long the first call is tried again while the base URL looks unusable: a blip at
+/// the start does not cost the night, and a wrong URL is told within 20 s (a try that
+/// hangs is cut at the connect timeout, 10 s).
+const UNUSABLE_PATIENCE: Duration = Duration::from_secs(8);
+
+/// The balance, asked again (0.5 s, 1 s, 2 s, … apart, within [`UNUSABLE_PATIENCE`])
+/// while nothing answers at the base URL or what answers is not the API.
+async fn balance_with_patience(client: &ApiClient) -> Result<crate::api::types::Balance, ApiError> {
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match client.balance().await {
+            Err(err) if err.base_url_unusable() && started.elapsed() + wait < UNUSABLE_PATIENCE => {
+                tracing::debug!(error = %err, ?wait, "the base URL did not answer as the API; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            answer => return answer,
         }
     }
 }

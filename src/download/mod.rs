@@ -86,10 +86,13 @@ fn make_room(dest: &Path, sha256: &str, place: &Place) -> std::io::Result<PathBu
     match place {
         Place::MoveAside(aside) => {
             if let Some(parent) = aside.parent() {
-                std::fs::create_dir_all(parent)?;
+                crate::output_files::create_dir_all_durably(parent)?;
             }
             let aside = free_name(aside);
             std::fs::rename(dest, &aside)?;
+            // The paid file's new name must survive a power loss before the new download
+            // takes its old one (whose folder is synced after that rename).
+            crate::output_files::sync_parent(&aside)?;
             tracing::warn!(
                 file = %dest.display(),
                 to = %aside.display(),
@@ -229,9 +232,12 @@ impl Downloader {
         drop(file);
         let sha256 = hex::encode(hasher.finalize());
         let (target, digest, place) = (dest.to_owned(), sha256.clone(), place.clone());
+        // The folder is synced after the rename: the journal records the track only once
+        // this returns, and its record must never outlive the file's name.
         let path = tokio::task::spawn_blocking(move || {
             let path = make_room(&target, &digest, &place)?;
             temp_path.persist(&path).map_err(|e| e.error)?;
+            crate::output_files::sync_parent(&path)?;
             Ok(path)
         })
         .await
@@ -346,5 +352,30 @@ mod tests {
             cause: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         };
         assert!(!denied.is_disk_full());
+    }
+
+    #[tokio::test]
+    async fn a_track_renamed_into_place_syncs_its_folder() {
+        const WAV: &[u8] = b"RIFF\x04\0\0\0WAVEdata";
+        let app = axum::Router::new().route("/t.wav", axum::routing::get(|| async { WAV }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("ballad-1.wav");
+        let before = crate::output_files::synced::count(dir.path());
+        let got = Downloader::new()
+            .unwrap()
+            .fetch(
+                &format!("http://{addr}/t.wav"),
+                &dest,
+                Expect::Audio,
+                &Place::Beside,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got.bytes, WAV.len() as u64);
+        assert_eq!(std::fs::read(&dest).unwrap(), WAV);
+        assert_eq!(crate::output_files::synced::count(dir.path()), before + 1);
     }
 }

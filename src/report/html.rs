@@ -522,8 +522,7 @@ pub fn write_file_with(
         .tempfile_in(dir)
         .map_err(write_error)?;
     temp.write_all(html.as_bytes()).map_err(write_error)?;
-    temp.as_file().sync_all().map_err(write_error)?;
-    temp.persist(&path).map_err(|e| write_error(e.error))?;
+    crate::output_files::persist_durably(temp, &path).map_err(write_error)?;
     let tracks = report.variants.iter().flat_map(|v| &v.tracks);
     Ok(PageSummary {
         bytes: html.len() as u64,

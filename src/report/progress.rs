@@ -573,6 +573,14 @@ impl Pacer for WatchedPacer {
             self.watch_held(now, wait);
         })
     }
+
+    fn lapsed(&self, slot: Instant, now: Instant) -> bool {
+        self.inner.lapsed(slot, now)
+    }
+
+    fn take(&self, slot: Instant, now: Instant) -> Option<Instant> {
+        self.inner.take(slot, now)
+    }
 }
 
 /// What the view needs to know of the run before it starts.

@@ -62,6 +62,7 @@ impl Coordinator {
         mut self,
         stops: Stops,
         first: Option<StopReason>,
+        api_checked: Option<Result<(), crate::api::ApiError>>,
     ) -> std::io::Result<RunState> {
         // Before any work: a folder whose report cannot be written buys nothing.
         self.write_report().await?;
@@ -77,6 +78,11 @@ impl Coordinator {
                 self.dispatch_quietly(actions);
             }
             None => {}
+        }
+        if let Some(checked) = api_checked {
+            self.on_event(Event::ApiChecked {
+                error: checked.err(),
+            });
         }
         let actions = self.state.start(now(), chrono::Utc::now());
         self.dispatch(actions);
@@ -170,6 +176,15 @@ impl Coordinator {
         self.dispatch(actions);
     }
 
+    /// The one line that says the base URL cannot be used, naming it and why.
+    fn unusable_line(&self) -> String {
+        let why = self.state.unusable_base_url().unwrap_or("no answer");
+        format!(
+            "the base URL {} cannot be used ({why}); no call of this run reached the API, and nothing more was sent (hint: check --base-url, VIDGO_BASE_URL and api.base_url)",
+            self.executor.client.base_url(),
+        )
+    }
+
     /// The counts the live view shows.
     fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -228,6 +243,7 @@ impl Coordinator {
                         StopReason::Interrupted | StopReason::Deadline => {
                             warn!("{}", reason.describe())
                         }
+                        StopReason::UnusableBaseUrl => error!("{}", self.unusable_line()),
                         _ => error!("{}", reason.describe()),
                     }
                     self.apply_stop(reason);

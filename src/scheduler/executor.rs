@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::events::{submit_record, Action, Event, JournalFailure, StemFailure, TrackFailure};
 use super::pacer::Pacer;
-use super::retrying::{hold_off, reserve, sleep, sleep_until, with_retries, CallFailure};
+use super::retrying::{
+    go_on_slot, hold_off, sleep, sleep_until, wait_for_slot, with_retries, CallFailure,
+};
 use super::upload::{StemUrl, Uploads};
 use crate::api::retry::{is_rate_limited, RetryPolicy};
 use crate::api::types::{SubmitInput, SubmitRequest, TrackFile, TASK_MODEL};
@@ -94,37 +95,54 @@ impl Executor {
             Err(CallFailure::Stopped) => return withdrawn(false),
             Err(CallFailure::Failed(error)) => return Event::StemUnavailable { id, error },
         };
-        // Never a slot sooner than the lead: the intent's fsync must fit before it, or
-        // the call would go out late and squeeze the gap to the next one.
-        let earliest = Instant::now() + INTENT_LEAD;
-        let Some(slot) = reserve(self.submit_pacer.as_ref(), earliest, &self.stop_submits).await
-        else {
-            return withdrawn(false);
-        };
-        if !sleep_until(slot - INTENT_LEAD, &self.stop_submits).await {
-            return withdrawn(false);
-        }
-        // Presigned now, not before the wait for the slot, which the URL must not spend.
-        let upload_url = match self.uploads.url(stem).await {
-            Ok(url) => url,
-            Err(error) => return Event::StemUnavailable { id, error },
-        };
-        let request = submit_request(variant, upload_url, self.settings.callback_url.as_deref());
-        let intent = Record::SubmitIntent {
-            variant_id: id.clone(),
-            at: Utc::now(),
-        };
-        if let Err(err) = self.journal.append(intent).await {
-            error!(error = %err, "cannot journal the submit intent; submitting nothing more");
-            return Event::JournalFailed {
-                id: Some(id),
-                disk_full: err.is_disk_full(),
+        loop {
+            // Never a slot sooner than the lead: the intent's fsync must fit before it, or
+            // the call would go out late and squeeze the gap to the next one.
+            let pacer = self.submit_pacer.as_ref();
+            let Some(slot) = wait_for_slot(pacer, INTENT_LEAD, &self.stop_submits).await else {
+                return withdrawn(false);
             };
+            // Presigned now, not before the wait for the slot, which the URL must not spend.
+            let upload_url = match self.uploads.url(stem.clone()).await {
+                Ok(url) => url,
+                Err(error) => return Event::StemUnavailable { id, error },
+            };
+            let request =
+                submit_request(variant, upload_url, self.settings.callback_url.as_deref());
+            let intent = Record::SubmitIntent {
+                variant_id: id.clone(),
+                at: Utc::now(),
+            };
+            if let Err(err) = self.journal.append(intent).await {
+                error!(error = %err, "cannot journal the submit intent; submitting nothing more");
+                return Event::JournalFailed {
+                    id: Some(id),
+                    disk_full: err.is_disk_full(),
+                };
+            }
+            if !sleep_until(slot, &self.stop_submits).await {
+                return withdrawn(true);
+            }
+            match go_on_slot(pacer, slot, true, &self.stop_submits).await {
+                Some(true) => return self.call(id, &request).await,
+                Some(false) => {}
+                None => return withdrawn(true),
+            }
+            // The slot passed between the intent and the call (the process was stopped):
+            // given up. The intent is withdrawn first, durably, so that it never reads as
+            // a submit that may have gone out; the next slot gets an intent of its own.
+            warn!("the submit slot passed while the process could not send: waiting for a new one");
+            let withdrawal = Record::SubmitWithdrawn {
+                variant_id: id.clone(),
+            };
+            if let Err(err) = self.journal.append(withdrawal).await {
+                error!(error = %err, "cannot journal the withdrawn intent; submitting nothing more");
+                return Event::JournalFailed {
+                    id: Some(id),
+                    disk_full: err.is_disk_full(),
+                };
+            }
         }
-        if !sleep_until(slot, &self.stop_submits).await {
-            return withdrawn(true);
-        }
-        self.call(id, &request).await
     }
 
     /// The submit call itself, its outcome journaled the moment the answer arrives.
@@ -240,7 +258,13 @@ impl Executor {
         };
         let dest = self.out_dir.join(&relative);
         let folder = dest.parent().unwrap_or(&self.out_dir).to_owned();
-        if let Err(cause) = tokio::fs::create_dir_all(&folder).await {
+        let making = folder.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            crate::output_files::create_dir_all_durably(&making)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(cause) = made {
             return failed(TrackFailure::Download(DownloadError::Io {
                 path: folder,
                 cause,

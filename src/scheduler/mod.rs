@@ -92,6 +92,9 @@ pub struct RunInputs {
     pub stops: Stops,
     /// A stop known before the first submit (the balance check refused the account).
     pub stopped_before: Option<StopReason>,
+    /// What the balance check, the run's first call, found of the API, when it was asked:
+    /// the run state's `Event::ApiChecked`.
+    pub api_checked: Option<Result<(), crate::api::ApiError>>,
     /// The live view the coordinator reports to.
     pub progress: Progress,
 }
@@ -186,7 +189,9 @@ pub async fn run_collecting(
         report_dirty: false,
         progress: inputs.progress,
     };
-    let state = coordinator.run(inputs.stops, inputs.stopped_before).await;
+    let state = coordinator
+        .run(inputs.stops, inputs.stopped_before, inputs.api_checked)
+        .await;
     executor.uploads.shutdown();
     state
 }

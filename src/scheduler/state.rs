@@ -15,6 +15,10 @@
 //!   variant: it ends `error`, saying a task may exist;
 //! - nothing is submitted after a run-level stop (401/402/403, an unreadable 2xx, a
 //!   journal or disk failure, a signal, the deadline);
+//! - while no call of the run has reached the API, a base URL that proves unusable
+//!   (nothing answers, or what answers is not the API) stops the run at once: a typo must
+//!   not cost the night in retries; once the API has answered, the same failures are
+//!   outages, retried as usual;
 //! - a variant whose task is known is polled, never submitted;
 //! - a paid task of a variant no longer in the manifest (an orphan, chosen by
 //!   `journal::rerun::orphans`) is polled and downloaded, never submitted, and takes no
@@ -127,6 +131,10 @@ pub struct RunState {
     unknown_outcomes: usize,
     /// Orphans being polled or downloaded (they hold no in-flight slot).
     collecting: usize,
+    /// Whether any call of the run has reached the API.
+    api_reached: bool,
+    /// Why the base URL could not be used, when that stopped the run.
+    unusable: Option<String>,
 }
 
 impl RunState {
@@ -166,6 +174,8 @@ impl RunState {
             tasks_created: 0,
             unknown_outcomes: 0,
             collecting: 0,
+            api_reached: false,
+            unusable: None,
         }
     }
 
@@ -236,6 +246,7 @@ impl RunState {
     /// Takes one event in; returns what to do next. The only place that decides.
     pub fn handle(&mut self, now: Instant, at: DateTime<Utc>, event: Event) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.observe_api(&event, at, &mut actions);
         match event {
             Event::Submitted {
                 id,
@@ -287,9 +298,43 @@ impl RunState {
                 }
             }
             Event::Stop(reason) => self.stop(reason, at, &mut actions),
+            // What it says of the API was taken in above.
+            Event::ApiChecked { .. } => {}
         }
         self.fill_slots(now, at, &mut actions);
         actions
+    }
+
+    /// What an event says of the base URL: an answer of the API's proves it; while none
+    /// has, an error that says the URL cannot be used stops the run before the first
+    /// event's own handling (so a submit is not tried again, an upload not started).
+    fn observe_api(&mut self, event: &Event, at: DateTime<Utc>, actions: &mut Vec<Action>) {
+        let error = match event {
+            Event::Submitted { .. } | Event::Polled { .. } | Event::ApiChecked { error: None } => {
+                self.api_reached = true;
+                return;
+            }
+            Event::SubmitFailed { error, .. }
+            | Event::PollFailed { error, .. }
+            | Event::StemUnavailable {
+                error: StemFailure::Api(error),
+                ..
+            }
+            | Event::ApiChecked { error: Some(error) } => error,
+            _ => return,
+        };
+        if error.reached_api() {
+            self.api_reached = true;
+        } else if !self.api_reached && error.base_url_unusable() && self.unusable.is_none() {
+            self.unusable = Some(error.to_string());
+            self.stop(StopReason::UnusableBaseUrl, at, actions);
+        }
+    }
+
+    /// Why the base URL could not be used, when that stopped the run: the error of the
+    /// call that proved it.
+    pub fn unusable_base_url(&self) -> Option<&str> {
+        self.unusable.as_deref()
     }
 
     /// Ends a variant `pending`: what a stop leaves, for the next run.

@@ -7,6 +7,13 @@ use std::time::Duration;
 
 use stembatch::sim::{SimConfig, SimHandle, WindowLimit};
 
+/// Held by the tests that judge a limit's windows by the simulator's stamps, one at a
+/// time: the simulator stamps a submit when its handler runs, and three client processes
+/// of another such test starving it on a two-core machine made it stamp two submits sent
+/// 50 ms apart within half a millisecond (a 147 ms gap, then 0.5 ms), then refuse the
+/// next as one too many.
+pub static WINDOW_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The longest any one invocation of the binary may take in a test.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -4,6 +4,7 @@
 mod helpers;
 mod redis_server;
 
+mod base_url;
 mod cli;
 mod disk;
 mod docs;

@@ -243,6 +243,8 @@ fn submit_failures_table() {
     for (name, error, expected) in cases {
         let now = Instant::now();
         let mut state = fresh(3, 2);
+        // The API answered the balance check: what follows is an outage, not a wrong URL.
+        state.handle(now, at(), Event::ApiChecked { error: None });
         state.start(now, at());
         let actions = state.handle(now, at(), Event::SubmitFailed { id: id(0), error });
         let got = kinds(&actions);
@@ -1135,5 +1137,122 @@ fn a_finished_variant_downloaded_again_stays_finished_with_its_tracks() {
         }
         assert_eq!(state.counts().finished, 1, "{case}");
         assert_eq!(state.unrestored().count(), usize::from(noted), "{case}");
+    }
+}
+
+/// Issue 17: while no call of the run has reached the API, an error that says the base
+/// URL cannot be used stops the run at once, whichever call found it; once the API has
+/// answered, the same error is an outage and is retried as usual.
+#[test]
+fn an_unusable_base_url_stops_the_run_only_before_the_api_answered() {
+    let refused = || ApiError::Connect("tcp connect error: Connection refused".into());
+    let page = || ApiError::NotApi {
+        status: 404,
+        excerpt: "<html> <body>Not Found</body> </html>".into(),
+    };
+    let stem = |error| Event::StemUnavailable {
+        id: id(0),
+        error: StemFailure::Api(error),
+    };
+    type Case = (&'static str, Vec<Event>, Event, Vec<&'static str>);
+    let cases: Vec<Case> = vec![
+        (
+            "the balance check finds nothing listening",
+            vec![],
+            Event::ApiChecked {
+                error: Some(refused()),
+            },
+            vec![
+                "stop UnusableBaseUrl",
+                "end v0 pending",
+                "end v1 pending",
+                "end v2 pending",
+            ],
+        ),
+        (
+            "a web server's 404 page answers the balance check",
+            vec![],
+            Event::ApiChecked {
+                error: Some(page()),
+            },
+            vec![
+                "stop UnusableBaseUrl",
+                "end v0 pending",
+                "end v1 pending",
+                "end v2 pending",
+            ],
+        ),
+        (
+            "a submit finds nothing listening",
+            vec![],
+            Event::SubmitFailed {
+                id: id(0),
+                error: refused(),
+            },
+            vec!["stop UnusableBaseUrl", "end v2 pending", "end v0 pending"],
+        ),
+        (
+            "an upload is answered by a web page",
+            vec![],
+            stem(page()),
+            vec!["stop UnusableBaseUrl", "end v2 pending", "end v0 error"],
+        ),
+        (
+            "the API answered the balance check before",
+            vec![Event::ApiChecked { error: None }],
+            Event::SubmitFailed {
+                id: id(0),
+                error: refused(),
+            },
+            vec!["submit v0 after"],
+        ),
+        (
+            "the API's own error answered before",
+            vec![Event::ApiChecked {
+                error: Some(status(500)),
+            }],
+            Event::SubmitFailed {
+                id: id(0),
+                error: refused(),
+            },
+            vec!["submit v0 after"],
+        ),
+        (
+            "a timeout says nothing of the URL",
+            vec![Event::ApiChecked {
+                error: Some(ApiError::Timeout),
+            }],
+            Event::SubmitFailed {
+                id: id(0),
+                error: status(503),
+            },
+            vec!["submit v0 after"],
+        ),
+    ];
+    for (name, before, event, expected) in cases {
+        let now = Instant::now();
+        let mut state = fresh(3, 2);
+        for event in before {
+            state.handle(now, at(), event);
+        }
+        // The balance check comes before the first submit, as the coordinator hands it in.
+        let got = match event {
+            Event::ApiChecked { .. } => {
+                let mut got = kinds(&state.handle(now, at(), event));
+                got.extend(kinds(&state.start(now, at())));
+                got
+            }
+            event => {
+                state.start(now, at());
+                kinds(&state.handle(now, at(), event))
+            }
+        };
+        assert_eq!(got.len(), expected.len(), "{name}: {got:?}");
+        for (got, want) in got.iter().zip(&expected) {
+            assert!(got.starts_with(want), "{name}: {got} is not {want}");
+        }
+        let stopped = state.stops().contains(&StopReason::UnusableBaseUrl);
+        assert_eq!(stopped, expected[0].starts_with("stop"), "{name}");
+        assert_eq!(state.unusable_base_url().is_some(), stopped, "{name}");
     }
 }
