@@ -51,7 +51,7 @@ async fn self_check(browser: &Path, page: &Path) -> (HashMap<String, String>, Du
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
-            "--virtual-time-budget=5000",
+            "--virtual-time-budget=20000",
             "--dump-dom",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
