@@ -12,7 +12,7 @@ const HANDLER_JITTER: Duration = Duration::from_millis(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forty_variants_at_120_per_minute_see_no_429() {
-    let _alone = WINDOW_TESTS.lock().await;
+    let _alone = WINDOW_TESTS.write().await;
     let sim = start_sim(stembatch::sim::SimConfig {
         submit_limits: limits("120/60s,3/1s"),
         detail_limits: limits("600/60s,20/1s"),
@@ -27,7 +27,7 @@ async fn forty_variants_at_120_per_minute_see_no_429() {
     );
     let (dir, manifest) = write_manifest(&text);
     let out = dir.path().join("out");
-    let output = run_against(&sim, &manifest, &out).await;
+    let output = run_alone_against(&sim, &manifest, &out).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let stats = sim.stats();
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
@@ -90,7 +90,7 @@ fn busiest(times: &[Duration], window: Duration) -> usize {
 /// when it thaws: no 429, no one-second window over the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_frozen_for_three_seconds_keeps_to_the_limit_when_it_thaws() {
-    let _alone = WINDOW_TESTS.lock().await;
+    let _alone = WINDOW_TESTS.write().await;
     let sim = start_sim(stembatch::sim::SimConfig {
         submit_limits: limits("120/60s,3/1s"),
         detail_limits: limits("600/60s,20/1s"),
@@ -133,7 +133,7 @@ async fn a_process_frozen_for_three_seconds_keeps_to_the_limit_when_it_thaws() {
     assert!(frozen_at < 20, "the freeze came in the middle of the run");
     // The given-up slots left no intent that reads as a submit that may have gone out:
     // a re-run has nothing to submit or ask.
-    let again = run_against(&sim, &manifest, &out).await;
+    let again = run_alone_against(&sim, &manifest, &out).await;
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert_eq!(sim.stats().submit_calls, stats.submit_calls);
 }

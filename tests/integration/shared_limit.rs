@@ -122,7 +122,7 @@ async fn three_processes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_on_one_key_keep_to_its_limit_as_fast_as_one() {
-    let _alone = WINDOW_TESTS.lock().await;
+    let _alone = WINDOW_TESTS.write().await;
     let Some(redis) = RedisServer::start(None) else {
         return;
     };
@@ -130,7 +130,7 @@ async fn three_processes_on_one_key_keep_to_its_limit_as_fast_as_one() {
     let alone = start_sim(account_sim()).await;
     let (dir, path) = write_manifest(&manifest("alone", 150, None));
     let started = Instant::now();
-    let output = run_against(&alone, &path, &dir.path().join("out")).await;
+    let output = run_alone_against(&alone, &path, &dir.path().join("out")).await;
     let one = started.elapsed();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(alone.stats().rate_limited, 0);
@@ -166,7 +166,7 @@ async fn three_processes_on_one_key_keep_to_its_limit_as_fast_as_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_that_lose_redis_fall_back_to_a_share_each_and_stay_under_the_limit() {
-    let _alone = WINDOW_TESTS.lock().await;
+    let _alone = WINDOW_TESTS.write().await;
     let Some(mut redis) = RedisServer::start(None) else {
         return;
     };
@@ -454,7 +454,7 @@ async fn a_redis_away_at_the_start_is_said_once_and_the_run_goes_on() {
 /// away, each falls back by its shard (`--shard I/3`), with no `limits.share` needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_that_lose_redis_fall_back_by_their_shard() {
-    let _alone = WINDOW_TESTS.lock().await;
+    let _alone = WINDOW_TESTS.write().await;
     let Some(mut redis) = RedisServer::start(None) else {
         return;
     };
