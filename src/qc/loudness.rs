@@ -9,7 +9,9 @@
 //! track, so this meter keeps one sum of squares per 100 ms stretch (a gating block is
 //! the sum of four of them), and filters with two cascaded biquads (the K-weighting's
 //! two stages, as the standard gives them) written so that the step that waits on the
-//! previous output is a single multiply-subtract.
+//! previous output is a single multiply-subtract. Each chunk is filtered as four
+//! stretches side by side, the later ones corrected by the filters' zero-input response
+//! (`filter_and_square` says how): four independent chains instead of one.
 //!
 //! Channel weights are BS.1770's for the usual layouts, as `ebur128` maps them: L, R, C at
 //! 1.0, the surrounds at 1.41, the LFE (the 4th of six or more channels) and channels past
