@@ -9,7 +9,9 @@
 //! track, so this meter keeps one sum of squares per 100 ms stretch (a gating block is
 //! the sum of four of them), and filters with two cascaded biquads (the K-weighting's
 //! two stages, as the standard gives them) written so that the step that waits on the
-//! previous output is a single multiply-subtract.
+//! previous output is a single multiply-subtract. Each chunk is filtered as four
+//! stretches side by side, the later ones corrected by the filters' zero-input response
+//! (`filter_and_square` says how): four independent chains instead of one.
 //!
 //! Channel weights are BS.1770's for the usual layouts, as `ebur128` maps them: L, R, C at
 //! 1.0, the surrounds at 1.41, the LFE (the 4th of six or more channels) and channels past
@@ -123,6 +125,10 @@ pub struct LoudnessMeter {
     sum: f64,
     /// The weighted sums of squares of every complete 100 ms stretch.
     stretches: Vec<f64>,
+    /// The filters' zero-input responses, for the split into lanes ([`filter_and_square`]).
+    responses: Responses,
+    /// The lanes' outputs before their correction, reused from chunk to chunk.
+    scratch: Vec<f64>,
 }
 
 impl LoudnessMeter {
@@ -132,11 +138,14 @@ impl LoudnessMeter {
             return None;
         }
         let filters = k_weighting(f64::from(rate));
+        let frames_per_100ms = ((rate as usize + 5) / 10).max(1);
         Some(LoudnessMeter {
+            responses: Responses::of(&filters, frames_per_100ms / LANES + 1),
+            scratch: Vec::new(),
             channels: (0..channels)
                 .map(|c| (channel_weight(c, channels), filters))
                 .collect(),
-            frames_per_100ms: ((rate as usize + 5) / 10).max(1),
+            frames_per_100ms,
             in_stretch: 0,
             sum: 0.0,
             stretches: Vec::new(),
@@ -160,7 +169,12 @@ impl LoudnessMeter {
                 if *weight == 0.0 {
                     continue;
                 }
-                let sum = filter_and_square(filters, &plane[at..at + take]);
+                let sum = filter_and_square(
+                    filters,
+                    &plane[at..at + take],
+                    &self.responses,
+                    &mut self.scratch,
+                );
                 self.sum += *weight * sum;
             }
             at += take;
@@ -203,9 +217,172 @@ impl LoudnessMeter {
     }
 }
 
+/// Independent stretches of a chunk filtered side by side (see [`filter_and_square`]).
+const LANES: usize = 4;
+/// Lanes shorter than this are not worth their correction: the chunk is filtered in one
+/// chain.
+const MIN_LANE: usize = 16;
+
+/// The zero-input responses of the two cascaded filters: for each of the four values of
+/// their state that depend on past outputs (the shelf's last two outputs, which are also
+/// the high pass's last two inputs, and the high pass's last two outputs) set to 1 and
+/// the rest to 0, the shelf's and the high pass's output at each step after, with no
+/// input. The filters are linear: the output from any state is the output from the zero
+/// state plus these responses weighted by that state.
+#[derive(Clone, Debug)]
+struct Responses {
+    /// Per step: the shelf's output for each unit state.
+    shelf: Vec<[f64; 4]>,
+    /// Per step: the high pass's output for each unit state.
+    high_pass: Vec<[f64; 4]>,
+}
+
+impl Responses {
+    fn of(filters: &[Biquad; 2], steps: usize) -> Responses {
+        let mut responses = Responses {
+            shelf: vec![[0.0; 4]; steps],
+            high_pass: vec![[0.0; 4]; steps],
+        };
+        for unit in 0..4 {
+            let mut state = [0.0; 4];
+            state[unit] = 1.0;
+            let [mut shelf, mut high_pass] = with_state(filters, 0.0, 0.0, state);
+            for step in 0..steps {
+                let u = shelf.step(0.0);
+                responses.shelf[step][unit] = u;
+                responses.high_pass[step][unit] = high_pass.step(u);
+            }
+        }
+        responses
+    }
+}
+
+/// `filters` (for their coefficients) with the shelf's last inputs `x1`, `x2` and the
+/// state `[shelf y1, shelf y2, high pass y1, high pass y2]`; the high pass's last inputs
+/// are the shelf's last outputs.
+fn with_state(filters: &[Biquad; 2], x1: f64, x2: f64, state: [f64; 4]) -> [Biquad; 2] {
+    let [mut shelf, mut high_pass] = *filters;
+    (shelf.x1, shelf.x2, shelf.y1, shelf.y2) = (x1, x2, state[0], state[1]);
+    (high_pass.x1, high_pass.x2) = (state[0], state[1]);
+    (high_pass.y1, high_pass.y2) = (state[2], state[3]);
+    [shelf, high_pass]
+}
+
+fn dot(a: [f64; 4], b: [f64; 4]) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2] + a[3] * b[3]
+}
+
 /// Runs `samples` through the two filters and returns the sum of the squared output.
-/// Two partial sums, so that the additions do not wait on each other.
-fn filter_and_square(filters: &mut [Biquad; 2], samples: &[f32]) -> f64 {
+///
+/// Each filter's next output waits on its previous one, so one chain of samples leaves
+/// the processor mostly waiting. The chunk is therefore cut into [`LANES`] equal
+/// stretches, filtered side by side in one loop (independent chains, which the compiler
+/// also packs into vector instructions): the first from the filters' true state, the
+/// others from a zero state (but their true preceding inputs). The filters are linear, so
+/// each later stretch's true output is its zero-state output plus the zero-input response
+/// ([`Responses`]) to the true state at its start, which the stretch before it gives once
+/// corrected. The remainder of the chunk (fewer than [`LANES`] samples) and short chunks
+/// go through [`filter_in_one_chain`].
+fn filter_and_square(
+    filters: &mut [Biquad; 2],
+    samples: &[f32],
+    responses: &Responses,
+    scratch: &mut Vec<f64>,
+) -> f64 {
+    let lane = samples.len() / LANES;
+    if lane < MIN_LANE.max(2) || lane > responses.shelf.len() {
+        return filter_in_one_chain(filters, samples);
+    }
+    let [shelf, high_pass] = *filters;
+    debug_assert_eq!(high_pass.b, [1.0, -2.0, 1.0]);
+    let (sb, sa, ha) = (shelf.b, shelf.a, high_pass.a);
+    // Per lane: the shelf's last inputs and outputs, the high pass's last outputs (its
+    // last inputs are the shelf's last outputs).
+    let mut x1 = [0.0f64; LANES];
+    let mut x2 = [0.0f64; LANES];
+    let mut u1 = [0.0f64; LANES];
+    let mut u2 = [0.0f64; LANES];
+    let mut v1 = [0.0f64; LANES];
+    let mut v2 = [0.0f64; LANES];
+    (x1[0], x2[0], u1[0], u2[0]) = (shelf.x1, shelf.x2, shelf.y1, shelf.y2);
+    (v1[0], v2[0]) = (high_pass.y1, high_pass.y2);
+    for k in 1..LANES {
+        x1[k] = f64::from(samples[k * lane - 1]);
+        x2[k] = f64::from(samples[k * lane - 2]);
+    }
+    scratch.clear();
+    scratch.resize(LANES * lane, 0.0);
+    for i in 0..lane {
+        let mut x = [0.0f64; LANES];
+        for k in 0..LANES {
+            x[k] = f64::from(samples[k * lane + i]);
+        }
+        let mut u = [0.0f64; LANES];
+        let mut v = [0.0f64; LANES];
+        for k in 0..LANES {
+            let ahead = sb[0] * x[k] + sb[1] * x1[k] + sb[2] * x2[k] - sa[1] * u2[k];
+            u[k] = ahead - sa[0] * u1[k];
+            // The high pass's numerator is [1, -2, 1] ([`k_weighting`]): the same sums
+            // as `step`'s, without the multiplications by one.
+            let ahead = (u[k] - 2.0 * u1[k]) + u2[k] - ha[1] * v2[k];
+            v[k] = ahead - ha[0] * v1[k];
+        }
+        x2 = x1;
+        x1 = x;
+        u2 = u1;
+        u1 = u;
+        v2 = v1;
+        v1 = v;
+        for k in 0..LANES {
+            scratch[k * lane + i] = v[k];
+        }
+    }
+    // The first lane's outputs are true; each later lane's are corrected by the true
+    // state at its start, the corrected end of the lane before.
+    let mut sum = squares::<false>(&scratch[..lane], &responses.high_pass, [0.0; 4]);
+    let mut state = [u1[0], u2[0], v1[0], v2[0]];
+    for k in 1..LANES {
+        let outputs = &scratch[k * lane..(k + 1) * lane];
+        sum += squares::<true>(outputs, &responses.high_pass, state);
+        let (last, before) = (lane - 1, lane - 2);
+        state = [
+            u1[k] + dot(state, responses.shelf[last]),
+            u2[k] + dot(state, responses.shelf[before]),
+            v1[k] + dot(state, responses.high_pass[last]),
+            v2[k] + dot(state, responses.high_pass[before]),
+        ];
+    }
+    let end = LANES - 1;
+    *filters = with_state(filters, x1[end], x2[end], state);
+    sum + filter_in_one_chain(filters, &samples[LANES * lane..])
+}
+
+/// The sum of the squares of `outputs`, each first `CORRECTED` by the zero-input
+/// `responses` to `state`. Four partial sums in registers, so that the additions do not
+/// wait on each other.
+fn squares<const CORRECTED: bool>(outputs: &[f64], responses: &[[f64; 4]], state: [f64; 4]) -> f64 {
+    let at = |i: usize| match CORRECTED {
+        true => outputs[i] + dot(state, responses[i]),
+        false => outputs[i],
+    };
+    let mut sums = [0.0f64; 4];
+    let whole = outputs.len() / 4 * 4;
+    for i in (0..whole).step_by(4) {
+        let y = [at(i), at(i + 1), at(i + 2), at(i + 3)];
+        for (sum, y) in sums.iter_mut().zip(y) {
+            *sum += y * y;
+        }
+    }
+    for i in whole..outputs.len() {
+        let y = at(i);
+        sums[0] += y * y;
+    }
+    (sums[0] + sums[1]) + (sums[2] + sums[3])
+}
+
+/// As [`filter_and_square`], one sample after the other. Two partial sums, so that the
+/// additions do not wait on each other.
+fn filter_in_one_chain(filters: &mut [Biquad; 2], samples: &[f32]) -> f64 {
     let [mut shelf, mut high_pass] = *filters;
     let (mut even, mut odd) = (0.0f64, 0.0f64);
     let mut pairs = samples.chunks_exact(2);
@@ -317,6 +494,32 @@ mod tests {
         );
         assert_eq!(ours(&sine[..19_000], 1, rate, 4096), f64::NEG_INFINITY);
         assert!(LoudnessMeter::new(0, rate).is_none() && LoudnessMeter::new(1, 0).is_none());
+    }
+
+    #[test]
+    fn lanes_corrected_by_the_zero_input_response_equal_one_chain() {
+        let rate = 44_100;
+        let samples = signal(0.5, 1, rate, 3);
+        let meter = LoudnessMeter::new(1, rate).unwrap();
+        let mut scratch = Vec::new();
+        for (start, len) in [(0, 4410), (100, 4409), (7, 64), (5, 67), (2_000, 1_153)] {
+            let chunk = &samples[start..start + len];
+            // A true state that is not zero: the filters after the samples before.
+            let mut warm = meter.channels[0].1;
+            filter_in_one_chain(&mut warm, &samples[..start]);
+            let (mut chain, mut lanes) = (warm, warm);
+            let want = filter_in_one_chain(&mut chain, chunk);
+            let got = filter_and_square(&mut lanes, chunk, &meter.responses, &mut scratch);
+            assert!(
+                (got - want).abs() <= 1e-9 * want,
+                "{len} samples from {start}: {got} against {want}"
+            );
+            for (a, b) in chain.iter().zip(&lanes) {
+                for (x, y) in [(a.x1, b.x1), (a.x2, b.x2), (a.y1, b.y1), (a.y2, b.y2)] {
+                    assert!((x - y).abs() <= 1e-9 * x.abs().max(1e-6), "{x} against {y}");
+                }
+            }
+        }
     }
 
     #[test]
