@@ -223,7 +223,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
         .await
         .unwrap();
     let makespan = started.elapsed().as_secs_f64();
-    let counts = state.counts();
+    let counts = state.state.counts();
     assert!(counts.all_finished(), "{counts}");
     println!(
         "{}",

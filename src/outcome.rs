@@ -161,15 +161,20 @@ impl StatusCounts {
     pub fn of<'a>(records: impl IntoIterator<Item = &'a VariantRecord>) -> Self {
         let mut counts = StatusCounts::default();
         for record in records {
-            match record.status {
-                VariantStatus::Finished => counts.finished += 1,
-                VariantStatus::Failed => counts.failed += 1,
-                VariantStatus::Timeout => counts.timeout += 1,
-                VariantStatus::Error => counts.error += 1,
-                VariantStatus::Pending => counts.pending += 1,
-            }
+            counts.add(record.status);
         }
         counts
+    }
+
+    /// Counts one more variant of `status`.
+    pub fn add(&mut self, status: VariantStatus) {
+        match status {
+            VariantStatus::Finished => self.finished += 1,
+            VariantStatus::Failed => self.failed += 1,
+            VariantStatus::Timeout => self.timeout += 1,
+            VariantStatus::Error => self.error += 1,
+            VariantStatus::Pending => self.pending += 1,
+        }
     }
 
     /// Whether every variant finished.

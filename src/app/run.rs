@@ -18,13 +18,13 @@ use crate::journal::rerun;
 use crate::journal::writer::JournalWriter;
 use crate::journal::{self, layout};
 use crate::manifest::{self, Manifest, Rate, RunSettings, ShardPosition, REDIS_URL_ENV};
-use crate::outcome::{UploadedFile, VariantStatus};
+use crate::outcome::UploadedFile;
 use crate::report::csv::FILE_NAME;
 use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
 use crate::report::shards::ShardPart;
 use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
-use crate::scheduler::{self, shared_limit, Pacers, RunInputs, Stops};
+use crate::scheduler::{self, shared_limit, Pacers, RunEnd, RunInputs, Stops};
 use crate::shard::Shard;
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
@@ -205,31 +205,21 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
             return Ok(INTERRUPTED);
         }
     };
-    log_closing(&state, &variants, &csv_path, started.elapsed(), view);
+    log_closing(&state, &csv_path, started.elapsed(), view);
     // The last line of a run: where to listen.
     let page = out_dir.join(crate::report::html::FILE_NAME);
     tracing::info!("report: {}", page.display());
-    Ok(exit_code(&state))
+    Ok(exit_code(&state.state))
 }
 
 /// The closing summary: the counts, the unknown outcomes, and the variants that did not
 /// finish, by name, with their error: what the morning needs first. The words are
 /// `report::progress::closing_summary`'s; the first line carries every count as a field.
-fn log_closing(
-    state: &RunState,
-    variants: &[Variant],
-    csv_path: &Path,
-    elapsed: Duration,
-    view: View,
-) {
-    let by_id: HashMap<_, _> = variants.iter().map(|v| (&v.id, v)).collect();
+fn log_closing(end: &RunEnd, csv_path: &Path, elapsed: Duration, view: View) {
+    let state = &end.state;
     // Pending variants are what a stop leaves: the stop was said once, and their count
-    // is in the summary.
-    let unfinished: Vec<_> = state
-        .unfinished()
-        .filter(|(_, r)| r.status != VariantStatus::Pending)
-        .filter_map(|(id, record)| Some((id, by_id.get(id)?, record)))
-        .collect();
+    // is in the summary. The first ones in manifest order are named.
+    let unfinished = &end.unfinished.listed;
     let counts = state.counts();
     let closing = Closing {
         elapsed,
@@ -238,8 +228,9 @@ fn log_closing(
         unknown_outcomes: state.unknown_outcomes(),
         unfinished: unfinished
             .iter()
-            .map(|(_, variant, record)| (progress::label(variant), *record))
+            .map(|(variant, record)| (progress::label(variant), record))
             .collect(),
+        not_listed: end.unfinished.not_listed,
         results: csv_path,
     };
     let said = progress::closing_summary(&closing);
@@ -269,11 +260,11 @@ fn log_closing(
     if let Some(line) = &said.unknown {
         tracing::warn!(unknown_outcomes = closing.unknown_outcomes, "{line}");
     }
-    for ((id, _, record), line) in unfinished.iter().zip(&said.unfinished) {
-        tracing::info!(variant_id = %id, status = record.status.as_str(), "{line}");
+    for ((variant, record), line) in unfinished.iter().zip(&said.unfinished) {
+        tracing::info!(variant_id = %variant.id, status = record.status.as_str(), "{line}");
     }
     if let Some(line) = &said.more {
-        let more = unfinished.len() - said.unfinished.len();
+        let more = unfinished.len() + end.unfinished.not_listed - said.unfinished.len();
         tracing::info!(more, "{line}");
     }
 }

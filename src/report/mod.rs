@@ -4,4 +4,5 @@
 pub mod csv;
 pub mod html;
 pub mod progress;
+pub mod results;
 pub mod shards;

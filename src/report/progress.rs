@@ -889,8 +889,11 @@ pub struct Closing<'a> {
     pub tasks_created: usize,
     /// Submits whose outcome stayed unknown.
     pub unknown_outcomes: usize,
-    /// The variants that did not finish (not pending), in manifest order: label, record.
+    /// The variants that did not finish (not pending), in manifest order: label, record
+    /// (the first ones, at least [`UNFINISHED_LISTED`] when there are more).
     pub unfinished: Vec<(String, &'a VariantRecord)>,
+    /// How many more did not finish than `unfinished` holds.
+    pub not_listed: usize,
     /// The report.
     pub results: &'a Path,
 }
@@ -958,7 +961,7 @@ pub fn closing_summary(closing: &Closing<'_>) -> ClosingLines {
             )
         })
         .collect();
-    let more = closing.unfinished.len().saturating_sub(UNFINISHED_LISTED);
+    let more = closing.unfinished.len().saturating_sub(UNFINISHED_LISTED) + closing.not_listed;
     let more = (more > 0).then(|| format!("… and {more} more not finished (see results.csv)"));
     ClosingLines {
         counts,
@@ -1189,6 +1192,7 @@ mod tests {
             tasks_created: 24,
             unknown_outcomes: 0,
             unfinished: Vec::new(),
+            not_listed: 0,
             results: Path::new("out/demo/results.csv"),
         };
         let mut unfinished = vec![
@@ -1210,6 +1214,7 @@ mod tests {
             tasks_created: 1000,
             unknown_outcomes: 1,
             unfinished,
+            not_listed: 0,
             results: Path::new("out/2026-11-25/results.csv"),
         };
         let render = |closing: &Closing<'_>| -> String {

@@ -4,7 +4,6 @@
 //! one retry path ([`super::retrying`]). A track that landed is decoded and judged
 //! ([`crate::qc`]) before it is reported.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +27,7 @@ use crate::journal::writer::JournalWriter;
 use crate::manifest::RunSettings;
 use crate::outcome::TrackRecord;
 use crate::qc::{self, TrackQc, Verdict};
-use crate::variant::{StemSource, Variant, VariantId};
+use crate::variant::{StemSource, Variant, VariantId, VariantTable};
 
 /// How long before its slot a submit's intent is journaled: one fsync with room to
 /// spare. The call then goes out on its slot, and a crash leaves its outcome unknown only
@@ -37,7 +36,7 @@ const INTENT_LEAD: Duration = Duration::from_millis(50);
 
 /// What every executor shares.
 pub(super) struct Executor {
-    pub variants: HashMap<VariantId, Variant>,
+    pub variants: Arc<VariantTable>,
     pub client: ApiClient,
     pub uploads: Arc<Uploads>,
     pub downloader: Downloader,

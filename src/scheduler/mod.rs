@@ -36,9 +36,10 @@ use crate::journal::writer::JournalWriter;
 use crate::manifest::{RunSettings, UploadMode};
 use crate::outcome::UploadedFile;
 use crate::report::progress::Progress;
+use crate::report::results::Results;
 use crate::report::shards::ShardPart;
-use crate::variant::{LocalStem, StemSource, Variant};
-pub use coordinator::Stops;
+use crate::variant::{LocalStem, StemSource, Variant, VariantTable};
+pub use coordinator::{RunEnd, Stops};
 use events::StopReason;
 use pacer::{Pacer, RatePacer};
 use state::{Entry, Policy, RunState};
@@ -120,7 +121,7 @@ pub async fn run(
     variants: Arc<Vec<Variant>>,
     entries: Vec<Entry>,
     inputs: RunInputs,
-) -> std::io::Result<RunState> {
+) -> std::io::Result<RunEnd> {
     let settings = inputs.settings;
     let retry = RetryPolicy::new(settings.max_attempts);
     let policy = Policy {
@@ -147,8 +148,14 @@ pub async fn run(
         &to_upload,
         inputs.bucket,
     ));
+    let variants = Arc::new(VariantTable::new(variants));
+    let report_dir = match &inputs.shard_part {
+        Some(part) => part.dir.clone(),
+        None => inputs.out_dir.clone(),
+    };
+    let results = Results::new(&report_dir, Arc::clone(&variants))?;
     let executor = executor::Executor {
-        variants: variants.iter().map(|v| (v.id.clone(), v.clone())).collect(),
+        variants,
         client: inputs.client,
         uploads,
         downloader: Downloader::new().map_err(std::io::Error::other)?,
@@ -167,7 +174,8 @@ pub async fn run(
         state: RunState::new(policy, entries),
         executor: Arc::clone(&executor),
         journal: inputs.journal,
-        variants,
+        results,
+        results_failed: None,
         out_dir: inputs.out_dir,
         shard_part: inputs.shard_part.map(Arc::new),
         tasks: JoinSet::new(),

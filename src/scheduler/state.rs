@@ -16,8 +16,14 @@
 //! - nothing is submitted after a run-level stop (401/402/403, an unreadable 2xx, a
 //!   journal or disk failure, a signal, the deadline);
 //! - a variant whose task is known is polled, never submitted.
+//!
+//! At size (SPEC.md "Size"): the machine holds only the variants not yet ended. A variant
+//! that ends leaves it through [`RunState::drain_ended`] (its record goes to the results
+//! and the journal); the counts the live view shows are kept as the phases change, never
+//! recounted; queue operations are O(1), and a stop drains the queue in one pass.
 
 use std::collections::{HashMap, VecDeque};
+use std::mem;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -68,11 +74,9 @@ impl Entry {
     }
 }
 
-/// Where one variant is.
+/// Where one variant in flight is.
 #[derive(Clone, Debug)]
 enum Phase {
-    /// Waiting for an in-flight slot.
-    Queued(Start),
     /// A `Submit` action is out.
     Submitting { backoff: crate::api::retry::Backoff },
     /// A `Poll` action is out.
@@ -83,8 +87,17 @@ enum Phase {
     },
     /// `Download` actions are out.
     Downloading(Downloads),
-    /// Its work in this run is over (or there was none).
-    Ended,
+}
+
+impl Phase {
+    /// The live view's counter this phase is counted under.
+    fn counter(&self) -> usize {
+        match self {
+            Phase::Submitting { .. } => 0,
+            Phase::Polling { .. } => 1,
+            Phase::Downloading(_) => 2,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -95,21 +108,36 @@ struct Downloads {
     stopped: bool,
 }
 
+/// A variant in flight.
 #[derive(Clone, Debug)]
 struct VariantState {
     phase: Phase,
     record: VariantRecord,
 }
 
-/// Every variant's phase and record, and the run-level stops.
+/// A variant waiting for an in-flight slot.
+#[derive(Clone, Debug)]
+struct Waiting {
+    start: Start,
+    record: VariantRecord,
+}
+
+/// The phase and record of every variant not yet ended, and the run-level stops.
 #[derive(Debug)]
 pub struct RunState {
     policy: Policy,
-    variants: HashMap<VariantId, VariantState>,
-    /// Manifest order, for the report and the start order.
-    order: Vec<VariantId>,
+    /// Waiting for a slot, by id; `queue` holds their start order.
+    waiting: HashMap<VariantId, Waiting>,
+    /// In flight (at most `policy.concurrency`).
+    active: HashMap<VariantId, VariantState>,
     queue: VecDeque<VariantId>,
     in_flight: usize,
+    /// Variants in flight by phase ([`Phase::counter`]), kept as the phases change.
+    phases: [usize; 3],
+    /// Every ended variant (those an earlier run left, too), by status.
+    ended_counts: StatusCounts,
+    /// Ended since the shell last drained them: their records leave the machine.
+    ended: Vec<(VariantId, VariantRecord)>,
     stops: Vec<StopReason>,
     submits_stopped: bool,
     work_stopped: bool,
@@ -118,32 +146,35 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// The state of a run over `entries`, in manifest order.
+    /// The state of a run over `entries`, in manifest order. The kept ones (nothing to
+    /// do) are ended at once: the first [`RunState::drain_ended`] gives their records.
     pub fn new(policy: Policy, entries: Vec<Entry>) -> Self {
-        let mut variants = HashMap::with_capacity(entries.len());
-        let mut order = Vec::with_capacity(entries.len());
+        let mut waiting = HashMap::new();
         let mut queue = VecDeque::new();
+        let mut ended = Vec::new();
+        let mut ended_counts = StatusCounts::default();
         for entry in entries {
-            let phase = match entry.start {
-                Start::Keep => Phase::Ended,
+            match entry.start {
+                Start::Keep => {
+                    ended_counts.add(entry.record.status);
+                    ended.push((entry.id, entry.record));
+                }
                 start => {
                     queue.push_back(entry.id.clone());
-                    Phase::Queued(start)
+                    let record = entry.record;
+                    waiting.insert(entry.id, Waiting { start, record });
                 }
-            };
-            order.push(entry.id.clone());
-            let state = VariantState {
-                phase,
-                record: entry.record,
-            };
-            variants.insert(entry.id, state);
+            }
         }
         RunState {
             policy,
-            variants,
-            order,
+            waiting,
+            active: HashMap::new(),
             queue,
             in_flight: 0,
+            phases: [0; 3],
+            ended_counts,
+            ended,
             stops: Vec::new(),
             submits_stopped: false,
             work_stopped: false,
@@ -236,7 +267,7 @@ impl RunState {
         let work_stopped = self.work_stopped;
         let poll_interval = self.policy.poll_interval;
         let schedule = PollSchedule::new(poll_interval, self.policy.poll_interval_max);
-        let Some(variant) = self.variants.get_mut(id) else {
+        let Some(variant) = self.active.get_mut(id) else {
             return;
         };
         variant.record.attempts += 1;
@@ -249,11 +280,12 @@ impl RunState {
             self.end(id, end, actions);
             return;
         }
-        variant.phase = Phase::Polling {
+        let polling = Phase::Polling {
             task_id: task_id.clone(),
             since: now,
             schedule,
         };
+        shift(&mut self.phases, &mut variant.phase, polling);
         actions.push(Action::Poll {
             id: id.clone(),
             task_id,
@@ -279,7 +311,7 @@ impl RunState {
             answered,
             actions,
         );
-        let Some(variant) = self.variants.get_mut(id) else {
+        let Some(variant) = self.active.get_mut(id) else {
             return;
         };
         variant.record.attempts += 1;
@@ -301,7 +333,7 @@ impl RunState {
         if matches!(verdict, Verdict::OutcomeUnknown | Verdict::Unreadable) {
             self.unknown_outcomes += 1;
         }
-        let Some(variant) = self.variants.get_mut(id) else {
+        let Some(variant) = self.active.get_mut(id) else {
             return;
         };
         variant.record.attempts += 1;
@@ -340,7 +372,7 @@ impl RunState {
         actions: &mut Vec<Action>,
     ) -> Option<(VariantStatus, String)> {
         let submits_stopped = self.submits_stopped;
-        let Some(Phase::Submitting { backoff }) = self.variants.get_mut(id).map(|v| &mut v.phase)
+        let Some(Phase::Submitting { backoff }) = self.active.get_mut(id).map(|v| &mut v.phase)
         else {
             return None;
         };
@@ -417,7 +449,7 @@ impl RunState {
             );
             return;
         }
-        let Some(Phase::Polling { task_id, .. }) = self.variants.get(id).map(|v| &v.phase) else {
+        let Some(Phase::Polling { task_id, .. }) = self.active.get(id).map(|v| &v.phase) else {
             return;
         };
         let task_id = task_id.clone();
@@ -455,15 +487,16 @@ impl RunState {
         files: Vec<TrackFile>,
         actions: &mut Vec<Action>,
     ) {
-        let Some(variant) = self.variants.get_mut(id) else {
+        let Some(variant) = self.active.get_mut(id) else {
             return;
         };
-        variant.phase = Phase::Downloading(Downloads {
+        let downloading = Phase::Downloading(Downloads {
             outstanding: files.len(),
             tracks: Vec::new(),
             failures: Vec::new(),
             stopped: false,
         });
+        shift(&mut self.phases, &mut variant.phase, downloading);
         for (i, file) in files.into_iter().enumerate() {
             actions.push(Action::Download {
                 id: id.clone(),
@@ -482,7 +515,7 @@ impl RunState {
         at: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
-        let Some(Phase::Polling { task_id, .. }) = self.variants.get(id).map(|v| &v.phase) else {
+        let Some(Phase::Polling { task_id, .. }) = self.active.get(id).map(|v| &v.phase) else {
             return;
         };
         let task_id = task_id.clone();
@@ -525,7 +558,7 @@ impl RunState {
             task_id,
             since,
             schedule,
-        }) = self.variants.get_mut(id).map(|v| &mut v.phase)
+        }) = self.active.get_mut(id).map(|v| &mut v.phase)
         else {
             return;
         };
@@ -559,7 +592,7 @@ impl RunState {
         at: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
-        let Some(Phase::Downloading(downloads)) = self.variants.get_mut(id).map(|v| &mut v.phase)
+        let Some(Phase::Downloading(downloads)) = self.active.get_mut(id).map(|v| &mut v.phase)
         else {
             return;
         };
@@ -606,25 +639,24 @@ impl RunState {
         self.work_stopped |= reason.stops_all_work();
         actions.push(Action::Stop(reason));
         let work_stopped = self.work_stopped;
-        let queued: Vec<VariantId> = self
-            .queue
-            .iter()
-            .filter(|id| {
-                work_stopped
-                    || matches!(
-                        self.variants.get(*id).map(|v| &v.phase),
-                        Some(Phase::Queued(Start::Submit | Start::Refuse { .. }))
-                    )
-            })
-            .cloned()
-            .collect();
-        self.queue.retain(|id| !queued.contains(id));
-        for id in queued {
-            let end = match &self.variants[&id].phase {
-                Phase::Queued(Start::Refuse { reason }) => {
+        // One pass: the queue keeps, in order, only what may still be worked on (a task
+        // to poll when only submits stopped).
+        let mut stopped = Vec::new();
+        for id in mem::take(&mut self.queue) {
+            let Some(waiting) = self.waiting.get(&id) else {
+                continue;
+            };
+            match (&waiting.start, work_stopped) {
+                (Start::Submit | Start::Refuse { .. }, _) | (_, true) => stopped.push(id),
+                _ => self.queue.push_back(id),
+            }
+        }
+        for id in stopped {
+            let end = match &self.waiting[&id].start {
+                Start::Refuse { reason } => {
                     VariantEnd::with_error(VariantStatus::Error, reason.clone(), at)
                 }
-                Phase::Queued(Start::Submit) => VariantEnd::with_error(
+                Start::Submit => VariantEnd::with_error(
                     VariantStatus::Pending,
                     "not submitted: the run stopped first",
                     at,
@@ -645,72 +677,101 @@ impl RunState {
             let Some(id) = self.queue.pop_front() else {
                 return;
             };
-            let variant = self.variants.get_mut(&id).expect("queued variants exist");
-            let Phase::Queued(start) = &variant.phase else {
+            let Some(Waiting { start, mut record }) = self.waiting.remove(&id) else {
                 continue;
             };
-            match start.clone() {
+            let phase = match start {
                 Start::Refuse { reason } => {
                     let end = VariantEnd::with_error(VariantStatus::Error, reason, at);
-                    self.end(&id, end, actions);
+                    self.end_record(id, record, end, actions);
                     continue;
                 }
                 Start::Submit => {
                     // A new submit: the record no longer names an earlier task.
-                    variant.record.task_id = None;
-                    variant.record.submitted_at = None;
+                    record.task_id = None;
+                    record.submitted_at = None;
                     let seed = seed_of(&id);
-                    variant.phase = Phase::Submitting {
-                        backoff: self.policy.submit_retry.backoff(seed),
-                    };
                     actions.push(Action::Submit {
-                        id,
+                        id: id.clone(),
                         after: Duration::ZERO,
                     });
+                    Phase::Submitting {
+                        backoff: self.policy.submit_retry.backoff(seed),
+                    }
                 }
                 // A task from an earlier run is asked about at once; its detail also
                 // brings fresh result URLs, since the journaled ones may have expired.
                 Start::Poll { task_id } | Start::Redownload { task_id, .. } => {
-                    variant.phase = Phase::Polling {
+                    actions.push(Action::Poll {
+                        id: id.clone(),
                         task_id: task_id.clone(),
+                        after: Duration::ZERO,
+                    });
+                    Phase::Polling {
+                        task_id,
                         since: now,
                         schedule: PollSchedule::new(
                             self.policy.poll_interval,
                             self.policy.poll_interval_max,
                         ),
-                    };
-                    actions.push(Action::Poll {
-                        id,
-                        task_id,
-                        after: Duration::ZERO,
-                    });
+                    }
                 }
                 Start::Keep => {
-                    variant.phase = Phase::Ended;
+                    self.ended_counts.add(record.status);
+                    self.ended.push((id, record));
                     continue;
                 }
-            }
+            };
+            self.phases[phase.counter()] += 1;
+            self.active.insert(id, VariantState { phase, record });
             self.in_flight += 1;
         }
     }
 
+    /// Ends a variant waiting or in flight: its record takes the end in, and leaves.
     fn end(&mut self, id: &VariantId, end: VariantEnd, actions: &mut Vec<Action>) {
-        let Some(variant) = self.variants.get_mut(id) else {
+        let record = if let Some(variant) = self.active.remove(id) {
+            self.phases[variant.phase.counter()] -= 1;
+            self.in_flight -= 1;
+            variant.record
+        } else if let Some(waiting) = self.waiting.remove(id) {
+            waiting.record
+        } else {
             return;
         };
-        let held_a_slot = !matches!(variant.phase, Phase::Queued(_) | Phase::Ended);
-        if matches!(variant.phase, Phase::Ended) {
-            return;
-        }
-        variant.phase = Phase::Ended;
-        variant.record.apply_end(&end);
-        if held_a_slot {
-            self.in_flight -= 1;
-        }
+        self.end_record(id.clone(), record, end, actions);
+    }
+
+    fn end_record(
+        &mut self,
+        id: VariantId,
+        mut record: VariantRecord,
+        end: VariantEnd,
+        actions: &mut Vec<Action>,
+    ) {
+        record.apply_end(&end);
+        self.ended_counts.add(record.status);
         actions.push(Action::End {
             id: id.clone(),
             end,
         });
+        self.ended.push((id, record));
+    }
+
+    /// The records of the variants ended since the last call (at the first call, also
+    /// those the run keeps as they are): they leave the machine.
+    pub fn drain_ended(&mut self) -> std::vec::Drain<'_, (VariantId, VariantRecord)> {
+        self.ended.drain(..)
+    }
+
+    /// The records of the variants waiting for a slot (what earlier runs left of them).
+    pub fn waiting_records(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
+        self.waiting.iter().map(|(id, w)| (id, &w.record))
+    }
+
+    /// The records of the variants in flight, for a report written while they run.
+    pub fn in_flight_records(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
+        self.active.iter().map(|(id, v)| (id, &v.record))
     }
 
     /// Whether every variant's work is over.
@@ -718,30 +779,22 @@ impl RunState {
         self.queue.is_empty() && self.in_flight == 0
     }
 
-    /// The record of one variant.
+    /// The record of one variant not yet drained: waiting, in flight, or ended since the
+    /// last [`RunState::drain_ended`] (a linear search of those).
     pub fn record(&self, id: &VariantId) -> Option<&VariantRecord> {
-        self.variants.get(id).map(|v| &v.record)
+        self.active
+            .get(id)
+            .map(|v| &v.record)
+            .or_else(|| self.waiting.get(id).map(|w| &w.record))
+            .or_else(|| self.ended.iter().find(|(e, _)| e == id).map(|(_, r)| r))
     }
 
-    /// Every record, by variant.
-    pub fn records(&self) -> HashMap<VariantId, VariantRecord> {
-        self.variants
-            .iter()
-            .map(|(id, v)| (id.clone(), v.record.clone()))
-            .collect()
-    }
-
-    /// How many variants have each status.
+    /// How many variants have each status: the ended ones by their end, the others as
+    /// pending (at the end of a run, every variant has ended).
     pub fn counts(&self) -> StatusCounts {
-        StatusCounts::of(self.variants.values().map(|v| &v.record))
-    }
-
-    /// The variants that did not finish, in manifest order, with their records.
-    pub fn unfinished(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
-        self.order
-            .iter()
-            .map(|id| (id, &self.variants[id].record))
-            .filter(|(_, r)| r.status != VariantStatus::Finished)
+        let mut counts = self.ended_counts;
+        counts.pending += self.waiting.len() + self.active.len();
+        counts
     }
 
     /// The run-level stops, first first.
@@ -764,31 +817,25 @@ impl RunState {
         self.in_flight
     }
 
-    /// How many variants are in each phase, for the live view. Read-only, one pass over
-    /// the variants; an ended variant counts under its status (those an earlier run
+    /// How many variants are in each phase, for the live view: kept as the phases
+    /// change, O(1). An ended variant counts under its status (those an earlier run
     /// finished, too).
     pub fn phase_counts(&self) -> PhaseCounts {
-        let mut counts = PhaseCounts::default();
-        for variant in self.variants.values() {
-            match &variant.phase {
-                Phase::Queued(_) => counts.waiting += 1,
-                Phase::Submitting { .. } => counts.submitting += 1,
-                Phase::Polling { .. } => counts.running += 1,
-                Phase::Downloading(_) => counts.downloading += 1,
-                Phase::Ended => {
-                    let ended = &mut counts.ended;
-                    match variant.record.status {
-                        VariantStatus::Finished => ended.finished += 1,
-                        VariantStatus::Failed => ended.failed += 1,
-                        VariantStatus::Timeout => ended.timeout += 1,
-                        VariantStatus::Error => ended.error += 1,
-                        VariantStatus::Pending => ended.pending += 1,
-                    }
-                }
-            }
+        PhaseCounts {
+            waiting: self.waiting.len(),
+            submitting: self.phases[0],
+            running: self.phases[1],
+            downloading: self.phases[2],
+            ended: self.ended_counts,
         }
-        counts
     }
+}
+
+/// Moves a variant in flight to its next phase, and its count with it.
+fn shift(phases: &mut [usize; 3], phase: &mut Phase, to: Phase) {
+    phases[phase.counter()] -= 1;
+    phases[to.counter()] += 1;
+    *phase = to;
 }
 
 /// Variants by phase: where the work is now ([`RunState::phase_counts`]).

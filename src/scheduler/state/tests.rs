@@ -768,8 +768,13 @@ fn random_runs_keep_the_money_rules() {
                 );
             }
             shell.take(&state, actions, &starts);
+            assert_counts_kept(&state, count, case);
         }
         assert!(state.is_done(), "case {case}");
+        assert!(
+            state.waiting.is_empty() && state.active.is_empty(),
+            "case {case}: an ended variant stayed in the machine"
+        );
         for (id, start) in &starts {
             let ends = shell.ends.get(id).copied().unwrap_or(0);
             match start {
@@ -860,4 +865,91 @@ fn phase_counts_follow_each_variant_through_its_phases() {
     );
     assert_eq!((counts.ended.error, counts.ended.pending), (1, 1));
     assert_eq!(counts.total(), 4);
+}
+
+/// The counters kept as the phases change equal a recount, and every variant is in
+/// exactly one place: waiting, in flight, or ended (and then out of the maps).
+fn assert_counts_kept(state: &RunState, count: usize, case: usize) {
+    let mut recount = PhaseCounts {
+        waiting: state.waiting.len(),
+        ended: StatusCounts::of(state.ended.iter().map(|(_, r)| r)),
+        ..PhaseCounts::default()
+    };
+    for variant in state.active.values() {
+        match variant.phase {
+            Phase::Submitting { .. } => recount.submitting += 1,
+            Phase::Polling { .. } => recount.running += 1,
+            Phase::Downloading(_) => recount.downloading += 1,
+        }
+    }
+    assert_eq!(state.phase_counts(), recount, "case {case}");
+    assert_eq!(state.active.len(), state.in_flight, "case {case}");
+    assert_eq!(
+        recount.total(),
+        count,
+        "case {case}: a variant lost or counted twice"
+    );
+    for (id, _) in &state.ended {
+        assert!(
+            !state.waiting.contains_key(id) && !state.active.contains_key(id),
+            "case {case}: {id} ended, yet still held"
+        );
+    }
+}
+
+#[test]
+fn an_ended_variant_leaves_the_machine_with_its_record() {
+    let now = Instant::now();
+    let entries = vec![entry(0, Start::Keep), entry(1, Start::Submit)];
+    let mut state = RunState::new(policy(1), entries);
+    let kept: Vec<_> = state.drain_ended().map(|(id, _)| id).collect();
+    assert_eq!(kept, [id(0)], "a kept variant leaves at the start");
+    state.start(now, at());
+    state.handle(
+        now,
+        at(),
+        Event::SubmitFailed {
+            id: id(1),
+            error: status(422),
+        },
+    );
+    let ended: Vec<_> = state.drain_ended().collect();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(
+        (&ended[0].0, ended[0].1.status, ended[0].1.attempts),
+        (&id(1), VariantStatus::Error, 1)
+    );
+    assert_eq!(state.record(&id(1)), None, "drained: no longer held");
+    assert_eq!(state.counts().error, 1, "still counted");
+    assert!(state.drain_ended().next().is_none());
+}
+
+#[test]
+fn a_stop_keeps_the_tasks_to_collect_in_their_order() {
+    let now = Instant::now();
+    let poll = |n| {
+        entry(
+            n,
+            Start::Poll {
+                task_id: format!("t{n}"),
+            },
+        )
+    };
+    let entries = vec![
+        entry(0, Start::Submit),
+        poll(1),
+        entry(2, Start::Submit),
+        poll(3),
+        poll(4),
+    ];
+    let mut state = RunState::new(policy(1), entries);
+    state.start(now, at());
+    let stopped = state.handle(
+        now,
+        at(),
+        Event::Stop(StopReason::Account(AccountStop::NoCredits)),
+    );
+    assert_eq!(kinds(&stopped)[1..], ["end v2 pending"]);
+    let queued: Vec<_> = state.queue.iter().cloned().collect();
+    assert_eq!(queued, [id(1), id(3), id(4)], "the polls stay, in order");
 }
