@@ -183,6 +183,30 @@ impl StatusCounts {
     }
 }
 
+/// Variants by phase: where the work is now (the run state's `phase_counts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseCounts {
+    /// Waiting for an in-flight slot.
+    pub waiting: usize,
+    /// Getting their stem's URL, waiting for a submit slot, or on the wire.
+    pub submitting: usize,
+    /// Their task runs at the provider: polled.
+    pub running: usize,
+    /// Their tracks are being downloaded.
+    pub downloading: usize,
+    /// Their work in this run is over, by status.
+    pub ended: StatusCounts,
+}
+
+impl PhaseCounts {
+    /// Every variant counted.
+    pub fn total(&self) -> usize {
+        let ended = &self.ended;
+        let ended = ended.finished + ended.failed + ended.timeout + ended.error + ended.pending;
+        self.waiting + self.submitting + self.running + self.downloading + ended
+    }
+}
+
 impl std::fmt::Display for StatusCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

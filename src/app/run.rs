@@ -24,7 +24,7 @@ use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
 use crate::report::shards::ShardPart;
 use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
-use crate::scheduler::{self, shared_limit, Pacers, RunEnd, RunInputs, Stops};
+use crate::scheduler::{self, shared_limit, watched, Pacers, RunEnd, RunInputs, Stops};
 use crate::shard::Shard;
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
@@ -167,9 +167,9 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         },
     );
     let pacers = Pacers {
-        submit: progress.watch(Endpoint::Submit, pacers.submit),
-        poll: progress.watch(Endpoint::Poll, pacers.poll),
-        upload: progress.watch(Endpoint::Upload, pacers.upload),
+        submit: watched::watch(&progress, Endpoint::Submit, pacers.submit),
+        poll: watched::watch(&progress, Endpoint::Poll, pacers.poll),
+        upload: watched::watch(&progress, Endpoint::Upload, pacers.upload),
     };
     let inputs = RunInputs {
         shard_part,

@@ -14,7 +14,7 @@
 //! Every line it writes is made by a pure function that returns a string
 //! ([`change_line`], [`summary_line`], [`phases_line`], [`results_line`], [`waits_line`],
 //! [`closing_summary`]), so that the words are snapshot-tested. The pacers report their
-//! reserved slots to [`WatchedPacer`], which is how the view knows what the run waits for.
+//! reserved slots to [`Waits`] (through the scheduler's watched pacer), which is how the view knows what the run waits for.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -22,14 +22,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
 use crate::cli::LogFormat;
-use crate::outcome::{StatusCounts, VariantEnd, VariantRecord, VariantStatus};
-use crate::scheduler::pacer::Pacer;
-use crate::scheduler::state::PhaseCounts;
+use crate::outcome::{PhaseCounts, StatusCounts, VariantEnd, VariantRecord, VariantStatus};
 use crate::variant::{Variant, VariantId};
 
 /// How often the plain view writes a summary line.
@@ -507,34 +504,16 @@ impl Waits {
     }
 }
 
-/// A pacer that tells the view which slots it handed out, and says a long wait at debug
-/// level (`-v`). It paces exactly as the pacer it wraps.
-pub struct WatchedPacer {
-    inner: Arc<dyn Pacer>,
-    endpoint: Endpoint,
-    waits: Arc<Waits>,
-}
-
-impl WatchedPacer {
-    /// `inner`, watched for `endpoint`.
-    pub fn new(inner: Arc<dyn Pacer>, endpoint: Endpoint, waits: Arc<Waits>) -> Self {
-        WatchedPacer {
-            inner,
-            endpoint,
-            waits,
-        }
-    }
-}
-
-impl WatchedPacer {
-    fn watch_reserved(&self, slot: Instant) {
+impl Waits {
+    /// A pacer of `endpoint` handed out `slot` (the scheduler's watched pacer tells);
+    /// a long wait is said at debug level (`-v`).
+    pub fn reserved(&self, endpoint: Endpoint, slot: Instant) {
         // After the reservation: a shared pacer may have taken a while to answer.
         let now = Instant::now();
-        self.waits
-            .with(|list| Waits::of(list, self.endpoint).reserved(now, slot));
+        self.with(|list| Waits::of(list, endpoint).reserved(now, slot));
         let wait = slot.saturating_duration_since(now);
         if wait >= WORTH_SAYING {
-            let endpoint = self.endpoint.word();
+            let endpoint = endpoint.word();
             tracing::debug!(
                 endpoint,
                 wait_ms = wait.as_millis() as u64,
@@ -544,33 +523,16 @@ impl WatchedPacer {
         }
     }
 
-    fn watch_held(&self, now: Instant, wait: Duration) {
-        self.waits
-            .with(|list| Waits::of(list, self.endpoint).held(now + wait));
-        let endpoint = self.endpoint.word();
+    /// The provider asked `endpoint`'s pacer to hold off for `wait` from `now`.
+    pub fn held(&self, endpoint: Endpoint, now: Instant, wait: Duration) {
+        self.with(|list| Waits::of(list, endpoint).held(now + wait));
+        let endpoint = endpoint.word();
         tracing::debug!(
             endpoint,
             wait_ms = wait.as_millis() as u64,
             "the provider asked to wait {} before the next {endpoint} call",
             short_duration(wait)
         );
-    }
-}
-
-impl Pacer for WatchedPacer {
-    fn reserve(&self, earliest: Instant) -> BoxFuture<'_, Instant> {
-        Box::pin(async move {
-            let slot = self.inner.reserve(earliest).await;
-            self.watch_reserved(slot);
-            slot
-        })
-    }
-
-    fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.inner.hold_off(now, wait).await;
-            self.watch_held(now, wait);
-        })
     }
 }
 
@@ -649,16 +611,9 @@ impl Progress {
         }
     }
 
-    /// `pacer`, reporting its slots to this view.
-    pub fn watch(&self, endpoint: Endpoint, pacer: Arc<dyn Pacer>) -> Arc<dyn Pacer> {
-        match &self.shared {
-            Some(shared) => Arc::new(WatchedPacer::new(
-                pacer,
-                endpoint,
-                Arc::clone(&shared.waits),
-            )),
-            None => pacer,
-        }
+    /// Where the pacers report their slots to this view (`None`: no view).
+    pub fn waits(&self) -> Option<Arc<Waits>> {
+        self.shared.as_ref().map(|shared| Arc::clone(&shared.waits))
     }
 
     /// The run starts from `snapshot`: what has ended already is not this run's. Starts

@@ -18,6 +18,7 @@ pub mod retrying;
 pub mod shared_limit;
 pub mod state;
 pub mod upload;
+pub mod watched;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -34,6 +34,7 @@ use crate::api::error::ApiError;
 use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
 use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
 use crate::journal::replay::Start;
+pub use crate::outcome::PhaseCounts;
 use crate::outcome::{StatusCounts, TrackRecord, VariantEnd, VariantRecord, VariantStatus};
 use crate::variant::VariantId;
 
@@ -836,30 +837,6 @@ fn shift(phases: &mut [usize; 3], phase: &mut Phase, to: Phase) {
     phases[phase.counter()] -= 1;
     phases[to.counter()] += 1;
     *phase = to;
-}
-
-/// Variants by phase: where the work is now ([`RunState::phase_counts`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PhaseCounts {
-    /// Waiting for an in-flight slot.
-    pub waiting: usize,
-    /// Getting their stem's URL, waiting for a submit slot, or on the wire.
-    pub submitting: usize,
-    /// Their task runs at the provider: polled.
-    pub running: usize,
-    /// Their tracks are being downloaded.
-    pub downloading: usize,
-    /// Their work in this run is over, by status.
-    pub ended: StatusCounts,
-}
-
-impl PhaseCounts {
-    /// Every variant counted.
-    pub fn total(&self) -> usize {
-        let ended = &self.ended;
-        let ended = ended.finished + ended.failed + ended.timeout + ended.error + ended.pending;
-        self.waiting + self.submitting + self.running + self.downloading + ended
-    }
 }
 
 /// The error of a submit whose outcome is unknown.
