@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::format::{decode_all, Record};
+use super::format::{decode_from, DecodeError, Record};
 use super::lock::{self, LockState};
 use super::{state_dir, JournalError, JOURNAL_FILE};
 use crate::shard::Shard;
@@ -82,8 +82,12 @@ pub fn read_other_journals(
         if Some(path.as_path()) == own {
             continue;
         }
-        match std::fs::read(&path) {
-            Ok(bytes) => journals.push(decode_all(bytes, &path)?),
+        match std::fs::File::open(&path) {
+            Ok(file) => match decode_from(std::io::BufReader::new(file), &path) {
+                Ok(decoded) => journals.push(decoded.records),
+                Err(DecodeError::Journal(err)) => return Err(err),
+                Err(DecodeError::Io(cause)) => return Err(io(&path)(cause)),
+            },
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(io(&path)(err)),
         }

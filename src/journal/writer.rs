@@ -11,7 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::format::{decode, encode, Record, Tail};
+use super::format::{decode_from, encode, DecodeError, Record, Tail};
 use super::JournalError;
 
 /// Records written together at most, per fsync.
@@ -70,10 +70,12 @@ impl JournalWriter {
             .create(true)
             .open(path)
             .map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        let decoded = decode(&bytes, path)?;
-        let durable = repair_tail(&mut file, bytes.len() as u64, &decoded.tail).map_err(io)?;
+        let decoded = match decode_from(io::BufReader::new(&mut file), path) {
+            Ok(decoded) => decoded,
+            Err(DecodeError::Io(cause)) => return Err(io(cause)),
+            Err(DecodeError::Journal(err)) => return Err(err),
+        };
+        let durable = repair_tail(&mut file, decoded.len, &decoded.tail).map_err(io)?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let file = wrap(file);
         let thread_path = path.to_owned();
