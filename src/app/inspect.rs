@@ -101,12 +101,23 @@ pub(super) async fn plan(
 /// What a run into `dir` would do, from its journals (every shard's), read and never
 /// written.
 async fn plan_against(manifest: &manifest::Manifest, dir: &Path) -> anyhow::Result<Resume> {
-    let records = read_journals(dir)?;
+    let folded = fold_journals(dir)?;
     let rerun = Rerun {
         retry_failed: false,
         now: chrono::Utc::now(),
     };
-    Ok(resume::prepare(&manifest.variants, &records, dir, rerun).await?)
+    Ok(resume::prepare(&manifest.variants, &folded.priors, dir, rerun).await?)
+}
+
+/// Every journal of the folder `dir`, folded as a run reads them; a damaged one is the
+/// user's to see.
+fn fold_journals(dir: &Path) -> anyhow::Result<crate::journal::folded::Folded> {
+    crate::journal::layout::fold_all(dir).map_err(|err| match err {
+        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
+            ExpectedError::usage(err.to_string()).into()
+        }
+        other => anyhow::Error::new(other),
+    })
 }
 
 /// Every journal of the folder `dir`, put together; a damaged one is the user's to see.
@@ -175,8 +186,7 @@ async fn bucket_summary(
             crate::storage::SECRET_KEY_ENV
         )));
     };
-    let records = read_journals(dir)?;
-    let journaled = crate::journal::replay::uploads(&records, bucket.id());
+    let journaled = fold_journals(dir)?.uploads(bucket.id());
     let stop = tokio_util::sync::CancellationToken::new();
     let context = crate::scheduler::bucket::SurveyContext {
         // `plan` writes nothing.

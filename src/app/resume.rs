@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::download::modified_ns;
-use crate::journal::format::{EndStatus, Record, TrackEntry};
-use crate::journal::replay::{replay, Prior, Rerun};
+use crate::journal::format::{EndStatus, TrackEntry};
+use crate::journal::replay::{Prior, Rerun};
 use crate::journal::rerun::{self, Intent, Move};
 use crate::outcome::VariantRecord;
 use crate::scheduler::state::Entry;
@@ -43,17 +43,16 @@ impl Resume {
     }
 }
 
-/// Decides every variant's start from the journal's `records`, reading (never changing)
-/// the output folder.
+/// Decides every variant's start from what the journals say of it (`priors`, as
+/// `journal::replay` folds them), reading (never changing) the output folder.
 pub(super) async fn prepare(
     variants: &[Variant],
-    records: &[Record],
+    priors: &HashMap<VariantId, Prior>,
     out_dir: &Path,
     rerun: Rerun,
 ) -> std::io::Result<Resume> {
-    let priors = replay(records);
-    let intact = check_finished_tracks(variants, &priors, out_dir).await?;
-    let (planned, moves) = rerun::plan(variants, &priors, &intact, rerun);
+    let intact = check_finished_tracks(variants, priors, out_dir).await?;
+    let (planned, moves) = rerun::plan(variants, priors, &intact, rerun);
     let mut entries = Vec::with_capacity(variants.len());
     let mut intents = HashMap::with_capacity(variants.len());
     for (variant, (start, intent)) in variants.iter().zip(planned) {

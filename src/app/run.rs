@@ -13,7 +13,7 @@ use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, SUCCESS};
 use crate::journal::format::SIMULATOR;
-use crate::journal::replay::{self, Rerun, Start};
+use crate::journal::replay::{Rerun, Start};
 use crate::journal::rerun;
 use crate::journal::writer::JournalWriter;
 use crate::journal::{self, layout};
@@ -318,11 +318,16 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         retry_failed: args.retry_failed,
         now: chrono::Utc::now(),
     };
-    let resume = resume::prepare(&manifest.variants, &folder.records, &out_dir, rerun).await?;
-    resume::log_summary(&resume, folder.records.is_empty());
+    let priors = &folder.folded.priors;
+    let resume = resume::prepare(&manifest.variants, priors, &out_dir, rerun).await?;
+    resume::log_summary(&resume, folder.folded.is_empty());
     let new_tasks = match &all_variants {
-        // Every shard counts the whole manifest, so that they all refuse alike.
-        Some(all) => rerun::new_tasks(all, &folder.records, rerun),
+        // Every shard counts the whole manifest, so that they all refuse alike. Buying
+        // never depends on whether finished tracks are whole: the files are not read.
+        Some(all) => {
+            let (planned, _) = rerun::plan(all, priors, &HashMap::new(), rerun);
+            planned.iter().filter(|(_, intent)| intent.buys()).count()
+        }
         None => resume.new_tasks(),
     };
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
@@ -339,13 +344,13 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     // Each simulator starts empty: its earlier uploads are gone with it.
     let earlier_uploads = match &simulator {
         Some(_) => Default::default(),
-        None => replay::uploads(&folder.records, &api),
+        None => folder.folded.uploads(&api),
     };
     let shard_part = shard
         .zip(all_variants)
         .map(|(shard, all)| ShardPart::new(&out_dir, shard, all));
     let bucket = bucket.map(|(bucket, settings)| PreparedBucket {
-        journaled: replay::uploads(&folder.records, bucket.id()),
+        journaled: folder.folded.uploads(bucket.id()),
         bucket,
         settings,
     });

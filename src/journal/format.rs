@@ -356,14 +356,28 @@ pub(crate) enum DecodeError {
 /// As [`decode`], streamed from `reader` one line at a time: a journal is never held
 /// whole in memory beside its records (it grows by some 2 KB a variant).
 pub(crate) fn decode_from(
-    mut reader: impl std::io::BufRead,
+    reader: impl std::io::BufRead,
     path: &Path,
 ) -> Result<Decoded, DecodeError> {
     let mut records = Vec::new();
+    let (tail, len) = decode_each(reader, path, 1, |record| records.push(record))?;
+    records.shrink_to_fit();
+    Ok(Decoded { records, tail, len })
+}
+
+/// Decodes `reader` line by line, handing each record to `take` as it is read: nothing
+/// is kept. `first_line` is the 1-based number of the reader's first line in its file,
+/// for the errors. Returns how the read ends and the bytes read.
+pub(crate) fn decode_each(
+    mut reader: impl std::io::BufRead,
+    path: &Path,
+    first_line: usize,
+    mut take: impl FnMut(Record),
+) -> Result<(Tail, u64), DecodeError> {
     let mut tail = Tail::Clean;
     let mut offset = 0u64;
     let mut raw = Vec::new();
-    for i in 0.. {
+    for line_number in first_line.. {
         raw.clear();
         let read = reader
             .read_until(b'\n', &mut raw)
@@ -381,7 +395,7 @@ pub(crate) fn decode_from(
         }
         match decode_line(line) {
             Ok(record) => {
-                records.push(record);
+                take(record);
                 if !terminated {
                     tail = Tail::MissingNewline;
                 }
@@ -389,7 +403,7 @@ pub(crate) fn decode_from(
             Err(LineError::TooNew(version)) => {
                 return Err(DecodeError::Journal(JournalError::TooNew {
                     path: path.to_owned(),
-                    line: i + 1,
+                    line: line_number,
                     version,
                 }))
             }
@@ -397,24 +411,34 @@ pub(crate) fn decode_from(
             // but never with its newline: every record ends with one, written last. A
             // complete line that does not read is damage, and may be a paid task's record.
             Err(LineError::Invalid(_)) if !terminated => {
-                tracing::warn!(path = %path.display(), line = i + 1, "dropping a torn last journal line");
+                tracing::warn!(path = %path.display(), line = line_number, "dropping a torn last journal line");
                 tail = Tail::Torn { keep: line_start };
             }
             Err(LineError::Invalid(message)) => {
                 return Err(DecodeError::Journal(JournalError::Corrupt {
                     path: path.to_owned(),
-                    line: i + 1,
+                    line: line_number,
                     message,
                 }))
             }
         }
     }
-    records.shrink_to_fit();
-    Ok(Decoded {
-        records,
-        tail,
-        len: offset,
-    })
+    Ok((tail, offset))
+}
+
+/// When `line` is a whole [`Record::RunStarted`], its place among runs (`seq`, start);
+/// read cheaply: the kind is looked for before anything is parsed.
+pub(crate) fn run_start_of(line: &[u8]) -> Option<(u64, Option<DateTime<Utc>>)> {
+    const KIND: &[u8] = b"\"kind\":\"run_started\"";
+    let head = &line[..line.len().min(32)];
+    let written_so = line.starts_with(b"{\"v\":");
+    if written_so && !head.windows(KIND.len()).any(|w| w == KIND) {
+        return None;
+    }
+    match decode_line(line.trim_ascii_end()) {
+        Ok(Record::RunStarted { seq, at, .. }) => Some((seq, Some(at))),
+        _ => None,
+    }
 }
 
 enum LineError {

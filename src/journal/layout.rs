@@ -95,6 +95,17 @@ pub fn read_other_journals(
     Ok(journals)
 }
 
+/// Every journal of the folder folded, streamed, in the order [`read_all`] puts their
+/// records in (`journal::folded`).
+pub fn fold_all(out_dir: &Path) -> Result<super::folded::Folded, JournalError> {
+    let dirs = all_run_dirs(out_dir).map_err(|cause| JournalError::Io {
+        path: state_dir(out_dir),
+        cause,
+    })?;
+    let paths: Vec<PathBuf> = dirs.iter().map(|dir| dir.join(JOURNAL_FILE)).collect();
+    super::folded::fold_journals(&paths)
+}
+
 /// Every journal of the folder, put together run by run.
 pub fn read_all(out_dir: &Path) -> Result<Vec<Record>, JournalError> {
     Ok(merge_runs(read_other_journals(out_dir, None)?))
