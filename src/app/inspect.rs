@@ -106,7 +106,7 @@ async fn plan_against(manifest: &manifest::Manifest, dir: &Path) -> anyhow::Resu
         retry_failed: false,
         now: chrono::Utc::now(),
     };
-    Ok(resume::prepare(&manifest.variants, &folded.priors, dir, rerun).await?)
+    Ok(resume::prepare(&manifest.variants, folded.priors, dir, rerun).await?)
 }
 
 /// Every journal of the folder `dir`, folded as a run reads them; a damaged one is the

@@ -44,15 +44,16 @@ impl Resume {
 }
 
 /// Decides every variant's start from what the journals say of it (`priors`, as
-/// `journal::replay` folds them), reading (never changing) the output folder.
+/// `journal::replay` folds them), reading (never changing) the output folder. Each prior
+/// is dropped as its entry is made, so that the two are never held whole together.
 pub(super) async fn prepare(
     variants: &[Variant],
-    priors: &HashMap<VariantId, Prior>,
+    mut priors: HashMap<VariantId, Prior>,
     out_dir: &Path,
     rerun: Rerun,
 ) -> std::io::Result<Resume> {
-    let intact = check_finished_tracks(variants, priors, out_dir).await?;
-    let (planned, moves) = rerun::plan(variants, priors, &intact, rerun);
+    let intact = check_finished_tracks(variants, &priors, out_dir).await?;
+    let (planned, moves) = rerun::plan(variants, &priors, &intact, rerun);
     let mut entries = Vec::with_capacity(variants.len());
     let mut intents = HashMap::with_capacity(variants.len());
     for (variant, (start, intent)) in variants.iter().zip(planned) {
@@ -62,11 +63,11 @@ pub(super) async fn prepare(
                 "an earlier submit of this variant had an unknown outcome: submitting again (--retry-failed) may create a duplicate task"
             );
         }
-        let prior = priors.get(&variant.id);
+        let prior = priors.remove(&variant.id);
         entries.push(Entry {
             id: variant.id.clone(),
             start,
-            record: prior.map(VariantRecord::from).unwrap_or_default(),
+            record: prior.as_ref().map(VariantRecord::from).unwrap_or_default(),
         });
         intents.insert(variant.id.clone(), intent);
     }

@@ -313,23 +313,22 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some(_) => SIMULATOR.to_owned(),
         None => client.base_url().to_owned(),
     };
-    let folder = folder::open(&out_dir, &api, shard).await?;
+    let mut folder = folder::open(&out_dir, &api, shard).await?;
     let rerun = Rerun {
         retry_failed: args.retry_failed,
         now: chrono::Utc::now(),
     };
-    let priors = &folder.folded.priors;
+    // Every shard counts the whole manifest, so that they all refuse alike. Buying never
+    // depends on whether finished tracks are whole: the files are not read.
+    let shards_new_tasks = all_variants.as_ref().map(|all| {
+        let (planned, _) = rerun::plan(all, &folder.folded.priors, &HashMap::new(), rerun);
+        planned.iter().filter(|(_, intent)| intent.buys()).count()
+    });
+    let fresh_folder = folder.folded.is_empty();
+    let priors = std::mem::take(&mut folder.folded.priors);
     let resume = resume::prepare(&manifest.variants, priors, &out_dir, rerun).await?;
-    resume::log_summary(&resume, folder.folded.is_empty());
-    let new_tasks = match &all_variants {
-        // Every shard counts the whole manifest, so that they all refuse alike. Buying
-        // never depends on whether finished tracks are whole: the files are not read.
-        Some(all) => {
-            let (planned, _) = rerun::plan(all, priors, &HashMap::new(), rerun);
-            planned.iter().filter(|(_, intent)| intent.buys()).count()
-        }
-        None => resume.new_tasks(),
-    };
+    resume::log_summary(&resume, fresh_folder);
+    let new_tasks = shards_new_tasks.unwrap_or_else(|| resume.new_tasks());
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
     // Only now, when the run goes ahead: a refused run leaves the folder's layout be.
     layout::write_layout(&out_dir, shard).with_context(|| {
