@@ -78,6 +78,31 @@ impl Coordinator {
         self.write_report().await?;
         self.merge_shards().await?;
         self.progress.begin(self.snapshot());
+        self.begin(first);
+        self.drive(&stops).await?;
+        while let Some(ack) = self.acks.next().await {
+            self.on_ack(ack);
+        }
+        self.write_report().await?;
+        // Held until the page is written from the merged file.
+        let _merged = match self.merge_shards().await {
+            Ok(merged) => merged,
+            Err(err) => {
+                // This shard's part is written: the next merge (another shard's end, or
+                // `stembatch report`) puts it in.
+                error!(error = %err, "cannot merge the shards' results into results.csv");
+                None
+            }
+        };
+        self.write_page().await;
+        Ok(RunEnd {
+            unfinished: self.results.unfinished(),
+            state: self.state,
+        })
+    }
+
+    /// The stop known before the start, then the first actions.
+    fn begin(&mut self, first: Option<StopReason>) {
         match first {
             Some(StopReason::Interrupted) => self.on_event(Event::Stop(StopReason::Interrupted)),
             // Said by whoever found it (the balance check): applied here without a word.
@@ -93,6 +118,11 @@ impl Coordinator {
         let actions = self.state.start(now(), chrono::Utc::now());
         self.take_ended();
         self.dispatch(actions);
+    }
+
+    /// The loop: every event to the state until every variant's work is over; the report
+    /// rewritten at most every [`REPORT_INTERVAL`] (longer when writing it is slow).
+    async fn drive(&mut self, stops: &Stops) -> std::io::Result<()> {
         let deadline = stops.deadline.map(|d| Instant::now() + d);
         let (mut interrupted, mut deadline_passed) = (false, deadline.is_none());
         let mut report_due: Option<Instant> = None;
@@ -128,25 +158,7 @@ impl Coordinator {
                 report_due.get_or_insert(Instant::now() + interval);
             }
         }
-        while let Some(ack) = self.acks.next().await {
-            self.on_ack(ack);
-        }
-        self.write_report().await?;
-        // Held until the page is written from the merged file.
-        let _merged = match self.merge_shards().await {
-            Ok(merged) => merged,
-            Err(err) => {
-                // This shard's part is written: the next merge (another shard's end, or
-                // `stembatch report`) puts it in.
-                error!(error = %err, "cannot merge the shards' results into results.csv");
-                None
-            }
-        };
-        self.write_page().await;
-        Ok(RunEnd {
-            unfinished: self.results.unfinished(),
-            state: self.state,
-        })
+        Ok(())
     }
 
     /// The records the run starts from: the kept variants' ends, and what earlier runs
