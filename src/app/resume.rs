@@ -48,11 +48,11 @@ impl Resume {
 /// is dropped as its entry is made, so that the two are never held whole together.
 pub(super) async fn prepare(
     variants: &[Variant],
-    mut priors: HashMap<VariantId, Prior>,
+    priors: HashMap<VariantId, Prior>,
     out_dir: &Path,
     rerun: Rerun,
 ) -> std::io::Result<Resume> {
-    let intact = check_finished_tracks(variants, &priors, out_dir).await?;
+    let (mut priors, intact) = check_finished_tracks(variants, priors, out_dir).await?;
     let (planned, moves) = rerun::plan(variants, &priors, &intact, rerun);
     let mut entries = Vec::with_capacity(variants.len());
     let mut intents = HashMap::with_capacity(variants.len());
@@ -143,31 +143,39 @@ fn free_name(path: PathBuf) -> PathBuf {
 /// For each finished variant, whether every journaled track file is on disk with its
 /// size and sha256 (its size and modification time, when those are as journaled).
 /// Hashing runs off the async threads.
+/// Whether the tracks of each finished variant of `variants` are whole on disk. `priors`
+/// goes to the blocking thread and comes back, rather than a copy of every track.
 async fn check_finished_tracks(
     variants: &[Variant],
-    priors: &HashMap<VariantId, Prior>,
+    priors: HashMap<VariantId, Prior>,
     out_dir: &Path,
-) -> std::io::Result<HashMap<VariantId, bool>> {
-    let to_check: Vec<(VariantId, Vec<TrackEntry>)> = variants
+) -> std::io::Result<(HashMap<VariantId, Prior>, HashMap<VariantId, bool>)> {
+    let finished = |prior: &Prior| {
+        prior
+            .end
+            .as_ref()
+            .is_some_and(|e| e.status == EndStatus::Finished)
+    };
+    let to_check: Vec<VariantId> = variants
         .iter()
-        .filter_map(|v| {
-            let prior = priors.get(&v.id).filter(|p| {
-                p.end
-                    .as_ref()
-                    .is_some_and(|e| e.status == EndStatus::Finished)
-            })?;
-            Some((v.id.clone(), prior.task.as_ref()?.tracks.clone()))
+        .filter(|v| {
+            priors
+                .get(&v.id)
+                .is_some_and(|p| finished(p) && p.task.is_some())
         })
+        .map(|v| v.id.clone())
         .collect();
     let out_dir: PathBuf = out_dir.to_owned();
     tokio::task::spawn_blocking(move || {
-        to_check
+        let intact = to_check
             .into_iter()
-            .map(|(id, tracks)| {
+            .map(|id| {
+                let tracks = priors[&id].task.as_ref().map_or(&[][..], |t| &t.tracks[..]);
                 let intact = !tracks.is_empty() && tracks.iter().all(|t| track_intact(&out_dir, t));
                 (id, intact)
             })
-            .collect()
+            .collect();
+        (priors, intact)
     })
     .await
     .map_err(std::io::Error::other)

@@ -116,22 +116,35 @@ struct VariantState {
     record: VariantRecord,
 }
 
-/// A variant waiting for an in-flight slot.
+/// A variant waiting for an in-flight slot, in the queue.
 #[derive(Clone, Debug)]
 struct Waiting {
+    id: VariantId,
     start: Start,
-    record: VariantRecord,
+    /// What earlier runs left; `None` for a variant no run knows (most of a fresh run:
+    /// the queue is the largest thing the machine holds).
+    record: Option<Box<VariantRecord>>,
 }
+
+/// The record of a variant no run knows.
+static UNKNOWN: VariantRecord = VariantRecord {
+    status: VariantStatus::Pending,
+    task_id: None,
+    submitted_at: None,
+    finished_at: None,
+    attempts: 0,
+    error: None,
+    tracks: Vec::new(),
+};
 
 /// The phase and record of every variant not yet ended, and the run-level stops.
 #[derive(Debug)]
 pub struct RunState {
     policy: Policy,
-    /// Waiting for a slot, by id; `queue` holds their start order.
-    waiting: HashMap<VariantId, Waiting>,
     /// In flight (at most `policy.concurrency`).
     active: HashMap<VariantId, VariantState>,
-    queue: VecDeque<VariantId>,
+    /// Waiting for a slot, in start order.
+    queue: VecDeque<Waiting>,
     in_flight: usize,
     /// Variants in flight by phase ([`Phase::counter`]), kept as the phases change.
     phases: [usize; 3],
@@ -150,7 +163,6 @@ impl RunState {
     /// The state of a run over `entries`, in manifest order. The kept ones (nothing to
     /// do) are ended at once: the first [`RunState::drain_ended`] gives their records.
     pub fn new(policy: Policy, entries: Vec<Entry>) -> Self {
-        let mut waiting = HashMap::new();
         let mut queue = VecDeque::new();
         let mut ended = Vec::new();
         let mut ended_counts = StatusCounts::default();
@@ -161,15 +173,17 @@ impl RunState {
                     ended.push((entry.id, entry.record));
                 }
                 start => {
-                    queue.push_back(entry.id.clone());
                     let record = entry.record;
-                    waiting.insert(entry.id, Waiting { start, record });
+                    queue.push_back(Waiting {
+                        id: entry.id,
+                        start,
+                        record: (record != UNKNOWN).then(|| Box::new(record)),
+                    });
                 }
             }
         }
         RunState {
             policy,
-            waiting,
             active: HashMap::new(),
             queue,
             in_flight: 0,
@@ -643,17 +657,14 @@ impl RunState {
         // One pass: the queue keeps, in order, only what may still be worked on (a task
         // to poll when only submits stopped).
         let mut stopped = Vec::new();
-        for id in mem::take(&mut self.queue) {
-            let Some(waiting) = self.waiting.get(&id) else {
-                continue;
-            };
+        for waiting in mem::take(&mut self.queue) {
             match (&waiting.start, work_stopped) {
-                (Start::Submit | Start::Refuse { .. }, _) | (_, true) => stopped.push(id),
-                _ => self.queue.push_back(id),
+                (Start::Submit | Start::Refuse { .. }, _) | (_, true) => stopped.push(waiting),
+                _ => self.queue.push_back(waiting),
             }
         }
-        for id in stopped {
-            let end = match &self.waiting[&id].start {
+        for Waiting { id, start, record } in stopped {
+            let end = match &start {
                 Start::Refuse { reason } => {
                     VariantEnd::with_error(VariantStatus::Error, reason.clone(), at)
                 }
@@ -668,19 +679,18 @@ impl RunState {
                     at,
                 ),
             };
-            self.end(&id, end, actions);
+            let record = record.map_or_else(VariantRecord::default, |r| *r);
+            self.end_record(id, record, end, actions);
         }
     }
 
     /// Starts queued variants while the in-flight cap allows.
     fn fill_slots(&mut self, now: Instant, at: DateTime<Utc>, actions: &mut Vec<Action>) {
         while self.in_flight < self.policy.concurrency {
-            let Some(id) = self.queue.pop_front() else {
+            let Some(Waiting { id, start, record }) = self.queue.pop_front() else {
                 return;
             };
-            let Some(Waiting { start, mut record }) = self.waiting.remove(&id) else {
-                continue;
-            };
+            let mut record = record.map_or_else(VariantRecord::default, |r| *r);
             let phase = match start {
                 Start::Refuse { reason } => {
                     let end = VariantEnd::with_error(VariantStatus::Error, reason, at);
@@ -729,18 +739,15 @@ impl RunState {
         }
     }
 
-    /// Ends a variant waiting or in flight: its record takes the end in, and leaves.
+    /// Ends a variant in flight: its record takes the end in, and leaves. (A waiting
+    /// variant ends only through a stop, which has it in hand.)
     fn end(&mut self, id: &VariantId, end: VariantEnd, actions: &mut Vec<Action>) {
-        let record = if let Some(variant) = self.active.remove(id) {
-            self.phases[variant.phase.counter()] -= 1;
-            self.in_flight -= 1;
-            variant.record
-        } else if let Some(waiting) = self.waiting.remove(id) {
-            waiting.record
-        } else {
+        let Some(variant) = self.active.remove(id) else {
             return;
         };
-        self.end_record(id.clone(), record, end, actions);
+        self.phases[variant.phase.counter()] -= 1;
+        self.in_flight -= 1;
+        self.end_record(id.clone(), variant.record, end, actions);
     }
 
     fn end_record(
@@ -765,9 +772,11 @@ impl RunState {
         self.ended.drain(..)
     }
 
-    /// The records of the variants waiting for a slot (what earlier runs left of them).
+    /// The records of the variants waiting for a slot that earlier runs left.
     pub fn waiting_records(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
-        self.waiting.iter().map(|(id, w)| (id, &w.record))
+        self.queue
+            .iter()
+            .filter_map(|w| Some((&w.id, w.record.as_deref()?)))
     }
 
     /// The records of the variants in flight, for a report written while they run.
@@ -780,13 +789,16 @@ impl RunState {
         self.queue.is_empty() && self.in_flight == 0
     }
 
-    /// The record of one variant not yet drained: waiting, in flight, or ended since the
-    /// last [`RunState::drain_ended`] (a linear search of those).
+    /// The record of one variant not yet drained: in flight, waiting or ended since the
+    /// last [`RunState::drain_ended`] (a linear search of the last two: for tests).
     pub fn record(&self, id: &VariantId) -> Option<&VariantRecord> {
         self.active
             .get(id)
             .map(|v| &v.record)
-            .or_else(|| self.waiting.get(id).map(|w| &w.record))
+            .or_else(|| {
+                let waiting = self.queue.iter().find(|w| &w.id == id)?;
+                Some(waiting.record.as_deref().unwrap_or(&UNKNOWN))
+            })
             .or_else(|| self.ended.iter().find(|(e, _)| e == id).map(|(_, r)| r))
     }
 
@@ -794,7 +806,7 @@ impl RunState {
     /// pending (at the end of a run, every variant has ended).
     pub fn counts(&self) -> StatusCounts {
         let mut counts = self.ended_counts;
-        counts.pending += self.waiting.len() + self.active.len();
+        counts.pending += self.queue.len() + self.active.len();
         counts
     }
 
@@ -823,7 +835,7 @@ impl RunState {
     /// finished, too).
     pub fn phase_counts(&self) -> PhaseCounts {
         PhaseCounts {
-            waiting: self.waiting.len(),
+            waiting: self.queue.len(),
             submitting: self.phases[0],
             running: self.phases[1],
             downloading: self.phases[2],

@@ -772,7 +772,7 @@ fn random_runs_keep_the_money_rules() {
         }
         assert!(state.is_done(), "case {case}");
         assert!(
-            state.waiting.is_empty() && state.active.is_empty(),
+            state.queue.is_empty() && state.active.is_empty(),
             "case {case}: an ended variant stayed in the machine"
         );
         for (id, start) in &starts {
@@ -871,7 +871,7 @@ fn phase_counts_follow_each_variant_through_its_phases() {
 /// exactly one place: waiting, in flight, or ended (and then out of the maps).
 fn assert_counts_kept(state: &RunState, count: usize, case: usize) {
     let mut recount = PhaseCounts {
-        waiting: state.waiting.len(),
+        waiting: state.queue.len(),
         ended: StatusCounts::of(state.ended.iter().map(|(_, r)| r)),
         ..PhaseCounts::default()
     };
@@ -891,7 +891,7 @@ fn assert_counts_kept(state: &RunState, count: usize, case: usize) {
     );
     for (id, _) in &state.ended {
         assert!(
-            !state.waiting.contains_key(id) && !state.active.contains_key(id),
+            !state.queue.iter().any(|w| &w.id == id) && !state.active.contains_key(id),
             "case {case}: {id} ended, yet still held"
         );
     }
@@ -950,6 +950,6 @@ fn a_stop_keeps_the_tasks_to_collect_in_their_order() {
         Event::Stop(StopReason::Account(AccountStop::NoCredits)),
     );
     assert_eq!(kinds(&stopped)[1..], ["end v2 pending"]);
-    let queued: Vec<_> = state.queue.iter().cloned().collect();
+    let queued: Vec<_> = state.queue.iter().map(|w| w.id.clone()).collect();
     assert_eq!(queued, [id(1), id(3), id(4)], "the polls stay, in order");
 }
