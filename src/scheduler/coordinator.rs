@@ -334,7 +334,7 @@ impl Coordinator {
                 HashMap::new()
             }
         };
-        let write = move || report::html::write_file_with(&dir, &known);
+        let write = move || report::html::write_file_with(&dir, known);
         match tokio::task::spawn_blocking(write).await {
             Ok(Ok(page)) => debug!(
                 bytes = page.bytes,
