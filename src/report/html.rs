@@ -416,8 +416,9 @@ pub fn render(report: &Report, title: &str) -> Result<String, PageError> {
     Ok(page(report, title).render()?)
 }
 
-/// The page of `report`, to render.
-fn page<'a>(report: &'a Report, title: &'a str) -> Page<'a> {
+/// The page of `report`, to render: it holds its own data, so that the report can go
+/// before the page is written (at 100,000 variants each is over 100 MB).
+fn page<'t>(report: &Report, title: &'t str) -> Page<'t> {
     let variants = &report.variants;
     let mut stems: Vec<StemSection> = Vec::new();
     for variant in variants {
@@ -478,6 +479,13 @@ pub fn write_file_with(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string());
     let page = page(&report, &title);
+    let tracks = report.variants.iter().flat_map(|v| &v.tracks);
+    let (variants, tracks, waveforms) = (
+        report.variants.len(),
+        tracks.clone().count(),
+        tracks.filter(|t| !t.wave.is_empty()).count(),
+    );
+    drop(report);
     let path = dir.join(FILE_NAME);
     let write_error = |source| PageError::Write {
         path: path.clone(),
@@ -500,12 +508,11 @@ pub fn write_file_with(
     temp.as_file().sync_all().map_err(write_error)?;
     let bytes = temp.as_file().metadata().map_err(write_error)?.len();
     temp.persist(&path).map_err(|e| write_error(e.error))?;
-    let tracks = report.variants.iter().flat_map(|v| &v.tracks);
     Ok(PageSummary {
         bytes,
-        variants: report.variants.len(),
-        tracks: tracks.clone().count(),
-        waveforms: tracks.filter(|t| !t.wave.is_empty()).count(),
+        variants,
+        tracks,
+        waveforms,
         path,
     })
 }
