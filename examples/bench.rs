@@ -11,11 +11,15 @@
 //! - `faulty-1200`: as `rate-1200` with 10% of API calls answered 503 and 10% of
 //!   downloads cut short (target ≤ 1.15).
 //! - `unlimited`: 1,000 variants with the limits lifted: client CPU seconds, peak memory,
-//!   detail queries per task.
+//!   detail queries per task. `unlimited-200k` (only with `--only`): the same with tracks
+//!   of 200 KB, the `qc` scenario's.
 //! - `three-on-one-key`: as `rate-1200`, split over three client processes on one API
 //!   key that share the limit through a `redis-server` the benchmark starts on a free
 //!   loopback port: makespan ÷ ideal (the same ideal as one process) and 429s (target 0).
 //!   Where redis-server is not installed, the table says so.
+//! - `paused`: as `rate-120`, with the client process stopped (SIGSTOP) for 3 s in the
+//!   middle of the run and then continued, as a suspended VM or laptop is: 429s (target
+//!   0) and the busiest one-second window next to its limit.
 //! - `plan`: `plan` over a 100,000-variant matrix: time and peak memory (targets < 2 s,
 //!   < 200 MB).
 //! - `size` (only with `--only size`: it takes minutes): the `stembatch` binary built
@@ -26,6 +30,14 @@
 //!   variant and peak memory of the fresh run; then the same run again over the finished
 //!   folder (it buys nothing); and `validate`/`plan` over 1,000,000 variants: time and
 //!   peak memory. Targets in issue 16 / docs/benchmarks-size.md.
+//! - `qc`: quality control (decode, levels, loudness, waveform: [`stembatch::qc::check`])
+//!   over the tracks of 1,000 variants, 2,000 simulator WAVs of 200 KB (22.05 kHz mono),
+//!   in a child process, one track after the other; and, side by side over the same
+//!   files, `cat FILES | sha256sum`. User CPU seconds of each (the median of three
+//!   rounds) and their ratio (target ≤ 1.5). `-- --only qc` runs it alone.
+//!
+//! Every row also shows the busiest one-second window of accepted submits next to the
+//! simulator's one-second limit.
 
 use std::io::Write;
 use std::path::Path;
@@ -57,9 +69,12 @@ struct Scenario {
     /// Client processes on one key, sharing the limit through Redis when more than one;
     /// `variants` is their total.
     processes: u32,
+    /// Stop the client (SIGSTOP) this long after it starts, for the second duration,
+    /// then continue it (SIGCONT).
+    pause: Option<(Duration, Duration)>,
 }
 
-const SCENARIOS: [Scenario; 5] = [
+const SCENARIOS: [Scenario; 7] = [
     Scenario {
         name: "rate-120",
         variants: 40,
@@ -71,6 +86,7 @@ const SCENARIOS: [Scenario; 5] = [
         track_seconds: 5.0,
         failing: 0.0,
         processes: 1,
+        pause: None,
     },
     Scenario {
         name: "rate-1200",
@@ -83,6 +99,7 @@ const SCENARIOS: [Scenario; 5] = [
         track_seconds: 2.0,
         failing: 0.0,
         processes: 1,
+        pause: None,
     },
     Scenario {
         name: "faulty-1200",
@@ -95,6 +112,7 @@ const SCENARIOS: [Scenario; 5] = [
         track_seconds: 2.0,
         failing: 0.1,
         processes: 1,
+        pause: None,
     },
     Scenario {
         name: "unlimited",
@@ -107,6 +125,24 @@ const SCENARIOS: [Scenario; 5] = [
         track_seconds: 0.5,
         failing: 0.0,
         processes: 1,
+        pause: None,
+    },
+    // As `unlimited`, with the tracks of the QC target: 200 KB (4.5 s at 22.05 kHz mono),
+    // so that the client's whole CPU (download, hashing, QC) can be set against the `qc`
+    // scenario's `cat | sha256sum`. Not in the default run (the simulator renders 2,000
+    // tracks of 4.5 s); `-- --only unlimited-200k`.
+    Scenario {
+        name: "unlimited-200k",
+        variants: 1000,
+        submit_rate: "100000/s",
+        per_second: f64::INFINITY,
+        concurrency: 200,
+        sim_submit_limits: "none",
+        task: Duration::from_secs(1),
+        track_seconds: 4.5,
+        failing: 0.0,
+        processes: 1,
+        pause: None,
     },
     Scenario {
         name: "three-on-one-key",
@@ -119,6 +155,21 @@ const SCENARIOS: [Scenario; 5] = [
         track_seconds: 2.0,
         failing: 0.0,
         processes: 3,
+        pause: None,
+    },
+    Scenario {
+        name: "paused",
+        variants: 40,
+        submit_rate: "120/min",
+        per_second: 2.0,
+        concurrency: 16,
+        sim_submit_limits: "120/60s,3/1s",
+        // Short tasks: most variants in flight wait for their submit slot when it stops.
+        task: Duration::from_secs(1),
+        track_seconds: 1.0,
+        failing: 0.0,
+        processes: 1,
+        pause: Some((Duration::from_secs(6), Duration::from_secs(3))),
     },
 ];
 
@@ -222,12 +273,13 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
             deadline: None,
         },
         stopped_before: None,
+        api_checked: None,
         progress: stembatch::report::progress::Progress::off(),
     };
     let started = Instant::now();
     let started_unix = unix_seconds();
     let entries = manifest.variants.iter().map(Entry::fresh).collect();
-    let state = scheduler::run(Arc::new(manifest.variants), entries, inputs)
+    let state = scheduler::run(Arc::new(manifest.variants), entries, Vec::new(), inputs)
         .await
         .unwrap();
     let makespan = started.elapsed().as_secs_f64();
@@ -240,6 +292,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
             "started_unix_s": started_unix,
             "ended_unix_s": unix_seconds(),
             "cpu_s": cpu_seconds(),
+            "user_s": user_seconds(true),
             "peak_rss_mib": peak_rss_mib(),
         })
     );
@@ -350,6 +403,26 @@ fn run_clients(scenario: &Scenario, url: &str) -> Result<serde_json::Value, Stri
         args.extend_from_slice(extra);
         args
     };
+    if let Some((after, frozen)) = scenario.pause {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(args(&[]))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the benchmark child runs");
+        let signal = |name: &str| {
+            let sent = Command::new("kill")
+                .args([name, &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success(), "kill {name}");
+        };
+        std::thread::sleep(after);
+        signal("-STOP");
+        std::thread::sleep(frozen);
+        signal("-CONT");
+        return Ok(child_result(child.wait_with_output().unwrap()));
+    }
     if scenario.processes == 1 {
         return Ok(spawn_child(&args(&[])));
     }
@@ -399,6 +472,20 @@ fn run_clients(scenario: &Scenario, url: &str) -> Result<serde_json::Value, Stri
         "cpu_s": sum("cpu_s"),
         "peak_rss_mib": max("peak_rss_mib"),
     }))
+}
+
+/// The most submits the simulator accepted within any one second.
+fn busiest_second(sim: &SimHandle) -> usize {
+    let times: Vec<Duration> = sim.submissions().iter().map(|s| s.at).collect();
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t < times[i] + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// The JSON line a benchmark child printed last.
@@ -586,8 +673,123 @@ async fn size_scenario(sizes: &[usize]) -> String {
     out
 }
 
+/// Tracks of the `qc` scenario: two per variant of 1,000.
+const QC_TRACKS: usize = 2_000;
+/// Seconds of each: 200 KB of 16-bit mono at 22.05 kHz.
+const QC_TRACK_SECONDS: f64 = 4.5;
+/// Distinct renders among them (rendering all 2,000 would take minutes; the files are
+/// copies under their own names, read from the page cache like the others).
+const QC_RENDERS: usize = 20;
+/// Rounds of the `qc` scenario; the median counts.
+const QC_ROUNDS: usize = 3;
+
+/// Writes the `qc` scenario's tracks into `dir`; their paths.
+fn write_qc_tracks(dir: &Path) -> Vec<std::path::PathBuf> {
+    use stembatch::sim::audio::{encode_wav, render_samples, Params, Style, SAMPLE_RATE};
+    let tags = [
+        "piano",
+        "lofi strings",
+        "fast drums bass",
+        "jazz piano",
+        "slow ambient",
+    ];
+    let renders: Vec<Vec<u8>> = (0..QC_RENDERS)
+        .map(|i| {
+            let params = Params::of_style(Style::from_tags(tags[i % tags.len()]));
+            let samples = render_samples(&params, i as u64, QC_TRACK_SECONDS);
+            encode_wav(&samples, SAMPLE_RATE)
+        })
+        .collect();
+    (0..QC_TRACKS)
+        .map(|i| {
+            let path = dir.join(format!("v{:04}-{}.wav", i / 2, i % 2 + 1));
+            std::fs::write(&path, &renders[i % QC_RENDERS]).unwrap();
+            path
+        })
+        .collect()
+}
+
+/// User CPU seconds of this process (`self_`) or of its waited-for children.
+fn user_seconds(self_: bool) -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and cutime, in clock ticks of 100 Hz.
+    let index = if self_ { 11 } else { 13 };
+    fields
+        .get(index)
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(f64::NAN, |ticks| ticks / 100.0)
+}
+
+/// The child side of the `qc` scenario: checks every `.wav` of `dir`, one after the
+/// other, and prints its user CPU seconds.
+fn child_qc(dir: &Path) {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let started = user_seconds(true);
+    let mut ok = 0;
+    for path in &paths {
+        let checked = stembatch::qc::check(path, Some(QC_TRACK_SECONDS));
+        assert!(checked.wave.is_some(), "{}", path.display());
+        ok += usize::from(checked.qc.verdict == stembatch::qc::Verdict::Ok);
+    }
+    assert_eq!(ok, paths.len(), "every generated track is ok");
+    println!(
+        "{}",
+        serde_json::json!({ "tracks": paths.len(), "user_s": user_seconds(true) - started })
+    );
+}
+
+/// The `qc` scenario's line: QC against `cat | sha256sum`, user CPU, over the same files.
+fn qc_scenario() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_qc_tracks(dir.path());
+    let bytes: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    let (mut qc, mut sha) = (Vec::new(), Vec::new());
+    for _ in 0..QC_ROUNDS {
+        let result = spawn_child(&[
+            "--scenario".as_ref(),
+            "qc".as_ref(),
+            "--dir".as_ref(),
+            dir.path().as_os_str(),
+        ]);
+        qc.push(result["user_s"].as_f64().unwrap_or(f64::NAN));
+        let before = user_seconds(false);
+        let status = Command::new("bash")
+            .arg("-c")
+            .arg(r#"cat "$@" | sha256sum > /dev/null"#)
+            .arg("bash")
+            .args(&paths)
+            .status()
+            .expect("bash runs");
+        assert!(status.success());
+        sha.push(user_seconds(false) - before);
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (qc, sha) = (median(&mut qc), median(&mut sha));
+    format!(
+        "qc over {} tracks ({:.0} MB): {:.2} s user CPU; cat | sha256sum over the same files: {:.2} s; ratio {:.2} (target <= 1.5)",
+        paths.len(),
+        bytes as f64 / 1e6,
+        qc,
+        sha,
+        qc / sha
+    )
+}
+
 async fn parent() {
     let mut report = String::new();
+    let mut users = String::new();
     // `--only NAME` runs one scenario (for profiling); every scenario otherwise.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     if only.as_deref() == Some("size") {
@@ -603,10 +805,17 @@ async fn parent() {
         print!("{}", size_scenario(&sizes).await);
         return;
     }
-    for scenario in SCENARIOS
-        .iter()
-        .filter(|s| only.as_deref().is_none_or(|name| name == s.name))
-    {
+    if only.as_deref() == Some("qc") {
+        println!(
+            "{}",
+            tokio::task::spawn_blocking(qc_scenario).await.unwrap()
+        );
+        return;
+    }
+    for scenario in SCENARIOS.iter().filter(|s| match only.as_deref() {
+        Some(name) => name == s.name,
+        None => s.name != "unlimited-200k",
+    }) {
         let config = SimConfig {
             key: "bench-key".into(),
             task_duration: scenario.task,
@@ -639,6 +848,12 @@ async fn parent() {
             }
         };
         let stats = sim.stats();
+        let busiest = busiest_second(&sim);
+        let second_limit = WindowLimit::parse_list(scenario.sim_submit_limits)
+            .unwrap()
+            .iter()
+            .find(|l| l.window == Duration::from_secs(1))
+            .map_or("-".to_owned(), |l| l.count.to_string());
         let makespan = result["makespan_s"].as_f64().unwrap_or(f64::NAN);
         // Without a rate limit there is no ideal to compare with.
         let ideal = match scenario.per_second.is_finite() {
@@ -646,7 +861,7 @@ async fn parent() {
             false => f64::NAN,
         };
         let line = format!(
-            "| {} | {} | {:.2} s | {} | {} | {:.2} | {:.1} | {:.2} | {} | {} |\n",
+            "| {} | {} | {:.2} s | {} | {} | {:.2} | {:.1} | {:.2} | {} | {busiest} / {second_limit} | {} |\n",
             scenario.name,
             scenario.variants,
             makespan,
@@ -667,14 +882,20 @@ async fn parent() {
             stats.faults,
         );
         report.push_str(&line);
+        users.push_str(&format!(
+            "{}: client user CPU {:.2} s\n",
+            scenario.name,
+            result["user_s"].as_f64().unwrap_or(f64::NAN)
+        ));
     }
     let plan = tokio::task::spawn_blocking(|| spawn_child(&["--scenario", "plan"]))
         .await
         .unwrap();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "| scenario | variants | makespan | ideal | makespan/ideal | client CPU s | client peak MiB | detail queries/task | 429s | faults |").unwrap();
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
+    writeln!(out, "| scenario | variants | makespan | ideal | makespan/ideal | client CPU s | client peak MiB | detail queries/task | 429s | busiest 1 s / limit | faults |").unwrap();
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
     write!(out, "{report}").unwrap();
+    write!(out, "\n{users}").unwrap();
     writeln!(
         out,
         "\nplan over {} variants: {:.2} s, peak {:.1} MiB",
@@ -683,6 +904,10 @@ async fn parent() {
         plan["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
     )
     .unwrap();
+    if only.is_none() {
+        let qc = tokio::task::spawn_blocking(qc_scenario).await.unwrap();
+        writeln!(out, "{qc}").unwrap();
+    }
 }
 
 fn main() {
@@ -707,6 +932,7 @@ async fn run() {
     match value("--scenario").as_deref() {
         None => parent().await,
         Some("plan") => child_plan(),
+        Some("qc") => child_qc(Path::new(&value("--dir").expect("--dir"))),
         Some(name) => {
             let scenario = SCENARIOS
                 .iter()

@@ -37,9 +37,43 @@ pub fn sniff(head: &[u8]) -> Option<AudioFormat> {
     }
 }
 
+/// The file name extensions of the formats stembatch accepts, lowercase: what a glob's
+/// match must end with to be taken for a stem at all (`readme.txt` beside the stems is
+/// not one).
+pub const AUDIO_EXTENSIONS: [&str; 10] = [
+    "wav", "wave", "mp3", "flac", "ogg", "oga", "opus", "m4a", "mp4", "aac",
+];
+
+/// Whether `path`'s extension, in any case, is one of [`AUDIO_EXTENSIONS`].
+pub fn has_audio_extension(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|ext| ext.to_str())
+        .is_some_and(|ext| AUDIO_EXTENSIONS.iter().any(|a| ext.eq_ignore_ascii_case(a)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audio_names_are_known_by_their_extension_in_any_case() {
+        use std::path::Path;
+        for name in [
+            "a.wav", "B.WAV", "c.Mp3", "d.flac", "e.ogg", "f.m4a", "g.aac", "h.opus",
+        ] {
+            assert!(has_audio_extension(Path::new(name)), "{name}");
+        }
+        for name in [
+            "readme.txt",
+            "notes",
+            "cover.jpg",
+            "wav",
+            "a.wav.txt",
+            ".wav",
+        ] {
+            assert!(!has_audio_extension(Path::new(name)), "{name}");
+        }
+    }
 
     #[test]
     fn recognises_audio_and_refuses_error_pages() {

@@ -21,6 +21,22 @@ pub struct Cli {
     /// More: retries and waits (-v), everything (-vv). Wins over a level in STEMBATCH_LOG.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// When to color the output: auto (a terminal, and NO_COLOR unset or empty), always,
+    /// never. Covers the log lines, the progress bars and the help and usage errors.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+}
+
+/// `--color`: when output may carry ANSI colors, as in cargo and ripgrep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    /// Color when the output is a terminal and NO_COLOR is unset or empty.
+    #[default]
+    Auto,
+    /// Always color, even into a pipe or a file (and whatever NO_COLOR says).
+    Always,
+    /// Never color.
+    Never,
 }
 
 /// The version `--version` prints: the package's, with the git commit it was built from
@@ -76,8 +92,17 @@ pub enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
-    /// Print the man page (roff) to stdout.
-    Man,
+    /// Print a man page (roff) to stdout: the main page, stembatch(1), or a subcommand's;
+    /// or write every page into a folder.
+    Man {
+        /// The subcommand whose page to print, e.g. "run" for stembatch-run(1).
+        #[arg(value_name = "COMMAND", conflicts_with = "out")]
+        command: Option<String>,
+        /// Write stembatch.1 and a page for each subcommand (stembatch-run.1, …) into
+        /// this folder, e.g. /usr/local/share/man/man1.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// The shells `completions` writes scripts for.
@@ -98,7 +123,7 @@ pub struct RunArgs {
     pub manifest: PathBuf,
     /// The output folder, relative to the current folder (default: the manifest's
     /// run.output_dir, relative to the manifest's folder).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Run against the built-in simulator, in this process, with its own key.
     #[arg(long)]

@@ -16,8 +16,9 @@
 //!                              scheduler::bucket → storage: the user's S3 bucket, presigned);
 //!                              pacer slot (GCRA per endpoint: local, or in Redis with
 //!                              [limits] redis_url: scheduler::shared_limit) → api::ApiClient;
-//!                              download (temp file, verify, rename), then qc::analyze on a
-//!                              blocking thread (decode, peak, loudness, verdict); one retry path
+//!                              download (temp file, verify, rename), then qc::check on a
+//!                              blocking thread (one decode: peak, loudness, waveform,
+//!                              verdict); one retry path
 //! ```
 //!
 //! `app` wires the commands: the run lock (`journal::lock`), signals (`signal`), the
@@ -28,7 +29,7 @@
 //! The pure modules (`manifest`, `variant`, `outcome`, `api::retry`, `journal::replay`,
 //! `scheduler::state`, `scheduler::events`, `scheduler::poll`, `scheduler::shared_limit::grid`
 //! and `::keys`, `storage::keys`, `storage::error`, `audio_format`) do no I/O;
-//! the I/O modules wrap them. `qc` is pure but for `qc::analyze`, which reads one file. `sim` is the built-in simulator of the provider, used by
+//! the I/O modules wrap them. `qc` is pure but for `qc::check` (and `qc::analyze`, `qc::header_seconds`), which read one file. `sim` is the built-in simulator of the provider, used by
 //! `run --simulate` and by every network test.
 
 pub mod api;
@@ -49,5 +50,6 @@ pub mod signal;
 pub mod sim;
 pub mod stems;
 pub mod storage;
+pub mod terminal;
 pub mod variant;
 pub mod waveform;

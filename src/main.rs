@@ -4,9 +4,10 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use stembatch::cli::{Cli, Command, LogFormat};
 use stembatch::report::progress::{log_directives, Verbosity, View};
+use stembatch::terminal::{color_in_args, colors_enabled};
 use tracing_indicatif::filter::{hide_indicatif_span_fields, IndicatifFilter};
 use tracing_indicatif::IndicatifLayer;
 use tracing_subscriber::fmt::format::DefaultFields;
@@ -25,12 +26,15 @@ fn init_logging(cli: &Cli) -> View {
     let terminal = std::io::stderr().is_terminal()
         && std::env::var("TERM").map_or(true, |term| term != "dumb");
     let view = View::choose(format, verbosity, terminal);
+    let colored = colors_enabled(cli.color, std::env::var_os("NO_COLOR").as_deref(), terminal);
+    // The bars draw through `console`, which would otherwise decide on its own.
+    console::set_colors_enabled_stderr(colored);
     let env = std::env::var("STEMBATCH_LOG").ok();
     let filter =
         || EnvFilter::builder().parse_lossy(log_directives(env.as_deref(), verbosity, view));
     let lines = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .with_ansi(terminal);
+        .with_ansi(colored);
     match (view, format) {
         (View::Bars, _) => {
             // Log lines go through the bars' writer, which lifts the bars while a line is
@@ -66,7 +70,11 @@ fn init_logging(cli: &Cli) -> View {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap writes its help and usage errors while it parses, so --color is found first.
+    let matches = Cli::command()
+        .color(color_in_args(std::env::args_os()).for_clap())
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
     let view = init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

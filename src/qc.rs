@@ -3,17 +3,19 @@
 //! module says so in four CSV columns (`decoded_s`, `peak_dbfs`, `lufs`, `qc`). It never
 //! deletes, moves or rewrites a track: paid audio is kept whatever its verdict.
 //!
-//! [`analyze`] is the one function with I/O: it reads and decodes one file with
-//! `symphonia` (WAV, MP3, FLAC, Ogg/Vorbis, AAC/M4A), so it is CPU work on a blocking
-//! thread, never on an async worker. [`verdict`] turns the measurements into a word and
-//! is pure.
+//! [`check`] (and [`analyze`], its verdict alone) is the one function with I/O: it reads
+//! and decodes one file with `symphonia` (WAV, MP3, FLAC, Ogg/Vorbis, AAC/M4A), once, and
+//! measures the levels, the loudness ([`loudness`]) and the listening page's waveform
+//! ([`crate::waveform::Peaks`]) from the same samples, as they are decoded. It is CPU work
+//! on a blocking thread, never on an async worker. [`verdict`] turns the measurements into
+//! a word and is pure.
 //!
 //! # Measurements
 //!
 //! - `decoded_s`: decoded frames ÷ sample rate, to the millisecond.
 //! - `peak_dbfs`: the highest absolute sample over all channels, in dB relative to full
 //!   scale (1.0 after conversion to floating point), to 0.01 dB; `-inf` for digital silence.
-//! - `lufs`: integrated loudness after ITU-R BS.1770 / EBU R128 (the `ebur128` crate:
+//! - `lufs`: integrated loudness after ITU-R BS.1770 / EBU R128 ([`loudness`]:
 //!   K-weighting, 400 ms blocks, absolute gate at −70 LUFS, relative gate at −10 LU), to
 //!   0.01 LU; `-inf` when no block passes the absolute gate (silence, or a track shorter
 //!   than one 400 ms block).
@@ -37,6 +39,14 @@ use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+
+use crate::waveform::{max_abs, Peaks};
+use loudness::LoudnessMeter;
+
+mod counts;
+pub mod loudness;
+
+pub use counts::QcCounts;
 
 /// Below this integrated loudness a track is silent (EBU R128's absolute gate).
 pub const SILENT_LUFS: f64 = -70.0;
@@ -81,6 +91,21 @@ impl Verdict {
             Verdict::Short => "short",
             Verdict::Undecodable => "undecodable",
         }
+    }
+}
+
+impl Verdict {
+    /// The verdict a CSV word names; `None` for any other.
+    pub fn from_word(word: &str) -> Option<Verdict> {
+        [
+            Verdict::Ok,
+            Verdict::Silent,
+            Verdict::Clipped,
+            Verdict::Short,
+            Verdict::Undecodable,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == word)
     }
 }
 
@@ -201,27 +226,77 @@ pub enum QcError {
     },
 }
 
+/// What one decode of a track gives: the verdict and its measurements, and the
+/// waveform of the listening page (`None` when nothing decodes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checked {
+    /// The CSV's four columns.
+    pub qc: TrackQc,
+    /// [`crate::waveform::WAVE_POINTS`] characters of [`crate::waveform::WAVE_ALPHABET`].
+    pub wave: Option<String>,
+}
+
 /// Decodes `path` and judges it against the provider's `expected` duration (seconds).
 /// Blocking and CPU-bound: call it from a blocking thread. A file that cannot be decoded
 /// is a verdict, not an error; why is logged.
 pub fn analyze(path: &Path, expected: Option<f64>) -> TrackQc {
+    check(path, expected).qc
+}
+
+/// As [`analyze`], and the track's waveform from the same decode.
+pub fn check(path: &Path, expected: Option<f64>) -> Checked {
     match measure(path) {
-        Ok(measured) => TrackQc::of(&measured, expected),
+        Ok((measured, wave)) => Checked {
+            qc: TrackQc::of(&measured, expected),
+            wave: Some(wave),
+        },
         Err(err) => {
             tracing::warn!(error = %err, "track cannot be decoded");
-            TrackQc::undecodable()
+            Checked {
+                qc: TrackQc::undecodable(),
+                wave: None,
+            }
         }
     }
 }
 
-/// Decodes every frame of `path` and measures it. Packets that fail to decode are
-/// skipped, as players do; an error of the container ends the track where it occurs.
-pub fn measure(path: &Path) -> Result<Measurements, QcError> {
+/// The length of the audio file at `path` in seconds, from its header (frames ÷ rate),
+/// without decoding it; `None` when the header does not say or the file is not audio.
+pub fn header_seconds(path: &Path) -> Option<f64> {
+    use symphonia::core::formats::probe::Hint;
+    use symphonia::core::formats::{FormatOptions, TrackType};
+    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::meta::MetadataOptions;
+
+    let file = std::fs::File::open(path).ok()?;
+    let stream = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut hint = Hint::new();
+    if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(extension);
+    }
+    let format = symphonia::default::get_probe()
+        .probe(
+            &hint,
+            stream,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .ok()?;
+    let track = format.default_track(TrackType::Audio)?;
+    let rate = track.codec_params.as_ref()?.audio()?.sample_rate?;
+    let frames = track.num_frames?;
+    (rate > 0).then(|| frames as f64 / f64::from(rate))
+}
+
+/// Decodes every frame of `path` once and measures it: its levels and its waveform.
+/// Packets that fail to decode are skipped, as players do; an error of the container ends
+/// the track where it occurs.
+pub fn measure(path: &Path) -> Result<(Measurements, String), QcError> {
     use symphonia::core::codecs::audio::AudioDecoderOptions;
     use symphonia::core::errors::Error;
     use symphonia::core::formats::probe::Hint;
     use symphonia::core::formats::{FormatOptions, TrackType};
-    use symphonia::core::io::MediaSourceStream;
+    use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
     use symphonia::core::meta::MetadataOptions;
 
     let decode_error = |cause| QcError::Decode {
@@ -235,7 +310,11 @@ pub fn measure(path: &Path) -> Result<Measurements, QcError> {
         path: path.to_owned(),
         cause,
     })?;
-    let stream = MediaSourceStream::new(Box::new(file), Default::default());
+    // Large reads: a track is read once, front to back.
+    let options = MediaSourceStreamOptions {
+        buffer_len: 1 << 18,
+    };
+    let stream = MediaSourceStream::new(Box::new(file), options);
     let mut hint = Hint::new();
     if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(extension);
@@ -261,7 +340,7 @@ pub fn measure(path: &Path) -> Result<Measurements, QcError> {
         .make_audio_decoder(params, &AudioDecoderOptions::default())
         .map_err(decode_error)?;
     let mut meter = Meter::default();
-    let mut samples: Vec<f32> = Vec::new();
+    let mut planes: Vec<Vec<f32>> = Vec::new();
     let mut first_error = None;
     loop {
         let packet = match format.next_packet() {
@@ -278,10 +357,10 @@ pub fn measure(path: &Path) -> Result<Measurements, QcError> {
         }
         match decoder.decode(&packet) {
             Ok(buffer) => {
-                let spec = buffer.spec();
-                let (rate, channels) = (spec.rate(), spec.channels().count());
-                buffer.copy_to_vec_interleaved(&mut samples);
-                meter.add(&samples, rate, channels);
+                let rate = buffer.spec().rate();
+                buffer.copy_to_vecs_planar(&mut planes);
+                let slices: Vec<&[f32]> = planes.iter().map(Vec::as_slice).collect();
+                meter.add(&slices, rate);
             }
             Err(Error::DecodeError(_)) | Err(Error::IoError(_)) => {}
             Err(err) => {
@@ -299,9 +378,11 @@ pub fn measure(path: &Path) -> Result<Measurements, QcError> {
 /// The running measurements of a decode.
 #[derive(Default)]
 struct Meter {
-    /// Loudness meter of the first decoded format; buffers of another format (a stream
-    /// that changes mid-way) count for length and peak only.
-    loudness: Option<(u32, usize, Option<ebur128::EbuR128>)>,
+    /// The format (rate, channels) of the first decoded buffer, and its loudness meter;
+    /// buffers of another format (a stream that changes mid-way) count for length, peak
+    /// and waveform only.
+    loudness: Option<(u32, usize, Option<LoudnessMeter>)>,
+    peaks: Peaks,
     frames: u64,
     seconds: f64,
     peak: f32,
@@ -313,33 +394,39 @@ struct Meter {
 }
 
 impl Meter {
-    fn add(&mut self, interleaved: &[f32], rate: u32, channels: usize) {
-        if channels == 0 || rate == 0 {
+    /// Adds a decoded buffer: one slice per channel, all of one length.
+    fn add(&mut self, planes: &[&[f32]], rate: u32) {
+        let channels = planes.len();
+        let frames = planes.iter().map(|p| p.len()).min().unwrap_or(0);
+        if channels == 0 || rate == 0 || frames == 0 {
             return;
         }
-        let frames = interleaved.len() / channels;
+        let planes: Vec<&[f32]> = planes.iter().map(|p| &p[..frames]).collect();
         self.frames += frames as u64;
         self.seconds += frames as f64 / f64::from(rate);
-        let (first_rate, first_channels, meter) = self.loudness.get_or_insert_with(|| {
-            let meter = ebur128::EbuR128::new(channels as u32, rate, ebur128::Mode::I).ok();
-            (rate, channels, meter)
-        });
+        let (first_rate, first_channels, loudness) = self
+            .loudness
+            .get_or_insert_with(|| (rate, channels, LoudnessMeter::new(channels, rate)));
         if (*first_rate, *first_channels) == (rate, channels) {
-            if let Some(meter) = meter {
-                if meter.add_frames_f32(interleaved).is_err() {
-                    self.loudness = Some((rate, channels, None));
-                }
+            if let Some(loudness) = loudness {
+                loudness.add_planar(&planes);
             }
         }
+        self.peaks.add_planar(&planes);
         if self.runs.len() < channels {
             self.runs.resize(channels, 0);
         }
         let full_scale = 10f32.powf(CLIP_LEVEL_DBFS as f32 / 20.0);
-        for frame in interleaved.chunks_exact(channels) {
-            for (run, &sample) in self.runs.iter_mut().zip(frame) {
-                let level = sample.abs();
-                self.peak = self.peak.max(level);
-                if level >= full_scale {
+        for (run, plane) in self.runs.iter_mut().zip(&planes) {
+            let peak = max_abs(plane);
+            self.peak = self.peak.max(peak);
+            if peak < full_scale {
+                // The common case: nothing at full scale, any run ends here.
+                *run = 0;
+                continue;
+            }
+            for sample in plane.iter() {
+                if sample.abs() >= full_scale {
                     *run += 1;
                     self.at_full_scale += 1;
                     self.longest_run = self.longest_run.max(*run);
@@ -351,14 +438,14 @@ impl Meter {
         self.samples += (frames * channels) as u64;
     }
 
-    fn finish(self) -> Measurements {
+    fn finish(self) -> (Measurements, String) {
         let lufs = match &self.loudness {
-            Some((_, _, Some(meter))) => meter.loudness_global().ok().filter(|l| !l.is_nan()),
+            Some((_, _, Some(meter))) => Some(meter.integrated()),
             Some((_, _, None)) => None,
             // Nothing decoded: no block, as for any track under 400 ms.
             None => Some(f64::NEG_INFINITY),
         };
-        Measurements {
+        let measurements = Measurements {
             decoded_s: self.seconds,
             peak_dbfs: 20.0 * f64::from(self.peak).log10(),
             lufs,
@@ -368,7 +455,8 @@ impl Meter {
             } else {
                 self.at_full_scale as f64 / self.samples as f64
             },
-        }
+        };
+        (measurements, self.peaks.finish())
     }
 }
 

@@ -1,6 +1,13 @@
-//! A track's waveform for the listening page: the peak of each of [`WAVE_POINTS`]
-//! stretches of a WAV file, as characters of [`WAVE_ALPHABET`]. Drawn by the run as each
-//! track lands (off the async threads), and by `stembatch report` for the others.
+//! A track's waveform for the listening page: the peak of each of [`WAVE_POINTS`] equal
+//! stretches of the track, as characters of [`WAVE_ALPHABET`]. Pure: [`Peaks`] is fed the
+//! samples that quality control decodes ([`crate::qc::check`]), so a track is read and
+//! decoded once for both; [`waveform`] is that decode, for a track the run did not draw.
+//!
+//! The length of a track is not always known before its end (a stream without a frame
+//! count), so the peaks are kept per block of frames, at most 4,096 of them:
+//! when they fill up, neighbours merge and the block doubles. At the end the blocks are
+//! shared out among the points; a point's edges are then right to within one block, a
+//! tenth of a point at worst.
 
 use std::path::Path;
 
@@ -15,62 +22,112 @@ pub const WAVE_ALPHABET: &[u8; 64] =
 /// A sample at or above this share of full scale counts as clipped.
 const CLIP_LEVEL: f32 = 0.999;
 
-/// Frames decoded per waveform point at most: a long track is sampled in evenly spaced
-/// windows instead of decoded whole, so that a folder of long WAVs is drawn in seconds.
-const WINDOW_FRAMES: u32 = 4096;
+/// Frames per block to begin with: a short track still has a few blocks per point.
+const FIRST_BLOCK: usize = 16;
+/// Blocks kept at most before neighbours merge: at least ten per point after a merge.
+const MAX_BLOCKS: usize = 4096;
 
-/// The waveform of a WAV file: the peak of each of [`WAVE_POINTS`] stretches, as
-/// characters of [`WAVE_ALPHABET`]; `None` when the file is not a WAV hound can read.
+/// The waveform of the audio file at `path` (any format quality control decodes): `None`
+/// when it cannot be decoded (which its `qc` column says already: nothing is logged).
 pub fn waveform(path: &Path) -> Option<String> {
-    // A generated track is a few MiB: one read, then seeks in memory, instead of a
-    // buffered file whose buffer every one of the seeks below throws away.
-    const READ_WHOLE: u64 = 64 << 20;
-    if std::fs::metadata(path).ok()?.len() <= READ_WHOLE {
-        let bytes = std::fs::read(path).ok()?;
-        return peaks_of(hound::WavReader::new(std::io::Cursor::new(bytes)).ok()?);
-    }
-    peaks_of(hound::WavReader::open(path).ok()?)
+    crate::qc::measure(path).ok().map(|(_, wave)| wave)
 }
 
-/// The waveform of an open WAV.
-fn peaks_of<R: std::io::Read + std::io::Seek>(mut reader: hound::WavReader<R>) -> Option<String> {
-    let spec = reader.spec();
-    let frames = reader.duration();
-    let channels = u32::from(spec.channels.max(1));
-    let mut peaks = vec![0f32; WAVE_POINTS];
-    if frames > 0 {
-        for (point, peak) in peaks.iter_mut().enumerate() {
-            let start = (u64::from(frames) * point as u64 / WAVE_POINTS as u64) as u32;
-            let end = (u64::from(frames) * (point as u64 + 1) / WAVE_POINTS as u64) as u32;
-            let count = end.saturating_sub(start).min(WINDOW_FRAMES) * channels;
-            reader.seek(start).ok()?;
-            *peak = window_peak(&mut reader, spec, count as usize)?;
-        }
-    }
-    Some(encode_wave(&peaks))
+/// The running peaks of a track, fed frame by frame in planar chunks.
+#[derive(Clone, Debug)]
+pub struct Peaks {
+    /// Frames per block.
+    block: usize,
+    /// Frames in the current block so far.
+    filled: usize,
+    /// The peak of the current block so far.
+    current: f32,
+    /// The peaks of the complete blocks.
+    blocks: Vec<f32>,
 }
 
-/// The largest absolute sample of the next `count` samples, as a share of full scale.
-fn window_peak<R: std::io::Read>(
-    reader: &mut hound::WavReader<R>,
-    spec: hound::WavSpec,
-    count: usize,
-) -> Option<f32> {
-    let mut peak = 0f32;
-    match spec.sample_format {
-        hound::SampleFormat::Float => {
-            for sample in reader.samples::<f32>().take(count) {
-                peak = peak.max(sample.ok()?.abs());
-            }
+impl Default for Peaks {
+    fn default() -> Self {
+        Peaks {
+            block: FIRST_BLOCK,
+            filled: 0,
+            current: 0.0,
+            blocks: Vec::with_capacity(MAX_BLOCKS),
         }
-        hound::SampleFormat::Int => {
-            let full = (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-            for sample in reader.samples::<i32>().take(count) {
-                peak = peak.max((sample.ok()? as f32).abs() / full);
+    }
+}
+
+impl Peaks {
+    /// Adds frames given as one slice per channel, all of one length; a frame's level is
+    /// its loudest channel's.
+    pub fn add_planar(&mut self, planes: &[&[f32]]) {
+        let frames = planes.iter().map(|p| p.len()).min().unwrap_or(0);
+        let mut at = 0;
+        while at < frames {
+            let take = (self.block - self.filled).min(frames - at);
+            for plane in planes {
+                self.current = self.current.max(max_abs(&plane[at..at + take]));
+            }
+            at += take;
+            self.filled += take;
+            if self.filled == self.block {
+                self.blocks.push(self.current);
+                self.current = 0.0;
+                self.filled = 0;
+                if self.blocks.len() == MAX_BLOCKS {
+                    self.merge();
+                }
             }
         }
     }
-    Some(peak)
+
+    /// Halves the blocks: each pair becomes one of twice the frames.
+    fn merge(&mut self) {
+        let merged: Vec<f32> = self
+            .blocks
+            .chunks(2)
+            .map(|pair| pair.iter().fold(0f32, |m, p| m.max(*p)))
+            .collect();
+        self.blocks.clear();
+        self.blocks.extend(merged);
+        self.block *= 2;
+    }
+
+    /// The waveform: [`WAVE_POINTS`] characters of [`WAVE_ALPHABET`]; all at the bottom
+    /// for a track without a frame.
+    pub fn finish(mut self) -> String {
+        if self.filled > 0 {
+            self.blocks.push(self.current);
+        }
+        let n = self.blocks.len();
+        let peaks: Vec<f32> = (0..WAVE_POINTS)
+            .map(|point| {
+                if n == 0 {
+                    return 0.0;
+                }
+                let start = point * n / WAVE_POINTS;
+                let end = ((point + 1) * n / WAVE_POINTS).max(start + 1);
+                self.blocks[start..end.min(n)]
+                    .iter()
+                    .fold(0f32, |m, p| m.max(*p))
+            })
+            .collect();
+        encode_wave(&peaks)
+    }
+}
+
+/// The largest absolute value of `samples`, 0 for none. Eight running maxima side by side,
+/// which the compiler turns into vector instructions.
+pub fn max_abs(samples: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = samples.chunks_exact(8);
+    for chunk in &mut chunks {
+        for (lane, sample) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(sample.abs());
+        }
+    }
+    let tail = chunks.remainder().iter().fold(0f32, |m, s| m.max(s.abs()));
+    lanes.iter().fold(tail, |m, l| m.max(*l))
 }
 
 /// Peaks (0..=1) as waveform characters; the top character only for clipping.
@@ -86,4 +143,70 @@ fn encode_wave(peaks: &[f32]) -> String {
             char::from(WAVE_ALPHABET[level])
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wave_of(samples: &[f32], chunk: usize) -> String {
+        let mut peaks = Peaks::default();
+        for part in samples.chunks(chunk) {
+            peaks.add_planar(&[part]);
+        }
+        peaks.finish()
+    }
+
+    #[test]
+    fn each_point_is_the_peak_of_its_share_of_the_track_whatever_the_chunks() {
+        // A ramp of 200 steps: point p holds step p.
+        for frames_per_point in [1usize, 7, 100, 2_000] {
+            let samples: Vec<f32> = (0..WAVE_POINTS * frames_per_point)
+                .map(|i| (i / frames_per_point) as f32 / WAVE_POINTS as f32 * 0.9)
+                .collect();
+            let want = wave_of(&samples, samples.len());
+            for chunk in [1, 333, 4096] {
+                assert_eq!(wave_of(&samples, chunk), want, "chunks of {chunk}");
+            }
+            let first = want.as_bytes()[0];
+            let last = *want.as_bytes().last().unwrap();
+            assert!(first < last, "{want}");
+            // Rising everywhere but where a point holds a block of its neighbour.
+            let falls = want.as_bytes().windows(2).filter(|w| w[1] < w[0]).count();
+            assert_eq!(falls, 0, "{frames_per_point}: {want}");
+        }
+    }
+
+    #[test]
+    fn a_single_loud_stretch_lands_at_its_place() {
+        // 400,000 frames (several merges); full scale in the 10th twentieth only, which
+        // is points 90 to 99; a block across an edge may spill into the next point.
+        let frames = 400_000;
+        let samples: Vec<f32> = (0..frames)
+            .map(|i| if i * 20 / frames == 9 { 1.0 } else { 0.1 })
+            .collect();
+        let wave = wave_of(&samples, 1_152);
+        let top: Vec<usize> = wave.match_indices('_').map(|(i, _)| i).collect();
+        assert!(matches!(top.first(), Some(89 | 90)), "{wave}");
+        assert!(matches!(top.last(), Some(99 | 100)), "{wave}");
+        assert!((10..=12).contains(&top.len()), "{wave}");
+        assert!(wave[..89].chars().all(|c| c == '6'), "{wave}");
+    }
+
+    #[test]
+    fn a_frame_counts_its_loudest_channel_and_no_frame_is_flat() {
+        let mut peaks = Peaks::default();
+        peaks.add_planar(&[&[0.0; 400], &[0.5; 400]]);
+        assert!(peaks.finish().chars().all(|c| c == 'W' || c == 'V'));
+        assert_eq!(Peaks::default().finish(), "0".repeat(WAVE_POINTS));
+    }
+
+    #[test]
+    fn max_abs_of_any_length() {
+        assert_eq!(max_abs(&[]), 0.0);
+        for n in 1..40 {
+            let samples: Vec<f32> = (0..n).map(|i| -(i as f32)).collect();
+            assert_eq!(max_abs(&samples), (n - 1) as f32);
+        }
+    }
 }

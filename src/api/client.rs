@@ -14,6 +14,7 @@ use reqwest::{RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
 pub use super::error::ApiError;
+use super::error::{one_line, EXCERPT_CHARS};
 use super::redact;
 use super::types::{Balance, Envelope, SubmitData, SubmitRequest, TaskDetail, UploadData};
 
@@ -279,6 +280,21 @@ fn decode_answer<T: DeserializeOwned>(
     body: &[u8],
 ) -> Result<T, ApiError> {
     let envelope = serde_json::from_slice::<Envelope<serde_json::Value>>(body);
+    // Not the API's JSON: a web page, a server's own error. Quoted on one line, since it
+    // ends up in the log, results.csv and the page. A gateway's rate limit or outage page
+    // (429, 502, 503, 504) stands in front of the API: it keeps its status and meaning.
+    let gateway = matches!(status.as_u16(), 429 | 502 | 503 | 504);
+    if envelope.is_err() && !gateway && serde_json::from_slice::<serde_json::Value>(body).is_err() {
+        let text = String::from_utf8_lossy(body);
+        let excerpt = match one_line(&text, EXCERPT_CHARS) {
+            empty if empty.is_empty() => "an empty body".to_owned(),
+            excerpt => redact::provider_text(&excerpt),
+        };
+        return Err(ApiError::NotApi {
+            status: status.as_u16(),
+            excerpt,
+        });
+    }
     let message = |fallback: &str| {
         let text = envelope
             .as_ref()
@@ -286,12 +302,11 @@ fn decode_answer<T: DeserializeOwned>(
             .and_then(|e| e.text())
             .map(str::to_owned)
             .unwrap_or_else(|| {
-                let text = String::from_utf8_lossy(body);
-                let text = text.trim();
+                let text = one_line(&String::from_utf8_lossy(body), 200);
                 if text.is_empty() {
                     fallback.to_owned()
                 } else {
-                    text.chars().take(200).collect()
+                    text
                 }
             });
         redact::provider_text(&text)
@@ -380,7 +395,40 @@ mod tests {
             ("t1", TaskStatus::Running)
         );
         let err = decode_answer::<TaskDetail>(StatusCode::OK, None, b"not json").unwrap_err();
-        assert!(matches!(err, ApiError::Decode(_)));
+        assert!(
+            matches!(err, ApiError::NotApi { status: 200, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_web_page_is_not_the_api_and_is_quoted_on_one_line() {
+        let page = b"<!DOCTYPE html>\n<html>\n<head><title>404 Not Found</title></head>\n<body><h1>Not Found</h1></body>\n</html>\n";
+        let err = decode_answer::<SubmitData>(StatusCode::NOT_FOUND, None, page).unwrap_err();
+        assert!(err.base_url_unusable() && !err.reached_api(), "{err:?}");
+        let text = err.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(
+            text.starts_with(
+                "HTTP 404 from something that is not the API: <!DOCTYPE html> <html> <head>"
+            ),
+            "{text}"
+        );
+        // The API's own 404, a gateway's 503 page and a rate limit are the API's answers.
+        let api = decode_answer::<SubmitData>(
+            StatusCode::NOT_FOUND,
+            None,
+            br#"{"code":404,"msg":"no such task"}"#,
+        )
+        .unwrap_err();
+        assert!(api.reached_api(), "{api:?}");
+        let gateway =
+            decode_answer::<SubmitData>(StatusCode::SERVICE_UNAVAILABLE, None, page).unwrap_err();
+        assert!(
+            matches!(gateway, ApiError::Status { status: 503, .. }),
+            "{gateway:?}"
+        );
+        assert!(!gateway.to_string().contains('\n'));
     }
 
     #[test]

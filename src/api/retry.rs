@@ -66,12 +66,16 @@ pub fn classify(err: &ApiError, kind: CallKind) -> Verdict {
                 CallKind::Submit => Verdict::OutcomeUnknown,
             }
         }
-        ApiError::Decode(_) => {
+        ApiError::Decode(_)
+        | ApiError::NotApi {
+            status: 200..=299, ..
+        } => {
             return match kind {
                 CallKind::Idempotent => Verdict::Retry { after: None },
                 CallKind::Submit => Verdict::Unreadable,
             }
         }
+        ApiError::NotApi { status, .. } => *status,
         ApiError::Status {
             status,
             retry_after,

@@ -3,12 +3,15 @@
 //! They write to stdout and read nothing else.
 
 use std::io::{self, Write};
+use std::path::Path;
+
+use anyhow::Context;
 
 use clap::CommandFactory;
-use roff::{bold, roman, Roff};
+use roff::{bold, italic, roman, Roff};
 
 use crate::cli::{Cli, CompletionShell};
-use crate::exit::SUCCESS;
+use crate::exit::{ExpectedError, SUCCESS};
 
 /// The command line as clap sees it, named as the binary is.
 fn command() -> clap::Command {
@@ -34,17 +37,91 @@ pub fn write_completions(shell: CompletionShell, out: &mut dyn Write) {
     clap_complete::generate(shell, &mut command, name, out);
 }
 
-/// `man`: the roff page on stdout.
-pub(super) fn man() -> anyhow::Result<u8> {
+/// `man [COMMAND] [--out DIR]`: one page on stdout, or every page into `DIR`.
+pub(super) fn man(name: Option<&str>, out: Option<&Path>) -> anyhow::Result<u8> {
+    if let Some(dir) = out {
+        for (file, page) in man_pages()? {
+            let path = dir.join(&file);
+            std::fs::write(&path, page)
+                .with_context(|| format!("cannot write the man page {}", path.display()))?;
+        }
+        return Ok(SUCCESS);
+    }
     let mut page = Vec::new();
-    write_man(&mut page)?;
+    match name {
+        None => write_man(&mut page)?,
+        Some(name) => write_subcommand_man(name, &mut page)?,
+    }
     finish(io::stdout().lock().write_all(&page))
 }
 
-/// Writes the man page to `out`: clap's sections, then the exit codes, the environment
-/// and the files of an output folder, which clap does not know.
+/// The command tree as the man pages show it. Built, so that each subcommand knows its
+/// page's name (`stembatch-run`), its synopsis (`stembatch run`) and carries the global
+/// flags; without clap's `help` subcommand, which has no page of its own.
+pub fn man_command() -> clap::Command {
+    let mut command = command().disable_help_subcommand(true);
+    command.build();
+    command
+}
+
+/// Every man page, as (file name, roff): `stembatch.1`, then one per subcommand that the
+/// main page names (`stembatch-run.1`, …), so that no name on it leads nowhere.
+pub fn man_pages() -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut main = Vec::new();
+    write_man(&mut main)?;
+    let mut pages = vec![("stembatch.1".to_owned(), main)];
+    for sub in man_command().get_subcommands() {
+        let mut page = Vec::new();
+        render_subcommand(sub, &mut page)?;
+        pages.push((format!("stembatch-{}.1", sub.get_name()), page));
+    }
+    Ok(pages)
+}
+
+/// Writes the page of the subcommand `name` (`run` gives stembatch-run(1)); a name that is
+/// not a subcommand is a usage error that lists them.
+pub fn write_subcommand_man(name: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let command = man_command();
+    let Some(sub) = command.find_subcommand(name) else {
+        let names: Vec<&str> = command.get_subcommands().map(|c| c.get_name()).collect();
+        return Err(ExpectedError::usage(format!(
+            "man: no subcommand {name:?} (expected one of: {})",
+            names.join(", ")
+        ))
+        .into());
+    };
+    render_subcommand(sub, out)?;
+    Ok(())
+}
+
+/// A subcommand's page: clap's sections (its flags, the global ones included), then a
+/// pointer back to the main page, which has the exit codes, environment and files.
+fn render_subcommand(sub: &clap::Command, out: &mut dyn Write) -> io::Result<()> {
+    let man =
+        clap_mangen::Man::new(sub.clone()).source(format!("stembatch {}", crate::cli::VERSION));
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+    let mut extra = Roff::new();
+    arguments_section(&mut extra, sub);
+    extra.control("SH", ["SEE ALSO"]);
+    extra.text([
+        bold("stembatch"),
+        roman("(1): the exit codes, the environment and the files of an output folder."),
+    ]);
+    // A subcommand carries no version of its own (clap_mangen's section would panic).
+    extra.control("SH", ["VERSION"]);
+    extra.text([roman(format!("v{}", crate::cli::VERSION))]);
+    extra.to_writer(out)
+}
+
+/// Writes the main man page to `out`: clap's sections (naming each subcommand's page),
+/// then the exit codes, the environment and the files of an output folder, which clap
+/// does not know.
 pub fn write_man(out: &mut dyn Write) -> io::Result<()> {
-    let man = clap_mangen::Man::new(command());
+    let man = clap_mangen::Man::new(man_command());
     man.render_title(out)?;
     man.render_name_section(out)?;
     man.render_synopsis_section(out)?;
@@ -57,6 +134,43 @@ pub fn write_man(out: &mut dyn Write) -> io::Result<()> {
     section(&mut extra, "FILES", FILES);
     extra.to_writer(out)?;
     man.render_version_section(out)
+}
+
+/// The command's positional arguments, with their help: clap_mangen's OPTIONS section
+/// leaves them out, and a page should say what MANIFEST or DIR is.
+fn arguments_section(roff: &mut Roff, command: &clap::Command) {
+    let positionals: Vec<&clap::Arg> = command
+        .get_positionals()
+        .filter(|arg| !arg.is_hide_set())
+        .collect();
+    if positionals.is_empty() {
+        return;
+    }
+    roff.control("SH", ["ARGUMENTS"]);
+    for arg in positionals {
+        let name = arg
+            .get_value_names()
+            .and_then(|names| names.first())
+            .map_or_else(|| arg.get_id().to_string(), ToString::to_string);
+        roff.control("TP", []);
+        roff.text([italic(format!("<{name}>"))]);
+        let mut text = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let values: Vec<String> = arg
+            .get_possible_values()
+            .iter()
+            .filter(|value| !value.is_hide_set())
+            .map(|value| value.get_name().to_owned())
+            .collect();
+        if !values.is_empty() {
+            // clap drops the help's closing period; the list is a sentence of its own.
+            text.push_str(&format!(". One of: {}.", values.join(", ")));
+        }
+        roff.text([roman(text)]);
+    }
 }
 
 /// One section of tagged paragraphs: the tag in bold, then its text.
@@ -85,6 +199,7 @@ const ENVIRONMENT: &[(&str, &str)] = &[
     ("VIDGO_BASE_URL", "the API's base URL, after --base-url and before api.base_url"),
     ("STEMBATCH_REDIS_URL", "the Redis through which every process on the API key shares its rate limits; before limits.redis_url"),
     ("STEMBATCH_LOG", "the log filter (default: info), e.g. debug"),
+    ("NO_COLOR", "when set and not empty, no colors unless --color always"),
     (
         "JOB_COMPLETION_INDEX",
         "a Kubernetes Indexed Job's index: the shard, when --shard is not given",
@@ -147,5 +262,101 @@ mod tests {
         ] {
             assert!(page.contains(heading), "{heading} missing:\n{page}");
         }
+    }
+
+    /// How roff writes a flag: every `-` escaped.
+    fn roff_flag(flag: &str) -> String {
+        flag.replace('-', "\\-")
+    }
+
+    fn page(name: &str) -> String {
+        let pages = man_pages().unwrap();
+        let (_, page) = pages
+            .iter()
+            .find(|(file, _)| file == name)
+            .unwrap_or_else(|| panic!("no page {name}"));
+        String::from_utf8(page.clone()).unwrap()
+    }
+
+    #[test]
+    fn every_page_the_main_page_names_exists() {
+        let main = page("stembatch.1");
+        let files: Vec<String> = man_pages().unwrap().into_iter().map(|(f, _)| f).collect();
+        // Each `stembatch-NAME(1)` on the main page, read back out of the roff.
+        let named: Vec<&str> = main
+            .split("stembatch\\-")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("(1)").map(|(name, _)| name))
+            .collect();
+        assert!(named.len() >= 8, "{named:?}\n{main}");
+        for name in named {
+            let file = format!("stembatch-{name}.1");
+            assert!(
+                files.contains(&file),
+                "{file} is named but not written: {files:?}"
+            );
+        }
+        assert!(!files.iter().any(|f| f == "stembatch-help.1"), "{files:?}");
+    }
+
+    #[test]
+    fn each_subcommand_page_names_each_of_its_flags() {
+        let command = man_command();
+        let mut checked = 0;
+        for sub in command.get_subcommands() {
+            let page = page(&format!("stembatch-{}.1", sub.get_name()));
+            assert!(
+                page.contains(&format!(".TH stembatch-{} 1", sub.get_name())),
+                "{page}"
+            );
+            for arg in sub.get_arguments().filter(|a| !a.is_hide_set()) {
+                let mut spellings = Vec::new();
+                if let Some(long) = arg.get_long() {
+                    spellings.push(roff_flag(&format!("--{long}")));
+                }
+                if let Some(short) = arg.get_short() {
+                    spellings.push(roff_flag(&format!("-{short}")));
+                }
+                if arg.is_positional() {
+                    let name = arg.get_value_names().unwrap()[0].to_string();
+                    spellings.push(format!("\\fI<{name}>\\fR"));
+                    let help = arg.get_help().unwrap().to_string();
+                    spellings.push(roff_flag(&help));
+                }
+                for spelling in spellings {
+                    assert!(
+                        page.contains(&spelling),
+                        "stembatch-{}.1 lacks {spelling}:\n{page}",
+                        sub.get_name()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        // run, plan and the simulator alone have more than this: a tree that lost its
+        // flags (or a test that found none) fails.
+        assert!(checked > 60, "{checked}");
+    }
+
+    #[test]
+    fn the_global_flags_are_on_every_subcommand_page() {
+        for sub in man_command().get_subcommands() {
+            let page = page(&format!("stembatch-{}.1", sub.get_name()));
+            for flag in ["--color", "--quiet", "--verbose"] {
+                assert!(
+                    page.contains(&roff_flag(flag)),
+                    "{}: {flag}",
+                    sub.get_name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_subcommand_has_no_page() {
+        let err = write_subcommand_man("nosuch", &mut Vec::new()).unwrap_err();
+        let expected = err.downcast_ref::<ExpectedError>().unwrap();
+        assert_eq!(expected.code, crate::exit::USAGE);
+        assert!(err.to_string().contains("run, validate, plan"), "{err}");
     }
 }

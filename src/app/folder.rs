@@ -83,7 +83,7 @@ async fn announce_shards(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result
 
 fn open_blocking(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<OpenFolder> {
     let run_dir = layout::run_dir(out_dir, shard);
-    std::fs::create_dir_all(&run_dir).map_err(|err| {
+    crate::output_files::create_dir_all_durably(&run_dir).map_err(|err| {
         // Nothing was sent: a folder that cannot be made is the user's to fix.
         ExpectedError::usage(format!(
             "cannot create the output folder {}: {err}",

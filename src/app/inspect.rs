@@ -1,7 +1,7 @@
 //! The commands that send nothing: `validate`, `plan`, `status`. None of them writes to an
 //! output folder.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -9,11 +9,12 @@ use super::resume::{self, Resume};
 use crate::exit::{ExpectedError, SUCCESS};
 use crate::journal::layout;
 use crate::journal::lock::{Holder, LockState};
-use crate::journal::replay::{Prior, Rerun};
+use crate::journal::replay::Rerun;
 use crate::journal::rerun::Intent;
 use crate::journal::JournalError;
 use crate::manifest;
 use crate::outcome::{VariantRecord, VariantStatus};
+use crate::qc::QcCounts;
 use crate::report::csv::FILE_NAME;
 use crate::shard::Shard;
 use crate::variant::{GenerationParams, Variant, VariantId};
@@ -23,6 +24,9 @@ use crate::variant::{GenerationParams, Variant, VariantId};
 /// ends `error` without submitting them.
 pub(super) fn validate(path: &Path) -> anyhow::Result<u8> {
     let manifest = manifest::load(path)?;
+    for line in manifest.warning_lines() {
+        eprintln!("warning: {line}");
+    }
     // Stem names are unique within a manifest: by name, its variants and its problem.
     let mut stems: BTreeMap<&str, (usize, Option<&str>)> = BTreeMap::new();
     for variant in &manifest.variants {
@@ -64,11 +68,23 @@ pub(super) async fn plan(
 ) -> anyhow::Result<u8> {
     let path_owned = path.to_owned();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path_owned)).await??;
+    // Every shard's variants: a paid task of a variant not among them is collected.
+    let listed = match (shard, out) {
+        (Some(_), Some(_)) => manifest.variants.clone(),
+        _ => Vec::new(),
+    };
+    for line in manifest.warning_lines() {
+        eprintln!("warning: {line}");
+    }
     if let Some(shard) = shard {
         manifest.variants.retain(|v| shard.contains(&v.id));
     }
+    let listed = match shard {
+        Some(_) => &listed[..],
+        None => &manifest.variants[..],
+    };
     let resume = match out {
-        Some(dir) => Some(plan_against(&manifest, dir).await?),
+        Some(dir) => Some(plan_against(&manifest, listed, shard, dir).await?),
         None => None,
     };
     let intents = resume.as_ref().map(|r| &r.intents);
@@ -100,13 +116,19 @@ pub(super) async fn plan(
 
 /// What a run into `dir` would do, from its journals (every shard's), read and never
 /// written.
-async fn plan_against(manifest: &manifest::Manifest, dir: &Path) -> anyhow::Result<Resume> {
+async fn plan_against(
+    manifest: &manifest::Manifest,
+    listed: &[Variant],
+    shard: Option<Shard>,
+    dir: &Path,
+) -> anyhow::Result<Resume> {
     let folded = fold_journals(dir)?;
     let rerun = Rerun {
         retry_failed: false,
         now: chrono::Utc::now(),
     };
-    Ok(resume::prepare(&manifest.variants, folded.priors, dir, rerun).await?)
+    let variants = &manifest.variants;
+    Ok(resume::prepare(variants, listed, shard, folded.priors, dir, rerun).await?)
 }
 
 /// Every journal of the folder `dir`, folded as a run reads them; a damaged one is the
@@ -155,6 +177,12 @@ fn cost_summary(resume: &Resume, dir: &Path) -> String {
         text.push_str(&format!(
             "; {} earlier tracks of changed variants would move to superseded/",
             resume.moves.len()
+        ));
+    }
+    if !resume.orphans.is_empty() {
+        text.push_str(&format!(
+            "; collect {} paid tasks of variants that changed or left the manifest into superseded/",
+            resume.orphans.len()
         ));
     }
     text.push_str("; each task is charged when it succeeds");
@@ -355,6 +383,8 @@ struct FolderStatus {
     lock: LockState,
     /// Every variant: its stem, when known, and its status.
     variants: Vec<(Option<String>, VariantStatus)>,
+    /// Their tracks by QC verdict.
+    tracks: QcCounts,
 }
 
 /// One variant as `results.csv` lists it.
@@ -362,6 +392,8 @@ struct CsvVariant {
     id: String,
     stem: String,
     status: VariantStatus,
+    /// Its tracks' `qc` words (empty when the CSV has no such column).
+    qc: Vec<String>,
 }
 
 /// Reads an output folder without writing anything to it: the lock, and the statuses from
@@ -391,14 +423,22 @@ fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
         (Some(_), _) => Source::Csv,
         (None, _) => Source::Journal,
     };
-    let variants = match source {
-        Source::Csv => csv.into_iter().map(|v| (Some(v.stem), v.status)).collect(),
+    let (variants, tracks) = match source {
+        Source::Csv => {
+            let mut tracks = QcCounts::default();
+            for word in csv.iter().flat_map(|v| &v.qc) {
+                tracks.add_word(word);
+            }
+            let variants = csv.into_iter().map(|v| (Some(v.stem), v.status)).collect();
+            (variants, tracks)
+        }
         Source::Journal => journal_variants(&csv, &read_journals(dir)?),
     };
     Ok(FolderStatus {
         source,
         lock,
         variants,
+        tracks,
     })
 }
 
@@ -443,14 +483,23 @@ fn read_csv_variants(path: &Path) -> anyhow::Result<Vec<CsvVariant>> {
     };
     let (stem_col, id_col, status_col) =
         (column("stem")?, column("variant_id")?, column("status")?);
-    let mut seen = HashSet::new();
-    let mut variants = Vec::new();
+    // Older files have no QC columns: their tracks count as not checked.
+    let (file_col, qc_col) = (column("file").ok(), column("qc").ok());
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut variants: Vec<CsvVariant> = Vec::new();
     for row in reader.records() {
         let row = row?;
-        if !seen.insert(row[id_col].to_owned()) {
+        let track = file_col.is_some_and(|c| row.get(c).is_some_and(|f| !f.is_empty()));
+        let qc = || qc_col.and_then(|c| row.get(c)).unwrap_or("").to_owned();
+        if let Some(&at) = seen.get(&row[id_col]) {
+            if track {
+                variants[at].qc.push(qc());
+            }
             continue;
         }
+        seen.insert(row[id_col].to_owned(), variants.len());
         variants.push(CsvVariant {
+            qc: if track { vec![qc()] } else { Vec::new() },
             id: row[id_col].to_owned(),
             stem: row[stem_col].to_owned(),
             // A word this stembatch does not know is counted as not done.
@@ -472,18 +521,35 @@ fn read_csv_variants(path: &Path) -> anyhow::Result<Vec<CsvVariant>> {
 fn journal_variants(
     csv: &[CsvVariant],
     records: &[crate::journal::format::Record],
-) -> Vec<(Option<String>, VariantStatus)> {
+) -> (Vec<(Option<String>, VariantStatus)>, QcCounts) {
     let priors = crate::journal::replay::replay(records);
-    let status_of = |prior: &Prior| VariantRecord::from(prior).status;
+    let mut tracks = QcCounts::default();
+    let count = |tracks: &mut QcCounts, record: &VariantRecord| {
+        for track in &record.tracks {
+            tracks.add(track.qc.as_ref().map(|qc| qc.verdict));
+        }
+    };
     if !csv.is_empty() {
         let by_id: HashMap<&str, _> = priors.iter().map(|(id, p)| (id.as_str(), p)).collect();
-        return csv
+        let variants = csv
             .iter()
             .map(|v| {
-                let journaled = by_id.get(v.id.as_str()).map(|p| status_of(p));
-                (Some(v.stem.clone()), journaled.unwrap_or(v.status))
+                let status = match by_id.get(v.id.as_str()) {
+                    Some(prior) => {
+                        let record = VariantRecord::from(*prior);
+                        count(&mut tracks, &record);
+                        record.status
+                    }
+                    // Never submitted since: the CSV's tracks are its own.
+                    None => {
+                        v.qc.iter().for_each(|word| tracks.add_word(word));
+                        v.status
+                    }
+                };
+                (Some(v.stem.clone()), status)
             })
             .collect();
+        return (variants, tracks);
     }
     let mut variants: Vec<_> = priors
         .iter()
@@ -493,15 +559,18 @@ fn journal_variants(
                 .iter()
                 .flat_map(|task| &task.tracks)
                 .find_map(|track| stem_of_track(&track.file));
-            (id, stem, status_of(prior))
+            let record = VariantRecord::from(prior);
+            count(&mut tracks, &record);
+            (id, stem, record.status)
         })
         .collect();
     // The journal's map has no order; a stable one keeps the output reproducible.
     variants.sort_by(|a, b| a.0.cmp(b.0));
-    variants
+    let variants = variants
         .into_iter()
         .map(|(_, stem, status)| (stem, status))
-        .collect()
+        .collect();
+    (variants, tracks)
 }
 
 /// The stem of a track file `audio/<stem>/<name>`, relative to the output folder.
@@ -559,6 +628,10 @@ impl FolderStatus {
             "locked_by": locked_by,
             "total": counts(&total),
             "by_stem": by_stem,
+            "tracks": {
+                "total": self.tracks.total(),
+                "qc": self.tracks,
+            },
         })
     }
 
@@ -588,6 +661,7 @@ impl FolderStatus {
             line(out, UNKNOWN, numbers(&unknown))?;
         }
         line(out, "total", numbers(&total))?;
+        writeln!(out, "{}", self.tracks)?;
         if self.source == Source::Journal {
             writeln!(
                 out,

@@ -38,7 +38,7 @@ pub async fn execute(cli: Cli, view: View) -> anyhow::Result<u8> {
         Command::Report { dir } => report::report(&dir).await,
         Command::Simulator(args) => simulator::serve(args).await,
         Command::Completions { shell } => docs::completions(shell),
-        Command::Man => docs::man(),
+        Command::Man { command, out } => docs::man(command.as_deref(), out.as_deref()),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Before a run: what earlier runs left in the output folder. Reads the journal's verdicts
 //! (`journal::replay`, `journal::rerun`), checks the track files of finished variants on
 //! disk, moves the tracks of changed variants to `superseded/`, and turns all of it into
-//! each variant's entry.
+//! each variant's entry, and the paid tasks of variants no longer in the manifest into
+//! entries to collect (`journal::rerun::orphans`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -11,10 +12,11 @@ use tracing::{info, warn};
 
 use crate::download::modified_ns;
 use crate::journal::format::{EndStatus, TrackEntry};
-use crate::journal::replay::{Prior, Rerun};
-use crate::journal::rerun::{self, Intent, Move};
-use crate::outcome::VariantRecord;
+use crate::journal::replay::{Prior, Rerun, Start};
+use crate::journal::rerun::{self, Intent, Move, Orphan};
+use crate::outcome::{VariantRecord, VariantStatus};
 use crate::scheduler::state::Entry;
+use crate::shard::Shard;
 use crate::variant::{Variant, VariantId};
 
 /// What a run will do, before it does it.
@@ -25,6 +27,8 @@ pub struct Resume {
     pub intents: HashMap<VariantId, Intent>,
     /// The earlier tracks that changed variants would write over.
     pub moves: Vec<Move>,
+    /// The paid tasks of variants no longer in the manifest (this shard's) to collect.
+    pub orphans: Vec<Orphan>,
 }
 
 impl Resume {
@@ -37,21 +41,49 @@ impl Resume {
         counts
     }
 
-    /// Tasks the run will buy, at most.
+    /// Tasks the run will buy, at most (orphans are never bought).
     pub fn new_tasks(&self) -> usize {
         self.intents.values().filter(|i| i.buys()).count()
+    }
+
+    /// The orphans as the run state takes them: each polls its task.
+    pub fn orphan_entries(&self) -> Vec<Entry> {
+        self.orphans
+            .iter()
+            .map(|orphan| Entry {
+                id: orphan.variant_id.clone(),
+                start: Start::Poll {
+                    task_id: orphan.task_id.clone(),
+                },
+                record: VariantRecord {
+                    task_id: Some(orphan.task_id.clone()),
+                    submitted_at: Some(orphan.submitted_at),
+                    ..VariantRecord::default()
+                },
+            })
+            .collect()
     }
 }
 
 /// Decides every variant's start from what the journals say of it (`priors`, as
 /// `journal::replay` folds them), reading (never changing) the output folder. Each prior
 /// is dropped as its entry is made, so that the two are never held whole together.
+/// `listed` is every variant of the manifest (all shards'): a paid task of a variant not
+/// among them is an orphan, collected by the run of the `shard` it hashes to (or by the
+/// only run).
 pub(super) async fn prepare(
     variants: &[Variant],
+    listed: &[Variant],
+    shard: Option<Shard>,
     priors: HashMap<VariantId, Prior>,
     out_dir: &Path,
     rerun: Rerun,
 ) -> std::io::Result<Resume> {
+    let mut orphans = {
+        let listed_ids: HashSet<&VariantId> = listed.iter().map(|v| &v.id).collect();
+        rerun::orphans(&listed_ids, &priors, rerun.now)
+    };
+    orphans.retain(|o| shard.is_none_or(|shard| shard.contains(&o.variant_id)));
     let (mut priors, intact) = check_finished_tracks(variants, priors, out_dir).await?;
     let (planned, moves) = rerun::plan(variants, &priors, &intact, rerun);
     let mut entries = Vec::with_capacity(variants.len());
@@ -64,10 +96,16 @@ pub(super) async fn prepare(
             );
         }
         let prior = priors.remove(&variant.id);
+        let mut record: VariantRecord = prior.as_ref().map(VariantRecord::from).unwrap_or_default();
+        if start == Start::Keep && record.status == VariantStatus::Finished {
+            // Its tracks are whole again: an earlier night's note that one could not be
+            // downloaded again no longer holds.
+            record.error = None;
+        }
         entries.push(Entry {
             id: variant.id.clone(),
             start,
-            record: prior.as_ref().map(VariantRecord::from).unwrap_or_default(),
+            record,
         });
         intents.insert(variant.id.clone(), intent);
     }
@@ -75,6 +113,7 @@ pub(super) async fn prepare(
         entries,
         intents,
         moves,
+        orphans,
     })
 }
 
@@ -94,9 +133,17 @@ pub(super) fn log_summary(resume: &Resume, fresh_folder: bool) {
         resume = count(Intent::Resume) + count(Intent::Redownload),
         keep = count(Intent::Keep) + count(Intent::KeepUnknown),
         unusable = count(Intent::Unusable),
+        collect = resume.orphans.len(),
         new_tasks = resume.new_tasks(),
         "starting from {from}",
     );
+    if !resume.orphans.is_empty() {
+        info!(
+            orphans = resume.orphans.len(),
+            "collecting {} paid tasks of variants that changed or left the manifest into superseded/ (never bought again)",
+            resume.orphans.len()
+        );
+    }
 }
 
 /// Moves the earlier tracks of changed variants to `superseded/` before anything new can
@@ -111,10 +158,12 @@ pub(super) async fn move_superseded(out_dir: &Path, moves: Vec<Move>) -> std::io
                 continue;
             }
             if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent)?;
+                crate::output_files::create_dir_all_durably(parent)?;
             }
             let to = free_name(to);
             std::fs::rename(&from, &to)?;
+            crate::output_files::sync_parent(&to)?;
+            crate::output_files::sync_parent(&from)?;
             info!(from = %from.display(), to = %to.display(), "a changed variant's earlier track moved aside");
             moved += 1;
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::api::retry::{classify, AccountStop, CallKind, Verdict};
+use crate::api::ApiError;
 use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, SUCCESS};
@@ -28,7 +29,7 @@ use crate::scheduler::{self, shared_limit, watched, Pacers, RunEnd, RunInputs, S
 use crate::shard::Shard;
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
-use crate::variant::Variant;
+use crate::variant::{Variant, VariantId};
 
 use super::bucket::{bucket_for_run, open_bucket, PreparedBucket, SurveyContext};
 use super::folder::{self, FolderLocks};
@@ -136,6 +137,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         pacers,
         journal,
         entries,
+        orphans,
         earlier_uploads,
         shard_part,
         bucket,
@@ -151,13 +153,13 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     };
     let (bucket, storage_stop) =
         bucket_for_run(bucket, &manifest.variants, &entries, context).await;
-    let preflight_stop = match (submits, storage_stop) {
-        (_, Some(stop)) => Some(stop),
+    let (preflight_stop, api_checked) = match (submits, storage_stop) {
+        (_, Some(stop)) => (Some(stop), None),
         (true, None) => tokio::select! {
-            stop = check_account(&client, key_env.as_deref()) => stop,
-            _ = interrupts.first.cancelled() => None,
+            (stop, checked) = check_account(&client, key_env.as_deref()) => (stop, Some(checked)),
+            _ = interrupts.first.cancelled() => (None, None),
         },
-        (false, None) => None,
+        (false, None) => (None, None),
     };
     let progress = Progress::new(
         view,
@@ -185,6 +187,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
             interrupted: interrupts.first.clone(),
             deadline: settings.deadline,
         },
+        api_checked,
         stopped_before: match interrupts.first.is_cancelled() {
             true => Some(StopReason::Interrupted),
             false => preflight_stop.map(StopReason::Account),
@@ -195,7 +198,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     let csv_path = out_dir.join(FILE_NAME);
     let variants = Arc::new(manifest.variants);
     let state = tokio::select! {
-        state = scheduler::run(Arc::clone(&variants), entries, inputs) => {
+        state = scheduler::run(Arc::clone(&variants), entries, orphans, inputs) => {
             progress.finish();
             state.with_context(|| format!("cannot write {}", csv_path.display()))?
         }
@@ -206,6 +209,8 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         }
     };
     log_closing(&state, &csv_path, started.elapsed(), view);
+    log_orphans(&state.state);
+    log_unrestored(&state.state, &variants);
     // The last line of a run: where to listen.
     let page = out_dir.join(crate::report::html::FILE_NAME);
     tracing::info!("report: {}", page.display());
@@ -226,6 +231,7 @@ fn log_closing(end: &RunEnd, csv_path: &Path, elapsed: Duration, view: View) {
         counts,
         tasks_created: state.tasks_created(),
         unknown_outcomes: state.unknown_outcomes(),
+        tracks: state.qc_counts(),
         unfinished: unfinished
             .iter()
             .map(|(variant, record)| (progress::label(variant), record))
@@ -257,6 +263,43 @@ fn log_closing(end: &RunEnd, csv_path: &Path, elapsed: Duration, view: View) {
         "{}",
         said.counts
     );
+    if let Some((level, line)) = &said.tracks {
+        let t = &closing.tracks;
+        let (ok, silent, clipped, short, undecodable, unchecked) = (
+            t.ok,
+            t.silent,
+            t.clipped,
+            t.short,
+            t.undecodable,
+            t.unchecked,
+        );
+        match *level {
+            tracing::Level::WARN => {
+                tracing::warn!(
+                    tracks = t.total(),
+                    ok,
+                    silent,
+                    clipped,
+                    short,
+                    undecodable,
+                    unchecked,
+                    "{line}"
+                )
+            }
+            _ => {
+                tracing::info!(
+                    tracks = t.total(),
+                    ok,
+                    silent,
+                    clipped,
+                    short,
+                    undecodable,
+                    unchecked,
+                    "{line}"
+                )
+            }
+        }
+    }
     if let Some(line) = &said.unknown {
         tracing::warn!(unknown_outcomes = closing.unknown_outcomes, "{line}");
     }
@@ -266,6 +309,41 @@ fn log_closing(end: &RunEnd, csv_path: &Path, elapsed: Duration, view: View) {
     if let Some(line) = &said.more {
         let more = unfinished.len() + end.unfinished.not_listed - said.unfinished.len();
         tracing::info!(more, "{line}");
+    }
+}
+
+/// One line on the paid tasks of variants no longer in the manifest, when there were any:
+/// they have no row in `results.csv`, so this is where the morning sees them.
+fn log_orphans(state: &RunState) {
+    let counts = state.orphan_counts();
+    let total = counts.finished + counts.failed + counts.timeout + counts.error + counts.pending;
+    if total == 0 {
+        return;
+    }
+    let line = format!(
+        "{total} paid tasks of variants that changed or left the manifest: {} collected into superseded/, {} failed, {} timeout, {} error, {} pending (the next run asks again)",
+        counts.finished, counts.failed, counts.timeout, counts.error, counts.pending
+    );
+    match counts.finished == total {
+        true => tracing::info!(orphans = total, collected = counts.finished, "{line}"),
+        false => tracing::warn!(orphans = total, collected = counts.finished, "{line}"),
+    }
+}
+
+/// One warning per finished variant whose missing or changed track could not be
+/// downloaded again: it stays finished (its exit code is not touched), so this is where
+/// the morning learns that a file on disk is not what was paid for.
+fn log_unrestored(state: &RunState, variants: &[Variant]) {
+    // Few or none: looked up by a map of them, said in manifest order.
+    let notes: HashMap<&VariantId, &str> = state.unrestored().collect();
+    if notes.is_empty() {
+        return;
+    }
+    for variant in variants {
+        if let Some(note) = notes.get(&variant.id) {
+            let id = &variant.id;
+            tracing::warn!(variant_id = %id, "finished {}: {note}", progress::label(variant));
+        }
     }
 }
 
@@ -281,6 +359,8 @@ struct Prepared {
     locks: FolderLocks,
     journal: JournalWriter,
     entries: Vec<Entry>,
+    /// Paid tasks of variants no longer in the manifest, to collect.
+    orphans: Vec<Entry>,
     earlier_uploads: HashMap<String, UploadedFile>,
     /// A shard's run: its part of `results.csv`.
     shard_part: Option<ShardPart>,
@@ -297,6 +377,9 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         .map_err(|err| ExpectedError::usage(err.to_string()))?;
     let path = args.manifest.clone();
     let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    for line in manifest.warning_lines() {
+        tracing::warn!("{line}");
+    }
     let all_variants = shard.map(|shard| take_shard(&mut manifest, shard));
     let bucket = open_bucket(&manifest)?;
     let settings = settings_of(args, &manifest);
@@ -326,7 +409,9 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     });
     let fresh_folder = folder.folded.is_empty();
     let priors = std::mem::take(&mut folder.folded.priors);
-    let resume = resume::prepare(&manifest.variants, priors, &out_dir, rerun).await?;
+    let listed = all_variants.as_deref().unwrap_or(&manifest.variants);
+    let resume =
+        resume::prepare(&manifest.variants, listed, shard, priors, &out_dir, rerun).await?;
     resume::log_summary(&resume, fresh_folder);
     let new_tasks = shards_new_tasks.unwrap_or_else(|| resume.new_tasks());
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
@@ -363,6 +448,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         pacers,
         locks: folder.locks,
         journal: folder.journal,
+        orphans: resume.orphan_entries(),
         entries: resume.entries,
         earlier_uploads,
         shard_part,
@@ -493,24 +579,29 @@ fn exit_code(state: &RunState) -> u8 {
 }
 
 /// Asks the account's balance before the first submit: a refused key then costs one
-/// request instead of one per variant in flight, and the credits are in the log. Any
-/// other failure is only a warning: the balance is not needed to run.
-async fn check_account(client: &ApiClient, key_env: Option<&str>) -> Option<AccountStop> {
-    let err = match client.balance().await {
+/// request instead of one per variant in flight, and the credits are in the log. Also
+/// the run's first call: what it says of the base URL goes to the run state
+/// (`Event::ApiChecked`), which stops the run when the URL cannot be used. Any other
+/// failure is only a warning: the balance is not needed to run.
+async fn check_account(
+    client: &ApiClient,
+    key_env: Option<&str>,
+) -> (Option<AccountStop>, Result<(), ApiError>) {
+    let err = match balance_with_patience(client).await {
         Ok(balance) if balance.credits_amount <= 0.0 => {
             tracing::warn!(
                 credits = balance.credits_amount,
                 "the account has no credits"
             );
-            return Some(AccountStop::NoCredits);
+            return (Some(AccountStop::NoCredits), Ok(()));
         }
         Ok(balance) => {
             tracing::info!(credits = balance.credits_amount, "account balance");
-            return None;
+            return (None, Ok(()));
         }
         Err(err) => err,
     };
-    match classify(&err, CallKind::Idempotent) {
+    let stop = match classify(&err, CallKind::Idempotent) {
         Verdict::Stop(AccountStop::BadKey) => {
             let key = key_env.map_or("the simulator's key".to_owned(), |env| {
                 format!("the API key in {env}")
@@ -522,9 +613,34 @@ async fn check_account(client: &ApiClient, key_env: Option<&str>) -> Option<Acco
             tracing::error!(error = %err, "the account cannot be used: nothing was submitted");
             Some(stop)
         }
+        // The run state says it, once, naming the URL.
+        _ if err.base_url_unusable() => None,
         _ => {
             tracing::warn!(error = %err, "cannot read the account balance; going on");
             None
+        }
+    };
+    (stop, Err(err))
+}
+
+/// How long the first call is tried again while the base URL looks unusable: a blip at
+/// the start does not cost the night, and a wrong URL is told within 20 s (a try that
+/// hangs is cut at the connect timeout, 10 s).
+const UNUSABLE_PATIENCE: Duration = Duration::from_secs(8);
+
+/// The balance, asked again (0.5 s, 1 s, 2 s, … apart, within [`UNUSABLE_PATIENCE`])
+/// while nothing answers at the base URL or what answers is not the API.
+async fn balance_with_patience(client: &ApiClient) -> Result<crate::api::types::Balance, ApiError> {
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match client.balance().await {
+            Err(err) if err.base_url_unusable() && started.elapsed() + wait < UNUSABLE_PATIENCE => {
+                tracing::debug!(error = %err, ?wait, "the base URL did not answer as the API; trying again");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            answer => return answer,
         }
     }
 }

@@ -276,9 +276,12 @@ pub fn other_live_runs(out_dir: &Path, own: &Path) -> std::io::Result<Vec<(PathB
 pub fn write_layout(out_dir: &Path, shard: Option<Shard>) -> std::io::Result<()> {
     let path = state_dir(out_dir).join(SHARDS_FILE);
     match shard {
+        // A removal must survive too: a layout back after a power loss would merge shards
+        // that a whole-folder run has replaced.
         None => match std::fs::remove_file(&path) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
-            _ => Ok(()),
+            Err(_) => Ok(()),
+            Ok(()) => crate::output_files::sync_parent(&path),
         },
         Some(shard) => {
             let layout = Layout {
@@ -290,8 +293,7 @@ pub fn write_layout(out_dir: &Path, shard: Option<Shard>) -> std::io::Result<()>
                 .suffix(crate::output_files::LAYOUT_TEMP.1)
                 .tempfile_in(state_dir(out_dir))?;
             serde_json::to_writer(&mut temp, &layout)?;
-            temp.as_file().sync_all()?;
-            temp.persist(&path).map_err(|e| e.error)?;
+            crate::output_files::persist_durably(temp, &path)?;
             Ok(())
         }
     }

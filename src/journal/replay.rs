@@ -171,6 +171,18 @@ pub fn fold<'a>(
                 at,
             } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
+                // Finished stays finished with its tracks: a later end of the same task
+                // (a download again that failed, written by a stembatch before issue 17)
+                // only adds its reason. A new submit takes the end away first, so this
+                // never outlives the task.
+                if let Some(end) = prior
+                    .end
+                    .as_mut()
+                    .filter(|e| e.status == EndStatus::Finished && *status != EndStatus::Finished)
+                {
+                    end.error = error.clone();
+                    continue;
+                }
                 prior.end = Some(PriorEnd {
                     status: *status,
                     error: error.clone(),
@@ -536,6 +548,42 @@ mod tests {
                     task_id: "t1".into()
                 },
                 "the paid task is still collected"
+            );
+        }
+    }
+
+    /// Issue 17: a download again that failed once ended a finished variant `error`,
+    /// and its tracks vanished from results.csv. Finished stays finished with its tracks;
+    /// the failure is its note.
+    #[test]
+    fn a_finished_variant_stays_finished_with_its_tracks_whatever_ends_after() {
+        let finished = [
+            intent(),
+            submitted("t1"),
+            track("t1", 1),
+            track("t1", 2),
+            ended(EndStatus::Finished),
+        ];
+        for later in [EndStatus::Error, EndStatus::Timeout, EndStatus::Failed] {
+            let mut records = finished.to_vec();
+            records.push(Record::Ended {
+                variant_id: id(),
+                status: later,
+                error: Some("track 2: download answered HTTP 404".into()),
+                at: at(),
+            });
+            let priors = replay(&records);
+            let record = VariantRecord::from(&priors[&id()]);
+            assert_eq!(record.status, VariantStatus::Finished, "{later:?}");
+            assert_eq!(record.tracks.len(), 2, "{later:?}");
+            assert!(record.error.unwrap().contains("404"));
+            assert_eq!(decide(priors.get(&id()), true, rerun(true)), Start::Keep);
+            // Finished again: the note goes.
+            records.push(ended(EndStatus::Finished));
+            let record = VariantRecord::from(&replay(&records)[&id()]);
+            assert_eq!(
+                (record.status, record.error),
+                (VariantStatus::Finished, None)
             );
         }
     }

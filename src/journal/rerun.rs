@@ -1,12 +1,14 @@
-//! What a re-run does with each variant of the manifest, and which track files of earlier
-//! variants it must move aside first. Pure: the caller reads the journal and checks files.
+//! What a re-run does with each variant of the manifest, which track files of earlier
+//! variants it must move aside first, and which paid tasks of variants no longer in the
+//! manifest it collects ([`orphans`]). Pure: the caller reads the journal and checks files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::format::Record;
 use std::path::{Path, PathBuf};
 
-use super::replay::{decide, Prior, PriorTask, Rerun, Start};
+use super::format::{EndStatus, TrackEntry};
+use super::replay::{decide, Prior, PriorTask, Rerun, Start, COLLECT_WITHIN};
 use crate::variant::{Variant, VariantId};
 
 /// What a run does with one variant, and what it costs.
@@ -115,6 +117,74 @@ fn superseded_path(file: &str, old: &str) -> PathBuf {
     Path::new("superseded")
         .join(path.parent().unwrap_or(Path::new("")))
         .join(name)
+}
+
+/// Where a track file that changed on disk (`audio/<stem>/<name>.<ext>`) moves before the
+/// track is downloaded again: `superseded/<stem>/<name>.changed.<ext>` (numbered when
+/// taken). It is never overwritten in place: it may be a user's edit.
+pub fn changed_path(file: &str) -> PathBuf {
+    superseded_path(file, "changed")
+}
+
+/// A paid task whose variant is no longer in the manifest (its parameters changed, or it
+/// was removed) while the task was in flight: the run collects it, never buys it again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Orphan {
+    /// The variant it was bought for, as the journal names it.
+    pub variant_id: VariantId,
+    /// The provider's task.
+    pub task_id: String,
+    /// When it was created.
+    pub submitted_at: chrono::DateTime<chrono::Utc>,
+    /// Its tracks already downloaded (before the run that bought it stopped).
+    pub tracks: Vec<TrackEntry>,
+}
+
+/// Where track `number` of an orphan's task lands: `superseded/<old variant_id>-<n>.<ext>`
+/// (or a free numbered name beside it: nothing there is ever replaced). The journal does
+/// not name an orphan's stem, so its old variant id is what says where it came from.
+pub fn orphan_track_path(variant_id: &VariantId, number: u32, ext: &str) -> String {
+    format!("superseded/{variant_id}-{number}.{ext}")
+}
+
+/// The paid tasks of variants not in `listed` (every variant of the manifest, all
+/// shards') that a run collects, oldest first:
+///
+/// - a task the journal names (a lost submit answer names none: nothing to ask about),
+/// - not ended `finished` (collected) or `failed` (nothing to collect), so: still
+///   running when its run stopped (`pending`), or ended `timeout`, or `error` (its
+///   download kept failing),
+/// - younger than [`COLLECT_WITHIN`]: past the provider's expiry of its result files,
+///   asking costs a query and brings nothing.
+///
+/// Once collected, its end is journaled under its old variant id, which takes it out of
+/// this list; a timeout or an error is asked about again by the next run while young
+/// enough, as the manifest's own variants are.
+pub fn orphans(
+    listed: &HashSet<&VariantId>,
+    priors: &HashMap<VariantId, Prior>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Orphan> {
+    let mut found: Vec<Orphan> = priors
+        .iter()
+        .filter(|(id, _)| !listed.contains(id))
+        .filter_map(|(id, prior)| {
+            let task = prior.task.as_ref()?;
+            let open = match prior.end.as_ref().map(|e| e.status) {
+                None | Some(EndStatus::Timeout) | Some(EndStatus::Error) => true,
+                Some(EndStatus::Finished) | Some(EndStatus::Failed) => false,
+            };
+            let young = now - task.submitted_at < COLLECT_WITHIN;
+            (open && young).then(|| Orphan {
+                variant_id: id.clone(),
+                task_id: task.task_id.clone(),
+                submitted_at: task.submitted_at,
+                tracks: task.tracks.clone(),
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| (a.submitted_at, &a.task_id).cmp(&(b.submitted_at, &b.task_id)));
+    found
 }
 
 /// A track file as the journal last knows it: its path, and the variant and task that
@@ -363,6 +433,82 @@ mod tests {
         let (planned, moves) = plan(&now, &priors, &HashMap::new(), rerun());
         assert_eq!(planned, [(Start::Submit, Intent::New)]);
         assert!(moves.is_empty());
+    }
+
+    fn id(text: &str) -> VariantId {
+        serde_json::from_value(serde_json::json!(text)).unwrap()
+    }
+
+    /// One prior of each kind, by what its history was.
+    fn prior(end: Option<EndStatus>, task: bool, age_hours: i64, unknown: bool) -> Prior {
+        let now: chrono::DateTime<chrono::Utc> = "2026-11-25T02:00:00Z".parse().unwrap();
+        let at = now - chrono::TimeDelta::hours(age_hours);
+        Prior {
+            attempts: 1,
+            last_outcome_unknown: unknown,
+            task: task.then(|| PriorTask {
+                task_id: format!("t-{age_hours}"),
+                submitted_at: at,
+                tracks: vec![TrackEntry::minimal(1, "a", "audio/s/v-1.wav")],
+            }),
+            end: end.map(|status| crate::journal::replay::PriorEnd {
+                status,
+                error: None,
+                at,
+            }),
+            ..Prior::default()
+        }
+    }
+
+    /// Which tasks of variants no longer listed are collected: every open task the journal
+    /// names, while younger than the provider's expiry; never one of a listed variant.
+    #[test]
+    fn orphans_are_the_open_young_tasks_of_variants_no_longer_listed() {
+        use EndStatus::*;
+        let now = rerun().now;
+        // (end, a task is named, its age in hours, the last outcome unknown) → collected
+        let table = [
+            (None, true, 1, false, true),
+            (Some(Timeout), true, 1, false, true),
+            (Some(Error), true, 1, false, true),
+            (Some(Finished), true, 1, false, false),
+            (Some(Failed), true, 1, false, false),
+            (None, true, 71, false, true),
+            (None, true, 72, false, false),
+            (Some(Timeout), true, 100, false, false),
+            // A lost answer: a task may exist, but nothing names it.
+            (None, false, 1, true, false),
+            (Some(Error), false, 1, false, false),
+        ];
+        for (i, (end, task, age, unknown, collected)) in table.into_iter().enumerate() {
+            let gone = id(&format!("gone{i}"));
+            let priors = HashMap::from([(gone.clone(), prior(end, task, age, unknown))]);
+            let found = orphans(&HashSet::new(), &priors, now);
+            assert_eq!(found.len(), usize::from(collected), "row {i}: {found:?}");
+            if collected {
+                assert_eq!(found[0].variant_id, gone);
+                assert_eq!(found[0].task_id, format!("t-{age}"));
+                assert_eq!(found[0].tracks.len(), 1);
+            }
+            // A variant still listed is the plan's, never an orphan.
+            assert!(orphans(&HashSet::from([&gone]), &priors, now).is_empty());
+        }
+    }
+
+    #[test]
+    fn orphans_come_oldest_first_and_land_in_superseded_under_their_old_id() {
+        let priors = HashMap::from([
+            (id("b"), prior(None, true, 2, false)),
+            (id("a"), prior(None, true, 5, false)),
+        ]);
+        let found = orphans(&HashSet::new(), &priors, rerun().now);
+        let order: Vec<_> = found.iter().map(|o| o.variant_id.as_str()).collect();
+        assert_eq!(order, ["a", "b"]);
+        assert_eq!(orphan_track_path(&id("a"), 2, "wav"), "superseded/a-2.wav");
+        assert_eq!(
+            changed_path("audio/s/v-t2-1.wav"),
+            PathBuf::from("superseded/s/v-t2-1.changed.wav")
+        );
     }
 
     #[test]

@@ -70,6 +70,9 @@ impl JournalWriter {
             .create(true)
             .open(path)
             .map_err(io)?;
+        // The journal's name must outlive a power loss as its records do: a record acked
+        // durable in a file whose creation was lost is lost with it.
+        crate::output_files::sync_parent(path).map_err(io)?;
         let decoded = match decode_from(io::BufReader::new(&mut file), path) {
             Ok(decoded) => decoded,
             Err(DecodeError::Io(cause)) => return Err(io(cause)),
@@ -94,6 +97,9 @@ impl JournalWriter {
             .create(true)
             .open(path)
             .map_err(io)?;
+        // The journal's name must outlive a power loss as its records do: a record acked
+        // durable in a file whose creation was lost is lost with it.
+        crate::output_files::sync_parent(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let start = last_line_start(&mut file, len).map_err(io)?;
         file.seek(SeekFrom::Start(start)).map_err(io)?;
@@ -703,5 +709,15 @@ mod tests {
         drop(writer);
         let (_writer, earlier) = JournalWriter::open(&path).unwrap();
         assert_eq!(pids(&earlier), (0..100).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn opening_a_journal_syncs_its_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let (writer, _) = JournalWriter::open(&path).unwrap();
+        assert!(path.is_file());
+        assert_eq!(crate::output_files::synced::count(dir.path()), 1);
+        writer.append(started(1)).await.unwrap();
     }
 }

@@ -40,12 +40,23 @@ pub struct Manifest {
     pub limits: LimitSettings,
     /// Every (stem, variant, take), in manifest order.
     pub variants: Vec<Variant>,
+    /// What was left out without making the manifest invalid (a glob's `readme.txt`), by
+    /// line: each command that loads the manifest says each once.
+    pub warnings: Vec<Problem>,
 }
 
 impl Manifest {
     /// The folder that relative paths of the manifest are relative to.
     pub fn dir(&self) -> &Path {
         folder_of(&self.path)
+    }
+
+    /// Each warning on one line, naming the manifest, the line and the key.
+    pub fn warning_lines(&self) -> impl Iterator<Item = String> + '_ {
+        let path = crate::stems::normalized(&self.path);
+        self.warnings
+            .iter()
+            .map(move |w| format!("{}:{w}", path.display()))
     }
 }
 
@@ -153,6 +164,7 @@ pub fn parse_with(
     };
     let validated = validate::validate(&raw, &files, &mut problems);
     let variants = expand::expand(&validated.stems, &mut problems);
+    let warnings = problems.take_warnings();
     let problems = problems.into_sorted();
     if !problems.is_empty() {
         return Err(invalid(problems));
@@ -164,6 +176,7 @@ pub fn parse_with(
         upload: validated.upload,
         limits: validated.limits,
         variants,
+        warnings,
     })
 }
 

@@ -4,6 +4,8 @@
 //! A `path` that cannot be sent (empty, not audio, too large) is a manifest problem: the
 //! user named that file. A file a glob matched is not: a nightly folder may hold a stray
 //! file, so that file's stem carries the problem and the rest of the night still runs.
+//! A glob's match whose name is not an audio file's (`readme.txt`) is no stem at all: it
+//! is left out with a warning, and makes no row.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -12,6 +14,7 @@ use toml::Spanned;
 use super::raw::RawStem;
 use super::settings::check_http_url;
 use super::validate::{check_name, Problems};
+use crate::audio_format::{has_audio_extension, AUDIO_EXTENSIONS};
 use crate::stems::{normalized, LocalFiles};
 use crate::variant::{LocalStem, StemSource};
 
@@ -135,8 +138,22 @@ fn local_sources(
     problems: &mut Problems,
 ) -> Vec<Source> {
     let key_field = format!("{field}.{key}");
+    let before = problems.len();
     let mut sources = Vec::with_capacity(paths.len());
+    let matched = paths.len();
     for path in paths {
+        if key == "glob" && !has_audio_extension(&path) {
+            problems.warn(
+                value.span(),
+                &key_field,
+                format!(
+                    "{} skipped: its name is not an audio file's (.{})",
+                    normalized(&path).display(),
+                    AUDIO_EXTENSIONS.join(", .")
+                ),
+            );
+            continue;
+        }
         let checked = match files.disk.check(&path) {
             Ok(checked) => checked,
             Err(message) => {
@@ -174,6 +191,13 @@ fn local_sources(
             }),
             problem,
         });
+    }
+    if key == "glob" && matched > 0 && sources.is_empty() && problems.len() == before {
+        problems.push(
+            value.span(),
+            &key_field,
+            format!("{:?} matches no audio file", value.get_ref()),
+        );
     }
     sources
 }

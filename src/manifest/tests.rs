@@ -758,3 +758,35 @@ fn the_s3_mode_defaults_its_url_expiry_to_a_day() {
     );
     assert_eq!(s3.url_expiry, DEFAULT_URL_EXPIRY);
 }
+
+#[test]
+fn a_globbed_file_not_named_as_audio_is_no_stem_but_a_warning() {
+    let dir = folder_with(&[
+        ("in/ballad.wav", WAV),
+        ("in/readme.txt", b"drop the stems here"),
+        ("notes/readme.txt", b"nothing but notes"),
+    ]);
+    let manifest_path = dir.path().join("m.toml");
+    let text = format!("{DEFAULTS}[[stem]]\nglob = \"in/*\"\n");
+    let manifest = parse(&manifest_path, &text).unwrap();
+    let names: Vec<_> = manifest.variants.iter().map(|v| &v.stem.name).collect();
+    assert_eq!(names, ["ballad"]);
+    let line = text.lines().position(|l| l.starts_with("glob")).unwrap() + 1;
+    let base = dir.path().display();
+    assert_eq!(
+        manifest.warning_lines().collect::<Vec<_>>(),
+        [format!(
+            "{base}/m.toml:{line}: stem[1].glob: {base}/in/readme.txt skipped: its name is not an audio file's (.wav, .wave, .mp3, .flac, .ogg, .oga, .opus, .m4a, .mp4, .aac)"
+        )]
+    );
+
+    // A glob that matches nothing but such files matches no stem: a manifest problem.
+    let text = format!("{DEFAULTS}[[stem]]\nglob = \"notes/*\"\n");
+    let err = parse(&manifest_path, &text).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "{line}: stem[1].glob: \"notes/*\" matches no audio file"
+        )),
+        "{err}"
+    );
+}

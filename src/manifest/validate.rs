@@ -51,10 +51,12 @@ impl LineIndex {
     }
 }
 
-/// The problems found so far.
+/// The problems found so far, and the warnings: what was left out without making the
+/// manifest invalid (a glob's `readme.txt`).
 pub(crate) struct Problems<'a> {
     lines: &'a LineIndex,
     list: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl<'a> Problems<'a> {
@@ -62,6 +64,7 @@ impl<'a> Problems<'a> {
         Problems {
             lines,
             list: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -81,6 +84,24 @@ impl<'a> Problems<'a> {
             field: field.to_owned(),
             message: message.into(),
         });
+    }
+
+    /// Something left out that does not make the manifest invalid.
+    pub(crate) fn warn(&mut self, span: Range<usize>, field: &str, message: impl Into<String>) {
+        let line = self.lines.line(span.start);
+        self.warnings.push(Problem {
+            line,
+            field: field.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    /// The warnings, by line.
+    pub(crate) fn take_warnings(&mut self) -> Vec<Problem> {
+        let mut warnings = std::mem::take(&mut self.warnings);
+        warnings.sort();
+        warnings.dedup();
+        warnings
     }
 
     pub(crate) fn line(&self, span: Range<usize>) -> usize {

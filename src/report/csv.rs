@@ -109,9 +109,7 @@ pub fn write_atomically(
         fill(&mut buffered).map_err(std::io::Error::other)?;
         buffered.flush()?;
     }
-    temp.as_file().sync_all()?;
-    temp.persist(dir.join(FILE_NAME)).map_err(|e| e.error)?;
-    Ok(())
+    crate::output_files::persist_durably(temp, &dir.join(FILE_NAME))
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {

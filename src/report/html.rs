@@ -2,7 +2,11 @@
 //! parameters, its status and a player and a waveform per track, filterable and sortable
 //! in the browser. Built from `results.csv` alone (read by column name, so columns added
 //! later, such as the QC ones, are picked up when present and not needed when absent) and
-//! the track files beside it, whose peaks are decoded here (WAV only).
+//! the track files beside it: a track whose waveform the run did not draw as it landed
+//! is decoded here (any format quality control reads, through the same decoder).
+//!
+//! Beyond results.csv the page knows of each stem what the run's manifest says, and what
+//! differs between its variants ([`super::choosing`]).
 //!
 //! The page is one self-contained file: the markup comes from the askama template
 //! `templates/report.html` (checked at compile time), the data is one embedded JSON block,
@@ -10,7 +14,7 @@
 //! touches the journal or the network, and it is written atomically (temporary file in
 //! the folder, fsync, rename).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +22,7 @@ use askama::Template;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Serialize;
 
+use super::choosing::{differences, save_stems, saved_stems, Differences, StemInfo, Stems};
 use super::csv::FILE_NAME as RESULTS_FILE;
 pub use crate::waveform::{waveform, WAVE_ALPHABET, WAVE_POINTS};
 
@@ -149,6 +154,8 @@ pub struct Report {
     pub variants: Vec<VariantView>,
     /// Whether results.csv has the `qc` column.
     pub has_qc: bool,
+    /// What the manifest says of the stems, by name (empty when not known).
+    pub stems: Stems,
 }
 
 /// Reads `DIR/results.csv` and the peaks of its WAV tracks.
@@ -409,6 +416,35 @@ struct Data<'a> {
     version: u32,
     has_qc: bool,
     variants: &'a [VariantView],
+    /// By stem name: what the manifest says of it, and what differs between its variants.
+    stems: BTreeMap<&'a str, StemData<'a>>,
+}
+
+/// One stem as the page's script reads it.
+#[derive(Serialize)]
+struct StemData<'a> {
+    #[serde(flatten)]
+    info: Option<&'a StemInfo>,
+    #[serde(flatten)]
+    differences: Differences,
+}
+
+/// Each stem's [`StemData`].
+fn stem_data(report: &Report) -> BTreeMap<&str, StemData<'_>> {
+    let mut by_stem: BTreeMap<&str, Vec<&VariantView>> = BTreeMap::new();
+    for variant in &report.variants {
+        by_stem.entry(&variant.stem).or_default().push(variant);
+    }
+    by_stem
+        .into_iter()
+        .map(|(name, variants)| {
+            let data = StemData {
+                info: report.stems.get(name),
+                differences: differences(variants.iter().copied()),
+            };
+            (name, data)
+        })
+        .collect()
 }
 
 /// Renders the page of `report`; `title` names the folder.
@@ -452,25 +488,36 @@ fn page<'t>(report: &Report, title: &'t str) -> Page<'t> {
         }),
         has_qc: report.has_qc,
         data: script_json(&Data {
-            version: 1,
+            version: 2,
             has_qc: report.has_qc,
             variants,
+            stems: stem_data(report),
         }),
     };
     page
 }
 
-/// Reads `DIR/results.csv` and rewrites `DIR/report.html` atomically.
+/// Reads `DIR/results.csv` and rewrites `DIR/report.html` atomically, with the stems
+/// the last run saved.
 pub fn write_file(dir: &Path) -> Result<PageSummary, PageError> {
-    write_file_with(dir, HashMap::new())
+    write_file_with(dir, HashMap::new(), None)
 }
 
-/// As [`write_file`], with the waveforms already drawn, by file (see [`read_with`]).
+/// As [`write_file`], with the waveforms already drawn, by file (see [`read_with`]), and
+/// the run's `stems` (saved for a later [`write_file`]; `None`: the saved ones).
 pub fn write_file_with(
     dir: &Path,
     known: HashMap<String, String>,
+    stems: Option<&Stems>,
 ) -> Result<PageSummary, PageError> {
-    let report = read_with(dir, known)?;
+    let mut report = read_with(dir, known)?;
+    report.stems = match stems {
+        Some(stems) => {
+            save_stems(dir, stems);
+            stems.clone()
+        }
+        None => saved_stems(dir),
+    };
     let title = std::fs::canonicalize(dir)
         .ok()
         .as_deref()
@@ -505,9 +552,8 @@ pub fn write_file_with(
         out.flush().map_err(write_error)?;
     }
     drop(page);
-    temp.as_file().sync_all().map_err(write_error)?;
     let bytes = temp.as_file().metadata().map_err(write_error)?.len();
-    temp.persist(&path).map_err(|e| write_error(e.error))?;
+    crate::output_files::persist_durably(temp, &path).map_err(write_error)?;
     Ok(PageSummary {
         bytes,
         variants,

@@ -1,6 +1,7 @@
 //! Presenting the run: `results.csv`, the listening page `report.html`, and the live view
 //! and closing summary on stderr.
 
+pub mod choosing;
 pub mod csv;
 pub mod html;
 pub mod progress;

@@ -27,6 +27,7 @@ use tracing::Level;
 
 use crate::cli::LogFormat;
 use crate::outcome::{PhaseCounts, StatusCounts, VariantEnd, VariantRecord, VariantStatus};
+use crate::qc::QcCounts;
 use crate::variant::{Variant, VariantId};
 
 /// How often the plain view writes a summary line.
@@ -844,6 +845,8 @@ pub struct Closing<'a> {
     pub tasks_created: usize,
     /// Submits whose outcome stayed unknown.
     pub unknown_outcomes: usize,
+    /// The tracks in the folder for this manifest, by QC verdict.
+    pub tracks: QcCounts,
     /// The variants that did not finish (not pending), in manifest order: label, record
     /// (the first ones, at least [`UNFINISHED_LISTED`] when there are more).
     pub unfinished: Vec<(String, &'a VariantRecord)>,
@@ -861,6 +864,8 @@ pub const UNFINISHED_LISTED: usize = 20;
 pub struct ClosingLines {
     /// How many variants ended how, the tasks created, where the report is (info).
     pub counts: String,
+    /// The tracks by QC verdict, when there are any: a warning when some failed.
+    pub tracks: Option<(Level, String)>,
     /// Submits whose outcome stayed unknown (a warning).
     pub unknown: Option<String>,
     /// The variants that did not finish, each with its error (info), at most
@@ -874,6 +879,7 @@ impl ClosingLines {
     /// Every line with its level, in order.
     pub fn lines(&self) -> Vec<(Level, &str)> {
         let mut lines = vec![(Level::INFO, self.counts.as_str())];
+        lines.extend(self.tracks.iter().map(|(level, l)| (*level, l.as_str())));
         lines.extend(self.unknown.iter().map(|l| (Level::WARN, l.as_str())));
         lines.extend(self.unfinished.iter().map(|l| (Level::INFO, l.as_str())));
         lines.extend(self.more.iter().map(|l| (Level::INFO, l.as_str())));
@@ -904,6 +910,17 @@ pub fn closing_summary(closing: &Closing<'_>) -> ClosingLines {
             closing.unknown_outcomes
         )
     });
+    let tracks = (closing.tracks.total() > 0).then(|| {
+        let level = match closing.tracks.bad() {
+            0 => Level::INFO,
+            _ => Level::WARN,
+        };
+        let mut line = closing.tracks.to_string();
+        if closing.tracks.bad() > 0 {
+            line.push_str(" (kept; the qc column of results.csv and the page flag them)");
+        }
+        (level, line)
+    });
     let unfinished = closing
         .unfinished
         .iter()
@@ -920,6 +937,7 @@ pub fn closing_summary(closing: &Closing<'_>) -> ClosingLines {
     let more = (more > 0).then(|| format!("… and {more} more not finished (see results.csv)"));
     ClosingLines {
         counts,
+        tracks,
         unknown,
         unfinished,
         more,
@@ -1146,6 +1164,10 @@ mod tests {
             },
             tasks_created: 24,
             unknown_outcomes: 0,
+            tracks: QcCounts {
+                ok: 48,
+                ..QcCounts::default()
+            },
             unfinished: Vec::new(),
             not_listed: 0,
             results: Path::new("out/demo/results.csv"),
@@ -1168,6 +1190,13 @@ mod tests {
             },
             tasks_created: 1000,
             unknown_outcomes: 1,
+            tracks: QcCounts {
+                ok: 1947,
+                silent: 3,
+                clipped: 2,
+                short: 2,
+                ..QcCounts::default()
+            },
             unfinished,
             not_listed: 0,
             results: Path::new("out/2026-11-25/results.csv"),

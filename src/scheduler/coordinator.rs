@@ -72,13 +72,18 @@ pub struct RunEnd {
 impl Coordinator {
     /// Runs every variant to its end for this run. An error only when `results.csv`
     /// cannot be written at the start or the end, or an executor panicked.
-    pub async fn run(mut self, stops: Stops, first: Option<StopReason>) -> std::io::Result<RunEnd> {
+    pub async fn run(
+        mut self,
+        stops: Stops,
+        first: Option<StopReason>,
+        api_checked: Option<Result<(), crate::api::ApiError>>,
+    ) -> std::io::Result<RunEnd> {
         self.take_waiting()?;
         // Before any work: a folder whose report cannot be written buys nothing.
         self.write_report().await?;
         self.merge_shards().await?;
         self.progress.begin(self.snapshot());
-        self.begin(first);
+        self.begin(first, api_checked);
         self.drive(&stops).await?;
         while let Some(ack) = self.acks.next().await {
             self.on_ack(ack);
@@ -101,8 +106,13 @@ impl Coordinator {
         })
     }
 
-    /// The stop known before the start, then the first actions.
-    fn begin(&mut self, first: Option<StopReason>) {
+    /// The stop known before the start, what the balance check found of the API, then
+    /// the first actions.
+    fn begin(
+        &mut self,
+        first: Option<StopReason>,
+        api_checked: Option<Result<(), crate::api::ApiError>>,
+    ) {
         match first {
             Some(StopReason::Interrupted) => self.on_event(Event::Stop(StopReason::Interrupted)),
             // Said by whoever found it (the balance check): applied here without a word.
@@ -114,6 +124,11 @@ impl Coordinator {
                 self.dispatch_quietly(actions);
             }
             None => {}
+        }
+        if let Some(checked) = api_checked {
+            self.on_event(Event::ApiChecked {
+                error: checked.err(),
+            });
         }
         let actions = self.state.start(now(), chrono::Utc::now());
         self.take_ended();
@@ -223,6 +238,15 @@ impl Coordinator {
         self.dispatch(actions);
     }
 
+    /// The one line that says the base URL cannot be used, naming it and why.
+    fn unusable_line(&self) -> String {
+        let why = self.state.unusable_base_url().unwrap_or("no answer");
+        format!(
+            "the base URL {} cannot be used ({why}); no call of this run reached the API, and nothing more was sent (hint: check --base-url, VIDGO_BASE_URL and api.base_url)",
+            self.executor.client.base_url(),
+        )
+    }
+
     /// The counts the live view shows.
     fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -281,6 +305,7 @@ impl Coordinator {
                         StopReason::Interrupted | StopReason::Deadline => {
                             warn!("{}", reason.describe())
                         }
+                        StopReason::UnusableBaseUrl => error!("{}", self.unusable_line()),
                         _ => error!("{}", reason.describe()),
                     }
                     self.apply_stop(reason);
@@ -334,7 +359,11 @@ impl Coordinator {
                 HashMap::new()
             }
         };
-        let write = move || report::html::write_file_with(&dir, known);
+        let variants = Arc::clone(&self.executor.variants);
+        let write = move || {
+            let stems = report::choosing::stem_infos(variants.list(), &dir);
+            report::html::write_file_with(&dir, known, Some(&stems))
+        };
         match tokio::task::spawn_blocking(write).await {
             Ok(Ok(page)) => debug!(
                 bytes = page.bytes,

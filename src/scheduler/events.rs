@@ -97,6 +97,12 @@ pub enum Event {
     },
     /// The run must stop (a signal, the deadline).
     Stop(StopReason),
+    /// The first call of the run, the account's balance, before any submit: whether it
+    /// reached the API (`None`), or how it failed after its few tries.
+    ApiChecked {
+        /// Why it failed, if it did.
+        error: Option<ApiError>,
+    },
 }
 
 /// Why a local stem got no URL.
@@ -175,6 +181,9 @@ pub enum StopReason {
         /// ENOSPC.
         disk_full: bool,
     },
+    /// No call of the run had reached the API when the base URL proved unusable: nothing
+    /// answers there, or what answers is not the API.
+    UnusableBaseUrl,
 }
 
 impl StopReason {
@@ -214,6 +223,9 @@ impl StopReason {
             }
             StopReason::Storage { disk_full: false } => {
                 "the journal or a result file could not be written: nothing more was bought"
+            }
+            StopReason::UnusableBaseUrl => {
+                "the base URL cannot be used: nothing more was sent"
             }
         }
     }

@@ -2,7 +2,9 @@
 //! download) and reports one [`Event`]. They decide nothing about money: a failed submit
 //! is reported, never repeated here; retries of calls that cost nothing go through the
 //! one retry path ([`super::retrying`]). A track that landed is decoded and judged
-//! ([`crate::qc`]) before it is reported.
+//! ([`crate::qc`]) before it is reported. A track never overwrites a different file in
+//! place: one of the manifest's moves it aside to `superseded/` first; an orphan's (a paid
+//! task of a variant no longer in the manifest) lands in `superseded/` beside it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,19 +12,21 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::events::{submit_record, Action, Event, JournalFailure, StemFailure, TrackFailure};
 use super::pacer::Pacer;
-use super::retrying::{hold_off, reserve, sleep, sleep_until, with_retries, CallFailure};
+use super::retrying::{
+    go_on_slot, hold_off, sleep, sleep_until, wait_for_slot, with_retries, CallFailure,
+};
 use super::upload::{StemUrl, Uploads};
 use crate::api::retry::{is_rate_limited, RetryPolicy};
 use crate::api::types::{SubmitInput, SubmitRequest, TrackFile, TASK_MODEL};
 use crate::api::{ApiClient, ApiError};
-use crate::download::{extension_of, DownloadError, Downloaded, Downloader, Expect};
+use crate::download::{extension_of, DownloadError, Downloaded, Downloader, Expect, Place};
 use crate::journal::format::Record;
+use crate::journal::rerun;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::RunSettings;
 use crate::outcome::TrackRecord;
@@ -65,8 +69,9 @@ impl Executor {
                 number,
                 file,
             } => {
-                let variant = &self.variants[&id];
-                self.download(variant, task_id, number, &file).await
+                let variant = self.variants.get(&id);
+                self.download(id.clone(), variant, task_id, number, &file)
+                    .await
             }
             Action::End { .. } | Action::Stop(_) => return None,
         })
@@ -89,37 +94,54 @@ impl Executor {
             Err(CallFailure::Stopped) => return withdrawn(false),
             Err(CallFailure::Failed(error)) => return Event::StemUnavailable { id, error },
         };
-        // Never a slot sooner than the lead: the intent's fsync must fit before it, or
-        // the call would go out late and squeeze the gap to the next one.
-        let earliest = Instant::now() + INTENT_LEAD;
-        let Some(slot) = reserve(self.submit_pacer.as_ref(), earliest, &self.stop_submits).await
-        else {
-            return withdrawn(false);
-        };
-        if !sleep_until(slot - INTENT_LEAD, &self.stop_submits).await {
-            return withdrawn(false);
-        }
-        // Presigned now, not before the wait for the slot, which the URL must not spend.
-        let upload_url = match self.uploads.url(stem).await {
-            Ok(url) => url,
-            Err(error) => return Event::StemUnavailable { id, error },
-        };
-        let request = submit_request(variant, upload_url, self.settings.callback_url.as_deref());
-        let intent = Record::SubmitIntent {
-            variant_id: id.clone(),
-            at: Utc::now(),
-        };
-        if let Err(err) = self.journal.append(intent).await {
-            error!(error = %err, "cannot journal the submit intent; submitting nothing more");
-            return Event::JournalFailed {
-                id: Some(id),
-                disk_full: err.is_disk_full(),
+        loop {
+            // Never a slot sooner than the lead: the intent's fsync must fit before it, or
+            // the call would go out late and squeeze the gap to the next one.
+            let pacer = self.submit_pacer.as_ref();
+            let Some(slot) = wait_for_slot(pacer, INTENT_LEAD, &self.stop_submits).await else {
+                return withdrawn(false);
             };
+            // Presigned now, not before the wait for the slot, which the URL must not spend.
+            let upload_url = match self.uploads.url(stem.clone()).await {
+                Ok(url) => url,
+                Err(error) => return Event::StemUnavailable { id, error },
+            };
+            let request =
+                submit_request(variant, upload_url, self.settings.callback_url.as_deref());
+            let intent = Record::SubmitIntent {
+                variant_id: id.clone(),
+                at: Utc::now(),
+            };
+            if let Err(err) = self.journal.append(intent).await {
+                error!(error = %err, "cannot journal the submit intent; submitting nothing more");
+                return Event::JournalFailed {
+                    id: Some(id),
+                    disk_full: err.is_disk_full(),
+                };
+            }
+            if !sleep_until(slot, &self.stop_submits).await {
+                return withdrawn(true);
+            }
+            match go_on_slot(pacer, slot, true, &self.stop_submits).await {
+                Some(true) => return self.call(id, &request).await,
+                Some(false) => {}
+                None => return withdrawn(true),
+            }
+            // The slot passed between the intent and the call (the process was stopped):
+            // given up. The intent is withdrawn first, durably, so that it never reads as
+            // a submit that may have gone out; the next slot gets an intent of its own.
+            warn!("the submit slot passed while the process could not send: waiting for a new one");
+            let withdrawal = Record::SubmitWithdrawn {
+                variant_id: id.clone(),
+            };
+            if let Err(err) = self.journal.append(withdrawal).await {
+                error!(error = %err, "cannot journal the withdrawn intent; submitting nothing more");
+                return Event::JournalFailed {
+                    id: Some(id),
+                    disk_full: err.is_disk_full(),
+                };
+            }
         }
-        if !sleep_until(slot, &self.stop_submits).await {
-            return withdrawn(true);
-        }
-        self.call(id, &request).await
     }
 
     /// The submit call itself, its outcome journaled the moment the answer arrives.
@@ -200,44 +222,77 @@ impl Executor {
 
     /// One track: downloaded into place (and its cover, when asked). A result URL that
     /// answers 403, 404 or 410 has expired: the task's detail is asked for a fresh one once.
+    /// `variant` is `None` for an orphan: its track lands in `superseded/` under its old
+    /// variant id ([`rerun::orphan_track_path`]).
     async fn download(
         &self,
-        variant: &Variant,
+        id: VariantId,
+        variant: Option<&Variant>,
         task_id: String,
         number: u32,
         file: &TrackFile,
     ) -> Event {
-        let id = variant.id.clone();
         let failed = |failure| Event::TrackFailed {
             id: id.clone(),
             number,
             failure,
         };
-        let folder = self.out_dir.join("audio").join(&variant.stem.name);
-        if let Err(cause) = tokio::fs::create_dir_all(&folder).await {
+        let ext = extension_of(&file.audio_url, "mp3");
+        let (base, relative, place) = match variant {
+            Some(variant) => {
+                let base = format!(
+                    "audio/{}/{}-{number}",
+                    variant.stem.name,
+                    variant.file_base()
+                );
+                let relative = format!("{base}.{ext}");
+                let aside = self.out_dir.join(rerun::changed_path(&relative));
+                (Some(base), relative, Place::MoveAside(aside))
+            }
+            None => (
+                None,
+                rerun::orphan_track_path(&id, number, &ext),
+                Place::Beside,
+            ),
+        };
+        let dest = self.out_dir.join(&relative);
+        let folder = dest.parent().unwrap_or(&self.out_dir).to_owned();
+        let making = folder.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            crate::output_files::create_dir_all_durably(&making)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(cause) = made {
             return failed(TrackFailure::Download(DownloadError::Io {
                 path: folder,
                 cause,
             }));
         }
-        let base = format!(
-            "audio/{}/{}-{number}",
-            variant.stem.name,
-            variant.file_base()
-        );
-        let relative = format!("{base}.{}", extension_of(&file.audio_url, "mp3"));
-        let (url, done) = match self.fetch_track(&task_id, number, file, &relative).await {
+        let fetched = self
+            .fetch_track(&task_id, number, file, &relative, &place)
+            .await;
+        let (url, done) = match fetched {
             Ok(fetched) => fetched,
             Err(failure) => return failed(failure),
         };
-        let (qc, wave) = check_quality(self.out_dir.join(&relative), file.duration).await;
+        // Where it landed: beside a different file, an orphan's takes a free name.
+        let relative = done
+            .path
+            .strip_prefix(&self.out_dir)
+            .ok()
+            .and_then(|p| p.to_str())
+            .map_or(relative, |p| p.replace('\\', "/"));
+        let (qc, wave) = check_quality(done.path.clone(), file.duration).await;
         if qc.verdict != Verdict::Ok {
             warn!(track = number, qc = %qc.verdict, file = %relative, "track failed quality control; kept");
         }
-        if let Some(image) = file.image_url.as_deref() {
+        if let (Some(image), Some(base)) = (file.image_url.as_deref(), base) {
             if self.settings.download_covers {
                 let cover = format!("{base}.{}", extension_of(image, "jpeg"));
-                if let Err(CallFailure::Failed(err)) = self.fetch(image, &cover, Expect::Any).await
+                let aside = Place::MoveAside(self.out_dir.join(rerun::changed_path(&cover)));
+                if let Err(CallFailure::Failed(err)) =
+                    self.fetch(image, &cover, Expect::Any, &aside).await
                 {
                     warn!(track = number, error = %err, "cover not downloaded");
                 }
@@ -269,8 +324,12 @@ impl Executor {
         number: u32,
         file: &TrackFile,
         relative: &str,
+        place: &Place,
     ) -> Result<(String, Downloaded), TrackFailure> {
-        let download = match self.fetch(&file.audio_url, relative, Expect::Audio).await {
+        let first = self
+            .fetch(&file.audio_url, relative, Expect::Audio, place)
+            .await;
+        let download = match first {
             Ok(done) => return Ok((file.audio_url.clone(), done)),
             Err(CallFailure::Failed(err)) if err.is_gone() => err,
             Err(failure) => return Err(failure.into()),
@@ -280,7 +339,7 @@ impl Executor {
             .fresh_url(task_id, number, file)
             .await
             .map_err(|reason| TrackFailure::NoFreshUrl { download, reason })?;
-        let done = self.fetch(&url, relative, Expect::Audio).await?;
+        let done = self.fetch(&url, relative, Expect::Audio, place).await?;
         Ok((url, done))
     }
 
@@ -291,11 +350,12 @@ impl Executor {
         url: &str,
         relative: &str,
         expect: Expect,
+        place: &Place,
     ) -> Result<Downloaded, CallFailure<DownloadError>> {
         let dest = self.out_dir.join(relative);
         with_retries(None, &self.retry, &self.stop_work, || async {
             let _slot = self.download_slots.acquire().await;
-            self.downloader.fetch(url, &dest, expect).await
+            self.downloader.fetch(url, &dest, expect, place).await
         })
         .await
     }
@@ -321,14 +381,15 @@ impl Executor {
     }
 }
 
-/// Decodes a track that just landed and draws its waveform, on a blocking thread: CPU
-/// work on a file, done while other tracks download rather than all at the run's end. A
+/// Decodes a track that just landed, once, for its verdict and its waveform, on a
+/// blocking thread: CPU work on a file, done while other tracks download rather than all
+/// at the run's end. A
 /// decoder that panics (a malformed file can find a bug) makes the track undecodable, not
 /// the run fail.
 async fn check_quality(path: PathBuf, expected_duration: Option<f64>) -> (TrackQc, Option<String>) {
     let checked = tokio::task::spawn_blocking(move || {
-        let qc = qc::analyze(&path, expected_duration);
-        (qc, crate::waveform::waveform(&path))
+        let checked = qc::check(&path, expected_duration);
+        (checked.qc, checked.wave)
     });
     match checked.await {
         Ok(checked) => checked,

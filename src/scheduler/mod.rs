@@ -94,6 +94,9 @@ pub struct RunInputs {
     pub stops: Stops,
     /// A stop known before the first submit (the balance check refused the account).
     pub stopped_before: Option<StopReason>,
+    /// What the balance check, the run's first call, found of the API, when it was asked:
+    /// the run state's `Event::ApiChecked`.
+    pub api_checked: Option<Result<(), crate::api::ApiError>>,
     /// The live view the coordinator reports to.
     pub progress: Progress,
 }
@@ -117,10 +120,13 @@ pub fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<Loc
 }
 
 /// Runs every variant from its entry and writes `results.csv`; an error only when the
-/// report cannot be written (or a bug made an executor panic).
+/// report cannot be written (or a bug made an executor panic). `orphans` are paid tasks of
+/// variants no longer in the manifest (`journal::rerun::orphans`): polled and downloaded
+/// into `superseded/`, never bought, never in `results.csv`.
 pub async fn run(
     variants: Arc<Vec<Variant>>,
     entries: Vec<Entry>,
+    orphans: Vec<Entry>,
     inputs: RunInputs,
 ) -> std::io::Result<RunEnd> {
     let settings = inputs.settings;
@@ -172,7 +178,7 @@ pub async fn run(
     };
     let executor = Arc::new(executor);
     let coordinator = coordinator::Coordinator {
-        state: RunState::new(policy, entries),
+        state: RunState::new(policy, entries).with_orphans(orphans),
         executor: Arc::clone(&executor),
         journal: inputs.journal,
         results,
@@ -184,7 +190,9 @@ pub async fn run(
         report_dirty: false,
         progress: inputs.progress,
     };
-    let state = coordinator.run(inputs.stops, inputs.stopped_before).await;
+    let state = coordinator
+        .run(inputs.stops, inputs.stopped_before, inputs.api_checked)
+        .await;
     executor.uploads.shutdown();
     state
 }

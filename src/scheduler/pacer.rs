@@ -6,6 +6,13 @@
 //! call then goes out exactly on its slot, and the window in which a crash leaves its
 //! outcome unknown is one fsync long instead of the whole wait. governor only grants a
 //! slot that is due now, which is why the arithmetic lives here ([`Gcra`], pure).
+//!
+//! A slot reserved ahead can pass while the process cannot send: a stopped process, a
+//! suspended VM or laptop. Every waiter then wakes at once; were each to send on its
+//! passed slot, they would all go together and burst past the limit. So a caller asks
+//! [`Pacer::lapsed`] when it wakes: a slot more than [`late_grace`] behind, or held back
+//! by a hold-off told after it was reserved, is given up (lost, as any unused slot) and a
+//! new one reserved.
 
 use std::num::NonZeroU32;
 use std::sync::Mutex;
@@ -32,6 +39,54 @@ pub trait Pacer: Send + Sync {
     ///
     /// [`hold_off`]: super::retrying::hold_off
     fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()>;
+
+    /// Whether `slot`, reserved earlier and waited for, may no longer be used at `now`:
+    /// it passed more than [`late_grace`] ago (the process could not send: paused,
+    /// starved), or a hold-off told since covers it. The caller then gives it up and
+    /// reserves another.
+    fn lapsed(&self, slot: Instant, now: Instant) -> bool;
+
+    /// The call of `slot` is about to go out at `now`: `None` records it, and it goes;
+    /// `Some(until)` says to wait until then first, because the call before it went out
+    /// late and the spacing between the two must hold (then ask again). Only a pacer that
+    /// sees every call of its limit can keep the spacing; the others let every call go.
+    fn take(&self, slot: Instant, now: Instant) -> Option<Instant> {
+        let _ = (slot, now);
+        None
+    }
+}
+
+/// The most a call may go out after its slot and still use it: half the spacing (a call
+/// that late is still nearer its own slot than the next one's), and never more than
+/// [`MAX_LATE`]. A slot later than this passed while the process could not send.
+pub fn late_grace(period: Duration) -> Duration {
+    (period / 2).min(MAX_LATE)
+}
+
+/// The longest a call may be late on its slot, whatever the spacing: past it, the process
+/// was stopped or starved, not merely busy.
+pub const MAX_LATE: Duration = Duration::from_millis(250);
+
+/// How much wider than the limit's period the slots are spaced: 1/32. A call reaches
+/// the provider a little after its slot (a busy machine wakes late, the answer of a
+/// shared schedule takes a while), and processes that share a limit cannot see each
+/// other's lateness; at exactly the period, a window of the provider's would then hold
+/// one call too many (three processes at exactly 20/s drew five 429s in 150 submits from
+/// a 20-per-second window). With the margin, any window of length W holds no more than
+/// the limit allows as long as no call arrives more than W/32 (31 ms in a one-second
+/// window) later than the one a window before it: that covers [`late_grace`] at 16
+/// calls a second and more; slower rates keep their spacing within a process
+/// ([`Pacer::take`]).
+pub fn spacing(rate: Rate) -> Duration {
+    let period = rate.period();
+    period + period / 32
+}
+
+/// Whether `slot` lapsed at `now` for a limit spaced `period` apart whose latest hold-off
+/// runs until `held_until`. Pure: the rule of [`Pacer::lapsed`] for every pacer.
+pub fn lapsed(slot: Instant, now: Instant, period: Duration, held_until: Option<Instant>) -> bool {
+    now.saturating_duration_since(slot) > late_grace(period)
+        || held_until.is_some_and(|until| slot < until)
 }
 
 /// The generic cell rate algorithm over one "theoretical arrival time".
@@ -42,16 +97,29 @@ pub struct Gcra {
     tolerance: Duration,
     /// The theoretical arrival time of the next call, when any call was made.
     tat: Option<Instant>,
+    /// The end of the latest hold-off: a slot reserved before it and earlier than this
+    /// lapsed.
+    held_until: Option<Instant>,
+    /// When the last call went out: a slot reserved before that call went late is held
+    /// back to keep the spacing.
+    last_taken: Option<Instant>,
 }
 
 impl Gcra {
     /// `rate`, with at most `burst` calls back to back.
     pub fn new(rate: Rate, burst: NonZeroU32) -> Self {
-        let period = rate.period().max(Duration::from_nanos(1));
+        Gcra::with_period(rate.period(), burst)
+    }
+
+    /// Calls `period` apart, with at most `burst` back to back.
+    pub fn with_period(period: Duration, burst: NonZeroU32) -> Self {
+        let period = period.max(Duration::from_nanos(1));
         Gcra {
             period,
             tolerance: period.saturating_mul(burst.get() - 1),
             tat: None,
+            held_until: None,
+            last_taken: None,
         }
     }
 
@@ -65,9 +133,29 @@ impl Gcra {
 
     /// No slot before `until`.
     pub fn hold_until(&mut self, until: Instant) {
+        self.held_until = Some(self.held_until.map_or(until, |held| held.max(until)));
         let tat = self.tat.map_or(until, |tat| tat.max(until));
         // With a burst, the slot is `tat - tolerance`: push the time so that it is `until`.
         self.tat = Some(tat.max(until + self.tolerance));
+    }
+
+    /// Whether `slot`, reserved from this schedule, lapsed at `now` ([`lapsed`]).
+    pub fn lapsed(&self, slot: Instant, now: Instant) -> bool {
+        lapsed(slot, now, self.period, self.held_until)
+    }
+
+    /// The call of a slot goes out at `now` ([`Pacer::take`]): without a burst, never
+    /// sooner than a period after the call before it, which may have gone out late.
+    pub fn take(&mut self, now: Instant) -> Option<Instant> {
+        if self.tolerance.is_zero() {
+            if let Some(due) = self.last_taken.map(|last| last + self.period) {
+                if due > now {
+                    return Some(due);
+                }
+            }
+        }
+        self.last_taken = Some(self.last_taken.map_or(now, |last| last.max(now)));
+        None
     }
 }
 
@@ -77,10 +165,10 @@ pub struct RatePacer {
 }
 
 impl RatePacer {
-    /// A pacer for `rate` with bursts of at most `burst`.
+    /// A pacer for `rate` with bursts of at most `burst`, its slots [`spacing`] apart.
     pub fn new(rate: Rate, burst: NonZeroU32) -> Self {
         RatePacer {
-            gcra: Mutex::new(Gcra::new(rate, burst)),
+            gcra: Mutex::new(Gcra::with_period(spacing(rate), burst)),
         }
     }
 
@@ -98,6 +186,14 @@ impl Pacer for RatePacer {
     fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()> {
         self.gcra().hold_until(now + wait);
         Box::pin(std::future::ready(()))
+    }
+
+    fn lapsed(&self, slot: Instant, now: Instant) -> bool {
+        self.gcra().lapsed(slot, now)
+    }
+
+    fn take(&self, _slot: Instant, now: Instant) -> Option<Instant> {
+        self.gcra().take(now)
     }
 }
 
@@ -138,6 +234,10 @@ impl Pacer for CountingPacer {
             true => Box::pin(std::future::pending()),
             false => Box::pin(std::future::ready(())),
         }
+    }
+
+    fn lapsed(&self, _: Instant, _: Instant) -> bool {
+        false
     }
 }
 
@@ -218,5 +318,48 @@ mod tests {
                 assert!(pair[1] >= pair[0], "slots never go back in time");
             }
         }
+    }
+
+    #[test]
+    fn a_slot_lapses_once_it_is_late_by_half_a_period_or_a_hold_covers_it() {
+        let t0 = Instant::now();
+        let mut gcra = Gcra::new(rate("120/min"), NonZeroU32::MIN);
+        let slot = gcra.reserve(t0);
+        assert!(!gcra.lapsed(slot, slot));
+        assert!(!gcra.lapsed(slot, slot + MS(250)), "late, within the grace");
+        assert!(gcra.lapsed(slot, slot + MS(251)));
+        assert!(
+            gcra.lapsed(slot, slot + Duration::from_secs(3)),
+            "a frozen process"
+        );
+        // However slow the rate, a quarter of a second late is a process that was stopped.
+        let slow = Gcra::new(rate("2/min"), NonZeroU32::MIN);
+        assert!(slow.lapsed(t0, t0 + MS(251)));
+        // Fast rates leave half their spacing.
+        assert_eq!(late_grace(Duration::from_millis(50)), MS(25));
+        // A hold-off told after the reservation covers the slot; one that ends before it
+        // does not.
+        let next = gcra.reserve(t0);
+        gcra.hold_until(next - MS(1));
+        assert!(!gcra.lapsed(next, next));
+        gcra.hold_until(next + MS(1));
+        assert!(gcra.lapsed(next, next));
+        let after_hold = gcra.reserve(t0);
+        assert!(!gcra.lapsed(after_hold, after_hold));
+    }
+
+    #[test]
+    fn a_call_after_one_that_went_late_keeps_the_spacing() {
+        let t0 = Instant::now();
+        let mut gcra = Gcra::new(rate("120/min"), NonZeroU32::MIN);
+        let (first, second) = (gcra.reserve(t0), gcra.reserve(t0));
+        // The first went 100 ms late: the second waits as long, then goes.
+        assert_eq!(gcra.take(first + MS(100)), None);
+        assert_eq!(gcra.take(second), Some(second + MS(100)));
+        assert_eq!(gcra.take(second + MS(100)), None);
+        // With a burst, calls may go back to back.
+        let mut burst = Gcra::new(rate("120/min"), NonZeroU32::new(3).unwrap());
+        assert_eq!(burst.take(t0), None);
+        assert_eq!(burst.take(t0), None);
     }
 }

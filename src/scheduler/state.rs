@@ -15,14 +15,24 @@
 //!   variant: it ends `error`, saying a task may exist;
 //! - nothing is submitted after a run-level stop (401/402/403, an unreadable 2xx, a
 //!   journal or disk failure, a signal, the deadline);
-//! - a variant whose task is known is polled, never submitted.
+//! - while no call of the run has reached the API, a base URL that proves unusable
+//!   (nothing answers, or what answers is not the API) stops the run at once: a typo must
+//!   not cost the night in retries; once the API has answered, the same failures are
+//!   outages, retried as usual;
+//! - a variant whose task is known is polled, never submitted;
+//! - a paid task of a variant no longer in the manifest (an orphan, chosen by
+//!   `journal::rerun::orphans`) is polled and downloaded, never submitted, and takes no
+//!   in-flight slot: it buys nothing;
+//! - a finished variant whose tracks are downloaded again (a file missing or changed on
+//!   disk) stays finished with its tracks, whatever becomes of the download again.
 //!
 //! At size (SPEC.md "Size"): the machine holds only the variants not yet ended. A variant
 //! that ends leaves it through [`RunState::drain_ended`] (its record goes to the results
 //! and the journal); the counts the live view shows are kept as the phases change, never
-//! recounted; queue operations are O(1), and a stop drains the queue in one pass.
+//! recounted; queue operations are O(1), and a stop drains the queue in one pass. An
+//! ended orphan leaves too, counted apart ([`RunState::orphan_counts`]): it has no row.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::mem;
 use std::time::{Duration, Instant};
 
@@ -36,6 +46,7 @@ use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
 use crate::journal::replay::Start;
 pub use crate::outcome::PhaseCounts;
 use crate::outcome::{StatusCounts, TrackRecord, VariantEnd, VariantRecord, VariantStatus};
+use crate::qc::QcCounts;
 use crate::variant::VariantId;
 
 /// The knobs of the decisions.
@@ -114,6 +125,28 @@ struct Downloads {
 struct VariantState {
     phase: Phase,
     record: VariantRecord,
+    kind: Kind,
+}
+
+/// What a variant is besides its phase (both false for most).
+#[derive(Clone, Copy, Debug, Default)]
+struct Kind {
+    /// A paid task of a variant no longer in the manifest: collected, holding no slot,
+    /// never in the report's rows or counts.
+    orphan: bool,
+    /// Finished before, its tracks downloaded again: it stays finished ([`keep_finished`]).
+    restoring: bool,
+}
+
+impl Kind {
+    /// The kind of a manifest's variant that starts with `start`, after `record`.
+    fn of(start: &Start, record: &VariantRecord) -> Self {
+        Kind {
+            orphan: false,
+            restoring: matches!(start, Start::Redownload { .. })
+                && record.status == VariantStatus::Finished,
+        }
+    }
 }
 
 /// A variant waiting for an in-flight slot, in the queue.
@@ -157,6 +190,21 @@ pub struct RunState {
     work_stopped: bool,
     tasks_created: usize,
     unknown_outcomes: usize,
+    /// Orphans given by [`RunState::with_orphans`], polled at [`RunState::start`].
+    orphans: Vec<Waiting>,
+    /// Orphans being polled or downloaded (in `active`, holding no in-flight slot).
+    collecting: usize,
+    /// Every ended orphan, by status.
+    orphan_counts: StatusCounts,
+    /// The tracks of every ended variant of the manifest (earlier runs' too), by verdict.
+    qc: QcCounts,
+    /// The finished variants whose tracks could not all be downloaded again, with their
+    /// note: few (a file missing or changed on disk), so kept to the end for the closing.
+    unrestored: Vec<(VariantId, String)>,
+    /// Whether any call of the run has reached the API.
+    api_reached: bool,
+    /// Why the base URL could not be used, when that stopped the run.
+    unusable: Option<String>,
 }
 
 impl RunState {
@@ -166,10 +214,12 @@ impl RunState {
         let mut queue = VecDeque::new();
         let mut ended = Vec::new();
         let mut ended_counts = StatusCounts::default();
+        let mut qc = QcCounts::default();
         for entry in entries {
             match entry.start {
                 Start::Keep => {
                     ended_counts.add(entry.record.status);
+                    count_tracks(&mut qc, &entry.record);
                     ended.push((entry.id, entry.record));
                 }
                 start => {
@@ -195,19 +245,106 @@ impl RunState {
             work_stopped: false,
             tasks_created: 0,
             unknown_outcomes: 0,
+            orphans: Vec::new(),
+            collecting: 0,
+            orphan_counts: StatusCounts::default(),
+            qc,
+            unrestored: Vec::new(),
+            api_reached: false,
+            unusable: None,
         }
     }
 
-    /// The first actions: as many variants as the in-flight cap allows.
+    /// Adds the paid tasks of variants no longer in the manifest, to be collected: each
+    /// entry's start is the poll of its task (anything else is ignored: an orphan is
+    /// never bought, and a variant of the manifest is never an orphan). Before
+    /// [`RunState::start`].
+    pub fn with_orphans(mut self, orphans: impl IntoIterator<Item = Entry>) -> Self {
+        let mut taken: HashSet<VariantId> = self.orphans.iter().map(|w| w.id.clone()).collect();
+        let mut added: Vec<Waiting> = orphans
+            .into_iter()
+            .filter(|e| matches!(e.start, Start::Poll { .. }))
+            .filter(|e| taken.insert(e.id.clone()))
+            .map(|e| Waiting {
+                id: e.id,
+                start: e.start,
+                record: Some(Box::new(e.record)),
+            })
+            .collect();
+        if added.is_empty() {
+            return self;
+        }
+        // One pass over the manifest's variants, once: few orphans, checked by a set.
+        let ours: HashSet<&VariantId> = added.iter().map(|w| &w.id).collect();
+        let manifest: HashSet<VariantId> = (self.queue.iter().map(|w| &w.id))
+            .chain(self.ended.iter().map(|(id, _)| id))
+            .chain(self.active.keys())
+            .filter(|id| ours.contains(id))
+            .cloned()
+            .collect();
+        added.retain(|w| !manifest.contains(&w.id));
+        self.orphans.append(&mut added);
+        self
+    }
+
+    /// The first actions: every orphan's poll (they take no slot), then as many variants
+    /// as the in-flight cap allows.
     pub fn start(&mut self, now: Instant, at: DateTime<Utc>) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.start_orphans(now, at, &mut actions);
         self.fill_slots(now, at, &mut actions);
         actions
+    }
+
+    /// Polls every orphan at once, unless the run already stopped all work (then each
+    /// ends `pending`: the next run asks again).
+    fn start_orphans(&mut self, now: Instant, at: DateTime<Utc>, actions: &mut Vec<Action>) {
+        let mut orphans = mem::take(&mut self.orphans);
+        orphans.sort_by(|a, b| a.id.cmp(&b.id));
+        let kind = Kind {
+            orphan: true,
+            restoring: false,
+        };
+        for Waiting { id, start, record } in orphans {
+            let record = record.map_or_else(VariantRecord::default, |r| *r);
+            let Start::Poll { task_id } = start else {
+                continue;
+            };
+            if self.work_stopped {
+                let why = "not polled: the run stopped first; the next run collects its task";
+                let end = VariantEnd::with_error(VariantStatus::Pending, why, at);
+                self.end_record(id, record, end, kind, actions);
+                continue;
+            }
+            let phase = Phase::Polling {
+                task_id: task_id.clone(),
+                since: now,
+                schedule: PollSchedule::new(
+                    self.policy.poll_interval,
+                    self.policy.poll_interval_max,
+                ),
+            };
+            actions.push(Action::Poll {
+                id: id.clone(),
+                task_id,
+                after: Duration::ZERO,
+            });
+            self.active.insert(
+                id,
+                VariantState {
+                    phase,
+                    record,
+                    kind,
+                },
+            );
+            self.collecting += 1;
+        }
     }
 
     /// Takes one event in; returns what to do next. The only place that decides.
     pub fn handle(&mut self, now: Instant, at: DateTime<Utc>, event: Event) -> Vec<Action> {
         let mut actions = Vec::new();
+        self.observe_api(&event, at, &mut actions);
         match event {
             Event::Submitted {
                 id,
@@ -259,9 +396,43 @@ impl RunState {
                 }
             }
             Event::Stop(reason) => self.stop(reason, at, &mut actions),
+            // What it says of the API was taken in above.
+            Event::ApiChecked { .. } => {}
         }
         self.fill_slots(now, at, &mut actions);
         actions
+    }
+
+    /// What an event says of the base URL: an answer of the API's proves it; while none
+    /// has, an error that says the URL cannot be used stops the run before the first
+    /// event's own handling (so a submit is not tried again, an upload not started).
+    fn observe_api(&mut self, event: &Event, at: DateTime<Utc>, actions: &mut Vec<Action>) {
+        let error = match event {
+            Event::Submitted { .. } | Event::Polled { .. } | Event::ApiChecked { error: None } => {
+                self.api_reached = true;
+                return;
+            }
+            Event::SubmitFailed { error, .. }
+            | Event::PollFailed { error, .. }
+            | Event::StemUnavailable {
+                error: StemFailure::Api(error),
+                ..
+            }
+            | Event::ApiChecked { error: Some(error) } => error,
+            _ => return,
+        };
+        if error.reached_api() {
+            self.api_reached = true;
+        } else if !self.api_reached && error.base_url_unusable() && self.unusable.is_none() {
+            self.unusable = Some(error.to_string());
+            self.stop(StopReason::UnusableBaseUrl, at, actions);
+        }
+    }
+
+    /// Why the base URL could not be used, when that stopped the run: the error of the
+    /// call that proved it.
+    pub fn unusable_base_url(&self) -> Option<&str> {
+        self.unusable.as_deref()
     }
 
     /// Ends a variant `pending`: what a stop leaves, for the next run.
@@ -300,7 +471,7 @@ impl RunState {
             since: now,
             schedule,
         };
-        shift(&mut self.phases, &mut variant.phase, polling);
+        shift(&mut self.phases, variant, polling);
         actions.push(Action::Poll {
             id: id.clone(),
             task_id,
@@ -511,7 +682,7 @@ impl RunState {
             failures: Vec::new(),
             stopped: false,
         });
-        shift(&mut self.phases, &mut variant.phase, downloading);
+        shift(&mut self.phases, variant, downloading);
         for (i, file) in files.into_iter().enumerate() {
             actions.push(Action::Download {
                 id: id.clone(),
@@ -607,8 +778,11 @@ impl RunState {
         at: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
-        let Some(Phase::Downloading(downloads)) = self.active.get_mut(id).map(|v| &mut v.phase)
-        else {
+        let Some(variant) = self.active.get_mut(id) else {
+            return;
+        };
+        let restoring = variant.kind.restoring;
+        let Phase::Downloading(downloads) = &mut variant.phase else {
             return;
         };
         downloads.outstanding -= 1;
@@ -624,7 +798,7 @@ impl RunState {
             return;
         }
         let mut downloads = downloads.clone();
-        let end = if downloads.stopped {
+        let mut end = if downloads.stopped {
             VariantEnd::with_error(
                 VariantStatus::Pending,
                 "the run stopped during the downloads; the next run collects the task",
@@ -636,11 +810,15 @@ impl RunState {
             downloads.tracks.sort_by_key(|t| t.number);
             VariantEnd {
                 status: VariantStatus::Finished,
-                tracks: downloads.tracks,
+                tracks: mem::take(&mut downloads.tracks),
                 error: None,
                 at,
             }
         };
+        if restoring && end.status != VariantStatus::Finished {
+            // What did land replaces its journaled track; the rest are kept.
+            end.tracks = downloads.tracks;
+        }
         self.end(id, end, actions);
     }
 
@@ -680,7 +858,8 @@ impl RunState {
                 ),
             };
             let record = record.map_or_else(VariantRecord::default, |r| *r);
-            self.end_record(id, record, end, actions);
+            let kind = Kind::of(&start, &record);
+            self.end_record(id, record, end, kind, actions);
         }
     }
 
@@ -691,10 +870,11 @@ impl RunState {
                 return;
             };
             let mut record = record.map_or_else(VariantRecord::default, |r| *r);
+            let kind = Kind::of(&start, &record);
             let phase = match start {
                 Start::Refuse { reason } => {
                     let end = VariantEnd::with_error(VariantStatus::Error, reason, at);
-                    self.end_record(id, record, end, actions);
+                    self.end_record(id, record, end, kind, actions);
                     continue;
                 }
                 Start::Submit => {
@@ -729,12 +909,20 @@ impl RunState {
                 }
                 Start::Keep => {
                     self.ended_counts.add(record.status);
+                    count_tracks(&mut self.qc, &record);
                     self.ended.push((id, record));
                     continue;
                 }
             };
             self.phases[phase.counter()] += 1;
-            self.active.insert(id, VariantState { phase, record });
+            self.active.insert(
+                id,
+                VariantState {
+                    phase,
+                    record,
+                    kind,
+                },
+            );
             self.in_flight += 1;
         }
     }
@@ -745,25 +933,49 @@ impl RunState {
         let Some(variant) = self.active.remove(id) else {
             return;
         };
-        self.phases[variant.phase.counter()] -= 1;
-        self.in_flight -= 1;
-        self.end_record(id.clone(), variant.record, end, actions);
+        if variant.kind.orphan {
+            self.collecting -= 1;
+        } else {
+            self.phases[variant.phase.counter()] -= 1;
+            self.in_flight -= 1;
+        }
+        self.end_record(id.clone(), variant.record, end, variant.kind, actions);
     }
 
+    /// Takes a variant's end into its record and the counters: a manifest's variant's
+    /// record waits in `ended` for [`RunState::drain_ended`]; an orphan's is counted
+    /// apart and goes (journaled by its `End` action, never into the results).
     fn end_record(
         &mut self,
         id: VariantId,
         mut record: VariantRecord,
         end: VariantEnd,
+        kind: Kind,
         actions: &mut Vec<Action>,
     ) {
+        let end = match kind.restoring {
+            true => keep_finished(&record, end),
+            false => end,
+        };
         record.apply_end(&end);
-        self.ended_counts.add(record.status);
+        if kind.orphan {
+            self.orphan_counts.add(record.status);
+        } else {
+            self.ended_counts.add(record.status);
+            count_tracks(&mut self.qc, &record);
+            if kind.restoring {
+                if let Some(note) = &end.error {
+                    self.unrestored.push((id.clone(), note.clone()));
+                }
+            }
+        }
         actions.push(Action::End {
             id: id.clone(),
             end,
         });
-        self.ended.push((id, record));
+        if !kind.orphan {
+            self.ended.push((id, record));
+        }
     }
 
     /// The records of the variants ended since the last call (at the first call, also
@@ -779,14 +991,21 @@ impl RunState {
             .filter_map(|w| Some((&w.id, w.record.as_deref()?)))
     }
 
-    /// The records of the variants in flight, for a report written while they run.
+    /// The records of the manifest's variants in flight (not the orphans': they have no
+    /// row), for a report written while they run.
     pub fn in_flight_records(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
-        self.active.iter().map(|(id, v)| (id, &v.record))
+        self.active
+            .iter()
+            .filter(|(_, v)| !v.kind.orphan)
+            .map(|(id, v)| (id, &v.record))
     }
 
-    /// Whether every variant's work is over.
+    /// Whether every variant's work is over (the orphans' too).
     pub fn is_done(&self) -> bool {
-        self.queue.is_empty() && self.in_flight == 0
+        self.queue.is_empty()
+            && self.in_flight == 0
+            && self.collecting == 0
+            && self.orphans.is_empty()
     }
 
     /// The record of one variant not yet drained: in flight, waiting or ended since the
@@ -802,12 +1021,32 @@ impl RunState {
             .or_else(|| self.ended.iter().find(|(e, _)| e == id).map(|(_, r)| r))
     }
 
-    /// How many variants have each status: the ended ones by their end, the others as
-    /// pending (at the end of a run, every variant has ended).
+    /// How many of the manifest's variants have each status: the ended ones by their
+    /// end, the others as pending (at the end of a run, every variant has ended). Orphans
+    /// aside: they are not the manifest's, and do not decide the exit code.
     pub fn counts(&self) -> StatusCounts {
         let mut counts = self.ended_counts;
-        counts.pending += self.queue.len() + self.active.len();
+        counts.pending += self.queue.len() + self.in_flight;
         counts
+    }
+
+    /// How many orphans (paid tasks of variants no longer in the manifest) ended with
+    /// each status: `finished` is collected into `superseded/`.
+    pub fn orphan_counts(&self) -> StatusCounts {
+        self.orphan_counts
+    }
+
+    /// The tracks of every ended variant of the manifest (earlier runs' too) by QC
+    /// verdict: kept as variants end, like the other counts.
+    pub fn qc_counts(&self) -> QcCounts {
+        self.qc
+    }
+
+    /// The finished variants of this run whose tracks could not all be downloaded again
+    /// (a file missing or changed on disk, the provider's copy gone), in the order they
+    /// ended: still finished, with this note in their `error`.
+    pub fn unrestored(&self) -> impl Iterator<Item = (&VariantId, &str)> {
+        self.unrestored.iter().map(|(id, note)| (id, note.as_str()))
     }
 
     /// The run-level stops, first first.
@@ -844,11 +1083,48 @@ impl RunState {
     }
 }
 
-/// Moves a variant in flight to its next phase, and its count with it.
-fn shift(phases: &mut [usize; 3], phase: &mut Phase, to: Phase) {
-    phases[phase.counter()] -= 1;
-    phases[to.counter()] += 1;
-    *phase = to;
+/// Moves a variant in flight to its next phase, and its count with it (an orphan is not
+/// counted: the live view shows the manifest's variants).
+fn shift(phases: &mut [usize; 3], variant: &mut VariantState, to: Phase) {
+    if !variant.kind.orphan {
+        phases[variant.phase.counter()] -= 1;
+        phases[to.counter()] += 1;
+    }
+    variant.phase = to;
+}
+
+/// Adds a record's tracks to the counts by QC verdict.
+fn count_tracks(counts: &mut QcCounts, record: &VariantRecord) {
+    for track in &record.tracks {
+        counts.add(track.qc.as_ref().map(|qc| qc.verdict));
+    }
+}
+
+/// How a finished variant whose tracks were downloaded again ends: finished, with its
+/// journaled tracks, those that landed again in their place, and the reason the rest did
+/// not (the provider's copies expired, the run stopped) as its note. A track file on disk
+/// never leaves the record because the provider no longer serves it.
+fn keep_finished(record: &VariantRecord, end: VariantEnd) -> VariantEnd {
+    if end.status == VariantStatus::Finished && end.error.is_none() {
+        return end;
+    }
+    let mut tracks = record.tracks.clone();
+    for track in end.tracks {
+        match tracks.iter_mut().find(|t| t.number == track.number) {
+            Some(kept) => *kept = track,
+            None => tracks.push(track),
+        }
+    }
+    tracks.sort_by_key(|t| t.number);
+    let why = end.error.unwrap_or_else(|| "the run stopped first".into());
+    VariantEnd {
+        status: VariantStatus::Finished,
+        tracks,
+        error: Some(format!(
+            "a track file missing or changed on disk could not be downloaded again ({why}); the tracks downloaded before are kept"
+        )),
+        at: record.finished_at.unwrap_or(end.at),
+    }
 }
 
 /// The error of a submit whose outcome is unknown.

@@ -64,6 +64,7 @@ const SEGMENT: &AsciiSet = &CONTROLS
 type Slot = Arc<OnceCell<String>>;
 
 /// Where the provider fetches a stem from, as known before the submit's slot.
+#[derive(Clone)]
 pub(super) enum StemUrl {
     /// The URL itself (the stem's own, the provider's upload, a public one).
     Ready(String),

@@ -32,6 +32,14 @@ impl Pacer for WatchedPacer {
             self.waits.held(self.endpoint, now, wait);
         })
     }
+
+    fn lapsed(&self, slot: Instant, now: Instant) -> bool {
+        self.inner.lapsed(slot, now)
+    }
+
+    fn take(&self, slot: Instant, now: Instant) -> Option<Instant> {
+        self.inner.take(slot, now)
+    }
 }
 
 /// `pacer`, reporting its slots to `progress`'s view (as it is when there is no view).

@@ -16,8 +16,9 @@
 //!   intervals (minor second, tritone, minor sixth, flat ninth) to chords and melody, gives
 //!   bars of 3 or 5 beats and pushes piano and drum hits off the grid, with ghost hits.
 //! - `audio_weight` (absent: 0.5) is the level of the vocal-like line: a sawtooth source
-//!   through vowel formants, with vibrato, singing a melody on the scale. The uploaded stem
-//!   itself is not mixed in: a task must render from its id alone, on any simulator.
+//!   through vowel formants, with vibrato, singing a melody on the scale; and, where the
+//!   simulator holds the submitted stem, the level of that vocal over the backing
+//!   ([`super::vocal`], mixed by the track's render, not here).
 //! - `vocal_gender` is the register of that line: `m` an octave below `f` with lower
 //!   formants; absent, both sing, an octave apart.
 //! - `model` `V5` is brighter and wider: more piano and bass overtones, a second detuned

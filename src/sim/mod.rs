@@ -3,6 +3,9 @@
 //! after a delay, and real WAV tracks. `stembatch simulator` serves it in the foreground,
 //! `run --simulate` in-process, and every network test runs against it.
 //!
+//! Like the provider, it puts the submitted vocal over the backing it generates
+//! ([`vocal`]): the stem uploaded to it, or fetched from a URL on this machine.
+//!
 //! Like the provider, it fetches each submit's `upload_url` and fails the task when the URL
 //! does not serve an audio file (expired, wrongly signed), so that a run's URLs are
 //! checked for real; but only URLs on this machine (a test's S3 server): it never reaches
@@ -16,6 +19,7 @@ mod server;
 mod tests;
 pub mod ticket;
 mod tracks;
+pub mod vocal;
 mod voice;
 
 use std::net::SocketAddr;
@@ -153,6 +157,10 @@ pub struct SimConfig {
     /// How long after a submit the stem is fetched from its `upload_url` (the provider
     /// fetches it when the task starts, not at once); the task finishes no sooner.
     pub stem_fetch_delay: Duration,
+    /// How long a finished task's result files are served: past this age (from the
+    /// task's creation) its track downloads answer 404, as a provider's CDN copies expire
+    /// while the task's detail still lists them. `None`: served forever.
+    pub result_ttl: Option<Duration>,
 }
 
 impl Default for SimConfig {
@@ -173,6 +181,7 @@ impl Default for SimConfig {
             upload_ttl: Duration::from_secs(72 * 3600),
             revoke_key_after_tasks: None,
             stem_fetch_delay: Duration::ZERO,
+            result_ttl: None,
         }
     }
 }
@@ -238,7 +247,9 @@ impl SimHandle {
     /// [`SimStats::renders`] count), so it is an independent reference for tests; it blocks
     /// for the length of a render.
     pub fn track_bytes(&self, task_id: &str, track: u32) -> Option<Vec<u8>> {
-        tracks::TrackSpec::of(&self.state.config, task_id, track).map(|spec| spec.render())
+        self.state
+            .track_spec(task_id, track)
+            .map(|spec| spec.render())
     }
 
     /// The URLs of every upload so far, in order.

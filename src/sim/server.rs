@@ -67,8 +67,8 @@ pub struct SimStats {
 enum StemFetch {
     /// Not answered yet: the task waits for it.
     Pending,
-    /// The URL served an audio file.
-    Served,
+    /// The URL served an audio file: this one.
+    Served(Bytes),
     /// It did not: the task fails with this message.
     Failed(String),
 }
@@ -104,6 +104,11 @@ struct Inner {
     expired_once: std::collections::HashSet<String>,
     /// By task id: the stems fetched from a URL elsewhere on this machine.
     stem_fetches: std::collections::HashMap<String, StemFetch>,
+    /// By task id: its submit's `upload_url`, whose vocal its tracks mix in.
+    task_stems: std::collections::HashMap<String, String>,
+    /// Decoded vocals by `upload_url` (or `task:<id>` for a fetched one); `None` for a
+    /// stem that is not a WAV the simulator reads.
+    vocals: std::collections::HashMap<String, Option<Arc<Vec<f32>>>>,
 }
 
 pub(super) struct SimState {
@@ -130,6 +135,8 @@ impl SimState {
             dice: StdRng::seed_from_u64(config.seed),
             expired_once: Default::default(),
             stem_fetches: Default::default(),
+            task_stems: Default::default(),
+            vocals: Default::default(),
         };
         SimState {
             config,
@@ -182,6 +189,47 @@ impl SimState {
         self.lock().uploads.get(index.checked_sub(1)?)?.duration_ms
     }
 
+    /// Track `track` of task `task_id`, with the task's vocal when the simulator holds it.
+    pub(super) fn track_spec(&self, task_id: &str, track: u32) -> Option<TrackSpec> {
+        let spec = TrackSpec::of(&self.config, task_id, track)?;
+        Some(spec.with_vocal(self.vocal_of(task_id)))
+    }
+
+    /// The decoded vocal of a task's stem: uploaded here, or fetched for it.
+    fn vocal_of(&self, task_id: &str) -> Option<Arc<Vec<f32>>> {
+        let (key, bytes) = {
+            let inner = self.lock();
+            let url = inner.task_stems.get(task_id)?;
+            if let Some(known) = inner.vocals.get(url) {
+                return known.clone();
+            }
+            let fetched_key = format!("task:{task_id}");
+            if let Some(known) = inner.vocals.get(&fetched_key) {
+                return known.clone();
+            }
+            match inner.stem_fetches.get(task_id) {
+                Some(StemFetch::Served(bytes)) => (fetched_key, bytes.clone()),
+                Some(_) => return None,
+                None => (url.clone(), self.uploaded(&inner, url)?),
+            }
+        };
+        // Decoded outside the lock: a long stem takes a moment.
+        let vocal = super::vocal::vocal_samples(&bytes).map(Arc::new);
+        self.lock().vocals.insert(key, vocal.clone());
+        vocal
+    }
+
+    /// The bytes of an upload of this simulator, by its URL.
+    fn uploaded(&self, inner: &Inner, upload_url: &str) -> Option<Bytes> {
+        let index: usize = upload_url
+            .strip_prefix(&format!("{}/uploads/", self.base_url))?
+            .split('/')
+            .next()?
+            .parse()
+            .ok()?;
+        Some(inner.uploads.get(index.checked_sub(1)?)?.bytes.clone())
+    }
+
     /// Rolls the dice for a fault striking `share` of calls, and counts it.
     fn strikes(&self, share: f64) -> bool {
         if share <= 0.0 {
@@ -226,6 +274,9 @@ impl SimState {
             fate,
             track_ms,
         };
+        inner
+            .task_stems
+            .insert(ticket.to_string(), request.input.upload_url.clone());
         inner.submissions.push(SubmitRecord {
             task_id: ticket.to_string(),
             at: now.duration_since(self.started),
@@ -325,7 +376,9 @@ impl SimState {
             tokio::time::sleep(state.config.stem_fetch_delay).await;
             let outcome = match state.fetcher.get(&upload_url).send().await {
                 Ok(answer) if answer.status().is_success() => match answer.bytes().await {
-                    Ok(body) if crate::audio_format::sniff(&body).is_some() => StemFetch::Served,
+                    Ok(body) if crate::audio_format::sniff(&body).is_some() => {
+                        StemFetch::Served(body)
+                    }
                     Ok(_) => StemFetch::Failed("the file at upload_url is not audio".into()),
                     Err(err) => {
                         StemFetch::Failed(format!("cannot read upload_url: {}", err.without_url()))
@@ -341,7 +394,7 @@ impl SimState {
             };
             let mut inner = state.lock();
             inner.stats.stem_fetches += 1;
-            inner.stats.stem_fetch_failures += u64::from(outcome != StemFetch::Served);
+            inner.stats.stem_fetch_failures += u64::from(!matches!(outcome, StemFetch::Served(_)));
             inner.stem_fetches.insert(task_id, outcome);
         });
     }
@@ -694,6 +747,13 @@ async fn file(
     else {
         return not_found();
     };
+    let expired = state.config.result_ttl.is_some_and(|ttl| {
+        let created_ms = Ticket::parse(&task_id).map_or(0, |t| t.created_ms);
+        now_ms().saturating_sub(created_ms) > ttl.as_millis() as u64
+    });
+    if expired {
+        return error(StatusCode::NOT_FOUND, "this file has expired");
+    }
     let faults = &state.config.faults;
     if faults.expire_first_download {
         let mut inner = state.lock();
@@ -740,6 +800,8 @@ async fn track(
     }
     let state = Arc::clone(state);
     tokio::task::spawn_blocking(move || {
+        // The vocal is decoded here the first time, off the async threads.
+        let spec = spec.with_vocal(state.vocal_of(&task_id));
         let bytes = Bytes::from(spec.render());
         state.lock().stats.renders += 1;
         state.render_cache().insert(&task_id, number, bytes.clone());

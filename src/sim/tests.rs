@@ -297,3 +297,62 @@ async fn the_demo_manifest_yields_all_distinct_tracks() {
     assert_eq!(uploads.len(), 3);
     assert_eq!(digests.len(), 48, "every demo track sounds its own");
 }
+
+/// Issue 18: the tracks carry the submitted vocal, as the real service's do: a task of an
+/// uploaded stem sounds of it (its tracks differ from the same task's without a vocal, by
+/// the vocal), and `track_bytes` renders what is served.
+#[tokio::test]
+async fn the_uploaded_vocal_is_mixed_into_the_tracks() {
+    let sim = start(Faults::default()).await;
+    let client = client(&sim);
+    let dir = tempfile::tempdir().unwrap();
+    let stem = dir.path().join("voice.wav");
+    let rate = 16_000;
+    let voice: Vec<f32> = (0..rate)
+        .map(|i| {
+            (0.6 * (std::f64::consts::TAU * 523.25 * f64::from(i) / f64::from(rate)).sin()) as f32
+        })
+        .collect();
+    std::fs::write(&stem, super::audio::encode_wav(&voice, rate as u32)).unwrap();
+    let url = client.upload(&stem, "voice.wav").await.unwrap().file_url;
+    let mut with_voice = request();
+    with_voice.input.upload_url = url;
+    let task = client.submit(&with_voice).await.unwrap().task_id;
+    let (status, served) = download(&sim, &task, 1).await;
+    assert_eq!(status, 200);
+    assert_eq!(Some(served.clone()), sim.track_bytes(&task, 1));
+    // The same task rendered without the vocal: its backing alone.
+    let backing = super::tracks::TrackSpec::of(&sim.state.config, &task, 1)
+        .unwrap()
+        .render();
+    assert_eq!(served.len(), backing.len(), "the stem's length");
+    let samples = |bytes: &[u8]| -> Vec<f32> {
+        hound::WavReader::new(std::io::Cursor::new(bytes))
+            .unwrap()
+            .samples::<i16>()
+            .map(|s| f32::from(s.unwrap()) / 32768.0)
+            .collect()
+    };
+    let (mixed, alone) = (samples(&served), samples(&backing));
+    // What the mix adds to the (rescaled) backing correlates with the voice.
+    let dot = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum::<f64>()
+    };
+    let scale = dot(&mixed, &alone) / dot(&alone, &alone);
+    let added: Vec<f32> = mixed
+        .iter()
+        .zip(&alone)
+        .map(|(m, a)| m - a * scale as f32)
+        .collect();
+    let vocal = super::vocal::vocal_samples(&std::fs::read(&stem).unwrap()).unwrap();
+    let n = added.len().min(vocal.len());
+    let correlation = dot(&added[..n], &vocal[..n])
+        / (dot(&added[..n], &added[..n]).sqrt() * dot(&vocal[..n], &vocal[..n]).sqrt());
+    assert!(
+        correlation > 0.8,
+        "the vocal is in the track: {correlation}"
+    );
+}

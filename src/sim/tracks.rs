@@ -8,6 +8,7 @@
 //! held only to look up or insert, never across an await and never while rendering.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -28,6 +29,8 @@ pub(super) struct TrackSpec {
     seed: u64,
     seconds: f64,
     defect: Option<Defect>,
+    /// The submitted vocal ([`super::vocal`]), when the simulator holds it.
+    vocal: Option<Arc<Vec<f32>>>,
 }
 
 /// What is wrong with a bad track.
@@ -92,12 +95,24 @@ impl TrackSpec {
                 seed,
                 seconds: ticket.track_ms as f64 / 1000.0,
                 defect: Defect::draw(&config.faults, seed),
+                vocal: None,
             })
+    }
+
+    /// The same track with `vocal` mixed in.
+    pub(super) fn with_vocal(self, vocal: Option<Arc<Vec<f32>>>) -> Self {
+        TrackSpec { vocal, ..self }
     }
 
     /// The WAV bytes. CPU-bound: not on an async worker thread.
     pub(super) fn render(&self) -> Vec<u8> {
-        let samples = |seconds| audio::render_samples(&self.params, self.seed, seconds);
+        let samples = |seconds| {
+            let backing = audio::render_samples(&self.params, self.seed, seconds);
+            match &self.vocal {
+                Some(vocal) => super::vocal::mix(&backing, vocal, self.params.audio_weight()),
+                None => backing,
+            }
+        };
         let wav = |samples: &[f32]| audio::encode_wav(samples, audio::SAMPLE_RATE);
         match self.defect {
             None => wav(&samples(self.seconds)),

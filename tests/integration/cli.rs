@@ -286,9 +286,10 @@ async fn issue11_a_missing_or_empty_key_file_is_exit_2_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn issue11_no_readme_or_example_puts_a_key_inline() {
+async fn issue11_no_readme_doc_or_example_puts_a_key_inline() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = vec![root.join("README.md")];
+    files.extend(files_below(&root.join("docs")));
     files.extend(files_below(&root.join("examples")));
     for file in &files {
         let bytes = std::fs::read(file).unwrap();
@@ -412,7 +413,8 @@ async fn issue11_status_reads_the_journal_when_results_csv_is_older_or_missing()
     let output = run_against(&sim, &manifest, &out).await;
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
 
-    // A results.csv from before the journal's last record: every variant still pending.
+    // A results.csv from before the journal's last record: every variant still pending,
+    // no track checked yet.
     let (header, rows) = read_results(&out);
     let csv_path = out.join("results.csv");
     let mut writer = csv::Writer::from_path(&csv_path).unwrap();
@@ -420,6 +422,7 @@ async fn issue11_status_reads_the_journal_when_results_csv_is_older_or_missing()
     for row in &rows {
         let fields = header.iter().map(|h| match h.as_str() {
             "status" => "pending",
+            "qc" => "",
             _ => row[h].as_str(),
         });
         writer.write_record(fields).unwrap();
@@ -439,6 +442,16 @@ async fn issue11_status_reads_the_journal_when_results_csv_is_older_or_missing()
     assert_eq!(counts(&status["total"]), [2, 1, 0, 0, 0], "{status}");
     assert_eq!(counts(&status["by_stem"]["a"]), [1, 1, 0, 0, 0], "{status}");
     assert_eq!(counts(&status["by_stem"]["b"]), [1, 0, 0, 0, 0], "{status}");
+    // Issue 18: the tracks' verdicts come from the journal too.
+    let tracks_ok = |status: &serde_json::Value| {
+        let t = &status["tracks"];
+        (
+            t["total"].as_u64(),
+            t["qc"]["ok"].as_u64(),
+            t["qc"]["unchecked"].as_u64(),
+        )
+    };
+    assert_eq!(tracks_ok(&status), (Some(4), Some(4), Some(0)), "{status}");
 
     // Without a CSV, stems come from the tracks' folders: the failed variant has none,
     // so it counts in the total only.
@@ -448,6 +461,7 @@ async fn issue11_status_reads_the_journal_when_results_csv_is_older_or_missing()
     assert_eq!(counts(&status["total"]), [2, 1, 0, 0, 0], "{status}");
     assert_eq!(counts(&status["by_stem"]["a"]), [1, 0, 0, 0, 0], "{status}");
     assert_eq!(counts(&status["by_stem"]["b"]), [1, 0, 0, 0, 0], "{status}");
+    assert_eq!(tracks_ok(&status), (Some(4), Some(4), Some(0)), "{status}");
     let output = stembatch(&["status", path_str(&out)], None).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = String::from_utf8(output.stdout).unwrap();
@@ -459,6 +473,7 @@ async fn issue11_status_reads_the_journal_when_results_csv_is_older_or_missing()
         .collect();
     assert_eq!(unknown, ["(unknown)", "0", "1", "0", "0", "0"], "{text}");
     assert!(text.contains("read from the journal"), "{text}");
+    assert!(text.lines().any(|l| l == "4 tracks: 4 ok"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,16 @@ use std::time::Duration;
 
 use stembatch::sim::{SimConfig, SimHandle, WindowLimit};
 
+/// Taken for writing by the tests that judge a limit's windows by the simulator's stamps,
+/// and for reading by every other run of the binary through [`stembatch`] and every
+/// browser: a window test runs with the machine to itself. The simulator stamps a call
+/// when its handler runs, and other tests' client processes starving it on a two-core
+/// machine made it stamp two submits sent 50 ms apart within half a millisecond (a 147 ms
+/// gap, then 0.5 ms), then refuse the next as one too many. A window test runs the binary
+/// through [`run_alone_against`] or [`run_command`], never [`stembatch`], which would wait
+/// for its own lock.
+pub static WINDOW_TESTS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// The longest any one invocation of the binary may take in a test.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -61,6 +71,12 @@ pub fn write_manifest(text: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Runs the binary with `args`, the API key of `sim` (when given) in the environment.
 pub async fn stembatch(args: &[&str], sim: Option<&SimHandle>) -> Output {
+    let _not_beside_a_window_test = WINDOW_TESTS.read().await;
+    stembatch_now(args, sim).await
+}
+
+/// As [`stembatch`], without waiting for a window test: for the window tests themselves.
+async fn stembatch_now(args: &[&str], sim: Option<&SimHandle>) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_stembatch"));
     command
         .args(args)
@@ -177,6 +193,12 @@ pub fn variants_manifest(head: &str, count: usize) -> String {
 
 /// `run MANIFEST --out OUT --base-url SIM`.
 pub async fn run_against(sim: &SimHandle, manifest: &Path, out: &Path) -> Output {
+    let _not_beside_a_window_test = WINDOW_TESTS.read().await;
+    run_alone_against(sim, manifest, out).await
+}
+
+/// As [`run_against`], for a test that holds [`WINDOW_TESTS`] for writing.
+pub async fn run_alone_against(sim: &SimHandle, manifest: &Path, out: &Path) -> Output {
     let url = sim.url();
     let args = [
         "run",
@@ -186,7 +208,7 @@ pub async fn run_against(sim: &SimHandle, manifest: &Path, out: &Path) -> Output
         "--base-url",
         &url,
     ];
-    stembatch(&args, Some(sim)).await
+    stembatch_now(&args, Some(sim)).await
 }
 
 pub fn path_str(path: &Path) -> &str {

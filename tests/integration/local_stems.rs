@@ -344,3 +344,49 @@ async fn once_credits_run_out_no_file_is_uploaded_for_a_submit_that_cannot_come(
     );
     assert_eq!(rows.iter().filter(|r| r["status"] == "pending").count(), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readme_beside_the_stems_of_a_glob_is_skipped_with_one_warning() {
+    let sim = start_sim(quick_sim()).await;
+    let text = format!("{}\n[[stem]]\nglob = \"incoming/*\"\n", head());
+    let (dir, manifest) = write_manifest(&text);
+    let incoming = dir.path().join("incoming");
+    write_wav(&incoming.join("alto.wav"), 0.25, 440.0);
+    write_wav(&incoming.join("bass.wav"), 0.25, 110.0);
+    std::fs::write(incoming.join("readme.txt"), "drop tonight's stems here").unwrap();
+    let out = dir.path().join("out");
+
+    let output = run_against(&sim, &manifest, &out).await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains("readme.txt")).collect();
+    assert_eq!(warnings.len(), 1, "one warning line:\n{err}");
+    assert!(warnings[0].contains("skipped"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("manifest.toml:"),
+        "names the manifest: {}",
+        warnings[0]
+    );
+    assert!(
+        warnings[0].contains("stem[1].glob"),
+        "names the field: {}",
+        warnings[0]
+    );
+    let (_, rows) = read_results(&out);
+    let mut stems: Vec<_> = rows.iter().map(|r| r["stem"].as_str()).collect();
+    stems.dedup();
+    assert_eq!(stems, ["alto", "bass"], "no row for the readme");
+    assert!(rows.iter().all(|r| r["status"] == "finished"), "{rows:?}");
+
+    // validate says it once too, and counts only the stems.
+    let output = stembatch(&["validate", path_str(&manifest)], None).await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("readme.txt")).count(),
+        1,
+        "{err}"
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("2 variants (2 stems); "), "{text}");
+}

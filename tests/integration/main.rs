@@ -4,13 +4,16 @@
 mod helpers;
 mod redis_server;
 
+mod base_url;
 mod cli;
 mod disk;
+mod docs;
 mod end_to_end;
 mod live_view;
 mod local_stems;
 mod manifest_errors;
 mod money;
+mod paid_work;
 mod qc;
 mod rate_limits;
 mod report;
@@ -21,3 +24,4 @@ mod s3;
 mod s3_server;
 mod shards;
 mod shared_limit;
+mod terminal;

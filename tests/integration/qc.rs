@@ -233,3 +233,70 @@ async fn issue_9_the_simulator_command_takes_the_bad_track_knobs() {
     );
     child.kill().await.unwrap();
 }
+
+/// Issue 18, part 2: the run's closing lines, `status` and `status --json` count the
+/// tracks by verdict, alike, so that a cron mail shows bad audio without the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_18_the_closing_lines_and_status_count_tracks_by_verdict() {
+    const MIXED: usize = 6;
+    let sim = start_sim(sim_config(Faults {
+        silent_tracks: 0.2,
+        clipped_tracks: 0.2,
+        short_tracks: 0.2,
+        ..Faults::default()
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("manifest.toml");
+    std::fs::write(&manifest, variants_manifest(FAST_RUN, MIXED)).unwrap();
+    let out = dir.path().join("out");
+    let output = run_against(&sim, &manifest, &out).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (_, rows) = read_results(&out);
+    let count = |verdict: &str| rows.iter().filter(|r| r["qc"] == verdict).count();
+    let (ok, silent, clipped, short) = (
+        count("ok"),
+        count("silent"),
+        count("clipped"),
+        count("short"),
+    );
+    assert_eq!(ok + silent + clipped + short, MIXED * 2, "{rows:?}");
+    assert!(ok < MIXED * 2, "some bad tracks to count: {rows:?}");
+    let mut words = format!("{} tracks: {ok} ok", MIXED * 2);
+    for (n, word) in [(silent, "silent"), (clipped, "clipped"), (short, "short")] {
+        if n > 0 {
+            words.push_str(&format!(", {n} {word}"));
+        }
+    }
+    let log = stderr(&output);
+    let line = log
+        .lines()
+        .find(|l| l.contains(&words))
+        .unwrap_or_else(|| panic!("a closing line {words:?}:\n{log}"));
+    assert!(line.contains("WARN"), "bad audio is a warning: {line}");
+
+    let status = stembatch(&["status", path_str(&out)], None).await;
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.lines().any(|l| l == words), "{words:?} in:\n{text}");
+
+    let json = stembatch(&["status", "--json", path_str(&out)], None).await;
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let tracks = &json["tracks"];
+    assert_eq!(tracks["total"], MIXED * 2, "{json}");
+    let qc = &tracks["qc"];
+    assert_eq!(
+        [
+            &qc["ok"],
+            &qc["silent"],
+            &qc["clipped"],
+            &qc["short"],
+            &qc["undecodable"],
+            &qc["unchecked"]
+        ],
+        [ok, silent, clipped, short, 0, 0]
+            .map(serde_json::Value::from)
+            .each_ref(),
+        "{json}"
+    );
+}

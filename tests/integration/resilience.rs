@@ -134,7 +134,11 @@ async fn every_fault_alone_and_all_together_still_finish_every_variant() {
                 row["error"].contains("may have created a task"),
                 "{name}: {row:?}"
             );
-            assert_eq!(row["attempts"], "1", "{name}: submitted once: {row:?}");
+            // Its lost submit was its last: a submit made after it would have created a
+            // second task of the variant (most_tasks_of_one_variant above). Attempts may
+            // be more than one: a fault that proves no task was created (a 503, a 429)
+            // can come before the lost answer, and is retried.
+            assert_ne!(row["attempts"], "0", "{name}: {row:?}");
         }
         // The next night does not pay for them again unasked.
         let rerun = run_against(&sim, &manifest, &out).await;

@@ -142,6 +142,10 @@ pub struct SharedPacer {
     /// One reservation of this process asks Redis at a time.
     asking: Semaphore,
     fallback: Mutex<FallbackGrid>,
+    /// The end of this process's latest hold-off: a slot reserved before it and earlier
+    /// lapsed. (Another process's hold-off reaches this one through Redis, with its next
+    /// reservation; a slot is handed out at most [`HORIZON`] ahead.)
+    held_until: Mutex<Option<Instant>>,
 }
 
 impl SharedPacer {
@@ -151,7 +155,7 @@ impl SharedPacer {
         rate: Rate,
         burst: std::num::NonZeroU32,
     ) -> Self {
-        let period = rate.period().max(Duration::from_micros(1));
+        let period = crate::scheduler::pacer::spacing(rate).max(Duration::from_micros(1));
         let fallback = FallbackGrid::new(period.as_nanos(), link.position);
         SharedPacer {
             link,
@@ -160,6 +164,7 @@ impl SharedPacer {
             tolerance: period.saturating_mul(burst.get() - 1),
             asking: Semaphore::new(1),
             fallback: Mutex::new(fallback),
+            held_until: Mutex::new(None),
         }
     }
 
@@ -242,6 +247,10 @@ impl Pacer for SharedPacer {
         let fallen = self.link.local();
         let clock = fallen.map_or_else(WallClock::now, |f| f.clock);
         self.fallback().hold_until(clock.wall(now + wait));
+        {
+            let mut held = self.held_until.lock().unwrap_or_else(|p| p.into_inner());
+            *held = Some(held.map_or(now + wait, |until| until.max(now + wait)));
+        }
         if fallen.is_some() {
             // A fallen-back process has nobody to tell.
             return Box::pin(std::future::ready(()));
@@ -251,6 +260,11 @@ impl Pacer for SharedPacer {
             // Every process on the key backs off with this one.
             let _ = self.ask(Ask::Hold { wait: left }).await;
         })
+    }
+
+    fn lapsed(&self, slot: Instant, now: Instant) -> bool {
+        let held = *self.held_until.lock().unwrap_or_else(|p| p.into_inner());
+        crate::scheduler::pacer::lapsed(slot, now, self.period, held)
     }
 }
 

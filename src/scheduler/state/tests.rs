@@ -243,6 +243,8 @@ fn submit_failures_table() {
     for (name, error, expected) in cases {
         let now = Instant::now();
         let mut state = fresh(3, 2);
+        // The API answered the balance check: what follows is an outage, not a wrong URL.
+        state.handle(now, at(), Event::ApiChecked { error: None });
         state.start(now, at());
         let actions = state.handle(now, at(), Event::SubmitFailed { id: id(0), error });
         let got = kinds(&actions);
@@ -696,16 +698,36 @@ impl Shell {
     }
 }
 
+/// A finished variant whose tracks are downloaded again.
+fn restoring(n: usize) -> Entry {
+    Entry {
+        id: id(n),
+        start: Start::Redownload {
+            task_id: format!("old-{n}"),
+            tracks: Vec::new(),
+        },
+        record: VariantRecord {
+            status: VariantStatus::Finished,
+            task_id: Some(format!("old-{n}")),
+            finished_at: Some(at()),
+            tracks: vec![track(1)],
+            ..VariantRecord::default()
+        },
+    }
+}
+
 /// Random event sequences (faults, stops, late answers) against the money rules, checked
 /// after every step; and the journal the run would have written, cut at random crash
-/// points, never makes the next run pay again for a task it knows.
+/// points, never makes the next run pay again for a task it knows. Orphans (paid tasks of
+/// variants no longer in the manifest) are never submitted and hold no slot; a finished
+/// variant downloaded again always ends finished with tracks.
 #[test]
 fn random_runs_keep_the_money_rules() {
     let mut rng = StdRng::seed_from_u64(11);
     for case in 0..600 {
         let count = rng.random_range(1..10);
         let entries: Vec<Entry> = (0..count)
-            .map(|n| match rng.random_range(0..6) {
+            .map(|n| match rng.random_range(0..7) {
                 0 => entry(n, Start::Keep),
                 1 => entry(
                     n,
@@ -713,14 +735,20 @@ fn random_runs_keep_the_money_rules() {
                         task_id: format!("old-{n}"),
                     },
                 ),
+                2 => restoring(n),
                 _ => entry(n, Start::Submit),
             })
             .collect();
+        let orphans: Vec<Entry> = (0..rng.random_range(0..3))
+            .map(|k| orphan(100 + k))
+            .collect();
         let starts: HashMap<VariantId, Start> = entries
             .iter()
+            .chain(&orphans)
             .map(|e| (e.id.clone(), e.start.clone()))
             .collect();
-        let mut state = RunState::new(policy(3), entries);
+        let orphan_count = orphans.len();
+        let mut state = RunState::new(policy(3), entries).with_orphans(orphans);
         let mut shell = Shell::default();
         let mut now = Instant::now();
         let actions = state.start(now, at());
@@ -785,7 +813,38 @@ fn random_runs_keep_the_money_rules() {
                 shell.tasks.get(id).copied().unwrap_or(0) <= 1,
                 "case {case}: {id} paid twice"
             );
+            if let Start::Redownload { .. } = start {
+                let record = state.record(id).unwrap();
+                assert_eq!(record.status, VariantStatus::Finished, "case {case}: {id}");
+                assert!(
+                    !record.tracks.is_empty(),
+                    "case {case}: {id} lost its tracks"
+                );
+            }
         }
+        let counted = state.counts();
+        let manifest =
+            counted.finished + counted.failed + counted.timeout + counted.error + counted.pending;
+        assert_eq!(
+            manifest, count,
+            "case {case}: orphans are not the manifest's"
+        );
+        let orphaned = state.orphan_counts();
+        assert_eq!(
+            orphaned.finished
+                + orphaned.failed
+                + orphaned.timeout
+                + orphaned.error
+                + orphaned.pending,
+            orphan_count,
+            "case {case}: every orphan ends once, counted apart"
+        );
+        // The QC counts kept as variants end equal a recount of the ended records.
+        let mut qc = crate::qc::QcCounts::default();
+        for (_, record) in &state.ended {
+            count_tracks(&mut qc, record);
+        }
+        assert_eq!(state.qc_counts(), qc, "case {case}");
         // Crash anywhere: the next run never submits a variant whose task it knows.
         let cut = rng.random_range(0..=shell.journal.len());
         let priors = replay(&shell.journal[..cut]);
@@ -875,7 +934,12 @@ fn assert_counts_kept(state: &RunState, count: usize, case: usize) {
         ended: StatusCounts::of(state.ended.iter().map(|(_, r)| r)),
         ..PhaseCounts::default()
     };
+    let mut collecting = 0;
     for variant in state.active.values() {
+        if variant.kind.orphan {
+            collecting += 1;
+            continue;
+        }
         match variant.phase {
             Phase::Submitting { .. } => recount.submitting += 1,
             Phase::Polling { .. } => recount.running += 1,
@@ -883,7 +947,15 @@ fn assert_counts_kept(state: &RunState, count: usize, case: usize) {
         }
     }
     assert_eq!(state.phase_counts(), recount, "case {case}");
-    assert_eq!(state.active.len(), state.in_flight, "case {case}");
+    assert_eq!(
+        state.active.len() - collecting,
+        state.in_flight,
+        "case {case}"
+    );
+    assert_eq!(
+        collecting, state.collecting,
+        "case {case}: orphans hold no slot"
+    );
     assert_eq!(
         recount.total(),
         count,
@@ -952,4 +1024,357 @@ fn a_stop_keeps_the_tasks_to_collect_in_their_order() {
     assert_eq!(kinds(&stopped)[1..], ["end v2 pending"]);
     let queued: Vec<_> = state.queue.iter().map(|w| w.id.clone()).collect();
     assert_eq!(queued, [id(1), id(3), id(4)], "the polls stay, in order");
+}
+
+/// An orphan (a paid task of a variant no longer in the manifest) as the run takes it.
+fn orphan(n: usize) -> Entry {
+    Entry {
+        id: id(n),
+        start: Start::Poll {
+            task_id: format!("t{n}"),
+        },
+        record: VariantRecord {
+            task_id: Some(format!("t{n}")),
+            ..VariantRecord::default()
+        },
+    }
+}
+
+/// Issue 17: an orphan is polled at once without taking an in-flight slot, never
+/// submitted (whatever its poll says), journaled when it ends, and kept out of the
+/// manifest's records and counts.
+#[test]
+fn orphans_take_no_slot_are_never_submitted_and_stay_out_of_the_report() {
+    let now = Instant::now();
+    let mut state = RunState::new(policy(1), vec![entry(0, Start::Submit)]).with_orphans([
+        orphan(8),
+        orphan(9),
+        // Not a poll, or a variant of the manifest: never an orphan.
+        entry(7, Start::Submit),
+        orphan(0),
+    ]);
+    assert_eq!(
+        kinds(&state.start(now, at())),
+        [
+            "poll v8 after 0s",
+            "poll v9 after 0s",
+            "submit v0 after 0ms"
+        ]
+    );
+    assert_eq!(state.in_flight(), 1, "orphans hold no slot");
+    assert!(state.record(&id(7)).is_none());
+    assert_eq!(
+        kinds(&polled(&mut state, now, 9, TaskStatus::Finished, 1)),
+        ["download v9 #1"]
+    );
+    let landed = Event::TrackDownloaded {
+        id: id(9),
+        task_id: "t9".into(),
+        track: track(1),
+    };
+    let actions = state.handle(now, at(), landed);
+    assert_eq!(kinds(&actions), ["end v9 finished"]);
+    let record = end_record(
+        &id(9),
+        match &actions[0] {
+            Action::End { end, .. } => end,
+            other => panic!("{other:?}"),
+        },
+    );
+    assert!(
+        matches!(
+            record,
+            Some(Record::Ended {
+                status: crate::journal::format::EndStatus::Finished,
+                ..
+            })
+        ),
+        "journaled, so the next run does not ask again: {record:?}"
+    );
+    // A rejected query of the other ends it; nothing is ever submitted for it.
+    let error = status(404);
+    let actions = state.handle(now, at(), Event::PollFailed { id: id(8), error });
+    assert_eq!(kinds(&actions), ["end v8 error"]);
+    assert!(!state.is_done(), "the manifest's variant is still out");
+    submitted(&mut state, now, 0);
+    polled(&mut state, now, 0, TaskStatus::Failed, 0);
+    assert!(state.is_done());
+    assert!(
+        !state.drain_ended().any(|(ended, _)| ended == id(9)),
+        "no row in results.csv"
+    );
+    assert_eq!(state.counts().failed, 1);
+    assert_eq!(state.counts().finished + state.counts().error, 0);
+    let orphans = state.orphan_counts();
+    assert_eq!((orphans.finished, orphans.error), (1, 1));
+    assert_eq!(state.phase_counts().total(), 1);
+}
+
+/// A stop known before the start (a refused key): orphans are not polled, and stay for
+/// the next run (pending writes no end to the journal).
+#[test]
+fn orphans_are_left_for_the_next_run_when_all_work_stopped_first() {
+    let now = Instant::now();
+    let mut state =
+        RunState::new(policy(2), vec![entry(0, Start::Submit)]).with_orphans([orphan(9)]);
+    let stop = Event::Stop(StopReason::Account(AccountStop::BadKey));
+    state.handle(now, at(), stop);
+    let actions = state.start(now, at());
+    assert_eq!(kinds(&actions), ["end v9 pending"]);
+    assert!(state.is_done());
+    let Action::End { end, .. } = &actions[0] else {
+        unreachable!()
+    };
+    assert_eq!(end_record(&id(9), end), None);
+}
+
+/// A finished variant whose track file was missing or changed, downloaded again: it stays
+/// finished with its tracks whatever happens, those that landed again replacing theirs.
+#[test]
+fn a_finished_variant_downloaded_again_stays_finished_with_its_tracks() {
+    let earlier = |n| TrackRecord {
+        sha256: "earlier".into(),
+        ..track(n)
+    };
+    let finished_at: DateTime<Utc> = "2026-11-24T01:00:00Z".parse().unwrap();
+    let restoring = || {
+        let entry = Entry {
+            id: id(0),
+            start: Start::Redownload {
+                task_id: "t0".into(),
+                tracks: Vec::new(),
+            },
+            record: VariantRecord {
+                status: VariantStatus::Finished,
+                task_id: Some("t0".into()),
+                finished_at: Some(finished_at),
+                attempts: 1,
+                tracks: vec![earlier(1), earlier(2)],
+                ..VariantRecord::default()
+            },
+        };
+        let mut state = RunState::new(policy(1), vec![entry]);
+        assert_eq!(
+            kinds(&state.start(Instant::now(), at())),
+            ["poll v0 after 0s"]
+        );
+        state
+    };
+    let landed = |n| Event::TrackDownloaded {
+        id: id(0),
+        task_id: "t0".into(),
+        track: track(n),
+    };
+    let gone = |n| Event::TrackFailed {
+        id: id(0),
+        number: n,
+        failure: TrackFailure::Download(DownloadError::Status {
+            status: 404,
+            retry_after: None,
+        }),
+    };
+    let now = Instant::now();
+    // (what happens after the poll, the sha256 of tracks 1 and 2 after, a note)
+    type Happens = fn(&mut RunState, Instant, &dyn Fn(u32) -> Event, &dyn Fn(u32) -> Event);
+    let table: [(&str, Happens, [&str; 2], bool); 6] = [
+        (
+            "both land again",
+            |s, now, landed, _| {
+                polled(s, now, 0, TaskStatus::Finished, 2);
+                s.handle(now, at(), landed(1));
+                s.handle(now, at(), landed(2));
+            },
+            ["00", "00"],
+            false,
+        ),
+        (
+            "the provider's copies expired",
+            |s, now, _, gone| {
+                polled(s, now, 0, TaskStatus::Finished, 2);
+                s.handle(now, at(), gone(1));
+                s.handle(now, at(), gone(2));
+            },
+            ["earlier", "earlier"],
+            true,
+        ),
+        (
+            "one lands, one expired",
+            |s, now, landed, gone| {
+                polled(s, now, 0, TaskStatus::Finished, 2);
+                s.handle(now, at(), gone(2));
+                s.handle(now, at(), landed(1));
+            },
+            ["00", "earlier"],
+            true,
+        ),
+        (
+            "the task is unknown now",
+            |s, now, _, _| {
+                s.handle(
+                    now,
+                    at(),
+                    Event::PollFailed {
+                        id: id(0),
+                        error: status(404),
+                    },
+                );
+            },
+            ["earlier", "earlier"],
+            true,
+        ),
+        (
+            "the provider says failed",
+            |s, now, _, _| {
+                polled(s, now, 0, TaskStatus::Failed, 0);
+            },
+            ["earlier", "earlier"],
+            true,
+        ),
+        (
+            "the run stops",
+            |s, now, _, _| {
+                s.handle(now, at(), Event::Stop(StopReason::Interrupted));
+                s.handle(now, at(), Event::PollStopped { id: id(0) });
+            },
+            ["earlier", "earlier"],
+            true,
+        ),
+    ];
+    for (case, happens, shas, noted) in table {
+        let mut state = restoring();
+        happens(&mut state, now, &landed, &gone);
+        assert!(state.is_done(), "{case}");
+        let record = state.record(&id(0)).unwrap();
+        assert_eq!(record.status, VariantStatus::Finished, "{case}");
+        let got: Vec<&str> = record.tracks.iter().map(|t| t.sha256.as_str()).collect();
+        assert_eq!(got, shas, "{case}");
+        assert_eq!(record.error.is_some(), noted, "{case}: {:?}", record.error);
+        if noted {
+            assert_eq!(record.finished_at, Some(finished_at), "{case}");
+            assert!(record
+                .error
+                .as_ref()
+                .unwrap()
+                .contains("could not be downloaded again"));
+        }
+        assert_eq!(state.counts().finished, 1, "{case}");
+        assert_eq!(state.unrestored().count(), usize::from(noted), "{case}");
+    }
+}
+
+/// Issue 17: while no call of the run has reached the API, an error that says the base
+/// URL cannot be used stops the run at once, whichever call found it; once the API has
+/// answered, the same error is an outage and is retried as usual.
+#[test]
+fn an_unusable_base_url_stops_the_run_only_before_the_api_answered() {
+    let refused = || ApiError::Connect("tcp connect error: Connection refused".into());
+    let page = || ApiError::NotApi {
+        status: 404,
+        excerpt: "<html> <body>Not Found</body> </html>".into(),
+    };
+    let stem = |error| Event::StemUnavailable {
+        id: id(0),
+        error: StemFailure::Api(error),
+    };
+    type Case = (&'static str, Vec<Event>, Event, Vec<&'static str>);
+    let cases: Vec<Case> = vec![
+        (
+            "the balance check finds nothing listening",
+            vec![],
+            Event::ApiChecked {
+                error: Some(refused()),
+            },
+            vec![
+                "stop UnusableBaseUrl",
+                "end v0 pending",
+                "end v1 pending",
+                "end v2 pending",
+            ],
+        ),
+        (
+            "a web server's 404 page answers the balance check",
+            vec![],
+            Event::ApiChecked {
+                error: Some(page()),
+            },
+            vec![
+                "stop UnusableBaseUrl",
+                "end v0 pending",
+                "end v1 pending",
+                "end v2 pending",
+            ],
+        ),
+        (
+            "a submit finds nothing listening",
+            vec![],
+            Event::SubmitFailed {
+                id: id(0),
+                error: refused(),
+            },
+            vec!["stop UnusableBaseUrl", "end v2 pending", "end v0 pending"],
+        ),
+        (
+            "an upload is answered by a web page",
+            vec![],
+            stem(page()),
+            vec!["stop UnusableBaseUrl", "end v2 pending", "end v0 error"],
+        ),
+        (
+            "the API answered the balance check before",
+            vec![Event::ApiChecked { error: None }],
+            Event::SubmitFailed {
+                id: id(0),
+                error: refused(),
+            },
+            vec!["submit v0 after"],
+        ),
+        (
+            "the API's own error answered before",
+            vec![Event::ApiChecked {
+                error: Some(status(500)),
+            }],
+            Event::SubmitFailed {
+                id: id(0),
+                error: refused(),
+            },
+            vec!["submit v0 after"],
+        ),
+        (
+            "a timeout says nothing of the URL",
+            vec![Event::ApiChecked {
+                error: Some(ApiError::Timeout),
+            }],
+            Event::SubmitFailed {
+                id: id(0),
+                error: status(503),
+            },
+            vec!["submit v0 after"],
+        ),
+    ];
+    for (name, before, event, expected) in cases {
+        let now = Instant::now();
+        let mut state = fresh(3, 2);
+        for event in before {
+            state.handle(now, at(), event);
+        }
+        // The balance check comes before the first submit, as the coordinator hands it in.
+        let got = match event {
+            Event::ApiChecked { .. } => {
+                let mut got = kinds(&state.handle(now, at(), event));
+                got.extend(kinds(&state.start(now, at())));
+                got
+            }
+            event => {
+                state.start(now, at());
+                kinds(&state.handle(now, at(), event))
+            }
+        };
+        assert_eq!(got.len(), expected.len(), "{name}: {got:?}");
+        for (got, want) in got.iter().zip(&expected) {
+            assert!(got.starts_with(want), "{name}: {got} is not {want}");
+        }
+        let stopped = state.stops().contains(&StopReason::UnusableBaseUrl);
+        assert_eq!(stopped, expected[0].starts_with("stop"), "{name}");
+        assert_eq!(state.unusable_base_url().is_some(), stopped, "{name}");
+    }
 }
