@@ -22,6 +22,14 @@
 //!   0) and the busiest one-second window next to its limit.
 //! - `plan`: `plan` over a 100,000-variant matrix: time and peak memory (targets < 2 s,
 //!   < 200 MB).
+//! - `size` (only with `--only size`: it takes minutes): the `stembatch` binary built
+//!   beside this program (`cargo build --profile profiling --bin stembatch --example
+//!   bench`), run as a user would (`run -q`, under `/usr/bin/time`) against the in-process
+//!   simulator with no limits, 0.2 s tasks and 0.05 s tracks, a one-stem matrix of 10,000
+//!   and 100,000 variants (`--sizes 1000,10000` to choose): wall time, client CPU per
+//!   variant and peak memory of the fresh run; then the same run again over the finished
+//!   folder (it buys nothing); and `validate`/`plan` over 1,000,000 variants: time and
+//!   peak memory. Targets in issue 16 / docs/benchmarks-size.md.
 //! - `qc`: quality control (decode, levels, loudness, waveform: [`stembatch::qc::check`])
 //!   over the tracks of 1,000 variants, 2,000 simulator WAVs of 200 KB (22.05 kHz mono),
 //!   in a child process, one track after the other; and, side by side over the same
@@ -271,11 +279,11 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
     let started = Instant::now();
     let started_unix = unix_seconds();
     let entries = manifest.variants.iter().map(Entry::fresh).collect();
-    let state = scheduler::run(Arc::new(manifest.variants), entries, inputs)
+    let state = scheduler::run(Arc::new(manifest.variants), entries, Vec::new(), inputs)
         .await
         .unwrap();
     let makespan = started.elapsed().as_secs_f64();
-    let counts = state.counts();
+    let counts = state.state.counts();
     assert!(counts.all_finished(), "{counts}");
     println!(
         "{}",
@@ -491,6 +499,180 @@ fn child_result(output: std::process::Output) -> serde_json::Value {
     serde_json::from_str(text.lines().last().unwrap_or("{}")).expect("the child prints JSON")
 }
 
+/// What `/usr/bin/time -f "%e %U %S %M"` said of one command.
+struct Timed {
+    wall_s: f64,
+    cpu_s: f64,
+    peak_mib: f64,
+}
+
+/// Runs `stembatch ARGS` (the binary beside this program) under `/usr/bin/time`.
+fn timed_stembatch(args: &[&str], key: &str) -> Timed {
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("stembatch"))
+        .expect("the program is in target/<profile>/examples");
+    assert!(
+        binary.exists(),
+        "build the binary too: cargo build --profile profiling --bin stembatch --example bench"
+    );
+    let output = Command::new("/usr/bin/time")
+        .args(["-f", "%e %U %S %M"])
+        .arg(&binary)
+        .args(args)
+        .env("VIDGO_API_KEY", key)
+        .env_remove("VIDGO_BASE_URL")
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("/usr/bin/time runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stembatch {args:?}: {stderr}");
+    let figures: Vec<f64> = stderr
+        .lines()
+        .last()
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    assert_eq!(figures.len(), 4, "/usr/bin/time said {stderr}");
+    Timed {
+        wall_s: figures[0],
+        cpu_s: figures[1] + figures[2],
+        peak_mib: figures[3] / 1024.0,
+    }
+}
+
+/// A one-stem manifest of `variants` variants (a tags matrix), with no client limits.
+fn size_manifest(variants: usize) -> String {
+    let tags: Vec<String> = (0..variants).map(|i| format!("\"piano {i}\"")).collect();
+    format!(
+        r#"[run]
+concurrency = 200
+submit_rate = "100000/s"
+poll_rate = "100000/s"
+upload_rate = "100000/s"
+poll_interval = "1s"
+poll_interval_max = "5s"
+task_timeout = "5m"
+download_concurrency = 16
+max_new_submits = {variants}
+
+[defaults]
+title = "{{stem}} {{variant}}"
+tags = "piano"
+negative_tags = ""
+
+[[stem]]
+url = "https://stems.example.com/size.wav"
+[stem.matrix]
+tags = [{tags}]
+"#,
+        tags = tags.join(", ")
+    )
+}
+
+/// Bytes of every file under `dir`.
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&entry.path()),
+            _ => entry.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// The size scenario (see the module's doc).
+async fn size_scenario(sizes: &[usize]) -> String {
+    let mut out = String::from(
+        "| variants | wall | client CPU | CPU per variant | peak MiB | rerun wall | rerun peak MiB | state on disk |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for &variants in sizes {
+        let config = SimConfig {
+            key: "bench-key".into(),
+            task_duration: Duration::from_millis(200),
+            track_seconds: 0.05,
+            submit_limits: Vec::new(),
+            detail_limits: Vec::new(),
+            upload_limits: Vec::new(),
+            ..SimConfig::default()
+        };
+        let sim = SimHandle::start(([127, 0, 0, 1], 0).into(), config)
+            .await
+            .unwrap();
+        let url = sim.url();
+        let (fresh, rerun, state) = tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir().unwrap();
+            let manifest = dir.path().join("size.toml");
+            std::fs::write(&manifest, size_manifest(variants)).unwrap();
+            let folder = dir.path().join("out");
+            let args = [
+                "run",
+                manifest.to_str().unwrap(),
+                "--out",
+                folder.to_str().unwrap(),
+                "--base-url",
+                &url,
+                "-q",
+            ];
+            let fresh = timed_stembatch(&args, "bench-key");
+            let rerun = timed_stembatch(&args, "bench-key");
+            (fresh, rerun, bytes_under(&folder.join(".stembatch")))
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            sim.stats().tasks_created,
+            variants as u64,
+            "the rerun bought nothing"
+        );
+        out.push_str(&format!(
+            "| {variants} | {:.1} s | {:.1} s | {:.2} ms | {:.0} | {:.2} s | {:.0} | {:.1} MB |\n",
+            fresh.wall_s,
+            fresh.cpu_s,
+            fresh.cpu_s * 1000.0 / variants as f64,
+            fresh.peak_mib,
+            rerun.wall_s,
+            rerun.peak_mib,
+            state as f64 / 1e6,
+        ));
+    }
+    // validate and plan over 1,000,000 variants: 1,000 tags × 10 style × 100 audio weights.
+    let manifests = tokio::task::spawn_blocking(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("million.toml");
+        let list = |n: usize, f: &dyn Fn(usize) -> String| {
+            (0..n).map(f).collect::<Vec<_>>().join(", ")
+        };
+        let text = format!(
+            "[defaults]\ntitle = \"{{stem}} {{variant}}\"\ntags = \"x\"\nnegative_tags = \"\"\n\
+             [[stem]]\nurl = \"https://stems.example.com/big.wav\"\n[stem.matrix]\ntags = [{}]\nstyle_weight = [{}]\naudio_weight = [{}]\n",
+            list(1000, &|i| format!("\"style {i}\"")),
+            list(10, &|i| format!("{:.2}", i as f64 / 10.0)),
+            list(100, &|i| format!("{:.2}", i as f64 / 100.0)),
+        );
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap().to_owned();
+        let validate = timed_stembatch(&["validate", &path], "");
+        let plan = timed_stembatch(&["plan", &path], "");
+        (validate, plan)
+    })
+    .await
+    .unwrap();
+    for (name, timed) in [("validate", manifests.0), ("plan", manifests.1)] {
+        out.push_str(&format!(
+            "\n{name} over 1000000 variants: {:.1} s, peak {:.0} MiB",
+            timed.wall_s, timed.peak_mib
+        ));
+    }
+    out.push('\n');
+    out
+}
+
 /// Tracks of the `qc` scenario: two per variant of 1,000.
 const QC_TRACKS: usize = 2_000;
 /// Seconds of each: 200 KB of 16-bit mono at 22.05 kHz.
@@ -610,6 +792,19 @@ async fn parent() {
     let mut users = String::new();
     // `--only NAME` runs one scenario (for profiling); every scenario otherwise.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
+    if only.as_deref() == Some("size") {
+        let sizes: Vec<usize> = std::env::args()
+            .skip_while(|a| a != "--sizes")
+            .nth(1)
+            .map(|list| {
+                list.split(',')
+                    .map(|n| n.parse().expect("--sizes 1000,10000"))
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![10_000, 100_000]);
+        print!("{}", size_scenario(&sizes).await);
+        return;
+    }
     if only.as_deref() == Some("qc") {
         println!(
             "{}",

@@ -161,20 +161,49 @@ impl StatusCounts {
     pub fn of<'a>(records: impl IntoIterator<Item = &'a VariantRecord>) -> Self {
         let mut counts = StatusCounts::default();
         for record in records {
-            match record.status {
-                VariantStatus::Finished => counts.finished += 1,
-                VariantStatus::Failed => counts.failed += 1,
-                VariantStatus::Timeout => counts.timeout += 1,
-                VariantStatus::Error => counts.error += 1,
-                VariantStatus::Pending => counts.pending += 1,
-            }
+            counts.add(record.status);
         }
         counts
+    }
+
+    /// Counts one more variant of `status`.
+    pub fn add(&mut self, status: VariantStatus) {
+        match status {
+            VariantStatus::Finished => self.finished += 1,
+            VariantStatus::Failed => self.failed += 1,
+            VariantStatus::Timeout => self.timeout += 1,
+            VariantStatus::Error => self.error += 1,
+            VariantStatus::Pending => self.pending += 1,
+        }
     }
 
     /// Whether every variant finished.
     pub fn all_finished(&self) -> bool {
         self.failed + self.timeout + self.error + self.pending == 0
+    }
+}
+
+/// Variants by phase: where the work is now (the run state's `phase_counts`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseCounts {
+    /// Waiting for an in-flight slot.
+    pub waiting: usize,
+    /// Getting their stem's URL, waiting for a submit slot, or on the wire.
+    pub submitting: usize,
+    /// Their task runs at the provider: polled.
+    pub running: usize,
+    /// Their tracks are being downloaded.
+    pub downloading: usize,
+    /// Their work in this run is over, by status.
+    pub ended: StatusCounts,
+}
+
+impl PhaseCounts {
+    /// Every variant counted.
+    pub fn total(&self) -> usize {
+        let ended = &self.ended;
+        let ended = ended.finished + ended.failed + ended.timeout + ended.error + ended.pending;
+        self.waiting + self.submitting + self.running + self.downloading + ended
     }
 }
 

@@ -283,6 +283,70 @@ impl Variant {
     }
 }
 
+/// The variants of a run in manifest order, found by id in O(1): shared by the
+/// executors and the report instead of a copy of every variant each.
+#[derive(Debug)]
+pub struct VariantTable {
+    list: Arc<Vec<Variant>>,
+    by_id: std::collections::HashMap<VariantId, u32>,
+}
+
+impl VariantTable {
+    /// The table of `list`.
+    pub fn new(list: Arc<Vec<Variant>>) -> Self {
+        let by_id = list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.id.clone(), i as u32))
+            .collect();
+        VariantTable { list, by_id }
+    }
+
+    /// The variants, in manifest order.
+    pub fn list(&self) -> &[Variant] {
+        &self.list
+    }
+
+    /// The variants, in manifest order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Variant> {
+        self.list.iter()
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The manifest position of `id`.
+    pub fn index_of(&self, id: &VariantId) -> Option<usize> {
+        self.by_id.get(id).map(|&i| i as usize)
+    }
+
+    /// The variant `id`.
+    pub fn get(&self, id: &VariantId) -> Option<&Variant> {
+        self.index_of(id).map(|i| &self.list[i])
+    }
+}
+
+impl std::ops::Index<usize> for VariantTable {
+    type Output = Variant;
+    fn index(&self, index: usize) -> &Variant {
+        &self.list[index]
+    }
+}
+
+impl std::ops::Index<&VariantId> for VariantTable {
+    type Output = Variant;
+    fn index(&self, id: &VariantId) -> &Variant {
+        self.get(id).expect("a variant of the run")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,21 @@ pub const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 pub struct ApiKey(String);
 
+/// Mixed into the account's hash so that it matches no other use of a sha256 of the key.
+const ACCOUNT_DOMAIN: &str = "stembatch shared rate limit\0";
+
+/// The account as the shared limit's Redis keys name it: 128 bits of a sha256 of the API
+/// key, in hex. Every process on one key gets the same name, whatever its manifest, host
+/// or base URL; the key itself is never in it.
+pub fn account_id(api_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(ACCOUNT_DOMAIN)
+        .chain_update(api_key.trim())
+        .finalize();
+    hex::encode(&digest[..16])
+}
+
 impl ApiKey {
     /// Wraps a key.
     pub fn new(key: impl Into<String>) -> Self {
@@ -83,7 +98,7 @@ impl ApiKey {
     /// The account as the shared limit's Redis keys name it: a hash of the key, never
     /// the key.
     pub fn account_id(&self) -> String {
-        crate::scheduler::shared_limit::account_id(&self.0)
+        account_id(&self.0)
     }
 
     /// Whether `header` is `Bearer <this key>`; for the simulator's check.

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::exit::{ExpectedError, LOCKED};
+use crate::journal::folded::Folded;
 use crate::journal::format::Record;
 use crate::journal::lock::{self, LockError, LockState, RunLock};
 use crate::journal::writer::JournalWriter;
-use crate::journal::{self, layout, replay, JournalError};
+use crate::journal::{self, layout, JournalError};
 use crate::shard::Shard;
 
 /// The locks a run holds until it ends.
@@ -25,15 +26,15 @@ pub struct FolderLocks {
     _whole: Option<RunLock>,
 }
 
-/// The output folder, taken: its locks, the run's journal, and every journal's records
-/// put together run by run.
+/// The output folder, taken: its locks, the run's journal, and every journal of the
+/// folder folded, run by run (never held as records: see `journal::folded`).
 pub struct OpenFolder {
     /// Held for the whole run.
     pub locks: FolderLocks,
     /// The run's own journal.
     pub journal: JournalWriter,
-    /// Every earlier record of the folder.
-    pub records: Vec<Record>,
+    /// What every earlier record of the folder says.
+    pub folded: Folded,
 }
 
 /// Takes the output folder for this run (shard `shard`, or the whole folder) and starts
@@ -43,21 +44,21 @@ pub async fn open(out_dir: &Path, api: &str, shard: Option<Shard>) -> anyhow::Re
     let folder = tokio::task::spawn_blocking(move || open_blocking(&dir, shard)).await??;
     // Tasks and uploads of one API mean nothing to another: a folder that saw the
     // simulator would otherwise look finished to the real run.
-    if let Some(earlier) = replay::last_api(&folder.records).filter(|earlier| *earlier != api) {
+    if let Some(earlier) = folder.folded.last_api().filter(|earlier| *earlier != api) {
         return Err(ExpectedError::usage(format!(
             "{} holds runs against {earlier}, and this run is against {api}: their tasks and uploads do not mix (hint: choose another folder with --out)",
             out_dir.display()
         ))
         .into());
     }
-    if shard.is_some() && !layout::shards_announced(&folder.records) {
+    if shard.is_some() && !folder.folded.shards_announced() {
         announce_shards(out_dir, shard).await?;
     }
     folder
         .journal
         .append(Record::RunStarted {
             at: chrono::Utc::now(),
-            seq: layout::next_seq(&folder.records),
+            seq: folder.folded.next_seq(),
             api: api.to_owned(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -95,16 +96,15 @@ fn open_blocking(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<OpenFol
         let since = lock_time(&run_dir);
         remove_leftover_temporary_files(out_dir, since);
     }
+    // Every journal of the folder, the run's own too: a variant is the same whichever
+    // shard ran it. Read (and checked) before the own is opened to append after it.
+    let folded = layout::fold_all(out_dir).map_err(usage_if_damaged)?;
     let own_path = run_dir.join(journal::JOURNAL_FILE);
-    let (journal, own) = JournalWriter::open(&own_path).map_err(usage_if_damaged)?;
-    // Every other journal of the folder too: a variant is the same whichever shard ran it.
-    let mut journals =
-        layout::read_other_journals(out_dir, Some(&own_path)).map_err(usage_if_damaged)?;
-    journals.push(own);
+    let journal = JournalWriter::open_append(&own_path).map_err(usage_if_damaged)?;
     Ok(OpenFolder {
         locks,
         journal,
-        records: layout::merge_runs(journals),
+        folded,
     })
 }
 

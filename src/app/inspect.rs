@@ -122,13 +122,24 @@ async fn plan_against(
     shard: Option<Shard>,
     dir: &Path,
 ) -> anyhow::Result<Resume> {
-    let records = read_journals(dir)?;
+    let folded = fold_journals(dir)?;
     let rerun = Rerun {
         retry_failed: false,
         now: chrono::Utc::now(),
     };
     let variants = &manifest.variants;
-    Ok(resume::prepare(variants, listed, shard, &records, dir, rerun).await?)
+    Ok(resume::prepare(variants, listed, shard, folded.priors, dir, rerun).await?)
+}
+
+/// Every journal of the folder `dir`, folded as a run reads them; a damaged one is the
+/// user's to see.
+fn fold_journals(dir: &Path) -> anyhow::Result<crate::journal::folded::Folded> {
+    crate::journal::layout::fold_all(dir).map_err(|err| match err {
+        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
+            ExpectedError::usage(err.to_string()).into()
+        }
+        other => anyhow::Error::new(other),
+    })
 }
 
 /// Every journal of the folder `dir`, put together; a damaged one is the user's to see.
@@ -203,8 +214,7 @@ async fn bucket_summary(
             crate::storage::SECRET_KEY_ENV
         )));
     };
-    let records = read_journals(dir)?;
-    let journaled = crate::journal::replay::uploads(&records, bucket.id());
+    let journaled = fold_journals(dir)?.uploads(bucket.id());
     let stop = tokio_util::sync::CancellationToken::new();
     let context = crate::scheduler::bucket::SurveyContext {
         // `plan` writes nothing.

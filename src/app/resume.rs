@@ -11,9 +11,8 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::download::modified_ns;
-use crate::journal::format::{EndStatus, Record, TrackEntry};
-use crate::journal::replay::Start;
-use crate::journal::replay::{replay, Prior, Rerun};
+use crate::journal::format::{EndStatus, TrackEntry};
+use crate::journal::replay::{Prior, Rerun, Start};
 use crate::journal::rerun::{self, Intent, Move, Orphan};
 use crate::outcome::{VariantRecord, VariantStatus};
 use crate::scheduler::state::Entry;
@@ -66,23 +65,26 @@ impl Resume {
     }
 }
 
-/// Decides every variant's start from the journal's `records`, reading (never changing)
-/// the output folder. `listed` is every variant of the manifest (all shards'): a paid task
-/// of a variant not among them is an orphan, collected by the run of the `shard` it hashes
-/// to (or by the only run).
+/// Decides every variant's start from what the journals say of it (`priors`, as
+/// `journal::replay` folds them), reading (never changing) the output folder. Each prior
+/// is dropped as its entry is made, so that the two are never held whole together.
+/// `listed` is every variant of the manifest (all shards'): a paid task of a variant not
+/// among them is an orphan, collected by the run of the `shard` it hashes to (or by the
+/// only run).
 pub(super) async fn prepare(
     variants: &[Variant],
     listed: &[Variant],
     shard: Option<Shard>,
-    records: &[Record],
+    priors: HashMap<VariantId, Prior>,
     out_dir: &Path,
     rerun: Rerun,
 ) -> std::io::Result<Resume> {
-    let priors = replay(records);
-    let listed_ids: HashSet<&VariantId> = listed.iter().map(|v| &v.id).collect();
-    let mut orphans = rerun::orphans(&listed_ids, &priors, rerun.now);
+    let mut orphans = {
+        let listed_ids: HashSet<&VariantId> = listed.iter().map(|v| &v.id).collect();
+        rerun::orphans(&listed_ids, &priors, rerun.now)
+    };
     orphans.retain(|o| shard.is_none_or(|shard| shard.contains(&o.variant_id)));
-    let intact = check_finished_tracks(variants, &priors, out_dir).await?;
+    let (mut priors, intact) = check_finished_tracks(variants, priors, out_dir).await?;
     let (planned, moves) = rerun::plan(variants, &priors, &intact, rerun);
     let mut entries = Vec::with_capacity(variants.len());
     let mut intents = HashMap::with_capacity(variants.len());
@@ -93,8 +95,8 @@ pub(super) async fn prepare(
                 "an earlier submit of this variant had an unknown outcome: submitting again (--retry-failed) may create a duplicate task"
             );
         }
-        let prior = priors.get(&variant.id);
-        let mut record: VariantRecord = prior.map(VariantRecord::from).unwrap_or_default();
+        let prior = priors.remove(&variant.id);
+        let mut record: VariantRecord = prior.as_ref().map(VariantRecord::from).unwrap_or_default();
         if start == Start::Keep && record.status == VariantStatus::Finished {
             // Its tracks are whole again: an earlier night's note that one could not be
             // downloaded again no longer holds.
@@ -190,31 +192,39 @@ fn free_name(path: PathBuf) -> PathBuf {
 /// For each finished variant, whether every journaled track file is on disk with its
 /// size and sha256 (its size and modification time, when those are as journaled).
 /// Hashing runs off the async threads.
+/// Whether the tracks of each finished variant of `variants` are whole on disk. `priors`
+/// goes to the blocking thread and comes back, rather than a copy of every track.
 async fn check_finished_tracks(
     variants: &[Variant],
-    priors: &HashMap<VariantId, Prior>,
+    priors: HashMap<VariantId, Prior>,
     out_dir: &Path,
-) -> std::io::Result<HashMap<VariantId, bool>> {
-    let to_check: Vec<(VariantId, Vec<TrackEntry>)> = variants
+) -> std::io::Result<(HashMap<VariantId, Prior>, HashMap<VariantId, bool>)> {
+    let finished = |prior: &Prior| {
+        prior
+            .end
+            .as_ref()
+            .is_some_and(|e| e.status == EndStatus::Finished)
+    };
+    let to_check: Vec<VariantId> = variants
         .iter()
-        .filter_map(|v| {
-            let prior = priors.get(&v.id).filter(|p| {
-                p.end
-                    .as_ref()
-                    .is_some_and(|e| e.status == EndStatus::Finished)
-            })?;
-            Some((v.id.clone(), prior.task.as_ref()?.tracks.clone()))
+        .filter(|v| {
+            priors
+                .get(&v.id)
+                .is_some_and(|p| finished(p) && p.task.is_some())
         })
+        .map(|v| v.id.clone())
         .collect();
     let out_dir: PathBuf = out_dir.to_owned();
     tokio::task::spawn_blocking(move || {
-        to_check
+        let intact = to_check
             .into_iter()
-            .map(|(id, tracks)| {
+            .map(|id| {
+                let tracks = priors[&id].task.as_ref().map_or(&[][..], |t| &t.tracks[..]);
                 let intact = !tracks.is_empty() && tracks.iter().all(|t| track_intact(&out_dir, t));
                 (id, intact)
             })
-            .collect()
+            .collect();
+        (priors, intact)
     })
     .await
     .map_err(std::io::Error::other)

@@ -14,22 +14,22 @@ use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, SUCCESS};
 use crate::journal::format::SIMULATOR;
-use crate::journal::replay::{self, Rerun, Start};
+use crate::journal::replay::{Rerun, Start};
 use crate::journal::rerun;
 use crate::journal::writer::JournalWriter;
 use crate::journal::{self, layout};
 use crate::manifest::{self, Manifest, Rate, RunSettings, ShardPosition, REDIS_URL_ENV};
-use crate::outcome::{UploadedFile, VariantStatus};
+use crate::outcome::UploadedFile;
 use crate::report::csv::FILE_NAME;
 use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
 use crate::report::shards::ShardPart;
 use crate::scheduler::events::StopReason;
 use crate::scheduler::state::{Entry, RunState};
-use crate::scheduler::{self, shared_limit, Pacers, RunInputs, Stops};
+use crate::scheduler::{self, shared_limit, watched, Pacers, RunEnd, RunInputs, Stops};
 use crate::shard::Shard;
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
-use crate::variant::Variant;
+use crate::variant::{Variant, VariantId};
 
 use super::bucket::{bucket_for_run, open_bucket, PreparedBucket, SurveyContext};
 use super::folder::{self, FolderLocks};
@@ -169,9 +169,9 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         },
     );
     let pacers = Pacers {
-        submit: progress.watch(Endpoint::Submit, pacers.submit),
-        poll: progress.watch(Endpoint::Poll, pacers.poll),
-        upload: progress.watch(Endpoint::Upload, pacers.upload),
+        submit: watched::watch(&progress, Endpoint::Submit, pacers.submit),
+        poll: watched::watch(&progress, Endpoint::Poll, pacers.poll),
+        upload: watched::watch(&progress, Endpoint::Upload, pacers.upload),
     };
     let inputs = RunInputs {
         shard_part,
@@ -198,7 +198,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     let csv_path = out_dir.join(FILE_NAME);
     let variants = Arc::new(manifest.variants);
     let state = tokio::select! {
-        state = scheduler::run_collecting(Arc::clone(&variants), entries, orphans, inputs) => {
+        state = scheduler::run(Arc::clone(&variants), entries, orphans, inputs) => {
             progress.finish();
             state.with_context(|| format!("cannot write {}", csv_path.display()))?
         }
@@ -208,33 +208,23 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
             return Ok(INTERRUPTED);
         }
     };
-    log_closing(&state, &variants, &csv_path, started.elapsed(), view);
-    log_orphans(&state);
-    log_unrestored(&state, &variants);
+    log_closing(&state, &csv_path, started.elapsed(), view);
+    log_orphans(&state.state);
+    log_unrestored(&state.state, &variants);
     // The last line of a run: where to listen.
     let page = out_dir.join(crate::report::html::FILE_NAME);
     tracing::info!("report: {}", page.display());
-    Ok(exit_code(&state))
+    Ok(exit_code(&state.state))
 }
 
 /// The closing summary: the counts, the unknown outcomes, and the variants that did not
 /// finish, by name, with their error: what the morning needs first. The words are
 /// `report::progress::closing_summary`'s; the first line carries every count as a field.
-fn log_closing(
-    state: &RunState,
-    variants: &[Variant],
-    csv_path: &Path,
-    elapsed: Duration,
-    view: View,
-) {
-    let by_id: HashMap<_, _> = variants.iter().map(|v| (&v.id, v)).collect();
+fn log_closing(end: &RunEnd, csv_path: &Path, elapsed: Duration, view: View) {
+    let state = &end.state;
     // Pending variants are what a stop leaves: the stop was said once, and their count
-    // is in the summary.
-    let unfinished: Vec<_> = state
-        .unfinished()
-        .filter(|(_, r)| r.status != VariantStatus::Pending)
-        .filter_map(|(id, record)| Some((id, by_id.get(id)?, record)))
-        .collect();
+    // is in the summary. The first ones in manifest order are named.
+    let unfinished = &end.unfinished.listed;
     let counts = state.counts();
     let closing = Closing {
         elapsed,
@@ -244,8 +234,9 @@ fn log_closing(
         tracks: state.qc_counts(),
         unfinished: unfinished
             .iter()
-            .map(|(_, variant, record)| (progress::label(variant), *record))
+            .map(|(variant, record)| (progress::label(variant), record))
             .collect(),
+        not_listed: end.unfinished.not_listed,
         results: csv_path,
     };
     let said = progress::closing_summary(&closing);
@@ -312,11 +303,11 @@ fn log_closing(
     if let Some(line) = &said.unknown {
         tracing::warn!(unknown_outcomes = closing.unknown_outcomes, "{line}");
     }
-    for ((id, _, record), line) in unfinished.iter().zip(&said.unfinished) {
-        tracing::info!(variant_id = %id, status = record.status.as_str(), "{line}");
+    for ((variant, record), line) in unfinished.iter().zip(&said.unfinished) {
+        tracing::info!(variant_id = %variant.id, status = record.status.as_str(), "{line}");
     }
     if let Some(line) = &said.more {
-        let more = unfinished.len() - said.unfinished.len();
+        let more = unfinished.len() + end.unfinished.not_listed - said.unfinished.len();
         tracing::info!(more, "{line}");
     }
 }
@@ -343,13 +334,16 @@ fn log_orphans(state: &RunState) {
 /// downloaded again: it stays finished (its exit code is not touched), so this is where
 /// the morning learns that a file on disk is not what was paid for.
 fn log_unrestored(state: &RunState, variants: &[Variant]) {
-    let by_id: HashMap<_, _> = variants.iter().map(|v| (&v.id, v)).collect();
-    for (id, record) in state.unrestored() {
-        let Some(variant) = by_id.get(id) else {
-            continue;
-        };
-        let note = record.error.as_deref().unwrap_or_default();
-        tracing::warn!(variant_id = %id, "finished {}: {note}", progress::label(variant));
+    // Few or none: looked up by a map of them, said in manifest order.
+    let notes: HashMap<&VariantId, &str> = state.unrestored().collect();
+    if notes.is_empty() {
+        return;
+    }
+    for variant in variants {
+        if let Some(note) = notes.get(&variant.id) {
+            let id = &variant.id;
+            tracing::warn!(variant_id = %id, "finished {}: {note}", progress::label(variant));
+        }
     }
 }
 
@@ -402,21 +396,24 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some(_) => SIMULATOR.to_owned(),
         None => client.base_url().to_owned(),
     };
-    let folder = folder::open(&out_dir, &api, shard).await?;
+    let mut folder = folder::open(&out_dir, &api, shard).await?;
     let rerun = Rerun {
         retry_failed: args.retry_failed,
         now: chrono::Utc::now(),
     };
+    // Every shard counts the whole manifest, so that they all refuse alike. Buying never
+    // depends on whether finished tracks are whole: the files are not read.
+    let shards_new_tasks = all_variants.as_ref().map(|all| {
+        let (planned, _) = rerun::plan(all, &folder.folded.priors, &HashMap::new(), rerun);
+        planned.iter().filter(|(_, intent)| intent.buys()).count()
+    });
+    let fresh_folder = folder.folded.is_empty();
+    let priors = std::mem::take(&mut folder.folded.priors);
     let listed = all_variants.as_deref().unwrap_or(&manifest.variants);
-    let records = &folder.records;
     let resume =
-        resume::prepare(&manifest.variants, listed, shard, records, &out_dir, rerun).await?;
-    resume::log_summary(&resume, folder.records.is_empty());
-    let new_tasks = match &all_variants {
-        // Every shard counts the whole manifest, so that they all refuse alike.
-        Some(all) => rerun::new_tasks(all, &folder.records, rerun),
-        None => resume.new_tasks(),
-    };
+        resume::prepare(&manifest.variants, listed, shard, priors, &out_dir, rerun).await?;
+    resume::log_summary(&resume, fresh_folder);
+    let new_tasks = shards_new_tasks.unwrap_or_else(|| resume.new_tasks());
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
     // Only now, when the run goes ahead: a refused run leaves the folder's layout be.
     layout::write_layout(&out_dir, shard).with_context(|| {
@@ -431,13 +428,13 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     // Each simulator starts empty: its earlier uploads are gone with it.
     let earlier_uploads = match &simulator {
         Some(_) => Default::default(),
-        None => replay::uploads(&folder.records, &api),
+        None => folder.folded.uploads(&api),
     };
     let shard_part = shard
         .zip(all_variants)
         .map(|(shard, all)| ShardPart::new(&out_dir, shard, all));
     let bucket = bucket.map(|(bucket, settings)| PreparedBucket {
-        journaled: replay::uploads(&folder.records, bucket.id()),
+        journaled: folder.folded.uploads(bucket.id()),
         bucket,
         settings,
     });

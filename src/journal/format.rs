@@ -311,6 +311,8 @@ pub(crate) struct Decoded {
     pub records: Vec<Record>,
     /// How the file ends.
     pub tail: Tail,
+    /// The bytes read.
+    pub len: u64,
 }
 
 /// How a journal file ends, so that the writer can append after a whole line.
@@ -333,14 +335,59 @@ pub(crate) enum Tail {
 /// Decodes line by line from bytes, so that a tail cut inside a UTF-8 character is a torn
 /// line like any other rather than an unreadable file.
 pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Decoded, JournalError> {
-    let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
-    let mut records = Vec::with_capacity(lines.len());
+    decode_from(bytes, path).map_err(|err| match err {
+        DecodeError::Journal(err) => err,
+        DecodeError::Io(cause) => JournalError::Io {
+            path: path.to_owned(),
+            cause,
+        },
+    })
+}
+
+/// Why a journal could not be read from a reader.
+#[derive(Debug)]
+pub(crate) enum DecodeError {
+    /// The journal is damaged or newer.
+    Journal(JournalError),
+    /// Reading failed.
+    Io(std::io::Error),
+}
+
+/// As [`decode`], streamed from `reader` one line at a time: a journal is never held
+/// whole in memory beside its records (it grows by some 2 KB a variant).
+pub(crate) fn decode_from(
+    reader: impl std::io::BufRead,
+    path: &Path,
+) -> Result<Decoded, DecodeError> {
+    let mut records = Vec::new();
+    let (tail, len) = decode_each(reader, path, 1, |record| records.push(record))?;
+    records.shrink_to_fit();
+    Ok(Decoded { records, tail, len })
+}
+
+/// Decodes `reader` line by line, handing each record to `take` as it is read: nothing
+/// is kept. `first_line` is the 1-based number of the reader's first line in its file,
+/// for the errors. Returns how the read ends and the bytes read.
+pub(crate) fn decode_each(
+    mut reader: impl std::io::BufRead,
+    path: &Path,
+    first_line: usize,
+    mut take: impl FnMut(Record),
+) -> Result<(Tail, u64), DecodeError> {
     let mut tail = Tail::Clean;
     let mut offset = 0u64;
-    for (i, raw) in lines.iter().enumerate() {
+    let mut raw = Vec::new();
+    for line_number in first_line.. {
+        raw.clear();
+        let read = reader
+            .read_until(b'\n', &mut raw)
+            .map_err(DecodeError::Io)?;
+        if read == 0 {
+            break;
+        }
         let line_start = offset;
-        offset += raw.len() as u64;
-        let is_last = i + 1 == lines.len();
+        offset += read as u64;
+        // Only the last line can lack its newline: the read stopped at the end.
         let terminated = raw.ends_with(b"\n");
         let line = raw.trim_ascii_end();
         if line.is_empty() && terminated {
@@ -348,35 +395,50 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Decoded, JournalError>
         }
         match decode_line(line) {
             Ok(record) => {
-                records.push(record);
+                take(record);
                 if !terminated {
                     tail = Tail::MissingNewline;
                 }
             }
             Err(LineError::TooNew(version)) => {
-                return Err(JournalError::TooNew {
+                return Err(DecodeError::Journal(JournalError::TooNew {
                     path: path.to_owned(),
-                    line: i + 1,
+                    line: line_number,
                     version,
-                })
+                }))
             }
             // A kill mid-write leaves the last line cut anywhere, even inside a character,
             // but never with its newline: every record ends with one, written last. A
             // complete line that does not read is damage, and may be a paid task's record.
-            Err(LineError::Invalid(_)) if is_last && !terminated => {
-                tracing::warn!(path = %path.display(), line = i + 1, "dropping a torn last journal line");
+            Err(LineError::Invalid(_)) if !terminated => {
+                tracing::warn!(path = %path.display(), line = line_number, "dropping a torn last journal line");
                 tail = Tail::Torn { keep: line_start };
             }
             Err(LineError::Invalid(message)) => {
-                return Err(JournalError::Corrupt {
+                return Err(DecodeError::Journal(JournalError::Corrupt {
                     path: path.to_owned(),
-                    line: i + 1,
+                    line: line_number,
                     message,
-                })
+                }))
             }
         }
     }
-    Ok(Decoded { records, tail })
+    Ok((tail, offset))
+}
+
+/// When `line` is a whole [`Record::RunStarted`], its place among runs (`seq`, start);
+/// read cheaply: the kind is looked for before anything is parsed.
+pub(crate) fn run_start_of(line: &[u8]) -> Option<(u64, Option<DateTime<Utc>>)> {
+    const KIND: &[u8] = b"\"kind\":\"run_started\"";
+    let head = &line[..line.len().min(32)];
+    let written_so = line.starts_with(b"{\"v\":");
+    if written_so && !head.windows(KIND.len()).any(|w| w == KIND) {
+        return None;
+    }
+    match decode_line(line.trim_ascii_end()) {
+        Ok(Record::RunStarted { seq, at, .. }) => Some((seq, Some(at))),
+        _ => None,
+    }
 }
 
 enum LineError {
@@ -393,6 +455,17 @@ fn decode_line(line: &[u8]) -> Result<Record, LineError> {
     })?;
     if line.trim().is_empty() {
         return Err(LineError::Invalid("blank".into()));
+    }
+    // What `encode` writes starts with the version: a known one is read in one pass (the
+    // record's own fields, `v` ignored). Anything else takes the careful path below.
+    if let Some(rest) = line.strip_prefix("{\"v\":") {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let known = rest[..digits].parse::<u32>().is_ok_and(|v| v <= VERSION);
+        if known && rest[digits..].starts_with(',') {
+            if let Ok(record) = serde_json::from_str::<Record>(line) {
+                return Ok(record);
+            }
+        }
     }
     let version: Version =
         serde_json::from_str(line).map_err(|e| LineError::Invalid(e.to_string()))?;
@@ -543,6 +616,31 @@ mod tests {
                 at,
             },
         ]
+    }
+
+    /// The one-pass read of what `encode` writes and the careful read of any other
+    /// spelling of a line agree, record by record.
+    #[test]
+    fn the_one_pass_read_agrees_with_the_careful_one() {
+        for record in sample() {
+            let line = encode(&record);
+            let fast = decode_all(&line, Path::new("j")).unwrap();
+            // The same object with `v` last: the careful path.
+            let prefix = format!("{{\"v\":{},", record.version());
+            let body = line.trim_end().strip_prefix(&prefix).unwrap();
+            let body = body.strip_suffix('}').unwrap();
+            let moved = format!("{{{body},\"v\":{}}}\n", record.version());
+            let careful = decode_all(&moved, Path::new("j")).unwrap();
+            assert_eq!(fast, std::slice::from_ref(&record));
+            assert_eq!(careful, [record]);
+        }
+        // A newer version is refused, never read by the one-pass path.
+        let newer = r#"{"v":99,"kind":"submit_withdrawn","variant_id":"a1"}"#;
+        let err = decode_all(format!("{newer}\n"), Path::new("j")).unwrap_err();
+        assert!(
+            matches!(err, JournalError::TooNew { version: 99, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::format::{decode_all, Record};
+use super::format::{decode_from, DecodeError, Record};
 use super::lock::{self, LockState};
 use super::{state_dir, JournalError, JOURNAL_FILE};
 use crate::shard::Shard;
@@ -82,8 +82,12 @@ pub fn read_other_journals(
         if Some(path.as_path()) == own {
             continue;
         }
-        match std::fs::read(&path) {
-            Ok(bytes) => journals.push(decode_all(bytes, &path)?),
+        match std::fs::File::open(&path) {
+            Ok(file) => match decode_from(std::io::BufReader::new(file), &path) {
+                Ok(decoded) => journals.push(decoded.records),
+                Err(DecodeError::Journal(err)) => return Err(err),
+                Err(DecodeError::Io(cause)) => return Err(io(&path)(cause)),
+            },
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
             Err(err) => return Err(io(&path)(err)),
         }
@@ -91,9 +95,97 @@ pub fn read_other_journals(
     Ok(journals)
 }
 
+/// Every journal of the folder folded, streamed, in the order [`read_all`] puts their
+/// records in (`journal::folded`).
+pub fn fold_all(out_dir: &Path) -> Result<super::folded::Folded, JournalError> {
+    let dirs = all_run_dirs(out_dir).map_err(|cause| JournalError::Io {
+        path: state_dir(out_dir),
+        cause,
+    })?;
+    let paths: Vec<PathBuf> = dirs.iter().map(|dir| dir.join(JOURNAL_FILE)).collect();
+    super::folded::fold_journals(&paths)
+}
+
 /// Every journal of the folder, put together run by run.
 pub fn read_all(out_dir: &Path) -> Result<Vec<Record>, JournalError> {
     Ok(merge_runs(read_other_journals(out_dir, None)?))
+}
+
+/// What [`JournalCursors::read_new`] found.
+#[derive(Debug)]
+pub enum NewRecords {
+    /// Every record of the folder, put together run by run ([`merge_runs`]): the first
+    /// read, or a journal was rewritten since the last (the caller starts over).
+    All(Vec<Record>),
+    /// The records appended since the last read, journal by journal. Runs that write
+    /// while others do are sibling shards, whose variants differ: the order between two
+    /// journals' new records changes no variant's fold.
+    Since(Vec<Record>),
+}
+
+/// Reads the folder's journals from where it last stopped, so that a shard that merges
+/// the folder's results as it goes reads each record once, not the folder's whole
+/// history on every tick.
+#[derive(Debug, Default)]
+pub struct JournalCursors {
+    /// Per journal, the bytes of whole lines read.
+    read: std::collections::HashMap<PathBuf, u64>,
+    primed: bool,
+}
+
+impl JournalCursors {
+    /// The records written since the last call (see [`NewRecords`]).
+    pub fn read_new(&mut self, out_dir: &Path) -> Result<NewRecords, JournalError> {
+        use std::io::{BufReader, Seek, SeekFrom};
+        let dirs = all_run_dirs(out_dir).map_err(|cause| JournalError::Io {
+            path: state_dir(out_dir),
+            cause,
+        })?;
+        let mut journals = Vec::new();
+        let mut rewritten = false;
+        for path in dirs.iter().map(|dir| dir.join(JOURNAL_FILE)) {
+            let io = |cause| JournalError::Io {
+                path: path.clone(),
+                cause,
+            };
+            let mut file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(io(err)),
+            };
+            let len = file.metadata().map_err(io)?.len();
+            let from = self.read.get(&path).copied().unwrap_or(0);
+            let from = match len < from {
+                true => {
+                    rewritten = true;
+                    0
+                }
+                false => from,
+            };
+            file.seek(SeekFrom::Start(from)).map_err(io)?;
+            let decoded = match decode_from(BufReader::new(file), &path) {
+                Ok(decoded) => decoded,
+                Err(DecodeError::Journal(err)) => return Err(err),
+                Err(DecodeError::Io(cause)) => return Err(io(cause)),
+            };
+            // A line another run is writing now is read, whole, next time.
+            let whole = match decoded.tail {
+                super::format::Tail::Torn { keep } => keep,
+                _ => decoded.len,
+            };
+            self.read.insert(path, from + whole);
+            journals.push(decoded.records);
+        }
+        if rewritten {
+            self.read.clear();
+            self.primed = false;
+            return self.read_new(out_dir);
+        }
+        match std::mem::replace(&mut self.primed, true) {
+            false => Ok(NewRecords::All(merge_runs(journals))),
+            true => Ok(NewRecords::Since(journals.into_iter().flatten().collect())),
+        }
+    }
 }
 
 /// When any journal of the folder was last written; `None` when there is none.

@@ -6,6 +6,7 @@
 //! [`format`](mod@format) defines the versioned records, [`writer`] is the single-owner writer task,
 //! [`replay`] (pure) folds the records of earlier runs into what each variant needs next.
 
+pub mod folded;
 pub mod format;
 pub mod layout;
 pub mod lock;

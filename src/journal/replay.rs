@@ -69,6 +69,31 @@ impl Prior {
 /// Folds journal records into one [`Prior`] per variant.
 pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
     let mut priors: HashMap<VariantId, Prior> = HashMap::new();
+    fold(&mut priors, records);
+    for prior in priors.values_mut() {
+        prior.settle();
+    }
+    priors
+}
+
+impl Prior {
+    /// What the fold leaves, read as the journals end here: a submit intent without an
+    /// outcome is an outcome unknown (its process is gone, or may be).
+    pub fn settle(&mut self) {
+        if self.submit_in_flight {
+            self.unknown_outcomes += 1;
+            self.last_outcome_unknown = true;
+        }
+    }
+}
+
+/// Folds `records` into `priors`, unsettled: a fold can go on from where it stopped with
+/// the records that follow (`fold(a ++ b)` is `fold(a)` then `fold(b)`), and
+/// [`Prior::settle`] reads a copy when the records end there.
+pub fn fold<'a>(
+    priors: &mut HashMap<VariantId, Prior>,
+    records: impl IntoIterator<Item = &'a Record>,
+) {
     for record in records {
         match record {
             Record::RunStarted { .. } | Record::Uploaded { .. } | Record::ShardsUsed { .. } => {}
@@ -166,13 +191,6 @@ pub fn replay(records: &[Record]) -> HashMap<VariantId, Prior> {
             }
         }
     }
-    for prior in priors.values_mut() {
-        if prior.submit_in_flight {
-            prior.unknown_outcomes += 1;
-            prior.last_outcome_unknown = true;
-        }
-    }
-    priors
 }
 
 /// The message of a variant whose last submit's outcome is unknown.

@@ -11,7 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::format::{decode, encode, Record, Tail};
+use super::format::{decode_each, decode_from, encode, DecodeError, Record, Tail};
 use super::JournalError;
 
 /// Records written together at most, per fsync.
@@ -73,22 +73,66 @@ impl JournalWriter {
         // The journal's name must outlive a power loss as its records do: a record acked
         // durable in a file whose creation was lost is lost with it.
         crate::output_files::sync_parent(path).map_err(io)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        let decoded = decode(&bytes, path)?;
-        let durable = repair_tail(&mut file, bytes.len() as u64, &decoded.tail).map_err(io)?;
+        let decoded = match decode_from(io::BufReader::new(&mut file), path) {
+            Ok(decoded) => decoded,
+            Err(DecodeError::Io(cause)) => return Err(io(cause)),
+            Err(DecodeError::Journal(err)) => return Err(err),
+        };
+        let durable = repair_tail(&mut file, decoded.len, &decoded.tail).map_err(io)?;
+        Self::start(path, wrap(file), durable).map(|writer| (writer, decoded.records))
+    }
+
+    /// Opens (or creates) the journal at `path` to append after what it holds, reading
+    /// only its last line: whoever opens it so has read, and checked, the rest
+    /// (`journal::folded`). A torn last line is cut off first, as [`JournalWriter::open`]
+    /// does.
+    pub fn open_append(path: &Path) -> Result<JournalWriter, JournalError> {
+        let io = |cause| JournalError::Io {
+            path: path.to_owned(),
+            cause,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        // The journal's name must outlive a power loss as its records do: a record acked
+        // durable in a file whose creation was lost is lost with it.
+        crate::output_files::sync_parent(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let start = last_line_start(&mut file, len).map_err(io)?;
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        // The line's number is not known here; the fold read it already, numbered.
+        let tail = match decode_each(io::BufReader::new(&mut file), path, 0, drop) {
+            Ok((Tail::Torn { keep }, _)) => Tail::Torn { keep: start + keep },
+            Ok((tail, _)) => tail,
+            Err(DecodeError::Io(cause)) => return Err(io(cause)),
+            Err(DecodeError::Journal(err)) => return Err(err),
+        };
+        let durable = repair_tail(&mut file, len, &tail).map_err(io)?;
+        Self::start(path, file, durable)
+    }
+
+    /// Starts the writer thread over `file`, whose first `durable` bytes are whole lines.
+    fn start<F: JournalFile>(
+        path: &Path,
+        file: F,
+        durable: u64,
+    ) -> Result<JournalWriter, JournalError> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let file = wrap(file);
         let thread_path = path.to_owned();
         std::thread::Builder::new()
             .name("stembatch-journal".into())
             .spawn(move || write_loop(Writer::Open { file, durable }, &thread_path, receiver))
-            .map_err(io)?;
-        let writer = JournalWriter {
+            .map_err(|cause| JournalError::Io {
+                path: path.to_owned(),
+                cause,
+            })?;
+        Ok(JournalWriter {
             path: path.into(),
             sender,
-        };
-        Ok((writer, decoded.records))
+        })
     }
 
     /// Queues a record, now: records are written in the order of the calls. The returned
@@ -108,6 +152,26 @@ impl JournalWriter {
     pub async fn append(&self, record: Record) -> Result<(), JournalError> {
         self.enqueue(record).await
     }
+}
+
+/// Where the last line of the file's first `len` bytes begins (a final newline ends it,
+/// and does not begin another): read backwards, a block at a time.
+fn last_line_start(file: &mut File, len: u64) -> io::Result<u64> {
+    use std::io::Read as _;
+    const BLOCK: u64 = 64 * 1024;
+    let mut end = len.saturating_sub(1);
+    let mut block = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        block.resize((end - start) as usize, 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block)?;
+        if let Some(at) = block.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + at as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Makes the file end after a whole line; returns its length then, the end of the last
@@ -270,6 +334,45 @@ mod tests {
         drop(writer);
         let (_writer, earlier) = JournalWriter::open(&path).unwrap();
         assert_eq!(earlier.len(), 5);
+    }
+
+    /// Opening to append after reading only the last line leaves the file as opening
+    /// after reading it all does: whatever its end (clean, a newline missing, a tail torn,
+    /// even inside a character, a single line, a line longer than a read block).
+    #[tokio::test]
+    async fn appending_after_the_last_line_alone_is_appending_after_all() {
+        let long = Record::SubmitFailed {
+            variant_id: serde_json::from_value(serde_json::json!("v")).unwrap(),
+            created: crate::journal::format::Created::No,
+            error: "x".repeat(200_000),
+        };
+        let one = encode(&started(1));
+        let cut_in_a_character = format!("{one}{{\"v\":1,\"kind\":\"é");
+        let ends: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            one.clone().into(),
+            format!("{one}{}", encode(&long)).into(),
+            format!("{one}{}", encode(&long).trim_end()).into(),
+            format!("{one}{{\"v\":1,\"kind\":\"subm").into(),
+            cut_in_a_character.as_bytes()[..one.len() + 16].to_vec(),
+            b"{\"v\":1,\"kind\":\"subm".to_vec(),
+            format!("{one}{}", encode(&started(2)).trim_end()).into(),
+        ];
+        for (case, text) in ends.iter().enumerate() {
+            let dir = tempfile::tempdir().unwrap();
+            let (whole, last) = (dir.path().join("whole"), dir.path().join("last"));
+            std::fs::write(&whole, text).unwrap();
+            std::fs::write(&last, text).unwrap();
+            let (writer, _) = JournalWriter::open(&whole).unwrap();
+            writer.append(started(3)).await.unwrap();
+            let writer = JournalWriter::open_append(&last).unwrap();
+            writer.append(started(3)).await.unwrap();
+            assert_eq!(
+                std::fs::read(&last).unwrap(),
+                std::fs::read(&whole).unwrap(),
+                "case {case}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -160,12 +160,12 @@ pub struct Report {
 
 /// Reads `DIR/results.csv` and the peaks of its WAV tracks.
 pub fn read(dir: &Path) -> Result<Report, PageError> {
-    read_with(dir, &HashMap::new())
+    read_with(dir, HashMap::new())
 }
 
 /// As [`read`], with the waveforms already drawn (by the run, as each track landed), by
 /// file relative to `dir`: only the others are read from disk.
-pub fn read_with(dir: &Path, known: &HashMap<String, String>) -> Result<Report, PageError> {
+pub fn read_with(dir: &Path, mut known: HashMap<String, String>) -> Result<Report, PageError> {
     let path = dir.join(RESULTS_FILE);
     let csv_error = |source| PageError::Csv {
         path: path.clone(),
@@ -203,7 +203,7 @@ pub fn read_with(dir: &Path, known: &HashMap<String, String>) -> Result<Report, 
             report.variants.len() - 1
         });
         if !get("file").is_empty() {
-            let track = track_of(dir, &get, known);
+            let track = track_of(dir, &get, &mut known);
             report.variants[slot].tracks.push(track);
         }
     }
@@ -266,7 +266,7 @@ fn variant_of(get: &dyn Fn(&str) -> String) -> VariantView {
 fn track_of(
     dir: &Path,
     get: &dyn Fn(&str) -> String,
-    known: &HashMap<String, String>,
+    known: &mut HashMap<String, String>,
 ) -> TrackView {
     let file = get("file");
     let path = dir.join(&file);
@@ -280,8 +280,9 @@ fn track_of(
         peak_dbfs: number(&get("peak_dbfs")),
         lufs: number(&get("lufs")),
         qc: get("qc"),
-        wave: match (exists, known.get(&file)) {
-            (true, Some(wave)) => wave.clone(),
+        // Moved, not copied: each wave is one track's.
+        wave: match (exists, known.remove(&file)) {
+            (true, Some(wave)) => wave,
             (true, None) => waveform(&path).unwrap_or_default(),
             (false, _) => String::new(),
         },
@@ -394,11 +395,20 @@ fn weight_choices(
 /// and no `<!--`), and no line separators that old parsers end a string at.
 fn script_json<T: Serialize>(value: &T) -> String {
     let json = serde_json::to_string(value).expect("the page data serialises");
-    json.replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026")
-        .replace('\u{2028}', "\\u2028")
-        .replace('\u{2029}', "\\u2029")
+    // One pass into one string: at 100,000 variants the data is over 100 MB, and a chain
+    // of replaces would copy all of it once per replace.
+    let mut safe = String::with_capacity(json.len() + json.len() / 64);
+    for c in json.chars() {
+        match c {
+            '<' => safe.push_str("\\u003c"),
+            '>' => safe.push_str("\\u003e"),
+            '&' => safe.push_str("\\u0026"),
+            '\u{2028}' => safe.push_str("\\u2028"),
+            '\u{2029}' => safe.push_str("\\u2029"),
+            c => safe.push(c),
+        }
+    }
+    safe
 }
 
 #[derive(Serialize)]
@@ -439,6 +449,12 @@ fn stem_data(report: &Report) -> BTreeMap<&str, StemData<'_>> {
 
 /// Renders the page of `report`; `title` names the folder.
 pub fn render(report: &Report, title: &str) -> Result<String, PageError> {
+    Ok(page(report, title).render()?)
+}
+
+/// The page of `report`, to render: it holds its own data, so that the report can go
+/// before the page is written (at 100,000 variants each is over 100 MB).
+fn page<'t>(report: &Report, title: &'t str) -> Page<'t> {
     let variants = &report.variants;
     let mut stems: Vec<StemSection> = Vec::new();
     for variant in variants {
@@ -478,20 +494,20 @@ pub fn render(report: &Report, title: &str) -> Result<String, PageError> {
             stems: stem_data(report),
         }),
     };
-    Ok(page.render()?)
+    page
 }
 
 /// Reads `DIR/results.csv` and rewrites `DIR/report.html` atomically, with the stems
 /// the last run saved.
 pub fn write_file(dir: &Path) -> Result<PageSummary, PageError> {
-    write_file_with(dir, &HashMap::new(), None)
+    write_file_with(dir, HashMap::new(), None)
 }
 
 /// As [`write_file`], with the waveforms already drawn, by file (see [`read_with`]), and
 /// the run's `stems` (saved for a later [`write_file`]; `None`: the saved ones).
 pub fn write_file_with(
     dir: &Path,
-    known: &HashMap<String, String>,
+    known: HashMap<String, String>,
     stems: Option<&Stems>,
 ) -> Result<PageSummary, PageError> {
     let mut report = read_with(dir, known)?;
@@ -509,7 +525,14 @@ pub fn write_file_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string());
-    let html = render(&report, &title)?;
+    let page = page(&report, &title);
+    let tracks = report.variants.iter().flat_map(|v| &v.tracks);
+    let (variants, tracks, waveforms) = (
+        report.variants.len(),
+        tracks.clone().count(),
+        tracks.filter(|t| !t.wave.is_empty()).count(),
+    );
+    drop(report);
     let path = dir.join(FILE_NAME);
     let write_error = |source| PageError::Write {
         path: path.clone(),
@@ -521,14 +544,21 @@ pub fn write_file_with(
         .permissions(crate::output_files::permissions())
         .tempfile_in(dir)
         .map_err(write_error)?;
-    temp.write_all(html.as_bytes()).map_err(write_error)?;
+    // Straight into the file: at 100,000 variants the page is over 100 MB, which a
+    // rendered string would hold a second time.
+    {
+        let mut out = std::io::BufWriter::new(temp.as_file_mut());
+        page.write_into(&mut out).map_err(write_error)?;
+        out.flush().map_err(write_error)?;
+    }
+    drop(page);
+    let bytes = temp.as_file().metadata().map_err(write_error)?.len();
     crate::output_files::persist_durably(temp, &path).map_err(write_error)?;
-    let tracks = report.variants.iter().flat_map(|v| &v.tracks);
     Ok(PageSummary {
-        bytes: html.len() as u64,
-        variants: report.variants.len(),
-        tracks: tracks.clone().count(),
-        waveforms: tracks.filter(|t| !t.wave.is_empty()).count(),
+        bytes,
+        variants,
+        tracks,
+        waveforms,
         path,
     })
 }

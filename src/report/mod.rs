@@ -5,4 +5,5 @@ pub mod choosing;
 pub mod csv;
 pub mod html;
 pub mod progress;
+pub mod results;
 pub mod shards;

@@ -14,7 +14,7 @@
 //! Every line it writes is made by a pure function that returns a string
 //! ([`change_line`], [`summary_line`], [`phases_line`], [`results_line`], [`waits_line`],
 //! [`closing_summary`]), so that the words are snapshot-tested. The pacers report their
-//! reserved slots to [`WatchedPacer`], which is how the view knows what the run waits for.
+//! reserved slots to [`Waits`] (through the scheduler's watched pacer), which is how the view knows what the run waits for.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -22,15 +22,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Level;
 
 use crate::cli::LogFormat;
-use crate::outcome::{StatusCounts, VariantEnd, VariantRecord, VariantStatus};
+use crate::outcome::{PhaseCounts, StatusCounts, VariantEnd, VariantRecord, VariantStatus};
 use crate::qc::QcCounts;
-use crate::scheduler::pacer::Pacer;
-use crate::scheduler::state::PhaseCounts;
 use crate::variant::{Variant, VariantId};
 
 /// How often the plain view writes a summary line.
@@ -508,34 +505,16 @@ impl Waits {
     }
 }
 
-/// A pacer that tells the view which slots it handed out, and says a long wait at debug
-/// level (`-v`). It paces exactly as the pacer it wraps.
-pub struct WatchedPacer {
-    inner: Arc<dyn Pacer>,
-    endpoint: Endpoint,
-    waits: Arc<Waits>,
-}
-
-impl WatchedPacer {
-    /// `inner`, watched for `endpoint`.
-    pub fn new(inner: Arc<dyn Pacer>, endpoint: Endpoint, waits: Arc<Waits>) -> Self {
-        WatchedPacer {
-            inner,
-            endpoint,
-            waits,
-        }
-    }
-}
-
-impl WatchedPacer {
-    fn watch_reserved(&self, slot: Instant) {
+impl Waits {
+    /// A pacer of `endpoint` handed out `slot` (the scheduler's watched pacer tells);
+    /// a long wait is said at debug level (`-v`).
+    pub fn reserved(&self, endpoint: Endpoint, slot: Instant) {
         // After the reservation: a shared pacer may have taken a while to answer.
         let now = Instant::now();
-        self.waits
-            .with(|list| Waits::of(list, self.endpoint).reserved(now, slot));
+        self.with(|list| Waits::of(list, endpoint).reserved(now, slot));
         let wait = slot.saturating_duration_since(now);
         if wait >= WORTH_SAYING {
-            let endpoint = self.endpoint.word();
+            let endpoint = endpoint.word();
             tracing::debug!(
                 endpoint,
                 wait_ms = wait.as_millis() as u64,
@@ -545,41 +524,16 @@ impl WatchedPacer {
         }
     }
 
-    fn watch_held(&self, now: Instant, wait: Duration) {
-        self.waits
-            .with(|list| Waits::of(list, self.endpoint).held(now + wait));
-        let endpoint = self.endpoint.word();
+    /// The provider asked `endpoint`'s pacer to hold off for `wait` from `now`.
+    pub fn held(&self, endpoint: Endpoint, now: Instant, wait: Duration) {
+        self.with(|list| Waits::of(list, endpoint).held(now + wait));
+        let endpoint = endpoint.word();
         tracing::debug!(
             endpoint,
             wait_ms = wait.as_millis() as u64,
             "the provider asked to wait {} before the next {endpoint} call",
             short_duration(wait)
         );
-    }
-}
-
-impl Pacer for WatchedPacer {
-    fn reserve(&self, earliest: Instant) -> BoxFuture<'_, Instant> {
-        Box::pin(async move {
-            let slot = self.inner.reserve(earliest).await;
-            self.watch_reserved(slot);
-            slot
-        })
-    }
-
-    fn hold_off(&self, now: Instant, wait: Duration) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            self.inner.hold_off(now, wait).await;
-            self.watch_held(now, wait);
-        })
-    }
-
-    fn lapsed(&self, slot: Instant, now: Instant) -> bool {
-        self.inner.lapsed(slot, now)
-    }
-
-    fn take(&self, slot: Instant, now: Instant) -> Option<Instant> {
-        self.inner.take(slot, now)
     }
 }
 
@@ -658,16 +612,9 @@ impl Progress {
         }
     }
 
-    /// `pacer`, reporting its slots to this view.
-    pub fn watch(&self, endpoint: Endpoint, pacer: Arc<dyn Pacer>) -> Arc<dyn Pacer> {
-        match &self.shared {
-            Some(shared) => Arc::new(WatchedPacer::new(
-                pacer,
-                endpoint,
-                Arc::clone(&shared.waits),
-            )),
-            None => pacer,
-        }
+    /// Where the pacers report their slots to this view (`None`: no view).
+    pub fn waits(&self) -> Option<Arc<Waits>> {
+        self.shared.as_ref().map(|shared| Arc::clone(&shared.waits))
     }
 
     /// The run starts from `snapshot`: what has ended already is not this run's. Starts
@@ -900,8 +847,11 @@ pub struct Closing<'a> {
     pub unknown_outcomes: usize,
     /// The tracks in the folder for this manifest, by QC verdict.
     pub tracks: QcCounts,
-    /// The variants that did not finish (not pending), in manifest order: label, record.
+    /// The variants that did not finish (not pending), in manifest order: label, record
+    /// (the first ones, at least [`UNFINISHED_LISTED`] when there are more).
     pub unfinished: Vec<(String, &'a VariantRecord)>,
+    /// How many more did not finish than `unfinished` holds.
+    pub not_listed: usize,
     /// The report.
     pub results: &'a Path,
 }
@@ -983,7 +933,7 @@ pub fn closing_summary(closing: &Closing<'_>) -> ClosingLines {
             )
         })
         .collect();
-    let more = closing.unfinished.len().saturating_sub(UNFINISHED_LISTED);
+    let more = closing.unfinished.len().saturating_sub(UNFINISHED_LISTED) + closing.not_listed;
     let more = (more > 0).then(|| format!("… and {more} more not finished (see results.csv)"));
     ClosingLines {
         counts,
@@ -1219,6 +1169,7 @@ mod tests {
                 ..QcCounts::default()
             },
             unfinished: Vec::new(),
+            not_listed: 0,
             results: Path::new("out/demo/results.csv"),
         };
         let mut unfinished = vec![
@@ -1247,6 +1198,7 @@ mod tests {
                 ..QcCounts::default()
             },
             unfinished,
+            not_listed: 0,
             results: Path::new("out/2026-11-25/results.csv"),
         };
         let render = |closing: &Closing<'_>| -> String {

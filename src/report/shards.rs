@@ -15,17 +15,18 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::csv::{rows_of, write_atomically, FILE_NAME, HEADER};
 use crate::journal::format::Record;
-use crate::journal::layout::{self, shard_dirs};
+use crate::journal::layout::{self, shard_dirs, JournalCursors, NewRecords};
 use crate::journal::lock::{self, LockState};
-use crate::journal::{replay, state_dir, JOURNAL_FILE};
+use crate::journal::replay::{self, Prior};
+use crate::journal::{state_dir, JOURNAL_FILE};
 use crate::outcome::VariantRecord;
 use crate::shard::Shard;
-use crate::variant::Variant;
+use crate::variant::{Variant, VariantId};
 
 /// The lock file that serialises merges, inside the state folder.
 pub const MERGE_LOCK_FILE: &str = "merge.lock";
@@ -256,6 +257,55 @@ pub struct ShardPart {
     pub dir: PathBuf,
     /// Every variant of the manifest, in its order.
     pub all: Arc<Vec<Variant>>,
+    /// The folder's journals as read so far: where each was left, and their fold.
+    journals: Arc<Mutex<JournalsRead>>,
+}
+
+/// The folder's journals, folded as far as they were read.
+#[derive(Debug, Default)]
+struct JournalsRead {
+    cursors: JournalCursors,
+    /// Unsettled: the fold goes on with the next records.
+    priors: HashMap<VariantId, Prior>,
+}
+
+impl JournalsRead {
+    /// Reads what the journals gained since the last call and folds it in.
+    fn catch_up(&mut self, out_dir: &Path) -> std::io::Result<()> {
+        match self
+            .cursors
+            .read_new(out_dir)
+            .map_err(std::io::Error::other)?
+        {
+            NewRecords::All(records) => {
+                self.priors.clear();
+                replay::fold(&mut self.priors, &records);
+            }
+            NewRecords::Since(records) => replay::fold(&mut self.priors, &records),
+        }
+        Ok(())
+    }
+
+    /// Every variant's rows as the journals read so far tell them, in `variants`' order.
+    fn rows(&self, variants: &[Variant]) -> Vec<VariantRows> {
+        variants
+            .iter()
+            .map(|variant| {
+                let record = match self.priors.get(&variant.id) {
+                    Some(prior) => {
+                        let mut prior = prior.clone();
+                        prior.settle();
+                        VariantRecord::from(&prior)
+                    }
+                    None => VariantRecord::default(),
+                };
+                VariantRows {
+                    id: variant.id.to_string(),
+                    rows: rows_of(variant, &record),
+                }
+            })
+            .collect()
+    }
 }
 
 impl ShardPart {
@@ -264,15 +314,19 @@ impl ShardPart {
         ShardPart {
             dir: layout::run_dir(out_dir, Some(shard)),
             all: Arc::new(all),
+            journals: Arc::default(),
         }
     }
 
     /// Rewrites `DIR/results.csv`: every variant of the manifest as every journal of the
-    /// folder tells it now, under the merge lock.
+    /// folder tells it now, under the merge lock. Each journal is read from where the
+    /// last merge left it.
     pub fn merge_into(&self, out_dir: &Path) -> std::io::Result<Merged> {
         let lock = lock_merges(out_dir)?;
-        let records = layout::read_all(out_dir).map_err(std::io::Error::other)?;
-        let rows = rows_as_journaled(&self.all, &records);
+        let mut journals = self.journals.lock().unwrap_or_else(|p| p.into_inner());
+        journals.catch_up(out_dir)?;
+        let rows = journals.rows(&self.all);
+        drop(journals);
         write_variants(out_dir, &rows)?;
         Ok(Merged {
             variants: rows.len(),
@@ -300,6 +354,99 @@ mod tests {
             .iter()
             .map(|v| (v.id.clone(), v.rows.len()))
             .collect()
+    }
+
+    /// A shard's merges read each journal from where the last one left it, and write
+    /// what a read of every journal from its start would: with records appended between
+    /// merges, a line being written, and a journal rewritten shorter.
+    #[test]
+    fn a_merge_reads_each_journal_from_where_the_last_left_it() {
+        use crate::journal::format::{encode, EndStatus};
+        use std::io::Write as _;
+        let text = "[defaults]\ntitle = \"t\"\nnegative_tags = \"\"\n[[stem]]\nurl = \"https://h/s.wav\"\n[stem.matrix]\ntags = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\n";
+        let all = crate::manifest::parse(Path::new("m.toml"), text)
+            .unwrap()
+            .variants;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let shards = [0, 1].map(|i| Shard::new(i, 2, "test").unwrap());
+        let journals = shards.map(|shard| {
+            let run_dir = layout::run_dir(out, Some(shard));
+            std::fs::create_dir_all(&run_dir).unwrap();
+            run_dir.join(JOURNAL_FILE)
+        });
+        let append = |i: usize, text: &str| {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&journals[i])
+                .unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+        };
+        let at: chrono::DateTime<chrono::Utc> = "2026-11-25T01:00:00Z".parse().unwrap();
+        let started = |seq| Record::RunStarted {
+            at,
+            seq,
+            api: "sim".into(),
+            pid: 1,
+            version: "0".into(),
+        };
+        let submitted = |n: usize| Record::Submitted {
+            variant_id: all[n].id.clone(),
+            task_id: format!("t{n}"),
+            at,
+        };
+        let ended = |n: usize| Record::Ended {
+            variant_id: all[n].id.clone(),
+            status: EndStatus::Failed,
+            error: Some(format!("no {n}")),
+            at,
+        };
+        let intent = |n: usize| Record::SubmitIntent {
+            variant_id: all[n].id.clone(),
+            at,
+        };
+        // Variants 0, 2, 4 in one journal, 1, 3, 5 in the other.
+        for i in 0..2 {
+            append(i, &encode(&started(1)));
+            append(i, &encode(&submitted(i)));
+        }
+        let mut cursors = JournalCursors::default();
+        assert!(matches!(cursors.read_new(out).unwrap(), NewRecords::All(r) if r.len() == 4));
+        assert!(matches!(cursors.read_new(out).unwrap(), NewRecords::Since(r) if r.is_empty()));
+        append(0, &encode(&ended(0)));
+        let new = cursors.read_new(out).unwrap();
+        assert!(
+            matches!(new, NewRecords::Since(r) if r == [ended(0)]),
+            "only what was added"
+        );
+        let part = ShardPart::new(out, shards[0], all.clone());
+        let check = |when: &str| {
+            part.merge_into(out).unwrap();
+            let merged = read_rows(&out.join(FILE_NAME)).unwrap().unwrap();
+            let records = layout::read_all(out).unwrap();
+            assert_eq!(merged, rows_as_journaled(&all, &records), "{when}");
+        };
+        check("first merge");
+        append(0, &encode(&intent(2)));
+        append(1, &encode(&submitted(3)));
+        check("records appended");
+        let line = encode(&ended(3));
+        let (first, rest) = line.split_at(line.len() / 2);
+        append(1, first);
+        check("a line half written");
+        append(1, rest);
+        append(0, &encode(&submitted(2)));
+        check("the line completed");
+        std::fs::write(
+            &journals[1],
+            [started(1), submitted(5)]
+                .iter()
+                .map(encode)
+                .collect::<String>(),
+        )
+        .unwrap();
+        check("a journal rewritten shorter");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 //! acknowledgements, the first signal, the deadline and the report timer. It feeds every
 //! event to [`RunState::handle`], journals what the event and the resulting actions say,
 //! hands the other actions to executors, and rewrites `results.csv` as variants end.
+//!
+//! An ended variant's record leaves the run state at once for [`Results`] (spooled rows):
+//! the coordinator's memory and each event's work stay bounded by what is in flight.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,8 +26,9 @@ use crate::journal::writer::JournalWriter;
 use crate::journal::JournalError;
 use crate::report;
 use crate::report::progress::{Change, Progress, Snapshot};
+use crate::report::results::{Results, Unfinished};
 use crate::report::shards::{Merged, ShardPart};
-use crate::variant::{Variant, VariantId};
+use crate::variant::{VariantId, VariantTable};
 
 /// How often `results.csv` is rewritten at most while variants end (longer when writing
 /// is slow, so that a huge report never takes over the run).
@@ -42,8 +46,10 @@ pub(super) struct Coordinator {
     pub state: RunState,
     pub executor: Arc<Executor>,
     pub journal: JournalWriter,
-    /// Manifest order, for the report.
-    pub variants: Arc<Vec<Variant>>,
+    /// Every ended variant's rows, and the report written from them.
+    pub results: Results,
+    /// Spooling an ended variant's rows failed: the report cannot be complete.
+    pub results_failed: Option<std::io::Error>,
     pub out_dir: PathBuf,
     /// A shard's run: where its part of `results.csv` goes, and how the folder's is merged.
     pub shard_part: Option<Arc<ShardPart>>,
@@ -55,6 +61,14 @@ pub(super) struct Coordinator {
     pub progress: Progress,
 }
 
+/// How a run ended: the state's counts and stops, and what the closing summary names.
+pub struct RunEnd {
+    /// The run state, every variant ended.
+    pub state: RunState,
+    /// The variants that did not finish, for the closing summary.
+    pub unfinished: Unfinished,
+}
+
 impl Coordinator {
     /// Runs every variant to its end for this run. An error only when `results.csv`
     /// cannot be written at the start or the end, or an executor panicked.
@@ -63,11 +77,42 @@ impl Coordinator {
         stops: Stops,
         first: Option<StopReason>,
         api_checked: Option<Result<(), crate::api::ApiError>>,
-    ) -> std::io::Result<RunState> {
+    ) -> std::io::Result<RunEnd> {
+        self.take_waiting()?;
         // Before any work: a folder whose report cannot be written buys nothing.
         self.write_report().await?;
         self.merge_shards().await?;
         self.progress.begin(self.snapshot());
+        self.begin(first, api_checked);
+        self.drive(&stops).await?;
+        while let Some(ack) = self.acks.next().await {
+            self.on_ack(ack);
+        }
+        self.write_report().await?;
+        // Held until the page is written from the merged file.
+        let _merged = match self.merge_shards().await {
+            Ok(merged) => merged,
+            Err(err) => {
+                // This shard's part is written: the next merge (another shard's end, or
+                // `stembatch report`) puts it in.
+                error!(error = %err, "cannot merge the shards' results into results.csv");
+                None
+            }
+        };
+        self.write_page().await;
+        Ok(RunEnd {
+            unfinished: self.results.unfinished(),
+            state: self.state,
+        })
+    }
+
+    /// The stop known before the start, what the balance check found of the API, then
+    /// the first actions.
+    fn begin(
+        &mut self,
+        first: Option<StopReason>,
+        api_checked: Option<Result<(), crate::api::ApiError>>,
+    ) {
         match first {
             Some(StopReason::Interrupted) => self.on_event(Event::Stop(StopReason::Interrupted)),
             // Said by whoever found it (the balance check): applied here without a word.
@@ -75,6 +120,7 @@ impl Coordinator {
                 let actions = self
                     .state
                     .handle(now(), chrono::Utc::now(), Event::Stop(reason));
+                self.take_ended();
                 self.dispatch_quietly(actions);
             }
             None => {}
@@ -85,7 +131,13 @@ impl Coordinator {
             });
         }
         let actions = self.state.start(now(), chrono::Utc::now());
+        self.take_ended();
         self.dispatch(actions);
+    }
+
+    /// The loop: every event to the state until every variant's work is over; the report
+    /// rewritten at most every [`REPORT_INTERVAL`] (longer when writing it is slow).
+    async fn drive(&mut self, stops: &Stops) -> std::io::Result<()> {
         let deadline = stops.deadline.map(|d| Instant::now() + d);
         let (mut interrupted, mut deadline_passed) = (false, deadline.is_none());
         let mut report_due: Option<Instant> = None;
@@ -121,22 +173,31 @@ impl Coordinator {
                 report_due.get_or_insert(Instant::now() + interval);
             }
         }
-        while let Some(ack) = self.acks.next().await {
-            self.on_ack(ack);
+        Ok(())
+    }
+
+    /// The records the run starts from: the kept variants' ends, and what earlier runs
+    /// left of those still to do (their rows until they end).
+    fn take_waiting(&mut self) -> std::io::Result<()> {
+        for (id, record) in self.state.waiting_records() {
+            self.results.put_waiting(id, record)?;
         }
-        self.write_report().await?;
-        // Held until the page is written from the merged file.
-        let _merged = match self.merge_shards().await {
-            Ok(merged) => merged,
-            Err(err) => {
-                // This shard's part is written: the next merge (another shard's end, or
-                // `stembatch report`) puts it in.
-                error!(error = %err, "cannot merge the shards' results into results.csv");
-                None
+        for (id, record) in self.state.drain_ended() {
+            self.results.put_ended(&id, &record)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the records of the variants that just ended out of the run state.
+    fn take_ended(&mut self) {
+        for (id, record) in self.state.drain_ended() {
+            if let Err(err) = self.results.put_ended(&id, &record) {
+                if self.results_failed.is_none() {
+                    error!(error = %err, "cannot keep the rows of ended variants for results.csv");
+                    self.results_failed = Some(err);
+                }
             }
-        };
-        self.write_page().await;
-        Ok(self.state)
+        }
     }
 
     /// An executor panicked (a bug): stop everything, but let the submits on the wire be
@@ -169,6 +230,7 @@ impl Coordinator {
             _ => None,
         };
         let actions = self.state.handle(now(), chrono::Utc::now(), event);
+        self.take_ended();
         if let Some((id, task_id)) = submitted {
             let task_id = task_id.as_str();
             self.report(&id, Change::Submitted { task_id });
@@ -289,17 +351,18 @@ impl Coordinator {
         let dir = self.out_dir.clone();
         // The waveforms drawn as the tracks landed (this run's, and the journal's for earlier
         // ones): the page reads from disk only tracks that have none.
-        let known: HashMap<String, String> = self
-            .state
-            .records()
-            .into_values()
-            .flat_map(|record| record.tracks)
-            .filter_map(|track| Some((track.file, track.wave?)))
-            .collect();
-        let variants = Arc::clone(&self.variants);
+        let known: HashMap<String, String> = match self.results.known_waves() {
+            Ok(known) => known,
+            Err(err) => {
+                // The page draws them from the files instead.
+                warn!(error = %err, "cannot read back the waveforms drawn during the run");
+                HashMap::new()
+            }
+        };
+        let variants = Arc::clone(&self.executor.variants);
         let write = move || {
-            let stems = report::choosing::stem_infos(&variants, &dir);
-            report::html::write_file_with(&dir, &known, Some(&stems))
+            let stems = report::choosing::stem_infos(variants.list(), &dir);
+            report::html::write_file_with(&dir, known, Some(&stems))
         };
         match tokio::task::spawn_blocking(write).await {
             Ok(Ok(page)) => debug!(
@@ -325,14 +388,18 @@ impl Coordinator {
     }
 
     /// Rewrites this run's `results.csv`: the folder's, or a shard's part.
+    /// A snapshot on the loop (the slot table and the records in flight), the writing
+    /// off it.
     async fn write_report(&self) -> std::io::Result<()> {
-        let variants = Arc::clone(&self.variants);
+        if let Some(err) = &self.results_failed {
+            return Err(std::io::Error::new(err.kind(), err.to_string()));
+        }
         let dir = match &self.shard_part {
             Some(part) => part.dir.clone(),
             None => self.out_dir.clone(),
         };
-        let records: HashMap<_, _> = self.state.records();
-        tokio::task::spawn_blocking(move || report::csv::write_file(&dir, &variants, &records))
+        let snapshot = self.results.snapshot(self.state.in_flight_records());
+        tokio::task::spawn_blocking(move || snapshot.write_file(&dir))
             .await
             .map_err(std::io::Error::other)?
     }
@@ -350,10 +417,7 @@ async fn sleep_until_opt(at: Option<Instant>) {
 }
 
 /// One span per variant's action, carrying its id (STYLE §17).
-fn variant_span(
-    variants: &HashMap<crate::variant::VariantId, Variant>,
-    action: &Action,
-) -> tracing::Span {
+fn variant_span(variants: &VariantTable, action: &Action) -> tracing::Span {
     let id = match action {
         Action::Submit { id, .. } | Action::Poll { id, .. } | Action::Download { id, .. } => id,
         Action::End { id, .. } => id,

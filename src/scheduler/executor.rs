@@ -6,7 +6,6 @@
 //! place: one of the manifest's moves it aside to `superseded/` first; an orphan's (a paid
 //! task of a variant no longer in the manifest) lands in `superseded/` beside it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +31,7 @@ use crate::journal::writer::JournalWriter;
 use crate::manifest::RunSettings;
 use crate::outcome::TrackRecord;
 use crate::qc::{self, TrackQc, Verdict};
-use crate::variant::{StemSource, Variant, VariantId};
+use crate::variant::{StemSource, Variant, VariantId, VariantTable};
 
 /// How long before its slot a submit's intent is journaled: one fsync with room to
 /// spare. The call then goes out on its slot, and a crash leaves its outcome unknown only
@@ -41,7 +40,7 @@ const INTENT_LEAD: Duration = Duration::from_millis(50);
 
 /// What every executor shares.
 pub(super) struct Executor {
-    pub variants: HashMap<VariantId, Variant>,
+    pub variants: Arc<VariantTable>,
     pub client: ApiClient,
     pub uploads: Arc<Uploads>,
     pub downloader: Downloader,

@@ -18,6 +18,7 @@ pub mod retrying;
 pub mod shared_limit;
 pub mod state;
 pub mod upload;
+pub mod watched;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,9 +37,10 @@ use crate::journal::writer::JournalWriter;
 use crate::manifest::{RunSettings, UploadMode};
 use crate::outcome::UploadedFile;
 use crate::report::progress::Progress;
+use crate::report::results::Results;
 use crate::report::shards::ShardPart;
-use crate::variant::{LocalStem, StemSource, Variant};
-pub use coordinator::Stops;
+use crate::variant::{LocalStem, StemSource, Variant, VariantTable};
+pub use coordinator::{RunEnd, Stops};
 use events::StopReason;
 use pacer::{Pacer, RatePacer};
 use state::{Entry, Policy, RunState};
@@ -118,23 +120,15 @@ pub fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<Loc
 }
 
 /// Runs every variant from its entry and writes `results.csv`; an error only when the
-/// report cannot be written (or a bug made an executor panic).
+/// report cannot be written (or a bug made an executor panic). `orphans` are paid tasks of
+/// variants no longer in the manifest (`journal::rerun::orphans`): polled and downloaded
+/// into `superseded/`, never bought, never in `results.csv`.
 pub async fn run(
-    variants: Arc<Vec<Variant>>,
-    entries: Vec<Entry>,
-    inputs: RunInputs,
-) -> std::io::Result<RunState> {
-    run_collecting(variants, entries, Vec::new(), inputs).await
-}
-
-/// [`run`], also collecting `orphans`: paid tasks of variants no longer in the manifest
-/// (`journal::rerun::orphans`), polled and downloaded into `superseded/`, never bought.
-pub async fn run_collecting(
     variants: Arc<Vec<Variant>>,
     entries: Vec<Entry>,
     orphans: Vec<Entry>,
     inputs: RunInputs,
-) -> std::io::Result<RunState> {
+) -> std::io::Result<RunEnd> {
     let settings = inputs.settings;
     let retry = RetryPolicy::new(settings.max_attempts);
     let policy = Policy {
@@ -161,8 +155,14 @@ pub async fn run_collecting(
         &to_upload,
         inputs.bucket,
     ));
+    let variants = Arc::new(VariantTable::new(variants));
+    let report_dir = match &inputs.shard_part {
+        Some(part) => part.dir.clone(),
+        None => inputs.out_dir.clone(),
+    };
+    let results = Results::new(&report_dir, Arc::clone(&variants))?;
     let executor = executor::Executor {
-        variants: variants.iter().map(|v| (v.id.clone(), v.clone())).collect(),
+        variants,
         client: inputs.client,
         uploads,
         downloader: Downloader::new().map_err(std::io::Error::other)?,
@@ -181,7 +181,8 @@ pub async fn run_collecting(
         state: RunState::new(policy, entries).with_orphans(orphans),
         executor: Arc::clone(&executor),
         journal: inputs.journal,
-        variants,
+        results,
+        results_failed: None,
         out_dir: inputs.out_dir,
         shard_part: inputs.shard_part.map(Arc::new),
         tasks: JoinSet::new(),

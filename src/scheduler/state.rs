@@ -25,8 +25,15 @@
 //!   in-flight slot: it buys nothing;
 //! - a finished variant whose tracks are downloaded again (a file missing or changed on
 //!   disk) stays finished with its tracks, whatever becomes of the download again.
+//!
+//! At size (SPEC.md "Size"): the machine holds only the variants not yet ended. A variant
+//! that ends leaves it through [`RunState::drain_ended`] (its record goes to the results
+//! and the journal); the counts the live view shows are kept as the phases change, never
+//! recounted; queue operations are O(1), and a stop drains the queue in one pass. An
+//! ended orphan leaves too, counted apart ([`RunState::orphan_counts`]): it has no row.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::mem;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -37,7 +44,9 @@ use crate::api::error::ApiError;
 use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
 use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
 use crate::journal::replay::Start;
+pub use crate::outcome::PhaseCounts;
 use crate::outcome::{StatusCounts, TrackRecord, VariantEnd, VariantRecord, VariantStatus};
+use crate::qc::QcCounts;
 use crate::variant::VariantId;
 
 /// The knobs of the decisions.
@@ -77,11 +86,9 @@ impl Entry {
     }
 }
 
-/// Where one variant is.
+/// Where one variant in flight is.
 #[derive(Clone, Debug)]
 enum Phase {
-    /// Waiting for an in-flight slot.
-    Queued(Start),
     /// A `Submit` action is out.
     Submitting { backoff: crate::api::retry::Backoff },
     /// A `Poll` action is out.
@@ -92,8 +99,17 @@ enum Phase {
     },
     /// `Download` actions are out.
     Downloading(Downloads),
-    /// Its work in this run is over (or there was none).
-    Ended,
+}
+
+impl Phase {
+    /// The live view's counter this phase is counted under.
+    fn counter(&self) -> usize {
+        match self {
+            Phase::Submitting { .. } => 0,
+            Phase::Polling { .. } => 1,
+            Phase::Downloading(_) => 2,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -104,33 +120,87 @@ struct Downloads {
     stopped: bool,
 }
 
+/// A variant in flight.
 #[derive(Clone, Debug)]
 struct VariantState {
     phase: Phase,
     record: VariantRecord,
-    /// A paid task of a variant no longer in the manifest: collected, never in the
-    /// report's rows or counts.
+    kind: Kind,
+}
+
+/// What a variant is besides its phase (both false for most).
+#[derive(Clone, Copy, Debug, Default)]
+struct Kind {
+    /// A paid task of a variant no longer in the manifest: collected, holding no slot,
+    /// never in the report's rows or counts.
     orphan: bool,
     /// Finished before, its tracks downloaded again: it stays finished ([`keep_finished`]).
     restoring: bool,
 }
 
-/// Every variant's phase and record, and the run-level stops.
+impl Kind {
+    /// The kind of a manifest's variant that starts with `start`, after `record`.
+    fn of(start: &Start, record: &VariantRecord) -> Self {
+        Kind {
+            orphan: false,
+            restoring: matches!(start, Start::Redownload { .. })
+                && record.status == VariantStatus::Finished,
+        }
+    }
+}
+
+/// A variant waiting for an in-flight slot, in the queue.
+#[derive(Clone, Debug)]
+struct Waiting {
+    id: VariantId,
+    start: Start,
+    /// What earlier runs left; `None` for a variant no run knows (most of a fresh run:
+    /// the queue is the largest thing the machine holds).
+    record: Option<Box<VariantRecord>>,
+}
+
+/// The record of a variant no run knows.
+static UNKNOWN: VariantRecord = VariantRecord {
+    status: VariantStatus::Pending,
+    task_id: None,
+    submitted_at: None,
+    finished_at: None,
+    attempts: 0,
+    error: None,
+    tracks: Vec::new(),
+};
+
+/// The phase and record of every variant not yet ended, and the run-level stops.
 #[derive(Debug)]
 pub struct RunState {
     policy: Policy,
-    variants: HashMap<VariantId, VariantState>,
-    /// Manifest order, for the report and the start order.
-    order: Vec<VariantId>,
-    queue: VecDeque<VariantId>,
+    /// In flight (at most `policy.concurrency`).
+    active: HashMap<VariantId, VariantState>,
+    /// Waiting for a slot, in start order.
+    queue: VecDeque<Waiting>,
     in_flight: usize,
+    /// Variants in flight by phase ([`Phase::counter`]), kept as the phases change.
+    phases: [usize; 3],
+    /// Every ended variant (those an earlier run left, too), by status.
+    ended_counts: StatusCounts,
+    /// Ended since the shell last drained them: their records leave the machine.
+    ended: Vec<(VariantId, VariantRecord)>,
     stops: Vec<StopReason>,
     submits_stopped: bool,
     work_stopped: bool,
     tasks_created: usize,
     unknown_outcomes: usize,
-    /// Orphans being polled or downloaded (they hold no in-flight slot).
+    /// Orphans given by [`RunState::with_orphans`], polled at [`RunState::start`].
+    orphans: Vec<Waiting>,
+    /// Orphans being polled or downloaded (in `active`, holding no in-flight slot).
     collecting: usize,
+    /// Every ended orphan, by status.
+    orphan_counts: StatusCounts,
+    /// The tracks of every ended variant of the manifest (earlier runs' too), by verdict.
+    qc: QcCounts,
+    /// The finished variants whose tracks could not all be downloaded again, with their
+    /// note: few (a file missing or changed on disk), so kept to the end for the closing.
+    unrestored: Vec<(VariantId, String)>,
     /// Whether any call of the run has reached the API.
     api_reached: bool,
     /// Why the base URL could not be used, when that stopped the run.
@@ -138,42 +208,48 @@ pub struct RunState {
 }
 
 impl RunState {
-    /// The state of a run over `entries`, in manifest order.
+    /// The state of a run over `entries`, in manifest order. The kept ones (nothing to
+    /// do) are ended at once: the first [`RunState::drain_ended`] gives their records.
     pub fn new(policy: Policy, entries: Vec<Entry>) -> Self {
-        let mut variants = HashMap::with_capacity(entries.len());
-        let mut order = Vec::with_capacity(entries.len());
         let mut queue = VecDeque::new();
+        let mut ended = Vec::new();
+        let mut ended_counts = StatusCounts::default();
+        let mut qc = QcCounts::default();
         for entry in entries {
-            let restoring = matches!(entry.start, Start::Redownload { .. })
-                && entry.record.status == VariantStatus::Finished;
-            let phase = match entry.start {
-                Start::Keep => Phase::Ended,
-                start => {
-                    queue.push_back(entry.id.clone());
-                    Phase::Queued(start)
+            match entry.start {
+                Start::Keep => {
+                    ended_counts.add(entry.record.status);
+                    count_tracks(&mut qc, &entry.record);
+                    ended.push((entry.id, entry.record));
                 }
-            };
-            order.push(entry.id.clone());
-            let state = VariantState {
-                phase,
-                record: entry.record,
-                orphan: false,
-                restoring,
-            };
-            variants.insert(entry.id, state);
+                start => {
+                    let record = entry.record;
+                    queue.push_back(Waiting {
+                        id: entry.id,
+                        start,
+                        record: (record != UNKNOWN).then(|| Box::new(record)),
+                    });
+                }
+            }
         }
         RunState {
             policy,
-            variants,
-            order,
+            active: HashMap::new(),
             queue,
             in_flight: 0,
+            phases: [0; 3],
+            ended_counts,
+            ended,
             stops: Vec::new(),
             submits_stopped: false,
             work_stopped: false,
             tasks_created: 0,
             unknown_outcomes: 0,
+            orphans: Vec::new(),
             collecting: 0,
+            orphan_counts: StatusCounts::default(),
+            qc,
+            unrestored: Vec::new(),
             api_reached: false,
             unusable: None,
         }
@@ -181,20 +257,33 @@ impl RunState {
 
     /// Adds the paid tasks of variants no longer in the manifest, to be collected: each
     /// entry's start is the poll of its task (anything else is ignored: an orphan is
-    /// never bought). Before [`RunState::start`].
+    /// never bought, and a variant of the manifest is never an orphan). Before
+    /// [`RunState::start`].
     pub fn with_orphans(mut self, orphans: impl IntoIterator<Item = Entry>) -> Self {
-        for entry in orphans {
-            if !matches!(entry.start, Start::Poll { .. }) || self.variants.contains_key(&entry.id) {
-                continue;
-            }
-            let state = VariantState {
-                phase: Phase::Queued(entry.start),
-                record: entry.record,
-                orphan: true,
-                restoring: false,
-            };
-            self.variants.insert(entry.id, state);
+        let mut taken: HashSet<VariantId> = self.orphans.iter().map(|w| w.id.clone()).collect();
+        let mut added: Vec<Waiting> = orphans
+            .into_iter()
+            .filter(|e| matches!(e.start, Start::Poll { .. }))
+            .filter(|e| taken.insert(e.id.clone()))
+            .map(|e| Waiting {
+                id: e.id,
+                start: e.start,
+                record: Some(Box::new(e.record)),
+            })
+            .collect();
+        if added.is_empty() {
+            return self;
         }
+        // One pass over the manifest's variants, once: few orphans, checked by a set.
+        let ours: HashSet<&VariantId> = added.iter().map(|w| &w.id).collect();
+        let manifest: HashSet<VariantId> = (self.queue.iter().map(|w| &w.id))
+            .chain(self.ended.iter().map(|(id, _)| id))
+            .chain(self.active.keys())
+            .filter(|id| ours.contains(id))
+            .cloned()
+            .collect();
+        added.retain(|w| !manifest.contains(&w.id));
+        self.orphans.append(&mut added);
         self
     }
 
@@ -207,39 +296,48 @@ impl RunState {
         actions
     }
 
-    /// Polls every orphan at once, unless the run already stopped all work.
+    /// Polls every orphan at once, unless the run already stopped all work (then each
+    /// ends `pending`: the next run asks again).
     fn start_orphans(&mut self, now: Instant, at: DateTime<Utc>, actions: &mut Vec<Action>) {
-        let mut queued: Vec<(VariantId, String)> = self
-            .variants
-            .iter()
-            .filter(|(_, v)| v.orphan)
-            .filter_map(|(id, v)| match &v.phase {
-                Phase::Queued(Start::Poll { task_id }) => Some((id.clone(), task_id.clone())),
-                _ => None,
-            })
-            .collect();
-        queued.sort();
-        for (id, task_id) in queued {
+        let mut orphans = mem::take(&mut self.orphans);
+        orphans.sort_by(|a, b| a.id.cmp(&b.id));
+        let kind = Kind {
+            orphan: true,
+            restoring: false,
+        };
+        for Waiting { id, start, record } in orphans {
+            let record = record.map_or_else(VariantRecord::default, |r| *r);
+            let Start::Poll { task_id } = start else {
+                continue;
+            };
             if self.work_stopped {
                 let why = "not polled: the run stopped first; the next run collects its task";
-                self.pending(&id, why, at, actions);
+                let end = VariantEnd::with_error(VariantStatus::Pending, why, at);
+                self.end_record(id, record, end, kind, actions);
                 continue;
             }
-            let schedule =
-                PollSchedule::new(self.policy.poll_interval, self.policy.poll_interval_max);
-            if let Some(variant) = self.variants.get_mut(&id) {
-                variant.phase = Phase::Polling {
-                    task_id: task_id.clone(),
-                    since: now,
-                    schedule,
-                };
-                self.collecting += 1;
-                actions.push(Action::Poll {
-                    id,
-                    task_id,
-                    after: Duration::ZERO,
-                });
-            }
+            let phase = Phase::Polling {
+                task_id: task_id.clone(),
+                since: now,
+                schedule: PollSchedule::new(
+                    self.policy.poll_interval,
+                    self.policy.poll_interval_max,
+                ),
+            };
+            actions.push(Action::Poll {
+                id: id.clone(),
+                task_id,
+                after: Duration::ZERO,
+            });
+            self.active.insert(
+                id,
+                VariantState {
+                    phase,
+                    record,
+                    kind,
+                },
+            );
+            self.collecting += 1;
         }
     }
 
@@ -355,7 +453,7 @@ impl RunState {
         let work_stopped = self.work_stopped;
         let poll_interval = self.policy.poll_interval;
         let schedule = PollSchedule::new(poll_interval, self.policy.poll_interval_max);
-        let Some(variant) = self.variants.get_mut(id) else {
+        let Some(variant) = self.active.get_mut(id) else {
             return;
         };
         variant.record.attempts += 1;
@@ -368,11 +466,12 @@ impl RunState {
             self.end(id, end, actions);
             return;
         }
-        variant.phase = Phase::Polling {
+        let polling = Phase::Polling {
             task_id: task_id.clone(),
             since: now,
             schedule,
         };
+        shift(&mut self.phases, variant, polling);
         actions.push(Action::Poll {
             id: id.clone(),
             task_id,
@@ -398,7 +497,7 @@ impl RunState {
             answered,
             actions,
         );
-        let Some(variant) = self.variants.get_mut(id) else {
+        let Some(variant) = self.active.get_mut(id) else {
             return;
         };
         variant.record.attempts += 1;
@@ -420,7 +519,7 @@ impl RunState {
         if matches!(verdict, Verdict::OutcomeUnknown | Verdict::Unreadable) {
             self.unknown_outcomes += 1;
         }
-        let Some(variant) = self.variants.get_mut(id) else {
+        let Some(variant) = self.active.get_mut(id) else {
             return;
         };
         variant.record.attempts += 1;
@@ -459,7 +558,7 @@ impl RunState {
         actions: &mut Vec<Action>,
     ) -> Option<(VariantStatus, String)> {
         let submits_stopped = self.submits_stopped;
-        let Some(Phase::Submitting { backoff }) = self.variants.get_mut(id).map(|v| &mut v.phase)
+        let Some(Phase::Submitting { backoff }) = self.active.get_mut(id).map(|v| &mut v.phase)
         else {
             return None;
         };
@@ -536,7 +635,7 @@ impl RunState {
             );
             return;
         }
-        let Some(Phase::Polling { task_id, .. }) = self.variants.get(id).map(|v| &v.phase) else {
+        let Some(Phase::Polling { task_id, .. }) = self.active.get(id).map(|v| &v.phase) else {
             return;
         };
         let task_id = task_id.clone();
@@ -574,15 +673,16 @@ impl RunState {
         files: Vec<TrackFile>,
         actions: &mut Vec<Action>,
     ) {
-        let Some(variant) = self.variants.get_mut(id) else {
+        let Some(variant) = self.active.get_mut(id) else {
             return;
         };
-        variant.phase = Phase::Downloading(Downloads {
+        let downloading = Phase::Downloading(Downloads {
             outstanding: files.len(),
             tracks: Vec::new(),
             failures: Vec::new(),
             stopped: false,
         });
+        shift(&mut self.phases, variant, downloading);
         for (i, file) in files.into_iter().enumerate() {
             actions.push(Action::Download {
                 id: id.clone(),
@@ -601,7 +701,7 @@ impl RunState {
         at: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
-        let Some(Phase::Polling { task_id, .. }) = self.variants.get(id).map(|v| &v.phase) else {
+        let Some(Phase::Polling { task_id, .. }) = self.active.get(id).map(|v| &v.phase) else {
             return;
         };
         let task_id = task_id.clone();
@@ -644,7 +744,7 @@ impl RunState {
             task_id,
             since,
             schedule,
-        }) = self.variants.get_mut(id).map(|v| &mut v.phase)
+        }) = self.active.get_mut(id).map(|v| &mut v.phase)
         else {
             return;
         };
@@ -678,9 +778,11 @@ impl RunState {
         at: DateTime<Utc>,
         actions: &mut Vec<Action>,
     ) {
-        let restoring = self.variants.get(id).is_some_and(|v| v.restoring);
-        let Some(Phase::Downloading(downloads)) = self.variants.get_mut(id).map(|v| &mut v.phase)
-        else {
+        let Some(variant) = self.active.get_mut(id) else {
+            return;
+        };
+        let restoring = variant.kind.restoring;
+        let Phase::Downloading(downloads) = &mut variant.phase else {
             return;
         };
         downloads.outstanding -= 1;
@@ -708,7 +810,7 @@ impl RunState {
             downloads.tracks.sort_by_key(|t| t.number);
             VariantEnd {
                 status: VariantStatus::Finished,
-                tracks: std::mem::take(&mut downloads.tracks),
+                tracks: mem::take(&mut downloads.tracks),
                 error: None,
                 at,
             }
@@ -730,25 +832,21 @@ impl RunState {
         self.work_stopped |= reason.stops_all_work();
         actions.push(Action::Stop(reason));
         let work_stopped = self.work_stopped;
-        let queued: Vec<VariantId> = self
-            .queue
-            .iter()
-            .filter(|id| {
-                work_stopped
-                    || matches!(
-                        self.variants.get(*id).map(|v| &v.phase),
-                        Some(Phase::Queued(Start::Submit | Start::Refuse { .. }))
-                    )
-            })
-            .cloned()
-            .collect();
-        self.queue.retain(|id| !queued.contains(id));
-        for id in queued {
-            let end = match &self.variants[&id].phase {
-                Phase::Queued(Start::Refuse { reason }) => {
+        // One pass: the queue keeps, in order, only what may still be worked on (a task
+        // to poll when only submits stopped).
+        let mut stopped = Vec::new();
+        for waiting in mem::take(&mut self.queue) {
+            match (&waiting.start, work_stopped) {
+                (Start::Submit | Start::Refuse { .. }, _) | (_, true) => stopped.push(waiting),
+                _ => self.queue.push_back(waiting),
+            }
+        }
+        for Waiting { id, start, record } in stopped {
+            let end = match &start {
+                Start::Refuse { reason } => {
                     VariantEnd::with_error(VariantStatus::Error, reason.clone(), at)
                 }
-                Phase::Queued(Start::Submit) => VariantEnd::with_error(
+                Start::Submit => VariantEnd::with_error(
                     VariantStatus::Pending,
                     "not submitted: the run stopped first",
                     at,
@@ -759,159 +857,196 @@ impl RunState {
                     at,
                 ),
             };
-            self.end(&id, end, actions);
+            let record = record.map_or_else(VariantRecord::default, |r| *r);
+            let kind = Kind::of(&start, &record);
+            self.end_record(id, record, end, kind, actions);
         }
     }
 
     /// Starts queued variants while the in-flight cap allows.
     fn fill_slots(&mut self, now: Instant, at: DateTime<Utc>, actions: &mut Vec<Action>) {
         while self.in_flight < self.policy.concurrency {
-            let Some(id) = self.queue.pop_front() else {
+            let Some(Waiting { id, start, record }) = self.queue.pop_front() else {
                 return;
             };
-            let variant = self.variants.get_mut(&id).expect("queued variants exist");
-            let Phase::Queued(start) = &variant.phase else {
-                continue;
-            };
-            match start.clone() {
+            let mut record = record.map_or_else(VariantRecord::default, |r| *r);
+            let kind = Kind::of(&start, &record);
+            let phase = match start {
                 Start::Refuse { reason } => {
                     let end = VariantEnd::with_error(VariantStatus::Error, reason, at);
-                    self.end(&id, end, actions);
+                    self.end_record(id, record, end, kind, actions);
                     continue;
                 }
                 Start::Submit => {
                     // A new submit: the record no longer names an earlier task.
-                    variant.record.task_id = None;
-                    variant.record.submitted_at = None;
+                    record.task_id = None;
+                    record.submitted_at = None;
                     let seed = seed_of(&id);
-                    variant.phase = Phase::Submitting {
-                        backoff: self.policy.submit_retry.backoff(seed),
-                    };
                     actions.push(Action::Submit {
-                        id,
+                        id: id.clone(),
                         after: Duration::ZERO,
                     });
+                    Phase::Submitting {
+                        backoff: self.policy.submit_retry.backoff(seed),
+                    }
                 }
                 // A task from an earlier run is asked about at once; its detail also
                 // brings fresh result URLs, since the journaled ones may have expired.
                 Start::Poll { task_id } | Start::Redownload { task_id, .. } => {
-                    variant.phase = Phase::Polling {
+                    actions.push(Action::Poll {
+                        id: id.clone(),
                         task_id: task_id.clone(),
+                        after: Duration::ZERO,
+                    });
+                    Phase::Polling {
+                        task_id,
                         since: now,
                         schedule: PollSchedule::new(
                             self.policy.poll_interval,
                             self.policy.poll_interval_max,
                         ),
-                    };
-                    actions.push(Action::Poll {
-                        id,
-                        task_id,
-                        after: Duration::ZERO,
-                    });
+                    }
                 }
                 Start::Keep => {
-                    variant.phase = Phase::Ended;
+                    self.ended_counts.add(record.status);
+                    count_tracks(&mut self.qc, &record);
+                    self.ended.push((id, record));
                     continue;
                 }
-            }
+            };
+            self.phases[phase.counter()] += 1;
+            self.active.insert(
+                id,
+                VariantState {
+                    phase,
+                    record,
+                    kind,
+                },
+            );
             self.in_flight += 1;
         }
     }
 
+    /// Ends a variant in flight: its record takes the end in, and leaves. (A waiting
+    /// variant ends only through a stop, which has it in hand.)
     fn end(&mut self, id: &VariantId, end: VariantEnd, actions: &mut Vec<Action>) {
-        let Some(variant) = self.variants.get_mut(id) else {
+        let Some(variant) = self.active.remove(id) else {
             return;
         };
-        let held_a_slot = !matches!(variant.phase, Phase::Queued(_) | Phase::Ended);
-        if matches!(variant.phase, Phase::Ended) {
-            return;
+        if variant.kind.orphan {
+            self.collecting -= 1;
+        } else {
+            self.phases[variant.phase.counter()] -= 1;
+            self.in_flight -= 1;
         }
-        let end = match variant.restoring {
-            true => keep_finished(&variant.record, end),
+        self.end_record(id.clone(), variant.record, end, variant.kind, actions);
+    }
+
+    /// Takes a variant's end into its record and the counters: a manifest's variant's
+    /// record waits in `ended` for [`RunState::drain_ended`]; an orphan's is counted
+    /// apart and goes (journaled by its `End` action, never into the results).
+    fn end_record(
+        &mut self,
+        id: VariantId,
+        mut record: VariantRecord,
+        end: VariantEnd,
+        kind: Kind,
+        actions: &mut Vec<Action>,
+    ) {
+        let end = match kind.restoring {
+            true => keep_finished(&record, end),
             false => end,
         };
-        variant.phase = Phase::Ended;
-        variant.record.apply_end(&end);
-        match (held_a_slot, variant.orphan) {
-            (true, true) => self.collecting -= 1,
-            (true, false) => self.in_flight -= 1,
-            (false, _) => {}
+        record.apply_end(&end);
+        if kind.orphan {
+            self.orphan_counts.add(record.status);
+        } else {
+            self.ended_counts.add(record.status);
+            count_tracks(&mut self.qc, &record);
+            if kind.restoring {
+                if let Some(note) = &end.error {
+                    self.unrestored.push((id.clone(), note.clone()));
+                }
+            }
         }
         actions.push(Action::End {
             id: id.clone(),
             end,
         });
+        if !kind.orphan {
+            self.ended.push((id, record));
+        }
     }
 
-    /// Whether every variant's work is over.
-    pub fn is_done(&self) -> bool {
-        self.queue.is_empty() && self.in_flight == 0 && self.collecting == 0
+    /// The records of the variants ended since the last call (at the first call, also
+    /// those the run keeps as they are): they leave the machine.
+    pub fn drain_ended(&mut self) -> std::vec::Drain<'_, (VariantId, VariantRecord)> {
+        self.ended.drain(..)
     }
 
-    /// The record of one variant.
-    pub fn record(&self, id: &VariantId) -> Option<&VariantRecord> {
-        self.variants.get(id).map(|v| &v.record)
-    }
-
-    /// Every record of the manifest's variants (not the orphans'), by variant.
-    pub fn records(&self) -> HashMap<VariantId, VariantRecord> {
-        self.variants
+    /// The records of the variants waiting for a slot that earlier runs left.
+    pub fn waiting_records(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
+        self.queue
             .iter()
-            .filter(|(_, v)| !v.orphan)
-            .map(|(id, v)| (id.clone(), v.record.clone()))
-            .collect()
+            .filter_map(|w| Some((&w.id, w.record.as_deref()?)))
     }
 
-    /// How many of the manifest's variants have each status (orphans aside: they are
-    /// not the manifest's, and do not decide the exit code).
-    pub fn counts(&self) -> StatusCounts {
-        StatusCounts::of(
-            self.variants
-                .values()
-                .filter(|v| !v.orphan)
-                .map(|v| &v.record),
-        )
-    }
-
-    /// The finished variants of this run whose tracks could not all be downloaded again
-    /// (a file missing or changed on disk, the provider's copy gone): still finished,
-    /// their note in `error`.
-    pub fn unrestored(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
-        self.order
+    /// The records of the manifest's variants in flight (not the orphans': they have no
+    /// row), for a report written while they run.
+    pub fn in_flight_records(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
+        self.active
             .iter()
-            .map(|id| (id, &self.variants[id]))
-            .filter(|(_, v)| {
-                v.restoring && matches!(v.phase, Phase::Ended) && v.record.error.is_some()
-            })
+            .filter(|(_, v)| !v.kind.orphan)
             .map(|(id, v)| (id, &v.record))
+    }
+
+    /// Whether every variant's work is over (the orphans' too).
+    pub fn is_done(&self) -> bool {
+        self.queue.is_empty()
+            && self.in_flight == 0
+            && self.collecting == 0
+            && self.orphans.is_empty()
+    }
+
+    /// The record of one variant not yet drained: in flight, waiting or ended since the
+    /// last [`RunState::drain_ended`] (a linear search of the last two: for tests).
+    pub fn record(&self, id: &VariantId) -> Option<&VariantRecord> {
+        self.active
+            .get(id)
+            .map(|v| &v.record)
+            .or_else(|| {
+                let waiting = self.queue.iter().find(|w| &w.id == id)?;
+                Some(waiting.record.as_deref().unwrap_or(&UNKNOWN))
+            })
+            .or_else(|| self.ended.iter().find(|(e, _)| e == id).map(|(_, r)| r))
+    }
+
+    /// How many of the manifest's variants have each status: the ended ones by their
+    /// end, the others as pending (at the end of a run, every variant has ended). Orphans
+    /// aside: they are not the manifest's, and do not decide the exit code.
+    pub fn counts(&self) -> StatusCounts {
+        let mut counts = self.ended_counts;
+        counts.pending += self.queue.len() + self.in_flight;
+        counts
     }
 
     /// How many orphans (paid tasks of variants no longer in the manifest) ended with
     /// each status: `finished` is collected into `superseded/`.
     pub fn orphan_counts(&self) -> StatusCounts {
-        StatusCounts::of(
-            self.variants
-                .values()
-                .filter(|v| v.orphan)
-                .map(|v| &v.record),
-        )
+        self.orphan_counts
     }
 
-    /// Tracks of every variant (earlier runs' too) by QC verdict.
-    pub fn qc_counts(&self) -> crate::qc::QcCounts {
-        let mut counts = crate::qc::QcCounts::default();
-        for track in self.variants.values().flat_map(|v| &v.record.tracks) {
-            counts.add(track.qc.as_ref().map(|qc| qc.verdict));
-        }
-        counts
+    /// The tracks of every ended variant of the manifest (earlier runs' too) by QC
+    /// verdict: kept as variants end, like the other counts.
+    pub fn qc_counts(&self) -> QcCounts {
+        self.qc
     }
 
-    /// The variants that did not finish, in manifest order, with their records.
-    pub fn unfinished(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
-        self.order
-            .iter()
-            .map(|id| (id, &self.variants[id].record))
-            .filter(|(_, r)| r.status != VariantStatus::Finished)
+    /// The finished variants of this run whose tracks could not all be downloaded again
+    /// (a file missing or changed on disk, the provider's copy gone), in the order they
+    /// ended: still finished, with this note in their `error`.
+    pub fn unrestored(&self) -> impl Iterator<Item = (&VariantId, &str)> {
+        self.unrestored.iter().map(|(id, note)| (id, note.as_str()))
     }
 
     /// The run-level stops, first first.
@@ -934,54 +1069,34 @@ impl RunState {
         self.in_flight
     }
 
-    /// How many variants are in each phase, for the live view. Read-only, one pass over
-    /// the variants; an ended variant counts under its status (those an earlier run
+    /// How many variants are in each phase, for the live view: kept as the phases
+    /// change, O(1). An ended variant counts under its status (those an earlier run
     /// finished, too).
     pub fn phase_counts(&self) -> PhaseCounts {
-        let mut counts = PhaseCounts::default();
-        for variant in self.variants.values().filter(|v| !v.orphan) {
-            match &variant.phase {
-                Phase::Queued(_) => counts.waiting += 1,
-                Phase::Submitting { .. } => counts.submitting += 1,
-                Phase::Polling { .. } => counts.running += 1,
-                Phase::Downloading(_) => counts.downloading += 1,
-                Phase::Ended => {
-                    let ended = &mut counts.ended;
-                    match variant.record.status {
-                        VariantStatus::Finished => ended.finished += 1,
-                        VariantStatus::Failed => ended.failed += 1,
-                        VariantStatus::Timeout => ended.timeout += 1,
-                        VariantStatus::Error => ended.error += 1,
-                        VariantStatus::Pending => ended.pending += 1,
-                    }
-                }
-            }
+        PhaseCounts {
+            waiting: self.queue.len(),
+            submitting: self.phases[0],
+            running: self.phases[1],
+            downloading: self.phases[2],
+            ended: self.ended_counts,
         }
-        counts
     }
 }
 
-/// Variants by phase: where the work is now ([`RunState::phase_counts`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PhaseCounts {
-    /// Waiting for an in-flight slot.
-    pub waiting: usize,
-    /// Getting their stem's URL, waiting for a submit slot, or on the wire.
-    pub submitting: usize,
-    /// Their task runs at the provider: polled.
-    pub running: usize,
-    /// Their tracks are being downloaded.
-    pub downloading: usize,
-    /// Their work in this run is over, by status.
-    pub ended: StatusCounts,
+/// Moves a variant in flight to its next phase, and its count with it (an orphan is not
+/// counted: the live view shows the manifest's variants).
+fn shift(phases: &mut [usize; 3], variant: &mut VariantState, to: Phase) {
+    if !variant.kind.orphan {
+        phases[variant.phase.counter()] -= 1;
+        phases[to.counter()] += 1;
+    }
+    variant.phase = to;
 }
 
-impl PhaseCounts {
-    /// Every variant counted.
-    pub fn total(&self) -> usize {
-        let ended = &self.ended;
-        let ended = ended.finished + ended.failed + ended.timeout + ended.error + ended.pending;
-        self.waiting + self.submitting + self.running + self.downloading + ended
+/// Adds a record's tracks to the counts by QC verdict.
+fn count_tracks(counts: &mut QcCounts, record: &VariantRecord) {
+    for track in &record.tracks {
+        counts.add(track.qc.as_ref().map(|qc| qc.verdict));
     }
 }
 

@@ -138,12 +138,12 @@ impl Uploads {
         order: &[LocalStem],
         bucket: Option<BucketUploads>,
     ) -> Self {
-        let mut distinct: Vec<&LocalStem> = Vec::new();
-        for stem in order {
-            if !distinct.iter().any(|d| d.sha256 == stem.sha256) {
-                distinct.push(stem);
-            }
-        }
+        // By a set, not a scan of those seen: one pass over the variants' stems.
+        let mut seen = std::collections::HashSet::new();
+        let distinct: Vec<&LocalStem> = order
+            .iter()
+            .filter(|stem| seen.insert(stem.sha256.as_str()))
+            .collect();
         let next = distinct
             .windows(2)
             .map(|pair| (pair[0].sha256.clone(), pair[1].clone()))

@@ -2,23 +2,10 @@
 //! hash of the API key, never the key itself, so that a Redis shared with other tools
 //! (or its `MONITOR`, or a dump of it) never holds the account's secret. Pure.
 
-use sha2::{Digest, Sha256};
+pub use crate::api::client::account_id;
 
 /// What every key of the shared limits starts with.
 pub const KEY_PREFIX: &str = "stembatch:limit";
-
-/// Mixed into the hash so that it matches no other use of a sha256 of the key.
-const DOMAIN: &str = "stembatch shared rate limit\0";
-
-/// The account as the keys name it: 128 bits of a sha256 of the API key, in hex. Every
-/// process on one key gets the same name, whatever its manifest, host or base URL.
-pub fn account_id(api_key: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(DOMAIN)
-        .chain_update(api_key.trim())
-        .finalize();
-    hex::encode(&digest[..16])
-}
 
 /// The key that holds the theoretical arrival time of one endpoint's limit.
 pub fn limit_key(account_id: &str, endpoint: &str) -> String {

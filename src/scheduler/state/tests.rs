@@ -747,6 +747,7 @@ fn random_runs_keep_the_money_rules() {
             .chain(&orphans)
             .map(|e| (e.id.clone(), e.start.clone()))
             .collect();
+        let orphan_count = orphans.len();
         let mut state = RunState::new(policy(3), entries).with_orphans(orphans);
         let mut shell = Shell::default();
         let mut now = Instant::now();
@@ -795,8 +796,13 @@ fn random_runs_keep_the_money_rules() {
                 );
             }
             shell.take(&state, actions, &starts);
+            assert_counts_kept(&state, count, case);
         }
         assert!(state.is_done(), "case {case}");
+        assert!(
+            state.queue.is_empty() && state.active.is_empty(),
+            "case {case}: an ended variant stayed in the machine"
+        );
         for (id, start) in &starts {
             let ends = shell.ends.get(id).copied().unwrap_or(0);
             match start {
@@ -823,6 +829,22 @@ fn random_runs_keep_the_money_rules() {
             manifest, count,
             "case {case}: orphans are not the manifest's"
         );
+        let orphaned = state.orphan_counts();
+        assert_eq!(
+            orphaned.finished
+                + orphaned.failed
+                + orphaned.timeout
+                + orphaned.error
+                + orphaned.pending,
+            orphan_count,
+            "case {case}: every orphan ends once, counted apart"
+        );
+        // The QC counts kept as variants end equal a recount of the ended records.
+        let mut qc = crate::qc::QcCounts::default();
+        for (_, record) in &state.ended {
+            count_tracks(&mut qc, record);
+        }
+        assert_eq!(state.qc_counts(), qc, "case {case}");
         // Crash anywhere: the next run never submits a variant whose task it knows.
         let cut = rng.random_range(0..=shell.journal.len());
         let priors = replay(&shell.journal[..cut]);
@@ -904,6 +926,106 @@ fn phase_counts_follow_each_variant_through_its_phases() {
     assert_eq!(counts.total(), 4);
 }
 
+/// The counters kept as the phases change equal a recount, and every variant is in
+/// exactly one place: waiting, in flight, or ended (and then out of the maps).
+fn assert_counts_kept(state: &RunState, count: usize, case: usize) {
+    let mut recount = PhaseCounts {
+        waiting: state.queue.len(),
+        ended: StatusCounts::of(state.ended.iter().map(|(_, r)| r)),
+        ..PhaseCounts::default()
+    };
+    let mut collecting = 0;
+    for variant in state.active.values() {
+        if variant.kind.orphan {
+            collecting += 1;
+            continue;
+        }
+        match variant.phase {
+            Phase::Submitting { .. } => recount.submitting += 1,
+            Phase::Polling { .. } => recount.running += 1,
+            Phase::Downloading(_) => recount.downloading += 1,
+        }
+    }
+    assert_eq!(state.phase_counts(), recount, "case {case}");
+    assert_eq!(
+        state.active.len() - collecting,
+        state.in_flight,
+        "case {case}"
+    );
+    assert_eq!(
+        collecting, state.collecting,
+        "case {case}: orphans hold no slot"
+    );
+    assert_eq!(
+        recount.total(),
+        count,
+        "case {case}: a variant lost or counted twice"
+    );
+    for (id, _) in &state.ended {
+        assert!(
+            !state.queue.iter().any(|w| &w.id == id) && !state.active.contains_key(id),
+            "case {case}: {id} ended, yet still held"
+        );
+    }
+}
+
+#[test]
+fn an_ended_variant_leaves_the_machine_with_its_record() {
+    let now = Instant::now();
+    let entries = vec![entry(0, Start::Keep), entry(1, Start::Submit)];
+    let mut state = RunState::new(policy(1), entries);
+    let kept: Vec<_> = state.drain_ended().map(|(id, _)| id).collect();
+    assert_eq!(kept, [id(0)], "a kept variant leaves at the start");
+    state.start(now, at());
+    state.handle(
+        now,
+        at(),
+        Event::SubmitFailed {
+            id: id(1),
+            error: status(422),
+        },
+    );
+    let ended: Vec<_> = state.drain_ended().collect();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(
+        (&ended[0].0, ended[0].1.status, ended[0].1.attempts),
+        (&id(1), VariantStatus::Error, 1)
+    );
+    assert_eq!(state.record(&id(1)), None, "drained: no longer held");
+    assert_eq!(state.counts().error, 1, "still counted");
+    assert!(state.drain_ended().next().is_none());
+}
+
+#[test]
+fn a_stop_keeps_the_tasks_to_collect_in_their_order() {
+    let now = Instant::now();
+    let poll = |n| {
+        entry(
+            n,
+            Start::Poll {
+                task_id: format!("t{n}"),
+            },
+        )
+    };
+    let entries = vec![
+        entry(0, Start::Submit),
+        poll(1),
+        entry(2, Start::Submit),
+        poll(3),
+        poll(4),
+    ];
+    let mut state = RunState::new(policy(1), entries);
+    state.start(now, at());
+    let stopped = state.handle(
+        now,
+        at(),
+        Event::Stop(StopReason::Account(AccountStop::NoCredits)),
+    );
+    assert_eq!(kinds(&stopped)[1..], ["end v2 pending"]);
+    let queued: Vec<_> = state.queue.iter().map(|w| w.id.clone()).collect();
+    assert_eq!(queued, [id(1), id(3), id(4)], "the polls stay, in order");
+}
+
 /// An orphan (a paid task of a variant no longer in the manifest) as the run takes it.
 fn orphan(n: usize) -> Entry {
     Entry {
@@ -978,7 +1100,7 @@ fn orphans_take_no_slot_are_never_submitted_and_stay_out_of_the_report() {
     polled(&mut state, now, 0, TaskStatus::Failed, 0);
     assert!(state.is_done());
     assert!(
-        !state.records().contains_key(&id(9)),
+        !state.drain_ended().any(|(ended, _)| ended == id(9)),
         "no row in results.csv"
     );
     assert_eq!(state.counts().failed, 1);

@@ -1,0 +1,316 @@
+//! The folder's journals folded as they are read: what a run, `plan` and `status` need of
+//! the folder's history, without ever holding its records.
+//!
+//! A folder's journals (the whole folder's, each shard's) are put together run by run in
+//! the order of their `seq` (`layout::merge_runs`). Read here in two passes, both
+//! streamed: the first finds where each run begins in each journal (a look at each line's
+//! kind; only the `run_started` lines are parsed), the second reads the runs in their
+//! order, each record folded into [`Folded`] as it is read and then dropped. Memory is
+//! the fold (one [`Prior`] per variant) and a few numbers per run; the result is the
+//! fold of `merge_runs` over every record, record for record (tested against it).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::format::{decode_each, run_start_of, DecodeError, Record};
+use super::replay::{fold, Prior};
+use super::JournalError;
+use crate::outcome::UploadedFile;
+use crate::variant::VariantId;
+
+/// What the folder's journals say, folded.
+#[derive(Debug, Default)]
+pub struct Folded {
+    /// Every variant the journals name, settled (as `replay::replay` gives them).
+    pub priors: HashMap<VariantId, Prior>,
+    /// The latest upload of each file, by API (or bucket) and content hash.
+    uploads: HashMap<(String, String), UploadedFile>,
+    last_api: Option<String>,
+    highest_seq: u64,
+    shards_used: bool,
+    records: u64,
+}
+
+impl Folded {
+    /// Folds one more record in (its variant's prior stays unsettled until
+    /// [`Folded::settle`]).
+    fn take(&mut self, record: &Record) {
+        self.records += 1;
+        match record {
+            Record::RunStarted { seq, api, .. } => {
+                self.highest_seq = self.highest_seq.max(*seq);
+                if !api.is_empty() {
+                    self.last_api = Some(api.clone());
+                }
+            }
+            Record::Uploaded {
+                api,
+                sha256,
+                file_url,
+                expires_at,
+                ..
+            } => {
+                let file = UploadedFile {
+                    url: file_url.clone(),
+                    expires_at: *expires_at,
+                };
+                self.uploads.insert((api.clone(), sha256.clone()), file);
+            }
+            Record::ShardsUsed { .. } => self.shards_used = true,
+            _ => fold(&mut self.priors, std::iter::once(record)),
+        }
+    }
+
+    fn settle(&mut self) {
+        for prior in self.priors.values_mut() {
+            prior.settle();
+        }
+    }
+
+    /// The API the journals' last run used, when it says (`replay::last_api`).
+    pub fn last_api(&self) -> Option<&str> {
+        self.last_api.as_deref()
+    }
+
+    /// The latest upload of each file to `api` (`replay::uploads`).
+    pub fn uploads(&self, api: &str) -> HashMap<String, UploadedFile> {
+        self.uploads
+            .iter()
+            .filter(|((to, _), _)| to == api)
+            .map(|((_, sha256), file)| (sha256.clone(), file.clone()))
+            .collect()
+    }
+
+    /// The `seq` of a run starting now (`layout::next_seq`).
+    pub fn next_seq(&self) -> u64 {
+        self.highest_seq + 1
+    }
+
+    /// Whether shards have run in the folder (`layout::shards_announced`).
+    pub fn shards_announced(&self) -> bool {
+        self.shards_used
+    }
+
+    /// Whether the journals hold no record at all: a new folder.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+}
+
+/// Where one run's records are in its journal.
+struct Segment {
+    /// Its place among the folder's runs: `seq`, then start (as `merge_runs` orders).
+    order: (u64, Option<chrono::DateTime<chrono::Utc>>),
+    journal: usize,
+    start: u64,
+    end: u64,
+    first_line: usize,
+}
+
+/// Folds the journals at `paths` (absent ones are skipped), in `merge_runs`' order.
+pub fn fold_journals(paths: &[PathBuf]) -> Result<Folded, JournalError> {
+    let mut files = Vec::new();
+    let mut segments = Vec::new();
+    for path in paths {
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(cause) => return Err(io(path, cause)),
+        };
+        let journal = files.len();
+        segments.extend(runs_of(&file, journal).map_err(|cause| io(path, cause))?);
+        files.push((path, file));
+    }
+    // Stable: runs of the same order keep the journals' order, and their own.
+    segments.sort_by_key(|segment| segment.order);
+    let mut folded = Folded::default();
+    for segment in segments {
+        let (path, file) = &mut files[segment.journal];
+        file.seek(SeekFrom::Start(segment.start))
+            .map_err(|cause| io(path, cause))?;
+        let reader = BufReader::new(Read::by_ref(file).take(segment.end - segment.start));
+        decode_each(reader, path, segment.first_line, |record| {
+            folded.take(&record)
+        })
+        .map_err(|err| match err {
+            DecodeError::Journal(err) => err,
+            DecodeError::Io(cause) => io(path, cause),
+        })?;
+    }
+    folded.settle();
+    Ok(folded)
+}
+
+fn io(path: &Path, cause: std::io::Error) -> JournalError {
+    JournalError::Io {
+        path: path.to_owned(),
+        cause,
+    }
+}
+
+/// The first pass over one journal: where each run begins. Records before the first
+/// start (none are written so) count as the oldest run.
+fn runs_of(file: &File, journal: usize) -> std::io::Result<impl Iterator<Item = Segment>> {
+    let mut reader = BufReader::new(file);
+    let mut starts = vec![((0, None), 0u64, 1usize)];
+    let (mut offset, mut line) = (0u64, 1usize);
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        let read = reader.read_until(b'\n', &mut raw)?;
+        if read == 0 {
+            break;
+        }
+        if let Some(order) = run_start_of(&raw) {
+            starts.push((order, offset, line));
+        }
+        offset += read as u64;
+        line += 1;
+    }
+    let end = offset;
+    let mut segments = Vec::with_capacity(starts.len());
+    for (i, &(order, start, first_line)) in starts.iter().enumerate() {
+        let next = starts.get(i + 1).map_or(end, |s| s.1);
+        if next > start {
+            segments.push(Segment {
+                order,
+                journal,
+                start,
+                end: next,
+                first_line,
+            });
+        }
+    }
+    Ok(segments.into_iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::journal::format::{encode, Created, EndStatus};
+    use crate::journal::layout::{merge_runs, next_seq, shards_announced};
+    use crate::journal::replay::{last_api, replay, uploads};
+
+    fn id(n: u32) -> VariantId {
+        serde_json::from_value(serde_json::json!(format!("v{n}"))).unwrap()
+    }
+
+    /// A random record, of every kind.
+    fn random_record(rng: &mut StdRng) -> Record {
+        let at: chrono::DateTime<chrono::Utc> = "2026-11-25T01:00:00Z".parse().unwrap();
+        let at = at + chrono::Duration::seconds(rng.random_range(0..100_000));
+        let variant_id = id(rng.random_range(0..6));
+        match rng.random_range(0..9) {
+            0 => Record::RunStarted {
+                at,
+                seq: rng.random_range(0..4),
+                api: ["", "sim", "https://api"][rng.random_range(0..3)].into(),
+                pid: 1,
+                version: "0".into(),
+            },
+            1 => Record::SubmitIntent { variant_id, at },
+            2 => Record::SubmitWithdrawn { variant_id },
+            3 => Record::SubmitFailed {
+                variant_id,
+                created: [Created::No, Created::Unknown][rng.random_range(0..2)],
+                error: "e".into(),
+            },
+            4 => Record::Submitted {
+                variant_id,
+                task_id: format!("t{}", rng.random_range(0..3)),
+                at,
+            },
+            5 => Record::Uploaded {
+                api: ["sim", "https://api"][rng.random_range(0..2)].into(),
+                sha256: format!("s{}", rng.random_range(0..3)),
+                file_url: format!("u{}", rng.random_range(0..100)),
+                expires_at: at,
+                at,
+            },
+            6 => Record::ShardsUsed { at, shard_count: 2 },
+            _ => Record::Ended {
+                variant_id,
+                status: [EndStatus::Finished, EndStatus::Failed, EndStatus::Error]
+                    [rng.random_range(0..3)],
+                error: None,
+                at,
+            },
+        }
+    }
+
+    /// Random folders of one to three journals: the streamed fold says what the records,
+    /// merged run by run, say.
+    #[test]
+    fn the_streamed_fold_is_the_fold_of_the_merged_records() {
+        let mut rng = StdRng::seed_from_u64(16);
+        for case in 0..300 {
+            let dir = tempfile::tempdir().unwrap();
+            let mut journals = Vec::new();
+            let mut paths = Vec::new();
+            for j in 0..rng.random_range(1..4) {
+                let records: Vec<Record> = (0..rng.random_range(0..40))
+                    .map(|_| random_record(&mut rng))
+                    .collect();
+                let path = dir.path().join(format!("j{j}.jsonl"));
+                let mut file = File::create(&path).unwrap();
+                for record in &records {
+                    file.write_all(encode(record).as_bytes()).unwrap();
+                }
+                journals.push(records);
+                paths.push(path);
+            }
+            // Now and then a torn last line, which both reads drop.
+            if rng.random_bool(0.3) {
+                let mut file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&paths[0])
+                    .unwrap();
+                file.write_all(b"{\"v\":1,\"kind\":\"ended\",\"vari")
+                    .unwrap();
+            }
+            paths.push(dir.path().join("absent.jsonl"));
+            let merged = merge_runs(journals);
+            let folded = fold_journals(&paths).unwrap();
+            assert_eq!(folded.priors, replay(&merged), "case {case}");
+            assert_eq!(folded.last_api(), last_api(&merged), "case {case}");
+            assert_eq!(folded.next_seq(), next_seq(&merged), "case {case}");
+            assert_eq!(folded.shards_announced(), shards_announced(&merged));
+            assert_eq!(folded.is_empty(), merged.is_empty(), "case {case}");
+            for api in ["sim", "https://api"] {
+                assert_eq!(folded.uploads(api), uploads(&merged, api), "case {case}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_line_is_named_by_its_line_in_its_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        let started = Record::RunStarted {
+            at: "2026-11-25T01:00:00Z".parse().unwrap(),
+            seq: 1,
+            api: "sim".into(),
+            pid: 1,
+            version: "0".into(),
+        };
+        let text = format!(
+            "{}{}not json\n{}",
+            encode(&started),
+            encode(&started),
+            encode(&started)
+        );
+        std::fs::write(&path, text).unwrap();
+        let err = fold_journals(&[path]).unwrap_err();
+        assert!(
+            matches!(err, JournalError::Corrupt { line: 3, .. }),
+            "{err}"
+        );
+    }
+}
