@@ -322,3 +322,21 @@ pub async fn status_json(dir: &Path) -> serde_json::Value {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     serde_json::from_slice(&output.stdout).expect("status --json prints one JSON object")
 }
+
+/// When the simulator accepted each submit, in order.
+pub fn submit_times(sim: &SimHandle) -> Vec<Duration> {
+    sim.submissions().iter().map(|s| s.at).collect()
+}
+
+/// The most submits the simulator accepted within any `window`.
+pub fn busiest(times: &[Duration], window: Duration) -> usize {
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t < times[i] + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}

@@ -72,19 +72,6 @@ fn assert_evenly_spaced(gaps: &[Duration], period: Duration) {
     }
 }
 
-/// The most submits the simulator accepted within any `window`.
-fn busiest(times: &[Duration], window: Duration) -> usize {
-    (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|t| **t < times[i] + window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 /// Issue 17: a process frozen for 3 s in the middle of a run (SIGSTOP, then SIGCONT, as a
 /// suspended VM or laptop is) does not send the slots that passed meanwhile together
 /// when it thaws: no 429, no one-second window over the limit.

@@ -55,20 +55,6 @@ tags = [{}]
     )
 }
 
-/// The most submits the simulator accepted within any `window`.
-fn busiest(sim: &SimHandle, window: Duration) -> usize {
-    let times: Vec<Duration> = sim.submissions().iter().map(|s| s.at).collect();
-    (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|t| **t < times[i] + window)
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
-}
-
 /// How often three submits came within 15 ms, under a third of a period: three
 /// processes in lock-step send a few milliseconds apart, every third submit. Evenly
 /// spaced ones come 50 ms apart; a machine that starves one process for a moment makes
@@ -149,7 +135,7 @@ async fn three_processes_on_one_key_keep_to_its_limit_as_fast_as_one() {
     let stats = sim.stats();
     assert_eq!(stats.tasks_created, 150);
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
-    let second = busiest(&sim, Duration::from_secs(1));
+    let second = busiest(&submit_times(&sim), Duration::from_secs(1));
     assert!(
         second <= PER_SECOND_ALLOWED,
         "{second} submits in one second"
@@ -187,7 +173,7 @@ async fn processes_that_lose_redis_fall_back_to_a_share_each_and_stay_under_the_
     let stats = sim.stats();
     assert_eq!(stats.tasks_created, 150);
     assert_eq!(stats.rate_limited, 0, "{stats:?}");
-    let second = busiest(&sim, Duration::from_secs(1));
+    let second = busiest(&submit_times(&sim), Duration::from_secs(1));
     assert!(
         second <= PER_SECOND_ALLOWED,
         "{second} submits in one second"
