@@ -60,8 +60,15 @@ pub trait Pacer: Send + Sync {
 /// that late is still nearer its own slot than the next one's), and never more than
 /// [`MAX_LATE`]. A slot later than this passed while the process could not send.
 pub fn late_grace(period: Duration) -> Duration {
-    (period / 2).min(MAX_LATE)
+    (period / 2).clamp(MIN_LATE, MAX_LATE)
 }
+
+/// The least a call may be late on its slot, however fast the rate: a busy process wakes
+/// a few milliseconds late, and at a thousand calls a second half the spacing is below
+/// the timer's resolution, so every slot would lapse as it came and nothing would be
+/// sent. 20 ms stays inside the spacing's margin for any window of 640 ms or more
+/// ([`spacing`]).
+pub const MIN_LATE: Duration = Duration::from_millis(20);
 
 /// The longest a call may be late on its slot, whatever the spacing: past it, the process
 /// was stopped or starved, not merely busy.
@@ -337,6 +344,8 @@ mod tests {
         assert!(slow.lapsed(t0, t0 + MS(251)));
         // Fast rates leave half their spacing.
         assert_eq!(late_grace(Duration::from_millis(50)), MS(25));
+        // Faster ones keep the timer's due: a slot 10 µs apart must not lapse as it comes.
+        assert_eq!(late_grace(Duration::from_micros(10)), MIN_LATE);
         // A hold-off told after the reservation covers the slot; one that ends before it
         // does not.
         let next = gcra.reserve(t0);
