@@ -4,11 +4,12 @@
 //! disk is moved aside, never overwritten in place.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use crate::helpers::*;
-use stembatch::sim::SimConfig;
+use stembatch::sim::{SimConfig, SimHandle};
 
 /// Six explicit variants of one stem, `v0`..`v5`, tagged `piano 0`..`piano 5`.
 fn six_variants(head: &str) -> String {
@@ -39,21 +40,7 @@ async fn issue_17_paid_tasks_of_changed_and_removed_variants_are_collected_into_
         ..quick_sim()
     })
     .await;
-    let (dir, manifest) = write_manifest(&six_variants(FAST_RUN));
-    let out = dir.path().join("out");
-    let mut child = run_command(&sim, &manifest, &out, &[])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("six tasks in flight", || sim.stats().tasks_created == 6).await;
-    // Let the journal's fsyncs of the answers land, then kill without a word.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(signal_and_wait(&mut child, "-KILL").await, None);
-    let (_, killed) = read_results(&out);
-    let old_ids: HashMap<String, String> = killed
-        .iter()
-        .map(|r| (r["variant"].clone(), r["variant_id"].clone()))
-        .collect();
+    let (_dir, manifest, out, killed, old_ids) = a_night_killed_with_six_in_flight(&sim).await;
     assert_eq!(old_ids.len(), 6, "{killed:?}");
     let task_of_tags: HashMap<String, String> = sim
         .submissions()
@@ -239,20 +226,7 @@ async fn issue_17_shards_collect_each_orphan_once() {
         ..quick_sim()
     })
     .await;
-    let (dir, manifest) = write_manifest(&six_variants(FAST_RUN));
-    let out = dir.path().join("out");
-    let mut child = run_command(&sim, &manifest, &out, &[])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("six tasks in flight", || sim.stats().tasks_created == 6).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(signal_and_wait(&mut child, "-KILL").await, None);
-    let (_, killed) = read_results(&out);
-    let old_ids: HashMap<String, String> = killed
-        .iter()
-        .map(|r| (r["variant"].clone(), r["variant_id"].clone()))
-        .collect();
+    let (_dir, manifest, out, _, old_ids) = a_night_killed_with_six_in_flight(&sim).await;
     let mut text = std::fs::read_to_string(&manifest).unwrap();
     for i in 2..5 {
         text = text.replace(
@@ -295,4 +269,33 @@ async fn issue_17_shards_collect_each_orphan_once() {
             assert!(out.join(format!("superseded/{old}-{track}.wav")).is_file());
         }
     }
+}
+
+/// A night of six variants killed with -9 once all six tasks are created: the folder,
+/// its manifest and output, the rows the kill left and each variant's old id by name.
+async fn a_night_killed_with_six_in_flight(
+    sim: &SimHandle,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    PathBuf,
+    Vec<HashMap<String, String>>,
+    HashMap<String, String>,
+) {
+    let (dir, manifest) = write_manifest(&six_variants(FAST_RUN));
+    let out = dir.path().join("out");
+    let mut child = run_command(sim, &manifest, &out, &[])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("six tasks in flight", || sim.stats().tasks_created == 6).await;
+    // Let the journal's fsyncs of the answers land, then kill without a word.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(signal_and_wait(&mut child, "-KILL").await, None);
+    let (_, killed) = read_results(&out);
+    let old_ids: HashMap<String, String> = killed
+        .iter()
+        .map(|r| (r["variant"].clone(), r["variant_id"].clone()))
+        .collect();
+    (dir, manifest, out, killed, old_ids)
 }
