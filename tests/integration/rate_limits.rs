@@ -124,3 +124,22 @@ async fn a_process_frozen_for_three_seconds_keeps_to_the_limit_when_it_thaws() {
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert_eq!(sim.stats().submit_calls, stats.submit_calls);
 }
+
+/// Limits far above what the machine can send (as a user lifts them for a private
+/// deployment) still let every call through: at 100,000 a second the spacing is 10 µs,
+/// far below the timer's resolution, and a pacer that gave up every slot that came a
+/// little late sent nothing at all (found by `bench --only unlimited-200k`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_far_above_the_machine_s_pace_still_let_every_call_through() {
+    let sim = start_sim(quick_sim()).await;
+    let head = FAST_RUN
+        .replace("concurrency = 8", "concurrency = 50")
+        .replace("submit_rate = \"1200/min\"", "submit_rate = \"100000/s\"")
+        .replace("poll_rate = \"12000/min\"", "poll_rate = \"100000/s\"");
+    let (dir, manifest) = write_manifest(&variants_manifest(&head, 150));
+    let out = dir.path().join("out");
+    let output = run_against(&sim, &manifest, &out).await;
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(sim.stats().tasks_created, 150);
+    assert_all_finished_with_the_simulators_files(&sim, &out, 150);
+}
