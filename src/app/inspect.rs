@@ -9,13 +9,13 @@ use super::resume::{self, Resume};
 use crate::exit::{ExpectedError, SUCCESS};
 use crate::journal::layout;
 use crate::journal::lock::{Holder, LockState};
-use crate::journal::replay::Rerun;
-use crate::journal::rerun::Intent;
 use crate::journal::JournalError;
 use crate::manifest;
 use crate::outcome::{VariantRecord, VariantStatus};
 use crate::qc::QcCounts;
 use crate::report::csv::FILE_NAME;
+use crate::scheduler::rerun::Intent;
+use crate::scheduler::start::Rerun;
 use crate::shard::Shard;
 use crate::variant::{GenerationParams, Variant, VariantId};
 

@@ -14,8 +14,10 @@ pub mod events;
 mod executor;
 pub mod pacer;
 pub mod poll;
+pub mod rerun;
 pub mod retrying;
 pub mod shared_limit;
+pub mod start;
 pub mod state;
 pub mod upload;
 pub mod watched;
@@ -32,7 +34,6 @@ use tokio_util::sync::CancellationToken;
 use crate::api::retry::RetryPolicy;
 use crate::api::ApiClient;
 use crate::download::Downloader;
-use crate::journal::replay::Start;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::{RunSettings, UploadMode};
 use crate::outcome::UploadedFile;
@@ -43,6 +44,7 @@ use crate::variant::{LocalStem, StemSource, Variant, VariantTable};
 pub use coordinator::{RunEnd, Stops};
 use events::StopReason;
 use pacer::{Pacer, RatePacer};
+use start::Start;
 use state::{Entry, Policy, RunState};
 use upload::Uploads;
 
@@ -121,7 +123,7 @@ pub fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<Loc
 
 /// Runs every variant from its entry and writes `results.csv`; an error only when the
 /// report cannot be written (or a bug made an executor panic). `orphans` are paid tasks of
-/// variants no longer in the manifest (`journal::rerun::orphans`): polled and downloaded
+/// variants no longer in the manifest ([`rerun::orphans`]): polled and downloaded
 /// into `superseded/`, never bought, never in `results.csv`.
 pub async fn run(
     variants: Arc<Vec<Variant>>,
