@@ -22,7 +22,7 @@
 //!                              verdict); one retry path
 //! ```
 //!
-//! `app` wires the commands: the run lock (`journal::lock`), signals (`signal`), the
+//! `app` wires the commands: the run lock (`folder::lock`), signals (`signal`), the
 //! preparation (raced against Ctrl-C), and the exit codes of `exit`. `outcome` holds the
 //! facts every layer shares (a variant's status, record, tracks), so that the journal and
 //! the report never import the scheduler.
@@ -39,6 +39,7 @@ pub mod audio_format;
 pub mod cli;
 pub mod download;
 pub mod exit;
+pub mod folder;
 pub mod journal;
 pub mod manifest;
 pub mod outcome;

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use super::resume::{self, Resume};
 use crate::exit::{ExpectedError, SUCCESS};
-use crate::journal::layout;
-use crate::journal::lock::{Holder, LockState};
+use crate::folder::layout;
+use crate::folder::lock::{Holder, LockState};
 use crate::journal::JournalError;
 use crate::manifest;
 use crate::outcome::{VariantRecord, VariantStatus};
@@ -134,7 +134,7 @@ async fn plan_against(
 /// Every journal of the folder `dir`, folded as a run reads them; a damaged one is the
 /// user's to see.
 fn fold_journals(dir: &Path) -> anyhow::Result<crate::journal::folded::Folded> {
-    crate::journal::layout::fold_all(dir).map_err(|err| match err {
+    crate::folder::layout::fold_all(dir).map_err(|err| match err {
         JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
             ExpectedError::usage(err.to_string()).into()
         }
@@ -144,7 +144,7 @@ fn fold_journals(dir: &Path) -> anyhow::Result<crate::journal::folded::Folded> {
 
 /// Every journal of the folder `dir`, put together; a damaged one is the user's to see.
 fn read_journals(dir: &Path) -> anyhow::Result<Vec<crate::journal::format::Record>> {
-    crate::journal::layout::read_all(dir).map_err(|err| match err {
+    crate::folder::layout::read_all(dir).map_err(|err| match err {
         JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
             ExpectedError::usage(err.to_string()).into()
         }
@@ -446,14 +446,14 @@ fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
 /// does.
 fn folder_holder(dir: &Path) -> anyhow::Result<LockState> {
     let state_dir = crate::journal::state_dir(dir);
-    let whole = crate::journal::lock::holder(&state_dir)?;
+    let whole = crate::folder::lock::holder(&state_dir)?;
     if whole != LockState::Free {
         return Ok(whole);
     }
     let shards = layout::shard_dirs(dir)
         .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", state_dir.display()))?;
     for (_, shard_dir) in shards {
-        let held = crate::journal::lock::holder(&shard_dir)?;
+        let held = crate::folder::lock::holder(&shard_dir)?;
         if held != LockState::Free {
             return Ok(held);
         }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::exit::{ExpectedError, SUCCESS};
-use crate::journal::layout;
+use crate::folder::layout;
 use crate::report::csv::FILE_NAME;
 use crate::report::html::{self, PageError};
 use crate::report::shards;

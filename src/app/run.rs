@@ -13,9 +13,10 @@ use crate::api::ApiError;
 use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, SUCCESS};
+use crate::folder::layout;
+use crate::journal;
 use crate::journal::format::SIMULATOR;
 use crate::journal::writer::JournalWriter;
-use crate::journal::{self, layout};
 use crate::manifest::{self, Manifest, Rate, RunSettings, ShardPosition, REDIS_URL_ENV};
 use crate::outcome::UploadedFile;
 use crate::report::csv::FILE_NAME;
@@ -32,8 +33,8 @@ use crate::sim::{SimConfig, SimHandle, WindowLimit};
 use crate::variant::{Variant, VariantId};
 
 use super::bucket::{bucket_for_run, open_bucket, PreparedBucket, SurveyContext};
-use super::folder::{self, FolderLocks};
 use super::resume;
+use crate::folder::{self, FolderLocks};
 
 /// The provider's production URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.vidgo.ai";

@@ -9,8 +9,6 @@
 
 pub mod folded;
 pub mod format;
-pub mod layout;
-pub mod lock;
 pub mod replay;
 pub mod writer;
 

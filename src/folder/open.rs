@@ -7,16 +7,18 @@
 //! nor shards while it runs; a shard of another count is refused by name. Nothing here
 //! sends anything: every refusal comes before the first request.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::exit::{ExpectedError, LOCKED};
 use crate::journal::folded::Folded;
 use crate::journal::format::Record;
-use crate::journal::lock::{self, LockError, LockState, RunLock};
 use crate::journal::writer::JournalWriter;
-use crate::journal::{self, layout, JournalError};
+use crate::journal::{self, JournalError};
 use crate::shard::Shard;
+
+use super::layout;
+use super::lock::{self, LockError, LockState, RunLock};
 
 /// The locks a run holds until it ends.
 #[derive(Debug)]
@@ -94,7 +96,7 @@ fn open_blocking(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<OpenFol
     // Sibling shards write into the same folders: what looks left over may be theirs.
     if alone {
         let since = lock_time(&run_dir);
-        remove_leftover_temporary_files(out_dir, since);
+        super::sweep::remove_leftover_temporary_files(out_dir, since);
     }
     // Every journal of the folder, the run's own too: a variant is the same whichever
     // shard ran it. Read (and checked) before the own is opened to append after it.
@@ -208,51 +210,4 @@ fn lock_time(run_dir: &Path) -> SystemTime {
     std::fs::metadata(run_dir.join(lock::LOCK_FILE))
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| SystemTime::now())
-}
-
-/// Temporary files a killed run left behind (downloads, reports, parts of results.csv),
-/// written before `since`, when this run took the folder with no other run in it: a file
-/// younger than that belongs to a run that started since.
-fn remove_leftover_temporary_files(out_dir: &Path, since: SystemTime) {
-    let is_leftover = |entry: &std::fs::DirEntry| {
-        let name = entry.file_name();
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|modified| modified < since);
-        name.to_str().is_some_and(crate::output_files::is_temporary) && old
-    };
-    for dir in folders_with_temporary_files(out_dir) {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if !is_leftover(&entry) {
-                continue;
-            }
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    tracing::info!(file = %entry.path().display(), "removed a leftover temporary file")
-                }
-                Err(err) => {
-                    tracing::warn!(file = %entry.path().display(), error = %err, "cannot remove a leftover temporary file")
-                }
-            }
-        }
-    }
-}
-
-/// The folders where stembatch writes temporary files: the output folder, each stem's
-/// audio folder, the state folder and each shard's.
-fn folders_with_temporary_files(out_dir: &Path) -> Vec<PathBuf> {
-    let below = |dir: PathBuf| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.is_dir())
-            .collect()
-    };
-    let mut dirs = vec![out_dir.to_owned(), journal::state_dir(out_dir)];
-    dirs.extend(below(out_dir.join("audio")));
-    dirs.extend(below(journal::state_dir(out_dir)));
-    dirs
 }
