@@ -8,4 +8,4 @@ pub mod lock;
 mod open;
 mod sweep;
 
-pub use open::{open, FolderLocks, OpenFolder};
+pub use open::{Folder, FolderLocks, OpenFolder, RunFolder};
