@@ -22,13 +22,15 @@
 //!                              verdict); one retry path
 //! ```
 //!
-//! `app` wires the commands: the run lock (`folder::lock`), signals (`signal`), the
+//! `app` wires the commands: the output folder (`folder`: its layout, locks, sweep and
+//! journals, entered through `folder::Folder`), signals (`signal`), the
 //! preparation (raced against Ctrl-C), and the exit codes of `exit`. `outcome` holds the
 //! facts every layer shares (a variant's status, record, tracks), so that the journal and
 //! the report never import the scheduler.
 //!
 //! The pure modules (`manifest`, `variant`, `outcome`, `api::retry`, `journal::replay`,
-//! `scheduler::start` and `::rerun` (the re-run's money decisions), `scheduler::state`, `scheduler::events`, `scheduler::poll`, `scheduler::shared_limit::grid`
+//! `scheduler::start` and `::rerun` (the re-run's money decisions), `scheduler::state`,
+//! `scheduler::events`, `scheduler::poll`, `scheduler::shared_limit::grid`
 //! and `::keys`, `storage::keys`, `storage::error`, `audio_format`) do no I/O;
 //! the I/O modules wrap them. `qc` is pure but for `qc::check` (and `qc::analyze`, `qc::header_seconds`), which read one file. `sim` is the built-in simulator of the provider, used by
 //! `run --simulate` and by every network test.

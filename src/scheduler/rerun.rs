@@ -1,7 +1,7 @@
 //! What a re-run does with each variant of the manifest, which track files of earlier
 //! variants it must move aside first, and which paid tasks of variants no longer in the
 //! manifest it collects ([`orphans`]). Pure: the caller reads the journal and checks files.
-//! Beside the run state with [`decide`](super::start::decide), which it builds on: what
+//! Beside the run state with [`decide`], which it builds on: what
 //! a run buys is decided here, not in the journal that records it.
 
 use std::collections::{HashMap, HashSet};
