@@ -325,3 +325,53 @@ fn lock_time(run_dir: &Path) -> SystemTime {
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| SystemTime::now())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::USAGE;
+
+    fn code(err: &anyhow::Error) -> u8 {
+        err.downcast_ref::<ExpectedError>().expect("expected").code
+    }
+
+    /// The one way in, as a run uses it: opening holds the folder (status sees it, a
+    /// shard of another count is refused), a run refused by its money check leaves the
+    /// layout as it was, going ahead records it and gives the shard's part, and reading
+    /// takes no lock and writes nothing.
+    #[tokio::test]
+    async fn a_run_takes_the_folder_once_and_records_its_layout_only_when_it_goes_ahead() {
+        let out = tempfile::tempdir().unwrap();
+        let shard = Shard::new(1, 2, "test").unwrap();
+        let folder = Folder::new(out.path(), Some(shard));
+        assert_eq!(folder.holder().unwrap(), LockState::Free);
+        assert!(!folder.has_state());
+        let opened = folder.open("sim").await.unwrap();
+        assert!(matches!(folder.holder().unwrap(), LockState::Held(Some(_))));
+        let other = Folder::new(out.path(), Some(Shard::new(0, 3, "test").unwrap()));
+        let refused = other.open("sim").await.err().expect("shards of two counts");
+        assert_eq!(code(&refused), LOCKED, "{refused:#}");
+        // Refused by what it would buy: dropped without going ahead.
+        drop(opened);
+        assert_eq!(folder.holder().unwrap(), LockState::Free);
+        assert_eq!(folder.shard_count(), None);
+        let opened = folder.open("sim").await.unwrap();
+        assert_eq!(
+            opened.folded.next_seq(),
+            2,
+            "the refused run's start is journaled"
+        );
+        let run = opened.go_ahead(Some(Vec::new())).unwrap();
+        assert_eq!(folder.shard_count(), Some(2));
+        let part = run.shard_part.as_ref().expect("a shard's run has a part");
+        assert_eq!(part.dir, layout::run_dir(out.path(), Some(shard)));
+        let read = folder.read().unwrap();
+        assert_eq!(read.next_seq(), 3);
+        assert!(matches!(folder.holder().unwrap(), LockState::Held(Some(_))));
+        drop(run);
+        let elsewhere = folder.open("https://api.example").await.err();
+        let elsewhere = elsewhere.expect("a folder of another API");
+        assert_eq!(code(&elsewhere), USAGE, "{elsewhere:#}");
+        assert!(elsewhere.to_string().contains("holds runs against sim"));
+    }
+}
