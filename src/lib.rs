@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! manifest.toml ──manifest::load──▶ Vec<Variant> (pure: raw → validate → count → expand)
-//! DIR/.stembatch/journal.jsonl ──journal::replay──▶ an Entry (start + record) per variant (pure)
+//! DIR/.stembatch/journal.jsonl ──journal::replay──▶ a Prior per variant (pure)
+//!                     ──scheduler::start::decide, scheduler::rerun::plan──▶ an Entry (start + record) per variant (pure)
 //!                                        │
 //!                 scheduler::run ◀───────┘
 //!                   coordinator: one select! loop, owns scheduler::state::RunState (pure)
@@ -21,13 +22,15 @@
 //!                              verdict); one retry path
 //! ```
 //!
-//! `app` wires the commands: the run lock (`journal::lock`), signals (`signal`), the
+//! `app` wires the commands: the output folder (`folder`: its layout, locks, sweep and
+//! journals, entered through `folder::Folder`), signals (`signal`), the
 //! preparation (raced against Ctrl-C), and the exit codes of `exit`. `outcome` holds the
 //! facts every layer shares (a variant's status, record, tracks), so that the journal and
 //! the report never import the scheduler.
 //!
 //! The pure modules (`manifest`, `variant`, `outcome`, `api::retry`, `journal::replay`,
-//! `scheduler::state`, `scheduler::events`, `scheduler::poll`, `scheduler::shared_limit::grid`
+//! `scheduler::start` and `::rerun` (the re-run's money decisions), `scheduler::state`,
+//! `scheduler::events`, `scheduler::poll`, `scheduler::shared_limit::grid`
 //! and `::keys`, `storage::keys`, `storage::error`, `audio_format`) do no I/O;
 //! the I/O modules wrap them. `qc` is pure but for `qc::check` (and `qc::analyze`, `qc::header_seconds`), which read one file. `sim` is the built-in simulator of the provider, used by
 //! `run --simulate` and by every network test.
@@ -38,6 +41,7 @@ pub mod audio_format;
 pub mod cli;
 pub mod download;
 pub mod exit;
+pub mod folder;
 pub mod journal;
 pub mod manifest;
 pub mod outcome;

@@ -4,7 +4,7 @@
 //!
 //! The shard decides only which variants a process runs. A variant's identity stays its
 //! `variant_id`, so a folder run with another N on another night resumes and keeps what
-//! was paid for (`journal::layout` reads every shard's journal).
+//! was paid for (`folder::layout` reads every shard's journal).
 
 use std::fmt;
 

@@ -7,15 +7,16 @@ use std::path::Path;
 
 use super::resume::{self, Resume};
 use crate::exit::{ExpectedError, SUCCESS};
-use crate::journal::layout;
-use crate::journal::lock::{Holder, LockState};
-use crate::journal::replay::Rerun;
-use crate::journal::rerun::Intent;
-use crate::journal::JournalError;
+use crate::folder::lock::{Holder, LockState};
+use crate::folder::Folder;
+use crate::journal::folded::Folded;
+use crate::journal::replay::Prior;
 use crate::manifest;
 use crate::outcome::{VariantRecord, VariantStatus};
 use crate::qc::QcCounts;
 use crate::report::csv::FILE_NAME;
+use crate::scheduler::rerun::Intent;
+use crate::scheduler::start::Rerun;
 use crate::shard::Shard;
 use crate::variant::{GenerationParams, Variant, VariantId};
 
@@ -83,9 +84,12 @@ pub(super) async fn plan(
         Some(_) => &listed[..],
         None => &manifest.variants[..],
     };
-    let resume = match out {
-        Some(dir) => Some(plan_against(&manifest, listed, shard, dir).await?),
-        None => None,
+    let (resume, folded) = match out {
+        Some(dir) => {
+            let (resume, folded) = plan_against(&manifest, listed, shard, dir).await?;
+            (Some(resume), folded)
+        }
+        None => (None, Folded::default()),
     };
     let intents = resume.as_ref().map(|r| &r.intents);
     let written = write_plan(io::stdout().lock(), &manifest.variants, csv, intents);
@@ -101,7 +105,7 @@ pub(super) async fn plan(
             false => println!("{summary}"),
         }
         let lines = [
-            bucket_summary(&manifest, resume, dir).await?,
+            bucket_summary(&manifest, resume, &folded).await?,
             balance(&manifest).await,
         ];
         for line in lines.into_iter().flatten() {
@@ -115,41 +119,22 @@ pub(super) async fn plan(
 }
 
 /// What a run into `dir` would do, from its journals (every shard's), read and never
-/// written.
+/// written; and the rest of their fold (the uploads they know).
 async fn plan_against(
     manifest: &manifest::Manifest,
     listed: &[Variant],
     shard: Option<Shard>,
     dir: &Path,
-) -> anyhow::Result<Resume> {
-    let folded = fold_journals(dir)?;
+) -> anyhow::Result<(Resume, Folded)> {
+    let mut folded = Folder::new(dir, shard).read()?;
     let rerun = Rerun {
         retry_failed: false,
         now: chrono::Utc::now(),
     };
     let variants = &manifest.variants;
-    Ok(resume::prepare(variants, listed, shard, folded.priors, dir, rerun).await?)
-}
-
-/// Every journal of the folder `dir`, folded as a run reads them; a damaged one is the
-/// user's to see.
-fn fold_journals(dir: &Path) -> anyhow::Result<crate::journal::folded::Folded> {
-    crate::journal::layout::fold_all(dir).map_err(|err| match err {
-        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
-            ExpectedError::usage(err.to_string()).into()
-        }
-        other => anyhow::Error::new(other),
-    })
-}
-
-/// Every journal of the folder `dir`, put together; a damaged one is the user's to see.
-fn read_journals(dir: &Path) -> anyhow::Result<Vec<crate::journal::format::Record>> {
-    crate::journal::layout::read_all(dir).map_err(|err| match err {
-        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
-            ExpectedError::usage(err.to_string()).into()
-        }
-        other => anyhow::Error::new(other),
-    })
+    let priors = std::mem::take(&mut folded.priors);
+    let resume = resume::prepare(variants, listed, shard, priors, dir, rerun).await?;
+    Ok((resume, folded))
 }
 
 /// One paragraph: how many tasks a run would buy, and what else it would do.
@@ -194,7 +179,7 @@ fn cost_summary(resume: &Resume, dir: &Path) -> String {
 async fn bucket_summary(
     manifest: &manifest::Manifest,
     resume: &Resume,
-    dir: &Path,
+    folded: &Folded,
 ) -> anyhow::Result<Option<String>> {
     let manifest::UploadMode::S3(settings) = &manifest.upload.mode else {
         return Ok(None);
@@ -214,7 +199,7 @@ async fn bucket_summary(
             crate::storage::SECRET_KEY_ENV
         )));
     };
-    let journaled = fold_journals(dir)?.uploads(bucket.id());
+    let journaled = folded.uploads(bucket.id());
     let stop = tokio_util::sync::CancellationToken::new();
     let context = crate::scheduler::bucket::SurveyContext {
         // `plan` writes nothing.
@@ -399,13 +384,12 @@ struct CsvVariant {
 /// Reads an output folder without writing anything to it: the lock, and the statuses from
 /// `results.csv`, or from the journal when the CSV is older than it (or missing).
 fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
+    let folder = Folder::new(dir, None);
     let csv_path = dir.join(FILE_NAME);
-    let state_dir = crate::journal::state_dir(dir);
     let csv_time = modified(&csv_path)?;
     // Every shard's journal counts: a sharded folder's results.csv lags behind its shards.
-    let journal_time = layout::newest_journal_time(dir)
-        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", state_dir.display()))?;
-    if csv_time.is_none() && !state_dir.is_dir() {
+    let journal_time = folder.newest_journal_time()?;
+    if csv_time.is_none() && !folder.has_state() {
         return Err(ExpectedError::usage(format!(
             "{} is not a stembatch output folder: it holds neither {FILE_NAME} nor {}/",
             dir.display(),
@@ -413,7 +397,7 @@ fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
         ))
         .into());
     }
-    let lock = folder_holder(dir)?;
+    let lock = folder.holder()?;
     let csv = match csv_time {
         Some(_) => read_csv_variants(&csv_path)?,
         None => Vec::new(),
@@ -432,7 +416,7 @@ fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
             let variants = csv.into_iter().map(|v| (Some(v.stem), v.status)).collect();
             (variants, tracks)
         }
-        Source::Journal => journal_variants(&csv, &read_journals(dir)?),
+        Source::Journal => journal_variants(&csv, &folder.read()?.priors),
     };
     Ok(FolderStatus {
         source,
@@ -440,25 +424,6 @@ fn read_folder(dir: &Path) -> anyhow::Result<FolderStatus> {
         variants,
         tracks,
     })
-}
-
-/// Whether a run holds the folder: the whole folder's run, else the first shard's that
-/// does.
-fn folder_holder(dir: &Path) -> anyhow::Result<LockState> {
-    let state_dir = crate::journal::state_dir(dir);
-    let whole = crate::journal::lock::holder(&state_dir)?;
-    if whole != LockState::Free {
-        return Ok(whole);
-    }
-    let shards = layout::shard_dirs(dir)
-        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", state_dir.display()))?;
-    for (_, shard_dir) in shards {
-        let held = crate::journal::lock::holder(&shard_dir)?;
-        if held != LockState::Free {
-            return Ok(held);
-        }
-    }
-    Ok(LockState::Free)
 }
 
 /// When the file at `path` was last written; `None` when there is none.
@@ -520,9 +485,8 @@ fn read_csv_variants(path: &Path) -> anyhow::Result<Vec<CsvVariant>> {
 /// named after the stem folder of its tracks (`audio/<stem>/…`) when it has any.
 fn journal_variants(
     csv: &[CsvVariant],
-    records: &[crate::journal::format::Record],
+    priors: &HashMap<VariantId, Prior>,
 ) -> (Vec<(Option<String>, VariantStatus)>, QcCounts) {
-    let priors = crate::journal::replay::replay(records);
     let mut tracks = QcCounts::default();
     let count = |tracks: &mut QcCounts, record: &VariantRecord| {
         for track in &record.tracks {

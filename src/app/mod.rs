@@ -3,7 +3,6 @@
 
 mod bucket;
 mod docs;
-mod folder;
 mod inspect;
 mod report;
 mod resume;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::exit::{ExpectedError, SUCCESS};
-use crate::journal::layout;
+use crate::folder::Folder;
 use crate::report::csv::FILE_NAME;
 use crate::report::html::{self, PageError};
 use crate::report::shards;
@@ -15,7 +15,7 @@ pub(super) async fn report(dir: &Path) -> anyhow::Result<u8> {
     let written = tokio::task::spawn_blocking(move || {
         // A sharded folder: results.csv first, from every shard's part.
         let mut merged = None;
-        if let Some(count) = layout::read_layout(&owned) {
+        if let Some(count) = Folder::new(&owned, None).shard_count() {
             let path = owned.join(FILE_NAME);
             let done = shards::merge_into_folder(&owned, count)
                 .map_err(|source| PageError::Write { path, source })?;

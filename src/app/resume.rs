@@ -1,8 +1,8 @@
 //! Before a run: what earlier runs left in the output folder. Reads the journal's verdicts
-//! (`journal::replay`, `journal::rerun`), checks the track files of finished variants on
+//! (`scheduler::start`, `scheduler::rerun`), checks the track files of finished variants on
 //! disk, moves the tracks of changed variants to `superseded/`, and turns all of it into
 //! each variant's entry, and the paid tasks of variants no longer in the manifest into
-//! entries to collect (`journal::rerun::orphans`).
+//! entries to collect (`scheduler::rerun::orphans`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -12,9 +12,10 @@ use tracing::{info, warn};
 
 use crate::download::modified_ns;
 use crate::journal::format::{EndStatus, TrackEntry};
-use crate::journal::replay::{Prior, Rerun, Start};
-use crate::journal::rerun::{self, Intent, Move, Orphan};
+use crate::journal::replay::Prior;
 use crate::outcome::{VariantRecord, VariantStatus};
+use crate::scheduler::rerun::{self, Intent, Move, Orphan};
+use crate::scheduler::start::{Rerun, Start};
 use crate::scheduler::state::Entry;
 use crate::shard::Shard;
 use crate::variant::{Variant, VariantId};

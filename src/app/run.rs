@@ -14,16 +14,15 @@ use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, SUCCESS};
 use crate::journal::format::SIMULATOR;
-use crate::journal::replay::{Rerun, Start};
-use crate::journal::rerun;
 use crate::journal::writer::JournalWriter;
-use crate::journal::{self, layout};
 use crate::manifest::{self, Manifest, Rate, RunSettings, ShardPosition, REDIS_URL_ENV};
 use crate::outcome::UploadedFile;
 use crate::report::csv::FILE_NAME;
 use crate::report::progress::{self, Closing, Endpoint, Plan, Progress, View};
 use crate::report::shards::ShardPart;
 use crate::scheduler::events::StopReason;
+use crate::scheduler::rerun;
+use crate::scheduler::start::{Rerun, Start};
 use crate::scheduler::state::{Entry, RunState};
 use crate::scheduler::{self, shared_limit, watched, Pacers, RunEnd, RunInputs, Stops};
 use crate::shard::Shard;
@@ -32,8 +31,8 @@ use crate::sim::{SimConfig, SimHandle, WindowLimit};
 use crate::variant::{Variant, VariantId};
 
 use super::bucket::{bucket_for_run, open_bucket, PreparedBucket, SurveyContext};
-use super::folder::{self, FolderLocks};
 use super::resume;
+use crate::folder::{Folder, FolderLocks};
 
 /// The provider's production URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.vidgo.ai";
@@ -396,7 +395,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         Some(_) => SIMULATOR.to_owned(),
         None => client.base_url().to_owned(),
     };
-    let mut folder = folder::open(&out_dir, &api, shard).await?;
+    let mut folder = Folder::new(&out_dir, shard).open(&api).await?;
     let rerun = Rerun {
         retry_failed: args.retry_failed,
         now: chrono::Utc::now(),
@@ -416,23 +415,13 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let new_tasks = shards_new_tasks.unwrap_or_else(|| resume.new_tasks());
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
     // Only now, when the run goes ahead: a refused run leaves the folder's layout be.
-    layout::write_layout(&out_dir, shard).with_context(|| {
-        format!(
-            "cannot write {}",
-            journal::state_dir(&out_dir)
-                .join(layout::SHARDS_FILE)
-                .display()
-        )
-    })?;
+    let folder = folder.go_ahead(all_variants)?;
     move_superseded(&out_dir, &resume).await?;
     // Each simulator starts empty: its earlier uploads are gone with it.
     let earlier_uploads = match &simulator {
         Some(_) => Default::default(),
         None => folder.folded.uploads(&api),
     };
-    let shard_part = shard
-        .zip(all_variants)
-        .map(|(shard, all)| ShardPart::new(&out_dir, shard, all));
     let bucket = bucket.map(|(bucket, settings)| PreparedBucket {
         journaled: folder.folded.uploads(bucket.id()),
         bucket,
@@ -451,7 +440,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         orphans: resume.orphan_entries(),
         entries: resume.entries,
         earlier_uploads,
-        shard_part,
+        shard_part: folder.shard_part,
         bucket,
     })
 }

@@ -194,8 +194,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+    use crate::folder::layout::{merge_runs, next_seq, shards_announced};
     use crate::journal::format::{encode, Created, EndStatus};
-    use crate::journal::layout::{merge_runs, next_seq, shards_announced};
     use crate::journal::replay::{last_api, replay, uploads};
 
     fn id(n: u32) -> VariantId {

@@ -163,7 +163,7 @@ mod level {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
     /// A run began. Journals of one folder (a whole-folder run's, each shard's) are put
-    /// together run by run in the order of `seq` (`journal::layout::merge_runs`).
+    /// together run by run in the order of `seq` (`folder::layout::merge_runs`).
     RunStarted {
         /// When.
         at: DateTime<Utc>,

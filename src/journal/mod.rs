@@ -4,14 +4,12 @@
 //! track only after its file is renamed into place.
 //!
 //! [`format`](mod@format) defines the versioned records, [`writer`] is the single-owner writer task,
-//! [`replay`] (pure) folds the records of earlier runs into what each variant needs next.
+//! [`replay`] (pure) folds the records of earlier runs into what the journal says of each
+//! variant (what it does next is decided by `scheduler::start` and `scheduler::rerun`).
 
 pub mod folded;
 pub mod format;
-pub mod layout;
-pub mod lock;
 pub mod replay;
-pub mod rerun;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

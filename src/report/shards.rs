@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::csv::{rows_of, write_atomically, FILE_NAME, HEADER};
+use crate::folder::layout::{self, shard_dirs, JournalCursors, NewRecords};
+use crate::folder::lock::{self, LockState};
 use crate::journal::format::Record;
-use crate::journal::layout::{self, shard_dirs, JournalCursors, NewRecords};
-use crate::journal::lock::{self, LockState};
 use crate::journal::replay::{self, Prior};
 use crate::journal::{state_dir, JOURNAL_FILE};
 use crate::outcome::VariantRecord;

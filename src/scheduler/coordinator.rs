@@ -69,7 +69,33 @@ pub struct RunEnd {
     pub unfinished: Unfinished,
 }
 
+/// The coordinator's parts that come from the run's inputs.
+pub(super) struct Parts {
+    pub journal: JournalWriter,
+    pub results: Results,
+    pub out_dir: PathBuf,
+    pub shard_part: Option<ShardPart>,
+    pub progress: Progress,
+}
+
 impl Coordinator {
+    /// The owner of `state`, carrying out its actions through `executor`.
+    pub fn new(state: RunState, executor: Arc<Executor>, parts: Parts) -> Self {
+        Coordinator {
+            state,
+            executor,
+            journal: parts.journal,
+            results: parts.results,
+            results_failed: None,
+            out_dir: parts.out_dir,
+            shard_part: parts.shard_part.map(Arc::new),
+            tasks: JoinSet::new(),
+            acks: FuturesUnordered::new(),
+            report_dirty: false,
+            progress: parts.progress,
+        }
+    }
+
     /// Runs every variant to its end for this run. An error only when `results.csv`
     /// cannot be written at the start or the end, or an executor panicked.
     pub async fn run(

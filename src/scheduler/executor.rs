@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use super::events::{submit_record, Action, Event, JournalFailure, StemFailure, TrackFailure};
 use super::pacer::Pacer;
+use super::rerun;
 use super::retrying::{
     go_on_slot, hold_off, sleep, sleep_until, wait_for_slot, with_retries, CallFailure,
 };
@@ -26,7 +27,6 @@ use crate::api::types::{SubmitInput, SubmitRequest, TrackFile, TASK_MODEL};
 use crate::api::{ApiClient, ApiError};
 use crate::download::{extension_of, DownloadError, Downloaded, Downloader, Expect, Place};
 use crate::journal::format::Record;
-use crate::journal::rerun;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::RunSettings;
 use crate::outcome::TrackRecord;

@@ -14,8 +14,10 @@ pub mod events;
 mod executor;
 pub mod pacer;
 pub mod poll;
+pub mod rerun;
 pub mod retrying;
 pub mod shared_limit;
+pub mod start;
 pub mod state;
 pub mod upload;
 pub mod watched;
@@ -24,15 +26,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::retry::RetryPolicy;
 use crate::api::ApiClient;
 use crate::download::Downloader;
-use crate::journal::replay::Start;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::{RunSettings, UploadMode};
 use crate::outcome::UploadedFile;
@@ -43,6 +42,7 @@ use crate::variant::{LocalStem, StemSource, Variant, VariantTable};
 pub use coordinator::{RunEnd, Stops};
 use events::StopReason;
 use pacer::{Pacer, RatePacer};
+use start::Start;
 use state::{Entry, Policy, RunState};
 use upload::Uploads;
 
@@ -121,78 +121,111 @@ pub fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<Loc
 
 /// Runs every variant from its entry and writes `results.csv`; an error only when the
 /// report cannot be written (or a bug made an executor panic). `orphans` are paid tasks of
-/// variants no longer in the manifest (`journal::rerun::orphans`): polled and downloaded
+/// variants no longer in the manifest ([`rerun::orphans`]): polled and downloaded
 /// into `superseded/`, never bought, never in `results.csv`.
 pub async fn run(
     variants: Arc<Vec<Variant>>,
     entries: Vec<Entry>,
     orphans: Vec<Entry>,
-    inputs: RunInputs,
+    mut inputs: RunInputs,
 ) -> std::io::Result<RunEnd> {
-    let settings = inputs.settings;
-    let retry = RetryPolicy::new(settings.max_attempts);
-    let policy = Policy {
+    let retry = RetryPolicy::new(inputs.settings.max_attempts);
+    // A child of the signal's token: the first signal stops every submit still waiting for
+    // its slot at once, before the coordinator hears of it.
+    let stop_submits = inputs.stops.interrupted.child_token();
+    let to_upload = local_stems_to_submit(&variants, &entries);
+    let uploads = start_uploads(&mut inputs, &to_upload, retry, stop_submits.clone());
+    let variants = Arc::new(VariantTable::new(variants));
+    let results = Results::new(&report_dir(&inputs), Arc::clone(&variants))?;
+    let executor = Arc::new(executor(&inputs, variants, uploads, retry, stop_submits)?);
+    let state = RunState::new(policy(&inputs.settings, retry), entries).with_orphans(orphans);
+    let RunInputs {
+        journal,
+        out_dir,
+        shard_part,
+        progress,
+        stops,
+        stopped_before,
+        api_checked,
+        ..
+    } = inputs;
+    let parts = coordinator::Parts {
+        journal,
+        results,
+        out_dir,
+        shard_part,
+        progress,
+    };
+    let coordinator = coordinator::Coordinator::new(state, Arc::clone(&executor), parts);
+    let end = coordinator.run(stops, stopped_before, api_checked).await;
+    executor.uploads.shutdown();
+    end
+}
+
+/// What the run state needs of the run's settings.
+fn policy(settings: &RunSettings, retry: RetryPolicy) -> Policy {
+    Policy {
         concurrency: settings.concurrency,
         task_timeout: settings.task_timeout,
         poll_interval: settings.poll_interval,
         poll_interval_max: settings.poll_interval_max,
         submit_retry: retry,
-    };
-    // A child of the signal's token: the first signal stops every submit still waiting for
-    // its slot at once, before the coordinator hears of it.
-    let stop_submits = inputs.stops.interrupted.child_token();
-    let to_upload = local_stems_to_submit(&variants, &entries);
-    let uploads = Arc::new(Uploads::new(
-        inputs.api,
-        inputs.upload_mode,
+    }
+}
+
+/// The uploads of the run's local stems (`to_upload`, in manifest order), which take the
+/// inputs' API, upload mode, earlier uploads and bucket.
+fn start_uploads(
+    inputs: &mut RunInputs,
+    to_upload: &[LocalStem],
+    retry: RetryPolicy,
+    stop_submits: CancellationToken,
+) -> Arc<Uploads> {
+    Arc::new(Uploads::new(
+        std::mem::take(&mut inputs.api),
+        inputs.upload_mode.clone(),
         inputs.client.clone(),
-        inputs.pacers.upload,
+        Arc::clone(&inputs.pacers.upload),
         inputs.journal.clone(),
         retry,
         // Uploads serve submits only: they stop when submits do.
-        stop_submits.clone(),
-        inputs.earlier_uploads,
-        &to_upload,
-        inputs.bucket,
-    ));
-    let variants = Arc::new(VariantTable::new(variants));
-    let report_dir = match &inputs.shard_part {
+        stop_submits,
+        std::mem::take(&mut inputs.earlier_uploads),
+        to_upload,
+        inputs.bucket.take(),
+    ))
+}
+
+/// Where `results.csv` is written: the output folder, or a shard's part.
+fn report_dir(inputs: &RunInputs) -> PathBuf {
+    match &inputs.shard_part {
         Some(part) => part.dir.clone(),
         None => inputs.out_dir.clone(),
-    };
-    let results = Results::new(&report_dir, Arc::clone(&variants))?;
-    let executor = executor::Executor {
+    }
+}
+
+/// What every executor shares.
+fn executor(
+    inputs: &RunInputs,
+    variants: Arc<VariantTable>,
+    uploads: Arc<Uploads>,
+    retry: RetryPolicy,
+    stop_submits: CancellationToken,
+) -> std::io::Result<executor::Executor> {
+    let settings = inputs.settings.clone();
+    Ok(executor::Executor {
         variants,
-        client: inputs.client,
+        client: inputs.client.clone(),
         uploads,
         downloader: Downloader::new().map_err(std::io::Error::other)?,
         journal: inputs.journal.clone(),
-        submit_pacer: inputs.pacers.submit,
-        poll_pacer: inputs.pacers.poll,
+        submit_pacer: Arc::clone(&inputs.pacers.submit),
+        poll_pacer: Arc::clone(&inputs.pacers.poll),
         download_slots: Semaphore::new(settings.download_concurrency),
         settings,
         retry,
         out_dir: inputs.out_dir.clone(),
         stop_submits,
         stop_work: CancellationToken::new(),
-    };
-    let executor = Arc::new(executor);
-    let coordinator = coordinator::Coordinator {
-        state: RunState::new(policy, entries).with_orphans(orphans),
-        executor: Arc::clone(&executor),
-        journal: inputs.journal,
-        results,
-        results_failed: None,
-        out_dir: inputs.out_dir,
-        shard_part: inputs.shard_part.map(Arc::new),
-        tasks: JoinSet::new(),
-        acks: FuturesUnordered::new(),
-        report_dirty: false,
-        progress: inputs.progress,
-    };
-    let state = coordinator
-        .run(inputs.stops, inputs.stopped_before, inputs.api_checked)
-        .await;
-    executor.uploads.shutdown();
-    state
+    })
 }

@@ -21,7 +21,7 @@
 //!   outages, retried as usual;
 //! - a variant whose task is known is polled, never submitted;
 //! - a paid task of a variant no longer in the manifest (an orphan, chosen by
-//!   `journal::rerun::orphans`) is polled and downloaded, never submitted, and takes no
+//!   `scheduler::rerun::orphans`) is polled and downloaded, never submitted, and takes no
 //!   in-flight slot: it buys nothing;
 //! - a finished variant whose tracks are downloaded again (a file missing or changed on
 //!   disk) stays finished with its tracks, whatever becomes of the download again.
@@ -40,10 +40,10 @@ use chrono::{DateTime, Utc};
 
 use super::events::{Action, Event, JournalFailure, StemFailure, StopReason, TrackFailure};
 use super::poll::PollSchedule;
+use super::start::Start;
 use crate::api::error::ApiError;
 use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
 use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
-use crate::journal::replay::Start;
 pub use crate::outcome::PhaseCounts;
 use crate::outcome::{StatusCounts, TrackRecord, VariantEnd, VariantRecord, VariantStatus};
 use crate::qc::QcCounts;

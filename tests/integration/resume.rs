@@ -145,7 +145,7 @@ async fn a_second_run_on_a_locked_folder_exits_4_at_once_naming_the_holder() {
     let out = dir.path().join("out");
     let state = out.join(".stembatch");
     std::fs::create_dir_all(&state).unwrap();
-    let _held = stembatch::journal::lock::acquire(&state, &out).unwrap();
+    let _held = stembatch::folder::lock::acquire(&state, &out).unwrap();
     let started = Instant::now();
     let output = run_against(&sim, &manifest, &out).await;
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));

@@ -12,8 +12,9 @@ use super::*;
 use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
 use crate::download::DownloadError;
 use crate::journal::format::Record;
-use crate::journal::replay::{decide, replay, Rerun};
+use crate::journal::replay::replay;
 use crate::scheduler::events::{end_record, journal_record, submit_record};
+use crate::scheduler::start::{decide, Rerun};
 
 fn id(n: usize) -> VariantId {
     serde_json::from_value(serde_json::json!(format!("v{n}"))).unwrap()

@@ -12,9 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::format::{decode_from, DecodeError, Record};
 use super::lock::{self, LockState};
-use super::{state_dir, JournalError, JOURNAL_FILE};
+use crate::journal::format::{decode_from, DecodeError, Record};
+use crate::journal::{state_dir, JournalError, JOURNAL_FILE};
 use crate::shard::Shard;
 
 /// Inside the state folder: the shard count of the last sharded run, which says which
@@ -97,13 +97,13 @@ pub fn read_other_journals(
 
 /// Every journal of the folder folded, streamed, in the order [`read_all`] puts their
 /// records in (`journal::folded`).
-pub fn fold_all(out_dir: &Path) -> Result<super::folded::Folded, JournalError> {
+pub fn fold_all(out_dir: &Path) -> Result<crate::journal::folded::Folded, JournalError> {
     let dirs = all_run_dirs(out_dir).map_err(|cause| JournalError::Io {
         path: state_dir(out_dir),
         cause,
     })?;
     let paths: Vec<PathBuf> = dirs.iter().map(|dir| dir.join(JOURNAL_FILE)).collect();
-    super::folded::fold_journals(&paths)
+    crate::journal::folded::fold_journals(&paths)
 }
 
 /// Every journal of the folder, put together run by run.
@@ -170,7 +170,7 @@ impl JournalCursors {
             };
             // A line another run is writing now is read, whole, next time.
             let whole = match decoded.tail {
-                super::format::Tail::Torn { keep } => keep,
+                crate::journal::format::Tail::Torn { keep } => keep,
                 _ => decoded.len,
             };
             self.read.insert(path, from + whole);

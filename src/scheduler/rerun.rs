@@ -1,14 +1,15 @@
 //! What a re-run does with each variant of the manifest, which track files of earlier
 //! variants it must move aside first, and which paid tasks of variants no longer in the
 //! manifest it collects ([`orphans`]). Pure: the caller reads the journal and checks files.
+//! Beside the run state with [`decide`], which it builds on: what
+//! a run buys is decided here, not in the journal that records it.
 
 use std::collections::{HashMap, HashSet};
-
-use super::format::Record;
 use std::path::{Path, PathBuf};
 
-use super::format::{EndStatus, TrackEntry};
-use super::replay::{decide, Prior, PriorTask, Rerun, Start, COLLECT_WITHIN};
+use super::start::{decide, Rerun, Start, COLLECT_WITHIN};
+use crate::journal::format::{EndStatus, TrackEntry};
+use crate::journal::replay::{Prior, PriorTask};
 use crate::variant::{Variant, VariantId};
 
 /// What a run does with one variant, and what it costs.
@@ -191,15 +192,6 @@ pub fn orphans(
 /// wrote it.
 type Written<'a> = (&'a str, &'a VariantId, &'a PriorTask);
 
-/// How many new tasks a run of `variants` would buy after `records`. Buying never
-/// depends on whether finished tracks are whole (a broken one is downloaded again, not
-/// bought), so the files are not read.
-pub fn new_tasks(variants: &[Variant], records: &[Record], rerun: Rerun) -> usize {
-    let priors = super::replay::replay(records);
-    let (planned, _) = plan(variants, &priors, &HashMap::new(), rerun);
-    planned.iter().filter(|(_, intent)| intent.buys()).count()
-}
-
 /// Each variant's start and intent, and the moves its new tracks need, from the
 /// journal's `priors`. `intact` tells, per finished variant, whether its tracks are whole.
 pub fn plan(
@@ -309,7 +301,7 @@ mod tests {
 
     fn finished_with_tracks(files: &[&str]) -> Prior {
         let at = "2026-11-25T01:00:00Z".parse().unwrap();
-        Prior {
+        known(KnownPrior {
             attempts: 1,
             task: Some(PriorTask {
                 task_id: "t-old".into(),
@@ -325,8 +317,35 @@ mod tests {
                 error: None,
                 at,
             }),
-            ..Prior::default()
-        }
+            ..KnownPrior::default()
+        })
+    }
+
+    /// `prior` as the fold leaves a variant with no submit in flight (the fold's own
+    /// bookkeeping is private to the journal).
+    fn known(prior: KnownPrior) -> Prior {
+        let mut folded = Prior::default();
+        (
+            folded.attempts,
+            folded.last_outcome_unknown,
+            folded.task,
+            folded.end,
+        ) = (
+            prior.attempts,
+            prior.last_outcome_unknown,
+            prior.task,
+            prior.end,
+        );
+        folded
+    }
+
+    /// The fields of a [`Prior`] that the decisions read.
+    #[derive(Default)]
+    struct KnownPrior {
+        attempts: u32,
+        last_outcome_unknown: bool,
+        task: Option<PriorTask>,
+        end: Option<crate::journal::replay::PriorEnd>,
     }
 
     fn rerun() -> Rerun {
@@ -443,7 +462,7 @@ mod tests {
     fn prior(end: Option<EndStatus>, task: bool, age_hours: i64, unknown: bool) -> Prior {
         let now: chrono::DateTime<chrono::Utc> = "2026-11-25T02:00:00Z".parse().unwrap();
         let at = now - chrono::TimeDelta::hours(age_hours);
-        Prior {
+        known(KnownPrior {
             attempts: 1,
             last_outcome_unknown: unknown,
             task: task.then(|| PriorTask {
@@ -456,8 +475,7 @@ mod tests {
                 error: None,
                 at,
             }),
-            ..Prior::default()
-        }
+        })
     }
 
     /// Which tasks of variants no longer listed are collected: every open task the journal

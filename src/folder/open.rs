@@ -7,16 +7,18 @@
 //! nor shards while it runs; a shard of another count is refused by name. Nothing here
 //! sends anything: every refusal comes before the first request.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::exit::{ExpectedError, LOCKED};
-use crate::journal::folded::Folded;
 use crate::journal::format::Record;
-use crate::journal::lock::{self, LockError, LockState, RunLock};
 use crate::journal::writer::JournalWriter;
-use crate::journal::{self, layout, JournalError};
+use crate::journal::{self, JournalError};
 use crate::shard::Shard;
+
+use super::entry::{Folder, OpenFolder};
+use super::layout;
+use super::lock::{self, LockError, LockState, RunLock};
 
 /// The locks a run holds until it ends.
 #[derive(Debug)]
@@ -26,22 +28,12 @@ pub struct FolderLocks {
     _whole: Option<RunLock>,
 }
 
-/// The output folder, taken: its locks, the run's journal, and every journal of the
-/// folder folded, run by run (never held as records: see `journal::folded`).
-pub struct OpenFolder {
-    /// Held for the whole run.
-    pub locks: FolderLocks,
-    /// The run's own journal.
-    pub journal: JournalWriter,
-    /// What every earlier record of the folder says.
-    pub folded: Folded,
-}
-
 /// Takes the output folder for this run (shard `shard`, or the whole folder) and starts
 /// its journal. Refuses a folder whose journals are from another API.
-pub async fn open(out_dir: &Path, api: &str, shard: Option<Shard>) -> anyhow::Result<OpenFolder> {
-    let dir = out_dir.to_owned();
-    let folder = tokio::task::spawn_blocking(move || open_blocking(&dir, shard)).await??;
+pub(super) async fn open(taken: Folder, api: &str) -> anyhow::Result<OpenFolder> {
+    let (dir, shard) = (taken.dir.clone(), taken.shard);
+    let out_dir = dir.as_path();
+    let folder = tokio::task::spawn_blocking(move || open_blocking(taken)).await??;
     // Tasks and uploads of one API mean nothing to another: a folder that saw the
     // simulator would otherwise look finished to the real run.
     if let Some(earlier) = folder.folded.last_api().filter(|earlier| *earlier != api) {
@@ -81,7 +73,8 @@ async fn announce_shards(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result
     Ok(())
 }
 
-fn open_blocking(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<OpenFolder> {
+fn open_blocking(folder: Folder) -> anyhow::Result<OpenFolder> {
+    let (out_dir, shard) = (folder.dir.as_path(), folder.shard);
     let run_dir = layout::run_dir(out_dir, shard);
     crate::output_files::create_dir_all_durably(&run_dir).map_err(|err| {
         // Nothing was sent: a folder that cannot be made is the user's to fix.
@@ -94,7 +87,7 @@ fn open_blocking(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<OpenFol
     // Sibling shards write into the same folders: what looks left over may be theirs.
     if alone {
         let since = lock_time(&run_dir);
-        remove_leftover_temporary_files(out_dir, since);
+        super::sweep::remove_leftover_temporary_files(out_dir, since);
     }
     // Every journal of the folder, the run's own too: a variant is the same whichever
     // shard ran it. Read (and checked) before the own is opened to append after it.
@@ -105,12 +98,13 @@ fn open_blocking(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<OpenFol
         locks,
         journal,
         folded,
+        folder,
     })
 }
 
 /// A damaged or newer journal needs the user before anything is sent; a disk that fails
 /// to read it is not a usage error.
-fn usage_if_damaged(err: JournalError) -> anyhow::Error {
+pub(super) fn usage_if_damaged(err: JournalError) -> anyhow::Error {
     match err {
         JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
             anyhow::Error::new(ExpectedError::usage(err.to_string()))
@@ -208,51 +202,4 @@ fn lock_time(run_dir: &Path) -> SystemTime {
     std::fs::metadata(run_dir.join(lock::LOCK_FILE))
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| SystemTime::now())
-}
-
-/// Temporary files a killed run left behind (downloads, reports, parts of results.csv),
-/// written before `since`, when this run took the folder with no other run in it: a file
-/// younger than that belongs to a run that started since.
-fn remove_leftover_temporary_files(out_dir: &Path, since: SystemTime) {
-    let is_leftover = |entry: &std::fs::DirEntry| {
-        let name = entry.file_name();
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|modified| modified < since);
-        name.to_str().is_some_and(crate::output_files::is_temporary) && old
-    };
-    for dir in folders_with_temporary_files(out_dir) {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if !is_leftover(&entry) {
-                continue;
-            }
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    tracing::info!(file = %entry.path().display(), "removed a leftover temporary file")
-                }
-                Err(err) => {
-                    tracing::warn!(file = %entry.path().display(), error = %err, "cannot remove a leftover temporary file")
-                }
-            }
-        }
-    }
-}
-
-/// The folders where stembatch writes temporary files: the output folder, each stem's
-/// audio folder, the state folder and each shard's.
-fn folders_with_temporary_files(out_dir: &Path) -> Vec<PathBuf> {
-    let below = |dir: PathBuf| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path())
-            .filter(|path| path.is_dir())
-            .collect()
-    };
-    let mut dirs = vec![out_dir.to_owned(), journal::state_dir(out_dir)];
-    dirs.extend(below(out_dir.join("audio")));
-    dirs.extend(below(journal::state_dir(out_dir)));
-    dirs
 }
