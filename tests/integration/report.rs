@@ -505,10 +505,15 @@ fn synthetic_folder(dir: &Path, count: usize, stems: usize) -> HashMap<String, S
 /// from files beside it as they are shown. In the browser it opens on the first stem,
 /// shows another stem and that stem's next cards, filters over every variant, and exports
 /// favourites, one of them never shown; having loaded only part of its files.
+/// `STEMBATCH_PAGE_VARIANTS=100000` runs it at another size (docs/output.md's figures).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_16_a_page_of_20000_variants_opens_and_shows_each_stem_on_demand() {
     let dir = tempfile::tempdir().unwrap();
-    let count = 20_000;
+    let count: usize = std::env::var("STEMBATCH_PAGE_VARIANTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n >= 20_000)
+        .unwrap_or(20_000);
     let waves = synthetic_folder(dir.path(), count, 4);
     let folder = dir.path().to_owned();
     let started = Instant::now();
