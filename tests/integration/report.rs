@@ -432,13 +432,13 @@ async fn issue_18_the_page_plays_the_vocal_matches_loudness_and_carries_the_posi
 
 /// A results.csv of `count` variants over `stems` stems (a stem's variants together, as
 /// in manifest order), two tracks each, every 50th variant failed (the last one too);
-/// one real WAV, hard-linked under every track's name. Returns the waveforms as the run
+/// one real WAV, hard-linked under every track's name (a new one every 50,000 links:
+/// ext4 allows 65,000 a file). Returns the waveforms as the run
 /// would have drawn them, so that writing the page decodes nothing.
 fn synthetic_folder(dir: &Path, count: usize, stems: usize) -> HashMap<String, String> {
     let mut writer = csv::Writer::from_path(dir.join("results.csv")).unwrap();
     writer.write_record(SPEC_HEADER.split(',')).unwrap();
-    let wav = dir.join("one.wav");
-    write_wav(&wav, 0.25, 330.0);
+    let mut links = 0;
     let styles = ["lofi, chill", "jazz, piano", "fast, drums", "slow, strings"];
     let wave: String = (0..stembatch::waveform::WAVE_POINTS)
         .map(|i| stembatch::waveform::WAVE_ALPHABET[20 + i % 30] as char)
@@ -459,6 +459,11 @@ fn synthetic_folder(dir: &Path, count: usize, stems: usize) -> HashMap<String, S
             if !file.is_empty() {
                 let path = dir.join(&file);
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let wav = dir.join(format!("one-{}.wav", links / 50_000));
+                if links % 50_000 == 0 {
+                    write_wav(&wav, 0.25, 330.0);
+                }
+                links += 1;
                 std::fs::hard_link(&wav, &path).unwrap();
                 waves.insert(file.clone(), wave.clone());
             }
