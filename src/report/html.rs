@@ -445,20 +445,13 @@ pub fn write_file_with(
             dir: dir.to_owned(),
         });
     }
-    let mut builder = Builder::new(dir).map_err(write_error)?;
+    let data_error = |(path, source)| PageError::Write { path, source };
+    let mut builder = Builder::new(dir).map_err(data_error)?;
     let has_qc = each_variant(dir, &mut known, |variant| {
-        builder.add(&variant).map_err(write_error)
+        builder.add(&variant).map_err(data_error)
     })?;
     drop(known);
-    let mut built = builder.finish(has_qc, &stems).map_err(write_error)?;
-    let files = match built.inline() {
-        true => None,
-        false => Some(
-            built
-                .write_files(dir)
-                .map_err(|(path, source)| PageError::Write { path, source })?,
-        ),
-    };
+    let built = builder.finish(has_qc, &stems).map_err(data_error)?;
     let title = std::fs::canonicalize(dir)
         .ok()
         .as_deref()
@@ -497,13 +490,13 @@ pub fn write_file_with(
     drop(page);
     let bytes = temp.as_file().metadata().map_err(write_error)?.len();
     crate::output_files::persist_durably(temp, &path).map_err(write_error)?;
-    remove_stale(dir, files.as_ref().map(|f| f.dir.as_str()));
+    remove_stale(dir, built.files.as_ref().map(|f| f.dir.as_str()));
     Ok(PageSummary {
         bytes,
         variants: built.variants,
         tracks: built.tracks,
         waveforms: built.waveforms,
-        data: files.unwrap_or_default(),
+        data: built.files.clone().unwrap_or_default(),
         path,
     })
 }

@@ -6,12 +6,13 @@
 //! favourites' export read, for all of them at once (the *index*: one short row a
 //! variant, its repeated strings numbered); and everything a card shows, only for the
 //! cards on screen (the *chunks*: the variants, [`CHUNK`] at a time, each chunk one
-//! `SB(k, [...])` call of the page's script). Both go to unnamed spool files as the
-//! variants arrive; at the end the index is copied into the page, and the chunks too
-//! when the page is small ([`INLINE_MAX`] variants); otherwise each chunk becomes a file
-//! of its own in `DIR/report-data/<generation>/`, which the page loads with a
-//! `<script src>` when a card of it is to be shown (a page opened from the file system
-//! may not `fetch` its neighbours, but it may load scripts from them).
+//! `SB(k, [...])` call of the page's script). The index goes to an unnamed spool file as
+//! the variants arrive, and is copied into the page at the end. The chunks go to a spool
+//! too while the page is small ([`INLINE_CHUNKS`]), to be copied into it; past that,
+//! the spooled chunks become files and each later chunk is written straight to its own
+//! file, in `DIR/report-data/<generation>/`, which the page loads with a `<script src>`
+//! when a card of it is to be shown (a page opened from the file system may not `fetch`
+//! its neighbours, but it may load scripts from them).
 //!
 //! A generation's files are complete (and synced) before the page that names them is
 //! renamed into place; the other generations are removed after it, so an open page keeps
@@ -34,9 +35,12 @@ use super::html::{script_json, Choice, StemSection, VariantView};
 /// hundred KiB, quick to load for the 48 cards of a screen, and 400 files at 100,000.
 pub const CHUNK: usize = 256;
 
-/// Pages of at most this many variants hold their chunks inline: one self-contained
-/// file (about 2 MB at most).
-pub const INLINE_MAX: usize = 2_000;
+/// Pages of at most this many chunks hold them inline: one self-contained file (about
+/// 2 MB at most).
+pub const INLINE_CHUNKS: usize = 8;
+
+/// The most variants of a page that holds its chunks.
+pub const INLINE_MAX: usize = INLINE_CHUNKS * CHUNK;
 
 /// The folder of the chunk files, beside `report.html`.
 pub const DATA_DIR: &str = "report-data";
@@ -115,9 +119,82 @@ pub(super) struct Builder {
     weight_counts: [BTreeMap<i64, usize>; 3],
     quietest_ok: Option<f64>,
     index: Spool,
+    /// The chunks while the page may hold them.
     chunks: Spool,
     /// Where each chunk starts in the chunk spool.
     chunk_starts: Vec<u64>,
+    /// The chunk files, once the page is too large to hold them.
+    files: Option<ChunkFiles>,
+    dir: PathBuf,
+}
+
+/// The chunk files of a page being written.
+struct ChunkFiles {
+    folder: PathBuf,
+    written: DataFiles,
+    /// The chunk being written.
+    current: Option<(PathBuf, BufWriter<File>)>,
+}
+
+/// Why the data could not be written: the file, and the error.
+pub(super) type DataError = (PathBuf, std::io::Error);
+
+impl ChunkFiles {
+    /// A new generation's folder under `DIR/report-data/`.
+    fn new(dir: &Path) -> Result<Self, DataError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let relative = format!("{DATA_DIR}/{nanos:x}-{}", std::process::id());
+        let folder = dir.join(&relative);
+        crate::output_files::create_dir_all_durably(&folder).map_err(|e| (folder.clone(), e))?;
+        Ok(ChunkFiles {
+            folder,
+            written: DataFiles {
+                dir: relative,
+                ..DataFiles::default()
+            },
+            current: None,
+        })
+    }
+
+    /// Starts chunk `k`'s file.
+    fn start(&mut self, k: usize) -> Result<(), DataError> {
+        let path = self.folder.join(chunk_file(k));
+        let file = File::create(&path).map_err(|e| (path.clone(), e))?;
+        self.current = Some((path, BufWriter::with_capacity(1 << 16, file)));
+        Ok(())
+    }
+
+    fn put(&mut self, text: &str) -> Result<(), DataError> {
+        if let Some((path, out)) = &mut self.current {
+            out.write_all(text.as_bytes())
+                .map_err(|e| (path.clone(), e))?;
+            self.written.bytes += text.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Ends the chunk being written: synced, since the page will name it.
+    fn end(&mut self) -> Result<(), DataError> {
+        if let Some((path, out)) = self.current.take() {
+            let fail = |e| (path.clone(), e);
+            let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
+            file.sync_all().map_err(fail)?;
+            self.written.files += 1;
+        }
+        Ok(())
+    }
+
+    /// Every chunk written: the folder synced.
+    fn finish(mut self) -> Result<DataFiles, DataError> {
+        self.end()?;
+        File::open(&self.folder)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| (self.folder.clone(), e))?;
+        Ok(self.written)
+    }
 }
 
 /// The index row of a variant, as the page's script reads it (`light()` there).
@@ -137,8 +214,9 @@ type IndexRow<'a> = (
 );
 
 impl Builder {
-    /// A builder whose spools are in `dir`.
-    pub fn new(dir: &Path) -> std::io::Result<Self> {
+    /// A builder for the page of `dir`, whose spools are there.
+    pub fn new(dir: &Path) -> Result<Self, DataError> {
+        let spool = || Spool::new(dir).map_err(|e| (dir.to_owned(), e));
         Ok(Builder {
             variants: 0,
             tracks: 0,
@@ -154,14 +232,16 @@ impl Builder {
             qc_counts: BTreeMap::new(),
             weight_counts: Default::default(),
             quietest_ok: None,
-            index: Spool::new(dir)?,
-            chunks: Spool::new(dir)?,
+            index: spool()?,
+            chunks: spool()?,
             chunk_starts: Vec::new(),
+            files: None,
+            dir: dir.to_owned(),
         })
     }
 
-    /// Counts `variant` and spools its index row and its chunk entry.
-    pub fn add(&mut self, variant: &VariantView) -> std::io::Result<()> {
+    /// Counts `variant` and writes its index row and its chunk entry.
+    pub fn add(&mut self, variant: &VariantView) -> Result<(), DataError> {
         let stem = self.stem_of(variant);
         let mut qcs: Vec<&str> = Vec::new();
         let mut duration: Option<f64> = None;
@@ -215,23 +295,75 @@ impl Builder {
             self.qcs.number(&qcs.join(",")),
             duration,
         );
-        if self.variants > 0 {
-            self.index.put(",\n")?;
-        }
-        self.index.put(&script_json(&row))?;
+        let separator = if self.variants > 0 { ",\n" } else { "" };
+        self.index
+            .put(separator)
+            .and_then(|()| self.index.put(&script_json(&row)))
+            .map_err(|e| (self.dir.clone(), e))?;
         if self.variants.is_multiple_of(CHUNK) {
-            if self.variants > 0 {
-                self.chunks.put("]);\n")?;
-            }
-            self.chunk_starts.push(self.chunks.len);
-            self.chunks
-                .put(&format!("SB({},[\n", self.variants / CHUNK))?;
+            self.start_chunk(self.variants / CHUNK)?;
         }
         // One variant a line: a line is whole UTF-8, which the copy into the page keeps.
-        self.chunks.put(&script_json(variant))?;
-        self.chunks.put(",\n")?;
+        self.put_chunk(&script_json(variant))?;
+        self.put_chunk(",\n")?;
         self.variants += 1;
         Ok(())
+    }
+
+    /// Ends chunk `k - 1` and starts chunk `k`; past [`INLINE_CHUNKS`], in files.
+    fn start_chunk(&mut self, k: usize) -> Result<(), DataError> {
+        if k > 0 {
+            self.put_chunk("]);\n")?;
+        }
+        if let Some(files) = &mut self.files {
+            files.end()?;
+        } else if k == INLINE_CHUNKS {
+            self.files = Some(self.spooled_to_files()?);
+        }
+        match &mut self.files {
+            Some(files) => files.start(k)?,
+            None => self.chunk_starts.push(self.chunks.len),
+        }
+        self.put_chunk(&format!("SB({k},[\n"))
+    }
+
+    fn put_chunk(&mut self, text: &str) -> Result<(), DataError> {
+        match &mut self.files {
+            Some(files) => files.put(text),
+            None => self.chunks.put(text).map_err(|e| (self.dir.clone(), e)),
+        }
+    }
+
+    /// The chunks spooled so far, each into its file: the page is too large to hold them.
+    fn spooled_to_files(&mut self) -> Result<ChunkFiles, DataError> {
+        let mut files = ChunkFiles::new(&self.dir)?;
+        self.chunks.out.flush().map_err(|e| (self.dir.clone(), e))?;
+        let ends = self.chunk_starts.iter().skip(1).copied();
+        let ranges: Vec<(u64, u64)> = self
+            .chunk_starts
+            .iter()
+            .copied()
+            .zip(ends.chain([self.chunks.len]))
+            .collect();
+        let mut buffer = Vec::new();
+        for (k, (start, end)) in ranges.into_iter().enumerate() {
+            buffer.resize((end - start) as usize, 0);
+            self.chunks
+                .out
+                .get_ref()
+                .read_exact_at(&mut buffer, start)
+                .map_err(|e| (self.dir.clone(), e))?;
+            files.start(k)?;
+            // Whole lines: each is whole UTF-8.
+            files.put(std::str::from_utf8(&buffer).map_err(|e| {
+                (
+                    self.dir.clone(),
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+                )
+            })?)?;
+            files.end()?;
+        }
+        Ok(files)
     }
 
     fn stem_of(&mut self, variant: &VariantView) -> usize {
@@ -259,11 +391,13 @@ impl Builder {
         at
     }
 
-    /// The data, complete: the spools flushed, what the header and the script need.
-    pub fn finish(mut self, has_qc: bool, stems: &Stems) -> std::io::Result<Built> {
+    /// The data, complete: the spools flushed, the chunk files synced, what the header
+    /// and the script need.
+    pub fn finish(mut self, has_qc: bool, stems: &Stems) -> Result<Built, DataError> {
         if self.variants > 0 {
-            self.chunks.put("]);\n")?;
+            self.put_chunk("]);\n")?;
         }
+        let files = self.files.take().map(ChunkFiles::finish).transpose()?;
         let chunks_len = self.chunks.len;
         let index_len = self.index.len;
         let weight = |counts: &BTreeMap<i64, usize>| -> Vec<Choice> {
@@ -288,8 +422,8 @@ impl Builder {
             version: 3,
             has_qc,
             chunk: CHUNK,
-            chunks: self.chunk_starts.len(),
-            dir: None,
+            chunks: self.variants.div_ceil(CHUNK),
+            dir: files.as_ref().map(|f| f.dir.clone()),
             target_lufs: self.quietest_ok.map(|q| q.max(FLOOR_LUFS)),
             stems: self
                 .stems
@@ -326,9 +460,15 @@ impl Builder {
             audio_weights: weight(&self.weight_counts[2]),
             sections: self.stems.into_iter().map(|s| s.section).collect(),
             meta,
-            index: (self.index.into_file()?, index_len),
-            chunks: (self.chunks.into_file()?, chunks_len),
-            chunk_starts: self.chunk_starts,
+            index: (
+                self.index.into_file().map_err(|e| (self.dir.clone(), e))?,
+                index_len,
+            ),
+            chunks: (
+                self.chunks.into_file().map_err(|e| (self.dir.clone(), e))?,
+                chunks_len,
+            ),
+            files,
         })
     }
 }
@@ -387,7 +527,8 @@ pub(super) struct Built {
     pub meta: Meta,
     index: (File, u64),
     chunks: (File, u64),
-    chunk_starts: Vec<u64>,
+    /// The chunk files; `None`: the chunks go inside the page.
+    pub files: Option<DataFiles>,
 }
 
 /// Side files written for a page.
@@ -402,11 +543,6 @@ pub struct DataFiles {
 }
 
 impl Built {
-    /// Whether the chunks go inside the page.
-    pub fn inline(&self) -> bool {
-        self.variants <= INLINE_MAX
-    }
-
     /// The index rows, to copy into the page.
     pub fn index(&self) -> SpoolText<'_> {
         SpoolText {
@@ -421,52 +557,12 @@ impl Built {
         SpoolText {
             file: &self.chunks.0,
             start: 0,
-            end: if self.inline() { self.chunks.1 } else { 0 },
+            end: if self.files.is_none() {
+                self.chunks.1
+            } else {
+                0
+            },
         }
-    }
-
-    /// Writes each chunk to its file in a new generation under `DIR/report-data/`,
-    /// synced, and names it in the page's data. On error, the path that failed.
-    pub fn write_files(&mut self, dir: &Path) -> Result<DataFiles, (PathBuf, std::io::Error)> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let generation = format!("{nanos:x}-{}", std::process::id());
-        let relative = format!("{DATA_DIR}/{generation}");
-        let folder = dir.join(&relative);
-        crate::output_files::create_dir_all_durably(&folder).map_err(|e| (folder.clone(), e))?;
-        let mut written = DataFiles {
-            dir: relative.clone(),
-            ..DataFiles::default()
-        };
-        let ends = self.chunk_starts.iter().skip(1).copied();
-        let ranges: Vec<(u64, u64)> = self
-            .chunk_starts
-            .iter()
-            .copied()
-            .zip(ends.chain([self.chunks.1]))
-            .collect();
-        let mut buffer = Vec::new();
-        for (k, (start, end)) in ranges.into_iter().enumerate() {
-            let path = folder.join(chunk_file(k));
-            let fail = |e| (path.clone(), e);
-            buffer.resize((end - start) as usize, 0);
-            self.chunks
-                .0
-                .read_exact_at(&mut buffer, start)
-                .map_err(fail)?;
-            let mut file = File::create(&path).map_err(fail)?;
-            file.write_all(&buffer).map_err(fail)?;
-            file.sync_all().map_err(fail)?;
-            written.files += 1;
-            written.bytes += buffer.len() as u64;
-        }
-        File::open(&folder)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| (folder.clone(), e))?;
-        self.meta.dir = Some(relative);
-        Ok(written)
     }
 }
 
