@@ -411,6 +411,30 @@ pub(super) fn script_json<T: Serialize + ?Sized>(value: &T) -> String {
     safe
 }
 
+/// The lock file that serialises the writers of a folder's page (the end of a run, a
+/// shard's, `stembatch report`), in the state folder.
+pub const PAGE_LOCK: &str = "page.lock";
+
+/// Waits for the folder's page lock: a writer removes the chunk files of every
+/// generation but its own, which must not be one that another is writing.
+fn lock_page(dir: &Path) -> Result<std::fs::File, PageError> {
+    let state = crate::journal::state_dir(dir);
+    let path = state.join(PAGE_LOCK);
+    let fail = |source| PageError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&state).map_err(fail)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    file.lock().map_err(fail)?;
+    Ok(file)
+}
+
 /// Reads `DIR/results.csv` and rewrites `DIR/report.html` atomically, with the stems
 /// the last run saved.
 pub fn write_file(dir: &Path) -> Result<PageSummary, PageError> {
@@ -445,6 +469,8 @@ pub fn write_file_with(
             dir: dir.to_owned(),
         });
     }
+    // Held to the end: each writer removes the chunk files of generations not its own.
+    let _only_writer = lock_page(dir)?;
     let data_error = |(path, source)| PageError::Write { path, source };
     let mut builder = Builder::new(dir).map_err(data_error)?;
     let has_qc = each_variant(dir, &mut known, |variant| {

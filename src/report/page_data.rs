@@ -780,4 +780,38 @@ mod tests {
         let want: Vec<String> = (0..300).map(|i| format!("{i:016x}")).collect();
         assert_eq!(chunk_ids(&inline), want);
     }
+
+    /// Two writers at once (a run's end and `stembatch report`): one after the other,
+    /// and the page left names a generation that is whole, the only one.
+    #[test]
+    fn two_writers_of_a_page_leave_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = INLINE_MAX + 3 * CHUNK;
+        folder(dir.path(), count);
+        for _ in 0..3 {
+            let writers: Vec<_> = (0..2)
+                .map(|_| {
+                    let dir = dir.path().to_owned();
+                    std::thread::spawn(move || write_file_with(&dir, HashMap::new(), None))
+                })
+                .collect();
+            for writer in writers {
+                assert_eq!(writer.join().unwrap().unwrap().variants, count);
+            }
+            let html = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+            let meta: serde_json::Value =
+                serde_json::from_str(between(&html, r#"id="meta">"#, "</script>")).unwrap();
+            let named = dir.path().join(meta["dir"].as_str().unwrap());
+            assert_eq!(
+                std::fs::read_dir(&named).unwrap().count(),
+                count.div_ceil(CHUNK)
+            );
+            assert_eq!(
+                std::fs::read_dir(dir.path().join(DATA_DIR))
+                    .unwrap()
+                    .count(),
+                1
+            );
+        }
+    }
 }
