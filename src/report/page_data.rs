@@ -552,7 +552,8 @@ impl Built {
         }
     }
 
-    /// The chunks, to copy into the page when [`Built::inline`]; nothing otherwise.
+    /// The chunks, to copy into the page when it holds them (no chunk files); nothing
+    /// otherwise.
     pub fn inline_chunks(&self) -> SpoolText<'_> {
         SpoolText {
             file: &self.chunks.0,
