@@ -222,6 +222,10 @@ const FILES: &[(&str, &str)] = &[
     ("DIR/audio/<stem>/", "the downloaded tracks"),
     ("DIR/report.html", "the listening page"),
     (
+        "DIR/report-data/",
+        "the listening page's data, beside a page of more than 2,048 variants",
+    ),
+    (
         "DIR/.stembatch/",
         "the run's journal and lock: what makes re-runs safe; never delete it",
     ),

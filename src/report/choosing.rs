@@ -5,7 +5,7 @@
 //! `stembatch report` draws the same page without the manifest; and which parameters
 //! differ between a stem's variants ([`differences`], pure).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
 
@@ -139,31 +139,63 @@ fn parameter(variant: &VariantView, key: &str) -> String {
 }
 
 /// What differs between `variants` (those of one stem).
-pub fn differences<'v>(variants: impl IntoIterator<Item = &'v VariantView> + Clone) -> Differences {
-    let mut found = Differences::default();
-    for (key, label) in PARAMETERS {
-        let values: BTreeSet<String> = variants
-            .clone()
-            .into_iter()
-            .map(|v| parameter(v, key))
-            .collect();
-        match values.len() {
-            0 => {}
-            1 => {
-                let value = values.into_iter().next().unwrap_or_default();
-                found.shared.push((
+pub fn differences<'v>(variants: impl IntoIterator<Item = &'v VariantView>) -> Differences {
+    let mut tally = DifferenceTally::default();
+    for variant in variants {
+        tally.add(variant);
+    }
+    tally.finish()
+}
+
+/// What has been seen of one parameter so far: to tell "one value" from "more than one",
+/// the first value is enough.
+#[derive(Clone, Debug, Default)]
+enum Seen {
+    #[default]
+    Nothing,
+    One(String),
+    Several,
+}
+
+/// [`differences`] counted as the variants of a stem stream past, in memory bounded by
+/// one value per parameter: the page is written without holding a stem's variants.
+#[derive(Clone, Debug, Default)]
+pub struct DifferenceTally {
+    seen: [Seen; PARAMETERS.len()],
+}
+
+impl DifferenceTally {
+    /// Counts one variant of the stem.
+    pub fn add(&mut self, variant: &VariantView) {
+        for (seen, (key, _)) in self.seen.iter_mut().zip(PARAMETERS) {
+            let value = parameter(variant, key);
+            *seen = match std::mem::take(seen) {
+                Seen::Nothing => Seen::One(value),
+                Seen::One(first) if first == value => Seen::One(first),
+                Seen::One(_) | Seen::Several => Seen::Several,
+            };
+        }
+    }
+
+    /// What differs between the variants counted.
+    pub fn finish(self) -> Differences {
+        let mut found = Differences::default();
+        for (seen, (key, label)) in self.seen.into_iter().zip(PARAMETERS) {
+            match seen {
+                Seen::Nothing => {}
+                Seen::One(value) => found.shared.push((
                     label,
                     if value.is_empty() {
                         "–".into()
                     } else {
                         value
                     },
-                ));
+                )),
+                Seen::Several => found.differ.push(key),
             }
-            _ => found.differ.push(key),
         }
+        found
     }
-    found
 }
 
 #[cfg(test)]

@@ -8,13 +8,17 @@
 //! Beyond results.csv the page knows of each stem what the run's manifest says, and what
 //! differs between its variants ([`super::choosing`]).
 //!
-//! The page is one self-contained file: the markup comes from the askama template
-//! `templates/report.html` (checked at compile time), the data is one embedded JSON block,
-//! and the script and style are inline; audio is referred to by relative paths. It never
-//! touches the journal or the network, and it is written atomically (temporary file in
-//! the folder, fsync, rename).
+//! The page opens and stays usable however many variants the folder holds: it carries a
+//! short index of every variant (what filters, sorts and the favourites' export read) and
+//! builds cards only for what is on screen, from chunks of the full data that are inside
+//! it for a small page, or beside it (`report-data/`) for a large one, loaded on demand
+//! ([`super::page_data`]). The markup comes from the askama template
+//! `templates/report.html` (checked at compile time), and the script and style are
+//! inline; audio is referred to by relative paths. Writing it streams results.csv once
+//! and never holds the variants. It never touches the journal or the network, and it is
+//! written atomically (temporary file in the folder, fsync, rename; chunk files first).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -22,8 +26,9 @@ use askama::Template;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Serialize;
 
-use super::choosing::{differences, save_stems, saved_stems, Differences, StemInfo, Stems};
+use super::choosing::{save_stems, saved_stems, Stems};
 use super::csv::FILE_NAME as RESULTS_FILE;
+use super::page_data::{remove_stale, Builder, DataFiles, SpoolText};
 pub use crate::waveform::{waveform, WAVE_ALPHABET, WAVE_POINTS};
 
 /// The page's name inside the output folder.
@@ -80,6 +85,8 @@ pub struct PageSummary {
     pub tracks: usize,
     /// Tracks with a waveform.
     pub waveforms: usize,
+    /// The chunk files beside it (none for a page that holds its data).
+    pub data: DataFiles,
 }
 
 /// One track of a variant, as the page's script reads it.
@@ -158,14 +165,49 @@ pub struct Report {
     pub stems: Stems,
 }
 
+/// Waveforms the run drew as tracks landed, by file relative to the folder: each is
+/// taken once, by the track it belongs to.
+pub trait KnownWaves {
+    /// The waveform of `file`, if drawn.
+    fn take(&mut self, file: &str) -> Option<String>;
+}
+
+impl KnownWaves for HashMap<String, String> {
+    fn take(&mut self, file: &str) -> Option<String> {
+        self.remove(file)
+    }
+}
+
 /// Reads `DIR/results.csv` and the peaks of its WAV tracks.
 pub fn read(dir: &Path) -> Result<Report, PageError> {
     read_with(dir, HashMap::new())
 }
 
 /// As [`read`], with the waveforms already drawn (by the run, as each track landed), by
-/// file relative to `dir`: only the others are read from disk.
+/// file relative to `dir`: only the others are read from disk. Holds every variant: the
+/// page itself is written from [`each_variant`].
 pub fn read_with(dir: &Path, mut known: HashMap<String, String>) -> Result<Report, PageError> {
+    let mut variants = Vec::new();
+    let has_qc = each_variant(dir, &mut known, |variant| {
+        variants.push(variant);
+        Ok(())
+    })?;
+    Ok(Report {
+        variants,
+        has_qc,
+        stems: Stems::new(),
+    })
+}
+
+/// Streams the variants of `DIR/results.csv` to `each`, one at a time, in the file's
+/// order, with their tracks; returns whether the file has the QC columns. A variant is
+/// the run of consecutive rows with its `variant_id` (every producer of results.csv
+/// writes a variant's rows together).
+pub fn each_variant(
+    dir: &Path,
+    known: &mut dyn KnownWaves,
+    mut each: impl FnMut(VariantView) -> Result<(), PageError>,
+) -> Result<bool, PageError> {
     let path = dir.join(RESULTS_FILE);
     let csv_error = |source| PageError::Csv {
         path: path.clone(),
@@ -189,25 +231,23 @@ pub fn read_with(dir: &Path, mut known: HashMap<String, String>) -> Result<Repor
             return Err(PageError::MissingColumn { path, column });
         }
     }
-    let mut report = Report {
-        has_qc: columns.index("qc").is_some(),
-        ..Report::default()
-    };
-    let mut by_id: HashMap<String, usize> = HashMap::new();
-    for row in reader.records() {
-        let row = row.map_err(csv_error)?;
+    let mut current: Option<VariantView> = None;
+    let mut row = csv::StringRecord::new();
+    while reader.read_record(&mut row).map_err(csv_error)? {
         let get = |name: &str| columns.get(&row, name);
         let id = get("variant_id");
-        let slot = *by_id.entry(id.clone()).or_insert_with(|| {
-            report.variants.push(variant_of(&get));
-            report.variants.len() - 1
-        });
+        if let Some(done) = current.take_if(|v| v.id != id) {
+            each(done)?;
+        }
+        let variant = current.get_or_insert_with(|| variant_of(&get));
         if !get("file").is_empty() {
-            let track = track_of(dir, &get, &mut known);
-            report.variants[slot].tracks.push(track);
+            variant.tracks.push(track_of(dir, &get, known));
         }
     }
-    Ok(report)
+    if let Some(last) = current {
+        each(last)?;
+    }
+    Ok(columns.index("qc").is_some())
 }
 
 /// Column positions by name.
@@ -263,11 +303,7 @@ fn variant_of(get: &dyn Fn(&str) -> String) -> VariantView {
     }
 }
 
-fn track_of(
-    dir: &Path,
-    get: &dyn Fn(&str) -> String,
-    known: &mut HashMap<String, String>,
-) -> TrackView {
+fn track_of(dir: &Path, get: &dyn Fn(&str) -> String, known: &mut dyn KnownWaves) -> TrackView {
     let file = get("file");
     let path = dir.join(&file);
     let exists = path.is_file();
@@ -281,7 +317,7 @@ fn track_of(
         lufs: number(&get("lufs")),
         qc: get("qc"),
         // Moved, not copied: each wave is one track's.
-        wave: match (exists, known.remove(&file)) {
+        wave: match (exists, known.take(&file)) {
             (true, Some(wave)) => wave,
             (true, None) => waveform(&path).unwrap_or_default(),
             (false, _) => String::new(),
@@ -340,63 +376,27 @@ struct Page<'a> {
     generated_at: String,
     variants: usize,
     tracks: usize,
-    stems: Vec<StemSection>,
-    statuses: Vec<Choice>,
-    models: Vec<Choice>,
-    style_weights: Vec<Choice>,
-    weirdness: Vec<Choice>,
-    audio_weights: Vec<Choice>,
-    qcs: Vec<Choice>,
+    stems: &'a [StemSection],
+    statuses: &'a [Choice],
+    models: &'a [Choice],
+    style_weights: &'a [Choice],
+    weirdness: &'a [Choice],
+    audio_weights: &'a [Choice],
+    qcs: &'a [Choice],
     has_qc: bool,
-    /// The JSON block, already safe inside a `<script>` element.
-    data: String,
-}
-
-/// The values of one field over all variants, in first-seen or sorted order.
-fn choices<'v, T: Ord + ToString>(
-    variants: &'v [VariantView],
-    field: impl Fn(&'v VariantView) -> Vec<T>,
-) -> Vec<Choice> {
-    let mut counts: std::collections::BTreeMap<T, usize> = Default::default();
-    for variant in variants {
-        for value in field(variant).into_iter().collect::<BTreeSet<_>>() {
-            *counts.entry(value).or_default() += 1;
-        }
-    }
-    counts
-        .into_iter()
-        .map(|(value, count)| Choice {
-            value: value.to_string(),
-            count,
-        })
-        .collect()
-}
-
-/// A weight as the data and the filter spell it; weights have at most 2 decimals.
-fn weight_choices(
-    variants: &[VariantView],
-    get: impl Fn(&VariantView) -> Option<f64>,
-) -> Vec<Choice> {
-    // Hundredths as integers: sortable and exact.
-    let mut choices = choices(variants, |v| {
-        get(v)
-            .map(|w| (w * 100.0).round() as i64)
-            .into_iter()
-            .collect()
-    });
-    for choice in &mut choices {
-        let hundredths: i64 = choice.value.parse().unwrap_or(0);
-        choice.value = format!("{}", hundredths as f64 / 100.0);
-    }
-    choices
+    /// The meta block, already safe inside a `<script>` element.
+    meta: String,
+    /// The index rows (safe inside a `<script>` element, as written).
+    index: SpoolText<'a>,
+    /// The chunks when they are inline, else nothing.
+    chunks: SpoolText<'a>,
 }
 
 /// JSON that is safe inside a `<script>` element: no `<`, `>` or `&` at all (so no `</`
 /// and no `<!--`), and no line separators that old parsers end a string at.
-fn script_json<T: Serialize>(value: &T) -> String {
+pub(super) fn script_json<T: Serialize + ?Sized>(value: &T) -> String {
     let json = serde_json::to_string(value).expect("the page data serialises");
-    // One pass into one string: at 100,000 variants the data is over 100 MB, and a chain
-    // of replaces would copy all of it once per replace.
+    // One pass into one string: a chain of replaces would copy it once per replace.
     let mut safe = String::with_capacity(json.len() + json.len() / 64);
     for c in json.chars() {
         match c {
@@ -411,90 +411,28 @@ fn script_json<T: Serialize>(value: &T) -> String {
     safe
 }
 
-#[derive(Serialize)]
-struct Data<'a> {
-    version: u32,
-    has_qc: bool,
-    variants: &'a [VariantView],
-    /// By stem name: what the manifest says of it, and what differs between its variants.
-    stems: BTreeMap<&'a str, StemData<'a>>,
-}
+/// The lock file that serialises the writers of a folder's page (the end of a run, a
+/// shard's, `stembatch report`), in the state folder.
+pub const PAGE_LOCK: &str = "page.lock";
 
-/// One stem as the page's script reads it.
-#[derive(Serialize)]
-struct StemData<'a> {
-    #[serde(flatten)]
-    info: Option<&'a StemInfo>,
-    #[serde(flatten)]
-    differences: Differences,
-}
-
-/// Each stem's [`StemData`].
-fn stem_data(report: &Report) -> BTreeMap<&str, StemData<'_>> {
-    let mut by_stem: BTreeMap<&str, Vec<&VariantView>> = BTreeMap::new();
-    for variant in &report.variants {
-        by_stem.entry(&variant.stem).or_default().push(variant);
-    }
-    by_stem
-        .into_iter()
-        .map(|(name, variants)| {
-            let data = StemData {
-                info: report.stems.get(name),
-                differences: differences(variants.iter().copied()),
-            };
-            (name, data)
-        })
-        .collect()
-}
-
-/// Renders the page of `report`; `title` names the folder.
-pub fn render(report: &Report, title: &str) -> Result<String, PageError> {
-    Ok(page(report, title).render()?)
-}
-
-/// The page of `report`, to render: it holds its own data, so that the report can go
-/// before the page is written (at 100,000 variants each is over 100 MB).
-fn page<'t>(report: &Report, title: &'t str) -> Page<'t> {
-    let variants = &report.variants;
-    let mut stems: Vec<StemSection> = Vec::new();
-    for variant in variants {
-        let at = match stems.iter().position(|s| s.name == variant.stem) {
-            Some(at) => at,
-            None => {
-                stems.push(StemSection {
-                    name: variant.stem.clone(),
-                    variants: 0,
-                    finished: 0,
-                });
-                stems.len() - 1
-            }
-        };
-        stems[at].variants += 1;
-        stems[at].finished += usize::from(variant.status == "finished");
-    }
-    let page = Page {
-        title,
-        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
-        variants: variants.len(),
-        tracks: variants.iter().map(|v| v.tracks.len()).sum(),
-        stems,
-        statuses: choices(variants, |v| vec![v.status.clone()]),
-        models: choices(variants, |v| vec![v.model.clone()]),
-        style_weights: weight_choices(variants, |v| v.style_weight),
-        weirdness: weight_choices(variants, |v| v.weirdness),
-        audio_weights: weight_choices(variants, |v| v.audio_weight),
-        qcs: choices(variants, |v| {
-            v.tracks.iter().map(|t| t.qc.clone()).collect()
-        }),
-        has_qc: report.has_qc,
-        data: script_json(&Data {
-            version: 2,
-            has_qc: report.has_qc,
-            variants,
-            stems: stem_data(report),
-        }),
+/// Waits for the folder's page lock: a writer removes the chunk files of every
+/// generation but its own, which must not be one that another is writing.
+fn lock_page(dir: &Path) -> Result<std::fs::File, PageError> {
+    let state = crate::journal::state_dir(dir);
+    let path = state.join(PAGE_LOCK);
+    let fail = |source| PageError::Write {
+        path: path.clone(),
+        source,
     };
-    page
+    std::fs::create_dir_all(&state).map_err(fail)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    file.lock().map_err(fail)?;
+    Ok(file)
 }
 
 /// Reads `DIR/results.csv` and rewrites `DIR/report.html` atomically, with the stems
@@ -505,19 +443,41 @@ pub fn write_file(dir: &Path) -> Result<PageSummary, PageError> {
 
 /// As [`write_file`], with the waveforms already drawn, by file (see [`read_with`]), and
 /// the run's `stems` (saved for a later [`write_file`]; `None`: the saved ones).
+///
+/// Streamed: the variants pass one at a time from results.csv into spools
+/// ([`super::page_data`]), which are copied into the page (and its chunk files) at the
+/// end; memory holds what is counted per stem and per distinct value, not the variants.
 pub fn write_file_with(
     dir: &Path,
-    known: HashMap<String, String>,
+    mut known: impl KnownWaves,
     stems: Option<&Stems>,
 ) -> Result<PageSummary, PageError> {
-    let mut report = read_with(dir, known)?;
-    report.stems = match stems {
+    let stems = match stems {
         Some(stems) => {
             save_stems(dir, stems);
             stems.clone()
         }
         None => saved_stems(dir),
     };
+    let path = dir.join(FILE_NAME);
+    let write_error = |source| PageError::Write {
+        path: path.clone(),
+        source,
+    };
+    if !dir.join(RESULTS_FILE).exists() {
+        return Err(PageError::NoResults {
+            dir: dir.to_owned(),
+        });
+    }
+    // Held to the end: each writer removes the chunk files of generations not its own.
+    let _only_writer = lock_page(dir)?;
+    let data_error = |(path, source)| PageError::Write { path, source };
+    let mut builder = Builder::new(dir).map_err(data_error)?;
+    let has_qc = each_variant(dir, &mut known, |variant| {
+        builder.add(&variant).map_err(data_error)
+    })?;
+    drop(known);
+    let built = builder.finish(has_qc, &stems).map_err(data_error)?;
     let title = std::fs::canonicalize(dir)
         .ok()
         .as_deref()
@@ -525,18 +485,22 @@ pub fn write_file_with(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| dir.display().to_string());
-    let page = page(&report, &title);
-    let tracks = report.variants.iter().flat_map(|v| &v.tracks);
-    let (variants, tracks, waveforms) = (
-        report.variants.len(),
-        tracks.clone().count(),
-        tracks.filter(|t| !t.wave.is_empty()).count(),
-    );
-    drop(report);
-    let path = dir.join(FILE_NAME);
-    let write_error = |source| PageError::Write {
-        path: path.clone(),
-        source,
+    let page = Page {
+        title: &title,
+        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        variants: built.variants,
+        tracks: built.tracks,
+        stems: &built.sections,
+        statuses: &built.statuses,
+        models: &built.models,
+        style_weights: &built.style_weights,
+        weirdness: &built.weirdness,
+        audio_weights: &built.audio_weights,
+        qcs: &built.qcs,
+        has_qc,
+        meta: script_json(&built.meta),
+        index: built.index(),
+        chunks: built.inline_chunks(),
     };
     let mut temp = tempfile::Builder::new()
         .prefix(crate::output_files::PAGE_TEMP.0)
@@ -544,8 +508,6 @@ pub fn write_file_with(
         .permissions(crate::output_files::permissions())
         .tempfile_in(dir)
         .map_err(write_error)?;
-    // Straight into the file: at 100,000 variants the page is over 100 MB, which a
-    // rendered string would hold a second time.
     {
         let mut out = std::io::BufWriter::new(temp.as_file_mut());
         page.write_into(&mut out).map_err(write_error)?;
@@ -554,11 +516,13 @@ pub fn write_file_with(
     drop(page);
     let bytes = temp.as_file().metadata().map_err(write_error)?.len();
     crate::output_files::persist_durably(temp, &path).map_err(write_error)?;
+    remove_stale(dir, built.files.as_ref().map(|f| f.dir.as_str()));
     Ok(PageSummary {
         bytes,
-        variants,
-        tracks,
-        waveforms,
+        variants: built.variants,
+        tracks: built.tracks,
+        waveforms: built.waveforms,
+        data: built.files.clone().unwrap_or_default(),
         path,
     })
 }
@@ -674,10 +638,11 @@ mod tests {
             let html = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
             assert_eq!(
                 html.matches("</script>").count(),
-                2,
-                "the data's </script> is escaped"
+                4,
+                "the data's </script> is escaped: meta, index, chunks, script"
             );
-            assert!(html.contains(r#"<script type="application/json" id="data">"#));
+            assert!(html.contains(r#"<script type="application/json" id="meta">"#));
+            assert!(html.contains(r#"<script type="application/json" id="index">"#));
             assert_eq!(html.contains(r#"id="f-qc""#), qc);
         }
     }

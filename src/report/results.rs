@@ -10,9 +10,9 @@
 //! and the in-flight records, and the file is written off the async threads.
 //!
 //! The waveforms drawn as tracks landed ride along in the spool, for the listening page
-//! written at the end ([`Results::known_waves`]).
+//! written at the end ([`Results::waves_in_order`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -162,6 +162,20 @@ impl Results {
         Ok(known)
     }
 
+    /// The waveforms drawn as tracks landed, read from the spool as the page asks for
+    /// them: the page reads results.csv in manifest order, the spool's order, so a window
+    /// ahead of the last one asked for finds each, and memory never holds them all.
+    pub fn waves_in_order(&self) -> WavesInOrder {
+        WavesInOrder {
+            spool: Arc::clone(&self.spool),
+            slots: self.slots.iter().filter(|s| s.waves > 0).copied().collect(),
+            next: 0,
+            seq: 0,
+            order: VecDeque::new(),
+            window: HashMap::new(),
+        }
+    }
+
     /// The unfinished variants the closing summary names.
     pub fn unfinished(&self) -> Unfinished {
         Unfinished {
@@ -208,6 +222,72 @@ impl Snapshot {
     /// Rewrites `DIR/results.csv` atomically from this snapshot.
     pub fn write_file(&self, dir: &Path) -> std::io::Result<()> {
         write_atomically(dir, |out| self.write(out).map_err(csv::Error::from))
+    }
+}
+
+/// Waveforms read ahead of the page's writing at most: about 1 MB.
+const WAVES_AHEAD: usize = 4096;
+
+/// The spooled waveforms, in manifest order, for the page ([`Results::waves_in_order`]).
+pub struct WavesInOrder {
+    spool: Arc<File>,
+    slots: Vec<Slot>,
+    next: usize,
+    seq: u64,
+    /// The window's files in spool order, with their place in it.
+    order: VecDeque<(u64, String)>,
+    window: HashMap<String, (u64, String)>,
+}
+
+impl WavesInOrder {
+    /// Reads the next slot's waveforms into the window; false when there are no more. A
+    /// slot that cannot be read is skipped: its tracks are decoded by the page instead.
+    fn read_next(&mut self) -> bool {
+        let Some(slot) = self.slots.get(self.next).copied() else {
+            return false;
+        };
+        self.next += 1;
+        let mut bytes = vec![0; slot.waves as usize];
+        let read = self
+            .spool
+            .read_exact_at(&mut bytes, slot.offset + slot.rows as u64)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                serde_json::from_slice::<Vec<(String, String)>>(&bytes).map_err(|e| e.to_string())
+            });
+        match read {
+            Ok(waves) => {
+                for (file, wave) in waves {
+                    self.order.push_back((self.seq, file.clone()));
+                    self.window.insert(file, (self.seq, wave));
+                    self.seq += 1;
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "cannot read back a track's waveform"),
+        }
+        true
+    }
+}
+
+impl crate::report::html::KnownWaves for WavesInOrder {
+    fn take(&mut self, file: &str) -> Option<String> {
+        loop {
+            if let Some((seq, wave)) = self.window.remove(file) {
+                // Those before it were never asked for (in order, they would have been).
+                while let Some((before, name)) = self.order.pop_front() {
+                    if before == seq {
+                        break;
+                    }
+                    self.window.remove(&name);
+                }
+                return Some(wave);
+            }
+            // A track without one (not decodable, another shard's): the window stops
+            // growing, and the page decodes that track.
+            if self.window.len() >= WAVES_AHEAD || !self.read_next() {
+                return None;
+            }
+        }
     }
 }
 
@@ -300,6 +380,35 @@ mod tests {
             results.known_waves().unwrap(),
             HashMap::from([("audio/a.wav".to_owned(), "abc".to_owned())])
         );
+    }
+
+    /// The page asks for every track of results.csv in order, some without a waveform
+    /// (not decodable, or another shard's): each drawn one is found, once, and the window
+    /// stays bounded.
+    #[test]
+    fn the_page_reads_the_waveforms_in_order_through_a_bounded_window() {
+        use crate::report::html::KnownWaves;
+        let count = WAVES_AHEAD + 500;
+        let variants = table(count);
+        let dir = tempfile::tempdir().unwrap();
+        let mut results = Results::new(dir.path(), Arc::clone(&variants)).unwrap();
+        let ids: Vec<VariantId> = variants.iter().map(|v| v.id.clone()).collect();
+        // Every third variant has no waveform; they end out of order.
+        for i in (0..count).rev() {
+            let file = format!("audio/{i}.wav");
+            let wave = format!("w{i}");
+            let record = finished(&file, (i % 3 != 0).then_some(wave.as_str()));
+            results.put_ended(&ids[i], &record).unwrap();
+        }
+        let mut waves = results.waves_in_order();
+        assert_eq!(waves.take("audio/not-in-the-spool.wav"), None);
+        for i in 0..count {
+            let want = (i % 3 != 0).then(|| format!("w{i}"));
+            assert_eq!(waves.take(&format!("audio/{i}.wav")), want, "track {i}");
+            assert!(waves.window.len() <= WAVES_AHEAD + 1);
+        }
+        assert_eq!(waves.take("audio/1.wav"), None, "each taken once");
+        assert!(waves.window.is_empty() && waves.order.is_empty());
     }
 
     #[test]

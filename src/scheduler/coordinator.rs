@@ -6,7 +6,6 @@
 //! An ended variant's record leaves the run state at once for [`Results`] (spooled rows):
 //! the coordinator's memory and each event's work stay bounded by what is in flight.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -376,15 +375,9 @@ impl Coordinator {
     async fn write_page(&self) {
         let dir = self.out_dir.clone();
         // The waveforms drawn as the tracks landed (this run's, and the journal's for earlier
-        // ones): the page reads from disk only tracks that have none.
-        let known: HashMap<String, String> = match self.results.known_waves() {
-            Ok(known) => known,
-            Err(err) => {
-                // The page draws them from the files instead.
-                warn!(error = %err, "cannot read back the waveforms drawn during the run");
-                HashMap::new()
-            }
-        };
+        // ones), read in step with results.csv: the page reads from disk only tracks that
+        // have none.
+        let known = self.results.waves_in_order();
         let variants = Arc::clone(&self.executor.variants);
         let write = move || {
             let stems = report::choosing::stem_infos(variants.list(), &dir);
