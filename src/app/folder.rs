@@ -24,6 +24,27 @@ pub struct FolderLocks {
     _own: RunLock,
     /// A shard's shared hold on the whole folder's lock.
     _whole: Option<RunLock>,
+    /// The state folder whose lock is `_own`: the run writes its journal and checkpoint
+    /// there, and nowhere else.
+    run_dir: PathBuf,
+}
+
+/// At the end of a run, while it holds its locks: writes its journal checkpoint
+/// (`journal::checkpoint`) when the journals have grown past what the folder's
+/// checkpoints cover, so that the next run reads only what comes after. A failure is
+/// only warned about: the checkpoint is derived from the journals.
+pub async fn write_checkpoint(out_dir: &Path, locks: &FolderLocks) {
+    let (out, own) = (out_dir.to_owned(), locks.run_dir.clone());
+    let done = tokio::task::spawn_blocking(move || layout::refresh_checkpoint(&out, &own)).await;
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "cannot write the journal checkpoint: the next run replays the journals instead")
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot write the journal checkpoint: the next run replays the journals instead")
+        }
+    }
 }
 
 /// The output folder, taken: its locks, the run's journal, and every journal of the
@@ -97,8 +118,16 @@ fn open_blocking(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<OpenFol
         remove_leftover_temporary_files(out_dir, since);
     }
     // Every journal of the folder, the run's own too: a variant is the same whichever
-    // shard ran it. Read (and checked) before the own is opened to append after it.
-    let folded = layout::fold_all(out_dir).map_err(usage_if_damaged)?;
+    // shard ran it. Read (and checked) before the own is opened to append after it; from
+    // the folder's checkpoint, which the run brings up to date if the journals grew much
+    // since (a run killed before its end wrote none).
+    let writer = journal::checkpoint::Writer {
+        own: &run_dir,
+        over: journal::checkpoint::OPEN_WRITE_OVER,
+    };
+    let folded = layout::fold_all_writing(out_dir, Some(writer))
+        .map_err(usage_if_damaged)?
+        .folded;
     let own_path = run_dir.join(journal::JOURNAL_FILE);
     let journal = JournalWriter::open_append(&own_path).map_err(usage_if_damaged)?;
     Ok(OpenFolder {
@@ -112,7 +141,9 @@ fn open_blocking(out_dir: &Path, shard: Option<Shard>) -> anyhow::Result<OpenFol
 /// to read it is not a usage error.
 fn usage_if_damaged(err: JournalError) -> anyhow::Error {
     match err {
-        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
+        JournalError::Corrupt { .. }
+        | JournalError::TooNew { .. }
+        | JournalError::CheckpointTooNew { .. } => {
             anyhow::Error::new(ExpectedError::usage(err.to_string()))
         }
         other => anyhow::Error::new(other),
@@ -143,6 +174,7 @@ fn take_locks(
     let locks = FolderLocks {
         _own: own,
         _whole: whole,
+        run_dir: run_dir.to_owned(),
     };
     Ok((locks, others.is_empty()))
 }
