@@ -65,7 +65,7 @@ const HASHED: u64 = 4096;
 pub const OPEN_WRITE_OVER: u64 = 4 << 20;
 
 /// A run's end writes a checkpoint when at least this much of the journals is not yet
-/// covered.
+/// covered (or any, when the folder has none yet).
 pub const END_WRITE_OVER: u64 = 64 << 10;
 
 /// Where a run stands among the folder's runs (as in `layout::merge_runs`).
@@ -390,8 +390,8 @@ fn replay(
 }
 
 /// At the end of a run (holding its lock): writes its checkpoint if the journals hold at
-/// least [`END_WRITE_OVER`] bytes that no usable-looking checkpoint covers. Returns the
-/// checkpoint written.
+/// least [`END_WRITE_OVER`] bytes that no usable-looking checkpoint covers, or any when
+/// there is none. Returns the checkpoint written.
 pub fn refresh(
     state_dir: &Path,
     dirs: &[PathBuf],
@@ -414,7 +414,9 @@ pub fn refresh(
             .map_or((0, 0), |(_, header)| header.covered(&journal.name));
         uncovered += len.saturating_sub(covered);
     }
-    if uncovered < END_WRITE_OVER {
+    // A folder's first checkpoint is written however small: from then on, a folder
+    // without one is one that needs the log line (an older release's, or a damaged one).
+    if uncovered == 0 || (best.is_some() && uncovered < END_WRITE_OVER) {
         return Ok(None);
     }
     drop(journals);

@@ -548,3 +548,32 @@ fn the_fold_goes_through_the_file_unchanged() {
     assert_eq!(unsettled, folder.replayed());
     assert_eq!(written.folded, unsettled);
 }
+
+/// A run's end writes the folder's first checkpoint however small, and then only once the
+/// journals have grown by [`END_WRITE_OVER`].
+#[test]
+fn the_end_of_a_run_writes_the_first_checkpoint_then_when_it_pays() {
+    let folder = Folder::new();
+    folder.append(0, &[started(1, 0), submitted("night 1")]);
+    let own = &folder.dirs[0];
+    assert_eq!(
+        refresh(&folder.state, &folder.dirs, own).unwrap(),
+        Some(folder.checkpoint(0))
+    );
+    folder.append(0, &[started(2, 100), submitted("night 2")]);
+    assert_eq!(refresh(&folder.state, &folder.dirs, own).unwrap(), None);
+    let opened = folder.open(None);
+    assert_eq!(opened.used, Some(folder.checkpoint(0)));
+    assert_eq!(opened.folded, folder.replayed());
+    let line = encode(&submitted("more"));
+    let many: String =
+        std::iter::repeat_n(line.as_str(), END_WRITE_OVER as usize / line.len() + 1).collect();
+    folder.append_bytes(0, format!("{}{many}", encode(&started(3, 200))).as_bytes());
+    assert_eq!(
+        refresh(&folder.state, &folder.dirs, own).unwrap(),
+        Some(folder.checkpoint(0))
+    );
+    let opened = folder.open(None);
+    assert_eq!(opened.used, Some(folder.checkpoint(0)));
+    assert_eq!(opened.folded, folder.replayed());
+}
