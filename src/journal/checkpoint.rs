@@ -774,6 +774,9 @@ fn write(
         .prefix(crate::output_files::CHECKPOINT_TEMP.0)
         .suffix(crate::output_files::CHECKPOINT_TEMP.1)
         .tempfile_in(own)?;
+    // Readable as the journals are: shards run by other users of a shared folder read it.
+    temp.as_file()
+        .set_permissions(crate::output_files::permissions())?;
     {
         let mut out = Hashing {
             inner: BufWriter::with_capacity(1 << 16, temp.as_file_mut()),

@@ -541,6 +541,14 @@ fn the_fold_goes_through_the_file_unchanged() {
     folder.append(0, &night);
     let written = folder.open(Some(folder.writer(0)));
     assert!(written.written.is_some());
+    let mode = std::fs::metadata(folder.checkpoint(0))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o644,
+        "readable as the journals are"
+    );
     let header = read_header(&folder.checkpoint(0)).ok().flatten().unwrap();
     let mut unsettled = load(&folder.checkpoint(0), &header).unwrap();
     assert!(unsettled.priors[&ids[0]].submit_in_flight);
