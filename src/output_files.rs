@@ -32,6 +32,9 @@ pub const LAYOUT_TEMP: (&str, &str) = (".shards-", ".json");
 /// Prefix and suffix of the temporary file of the page's stems, in the state folder.
 pub const PAGE_STEMS_TEMP: (&str, &str) = (".page-stems-", ".json");
 
+/// Prefix and suffix of the temporary file of a journal checkpoint, in its state folder.
+pub const CHECKPOINT_TEMP: (&str, &str) = (".checkpoint-", ".jsonl");
+
 /// Whether `name` is one of stembatch's temporary files.
 pub fn is_temporary(name: &str) -> bool {
     [
@@ -40,6 +43,7 @@ pub fn is_temporary(name: &str) -> bool {
         PAGE_TEMP,
         LAYOUT_TEMP,
         PAGE_STEMS_TEMP,
+        CHECKPOINT_TEMP,
     ]
     .iter()
     .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix))

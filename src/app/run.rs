@@ -132,7 +132,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         client,
         simulator: _simulator,
         api,
-        locks: _locks,
+        locks,
         pacers,
         journal,
         entries,
@@ -210,10 +210,15 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     log_closing(&state, &csv_path, started.elapsed(), view);
     log_orphans(&state.state);
     log_unrestored(&state.state, &variants);
+    let code = exit_code(&state.state);
+    // The run's memory goes before the checkpoint's fold comes.
+    drop((state, variants));
+    locks.write_checkpoint(&out_dir).await;
+    drop(locks);
     // The last line of a run: where to listen.
     let page = out_dir.join(crate::report::html::FILE_NAME);
     tracing::info!("report: {}", page.display());
-    Ok(exit_code(&state.state))
+    Ok(code)
 }
 
 /// The closing summary: the counts, the unknown outcomes, and the variants that did not

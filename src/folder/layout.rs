@@ -95,15 +95,34 @@ pub fn read_other_journals(
     Ok(journals)
 }
 
-/// Every journal of the folder folded, streamed, in the order [`read_all`] puts their
-/// records in (`journal::folded`).
+/// Every journal of the folder folded, in the order [`read_all`] puts their records in:
+/// from the best usable checkpoint and the journals' tails after it
+/// (`journal::checkpoint`), reading only.
 pub fn fold_all(out_dir: &Path) -> Result<crate::journal::folded::Folded, JournalError> {
+    fold_all_writing(out_dir, None).map(|opened| opened.folded)
+}
+
+/// [`fold_all`] by the run holding the lock of `writer.own`, which writes that folder's
+/// checkpoint when it pays.
+pub fn fold_all_writing(
+    out_dir: &Path,
+    writer: Option<crate::journal::checkpoint::Writer>,
+) -> Result<crate::journal::checkpoint::Opened, JournalError> {
     let dirs = all_run_dirs(out_dir).map_err(|cause| JournalError::Io {
         path: state_dir(out_dir),
         cause,
     })?;
-    let paths: Vec<PathBuf> = dirs.iter().map(|dir| dir.join(JOURNAL_FILE)).collect();
-    crate::journal::folded::fold_journals(&paths)
+    crate::journal::checkpoint::open(&state_dir(out_dir), &dirs, writer)
+}
+
+/// At the end of the run holding the lock of `own`: writes its checkpoint when the
+/// journals have grown past what the folder's checkpoints cover.
+pub fn refresh_checkpoint(out_dir: &Path, own: &Path) -> Result<Option<PathBuf>, JournalError> {
+    let dirs = all_run_dirs(out_dir).map_err(|cause| JournalError::Io {
+        path: state_dir(out_dir),
+        cause,
+    })?;
+    crate::journal::checkpoint::refresh(&state_dir(out_dir), &dirs, own)
 }
 
 /// Every journal of the folder, put together run by run.

@@ -7,7 +7,7 @@
 //! nor shards while it runs; a shard of another count is refused by name. Nothing here
 //! sends anything: every refusal comes before the first request.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::exit::{ExpectedError, LOCKED};
@@ -26,6 +26,27 @@ pub struct FolderLocks {
     _own: RunLock,
     /// A shard's shared hold on the whole folder's lock.
     _whole: Option<RunLock>,
+    /// The state folder whose lock is `_own`: the run writes its journal and checkpoint
+    /// there, and nowhere else.
+    run_dir: PathBuf,
+}
+
+impl FolderLocks {
+    /// At the end of a run, while it holds its locks: writes its journal checkpoint
+    /// (`journal::checkpoint`) when the journals have grown past what the folder's
+    /// checkpoints cover, so that the next run reads only what comes after. A failure is
+    /// only warned about: the checkpoint is derived from the journals.
+    pub async fn write_checkpoint(&self, out_dir: &Path) {
+        let (out, own) = (out_dir.to_owned(), self.run_dir.clone());
+        let done =
+            tokio::task::spawn_blocking(move || layout::refresh_checkpoint(&out, &own)).await;
+        let err = match done {
+            Ok(Ok(_)) => return,
+            Ok(Err(err)) => err.to_string(),
+            Err(err) => err.to_string(),
+        };
+        tracing::warn!(error = %err, "cannot write the journal checkpoint: the next run replays the journals instead");
+    }
 }
 
 /// Takes the output folder for this run (shard `shard`, or the whole folder) and starts
@@ -90,8 +111,16 @@ fn open_blocking(folder: Folder) -> anyhow::Result<OpenFolder> {
         super::sweep::remove_leftover_temporary_files(out_dir, since);
     }
     // Every journal of the folder, the run's own too: a variant is the same whichever
-    // shard ran it. Read (and checked) before the own is opened to append after it.
-    let folded = layout::fold_all(out_dir).map_err(usage_if_damaged)?;
+    // shard ran it. Read (and checked) before the own is opened to append after it; from
+    // the folder's checkpoint, which the run brings up to date if the journals grew much
+    // since (a run killed before its end wrote none).
+    let writer = journal::checkpoint::Writer {
+        own: &run_dir,
+        over: journal::checkpoint::OPEN_WRITE_OVER,
+    };
+    let folded = layout::fold_all_writing(out_dir, Some(writer))
+        .map_err(usage_if_damaged)?
+        .folded;
     let own_path = run_dir.join(journal::JOURNAL_FILE);
     let journal = JournalWriter::open_append(&own_path).map_err(usage_if_damaged)?;
     Ok(OpenFolder {
@@ -106,7 +135,9 @@ fn open_blocking(folder: Folder) -> anyhow::Result<OpenFolder> {
 /// to read it is not a usage error.
 pub(super) fn usage_if_damaged(err: JournalError) -> anyhow::Error {
     match err {
-        JournalError::Corrupt { .. } | JournalError::TooNew { .. } => {
+        JournalError::Corrupt { .. }
+        | JournalError::TooNew { .. }
+        | JournalError::CheckpointTooNew { .. } => {
             anyhow::Error::new(ExpectedError::usage(err.to_string()))
         }
         other => anyhow::Error::new(other),
@@ -137,6 +168,7 @@ fn take_locks(
     let locks = FolderLocks {
         _own: own,
         _whole: whole,
+        run_dir: run_dir.to_owned(),
     };
     Ok((locks, others.is_empty()))
 }

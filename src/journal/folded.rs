@@ -21,22 +21,22 @@ use crate::outcome::UploadedFile;
 use crate::variant::VariantId;
 
 /// What the folder's journals say, folded.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Folded {
     /// Every variant the journals name, settled (as `replay::replay` gives them).
     pub priors: HashMap<VariantId, Prior>,
     /// The latest upload of each file, by API (or bucket) and content hash.
-    uploads: HashMap<(String, String), UploadedFile>,
-    last_api: Option<String>,
-    highest_seq: u64,
-    shards_used: bool,
-    records: u64,
+    pub(super) uploads: HashMap<(String, String), UploadedFile>,
+    pub(super) last_api: Option<String>,
+    pub(super) highest_seq: u64,
+    pub(super) shards_used: bool,
+    pub(super) records: u64,
 }
 
 impl Folded {
     /// Folds one more record in (its variant's prior stays unsettled until
     /// [`Folded::settle`]).
-    fn take(&mut self, record: &Record) {
+    pub(super) fn take(&mut self, record: &Record) {
         self.records += 1;
         match record {
             Record::RunStarted { seq, api, .. } => {
@@ -63,7 +63,7 @@ impl Folded {
         }
     }
 
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         for prior in self.priors.values_mut() {
             prior.settle();
         }
@@ -100,13 +100,28 @@ impl Folded {
 }
 
 /// Where one run's records are in its journal.
-struct Segment {
+#[derive(Clone, Debug)]
+pub(super) struct Segment {
     /// Its place among the folder's runs: `seq`, then start (as `merge_runs` orders).
-    order: (u64, Option<chrono::DateTime<chrono::Utc>>),
-    journal: usize,
-    start: u64,
-    end: u64,
-    first_line: usize,
+    pub order: (u64, Option<chrono::DateTime<chrono::Utc>>),
+    pub journal: usize,
+    pub start: u64,
+    pub end: u64,
+    pub first_line: usize,
+    /// The line after its last.
+    pub end_line: usize,
+    /// It begins with its run's `run_started` (else: records before any start, or the
+    /// rest of a run whose beginning was read before `from`).
+    pub opens_run: bool,
+}
+
+/// How a journal ends, as [`runs_of`] read it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct JournalEnd {
+    /// Its length.
+    pub len: u64,
+    /// Empty, or its last byte is a newline: no record is being written at its end.
+    pub clean: bool,
 }
 
 /// Folds the journals at `paths` (absent ones are skipped), in `merge_runs`' order.
@@ -120,43 +135,60 @@ pub fn fold_journals(paths: &[PathBuf]) -> Result<Folded, JournalError> {
             Err(cause) => return Err(io(path, cause)),
         };
         let journal = files.len();
-        segments.extend(runs_of(&file, journal).map_err(|cause| io(path, cause))?);
+        let (runs, _) = runs_of(&file, journal, 0, 1).map_err(|cause| io(path, cause))?;
+        segments.extend(runs);
         files.push((path, file));
     }
     // Stable: runs of the same order keep the journals' order, and their own.
     segments.sort_by_key(|segment| segment.order);
     let mut folded = Folded::default();
     for segment in segments {
-        let (path, file) = &mut files[segment.journal];
-        file.seek(SeekFrom::Start(segment.start))
-            .map_err(|cause| io(path, cause))?;
-        let reader = BufReader::new(Read::by_ref(file).take(segment.end - segment.start));
-        decode_each(reader, path, segment.first_line, |record| {
-            folded.take(&record)
-        })
-        .map_err(|err| match err {
-            DecodeError::Journal(err) => err,
-            DecodeError::Io(cause) => io(path, cause),
-        })?;
+        let (path, file) = &files[segment.journal];
+        read_segment(file, path, &segment, |record| folded.take(&record))?;
     }
     folded.settle();
     Ok(folded)
 }
 
-fn io(path: &Path, cause: std::io::Error) -> JournalError {
+/// Hands each record of `segment` of the journal `file` (at `path`) to `take`.
+pub(super) fn read_segment(
+    mut file: &File,
+    path: &Path,
+    segment: &Segment,
+    take: impl FnMut(Record),
+) -> Result<(), JournalError> {
+    file.seek(SeekFrom::Start(segment.start))
+        .map_err(|cause| io(path, cause))?;
+    let reader = BufReader::new(file.take(segment.end - segment.start));
+    decode_each(reader, path, segment.first_line, take)
+        .map(|_| ())
+        .map_err(|err| match err {
+            DecodeError::Journal(err) => err,
+            DecodeError::Io(cause) => io(path, cause),
+        })
+}
+
+pub(super) fn io(path: &Path, cause: std::io::Error) -> JournalError {
     JournalError::Io {
         path: path.to_owned(),
         cause,
     }
 }
 
-/// The first pass over one journal: where each run begins. Records before the first
-/// start (none are written so) count as the oldest run.
-fn runs_of(file: &File, journal: usize) -> std::io::Result<impl Iterator<Item = Segment>> {
+/// The first pass over one journal, from byte `from` (line `first_line`): where each run
+/// begins. Records before the first start (none are written so) count as the oldest run.
+pub(super) fn runs_of(
+    mut file: &File,
+    journal: usize,
+    from: u64,
+    first_line: usize,
+) -> std::io::Result<(Vec<Segment>, JournalEnd)> {
+    file.seek(SeekFrom::Start(from))?;
     let mut reader = BufReader::new(file);
-    let mut starts = vec![((0, None), 0u64, 1usize)];
-    let (mut offset, mut line) = (0u64, 1usize);
+    let mut starts = vec![((0, None), from, first_line, false)];
+    let (mut offset, mut line) = (from, first_line);
     let mut raw = Vec::new();
+    let mut clean = true;
     loop {
         raw.clear();
         let read = reader.read_until(b'\n', &mut raw)?;
@@ -164,15 +196,16 @@ fn runs_of(file: &File, journal: usize) -> std::io::Result<impl Iterator<Item = 
             break;
         }
         if let Some(order) = run_start_of(&raw) {
-            starts.push((order, offset, line));
+            starts.push((order, offset, line, true));
         }
+        clean = raw.ends_with(b"\n");
         offset += read as u64;
         line += 1;
     }
     let end = offset;
     let mut segments = Vec::with_capacity(starts.len());
-    for (i, &(order, start, first_line)) in starts.iter().enumerate() {
-        let next = starts.get(i + 1).map_or(end, |s| s.1);
+    for (i, &(order, start, first_line, opens_run)) in starts.iter().enumerate() {
+        let (next, end_line) = starts.get(i + 1).map_or((end, line), |s| (s.1, s.2));
         if next > start {
             segments.push(Segment {
                 order,
@@ -180,10 +213,12 @@ fn runs_of(file: &File, journal: usize) -> std::io::Result<impl Iterator<Item = 
                 start,
                 end: next,
                 first_line,
+                end_line,
+                opens_run,
             });
         }
     }
-    Ok(segments.into_iter())
+    Ok((segments, JournalEnd { len: end, clean }))
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@
 //!
 //! [`format`](mod@format) defines the versioned records, [`writer`] is the single-owner writer task,
 //! [`replay`] (pure) folds the records of earlier runs into what the journal says of each
-//! variant (what it does next is decided by `scheduler::start` and `scheduler::rerun`).
+//! variant (what it does next is decided by `scheduler::start` and `scheduler::rerun`),
+//! [`folded`] folds a folder's journals as they are read, and [`checkpoint`] keeps that
+//! fold so that a folder opens by reading only the journals' tails.
 
+pub mod checkpoint;
 pub mod folded;
 pub mod format;
 pub mod replay;
@@ -57,6 +60,15 @@ pub enum JournalError {
         /// The version found.
         version: u32,
     },
+    /// A checkpoint written by a newer stembatch: its journals may hold records this one
+    /// cannot read either, so nothing is decided from the folder.
+    #[error("checkpoint {}: format version {version}, newer than this stembatch understands ({}) (hint: upgrade stembatch; or delete that file: it is derived from the journals, and rebuilt from them)", path.display(), checkpoint::VERSION)]
+    CheckpointTooNew {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+    },
     /// A write or fsync failed. The file was cut back to its last durable record and the
     /// writer refuses every later record: nothing is written after a failed write.
     #[error("journal {}: cannot write ({cause}); nothing more is written to it{}", path.display(), write_failed_hint(cause))]
@@ -77,9 +89,10 @@ impl JournalError {
         match self {
             JournalError::Io { cause, .. } => is_disk_full(cause),
             JournalError::WriteFailed { cause, .. } => is_disk_full(cause),
-            JournalError::Corrupt { .. } | JournalError::TooNew { .. } | JournalError::Closed => {
-                false
-            }
+            JournalError::Corrupt { .. }
+            | JournalError::TooNew { .. }
+            | JournalError::CheckpointTooNew { .. }
+            | JournalError::Closed => false,
         }
     }
 }

@@ -5,6 +5,7 @@ mod helpers;
 mod redis_server;
 
 mod base_url;
+mod checkpoint;
 mod cli;
 mod disk;
 mod docs;
