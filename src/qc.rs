@@ -40,7 +40,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::waveform::{max_abs, Peaks};
+use crate::waveform::Peaks;
 use loudness::LoudnessMeter;
 
 mod counts;
@@ -460,6 +460,8 @@ struct Meter {
     /// and waveform only.
     loudness: Option<(u32, usize, Option<LoudnessMeter>)>,
     peaks: Peaks,
+    /// Each channel's peak in the buffer being added (reused from buffer to buffer).
+    channel_peaks: Vec<f32>,
     frames: u64,
     seconds: f64,
     peak: f32,
@@ -489,13 +491,14 @@ impl Meter {
                 loudness.add_planar(&planes);
             }
         }
-        self.peaks.add_planar(&planes);
+        self.peaks
+            .add_planar_with_peaks(&planes, &mut self.channel_peaks);
         if self.runs.len() < channels {
             self.runs.resize(channels, 0);
         }
         let full_scale = 10f32.powf(CLIP_LEVEL_DBFS as f32 / 20.0);
-        for (run, plane) in self.runs.iter_mut().zip(&planes) {
-            let peak = max_abs(plane);
+        let channel_peaks = self.channel_peaks.iter();
+        for ((run, plane), &peak) in self.runs.iter_mut().zip(&planes).zip(channel_peaks) {
             self.peak = self.peak.max(peak);
             if peak < full_scale {
                 // The common case: nothing at full scale, any run ends here.
