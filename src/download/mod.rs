@@ -1,10 +1,11 @@
 //! Downloading one result file: gather the body in memory (a buffer at a time for a
 //! large file), count it, check the length and (for tracks) that it is audio, then write,
 //! hash and fsync it in a temporary file beside its destination and rename it into place,
-//! in one blocking call for a file that fits one buffer (a track, usually). A file at the destination is always complete; a failed
-//! download leaves nothing behind (the temporary file is removed on drop). A different
-//! file already at the destination is never overwritten in place: it moves aside first,
-//! or the download takes a free name beside it ([`Place`]).
+//! in one blocking call for a file that fits one buffer (a track, usually). A file at the
+//! destination is always complete; a failed download leaves nothing behind (the temporary
+//! file is removed on drop). A different file already at the destination is never
+//! overwritten in place: it moves aside first, or the download takes a free name beside
+//! it ([`Place`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,8 +31,8 @@ pub const MAX_BYTES: u64 = 1 << 30;
 
 /// The most of a body held in memory before it is written out. A track (a few hundred KB
 /// to a few MiB) is then written, hashed, synced and renamed in one blocking call, instead
-/// of a hand-off to the blocking pool per network chunk; eight download slots hold at most
-/// 32 MiB.
+/// of a hand-off to the blocking pool per network chunk; each download slot holds at most
+/// this much.
 const WRITE_BUFFER: usize = 4 << 20;
 
 /// A completed download.
