@@ -12,7 +12,8 @@
 //!   downloads cut short (target ≤ 1.15).
 //! - `unlimited`: 1,000 variants with the limits lifted: client CPU seconds, peak memory,
 //!   detail queries per task. `unlimited-200k` (only with `--only`): the same with tracks
-//!   of 200 KB, the `qc` scenario's.
+//!   of 200 KB, the `qc` scenario's, three rounds, each followed by `cat | sha256sum`
+//!   over 2,000 such tracks: the client's user CPU against it (target ≤ 1.5).
 //! - `three-on-one-key`: as `rate-1200`, split over three client processes on one API
 //!   key that share the limit through a `redis-server` the benchmark starts on a free
 //!   loopback port: makespan ÷ ideal (the same ideal as one process) and 429s (target 0).
@@ -761,21 +762,8 @@ fn qc_scenario() -> String {
             dir.path().as_os_str(),
         ]);
         qc.push(result["user_s"].as_f64().unwrap_or(f64::NAN));
-        let before = user_seconds(false);
-        let status = Command::new("bash")
-            .arg("-c")
-            .arg(r#"cat "$@" | sha256sum > /dev/null"#)
-            .arg("bash")
-            .args(&paths)
-            .status()
-            .expect("bash runs");
-        assert!(status.success());
-        sha.push(user_seconds(false) - before);
+        sha.push(cat_sha256sum_seconds(&paths));
     }
-    let median = |values: &mut Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
     let (qc, sha) = (median(&mut qc), median(&mut sha));
     format!(
         "qc over {} tracks ({:.0} MB): {:.2} s user CPU; cat | sha256sum over the same files: {:.2} s; ratio {:.2} (target <= 1.5)",
@@ -784,6 +772,83 @@ fn qc_scenario() -> String {
         qc,
         sha,
         qc / sha
+    )
+}
+
+/// The simulator of a run scenario.
+fn sim_config(scenario: &Scenario) -> SimConfig {
+    SimConfig {
+        key: "bench-key".into(),
+        task_duration: scenario.task,
+        track_seconds: scenario.track_seconds,
+        submit_limits: WindowLimit::parse_list(scenario.sim_submit_limits).unwrap(),
+        detail_limits: Vec::new(),
+        // Retryable failures only: 503s before any work, downloads cut short.
+        faults: Faults {
+            unavailable: scenario.failing,
+            truncate: scenario.failing,
+            ..Faults::default()
+        },
+        ..SimConfig::default()
+    }
+}
+
+/// User CPU seconds of `cat FILES | sha256sum` (bash and its children).
+fn cat_sha256sum_seconds(paths: &[std::path::PathBuf]) -> f64 {
+    let before = user_seconds(false);
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(r#"cat "$@" | sha256sum > /dev/null"#)
+        .arg("bash")
+        .args(paths)
+        .status()
+        .expect("bash runs");
+    assert!(status.success());
+    user_seconds(false) - before
+}
+
+/// The median of `values`.
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `--only unlimited-200k`: the whole client over the `qc` scenario's 1,000 variants, and
+/// right after each run, `cat | sha256sum` over 2,000 tracks like theirs (the `qc`
+/// scenario's files, of the same size): the user CPU of each, per round and their medians,
+/// and the ratio (issue 18's target: at most 1.5).
+async fn whole_client_scenario(scenario: &'static Scenario) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = write_qc_tracks(dir.path());
+    let (mut client, mut sha, mut lines) = (Vec::new(), Vec::new(), String::new());
+    for round in 1..=QC_ROUNDS {
+        let sim = SimHandle::start(([127, 0, 0, 1], 0).into(), sim_config(scenario))
+            .await
+            .unwrap();
+        let url = sim.url();
+        let result = tokio::task::spawn_blocking(move || run_clients(scenario, &url))
+            .await
+            .unwrap()
+            .expect("one client process runs anywhere");
+        let user = result["user_s"].as_f64().unwrap_or(f64::NAN);
+        let paths = paths.clone();
+        let cat = tokio::task::spawn_blocking(move || cat_sha256sum_seconds(&paths))
+            .await
+            .unwrap();
+        lines.push_str(&format!(
+            "round {round}: client user CPU {user:.2} s, makespan {:.2} s, peak {:.1} MiB; cat | sha256sum {cat:.2} s; ratio {:.2}\n",
+            result["makespan_s"].as_f64().unwrap_or(f64::NAN),
+            result["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            user / cat
+        ));
+        client.push(user);
+        sha.push(cat);
+    }
+    let (client, sha) = (median(&mut client), median(&mut sha));
+    format!(
+        "{lines}{}: client user CPU {client:.2} s (median of {QC_ROUNDS}); cat | sha256sum over 2,000 such tracks {sha:.2} s; ratio {:.2} (target <= 1.5)",
+        scenario.name,
+        client / sha
     )
 }
 
@@ -805,6 +870,14 @@ async fn parent() {
         print!("{}", size_scenario(&sizes).await);
         return;
     }
+    if only.as_deref() == Some("unlimited-200k") {
+        let scenario = SCENARIOS
+            .iter()
+            .find(|s| s.name == "unlimited-200k")
+            .expect("the scenario is listed");
+        println!("{}", whole_client_scenario(scenario).await);
+        return;
+    }
     if only.as_deref() == Some("qc") {
         println!(
             "{}",
@@ -816,21 +889,7 @@ async fn parent() {
         Some(name) => name == s.name,
         None => s.name != "unlimited-200k",
     }) {
-        let config = SimConfig {
-            key: "bench-key".into(),
-            task_duration: scenario.task,
-            track_seconds: scenario.track_seconds,
-            submit_limits: WindowLimit::parse_list(scenario.sim_submit_limits).unwrap(),
-            detail_limits: Vec::new(),
-            // Retryable failures only: 503s before any work, downloads cut short.
-            faults: Faults {
-                unavailable: scenario.failing,
-                truncate: scenario.failing,
-                ..Faults::default()
-            },
-            ..SimConfig::default()
-        };
-        let sim = SimHandle::start(([127, 0, 0, 1], 0).into(), config)
+        let sim = SimHandle::start(([127, 0, 0, 1], 0).into(), sim_config(scenario))
             .await
             .unwrap();
         let url = sim.url();

@@ -40,7 +40,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::waveform::{max_abs, Peaks};
+use crate::waveform::Peaks;
 use loudness::LoudnessMeter;
 
 mod counts;
@@ -245,7 +245,19 @@ pub fn analyze(path: &Path, expected: Option<f64>) -> TrackQc {
 
 /// As [`analyze`], and the track's waveform from the same decode.
 pub fn check(path: &Path, expected: Option<f64>) -> Checked {
-    match measure(path) {
+    checked(measure(path), expected)
+}
+
+/// As [`check`], from the bytes of the file at `path` already in memory (a download
+/// that just landed there): the file is not read again. `path` gives the format's hint
+/// (its extension) and names the file in errors.
+pub fn check_bytes(bytes: bytes::Bytes, path: &Path, expected: Option<f64>) -> Checked {
+    let source = Box::new(std::io::Cursor::new(bytes));
+    checked(measure_source(source, path), expected)
+}
+
+fn checked(measured: Result<(Measurements, String), QcError>, expected: Option<f64>) -> Checked {
+    match measured {
         Ok((measured, wave)) => Checked {
             qc: TrackQc::of(&measured, expected),
             wave: Some(wave),
@@ -292,6 +304,18 @@ pub fn header_seconds(path: &Path) -> Option<f64> {
 /// Packets that fail to decode are skipped, as players do; an error of the container ends
 /// the track where it occurs.
 pub fn measure(path: &Path) -> Result<(Measurements, String), QcError> {
+    let file = std::fs::File::open(path).map_err(|cause| QcError::Open {
+        path: path.to_owned(),
+        cause,
+    })?;
+    measure_source(Box::new(file), path)
+}
+
+/// As [`measure`], reading `source`, which holds the file at `path`.
+fn measure_source(
+    source: Box<dyn symphonia::core::io::MediaSource>,
+    path: &Path,
+) -> Result<(Measurements, String), QcError> {
     use symphonia::core::codecs::audio::AudioDecoderOptions;
     use symphonia::core::errors::Error;
     use symphonia::core::formats::probe::Hint;
@@ -306,16 +330,12 @@ pub fn measure(path: &Path) -> Result<(Measurements, String), QcError> {
     let no_audio = || QcError::NoAudio {
         path: path.to_owned(),
     };
-    let file = std::fs::File::open(path).map_err(|cause| QcError::Open {
-        path: path.to_owned(),
-        cause,
-    })?;
     // Reads of 64 KiB: a track is read once, front to back, and a larger buffer costs
     // more to allocate and clear (per track) than it saves in reads.
     let options = MediaSourceStreamOptions {
         buffer_len: 1 << 16,
     };
-    let stream = MediaSourceStream::new(Box::new(file), options);
+    let stream = MediaSourceStream::new(source, options);
     let mut hint = Hint::new();
     if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(extension);
@@ -440,6 +460,8 @@ struct Meter {
     /// and waveform only.
     loudness: Option<(u32, usize, Option<LoudnessMeter>)>,
     peaks: Peaks,
+    /// Each channel's peak in the buffer being added (reused from buffer to buffer).
+    channel_peaks: Vec<f32>,
     frames: u64,
     seconds: f64,
     peak: f32,
@@ -469,13 +491,14 @@ impl Meter {
                 loudness.add_planar(&planes);
             }
         }
-        self.peaks.add_planar(&planes);
+        self.peaks
+            .add_planar_with_peaks(&planes, &mut self.channel_peaks);
         if self.runs.len() < channels {
             self.runs.resize(channels, 0);
         }
         let full_scale = 10f32.powf(CLIP_LEVEL_DBFS as f32 / 20.0);
-        for (run, plane) in self.runs.iter_mut().zip(&planes) {
-            let peak = max_abs(plane);
+        let channel_peaks = self.channel_peaks.iter();
+        for ((run, plane), &peak) in self.runs.iter_mut().zip(&planes).zip(channel_peaks) {
             self.peak = self.peak.max(peak);
             if peak < full_scale {
                 // The common case: nothing at full scale, any run ends here.
@@ -797,6 +820,33 @@ mod tests {
         assert_eq!(qc.verdict, Verdict::Short, "{qc:?}");
         let decoded = qc.decoded_s.unwrap();
         assert!((2.4..=2.6).contains(&decoded), "{decoded}");
+    }
+
+    #[test]
+    fn bytes_in_memory_are_judged_as_the_same_file_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = crate::sim::audio::encode_wav(&tone(3.0, 0.5), RATE);
+        let square: Vec<f32> = tone(3.0, 1.0).iter().map(|s| s.signum()).collect();
+        let files: [(&str, Vec<u8>); 4] = [
+            ("tone.wav", whole.clone()),
+            ("cut.wav", whole[..whole.len() / 3].to_vec()),
+            ("square.wav", crate::sim::audio::encode_wav(&square, RATE)),
+            (
+                "garbage.wav",
+                b"RIFF\x10\0\0\0WAVEnot audio at all".to_vec(),
+            ),
+        ];
+        let mut verdicts = Vec::new();
+        for (name, bytes) in files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &bytes).unwrap();
+            let from_disk = check(&path, Some(3.0));
+            let from_memory = check_bytes(bytes.into(), &path, Some(3.0));
+            assert_eq!(from_memory, from_disk, "{name}");
+            verdicts.push(from_memory.qc.verdict);
+        }
+        let expected = [Verdict::Ok, Verdict::Short, Verdict::Clipped];
+        assert_eq!(verdicts, [&expected[..], &[Verdict::Undecodable]].concat());
     }
 
     /// A 16-bit PCM WAV file of `channels` channels at 22.05 kHz, of interleaved samples.

@@ -61,12 +61,23 @@ impl Peaks {
     /// Adds frames given as one slice per channel, all of one length; a frame's level is
     /// its loudest channel's.
     pub fn add_planar(&mut self, planes: &[&[f32]]) {
+        self.add_planar_with_peaks(planes, &mut Vec::new());
+    }
+
+    /// As [`Peaks::add_planar`], and sets `channel_peaks` to each channel's largest
+    /// absolute value in these frames: quality control's sample peak, from the same pass
+    /// over the samples rather than a second one.
+    pub fn add_planar_with_peaks(&mut self, planes: &[&[f32]], channel_peaks: &mut Vec<f32>) {
+        channel_peaks.clear();
+        channel_peaks.resize(planes.len(), 0.0);
         let frames = planes.iter().map(|p| p.len()).min().unwrap_or(0);
         let mut at = 0;
         while at < frames {
             let take = (self.block - self.filled).min(frames - at);
-            for plane in planes {
-                self.current = self.current.max(max_abs(&plane[at..at + take]));
+            for (plane, channel_peak) in planes.iter().zip(channel_peaks.iter_mut()) {
+                let peak = max_abs(&plane[at..at + take]);
+                *channel_peak = channel_peak.max(peak);
+                self.current = self.current.max(peak);
             }
             at += take;
             self.filled += take;
@@ -199,6 +210,32 @@ mod tests {
         peaks.add_planar(&[&[0.0; 400], &[0.5; 400]]);
         assert!(peaks.finish().chars().all(|c| c == 'W' || c == 'V'));
         assert_eq!(Peaks::default().finish(), "0".repeat(WAVE_POINTS));
+    }
+
+    #[test]
+    fn the_channel_peaks_of_a_chunk_are_its_own_whatever_the_blocks() {
+        // Three channels of different levels, in chunks that straddle blocks and merges.
+        let frames = 300_000;
+        let plane = |scale: f32| -> Vec<f32> {
+            (0..frames)
+                .map(|i| scale * ((i * 7_919 % 1_000) as f32 / 1_000.0 - 0.6))
+                .collect()
+        };
+        let planes = [plane(0.2), plane(1.0), plane(0.5)];
+        let (mut with, mut without) = (Peaks::default(), Peaks::default());
+        let mut channel_peaks = vec![9.0; 1];
+        for chunk in [1, 1_152, 4_097, 60_000].iter().cycle().scan(0, |at, len| {
+            let range = *at..(*at + len).min(frames);
+            *at = range.end;
+            (!range.is_empty()).then_some(range)
+        }) {
+            let parts: Vec<&[f32]> = planes.iter().map(|p| &p[chunk.clone()]).collect();
+            with.add_planar_with_peaks(&parts, &mut channel_peaks);
+            without.add_planar(&parts);
+            let own: Vec<f32> = parts.iter().map(|p| max_abs(p)).collect();
+            assert_eq!(channel_peaks, own, "frames {chunk:?}");
+        }
+        assert_eq!(with.finish(), without.finish());
     }
 
     #[test]

@@ -255,20 +255,7 @@ impl Executor {
                 Place::Beside,
             ),
         };
-        let dest = self.out_dir.join(&relative);
-        let folder = dest.parent().unwrap_or(&self.out_dir).to_owned();
-        let making = folder.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            crate::output_files::create_dir_all_durably(&making)
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        if let Err(cause) = made {
-            return failed(TrackFailure::Download(DownloadError::Io {
-                path: folder,
-                cause,
-            }));
-        }
+        // The download makes the track's folder, in the blocking call that writes it.
         let fetched = self
             .fetch_track(&task_id, number, file, &relative, &place)
             .await;
@@ -283,7 +270,7 @@ impl Executor {
             .ok()
             .and_then(|p| p.to_str())
             .map_or(relative, |p| p.replace('\\', "/"));
-        let (qc, wave) = check_quality(done.path.clone(), file.duration).await;
+        let (qc, wave) = check_quality(done.path.clone(), done.body, file.duration).await;
         if qc.verdict != Verdict::Ok {
             warn!(track = number, qc = %qc.verdict, file = %relative, "track failed quality control; kept");
         }
@@ -383,12 +370,19 @@ impl Executor {
 
 /// Decodes a track that just landed, once, for its verdict and its waveform, on a
 /// blocking thread: CPU work on a file, done while other tracks download rather than all
-/// at the run's end. A
-/// decoder that panics (a malformed file can find a bug) makes the track undecodable, not
-/// the run fail.
-async fn check_quality(path: PathBuf, expected_duration: Option<f64>) -> (TrackQc, Option<String>) {
+/// at the run's end; from its `body` when the download kept it, or else read from `path`.
+/// A decoder that panics (a malformed file can find a bug) makes the track undecodable,
+/// not the run fail.
+async fn check_quality(
+    path: PathBuf,
+    body: Option<bytes::Bytes>,
+    expected_duration: Option<f64>,
+) -> (TrackQc, Option<String>) {
     let checked = tokio::task::spawn_blocking(move || {
-        let checked = qc::check(&path, expected_duration);
+        let checked = match body {
+            Some(body) => qc::check_bytes(body, &path, expected_duration),
+            None => qc::check(&path, expected_duration),
+        };
         (checked.qc, checked.wave)
     });
     match checked.await {
