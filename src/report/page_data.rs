@@ -304,7 +304,8 @@ impl Builder {
             if self.variants > 0 {
                 self.end_chunk()?;
             }
-            self.current = format!("SB({},[\n", self.variants / CHUNK);
+            self.current
+                .push_str(&format!("SB({},[\n", self.variants / CHUNK));
         }
         // One variant a line: a line is whole UTF-8, which the copy into the page keeps.
         self.current.push_str(&script_json(variant));
@@ -318,8 +319,7 @@ impl Builder {
     /// [`INLINE_CHUNKS`].
     fn end_chunk(&mut self) -> Result<(), DataError> {
         self.current.push_str("]);\n");
-        let k = self.chunk_starts.len() + self.files.as_ref().map_or(0, |f| f.data.files);
-        if self.files.is_none() && k == INLINE_CHUNKS {
+        if self.files.is_none() && self.chunk_starts.len() == INLINE_CHUNKS {
             self.files = Some(self.spooled_to_files()?);
         }
         match &mut self.files {
