@@ -415,8 +415,8 @@ pub(super) fn script_json<T: Serialize + ?Sized>(value: &T) -> String {
 /// shard's, `stembatch report`), in the state folder.
 pub const PAGE_LOCK: &str = "page.lock";
 
-/// Waits for the folder's page lock: a writer removes the chunk files of every
-/// generation but its own, which must not be one that another is writing.
+/// Waits for the folder's page lock: a writer removes the chunk files its page does not
+/// name, which must not be ones that another is writing.
 fn lock_page(dir: &Path) -> Result<std::fs::File, PageError> {
     let state = crate::journal::state_dir(dir);
     let path = state.join(PAGE_LOCK);
@@ -469,7 +469,7 @@ pub fn write_file_with(
             dir: dir.to_owned(),
         });
     }
-    // Held to the end: each writer removes the chunk files of generations not its own.
+    // Held to the end: each writer removes the chunk files its page does not name.
     let _only_writer = lock_page(dir)?;
     let data_error = |(path, source)| PageError::Write { path, source };
     let mut builder = Builder::new(dir).map_err(data_error)?;
@@ -516,7 +516,7 @@ pub fn write_file_with(
     drop(page);
     let bytes = temp.as_file().metadata().map_err(write_error)?.len();
     crate::output_files::persist_durably(temp, &path).map_err(write_error)?;
-    remove_stale(dir, built.files.as_ref().map(|f| f.dir.as_str()));
+    remove_stale(dir, built.files.as_ref());
     Ok(PageSummary {
         bytes,
         variants: built.variants,

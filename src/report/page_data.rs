@@ -9,17 +9,21 @@
 //! `SB(k, [...])` call of the page's script). The index goes to an unnamed spool file as
 //! the variants arrive, and is copied into the page at the end. The chunks go to a spool
 //! too while the page is small ([`INLINE_CHUNKS`]), to be copied into it; past that,
-//! the spooled chunks become files and each later chunk is written straight to its own
-//! file, in `DIR/report-data/<generation>/`, which the page loads with a `<script src>`
-//! when a card of it is to be shown (a page opened from the file system may not `fetch`
-//! its neighbours, but it may load scripts from them).
+//! the spooled chunks become files and each later chunk, once whole, goes to its own
+//! file in `DIR/report-data/`, which the page loads with a `<script src>` when a card of
+//! it is to be shown (a page opened from the file system may not `fetch` its neighbours,
+//! but it may load scripts from them).
 //!
-//! A generation's files are complete (and synced) before the page that names them is
-//! renamed into place; the other generations are removed after it, so an open page keeps
-//! its data until the next one replaces it, and a crash leaves only a stale generation
-//! that the next page's writing removes.
+//! A chunk file is named by its content (the first 128 bits of the SHA-256 of its
+//! bytes): a rerun that changes nothing finds every file already there and writes none,
+//! and one changed variant writes one file; a changed chunk always has a new name, so a
+//! browser never shows a cached old one. A new file is written whole, synced and renamed
+//! into its name, and the folder synced, before the page that names it is renamed into
+//! place; the files no page names are removed after it (under the page lock), so an open
+//! page keeps its data until the next one replaces it, and a crash leaves only extra
+//! files, which the next page's writing removes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -123,6 +127,8 @@ pub(super) struct Builder {
     chunks: Spool,
     /// Where each chunk starts in the chunk spool.
     chunk_starts: Vec<u64>,
+    /// The chunk being built: a file is named by its whole content.
+    current: String,
     /// The chunk files, once the page is too large to hold them.
     files: Option<ChunkFiles>,
     dir: PathBuf,
@@ -130,70 +136,63 @@ pub(super) struct Builder {
 
 /// The chunk files of a page being written.
 struct ChunkFiles {
+    /// `DIR/report-data`.
     folder: PathBuf,
-    written: DataFiles,
-    /// The chunk being written.
-    current: Option<(PathBuf, BufWriter<File>)>,
+    data: DataFiles,
 }
 
 /// Why the data could not be written: the file, and the error.
 pub(super) type DataError = (PathBuf, std::io::Error);
 
 impl ChunkFiles {
-    /// A new generation's folder under `DIR/report-data/`.
+    /// The chunk files of a page of `dir`, in `DIR/report-data/`.
     fn new(dir: &Path) -> Result<Self, DataError> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let relative = format!("{DATA_DIR}/{nanos:x}-{}", std::process::id());
-        let folder = dir.join(&relative);
+        let folder = dir.join(DATA_DIR);
         crate::output_files::create_dir_all_durably(&folder).map_err(|e| (folder.clone(), e))?;
         Ok(ChunkFiles {
             folder,
-            written: DataFiles {
-                dir: relative,
+            data: DataFiles {
+                dir: DATA_DIR.to_owned(),
                 ..DataFiles::default()
             },
-            current: None,
         })
     }
 
-    /// Starts chunk `k`'s file.
-    fn start(&mut self, k: usize) -> Result<(), DataError> {
-        let path = self.folder.join(chunk_file(k));
-        let file = File::create(&path).map_err(|e| (path.clone(), e))?;
-        self.current = Some((path, BufWriter::with_capacity(1 << 16, file)));
-        Ok(())
-    }
-
-    fn put(&mut self, text: &str) -> Result<(), DataError> {
-        if let Some((path, out)) = &mut self.current {
-            out.write_all(text.as_bytes())
-                .map_err(|e| (path.clone(), e))?;
-            self.written.bytes += text.len() as u64;
-        }
-        Ok(())
-    }
-
-    /// Ends the chunk being written: synced, since the page will name it.
-    fn end(&mut self) -> Result<(), DataError> {
-        if let Some((path, out)) = self.current.take() {
+    /// Chunk `text`'s file, written only when no file of its name holds it already (its
+    /// name says its bytes; the length is checked, as cheap proof it is not a stranger).
+    fn store(&mut self, text: &str) -> Result<(), DataError> {
+        let name = chunk_file(text.as_bytes());
+        let path = self.folder.join(&name);
+        let len = text.len() as u64;
+        let present = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() && m.len() == len);
+        if !present {
             let fail = |e| (path.clone(), e);
-            let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
-            file.sync_all().map_err(fail)?;
-            self.written.files += 1;
+            let mut temp = tempfile::Builder::new()
+                .prefix(CHUNK_TEMP.0)
+                .suffix(CHUNK_TEMP.1)
+                .permissions(crate::output_files::permissions())
+                .tempfile_in(&self.folder)
+                .map_err(fail)?;
+            temp.write_all(text.as_bytes()).map_err(fail)?;
+            // Synced before its rename: a name in the folder always holds its whole bytes.
+            temp.as_file().sync_all().map_err(fail)?;
+            temp.persist(&path).map_err(|e| fail(e.error))?;
+            self.data.written += 1;
+            self.data.written_bytes += len;
         }
+        self.data.files += 1;
+        self.data.bytes += len;
+        self.data.names.push(name);
         Ok(())
     }
 
-    /// Every chunk written: the folder synced.
-    fn finish(mut self) -> Result<DataFiles, DataError> {
-        self.end()?;
+    /// Every chunk stored: the folder synced, also when nothing new was written, since
+    /// the files found may be the renames of a writer that crashed before its own sync.
+    fn finish(self) -> Result<DataFiles, DataError> {
         File::open(&self.folder)
             .and_then(|f| f.sync_all())
             .map_err(|e| (self.folder.clone(), e))?;
-        Ok(self.written)
+        Ok(self.data)
     }
 }
 
@@ -235,6 +234,7 @@ impl Builder {
             index: spool()?,
             chunks: spool()?,
             chunk_starts: Vec::new(),
+            current: String::new(),
             files: None,
             dir: dir.to_owned(),
         })
@@ -301,37 +301,38 @@ impl Builder {
             .and_then(|()| self.index.put(&script_json(&row)))
             .map_err(|e| (self.dir.clone(), e))?;
         if self.variants.is_multiple_of(CHUNK) {
-            self.start_chunk(self.variants / CHUNK)?;
+            if self.variants > 0 {
+                self.end_chunk()?;
+            }
+            self.current
+                .push_str(&format!("SB({},[\n", self.variants / CHUNK));
         }
         // One variant a line: a line is whole UTF-8, which the copy into the page keeps.
-        self.put_chunk(&script_json(variant))?;
-        self.put_chunk(",\n")?;
+        self.current.push_str(&script_json(variant));
+        self.current.push_str(",\n");
         self.variants += 1;
         Ok(())
     }
 
-    /// Ends chunk `k - 1` and starts chunk `k`; past [`INLINE_CHUNKS`], in files.
-    fn start_chunk(&mut self, k: usize) -> Result<(), DataError> {
-        if k > 0 {
-            self.put_chunk("]);\n")?;
-        }
-        if let Some(files) = &mut self.files {
-            files.end()?;
-        } else if k == INLINE_CHUNKS {
+    /// Ends the chunk being built: into the spool while the page may hold it, else into
+    /// its file; the spooled chunks become files when the page grows past
+    /// [`INLINE_CHUNKS`].
+    fn end_chunk(&mut self) -> Result<(), DataError> {
+        self.current.push_str("]);\n");
+        if self.files.is_none() && self.chunk_starts.len() == INLINE_CHUNKS {
             self.files = Some(self.spooled_to_files()?);
         }
         match &mut self.files {
-            Some(files) => files.start(k)?,
-            None => self.chunk_starts.push(self.chunks.len),
+            Some(files) => files.store(&self.current)?,
+            None => {
+                self.chunk_starts.push(self.chunks.len);
+                self.chunks
+                    .put(&self.current)
+                    .map_err(|e| (self.dir.clone(), e))?;
+            }
         }
-        self.put_chunk(&format!("SB({k},[\n"))
-    }
-
-    fn put_chunk(&mut self, text: &str) -> Result<(), DataError> {
-        match &mut self.files {
-            Some(files) => files.put(text),
-            None => self.chunks.put(text).map_err(|e| (self.dir.clone(), e)),
-        }
+        self.current.clear();
+        Ok(())
     }
 
     /// The chunks spooled so far, each into its file: the page is too large to hold them.
@@ -346,23 +347,22 @@ impl Builder {
             .zip(ends.chain([self.chunks.len]))
             .collect();
         let mut buffer = Vec::new();
-        for (k, (start, end)) in ranges.into_iter().enumerate() {
+        for (start, end) in ranges {
             buffer.resize((end - start) as usize, 0);
             self.chunks
                 .out
                 .get_ref()
                 .read_exact_at(&mut buffer, start)
                 .map_err(|e| (self.dir.clone(), e))?;
-            files.start(k)?;
-            // Whole lines: each is whole UTF-8.
-            files.put(std::str::from_utf8(&buffer).map_err(|e| {
+            // Whole chunks: each is whole UTF-8.
+            files.store(std::str::from_utf8(&buffer).map_err(|e| {
                 (
                     self.dir.clone(),
                     std::io::Error::new(std::io::ErrorKind::InvalidData, e),
                 )
             })?)?;
-            files.end()?;
         }
+        self.chunk_starts.clear();
         Ok(files)
     }
 
@@ -395,7 +395,7 @@ impl Builder {
     /// and the script need.
     pub fn finish(mut self, has_qc: bool, stems: &Stems) -> Result<Built, DataError> {
         if self.variants > 0 {
-            self.put_chunk("]);\n")?;
+            self.end_chunk()?;
         }
         let files = self.files.take().map(ChunkFiles::finish).transpose()?;
         let chunks_len = self.chunks.len;
@@ -419,11 +419,12 @@ impl Builder {
                 .collect()
         };
         let meta = Meta {
-            version: 3,
+            version: 4,
             has_qc,
             chunk: CHUNK,
             chunks: self.variants.div_ceil(CHUNK),
             dir: files.as_ref().map(|f| f.dir.clone()),
+            files: files.as_ref().map(|f| f.names.clone()).unwrap_or_default(),
             target_lufs: self.quietest_ok.map(|q| q.max(FLOOR_LUFS)),
             stems: self
                 .stems
@@ -506,6 +507,8 @@ pub(super) struct Meta {
     chunks: usize,
     /// The chunk files' folder as a relative URL; `None`: the chunks are in the page.
     pub dir: Option<String>,
+    /// The chunk files' names in it, chunk by chunk; empty when the chunks are in the page.
+    files: Vec<String>,
     /// The loudness every track is turned down to; `None`: nothing measured.
     target_lufs: Option<f64>,
     stems: BTreeMap<String, StemData>,
@@ -531,15 +534,21 @@ pub(super) struct Built {
     pub files: Option<DataFiles>,
 }
 
-/// Side files written for a page.
+/// Side files of a page.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DataFiles {
-    /// Their folder, relative to the output folder (`report-data/<generation>`).
+    /// Their folder, relative to the output folder (`report-data`).
     pub dir: String,
-    /// How many.
+    /// How many the page names.
     pub files: usize,
     /// Their bytes.
     pub bytes: u64,
+    /// How many of them this write wrote (the others were there already).
+    pub written: usize,
+    /// The bytes of those.
+    pub written_bytes: u64,
+    /// Their names in `dir`, chunk by chunk.
+    pub names: Vec<String>,
 }
 
 impl Built {
@@ -567,29 +576,45 @@ impl Built {
     }
 }
 
-/// The name of chunk `k`'s file, as the page's script spells it.
-pub fn chunk_file(k: usize) -> String {
-    format!("{k:05}.js")
+/// Prefix and suffix of a chunk file's temporary file, in `report-data/` (removed by the
+/// next page's writing when a crash leaves one).
+const CHUNK_TEMP: (&str, &str) = (".chunk-", ".js");
+
+/// The name of the file of a chunk of these bytes: 128 bits of their SHA-256, which any
+/// change of the bytes changes.
+pub fn chunk_file(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(bytes);
+    format!("{}.js", hex::encode(&digest[..16]))
 }
 
-/// Removes the chunk files of every generation but `keep` (all of them when `None`): the
-/// page just written names no other. A failure is only said (debug): what is left is
-/// removed by the next page.
-pub(super) fn remove_stale(dir: &Path, keep: Option<&str>) {
+/// Removes what `DIR/report-data/` holds that the page just written does not name
+/// (`keep`; `None`: a page that holds its chunks, so the folder goes): older chunks, a
+/// crashed writer's temporary files, the generation folders of earlier releases. A failure
+/// is only said (debug): what is left is removed by the next page.
+pub(super) fn remove_stale(dir: &Path, keep: Option<&DataFiles>) {
     let data = dir.join(DATA_DIR);
     let Ok(entries) = std::fs::read_dir(&data) else {
         return;
     };
-    let keep = keep.and_then(|k| k.strip_prefix(&format!("{DATA_DIR}/")));
+    let keep: HashSet<&str> = keep
+        .map(|k| k.names.iter().map(String::as_str).collect())
+        .unwrap_or_default();
     for entry in entries.flatten() {
-        if Some(entry.file_name().to_string_lossy().as_ref()) == keep {
+        let name = entry.file_name();
+        if keep.contains(name.to_string_lossy().as_ref()) {
             continue;
         }
-        if let Err(err) = std::fs::remove_dir_all(entry.path()) {
-            tracing::debug!(error = %err, path = %entry.path().display(), "cannot remove stale page data");
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        if let Err(err) = removed {
+            tracing::debug!(error = %err, path = %path.display(), "cannot remove stale page data");
         }
     }
-    if keep.is_none() {
+    if keep.is_empty() {
         let _ = std::fs::remove_dir(&data);
     }
 }
@@ -667,6 +692,151 @@ mod tests {
         waves
     }
 
+    fn sorted(names: &[String]) -> Vec<String> {
+        let mut names = names.to_vec();
+        names.sort();
+        names
+    }
+
+    /// What `DIR/report-data/` holds, sorted.
+    fn on_disk(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join(DATA_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Each chunk file's inode and modification time, by name: what a write changes.
+    fn stamps(dir: &Path) -> BTreeMap<String, (u64, std::time::SystemTime)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::read_dir(dir.join(DATA_DIR))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let meta = e.metadata().unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    (meta.ino(), meta.modified().unwrap()),
+                )
+            })
+            .collect()
+    }
+
+    /// The page's meta block, and the ids of the variants its chunk files hold, read in
+    /// the order the page names them (each file it names must be there).
+    fn page_on_disk(dir: &Path) -> (serde_json::Value, Vec<String>) {
+        let html = std::fs::read_to_string(dir.join(FILE_NAME)).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(between(&html, r#"id="meta">"#, "</script>")).unwrap();
+        let folder = dir.join(meta["dir"].as_str().unwrap());
+        let chunks: Vec<String> = meta["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|name| {
+                let path = folder.join(name.as_str().unwrap());
+                std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{} named by the page: {e}", path.display()))
+            })
+            .collect();
+        (meta, chunk_ids(&chunks))
+    }
+
+    /// Replaces `old` by `new` in results.csv (it must be there).
+    fn edit_results(dir: &Path, old: &str, new: &str) {
+        let path = dir.join("results.csv");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(old), "{old}");
+        std::fs::write(&path, text.replace(old, new)).unwrap();
+    }
+
+    /// A rerun over an unchanged folder writes no chunk file; one changed variant writes
+    /// its chunk's file alone, and the replaced file goes; a crash after the new chunk
+    /// files but before the page's rename leaves the old page whole, and the next write
+    /// removes the extra files (and the generation folders of the previous release).
+    #[test]
+    fn a_rewrite_writes_only_the_chunk_files_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let count: usize = 5_000;
+        let files = count.div_ceil(CHUNK);
+        let waves = folder(dir.path(), count);
+        let want: Vec<String> = (0..count).map(|i| format!("{i:016x}")).collect();
+        // The layout of the previous release: a generation folder.
+        let generation = dir.path().join(DATA_DIR).join("18a0f-77");
+        std::fs::create_dir_all(&generation).unwrap();
+        std::fs::write(generation.join("00000.js"), "SB(0,[\n]);\n").unwrap();
+
+        let first = write_file_with(dir.path(), waves.clone(), None).unwrap();
+        assert_eq!((first.data.files, first.data.written), (files, files));
+        assert_eq!(on_disk(dir.path()), sorted(&first.data.names));
+        let before = stamps(dir.path());
+        // Coarse file-system clocks: a rewrite would show in the modification time.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+
+        let again = write_file_with(dir.path(), waves.clone(), None).unwrap();
+        assert_eq!(again.data.names, first.data.names);
+        assert_eq!((again.data.written, again.data.written_bytes), (0, 0));
+        assert_eq!(again.data.bytes, first.data.bytes);
+        assert_eq!(stamps(dir.path()), before, "no chunk file written again");
+        assert_eq!(page_on_disk(dir.path()).1, want);
+
+        // One variant of chunk 11 changes: chunk 11's file alone is new.
+        edit_results(dir.path(), "hook v3000,", "hook v3000 (again),");
+        let changed = write_file_with(dir.path(), waves.clone(), None).unwrap();
+        assert_eq!(changed.data.written, 1);
+        let k = 3000 / CHUNK;
+        for (at, (old, new)) in first.data.names.iter().zip(&changed.data.names).enumerate() {
+            assert_eq!(old == new, at != k, "chunk {at}");
+        }
+        let now = stamps(dir.path());
+        assert_eq!(now.len(), files, "the replaced file is removed");
+        assert!(!now.contains_key(&first.data.names[k]));
+        for (name, stamp) in &now {
+            if *name != changed.data.names[k] {
+                assert_eq!(before[name], *stamp, "{name} kept as it was");
+            }
+        }
+        let (meta, ids) = page_on_disk(dir.path());
+        assert_eq!(ids, want);
+        assert_eq!(meta["files"], serde_json::json!(changed.data.names));
+
+        // A crash after the new chunk files, before the page: the data written, the page
+        // never renamed into place.
+        edit_results(dir.path(), "ballad v5,", "ballad v5 (again),");
+        let mut builder = Builder::new(dir.path()).unwrap();
+        let mut known = waves.clone();
+        let has_qc = crate::report::html::each_variant(dir.path(), &mut known, |v| {
+            builder.add(&v).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        let crashed = builder.finish(has_qc, &Stems::new()).unwrap();
+        let crashed = crashed.files.unwrap();
+        assert_eq!(crashed.written, 1);
+        assert_ne!(crashed.names[0], changed.data.names[0]);
+        assert_eq!(stamps(dir.path()).len(), files + 1, "one extra file");
+        let (meta, ids) = page_on_disk(dir.path());
+        assert_eq!(ids, want, "the old page is whole");
+        assert_eq!(meta["files"], serde_json::json!(changed.data.names));
+        // A writer killed mid-file leaves a temporary file too.
+        std::fs::write(
+            dir.path()
+                .join(DATA_DIR)
+                .join(format!("{}x{}", CHUNK_TEMP.0, CHUNK_TEMP.1)),
+            "SB(0,[",
+        )
+        .unwrap();
+
+        // The next write finds the crashed writer's file, and leaves only what it names.
+        let next = write_file_with(dir.path(), waves, None).unwrap();
+        assert_eq!(next.data.names, crashed.names);
+        assert_eq!(next.data.written, 0);
+        assert_eq!(on_disk(dir.path()), sorted(&next.data.names));
+        assert_eq!(page_on_disk(dir.path()).1, want);
+    }
+
     /// The variant ids of a page's chunks, in order, each chunk checked for its number.
     fn chunk_ids(chunks: &[String]) -> Vec<String> {
         let mut ids = Vec::new();
@@ -704,13 +874,15 @@ mod tests {
         assert_eq!(summary.waveforms, summary.tracks);
         let files = count.div_ceil(CHUNK);
         assert_eq!(summary.data.files, files);
+        assert_eq!(summary.data.dir, DATA_DIR);
+        assert_eq!(
+            summary.data.written, files,
+            "a first write writes every file"
+        );
+        assert_eq!(summary.data.written_bytes, summary.data.bytes);
         let files_dir = dir.path().join(&summary.data.dir);
-        let mut names: Vec<String> = std::fs::read_dir(&files_dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, (0..files).map(chunk_file).collect::<Vec<_>>());
+        let names = summary.data.names.clone();
+        assert_eq!(on_disk(dir.path()), sorted(&names));
 
         // No variant lost, none twice, in results.csv's order: in the index and the chunks.
         let want: Vec<String> = (0..count).map(|i| format!("{i:016x}")).collect();
@@ -719,6 +891,9 @@ mod tests {
             .map(|n| std::fs::read_to_string(files_dir.join(n)).unwrap())
             .collect();
         assert_eq!(chunk_ids(&chunks), want);
+        for (name, text) in names.iter().zip(&chunks) {
+            assert_eq!(*name, chunk_file(text.as_bytes()), "named by its bytes");
+        }
         let html = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         let index: Vec<serde_json::Value> =
             serde_json::from_str(between(&html, r#"id="index">"#, "</script>")).unwrap();
@@ -727,6 +902,7 @@ mod tests {
         let meta: serde_json::Value =
             serde_json::from_str(between(&html, r#"id="meta">"#, "</script>")).unwrap();
         assert_eq!(meta["dir"], summary.data.dir.as_str());
+        assert_eq!(meta["files"], serde_json::json!(names));
         assert_eq!(
             (meta["chunk"].as_u64(), meta["chunks"].as_u64()),
             (Some(CHUNK as u64), Some(files as u64))
@@ -744,21 +920,6 @@ mod tests {
         eprintln!("{count} variants: report.html {} bytes ({page_per_variant:.0} a variant), {files} files of {} bytes ({data_per_variant:.0} a variant)", summary.bytes, summary.data.bytes);
         assert!(page_per_variant < 100.0, "{page_per_variant}");
         assert!(data_per_variant < 1_400.0, "{data_per_variant}");
-
-        // Written again: one generation of files, the new one.
-        let again = write_file_with(dir.path(), waves, Some(&Stems::new())).unwrap();
-        assert_ne!(again.data.dir, summary.data.dir);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join(DATA_DIR))
-                .unwrap()
-                .count(),
-            1
-        );
-        assert!(dir
-            .path()
-            .join(&again.data.dir)
-            .join(chunk_file(files - 1))
-            .is_file());
 
         // A small page holds its chunks, and the files of the large one go.
         let small = tempfile::tempdir().unwrap();
@@ -783,7 +944,7 @@ mod tests {
     }
 
     /// Two writers at once (a run's end and `stembatch report`): one after the other,
-    /// and the page left names a generation that is whole, the only one.
+    /// and the page left names files that are all there, and nothing else is.
     #[test]
     fn two_writers_of_a_page_leave_it_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -802,16 +963,21 @@ mod tests {
             let html = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
             let meta: serde_json::Value =
                 serde_json::from_str(between(&html, r#"id="meta">"#, "</script>")).unwrap();
-            let named = dir.path().join(meta["dir"].as_str().unwrap());
             assert_eq!(
-                std::fs::read_dir(&named).unwrap().count(),
+                meta["files"].as_array().unwrap().len(),
                 count.div_ceil(CHUNK)
+            );
+            assert_eq!(
+                page_on_disk(dir.path()).1.len(),
+                count,
+                "every file the page names is there"
             );
             assert_eq!(
                 std::fs::read_dir(dir.path().join(DATA_DIR))
                     .unwrap()
                     .count(),
-                1
+                count.div_ceil(CHUNK),
+                "only the files it names"
             );
         }
     }
