@@ -128,6 +128,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     };
     let Prepared {
         manifest,
+        variants,
         settings,
         out_dir,
         client,
@@ -142,7 +143,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         shard_part,
         bucket,
     } = prepared;
-    tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
+    tracing::info!(variants = variants.len(), out = %out_dir.display(), "run starts");
     let key_env = (!args.simulate).then(|| manifest.api.key_env.clone());
     let submits = entries.iter().any(|e| e.start == Start::Submit);
     let context = SurveyContext {
@@ -151,8 +152,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         stop: &interrupts.first,
         task_timeout: settings.task_timeout,
     };
-    let (bucket, storage_stop) =
-        bucket_for_run(bucket, &manifest.variants, &entries, context).await;
+    let (bucket, storage_stop) = bucket_for_run(bucket, &variants, &entries, context).await;
     let (preflight_stop, api_checked) = match (submits, storage_stop) {
         (_, Some(stop)) => (Some(stop), None),
         (true, None) => tokio::select! {
@@ -196,7 +196,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         out_dir: out_dir.clone(),
     };
     let csv_path = out_dir.join(FILE_NAME);
-    let variants = Arc::new(manifest.variants);
+    let variants = Arc::new(variants);
     let state = tokio::select! {
         state = scheduler::run(Arc::clone(&variants), entries, orphans, inputs) => {
             progress.finish();
@@ -350,6 +350,8 @@ fn log_unrestored(state: &RunState, variants: &[Variant]) {
 /// Everything a run needs before its first request.
 struct Prepared {
     manifest: Manifest,
+    /// The variants this run takes: all of the manifest's, or its shard's.
+    variants: Vec<Variant>,
     settings: RunSettings,
     out_dir: PathBuf,
     client: ApiClient,
@@ -376,11 +378,12 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         .resolve()
         .map_err(|err| ExpectedError::usage(err.to_string()))?;
     let path = args.manifest.clone();
-    let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    let manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
     for line in manifest.warning_lines() {
         tracing::warn!("{line}");
     }
-    let all_variants = shard.map(|shard| take_shard(&mut manifest, shard));
+    let mut variants = manifest.variants.to_vec();
+    let all_variants = shard.map(|shard| take_shard(&mut variants, shard));
     let bucket = open_bucket(&manifest)?;
     let settings = settings_of(args, &manifest);
     let today = chrono::Local::now().date_naive();
@@ -409,9 +412,8 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     });
     let fresh_folder = folder.folded.is_empty();
     let priors = std::mem::take(&mut folder.folded.priors);
-    let listed = all_variants.as_deref().unwrap_or(&manifest.variants);
-    let resume =
-        resume::prepare(&manifest.variants, listed, shard, priors, &out_dir, rerun).await?;
+    let listed = all_variants.as_deref().unwrap_or(&variants);
+    let resume = resume::prepare(&variants, listed, shard, priors, &out_dir, rerun).await?;
     resume::log_summary(&resume, fresh_folder);
     let new_tasks = shards_new_tasks.unwrap_or_else(|| resume.new_tasks());
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
@@ -440,6 +442,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     });
     Ok(Prepared {
         manifest,
+        variants,
         settings,
         out_dir,
         client,
@@ -537,21 +540,20 @@ async fn move_superseded(out_dir: &Path, resume: &resume::Resume) -> anyhow::Res
     Ok(())
 }
 
-/// Keeps in `manifest` the variants of `shard`, and returns all of them: the folder's
+/// Keeps in `variants` those of `shard`, and returns all of them: the folder's
 /// `results.csv` lists every variant of the manifest.
-fn take_shard(manifest: &mut Manifest, shard: Shard) -> Vec<Variant> {
-    let own: Vec<Variant> = manifest
-        .variants
+fn take_shard(variants: &mut Vec<Variant>, shard: Shard) -> Vec<Variant> {
+    let own: Vec<Variant> = variants
         .iter()
         .filter(|v| shard.contains(&v.id))
         .cloned()
         .collect();
     tracing::info!(
         variants = own.len(),
-        of = manifest.variants.len(),
+        of = variants.len(),
         "this run takes shard {shard} of the manifest"
     );
-    std::mem::replace(&mut manifest.variants, own)
+    std::mem::replace(variants, own)
 }
 
 /// Maps how the run ended to SPEC.md's exit code.

@@ -168,13 +168,73 @@ pub(super) struct VariantSpec {
     pub layer: ParamLayer,
 }
 
-/// A stem with its variant specs.
+/// A stem with its variant specs, which it shares with the other files of its glob.
 #[derive(Debug)]
 pub(super) struct StemPlan {
     pub stem: Arc<Stem>,
     pub field: String,
     pub line: usize,
-    pub specs: Vec<VariantSpec>,
+    pub specs: Arc<Specs>,
+}
+
+/// A stem's variant specs, built one at a time by position: the listed variants, the
+/// matrix combinations, or each listed variant crossed with each combination; one variant
+/// named "default" when there are neither. A million of them are never held at once.
+#[derive(Debug)]
+pub(super) struct Specs {
+    field: String,
+    line: usize,
+    /// `[defaults]` and the stem's own parameters merged.
+    layer: ParamLayer,
+    listed: Option<Vec<VariantSpec>>,
+    matrix: Option<Matrix>,
+    /// How many; 0 for a manifest past [`MAX_VARIANTS`], whose specs are never built.
+    len: usize,
+}
+
+impl Specs {
+    /// How many specs.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The spec at `index` (below [`Specs::len`]), its layers merged: the same spec, in
+    /// the same order, at every call.
+    pub(super) fn spec(&self, index: usize) -> VariantSpec {
+        let spec = match (&self.listed, &self.matrix) {
+            (None, None) => VariantSpec {
+                name: "default".into(),
+                line: self.line,
+                field: self.field.clone(),
+                layer: ParamLayer::default(),
+            },
+            (Some(listed), None) => listed[index].clone(),
+            (None, Some(matrix)) => {
+                let (name, layer) = matrix.combination(index);
+                VariantSpec {
+                    name,
+                    line: matrix.line,
+                    field: matrix.field.clone(),
+                    layer,
+                }
+            }
+            (Some(listed), Some(matrix)) => {
+                let combinations = matrix.len();
+                let variant = &listed[index / combinations];
+                let (name, layer) = matrix.combination(index % combinations);
+                VariantSpec {
+                    name: format!("{}_{name}", variant.name),
+                    line: variant.line,
+                    field: variant.field.clone(),
+                    layer: variant.layer.overlay(&layer),
+                }
+            }
+        };
+        VariantSpec {
+            layer: self.layer.overlay(&spec.layer),
+            ..spec
+        }
+    }
 }
 
 /// Everything validation produces.
@@ -197,14 +257,7 @@ pub(super) fn validate(raw: &RawManifest, files: &Files, problems: &mut Problems
     let within_cap = count.is_some_and(|count| count <= MAX_VARIANTS);
     let stems = drafts
         .into_iter()
-        .flat_map(|draft| {
-            let specs = if within_cap {
-                draft.specs()
-            } else {
-                Vec::new()
-            };
-            draft.into_plans(specs)
-        })
+        .flat_map(|draft| draft.into_plans(within_cap))
         .collect::<Vec<_>>();
     let mut seen = std::collections::HashMap::new();
     for plan in &stems {
@@ -267,6 +320,7 @@ pub(super) struct StemDraft {
 }
 
 /// A `[stem.matrix]` with every value checked, its combinations not yet built.
+#[derive(Debug)]
 struct Matrix {
     field: String,
     line: usize,
@@ -360,61 +414,31 @@ impl StemDraft {
             .checked_mul(u64::from(self.takes))
     }
 
-    /// The listed variants, the matrix combinations, or each listed variant crossed with
-    /// each combination; one variant named "default" when there are neither. Builds every
-    /// one of them: only for a manifest whose count is within [`MAX_VARIANTS`].
-    fn specs(&self) -> Vec<VariantSpec> {
-        let specs = match (&self.listed, &self.matrix) {
-            (None, None) => vec![VariantSpec {
-                name: "default".into(),
-                line: self.line,
-                field: self.field.clone(),
-                layer: ParamLayer::default(),
-            }],
-            (Some(listed), None) => listed.clone(),
-            (None, Some(matrix)) => matrix
-                .combinations()
-                .into_iter()
-                .map(|(name, layer)| VariantSpec {
-                    name,
-                    line: matrix.line,
-                    field: matrix.field.clone(),
-                    layer,
-                })
-                .collect(),
-            (Some(listed), Some(matrix)) => {
-                let combinations = matrix.combinations();
-                listed
-                    .iter()
-                    .flat_map(|variant| {
-                        combinations.iter().map(move |(name, layer)| VariantSpec {
-                            name: format!("{}_{name}", variant.name),
-                            line: variant.line,
-                            field: variant.field.clone(),
-                            layer: variant.layer.overlay(layer),
-                        })
-                    })
-                    .collect()
-            }
+    /// One plan per source, all sharing its specs; none of them is built here, and
+    /// none at all unless `within_cap` (the manifest's count is within [`MAX_VARIANTS`]).
+    fn into_plans(self, within_cap: bool) -> Vec<StemPlan> {
+        // Within the cap, the count fits in usize (it is at most MAX_VARIANTS).
+        let len = match within_cap {
+            true => self.parameter_sets().unwrap_or(0) as usize,
+            false => 0,
         };
-        specs
-            .into_iter()
-            .map(|spec| VariantSpec {
-                layer: self.layer.overlay(&spec.layer),
-                ..spec
-            })
-            .collect()
-    }
-
-    /// One plan per source, each with `specs`.
-    fn into_plans(self, specs: Vec<VariantSpec>) -> Vec<StemPlan> {
         let StemDraft {
             field,
             line,
             sources,
             takes,
-            ..
+            layer,
+            listed,
+            matrix,
         } = self;
+        let specs = Arc::new(Specs {
+            field: field.clone(),
+            line,
+            layer,
+            listed,
+            matrix,
+            len,
+        });
         sources
             .into_iter()
             .map(|source| StemPlan {
@@ -426,7 +450,7 @@ impl StemDraft {
                 }),
                 field: field.clone(),
                 line,
-                specs: specs.clone(),
+                specs: Arc::clone(&specs),
             })
             .collect()
     }
@@ -568,29 +592,31 @@ impl Matrix {
             .try_fold(1u64, u64::checked_mul)
     }
 
-    /// Every combination, named by its slugged values joined by "_".
-    fn combinations(&self) -> Vec<(String, ParamLayer)> {
-        if self.axes.is_empty() {
-            return Vec::new();
+    /// How many combinations, for a matrix within [`MAX_MATRIX_COMBINATIONS`].
+    fn len(&self) -> usize {
+        self.count().unwrap_or(0) as usize
+    }
+
+    /// The combination at `index` (below [`Matrix::len`]), named by its slugged values
+    /// joined by "_": the last list varies fastest, as when the lists are crossed in order.
+    fn combination(&self, index: usize) -> (String, ParamLayer) {
+        let mut picks = vec![0; self.axes.len()];
+        let mut rest = index;
+        for (pick, axis) in picks.iter_mut().zip(&self.axes).rev() {
+            *pick = rest % axis.len();
+            rest /= axis.len();
         }
-        self.axes.iter().fold(
-            vec![(String::new(), ParamLayer::default())],
-            |combos, axis| {
-                combos
-                    .iter()
-                    .flat_map(|(name, layer)| {
-                        axis.iter().map(move |(slug, value)| {
-                            let name = if name.is_empty() {
-                                slug.clone()
-                            } else {
-                                format!("{name}_{slug}")
-                            };
-                            (name, layer.overlay(value))
-                        })
-                    })
-                    .collect()
-            },
-        )
+        let mut name = String::new();
+        let mut layer = ParamLayer::default();
+        for (&pick, axis) in picks.iter().zip(&self.axes) {
+            let (slug, value) = &axis[pick];
+            if !name.is_empty() {
+                name.push('_');
+            }
+            name.push_str(slug);
+            layer = layer.overlay(value);
+        }
+        (name, layer)
     }
 }
 

@@ -234,7 +234,7 @@ mod tests {
                 .join(", ")
         );
         let manifest = crate::manifest::parse(Path::new("m.toml"), &text).unwrap();
-        Arc::new(VariantTable::new(Arc::new(manifest.variants)))
+        Arc::new(VariantTable::new(Arc::new(manifest.variants.to_vec())))
     }
 
     fn finished(file: &str, wave: Option<&str>) -> VariantRecord {
