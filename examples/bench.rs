@@ -280,7 +280,8 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
     let started_unix = unix_seconds();
     let variants = manifest.variants.to_vec();
     let entries = variants.iter().map(Entry::fresh).collect();
-    let state = scheduler::run(Arc::new(variants), entries, Vec::new(), inputs)
+    let variants = Arc::new(stembatch::variant::VariantTable::new(Arc::new(variants)));
+    let state = scheduler::run(variants, entries, Vec::new(), inputs)
         .await
         .unwrap();
     let makespan = started.elapsed().as_secs_f64();

@@ -29,7 +29,7 @@ use crate::scheduler::{self, shared_limit, watched, Pacers, RunEnd, RunInputs, S
 use crate::shard::Shard;
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
-use crate::variant::{Variant, VariantId};
+use crate::variant::{Variant, VariantId, VariantTable};
 
 use super::bucket::{bucket_for_run, open_bucket, PreparedBucket, SurveyContext};
 use super::folder::{self, FolderLocks};
@@ -129,6 +129,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     let Prepared {
         manifest,
         variants,
+        positions,
         settings,
         out_dir,
         client,
@@ -196,7 +197,12 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         out_dir: out_dir.clone(),
     };
     let csv_path = out_dir.join(FILE_NAME);
-    let variants = Arc::new(variants);
+    // From here on the run holds each variant's id, and builds a variant when it needs
+    // one: the list made to prepare the run is dropped.
+    let source = manifest.variants.source(positions);
+    let table = VariantTable::built(source, variants.iter().map(|v| &v.id));
+    drop(variants);
+    let variants = Arc::new(table);
     let state = tokio::select! {
         state = scheduler::run(Arc::clone(&variants), entries, orphans, inputs) => {
             progress.finish();
@@ -333,17 +339,16 @@ fn log_orphans(state: &RunState) {
 /// One warning per finished variant whose missing or changed track could not be
 /// downloaded again: it stays finished (its exit code is not touched), so this is where
 /// the morning learns that a file on disk is not what was paid for.
-fn log_unrestored(state: &RunState, variants: &[Variant]) {
-    // Few or none: looked up by a map of them, said in manifest order.
-    let notes: HashMap<&VariantId, &str> = state.unrestored().collect();
-    if notes.is_empty() {
-        return;
-    }
-    for variant in variants {
-        if let Some(note) = notes.get(&variant.id) {
-            let id = &variant.id;
-            tracing::warn!(variant_id = %id, "finished {}: {note}", progress::label(variant));
-        }
+fn log_unrestored(state: &RunState, variants: &VariantTable) {
+    // Few or none: said in manifest order.
+    let mut notes: Vec<(usize, &VariantId, &str)> = state
+        .unrestored()
+        .filter_map(|(id, note)| Some((variants.index_of(id)?, id, note)))
+        .collect();
+    notes.sort_unstable_by_key(|(index, _, _)| *index);
+    for (index, id, note) in notes {
+        let variant = variants.at(index);
+        tracing::warn!(variant_id = %id, "finished {}: {note}", progress::label(&variant));
     }
 }
 
@@ -352,6 +357,8 @@ struct Prepared {
     manifest: Manifest,
     /// The variants this run takes: all of the manifest's, or its shard's.
     variants: Vec<Variant>,
+    /// A shard's run: the manifest positions of `variants`.
+    positions: Option<Vec<u32>>,
     settings: RunSettings,
     out_dir: PathBuf,
     client: ApiClient,
@@ -383,7 +390,13 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         tracing::warn!("{line}");
     }
     let mut variants = manifest.variants.to_vec();
-    let all_variants = shard.map(|shard| take_shard(&mut variants, shard));
+    let (all_variants, positions) = match shard {
+        Some(shard) => {
+            let (all, positions) = take_shard(&mut variants, shard);
+            (Some(all), Some(positions))
+        }
+        None => (None, None),
+    };
     let bucket = open_bucket(&manifest)?;
     let settings = settings_of(args, &manifest);
     let today = chrono::Local::now().date_naive();
@@ -443,6 +456,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     Ok(Prepared {
         manifest,
         variants,
+        positions,
         settings,
         out_dir,
         client,
@@ -540,20 +554,22 @@ async fn move_superseded(out_dir: &Path, resume: &resume::Resume) -> anyhow::Res
     Ok(())
 }
 
-/// Keeps in `variants` those of `shard`, and returns all of them: the folder's
-/// `results.csv` lists every variant of the manifest.
-fn take_shard(variants: &mut Vec<Variant>, shard: Shard) -> Vec<Variant> {
-    let own: Vec<Variant> = variants
+/// Keeps in `variants` those of `shard`, and returns all of them (the folder's
+/// `results.csv` lists every variant of the manifest) with the positions of those kept.
+fn take_shard(variants: &mut Vec<Variant>, shard: Shard) -> (Vec<Variant>, Vec<u32>) {
+    let positions: Vec<u32> = (0..variants.len() as u32)
+        .filter(|&i| shard.contains(&variants[i as usize].id))
+        .collect();
+    let own: Vec<Variant> = positions
         .iter()
-        .filter(|v| shard.contains(&v.id))
-        .cloned()
+        .map(|&i| variants[i as usize].clone())
         .collect();
     tracing::info!(
         variants = own.len(),
         of = variants.len(),
         "this run takes shard {shard} of the manifest"
     );
-    std::mem::replace(variants, own)
+    (std::mem::replace(variants, own), positions)
 }
 
 /// Maps how the run ended to SPEC.md's exit code.

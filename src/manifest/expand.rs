@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::validate::{
     ParamLayer, Problems, StemPlan, VariantSpec, DEFAULT_TITLE, MAX_TITLE_CHARS,
 };
-use crate::variant::{GenerationParams, Stem, Variant, VariantId};
+use crate::variant::{GenerationParams, Stem, Variant, VariantId, VariantSource};
 
 /// The variants of a valid manifest, in manifest order: every (stem, spec, take), built
 /// when asked for. Cloning it shares the plans.
@@ -50,6 +50,20 @@ impl Variants {
 
     /// The variant at manifest position `index`, built anew.
     pub fn get(&self, index: usize) -> Option<Variant> {
+        self.build_at(index, None)
+    }
+
+    /// Those at `positions` (manifest positions, in order; `None` for all), as a run's
+    /// table builds them.
+    pub fn source(&self, positions: Option<Vec<u32>>) -> Arc<dyn VariantSource> {
+        Arc::new(Chosen {
+            variants: self.clone(),
+            positions,
+        })
+    }
+
+    /// The variant at `index`, its id computed or, when known, given.
+    fn build_at(&self, index: usize, id: Option<&VariantId>) -> Option<Variant> {
         if index >= self.len() {
             return None;
         }
@@ -60,13 +74,11 @@ impl Variants {
         let spec = plan.specs.spec(offset / takes);
         let template = template(&spec).ok()?;
         let take = (offset % takes) as u32 + 1;
-        Some(build(
-            &plan.stem,
-            &spec,
-            &template,
-            take,
-            title(&plan.stem, &spec, &template, take),
-        ))
+        let title = title(&plan.stem, &spec, &template, take);
+        Some(match id {
+            Some(id) => with_id(&plan.stem, &spec, &template, take, title, id.clone()),
+            None => build(&plan.stem, &spec, &template, take, title),
+        })
     }
 
     /// Every variant in manifest order, each built as the iterator reaches it.
@@ -85,6 +97,25 @@ impl Variants {
     /// Each stem, in manifest order, with how many variants it has.
     pub fn stems(&self) -> impl Iterator<Item = (&Arc<Stem>, usize)> + '_ {
         self.plans.iter().map(|plan| (&plan.stem, plan_len(plan)))
+    }
+}
+
+/// A run's variants among a manifest's: [`Variants::source`].
+#[derive(Debug)]
+struct Chosen {
+    variants: Variants,
+    positions: Option<Vec<u32>>,
+}
+
+impl VariantSource for Chosen {
+    fn build(&self, index: usize, id: &VariantId) -> Variant {
+        let position = match &self.positions {
+            Some(positions) => positions[index] as usize,
+            None => index,
+        };
+        self.variants
+            .build_at(position, Some(id))
+            .expect("a position of the manifest")
     }
 }
 
@@ -174,11 +205,11 @@ fn variant_at(plans: &[StemPlan], position: usize) -> Variant {
     unreachable!("a position recorded while checking the same plans")
 }
 
-/// A computed id's 64 bits. Every id of a manifest is computed, so this is its value; a
-/// non-hex id (none is made here) would fall back to a hash of its text.
+/// A computed id's 64 bits. Every id of a manifest is computed, so this is its value
+/// ([`VariantId::bits`]); any other text (none is made here) would fall back to a hash.
 fn id_key(id: &VariantId) -> u64 {
-    u64::from_str_radix(id.as_str(), 16)
-        .unwrap_or_else(|_| BuildHasherDefault::<DefaultHasher>::default().hash_one(id.as_str()))
+    id.bits()
+        .unwrap_or_else(|| BuildHasherDefault::<DefaultHasher>::default().hash_one(id.as_str()))
 }
 
 /// The names seen among one plan's specs, by a 64-bit hash and the spec's index (a
@@ -307,16 +338,29 @@ fn build(
     take: u32,
     title: String,
 ) -> Variant {
-    let params = GenerationParams {
-        title,
-        ..template.clone()
-    };
+    let mut variant = with_id(stem, spec, template, take, title, VariantId::from_bits(0));
+    variant.id = VariantId::compute(&stem.source, &variant.params, take);
+    variant
+}
+
+/// [`build`], with the id already known.
+fn with_id(
+    stem: &Arc<Stem>,
+    spec: &VariantSpec,
+    template: &GenerationParams,
+    take: u32,
+    title: String,
+    id: VariantId,
+) -> Variant {
     Variant {
-        id: VariantId::compute(&stem.source, &params, take),
+        id,
         stem: Arc::clone(stem),
         name: spec.name.clone(),
         take,
-        params,
+        params: GenerationParams {
+            title,
+            ..template.clone()
+        },
     }
 }
 

@@ -490,6 +490,22 @@ fn a_variant_built_by_position_is_the_one_iteration_builds() {
         .map(|(stem, count)| format!("{} {count}", stem.name))
         .collect();
     assert_eq!(stems, ["s1 6", "s2 6", "g1 24", "g2 24", "g3 24"]);
+    // A shard's run: a table over some positions, each built with its known id.
+    let positions = vec![0, 13, 40, 83];
+    let chosen: Vec<_> = positions
+        .iter()
+        .map(|&p| variants.get(p as usize).unwrap())
+        .collect();
+    let source = variants.source(Some(positions));
+    let table = crate::variant::VariantTable::built(source, chosen.iter().map(|v| &v.id));
+    for (index, variant) in chosen.iter().enumerate() {
+        assert_eq!(table.index_of(&variant.id), Some(index));
+        assert_eq!(key(&table.at(index)), key(variant));
+    }
+    let all = variants.source(None);
+    let table = crate::variant::VariantTable::built(all, variants.to_vec().iter().map(|v| &v.id));
+    let rebuilt: Vec<String> = table.iter().map(|v| key(&v)).collect();
+    assert_eq!(rebuilt, iterated);
 }
 
 /// Matrix values whose slugs coincide make two combinations of one name: each is found,
