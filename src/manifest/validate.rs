@@ -324,9 +324,66 @@ pub(super) struct StemDraft {
 struct Matrix {
     field: String,
     line: usize,
-    /// Each list's values: slug and parameter layer. Empty when the matrix cannot be used
-    /// (a problem was recorded), so that it makes no combination.
-    axes: Vec<Vec<(String, ParamLayer)>>,
+    /// Each list's values: slug and value. Empty when the matrix cannot be used (a
+    /// problem was recorded), so that it makes no combination.
+    axes: Vec<Vec<(Box<str>, AxisValue)>>,
+}
+
+/// One value of a matrix list, checked: the one parameter it sets. A list of 100,000
+/// tags is held as 100,000 of these, not as as many whole parameter layers.
+#[derive(Debug)]
+enum AxisValue {
+    /// A value that did not pass its check (a problem was recorded).
+    Unset,
+    Model(Model),
+    Title(Arc<TitleTemplate>),
+    Tags(Box<str>),
+    NegativeTags(Box<str>),
+    VocalGender(VocalGender),
+    StyleWeight(Weight),
+    WeirdnessConstraint(Weight),
+    AudioWeight(Weight),
+}
+
+impl AxisValue {
+    /// The value of a layer that sets one parameter at most (as a list's value does).
+    fn of(layer: ParamLayer) -> Self {
+        let ParamLayer {
+            model,
+            title,
+            tags,
+            negative_tags,
+            vocal_gender,
+            style_weight,
+            weirdness_constraint,
+            audio_weight,
+        } = layer;
+        let text = |s: String| s.into_boxed_str();
+        (model.map(Self::Model))
+            .or(title.map(Self::Title))
+            .or(tags.map(text).map(Self::Tags))
+            .or(negative_tags.map(text).map(Self::NegativeTags))
+            .or(vocal_gender.map(Self::VocalGender))
+            .or(style_weight.map(Self::StyleWeight))
+            .or(weirdness_constraint.map(Self::WeirdnessConstraint))
+            .or(audio_weight.map(Self::AudioWeight))
+            .unwrap_or(Self::Unset)
+    }
+
+    /// Sets its parameter on `layer`.
+    fn apply(&self, layer: &mut ParamLayer) {
+        match self {
+            Self::Unset => {}
+            Self::Model(model) => layer.model = Some(*model),
+            Self::Title(title) => layer.title = Some(Arc::clone(title)),
+            Self::Tags(tags) => layer.tags = Some(tags.to_string()),
+            Self::NegativeTags(tags) => layer.negative_tags = Some(tags.to_string()),
+            Self::VocalGender(gender) => layer.vocal_gender = Some(*gender),
+            Self::StyleWeight(weight) => layer.style_weight = Some(*weight),
+            Self::WeirdnessConstraint(weight) => layer.weirdness_constraint = Some(*weight),
+            Self::AudioWeight(weight) => layer.audio_weight = Some(*weight),
+        }
+    }
 }
 
 /// Every `[[stem]]` as a draft; a stem whose source is unusable has none.
@@ -521,7 +578,7 @@ fn listed_variant(
 fn matrix(raw: &Spanned<RawMatrix>, field: String, problems: &mut Problems) -> Matrix {
     let line = problems.line(raw.span());
     let matrix = raw.get_ref();
-    let mut axes: Vec<Vec<(String, ParamLayer)>> = Vec::new();
+    let mut axes: Vec<Vec<(Box<str>, AxisValue)>> = Vec::new();
     for axis in [
         axis(&matrix.model, "model", |p, v| p.model = Some(v)),
         axis(&matrix.title, "title", |p, v| p.title = Some(v)),
@@ -554,7 +611,10 @@ fn matrix(raw: &Spanned<RawMatrix>, field: String, problems: &mut Problems) -> M
             Axis::Values(values) => axes.push(
                 values
                     .into_iter()
-                    .map(|(slug, raw)| (slug, params(&raw, &field, problems)))
+                    .map(|(slug, raw)| {
+                        let value = AxisValue::of(params(&raw, &field, problems));
+                        (slug.into_boxed_str(), value)
+                    })
                     .collect(),
             ),
         }
@@ -614,7 +674,7 @@ impl Matrix {
                 name.push('_');
             }
             name.push_str(slug);
-            layer = layer.overlay(value);
+            value.apply(&mut layer);
         }
         (name, layer)
     }
@@ -797,6 +857,56 @@ mod tests {
         assert_eq!(slug("0.3"), "0-3");
         assert_eq!(slug("  Jazz!! "), "jazz");
         assert_eq!(slug(""), "empty");
+    }
+
+    /// Each parameter a list can set is kept as one value and set again as it was.
+    #[test]
+    fn a_list_value_sets_again_the_one_parameter_it_held() {
+        let weight = Weight::from_f64(0.3).unwrap();
+        let title = Arc::new(TitleTemplate {
+            text: "{stem}".into(),
+            written: Some((3, "stem[1].matrix.title".into())),
+        });
+        let layers = [
+            ParamLayer {
+                model: Some(Model::V5),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                title: Some(title),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                tags: Some("lofi".into()),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                negative_tags: Some("drums".into()),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                vocal_gender: Some(VocalGender::Female),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                style_weight: Some(weight),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                weirdness_constraint: Some(weight),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                audio_weight: Some(weight),
+                ..ParamLayer::default()
+            },
+            ParamLayer::default(),
+        ];
+        for layer in layers {
+            let mut again = ParamLayer::default();
+            AxisValue::of(layer.clone()).apply(&mut again);
+            assert_eq!(format!("{again:?}"), format!("{layer:?}"));
+        }
     }
 
     #[test]
