@@ -279,8 +279,10 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
     };
     let started = Instant::now();
     let started_unix = unix_seconds();
-    let entries = manifest.variants.iter().map(Entry::fresh).collect();
-    let state = scheduler::run(Arc::new(manifest.variants), entries, Vec::new(), inputs)
+    let variants = manifest.variants.to_vec();
+    let entries = variants.iter().map(Entry::fresh).collect();
+    let variants = Arc::new(stembatch::variant::VariantTable::new(Arc::new(variants)));
+    let state = scheduler::run(variants, entries, Vec::new(), inputs)
         .await
         .unwrap();
     let makespan = started.elapsed().as_secs_f64();
@@ -329,7 +331,7 @@ fn child_plan() {
     let started = Instant::now();
     let manifest = stembatch::manifest::load(&path).unwrap();
     let sink = std::fs::File::create("/dev/null").unwrap();
-    stembatch::app::write_plan(sink, &manifest.variants, false, None).unwrap();
+    stembatch::app::write_plan(sink, manifest.variants.iter(), false, None).unwrap();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "{}",

@@ -3,7 +3,8 @@
 //! # Architecture
 //!
 //! ```text
-//! manifest.toml ──manifest::load──▶ Vec<Variant> (pure: raw → validate → count → expand)
+//! manifest.toml ──manifest::load──▶ manifest::Variants (pure: raw → validate → count → check;
+//!                                   each Variant built by position when asked for)
 //! DIR/.stembatch/journal.jsonl ──journal::replay──▶ a Prior per variant (pure)
 //!                     ──scheduler::start::decide, scheduler::rerun::plan──▶ an Entry (start + record) per variant (pure)
 //!                                        │

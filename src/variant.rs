@@ -50,6 +50,22 @@ impl VariantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id's 64 bits, for an id as [`VariantId::compute`] writes it (16 lowercase hex
+    /// digits): then the bits are the id, and two ids are equal when their bits are.
+    /// `None` for any other text (an id read from a journal written by something else).
+    pub fn bits(&self) -> Option<u64> {
+        let lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        match self.0.len() == Self::HEX_LEN && self.0.as_bytes().iter().all(lower_hex) {
+            true => u64::from_str_radix(&self.0, 16).ok(),
+            false => None,
+        }
+    }
+
+    /// The id whose [`VariantId::bits`] are `bits`.
+    pub fn from_bits(bits: u64) -> Self {
+        Self(format!("{bits:016x}"))
+    }
 }
 
 impl fmt::Display for VariantId {
@@ -283,67 +299,86 @@ impl Variant {
     }
 }
 
+/// Where a [`VariantTable`]'s variants come from: each built by table position when
+/// asked (the manifest's expansion), or a list held whole (tests, benchmarks).
+pub trait VariantSource: fmt::Debug + Send + Sync {
+    /// The variant at table position `index`, whose id is `id` (given, so that building
+    /// one need not hash it again).
+    fn build(&self, index: usize, id: &VariantId) -> Variant;
+}
+
+impl VariantSource for Vec<Variant> {
+    fn build(&self, index: usize, _id: &VariantId) -> Variant {
+        self[index].clone()
+    }
+}
+
 /// The variants of a run in manifest order, found by id in O(1): shared by the
-/// executors and the report instead of a copy of every variant each.
+/// executors and the report. It holds each variant's id (8 bytes) and its position, not
+/// the variant: one is built when asked for (when it starts, ends, or is reported) and
+/// dropped after, so the run's memory does not hold a million names, titles and tags.
 #[derive(Debug)]
 pub struct VariantTable {
-    list: Arc<Vec<Variant>>,
-    by_id: std::collections::HashMap<VariantId, u32>,
+    source: Arc<dyn VariantSource>,
+    /// Each variant's id ([`VariantId::bits`]), by position.
+    ids: Vec<u64>,
+    by_id: std::collections::HashMap<u64, u32>,
 }
 
 impl VariantTable {
-    /// The table of `list`.
+    /// The table of `list`, held whole.
     pub fn new(list: Arc<Vec<Variant>>) -> Self {
-        let by_id = list
+        let ids: Vec<VariantId> = list.iter().map(|v| v.id.clone()).collect();
+        Self::built(list, ids.iter())
+    }
+
+    /// The table of the variants `source` builds, whose ids are `ids`, by position.
+    ///
+    /// Every id must be one [`VariantId::compute`] made (all of a manifest's are).
+    pub fn built<'a>(
+        source: Arc<dyn VariantSource>,
+        ids: impl Iterator<Item = &'a VariantId>,
+    ) -> Self {
+        let ids: Vec<u64> = ids
+            .map(|id| id.bits().expect("a computed variant id is 16 hex digits"))
+            .collect();
+        let by_id = ids
             .iter()
             .enumerate()
-            .map(|(i, v)| (v.id.clone(), i as u32))
+            .map(|(i, &id)| (id, i as u32))
             .collect();
-        VariantTable { list, by_id }
+        VariantTable { source, ids, by_id }
     }
 
-    /// The variants, in manifest order.
-    pub fn list(&self) -> &[Variant] {
-        &self.list
-    }
-
-    /// The variants, in manifest order.
-    pub fn iter(&self) -> std::slice::Iter<'_, Variant> {
-        self.list.iter()
+    /// The variants, in manifest order, each built as it is reached.
+    pub fn iter(&self) -> impl Iterator<Item = Variant> + '_ {
+        (0..self.len()).map(|index| self.at(index))
     }
 
     /// How many.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.ids.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.ids.is_empty()
     }
 
     /// The manifest position of `id`.
     pub fn index_of(&self, id: &VariantId) -> Option<usize> {
-        self.by_id.get(id).map(|&i| i as usize)
+        self.by_id.get(&id.bits()?).map(|&i| i as usize)
     }
 
-    /// The variant `id`.
-    pub fn get(&self, id: &VariantId) -> Option<&Variant> {
-        self.index_of(id).map(|i| &self.list[i])
+    /// The variant at position `index` (below [`VariantTable::len`]), built.
+    pub fn at(&self, index: usize) -> Variant {
+        self.source
+            .build(index, &VariantId::from_bits(self.ids[index]))
     }
-}
 
-impl std::ops::Index<usize> for VariantTable {
-    type Output = Variant;
-    fn index(&self, index: usize) -> &Variant {
-        &self.list[index]
-    }
-}
-
-impl std::ops::Index<&VariantId> for VariantTable {
-    type Output = Variant;
-    fn index(&self, id: &VariantId) -> &Variant {
-        self.get(id).expect("a variant of the run")
+    /// The variant `id`, built.
+    pub fn get(&self, id: &VariantId) -> Option<Variant> {
+        self.index_of(id).map(|i| self.at(i))
     }
 }
 
@@ -375,6 +410,54 @@ mod tests {
         assert_eq!(local.describe(), "stems/x.wav");
         let url = StemSource::Url("https://x/../a.mp3".into());
         assert_eq!(url.describe(), "https://x/../a.mp3");
+    }
+
+    #[test]
+    fn a_computed_id_is_its_bits_and_no_other_text_has_bits() {
+        let source = StemSource::Url("https://x/a.mp3".into());
+        let id = VariantId::compute(&source, &params(), 1);
+        let bits = id.bits().unwrap();
+        assert_eq!(VariantId::from_bits(bits), id);
+        assert_eq!(VariantId::from_bits(255).as_str(), "00000000000000ff");
+        for text in [
+            "00000000000000FF",
+            "ff",
+            "00000000000000ff0",
+            "0x000000000000ff",
+        ] {
+            assert_eq!(VariantId(text.into()).bits(), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_table_finds_and_builds_its_variants_by_id() {
+        let source = StemSource::Url("https://x/a.mp3".into());
+        let stem = Arc::new(Stem {
+            name: "a".into(),
+            source: source.clone(),
+            takes: 3,
+            problem: None,
+        });
+        let list: Vec<Variant> = (1..=3)
+            .map(|take| Variant {
+                stem: Arc::clone(&stem),
+                name: "v".into(),
+                take,
+                params: params(),
+                id: VariantId::compute(&source, &params(), take),
+            })
+            .collect();
+        let table = VariantTable::new(Arc::new(list.clone()));
+        assert_eq!(table.len(), 3);
+        for (index, variant) in list.iter().enumerate() {
+            assert_eq!(table.index_of(&variant.id), Some(index));
+            assert_eq!(table.get(&variant.id).unwrap().take, variant.take);
+        }
+        let takes: Vec<u32> = table.iter().map(|v| v.take).collect();
+        assert_eq!(takes, [1, 2, 3]);
+        let elsewhere = VariantId::compute(&source, &params(), 4);
+        assert_eq!(table.index_of(&elsewhere), None);
+        assert_eq!(table.index_of(&VariantId("not an id".into())), None);
     }
 
     #[test]

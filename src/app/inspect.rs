@@ -29,13 +29,13 @@ pub(super) fn validate(path: &Path) -> anyhow::Result<u8> {
         eprintln!("warning: {line}");
     }
     // Stem names are unique within a manifest: by name, its variants and its problem.
+    // Counted by stem, so that no variant is built for it.
     let mut stems: BTreeMap<&str, (usize, Option<&str>)> = BTreeMap::new();
-    for variant in &manifest.variants {
-        let stem = &variant.stem;
+    for (stem, count) in manifest.variants.stems() {
         stems
             .entry(stem.name.as_str())
             .or_insert((0, stem.problem.as_deref()))
-            .0 += 1;
+            .0 += count;
     }
     for (name, (count, problem)) in &stems {
         if let Some(problem) = problem {
@@ -68,36 +68,31 @@ pub(super) async fn plan(
     shard: Option<Shard>,
 ) -> anyhow::Result<u8> {
     let path_owned = path.to_owned();
-    let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path_owned)).await??;
-    // Every shard's variants: a paid task of a variant not among them is collected.
-    let listed = match (shard, out) {
-        (Some(_), Some(_)) => manifest.variants.clone(),
-        _ => Vec::new(),
-    };
+    let manifest = tokio::task::spawn_blocking(move || manifest::load(&path_owned)).await??;
     for line in manifest.warning_lines() {
         eprintln!("warning: {line}");
     }
-    if let Some(shard) = shard {
-        manifest.variants.retain(|v| shard.contains(&v.id));
-    }
-    let listed = match shard {
-        Some(_) => &listed[..],
-        None => &manifest.variants[..],
-    };
-    let (resume, folded) = match out {
+    let own = |variant: &Variant| shard.is_none_or(|shard| shard.contains(&variant.id));
+    // Without a folder, each variant is built as it is written, and dropped: a million
+    // are never held. With one, the folder is weighed against them all at once.
+    let against = match out {
         Some(dir) => {
-            let (resume, folded) = plan_against(&manifest, listed, shard, dir).await?;
-            (Some(resume), folded)
+            let all = manifest.variants.to_vec();
+            let mine: Vec<Variant> = all.iter().filter(|v| own(v)).cloned().collect();
+            // Every shard's variants: a paid task of a variant not among them is collected.
+            let (resume, folded) = plan_against(&mine, &all, shard, dir).await?;
+            Some((mine, resume, folded))
         }
-        None => (None, Folded::default()),
+        None => None,
     };
-    let intents = resume.as_ref().map(|r| &r.intents);
-    let written = write_plan(io::stdout().lock(), &manifest.variants, csv, intents);
+    let intents = against.as_ref().map(|(_, resume, _)| &resume.intents);
+    let variants = manifest.variants.iter().filter(|v| own(v));
+    let written = write_plan(io::stdout().lock(), variants, csv, intents);
     match written {
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => return Ok(SUCCESS),
         other => other?,
     }
-    if let (Some(resume), Some(dir)) = (&resume, out) {
+    if let (Some((mine, resume, folded)), Some(dir)) = (&against, out) {
         // On stderr with --csv, so that stdout stays one clean table.
         let summary = cost_summary(resume, dir);
         match csv {
@@ -105,7 +100,7 @@ pub(super) async fn plan(
             false => println!("{summary}"),
         }
         let lines = [
-            bucket_summary(&manifest, resume, &folded).await?,
+            bucket_summary(&manifest, mine, resume, folded).await?,
             balance(&manifest).await,
         ];
         for line in lines.into_iter().flatten() {
@@ -121,7 +116,7 @@ pub(super) async fn plan(
 /// What a run into `dir` would do, from its journals (every shard's), read and never
 /// written; and the rest of their fold (the uploads they know).
 async fn plan_against(
-    manifest: &manifest::Manifest,
+    variants: &[Variant],
     listed: &[Variant],
     shard: Option<Shard>,
     dir: &Path,
@@ -131,7 +126,6 @@ async fn plan_against(
         retry_failed: false,
         now: chrono::Utc::now(),
     };
-    let variants = &manifest.variants;
     let priors = std::mem::take(&mut folded.priors);
     let resume = resume::prepare(variants, listed, shard, priors, dir, rerun).await?;
     Ok((resume, folded))
@@ -178,13 +172,14 @@ fn cost_summary(resume: &Resume, dir: &Path) -> String {
 /// (HEAD, as a run does) when the credentials are at hand; without them, an upper bound.
 async fn bucket_summary(
     manifest: &manifest::Manifest,
+    variants: &[Variant],
     resume: &Resume,
     folded: &Folded,
 ) -> anyhow::Result<Option<String>> {
     let manifest::UploadMode::S3(settings) = &manifest.upload.mode else {
         return Ok(None);
     };
-    let stems = crate::scheduler::local_stems_to_submit(&manifest.variants, &resume.entries);
+    let stems = crate::scheduler::local_stems_to_submit(variants, &resume.entries);
     let mut distinct: Vec<String> = stems
         .iter()
         .map(|stem| crate::storage::keys::stem_key(&settings.prefix, stem))
@@ -246,7 +241,7 @@ async fn balance(manifest: &manifest::Manifest) -> Option<String> {
 /// variant's intended action too.
 pub fn write_plan(
     out: impl Write,
-    variants: &[Variant],
+    variants: impl IntoIterator<Item = Variant>,
     csv: bool,
     intents: Option<&HashMap<VariantId, Intent>>,
 ) -> io::Result<()> {
@@ -285,25 +280,27 @@ fn plan_row(variant: &Variant, intents: Option<&HashMap<VariantId, Intent>>) -> 
 
 fn write_plan_csv(
     out: impl Write,
-    variants: &[Variant],
+    variants: impl IntoIterator<Item = Variant>,
     intents: Option<&HashMap<VariantId, Intent>>,
 ) -> io::Result<()> {
     let mut writer = ::csv::Writer::from_writer(out);
     writer.write_record(plan_header(intents.is_some()))?;
     for variant in variants {
-        writer.write_record(plan_row(variant, intents))?;
+        writer.write_record(plan_row(&variant, intents))?;
     }
     writer.flush()
 }
 
 fn write_plan_text(
     mut out: impl Write,
-    variants: &[Variant],
+    variants: impl IntoIterator<Item = Variant>,
     intents: Option<&HashMap<VariantId, Intent>>,
 ) -> io::Result<()> {
     let header = plan_header(intents.is_some());
+    let mut count = 0;
     for variant in variants {
-        let row = plan_row(variant, intents);
+        count += 1;
+        let row = plan_row(&variant, intents);
         if intents.is_some() {
             write!(out, "{:<20} ", row[row.len() - 1])?;
         }
@@ -318,7 +315,7 @@ fn write_plan_text(
         }
         writeln!(out)?;
     }
-    writeln!(out, "{}", counted(variants.len(), "variant"))?;
+    writeln!(out, "{}", counted(count, "variant"))?;
     out.flush()
 }
 

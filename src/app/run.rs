@@ -28,7 +28,7 @@ use crate::scheduler::{self, shared_limit, watched, Pacers, RunEnd, RunInputs, S
 use crate::shard::Shard;
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
-use crate::variant::{Variant, VariantId};
+use crate::variant::{Variant, VariantId, VariantTable};
 
 use super::bucket::{bucket_for_run, open_bucket, PreparedBucket, SurveyContext};
 use super::resume;
@@ -127,6 +127,8 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     };
     let Prepared {
         manifest,
+        variants,
+        positions,
         settings,
         out_dir,
         client,
@@ -141,7 +143,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         shard_part,
         bucket,
     } = prepared;
-    tracing::info!(variants = manifest.variants.len(), out = %out_dir.display(), "run starts");
+    tracing::info!(variants = variants.len(), out = %out_dir.display(), "run starts");
     let key_env = (!args.simulate).then(|| manifest.api.key_env.clone());
     let submits = entries.iter().any(|e| e.start == Start::Submit);
     let context = SurveyContext {
@@ -150,8 +152,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         stop: &interrupts.first,
         task_timeout: settings.task_timeout,
     };
-    let (bucket, storage_stop) =
-        bucket_for_run(bucket, &manifest.variants, &entries, context).await;
+    let (bucket, storage_stop) = bucket_for_run(bucket, &variants, &entries, context).await;
     let (preflight_stop, api_checked) = match (submits, storage_stop) {
         (_, Some(stop)) => (Some(stop), None),
         (true, None) => tokio::select! {
@@ -195,7 +196,12 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         out_dir: out_dir.clone(),
     };
     let csv_path = out_dir.join(FILE_NAME);
-    let variants = Arc::new(manifest.variants);
+    // From here on the run holds each variant's id, and builds a variant when it needs
+    // one: the list made to prepare the run is dropped.
+    let source = manifest.variants.source(positions);
+    let table = VariantTable::built(source, variants.iter().map(|v| &v.id));
+    drop(variants);
+    let variants = Arc::new(table);
     let state = tokio::select! {
         state = scheduler::run(Arc::clone(&variants), entries, orphans, inputs) => {
             progress.finish();
@@ -337,23 +343,26 @@ fn log_orphans(state: &RunState) {
 /// One warning per finished variant whose missing or changed track could not be
 /// downloaded again: it stays finished (its exit code is not touched), so this is where
 /// the morning learns that a file on disk is not what was paid for.
-fn log_unrestored(state: &RunState, variants: &[Variant]) {
-    // Few or none: looked up by a map of them, said in manifest order.
-    let notes: HashMap<&VariantId, &str> = state.unrestored().collect();
-    if notes.is_empty() {
-        return;
-    }
-    for variant in variants {
-        if let Some(note) = notes.get(&variant.id) {
-            let id = &variant.id;
-            tracing::warn!(variant_id = %id, "finished {}: {note}", progress::label(variant));
-        }
+fn log_unrestored(state: &RunState, variants: &VariantTable) {
+    // Few or none: said in manifest order.
+    let mut notes: Vec<(usize, &VariantId, &str)> = state
+        .unrestored()
+        .filter_map(|(id, note)| Some((variants.index_of(id)?, id, note)))
+        .collect();
+    notes.sort_unstable_by_key(|(index, _, _)| *index);
+    for (index, id, note) in notes {
+        let variant = variants.at(index);
+        tracing::warn!(variant_id = %id, "finished {}: {note}", progress::label(&variant));
     }
 }
 
 /// Everything a run needs before its first request.
 struct Prepared {
     manifest: Manifest,
+    /// The variants this run takes: all of the manifest's, or its shard's.
+    variants: Vec<Variant>,
+    /// A shard's run: the manifest positions of `variants`.
+    positions: Option<Vec<u32>>,
     settings: RunSettings,
     out_dir: PathBuf,
     client: ApiClient,
@@ -380,11 +389,18 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         .resolve()
         .map_err(|err| ExpectedError::usage(err.to_string()))?;
     let path = args.manifest.clone();
-    let mut manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
+    let manifest = tokio::task::spawn_blocking(move || manifest::load(&path)).await??;
     for line in manifest.warning_lines() {
         tracing::warn!("{line}");
     }
-    let all_variants = shard.map(|shard| take_shard(&mut manifest, shard));
+    let mut variants = manifest.variants.to_vec();
+    let (all_variants, positions) = match shard {
+        Some(shard) => {
+            let (all, positions) = take_shard(&mut variants, shard);
+            (Some(all), Some(positions))
+        }
+        None => (None, None),
+    };
     let bucket = open_bucket(&manifest)?;
     let settings = settings_of(args, &manifest);
     let today = chrono::Local::now().date_naive();
@@ -413,9 +429,8 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     });
     let fresh_folder = folder.folded.is_empty();
     let priors = std::mem::take(&mut folder.folded.priors);
-    let listed = all_variants.as_deref().unwrap_or(&manifest.variants);
-    let resume =
-        resume::prepare(&manifest.variants, listed, shard, priors, &out_dir, rerun).await?;
+    let listed = all_variants.as_deref().unwrap_or(&variants);
+    let resume = resume::prepare(&variants, listed, shard, priors, &out_dir, rerun).await?;
     resume::log_summary(&resume, fresh_folder);
     let new_tasks = shards_new_tasks.unwrap_or_else(|| resume.new_tasks());
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
@@ -434,6 +449,8 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     });
     Ok(Prepared {
         manifest,
+        variants,
+        positions,
         settings,
         out_dir,
         client,
@@ -531,21 +548,22 @@ async fn move_superseded(out_dir: &Path, resume: &resume::Resume) -> anyhow::Res
     Ok(())
 }
 
-/// Keeps in `manifest` the variants of `shard`, and returns all of them: the folder's
-/// `results.csv` lists every variant of the manifest.
-fn take_shard(manifest: &mut Manifest, shard: Shard) -> Vec<Variant> {
-    let own: Vec<Variant> = manifest
-        .variants
+/// Keeps in `variants` those of `shard`, and returns all of them (the folder's
+/// `results.csv` lists every variant of the manifest) with the positions of those kept.
+fn take_shard(variants: &mut Vec<Variant>, shard: Shard) -> (Vec<Variant>, Vec<u32>) {
+    let positions: Vec<u32> = (0..variants.len() as u32)
+        .filter(|&i| shard.contains(&variants[i as usize].id))
+        .collect();
+    let own: Vec<Variant> = positions
         .iter()
-        .filter(|v| shard.contains(&v.id))
-        .cloned()
+        .map(|&i| variants[i as usize].clone())
         .collect();
     tracing::info!(
         variants = own.len(),
-        of = manifest.variants.len(),
+        of = variants.len(),
         "this run takes shard {shard} of the manifest"
     );
-    std::mem::replace(&mut manifest.variants, own)
+    (std::mem::replace(variants, own), positions)
 }
 
 /// Maps how the run ended to SPEC.md's exit code.

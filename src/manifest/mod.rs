@@ -2,7 +2,8 @@
 //!
 //! Three pure stages, each a function: `raw` mirrors the TOML, `validate` turns it into
 //! typed settings and parameter layers while collecting *every* problem with its line and
-//! key, `expand` crosses stems, variants, matrices and takes into the variant list. Only
+//! key, `expand` crosses stems, variants, matrices and takes into the variants, checked
+//! once and then built on demand (a million are never held at once). Only
 //! [`load`] touches the file system.
 
 mod expand;
@@ -17,8 +18,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::stems::{DiskFiles, LocalFiles};
-use crate::variant::Variant;
 
+pub use expand::Variants;
 pub use limits::{redact, LimitSettings, RedisUrl, RedisUrlSource, ShardPosition, REDIS_URL_ENV};
 pub use settings::{
     url_expiry_margin, ApiSettings, Rate, RunSettings, S3Settings, UploadMode, UploadSettings,
@@ -38,8 +39,8 @@ pub struct Manifest {
     pub upload: UploadSettings,
     /// `[limits]`
     pub limits: LimitSettings,
-    /// Every (stem, variant, take), in manifest order.
-    pub variants: Vec<Variant>,
+    /// Every (stem, variant, take), in manifest order, each built when asked for.
+    pub variants: Variants,
     /// What was left out without making the manifest invalid (a glob's `readme.txt`), by
     /// line: each command that loads the manifest says each once.
     pub warnings: Vec<Problem>,
@@ -163,7 +164,7 @@ pub fn parse_with(
         disk: files,
     };
     let validated = validate::validate(&raw, &files, &mut problems);
-    let variants = expand::expand(&validated.stems, &mut problems);
+    expand::check(&validated.stems, &mut problems);
     let warnings = problems.take_warnings();
     let problems = problems.into_sorted();
     if !problems.is_empty() {
@@ -175,7 +176,7 @@ pub fn parse_with(
         run: validated.run,
         upload: validated.upload,
         limits: validated.limits,
-        variants,
+        variants: Variants::new(validated.stems),
         warnings,
     })
 }

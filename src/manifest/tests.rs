@@ -191,8 +191,11 @@ fn inheritance_matrix_variants_and_takes_expand_in_order() {
         .variants
         .iter()
         .all(|v| v.params.vocal_gender == Some(crate::variant::VocalGender::Female)));
-    assert_eq!(manifest.variants[0].file_base(), "piano-t1");
-    assert_eq!(manifest.variants[4].file_base(), "lofi-chill_0-3");
+    assert_eq!(manifest.variants.get(0).unwrap().file_base(), "piano-t1");
+    assert_eq!(
+        manifest.variants.get(4).unwrap().file_base(),
+        "lofi-chill_0-3"
+    );
 }
 
 #[test]
@@ -228,16 +231,28 @@ fn run_settings_default_as_the_spec_says() {
     );
     assert_eq!(manifest.api.key_env, "VIDGO_API_KEY");
     assert_eq!(manifest.variants.len(), 1);
-    assert_eq!(manifest.variants[0].name, "default");
+    assert_eq!(manifest.variants.get(0).unwrap().name, "default");
 }
 
 #[test]
 fn variant_ids_are_stable_across_parses_and_change_with_parameters() {
     let text = format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n");
-    let first = parse_text(&text).unwrap().variants[0].id.clone();
-    assert_eq!(first, parse_text(&text).unwrap().variants[0].id);
+    let first = parse_text(&text)
+        .unwrap()
+        .variants
+        .get(0)
+        .unwrap()
+        .id
+        .clone();
+    assert_eq!(
+        first,
+        parse_text(&text).unwrap().variants.get(0).unwrap().id
+    );
     let changed = text.replace("tags = \"pop\"", "tags = \"rock\"");
-    assert_ne!(first, parse_text(&changed).unwrap().variants[0].id);
+    assert_ne!(
+        first,
+        parse_text(&changed).unwrap().variants.get(0).unwrap().id
+    );
 }
 
 /// A `[stem.matrix]` of `tags` tags times `negative` negative tags: their product in
@@ -433,6 +448,83 @@ fn the_count_is_what_expansion_builds() {
     }
 }
 
+/// Each variant is built again, the same, from its position alone: across stems, the
+/// files of a glob, listed variants crossed with a matrix, and takes.
+#[test]
+fn a_variant_built_by_position_is_the_one_iteration_builds() {
+    let text = format!(
+        "{DEFAULTS}{}[[stem]]\nglob = \"in/*.wav\"\ntakes = 2\n\
+         [[stem.variant]]\nname = \"x\"\n[[stem.variant]]\nname = \"y\"\n{}",
+        url_stems(2, 2, 3),
+        matrix(3, 2)
+    );
+    let variants = parse_with(Path::new("m.toml"), &text, &ManyFiles(3))
+        .unwrap()
+        .variants;
+    let key = |v: &crate::variant::Variant| {
+        format!(
+            "{}/{}/t{} {} {}",
+            v.stem.name, v.name, v.take, v.params.tags, v.id
+        )
+    };
+    let iterated: Vec<String> = variants.iter().map(|v| key(&v)).collect();
+    assert_eq!(iterated.len(), 2 * 6 + 3 * 2 * 6 * 2);
+    assert_eq!(variants.len(), iterated.len());
+    // Backwards, so that no position leans on the one before it.
+    for index in (0..variants.len()).rev() {
+        assert_eq!(key(&variants.get(index).unwrap()), iterated[index]);
+    }
+    assert!(variants.get(variants.len()).is_none());
+    assert_eq!(
+        iterated[12],
+        format!("g1/x_t0_n0/t1 t0 {}", variants.get(12).unwrap().id)
+    );
+    assert_eq!(
+        iterated[13],
+        format!("g1/x_t0_n0/t2 t0 {}", variants.get(13).unwrap().id)
+    );
+    let ids: std::collections::HashSet<_> = variants.iter().map(|v| v.id).collect();
+    assert_eq!(ids.len(), variants.len());
+    let stems: Vec<_> = variants
+        .stems()
+        .map(|(stem, count)| format!("{} {count}", stem.name))
+        .collect();
+    assert_eq!(stems, ["s1 6", "s2 6", "g1 24", "g2 24", "g3 24"]);
+    // A shard's run: a table over some positions, each built with its known id.
+    let positions = vec![0, 13, 40, 83];
+    let chosen: Vec<_> = positions
+        .iter()
+        .map(|&p| variants.get(p as usize).unwrap())
+        .collect();
+    let source = variants.source(Some(positions));
+    let table = crate::variant::VariantTable::built(source, chosen.iter().map(|v| &v.id));
+    for (index, variant) in chosen.iter().enumerate() {
+        assert_eq!(table.index_of(&variant.id), Some(index));
+        assert_eq!(key(&table.at(index)), key(variant));
+    }
+    let all = variants.source(None);
+    let table = crate::variant::VariantTable::built(all, variants.to_vec().iter().map(|v| &v.id));
+    let rebuilt: Vec<String> = table.iter().map(|v| key(&v)).collect();
+    assert_eq!(rebuilt, iterated);
+}
+
+/// Matrix values whose slugs coincide make two combinations of one name: each is found,
+/// naming the line of the first.
+#[test]
+fn matrix_values_of_one_slug_are_duplicate_names() {
+    let text = format!(
+        "{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n\
+         [stem.matrix]\ntags = [\"a b\", \"c\", \"a-b\"]\nstyle_weight = [0.1, 0.2]\n"
+    );
+    assert_eq!(
+        problems_of(&text),
+        [
+            "7: stem[1].matrix.name: stem \"a\" has two variants named \"a-b_0-1\" (the other is on line 7)",
+            "7: stem[1].matrix.name: stem \"a\" has two variants named \"a-b_0-2\" (the other is on line 7)",
+        ]
+    );
+}
+
 #[test]
 fn a_value_of_the_wrong_type_names_its_key_in_plain_words() {
     let cases: &[(&str, &str)] = &[
@@ -554,16 +646,21 @@ fn output_dir_defaults_to_one_fixed_folder_and_title_to_stem_and_variant() {
         [[stem]]\nurl = \"https://x.com/b.mp3\"\ntitle = \"{stem}, take {take}\"\n";
     let manifest = parse_text(text).unwrap();
     assert_eq!(manifest.run.output_dir, "out");
-    let titles: Vec<_> = manifest
-        .variants
-        .iter()
-        .map(|v| v.params.title.as_str())
-        .collect();
+    let titles: Vec<_> = manifest.variants.iter().map(|v| v.params.title).collect();
     assert_eq!(titles, ["a piano", "own of a", "b, take 1"]);
     // [defaults] may set its own title over the built-in one.
     let text = format!("{DEFAULTS}[[stem]]\nurl = \"https://x.com/a.mp3\"\n")
         .replace("{stem} {variant}", "{stem}!");
-    assert_eq!(parse_text(&text).unwrap().variants[0].params.title, "a!");
+    assert_eq!(
+        parse_text(&text)
+            .unwrap()
+            .variants
+            .get(0)
+            .unwrap()
+            .params
+            .title,
+        "a!"
+    );
     // The built-in title can grow too long too: the problem points at the variant.
     let text = format!(
         "[defaults]\ntags = \"pop\"\nnegative_tags = \"\"\n[[stem]]\nname = \"{}\"\nurl = \"https://x.com/a.mp3\"\n[[stem.variant]]\nname = \"{}\"\n",
@@ -630,7 +727,7 @@ fn a_globbed_file_that_cannot_be_sent_still_expands_and_carries_its_problem() {
     );
     // Their ids come from their content, as every local stem's do.
     use sha2::Digest;
-    let lyrics = &manifest.variants[4];
+    let lyrics = &manifest.variants.get(4).unwrap();
     let crate::variant::StemSource::Local(local) = &lyrics.stem.source else {
         panic!("a local stem")
     };
@@ -769,7 +866,11 @@ fn a_globbed_file_not_named_as_audio_is_no_stem_but_a_warning() {
     let manifest_path = dir.path().join("m.toml");
     let text = format!("{DEFAULTS}[[stem]]\nglob = \"in/*\"\n");
     let manifest = parse(&manifest_path, &text).unwrap();
-    let names: Vec<_> = manifest.variants.iter().map(|v| &v.stem.name).collect();
+    let names: Vec<_> = manifest
+        .variants
+        .iter()
+        .map(|v| v.stem.name.clone())
+        .collect();
     assert_eq!(names, ["ballad"]);
     let line = text.lines().position(|l| l.starts_with("glob")).unwrap() + 1;
     let base = dir.path().display();

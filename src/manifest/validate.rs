@@ -168,13 +168,73 @@ pub(super) struct VariantSpec {
     pub layer: ParamLayer,
 }
 
-/// A stem with its variant specs.
+/// A stem with its variant specs, which it shares with the other files of its glob.
 #[derive(Debug)]
 pub(super) struct StemPlan {
     pub stem: Arc<Stem>,
     pub field: String,
     pub line: usize,
-    pub specs: Vec<VariantSpec>,
+    pub specs: Arc<Specs>,
+}
+
+/// A stem's variant specs, built one at a time by position: the listed variants, the
+/// matrix combinations, or each listed variant crossed with each combination; one variant
+/// named "default" when there are neither. A million of them are never held at once.
+#[derive(Debug)]
+pub(super) struct Specs {
+    field: String,
+    line: usize,
+    /// `[defaults]` and the stem's own parameters merged.
+    layer: ParamLayer,
+    listed: Option<Vec<VariantSpec>>,
+    matrix: Option<Matrix>,
+    /// How many; 0 for a manifest past [`MAX_VARIANTS`], whose specs are never built.
+    len: usize,
+}
+
+impl Specs {
+    /// How many specs.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The spec at `index` (below [`Specs::len`]), its layers merged: the same spec, in
+    /// the same order, at every call.
+    pub(super) fn spec(&self, index: usize) -> VariantSpec {
+        let spec = match (&self.listed, &self.matrix) {
+            (None, None) => VariantSpec {
+                name: "default".into(),
+                line: self.line,
+                field: self.field.clone(),
+                layer: ParamLayer::default(),
+            },
+            (Some(listed), None) => listed[index].clone(),
+            (None, Some(matrix)) => {
+                let (name, layer) = matrix.combination(index);
+                VariantSpec {
+                    name,
+                    line: matrix.line,
+                    field: matrix.field.clone(),
+                    layer,
+                }
+            }
+            (Some(listed), Some(matrix)) => {
+                let combinations = matrix.len();
+                let variant = &listed[index / combinations];
+                let (name, layer) = matrix.combination(index % combinations);
+                VariantSpec {
+                    name: format!("{}_{name}", variant.name),
+                    line: variant.line,
+                    field: variant.field.clone(),
+                    layer: variant.layer.overlay(&layer),
+                }
+            }
+        };
+        VariantSpec {
+            layer: self.layer.overlay(&spec.layer),
+            ..spec
+        }
+    }
 }
 
 /// Everything validation produces.
@@ -197,14 +257,7 @@ pub(super) fn validate(raw: &RawManifest, files: &Files, problems: &mut Problems
     let within_cap = count.is_some_and(|count| count <= MAX_VARIANTS);
     let stems = drafts
         .into_iter()
-        .flat_map(|draft| {
-            let specs = if within_cap {
-                draft.specs()
-            } else {
-                Vec::new()
-            };
-            draft.into_plans(specs)
-        })
+        .flat_map(|draft| draft.into_plans(within_cap))
         .collect::<Vec<_>>();
     let mut seen = std::collections::HashMap::new();
     for plan in &stems {
@@ -267,12 +320,70 @@ pub(super) struct StemDraft {
 }
 
 /// A `[stem.matrix]` with every value checked, its combinations not yet built.
+#[derive(Debug)]
 struct Matrix {
     field: String,
     line: usize,
-    /// Each list's values: slug and parameter layer. Empty when the matrix cannot be used
-    /// (a problem was recorded), so that it makes no combination.
-    axes: Vec<Vec<(String, ParamLayer)>>,
+    /// Each list's values: slug and value. Empty when the matrix cannot be used (a
+    /// problem was recorded), so that it makes no combination.
+    axes: Vec<Vec<(Box<str>, AxisValue)>>,
+}
+
+/// One value of a matrix list, checked: the one parameter it sets. A list of 100,000
+/// tags is held as 100,000 of these, not as as many whole parameter layers.
+#[derive(Debug)]
+enum AxisValue {
+    /// A value that did not pass its check (a problem was recorded).
+    Unset,
+    Model(Model),
+    Title(Arc<TitleTemplate>),
+    Tags(Box<str>),
+    NegativeTags(Box<str>),
+    VocalGender(VocalGender),
+    StyleWeight(Weight),
+    WeirdnessConstraint(Weight),
+    AudioWeight(Weight),
+}
+
+impl AxisValue {
+    /// The value of a layer that sets one parameter at most (as a list's value does).
+    fn of(layer: ParamLayer) -> Self {
+        let ParamLayer {
+            model,
+            title,
+            tags,
+            negative_tags,
+            vocal_gender,
+            style_weight,
+            weirdness_constraint,
+            audio_weight,
+        } = layer;
+        let text = |s: String| s.into_boxed_str();
+        (model.map(Self::Model))
+            .or(title.map(Self::Title))
+            .or(tags.map(text).map(Self::Tags))
+            .or(negative_tags.map(text).map(Self::NegativeTags))
+            .or(vocal_gender.map(Self::VocalGender))
+            .or(style_weight.map(Self::StyleWeight))
+            .or(weirdness_constraint.map(Self::WeirdnessConstraint))
+            .or(audio_weight.map(Self::AudioWeight))
+            .unwrap_or(Self::Unset)
+    }
+
+    /// Sets its parameter on `layer`.
+    fn apply(&self, layer: &mut ParamLayer) {
+        match self {
+            Self::Unset => {}
+            Self::Model(model) => layer.model = Some(*model),
+            Self::Title(title) => layer.title = Some(Arc::clone(title)),
+            Self::Tags(tags) => layer.tags = Some(tags.to_string()),
+            Self::NegativeTags(tags) => layer.negative_tags = Some(tags.to_string()),
+            Self::VocalGender(gender) => layer.vocal_gender = Some(*gender),
+            Self::StyleWeight(weight) => layer.style_weight = Some(*weight),
+            Self::WeirdnessConstraint(weight) => layer.weirdness_constraint = Some(*weight),
+            Self::AudioWeight(weight) => layer.audio_weight = Some(*weight),
+        }
+    }
 }
 
 /// Every `[[stem]]` as a draft; a stem whose source is unusable has none.
@@ -360,61 +471,31 @@ impl StemDraft {
             .checked_mul(u64::from(self.takes))
     }
 
-    /// The listed variants, the matrix combinations, or each listed variant crossed with
-    /// each combination; one variant named "default" when there are neither. Builds every
-    /// one of them: only for a manifest whose count is within [`MAX_VARIANTS`].
-    fn specs(&self) -> Vec<VariantSpec> {
-        let specs = match (&self.listed, &self.matrix) {
-            (None, None) => vec![VariantSpec {
-                name: "default".into(),
-                line: self.line,
-                field: self.field.clone(),
-                layer: ParamLayer::default(),
-            }],
-            (Some(listed), None) => listed.clone(),
-            (None, Some(matrix)) => matrix
-                .combinations()
-                .into_iter()
-                .map(|(name, layer)| VariantSpec {
-                    name,
-                    line: matrix.line,
-                    field: matrix.field.clone(),
-                    layer,
-                })
-                .collect(),
-            (Some(listed), Some(matrix)) => {
-                let combinations = matrix.combinations();
-                listed
-                    .iter()
-                    .flat_map(|variant| {
-                        combinations.iter().map(move |(name, layer)| VariantSpec {
-                            name: format!("{}_{name}", variant.name),
-                            line: variant.line,
-                            field: variant.field.clone(),
-                            layer: variant.layer.overlay(layer),
-                        })
-                    })
-                    .collect()
-            }
+    /// One plan per source, all sharing its specs; none of them is built here, and
+    /// none at all unless `within_cap` (the manifest's count is within [`MAX_VARIANTS`]).
+    fn into_plans(self, within_cap: bool) -> Vec<StemPlan> {
+        // Within the cap, the count fits in usize (it is at most MAX_VARIANTS).
+        let len = match within_cap {
+            true => self.parameter_sets().unwrap_or(0) as usize,
+            false => 0,
         };
-        specs
-            .into_iter()
-            .map(|spec| VariantSpec {
-                layer: self.layer.overlay(&spec.layer),
-                ..spec
-            })
-            .collect()
-    }
-
-    /// One plan per source, each with `specs`.
-    fn into_plans(self, specs: Vec<VariantSpec>) -> Vec<StemPlan> {
         let StemDraft {
             field,
             line,
             sources,
             takes,
-            ..
+            layer,
+            listed,
+            matrix,
         } = self;
+        let specs = Arc::new(Specs {
+            field: field.clone(),
+            line,
+            layer,
+            listed,
+            matrix,
+            len,
+        });
         sources
             .into_iter()
             .map(|source| StemPlan {
@@ -426,7 +507,7 @@ impl StemDraft {
                 }),
                 field: field.clone(),
                 line,
-                specs: specs.clone(),
+                specs: Arc::clone(&specs),
             })
             .collect()
     }
@@ -497,7 +578,7 @@ fn listed_variant(
 fn matrix(raw: &Spanned<RawMatrix>, field: String, problems: &mut Problems) -> Matrix {
     let line = problems.line(raw.span());
     let matrix = raw.get_ref();
-    let mut axes: Vec<Vec<(String, ParamLayer)>> = Vec::new();
+    let mut axes: Vec<Vec<(Box<str>, AxisValue)>> = Vec::new();
     for axis in [
         axis(&matrix.model, "model", |p, v| p.model = Some(v)),
         axis(&matrix.title, "title", |p, v| p.title = Some(v)),
@@ -530,7 +611,10 @@ fn matrix(raw: &Spanned<RawMatrix>, field: String, problems: &mut Problems) -> M
             Axis::Values(values) => axes.push(
                 values
                     .into_iter()
-                    .map(|(slug, raw)| (slug, params(&raw, &field, problems)))
+                    .map(|(slug, raw)| {
+                        let value = AxisValue::of(params(&raw, &field, problems));
+                        (slug.into_boxed_str(), value)
+                    })
                     .collect(),
             ),
         }
@@ -568,29 +652,31 @@ impl Matrix {
             .try_fold(1u64, u64::checked_mul)
     }
 
-    /// Every combination, named by its slugged values joined by "_".
-    fn combinations(&self) -> Vec<(String, ParamLayer)> {
-        if self.axes.is_empty() {
-            return Vec::new();
+    /// How many combinations, for a matrix within [`MAX_MATRIX_COMBINATIONS`].
+    fn len(&self) -> usize {
+        self.count().unwrap_or(0) as usize
+    }
+
+    /// The combination at `index` (below [`Matrix::len`]), named by its slugged values
+    /// joined by "_": the last list varies fastest, as when the lists are crossed in order.
+    fn combination(&self, index: usize) -> (String, ParamLayer) {
+        let mut picks = vec![0; self.axes.len()];
+        let mut rest = index;
+        for (pick, axis) in picks.iter_mut().zip(&self.axes).rev() {
+            *pick = rest % axis.len();
+            rest /= axis.len();
         }
-        self.axes.iter().fold(
-            vec![(String::new(), ParamLayer::default())],
-            |combos, axis| {
-                combos
-                    .iter()
-                    .flat_map(|(name, layer)| {
-                        axis.iter().map(move |(slug, value)| {
-                            let name = if name.is_empty() {
-                                slug.clone()
-                            } else {
-                                format!("{name}_{slug}")
-                            };
-                            (name, layer.overlay(value))
-                        })
-                    })
-                    .collect()
-            },
-        )
+        let mut name = String::new();
+        let mut layer = ParamLayer::default();
+        for (&pick, axis) in picks.iter().zip(&self.axes) {
+            let (slug, value) = &axis[pick];
+            if !name.is_empty() {
+                name.push('_');
+            }
+            name.push_str(slug);
+            value.apply(&mut layer);
+        }
+        (name, layer)
     }
 }
 
@@ -771,6 +857,56 @@ mod tests {
         assert_eq!(slug("0.3"), "0-3");
         assert_eq!(slug("  Jazz!! "), "jazz");
         assert_eq!(slug(""), "empty");
+    }
+
+    /// Each parameter a list can set is kept as one value and set again as it was.
+    #[test]
+    fn a_list_value_sets_again_the_one_parameter_it_held() {
+        let weight = Weight::from_f64(0.3).unwrap();
+        let title = Arc::new(TitleTemplate {
+            text: "{stem}".into(),
+            written: Some((3, "stem[1].matrix.title".into())),
+        });
+        let layers = [
+            ParamLayer {
+                model: Some(Model::V5),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                title: Some(title),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                tags: Some("lofi".into()),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                negative_tags: Some("drums".into()),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                vocal_gender: Some(VocalGender::Female),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                style_weight: Some(weight),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                weirdness_constraint: Some(weight),
+                ..ParamLayer::default()
+            },
+            ParamLayer {
+                audio_weight: Some(weight),
+                ..ParamLayer::default()
+            },
+            ParamLayer::default(),
+        ];
+        for layer in layers {
+            let mut again = ParamLayer::default();
+            AxisValue::of(layer.clone()).apply(&mut again);
+            assert_eq!(format!("{again:?}"), format!("{layer:?}"));
+        }
     }
 
     #[test]

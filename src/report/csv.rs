@@ -168,6 +168,7 @@ mod tests {
         crate::manifest::parse(Path::new("m.toml"), text)
             .unwrap()
             .variants
+            .to_vec()
     }
 
     #[test]

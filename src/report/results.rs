@@ -94,8 +94,7 @@ impl Results {
         let Some(index) = self.variants.index_of(id) else {
             return Ok(None);
         };
-        let variant = &self.variants[index];
-        let rows = render(variant, record)?;
+        let rows = render(&self.variants.at(index), record)?;
         let waves: Vec<(&str, &str)> = record
             .tracks
             .iter()
@@ -182,7 +181,7 @@ impl Results {
             listed: self
                 .unfinished
                 .iter()
-                .map(|(index, (_, record))| (self.variants[*index].clone(), record.clone()))
+                .map(|(index, (_, record))| (self.variants.at(*index), record.clone()))
                 .collect(),
             not_listed: self.not_listed,
         }
@@ -207,13 +206,13 @@ impl Snapshot {
         let mut buffer = Vec::new();
         for (index, slot) in self.slots.iter().enumerate() {
             if let Some(record) = self.in_flight.get(&index) {
-                out.write_all(&render(&self.variants[index], record)?)?;
+                out.write_all(&render(&self.variants.at(index), record)?)?;
             } else if slot.rows > 0 {
                 buffer.resize(slot.rows as usize, 0);
                 self.spool.read_exact_at(&mut buffer, slot.offset)?;
                 out.write_all(&buffer)?;
             } else {
-                out.write_all(&render(&self.variants[index], &pending)?)?;
+                out.write_all(&render(&self.variants.at(index), &pending)?)?;
             }
         }
         Ok(())
@@ -314,7 +313,7 @@ mod tests {
                 .join(", ")
         );
         let manifest = crate::manifest::parse(Path::new("m.toml"), &text).unwrap();
-        Arc::new(VariantTable::new(Arc::new(manifest.variants)))
+        Arc::new(VariantTable::new(Arc::new(manifest.variants.to_vec())))
     }
 
     fn finished(file: &str, wave: Option<&str>) -> VariantRecord {
@@ -369,7 +368,8 @@ mod tests {
         let mut streamed = Vec::new();
         snapshot.write(&mut streamed).unwrap();
         let mut whole = Vec::new();
-        crate::report::csv::write(&mut whole, variants.list(), &records).unwrap();
+        crate::report::csv::write(&mut whole, &variants.iter().collect::<Vec<_>>(), &records)
+            .unwrap();
         assert_eq!(
             String::from_utf8(streamed).unwrap(),
             String::from_utf8(whole).unwrap()
@@ -421,17 +421,18 @@ mod tests {
             ..VariantRecord::default()
         };
         // The second was an error before this run, too.
-        results.put_waiting(&variants[1].id, &error).unwrap();
+        results.put_waiting(&variants.at(1).id, &error).unwrap();
         // Ended in reverse manifest order; the first one pending (not named).
-        for variant in variants.iter().skip(1).rev() {
+        let list: Vec<_> = variants.iter().collect();
+        for variant in list.iter().skip(1).rev() {
             results.put_ended(&variant.id, &error).unwrap();
         }
         results
-            .put_ended(&variants[0].id, &VariantRecord::default())
+            .put_ended(&variants.at(0).id, &VariantRecord::default())
             .unwrap();
         let unfinished = results.unfinished();
         let names: Vec<_> = unfinished.listed.iter().map(|(v, _)| &v.id).collect();
-        let expected: Vec<_> = variants
+        let expected: Vec<_> = list
             .iter()
             .skip(1)
             .take(UNFINISHED_KEPT)

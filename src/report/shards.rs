@@ -366,7 +366,8 @@ mod tests {
         let text = "[defaults]\ntitle = \"t\"\nnegative_tags = \"\"\n[[stem]]\nurl = \"https://h/s.wav\"\n[stem.matrix]\ntags = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\n";
         let all = crate::manifest::parse(Path::new("m.toml"), text)
             .unwrap()
-            .variants;
+            .variants
+            .to_vec();
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path();
         let shards = [0, 1].map(|i| Shard::new(i, 2, "test").unwrap());

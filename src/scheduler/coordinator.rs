@@ -283,7 +283,7 @@ impl Coordinator {
     /// Tells the live view of a variant's change.
     fn report(&self, id: &VariantId, change: Change<'_>) {
         if let Some(variant) = self.executor.variants.get(id) {
-            self.progress.report(variant, change, self.snapshot());
+            self.progress.report(&variant, change, self.snapshot());
         }
     }
 
@@ -380,7 +380,13 @@ impl Coordinator {
         let known = self.results.waves_in_order();
         let variants = Arc::clone(&self.executor.variants);
         let write = move || {
-            let stems = report::choosing::stem_infos(variants.list(), &dir);
+            // One variant of each stem: the page needs the stems, not every variant.
+            let mut seen = std::collections::HashSet::new();
+            let firsts: Vec<_> = variants
+                .iter()
+                .filter(|v| seen.insert(v.stem.name.clone()))
+                .collect();
+            let stems = report::choosing::stem_infos(&firsts, &dir);
             report::html::write_file_with(&dir, known, Some(&stems))
         };
         match tokio::task::spawn_blocking(write).await {

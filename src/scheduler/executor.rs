@@ -61,7 +61,11 @@ impl Executor {
     /// Carries out `action`; `None` for the actions the coordinator carries out itself.
     pub async fn execute(self: Arc<Self>, action: Action) -> Option<Event> {
         Some(match action {
-            Action::Submit { id, after } => self.submit(&self.variants[&id], after).await,
+            Action::Submit { id, after } => {
+                // Built when it starts, dropped when its submit is done.
+                let variant = self.variants.get(&id).expect("a variant of the run");
+                self.submit(&variant, after).await
+            }
             Action::Poll { id, task_id, after } => self.poll(id, &task_id, after).await,
             Action::Download {
                 id,
@@ -70,7 +74,7 @@ impl Executor {
                 file,
             } => {
                 let variant = self.variants.get(&id);
-                self.download(id.clone(), variant, task_id, number, &file)
+                self.download(id.clone(), variant.as_ref(), task_id, number, &file)
                     .await
             }
             Action::End { .. } | Action::Stop(_) => return None,

@@ -103,16 +103,19 @@ pub struct RunInputs {
 
 /// The local stems of the variants this run will submit, in manifest order: the order
 /// in which they are uploaded.
-pub fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<LocalStem> {
+pub fn local_stems_to_submit<V: std::borrow::Borrow<Variant>>(
+    variants: impl IntoIterator<Item = V>,
+    entries: &[Entry],
+) -> Vec<LocalStem> {
     let submitting: std::collections::HashSet<_> = entries
         .iter()
         .filter(|e| e.start == Start::Submit)
         .map(|e| &e.id)
         .collect();
     variants
-        .iter()
-        .filter(|v| submitting.contains(&v.id))
-        .filter_map(|v| match &v.stem.source {
+        .into_iter()
+        .filter(|v| submitting.contains(&v.borrow().id))
+        .filter_map(|v| match &v.borrow().stem.source {
             StemSource::Local(local) => Some(local.clone()),
             StemSource::Url(_) => None,
         })
@@ -124,7 +127,7 @@ pub fn local_stems_to_submit(variants: &[Variant], entries: &[Entry]) -> Vec<Loc
 /// variants no longer in the manifest ([`rerun::orphans`]): polled and downloaded
 /// into `superseded/`, never bought, never in `results.csv`.
 pub async fn run(
-    variants: Arc<Vec<Variant>>,
+    variants: Arc<VariantTable>,
     entries: Vec<Entry>,
     orphans: Vec<Entry>,
     mut inputs: RunInputs,
@@ -133,9 +136,8 @@ pub async fn run(
     // A child of the signal's token: the first signal stops every submit still waiting for
     // its slot at once, before the coordinator hears of it.
     let stop_submits = inputs.stops.interrupted.child_token();
-    let to_upload = local_stems_to_submit(&variants, &entries);
+    let to_upload = local_stems_to_submit(variants.iter(), &entries);
     let uploads = start_uploads(&mut inputs, &to_upload, retry, stop_submits.clone());
-    let variants = Arc::new(VariantTable::new(variants));
     let results = Results::new(&report_dir(&inputs), Arc::clone(&variants))?;
     let executor = Arc::new(executor(&inputs, variants, uploads, retry, stop_submits)?);
     let state = RunState::new(policy(&inputs.settings, retry), entries).with_orphans(orphans);

@@ -297,6 +297,7 @@ mod tests {
         crate::manifest::parse(Path::new("m.toml"), &format!("{head}{text}"))
             .unwrap()
             .variants
+            .to_vec()
     }
 
     fn finished_with_tracks(files: &[&str]) -> Prior {

@@ -149,14 +149,56 @@ impl Kind {
     }
 }
 
-/// A variant waiting for an in-flight slot, in the queue.
+/// A variant waiting for an in-flight slot, in the queue: its id and, for one that does
+/// not start as a fresh submit, the rest. Most of a fresh run's variants wait as an id
+/// alone (32 bytes and its text): the queue is the largest thing the machine holds.
 #[derive(Clone, Debug)]
 struct Waiting {
     id: VariantId,
+    /// `None` for a variant no run knows: submitted, its record [`UNKNOWN`].
+    known: Option<Box<Known>>,
+}
+
+/// How a waiting variant starts, and what earlier runs left of it.
+#[derive(Clone, Debug)]
+struct Known {
     start: Start,
-    /// What earlier runs left; `None` for a variant no run knows (most of a fresh run:
-    /// the queue is the largest thing the machine holds).
-    record: Option<Box<VariantRecord>>,
+    /// `None` for [`UNKNOWN`].
+    record: Option<VariantRecord>,
+}
+
+/// How a variant no run knows starts.
+static SUBMIT: Start = Start::Submit;
+
+impl Waiting {
+    fn new(id: VariantId, start: Start, record: VariantRecord) -> Self {
+        let record = (record != UNKNOWN).then_some(record);
+        let known = match (&start, &record) {
+            (Start::Submit, None) => None,
+            _ => Some(Box::new(Known { start, record })),
+        };
+        Waiting { id, known }
+    }
+
+    fn start(&self) -> &Start {
+        self.known.as_ref().map_or(&SUBMIT, |known| &known.start)
+    }
+
+    /// What earlier runs left; `None` for a variant no run knows.
+    fn record(&self) -> Option<&VariantRecord> {
+        self.known.as_ref()?.record.as_ref()
+    }
+
+    /// Its id, how it starts, and its record.
+    fn into_parts(self) -> (VariantId, Start, VariantRecord) {
+        match self.known {
+            None => (self.id, Start::Submit, VariantRecord::default()),
+            Some(known) => {
+                let Known { start, record } = *known;
+                (self.id, start, record.unwrap_or_default())
+            }
+        }
+    }
 }
 
 /// The record of a variant no run knows.
@@ -222,14 +264,7 @@ impl RunState {
                     count_tracks(&mut qc, &entry.record);
                     ended.push((entry.id, entry.record));
                 }
-                start => {
-                    let record = entry.record;
-                    queue.push_back(Waiting {
-                        id: entry.id,
-                        start,
-                        record: (record != UNKNOWN).then(|| Box::new(record)),
-                    });
-                }
+                start => queue.push_back(Waiting::new(entry.id, start, entry.record)),
             }
         }
         RunState {
@@ -265,11 +300,7 @@ impl RunState {
             .into_iter()
             .filter(|e| matches!(e.start, Start::Poll { .. }))
             .filter(|e| taken.insert(e.id.clone()))
-            .map(|e| Waiting {
-                id: e.id,
-                start: e.start,
-                record: Some(Box::new(e.record)),
-            })
+            .map(|e| Waiting::new(e.id, e.start, e.record))
             .collect();
         if added.is_empty() {
             return self;
@@ -305,8 +336,8 @@ impl RunState {
             orphan: true,
             restoring: false,
         };
-        for Waiting { id, start, record } in orphans {
-            let record = record.map_or_else(VariantRecord::default, |r| *r);
+        for waiting in orphans {
+            let (id, start, record) = waiting.into_parts();
             let Start::Poll { task_id } = start else {
                 continue;
             };
@@ -836,12 +867,13 @@ impl RunState {
         // to poll when only submits stopped).
         let mut stopped = Vec::new();
         for waiting in mem::take(&mut self.queue) {
-            match (&waiting.start, work_stopped) {
+            match (waiting.start(), work_stopped) {
                 (Start::Submit | Start::Refuse { .. }, _) | (_, true) => stopped.push(waiting),
                 _ => self.queue.push_back(waiting),
             }
         }
-        for Waiting { id, start, record } in stopped {
+        for waiting in stopped {
+            let (id, start, record) = waiting.into_parts();
             let end = match &start {
                 Start::Refuse { reason } => {
                     VariantEnd::with_error(VariantStatus::Error, reason.clone(), at)
@@ -857,7 +889,6 @@ impl RunState {
                     at,
                 ),
             };
-            let record = record.map_or_else(VariantRecord::default, |r| *r);
             let kind = Kind::of(&start, &record);
             self.end_record(id, record, end, kind, actions);
         }
@@ -866,10 +897,10 @@ impl RunState {
     /// Starts queued variants while the in-flight cap allows.
     fn fill_slots(&mut self, now: Instant, at: DateTime<Utc>, actions: &mut Vec<Action>) {
         while self.in_flight < self.policy.concurrency {
-            let Some(Waiting { id, start, record }) = self.queue.pop_front() else {
+            let Some(waiting) = self.queue.pop_front() else {
                 return;
             };
-            let mut record = record.map_or_else(VariantRecord::default, |r| *r);
+            let (id, start, mut record) = waiting.into_parts();
             let kind = Kind::of(&start, &record);
             let phase = match start {
                 Start::Refuse { reason } => {
@@ -986,9 +1017,7 @@ impl RunState {
 
     /// The records of the variants waiting for a slot that earlier runs left.
     pub fn waiting_records(&self) -> impl Iterator<Item = (&VariantId, &VariantRecord)> {
-        self.queue
-            .iter()
-            .filter_map(|w| Some((&w.id, w.record.as_deref()?)))
+        self.queue.iter().filter_map(|w| Some((&w.id, w.record()?)))
     }
 
     /// The records of the manifest's variants in flight (not the orphans': they have no
@@ -1016,7 +1045,7 @@ impl RunState {
             .map(|v| &v.record)
             .or_else(|| {
                 let waiting = self.queue.iter().find(|w| &w.id == id)?;
-                Some(waiting.record.as_deref().unwrap_or(&UNKNOWN))
+                Some(waiting.record().unwrap_or(&UNKNOWN))
             })
             .or_else(|| self.ended.iter().find(|(e, _)| e == id).map(|(_, r)| r))
     }

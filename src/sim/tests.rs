@@ -272,7 +272,7 @@ async fn the_demo_manifest_yields_all_distinct_tracks() {
     let client = client(&sim);
     let mut uploads = HashMap::new();
     let mut digests = HashSet::new();
-    for variant in &manifest.variants {
+    for variant in manifest.variants.iter() {
         let crate::variant::StemSource::Local(stem) = &variant.stem.source else {
             panic!("the demo's stems are local files");
         };
@@ -286,7 +286,7 @@ async fn the_demo_manifest_yields_all_distinct_tracks() {
             let url = client.upload(&stem.path, &name).await.unwrap().file_url;
             uploads.insert(stem.path.clone(), url);
         }
-        let request = demo_request(variant, &uploads[&stem.path]);
+        let request = demo_request(&variant, &uploads[&stem.path]);
         let task = client.submit(&request).await.unwrap().task_id;
         for track in 1..=2 {
             let (status, bytes) = download(&sim, &task, track).await;

@@ -102,6 +102,7 @@ fn manifest() -> Vec<Variant> {
     crate::manifest::parse(Path::new("m.toml"), text)
         .unwrap()
         .variants
+        .to_vec()
 }
 
 fn pool(variants: &[Variant]) -> Vec<VariantId> {

@@ -1379,3 +1379,38 @@ fn an_unusable_base_url_stops_the_run_only_before_the_api_answered() {
         assert_eq!(state.unusable_base_url().is_some(), stopped, "{name}");
     }
 }
+
+/// A fresh variant waits as its id alone; one an earlier run knows keeps how it starts
+/// and its record, and both come out as they went in.
+#[test]
+fn a_fresh_variant_waits_as_its_id_alone() {
+    assert!(std::mem::size_of::<Waiting>() <= 32);
+    let fresh = Waiting::new(id(1), Start::Submit, VariantRecord::default());
+    assert!(fresh.known.is_none());
+    assert_eq!(fresh.start(), &Start::Submit);
+    assert_eq!(fresh.record(), None);
+    assert_eq!(
+        fresh.into_parts(),
+        (id(1), Start::Submit, VariantRecord::default())
+    );
+    let failed = VariantRecord {
+        status: VariantStatus::Failed,
+        attempts: 1,
+        ..VariantRecord::default()
+    };
+    let poll = Start::Poll {
+        task_id: "t1".into(),
+    };
+    for (start, record) in [
+        (Start::Submit, failed.clone()),
+        (poll.clone(), VariantRecord::default()),
+        (poll, failed),
+    ] {
+        let waiting = Waiting::new(id(2), start.clone(), record.clone());
+        assert!(waiting.known.is_some());
+        assert_eq!(waiting.start(), &start);
+        let known = (record != VariantRecord::default()).then_some(&record);
+        assert_eq!(waiting.record(), known);
+        assert_eq!(waiting.into_parts(), (id(2), start, record));
+    }
+}
