@@ -5,7 +5,7 @@
 //! ```text
 //! manifest.toml ──manifest::load──▶ manifest::Variants (pure: raw → validate → count → check;
 //!                                   each Variant built by position when asked for)
-//! DIR/.stembatch/journal.jsonl ──journal::replay──▶ a Prior per variant (pure)
+//! DIR/.stembatch/{checkpoint,journal}.jsonl ──journal::checkpoint + journal::folded (replay)──▶ a Prior per variant
 //!                     ──scheduler::start::decide, scheduler::rerun::plan──▶ an Entry (start + record) per variant (pure)
 //!                                        │
 //!                 scheduler::run ◀───────┘

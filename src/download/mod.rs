@@ -31,8 +31,8 @@ pub const MAX_BYTES: u64 = 1 << 30;
 
 /// The most of a body held in memory before it is written out. A track (a few hundred KB
 /// to a few MiB) is then written, hashed, synced and renamed in one blocking call, instead
-/// of a hand-off to the blocking pool per network chunk; each download slot holds at most
-/// this much.
+/// of a hand-off to the blocking pool per network chunk. A download slot holds less than
+/// twice this (the buffer's capacity doubles as it fills) while a large file spills.
 const WRITE_BUFFER: usize = 4 << 20;
 
 /// A completed download.

@@ -620,6 +620,18 @@ fn fold_tails(
         None => (None, Folded::default()),
     };
     let last_run = header.as_ref().and_then(|h| h.last_run);
+    // Whether each journal's run has let go of it, asked before its length is measured
+    // and again after: a shard that ended in between appended records after the measure,
+    // and a checkpoint that took its last run for ended would be refused by the next
+    // open (the records after it look appended to a covered run).
+    let let_go = |journal: &Journal| {
+        writer.is_some_and(|w| journal.dir == w.own)
+            || matches!(lock::holder(&journal.dir), Ok(LockState::Free))
+    };
+    let free_before: Vec<bool> = match writer {
+        Some(_) => journals.iter().map(let_go).collect(),
+        None => Vec::new(),
+    };
     let mut segments: Vec<(bool, Segment)> = Vec::new();
     let mut ends: Vec<JournalEnd> = Vec::new();
     let mut covered: Vec<(u64, usize)> = Vec::new();
@@ -648,18 +660,17 @@ fn fold_tails(
     let start = covered.clone();
     let mut boundary = 0;
     let mut new_last = last_run;
-    if let Some(writer) = writer {
-        let mut closed: Vec<Option<bool>> = vec![None; journals.len()];
+    if writer.is_some() {
+        let closed: Vec<bool> = journals
+            .iter()
+            .zip(&free_before)
+            .map(|(journal, before)| *before && let_go(journal))
+            .collect();
         for (_, segment) in &segments {
             let j = segment.journal;
             let end = ends[j];
             let last_of_journal = segment.end == end.len;
-            let ended = !last_of_journal
-                || (end.clean
-                    && *closed[j].get_or_insert_with(|| {
-                        journals[j].dir == writer.own
-                            || matches!(lock::holder(&journals[j].dir), Ok(LockState::Free))
-                    }));
+            let ended = !last_of_journal || (end.clean && closed[j]);
             if segment.start != covered[j].0 || !ended {
                 break;
             }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::format::{decode_each, run_start_of, DecodeError, Record};
 use super::replay::{fold, Prior};
@@ -124,8 +124,10 @@ pub(super) struct JournalEnd {
     pub clean: bool,
 }
 
-/// Folds the journals at `paths` (absent ones are skipped), in `merge_runs`' order.
-pub fn fold_journals(paths: &[PathBuf]) -> Result<Folded, JournalError> {
+/// Folds the journals at `paths` (absent ones are skipped), in `merge_runs`' order, from
+/// their starts: the tests' reference for what a checkpoint and the tails after it fold.
+#[cfg(test)]
+pub fn fold_journals(paths: &[std::path::PathBuf]) -> Result<Folded, JournalError> {
     let mut files = Vec::new();
     let mut segments = Vec::new();
     for path in paths {

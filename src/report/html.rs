@@ -431,9 +431,34 @@ fn lock_page(dir: &Path) -> Result<std::fs::File, PageError> {
         .write(true)
         .open(&path)
         .map_err(fail)?;
-    file.lock().map_err(fail)?;
-    Ok(file)
+    // Bounded: a run ends holding its folder's locks, and a page writer that hangs (a
+    // stuck `report`, a lock a dead NFS client holds) must not keep them, and with them
+    // the next night, forever. The page is derived: `stembatch report` writes it later.
+    let since = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::Error(err)) => return Err(fail(err)),
+            Err(std::fs::TryLockError::WouldBlock) if since.elapsed() >= PAGE_LOCK_WAIT => {
+                return Err(fail(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "another process has been writing this folder's page for over {} s (its lock {}); run `stembatch report` later",
+                        PAGE_LOCK_WAIT.as_secs(),
+                        path.display()
+                    ),
+                )))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+        }
+    }
 }
+
+/// How long a page writer waits for another to finish: several times what writing the
+/// page of 100,000 variants takes.
+const PAGE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Reads `DIR/results.csv` and rewrites `DIR/report.html` atomically, with the stems
 /// the last run saved.
