@@ -230,8 +230,9 @@ mod tests {
 
     use super::*;
     use crate::folder::layout::{merge_runs, next_seq, shards_announced};
-    use crate::journal::format::{encode, Created, EndStatus};
+    use crate::journal::format::{encode, Created, EndStatus, TrackEntry};
     use crate::journal::replay::{last_api, replay, uploads};
+    use crate::outcome::VariantRecord;
 
     fn id(n: u32) -> VariantId {
         serde_json::from_value(serde_json::json!(format!("v{n}"))).unwrap()
@@ -242,7 +243,7 @@ mod tests {
         let at: chrono::DateTime<chrono::Utc> = "2026-11-25T01:00:00Z".parse().unwrap();
         let at = at + chrono::Duration::seconds(rng.random_range(0..100_000));
         let variant_id = id(rng.random_range(0..6));
-        match rng.random_range(0..9) {
+        match rng.random_range(0..10) {
             0 => Record::RunStarted {
                 at,
                 seq: rng.random_range(0..4),
@@ -270,6 +271,11 @@ mod tests {
                 at,
             },
             6 => Record::ShardsUsed { at, shard_count: 2 },
+            7 => Record::Track {
+                variant_id,
+                task_id: format!("t{}", rng.random_range(0..3)),
+                entry: TrackEntry::minimal(rng.random_range(1..4), "a", "audio/s/v.wav"),
+            },
             _ => Record::Ended {
                 variant_id,
                 status: [EndStatus::Finished, EndStatus::Failed, EndStatus::Error]
@@ -314,6 +320,14 @@ mod tests {
             let merged = merge_runs(journals);
             let folded = fold_journals(&paths).unwrap();
             assert_eq!(folded.priors, replay(&merged), "case {case}");
+            for prior in folded.priors.values() {
+                // Exactly the room the tracks take, and the same record by value.
+                for task in prior.task.iter() {
+                    assert_eq!(task.tracks.capacity(), task.tracks.len(), "case {case}");
+                }
+                let by_value = VariantRecord::from(prior.clone());
+                assert_eq!(by_value, VariantRecord::from(prior), "case {case}");
+            }
             assert_eq!(folded.last_api(), last_api(&merged), "case {case}");
             assert_eq!(folded.next_seq(), next_seq(&merged), "case {case}");
             assert_eq!(folded.shards_announced(), shards_announced(&merged));

@@ -162,6 +162,8 @@ pub fn fold<'a>(
                 let prior = priors.entry(variant_id.clone()).or_default();
                 if let Some(task) = prior.task.as_mut().filter(|t| &t.task_id == task_id) {
                     task.tracks.retain(|t| t.track != entry.track);
+                    // Exactly the room it needs: the fold holds every track of the folder.
+                    task.tracks.reserve_exact(1);
                     task.tracks.push(entry.clone());
                     task.tracks.sort_by_key(|t| t.track);
                 }
@@ -201,13 +203,7 @@ pub const UNKNOWN_OUTCOME: &str = "an earlier submit's answer was lost (the conn
 impl From<&Prior> for VariantRecord {
     /// The record an earlier run left, as the journal tells it.
     fn from(prior: &Prior) -> Self {
-        let end = prior.end.as_ref();
-        let mut status = end.map_or(VariantStatus::Pending, |e| e.status.into());
-        let mut error = end.and_then(|e| e.error.clone());
-        if end.is_none() && prior.task.is_none() && prior.last_outcome_unknown {
-            status = VariantStatus::Error;
-            error = Some(UNKNOWN_OUTCOME.to_owned());
-        }
+        let (status, error) = status_of(prior);
         let tracks = match (status, &prior.task) {
             (VariantStatus::Finished, Some(task)) => {
                 task.tracks.iter().map(TrackRecord::from).collect()
@@ -218,12 +214,54 @@ impl From<&Prior> for VariantRecord {
             status,
             task_id: prior.task.as_ref().map(|t| t.task_id.clone()),
             submitted_at: prior.task.as_ref().map(|t| t.submitted_at),
-            finished_at: end.map(|e| e.at),
+            finished_at: prior.end.as_ref().map(|e| e.at),
             attempts: prior.attempts,
             error,
             tracks,
         }
     }
+}
+
+impl From<Prior> for VariantRecord {
+    /// As `From<&Prior>`, moving the tracks' strings rather than copying them: a rerun
+    /// makes a record of every variant of the folder from its prior, which it then drops.
+    fn from(prior: Prior) -> Self {
+        let (status, error) = status_of(&prior);
+        let finished_at = prior.end.as_ref().map(|e| e.at);
+        let (task_id, submitted_at, tracks) = match prior.task {
+            Some(task) => {
+                let tracks = match status {
+                    VariantStatus::Finished => {
+                        task.tracks.into_iter().map(TrackRecord::from).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                (Some(task.task_id), Some(task.submitted_at), tracks)
+            }
+            None => (None, None, Vec::new()),
+        };
+        VariantRecord {
+            status,
+            task_id,
+            submitted_at,
+            finished_at,
+            attempts: prior.attempts,
+            error,
+            tracks,
+        }
+    }
+}
+
+/// A prior's status and error as `results.csv` says them.
+fn status_of(prior: &Prior) -> (VariantStatus, Option<String>) {
+    let end = prior.end.as_ref();
+    let mut status = end.map_or(VariantStatus::Pending, |e| e.status.into());
+    let mut error = end.and_then(|e| e.error.clone());
+    if end.is_none() && prior.task.is_none() && prior.last_outcome_unknown {
+        status = VariantStatus::Error;
+        error = Some(UNKNOWN_OUTCOME.to_owned());
+    }
+    (status, error)
 }
 
 /// The API the journal's last run used, when it says.
