@@ -687,7 +687,7 @@ fn fold_tails(
         let mut foreign = false;
         read_segment(&journal.file, &journal.path, segment, |record| {
             foreign |= *loose && !matches!(record, Record::ShardsUsed { .. });
-            folded.take(&record);
+            folded.take(record);
         })
         .map_err(Stop::Journal)?;
         if foreign {

@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::format::{decode_each, run_start_of, DecodeError, Record};
-use super::replay::{fold, Prior};
+use super::replay::{fold_owned, Prior};
 use super::JournalError;
 use crate::outcome::UploadedFile;
 use crate::variant::VariantId;
@@ -36,13 +36,13 @@ pub struct Folded {
 impl Folded {
     /// Folds one more record in (its variant's prior stays unsettled until
     /// [`Folded::settle`]).
-    pub(super) fn take(&mut self, record: &Record) {
+    pub(super) fn take(&mut self, record: Record) {
         self.records += 1;
         match record {
             Record::RunStarted { seq, api, .. } => {
-                self.highest_seq = self.highest_seq.max(*seq);
+                self.highest_seq = self.highest_seq.max(seq);
                 if !api.is_empty() {
-                    self.last_api = Some(api.clone());
+                    self.last_api = Some(api);
                 }
             }
             Record::Uploaded {
@@ -53,13 +53,13 @@ impl Folded {
                 ..
             } => {
                 let file = UploadedFile {
-                    url: file_url.clone(),
-                    expires_at: *expires_at,
+                    url: file_url,
+                    expires_at,
                 };
-                self.uploads.insert((api.clone(), sha256.clone()), file);
+                self.uploads.insert((api, sha256), file);
             }
             Record::ShardsUsed { .. } => self.shards_used = true,
-            _ => fold(&mut self.priors, std::iter::once(record)),
+            record => fold_owned(&mut self.priors, record),
         }
     }
 
@@ -144,7 +144,7 @@ pub fn fold_journals(paths: &[PathBuf]) -> Result<Folded, JournalError> {
     let mut folded = Folded::default();
     for segment in segments {
         let (path, file) = &files[segment.journal];
-        read_segment(file, path, &segment, |record| folded.take(&record))?;
+        read_segment(file, path, &segment, |record| folded.take(record))?;
     }
     folded.settle();
     Ok(folded)

@@ -160,13 +160,7 @@ pub fn fold<'a>(
                 entry,
             } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
-                if let Some(task) = prior.task.as_mut().filter(|t| &t.task_id == task_id) {
-                    task.tracks.retain(|t| t.track != entry.track);
-                    // Exactly the room it needs: the fold holds every track of the folder.
-                    task.tracks.reserve_exact(1);
-                    task.tracks.push(entry.clone());
-                    task.tracks.sort_by_key(|t| t.track);
-                }
+                put_track(prior, task_id, entry.track, || entry.clone());
             }
             Record::Ended {
                 variant_id,
@@ -194,6 +188,35 @@ pub fn fold<'a>(
                 });
             }
         }
+    }
+}
+
+/// As [`fold`], one record taken by value: a track's entry moves into its prior instead
+/// of being copied (a folder's journals hold every track of every night).
+pub fn fold_owned(priors: &mut HashMap<VariantId, Prior>, record: Record) {
+    match record {
+        Record::Track {
+            variant_id,
+            task_id,
+            entry,
+        } => {
+            let prior = priors.entry(variant_id).or_default();
+            let number = entry.track;
+            put_track(prior, &task_id, number, || entry);
+        }
+        record => fold(priors, std::iter::once(&record)),
+    }
+}
+
+/// Puts track `number` (made by `entry`) in `prior`'s task when it is `task_id`'s: a
+/// track of an older task is ignored, and a track journaled twice is the later one.
+fn put_track(prior: &mut Prior, task_id: &str, number: u32, entry: impl FnOnce() -> TrackEntry) {
+    if let Some(task) = prior.task.as_mut().filter(|t| t.task_id == task_id) {
+        task.tracks.retain(|t| t.track != number);
+        // Exactly the room it needs: the fold holds every track of the folder.
+        task.tracks.reserve_exact(1);
+        task.tracks.push(entry());
+        task.tracks.sort_by_key(|t| t.track);
     }
 }
 
