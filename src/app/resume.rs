@@ -97,7 +97,7 @@ pub(super) async fn prepare(
             );
         }
         let prior = priors.remove(&variant.id);
-        let mut record: VariantRecord = prior.as_ref().map(VariantRecord::from).unwrap_or_default();
+        let mut record: VariantRecord = prior.map(VariantRecord::from).unwrap_or_default();
         if start == Start::Keep && record.status == VariantStatus::Finished {
             // Its tracks are whole again: an earlier night's note that one could not be
             // downloaded again no longer holds.
@@ -190,11 +190,11 @@ fn free_name(path: PathBuf) -> PathBuf {
         .expect("some name is free")
 }
 
-/// For each finished variant, whether every journaled track file is on disk with its
-/// size and sha256 (its size and modification time, when those are as journaled).
-/// Hashing runs off the async threads.
-/// Whether the tracks of each finished variant of `variants` are whole on disk. `priors`
-/// goes to the blocking thread and comes back, rather than a copy of every track.
+/// The finished variants of `variants` whose tracks are not whole on disk, each `false`
+/// (as `rerun::plan` reads it): whole is every journaled track file on disk with its size
+/// and sha256 (its size and modification time, when those are as journaled). Hashing
+/// runs off the async threads; `priors` goes to the blocking thread and comes back,
+/// rather than a copy of every track.
 async fn check_finished_tracks(
     variants: &[Variant],
     priors: HashMap<VariantId, Prior>,
@@ -217,15 +217,17 @@ async fn check_finished_tracks(
         .collect();
     let out_dir: PathBuf = out_dir.to_owned();
     tokio::task::spawn_blocking(move || {
-        let intact = to_check
+        // Only the broken ones are named (`rerun::plan` takes a variant it does not find
+        // as intact): a finished folder's check holds no map of every variant.
+        let broken = to_check
             .into_iter()
-            .map(|id| {
-                let tracks = priors[&id].task.as_ref().map_or(&[][..], |t| &t.tracks[..]);
-                let intact = !tracks.is_empty() && tracks.iter().all(|t| track_intact(&out_dir, t));
-                (id, intact)
+            .filter(|id| {
+                let tracks = priors[id].task.as_ref().map_or(&[][..], |t| &t.tracks[..]);
+                tracks.is_empty() || !tracks.iter().all(|t| track_intact(&out_dir, t))
             })
+            .map(|id| (id, false))
             .collect();
-        (priors, intact)
+        (priors, broken)
     })
     .await
     .map_err(std::io::Error::other)

@@ -193,10 +193,14 @@ impl From<&PriorTask> for TaskLine {
 
 impl From<TaskLine> for PriorTask {
     fn from(task: TaskLine) -> Self {
+        // Read with no length given, the list has room for four tracks: at two a variant,
+        // half of the fold's track memory would be that room.
+        let mut tracks = task.tracks;
+        tracks.shrink_to_fit();
         PriorTask {
             task_id: task.task_id,
             submitted_at: task.submitted_at,
-            tracks: task.tracks,
+            tracks,
         }
     }
 }
@@ -694,7 +698,7 @@ fn fold_tails(
         let mut foreign = false;
         read_segment(&journal.file, &journal.path, segment, |record| {
             foreign |= *loose && !matches!(record, Record::ShardsUsed { .. });
-            folded.take(&record);
+            folded.take(record);
         })
         .map_err(Stop::Journal)?;
         if foreign {

@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::format::{decode_each, run_start_of, DecodeError, Record};
-use super::replay::{fold, Prior};
+use super::replay::{fold_owned, Prior};
 use super::JournalError;
 use crate::outcome::UploadedFile;
 use crate::variant::VariantId;
@@ -36,13 +36,13 @@ pub struct Folded {
 impl Folded {
     /// Folds one more record in (its variant's prior stays unsettled until
     /// [`Folded::settle`]).
-    pub(super) fn take(&mut self, record: &Record) {
+    pub(super) fn take(&mut self, record: Record) {
         self.records += 1;
         match record {
             Record::RunStarted { seq, api, .. } => {
-                self.highest_seq = self.highest_seq.max(*seq);
+                self.highest_seq = self.highest_seq.max(seq);
                 if !api.is_empty() {
-                    self.last_api = Some(api.clone());
+                    self.last_api = Some(api);
                 }
             }
             Record::Uploaded {
@@ -53,13 +53,13 @@ impl Folded {
                 ..
             } => {
                 let file = UploadedFile {
-                    url: file_url.clone(),
-                    expires_at: *expires_at,
+                    url: file_url,
+                    expires_at,
                 };
-                self.uploads.insert((api.clone(), sha256.clone()), file);
+                self.uploads.insert((api, sha256), file);
             }
             Record::ShardsUsed { .. } => self.shards_used = true,
-            _ => fold(&mut self.priors, std::iter::once(record)),
+            record => fold_owned(&mut self.priors, record),
         }
     }
 
@@ -146,7 +146,7 @@ pub fn fold_journals(paths: &[std::path::PathBuf]) -> Result<Folded, JournalErro
     let mut folded = Folded::default();
     for segment in segments {
         let (path, file) = &files[segment.journal];
-        read_segment(file, path, &segment, |record| folded.take(&record))?;
+        read_segment(file, path, &segment, |record| folded.take(record))?;
     }
     folded.settle();
     Ok(folded)
@@ -232,8 +232,9 @@ mod tests {
 
     use super::*;
     use crate::folder::layout::{merge_runs, next_seq, shards_announced};
-    use crate::journal::format::{encode, Created, EndStatus};
+    use crate::journal::format::{encode, Created, EndStatus, TrackEntry};
     use crate::journal::replay::{last_api, replay, uploads};
+    use crate::outcome::VariantRecord;
 
     fn id(n: u32) -> VariantId {
         serde_json::from_value(serde_json::json!(format!("v{n}"))).unwrap()
@@ -244,7 +245,7 @@ mod tests {
         let at: chrono::DateTime<chrono::Utc> = "2026-11-25T01:00:00Z".parse().unwrap();
         let at = at + chrono::Duration::seconds(rng.random_range(0..100_000));
         let variant_id = id(rng.random_range(0..6));
-        match rng.random_range(0..9) {
+        match rng.random_range(0..10) {
             0 => Record::RunStarted {
                 at,
                 seq: rng.random_range(0..4),
@@ -272,6 +273,11 @@ mod tests {
                 at,
             },
             6 => Record::ShardsUsed { at, shard_count: 2 },
+            7 => Record::Track {
+                variant_id,
+                task_id: format!("t{}", rng.random_range(0..3)),
+                entry: TrackEntry::minimal(rng.random_range(1..4), "a", "audio/s/v.wav"),
+            },
             _ => Record::Ended {
                 variant_id,
                 status: [EndStatus::Finished, EndStatus::Failed, EndStatus::Error]
@@ -316,6 +322,14 @@ mod tests {
             let merged = merge_runs(journals);
             let folded = fold_journals(&paths).unwrap();
             assert_eq!(folded.priors, replay(&merged), "case {case}");
+            for prior in folded.priors.values() {
+                // Exactly the room the tracks take, and the same record by value.
+                for task in prior.task.iter() {
+                    assert_eq!(task.tracks.capacity(), task.tracks.len(), "case {case}");
+                }
+                let by_value = VariantRecord::from(prior.clone());
+                assert_eq!(by_value, VariantRecord::from(prior), "case {case}");
+            }
             assert_eq!(folded.last_api(), last_api(&merged), "case {case}");
             assert_eq!(folded.next_seq(), next_seq(&merged), "case {case}");
             assert_eq!(folded.shards_announced(), shards_announced(&merged));

@@ -520,18 +520,20 @@ impl From<&TrackRecord> for TrackEntry {
     }
 }
 
-impl From<&TrackEntry> for TrackRecord {
-    fn from(entry: &TrackEntry) -> Self {
+impl From<TrackEntry> for TrackRecord {
+    /// Moves the entry's strings over: a rerun turns every finished track of the folder
+    /// into a record, and a copy of each would be the whole folder's tracks twice.
+    fn from(entry: TrackEntry) -> Self {
         TrackRecord {
             number: entry.track,
-            audio_id: entry.audio_id.clone(),
+            audio_id: entry.audio_id,
             duration_s: entry.duration_s,
-            file: entry.file.clone(),
+            file: entry.file,
             bytes: entry.bytes,
-            sha256: entry.sha256.clone(),
-            audio_url: entry.audio_url.clone(),
+            sha256: entry.sha256,
+            audio_url: entry.audio_url,
             modified_ns: entry.modified_ns,
-            wave: entry.wave.clone(),
+            wave: entry.wave,
             // The verdict is what says quality control ran; measurements without one are
             // not a result.
             qc: entry.qc.map(|verdict| TrackQc {
@@ -541,6 +543,12 @@ impl From<&TrackEntry> for TrackRecord {
                 verdict,
             }),
         }
+    }
+}
+
+impl From<&TrackEntry> for TrackRecord {
+    fn from(entry: &TrackEntry) -> Self {
+        TrackRecord::from(entry.clone())
     }
 }
 

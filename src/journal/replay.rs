@@ -160,11 +160,7 @@ pub fn fold<'a>(
                 entry,
             } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
-                if let Some(task) = prior.task.as_mut().filter(|t| &t.task_id == task_id) {
-                    task.tracks.retain(|t| t.track != entry.track);
-                    task.tracks.push(entry.clone());
-                    task.tracks.sort_by_key(|t| t.track);
-                }
+                put_track(prior, task_id, entry.track, || entry.clone());
             }
             Record::Ended {
                 variant_id,
@@ -195,19 +191,42 @@ pub fn fold<'a>(
     }
 }
 
+/// As [`fold`], one record taken by value: a track's entry moves into its prior instead
+/// of being copied (a folder's journals hold every track of every night).
+pub fn fold_owned(priors: &mut HashMap<VariantId, Prior>, record: Record) {
+    match record {
+        Record::Track {
+            variant_id,
+            task_id,
+            entry,
+        } => {
+            let prior = priors.entry(variant_id).or_default();
+            let number = entry.track;
+            put_track(prior, &task_id, number, || entry);
+        }
+        record => fold(priors, std::iter::once(&record)),
+    }
+}
+
+/// Puts track `number` (made by `entry`) in `prior`'s task when it is `task_id`'s: a
+/// track of an older task is ignored, and a track journaled twice is the later one.
+fn put_track(prior: &mut Prior, task_id: &str, number: u32, entry: impl FnOnce() -> TrackEntry) {
+    if let Some(task) = prior.task.as_mut().filter(|t| t.task_id == task_id) {
+        task.tracks.retain(|t| t.track != number);
+        // Exactly the room it needs: the fold holds every track of the folder.
+        task.tracks.reserve_exact(1);
+        task.tracks.push(entry());
+        task.tracks.sort_by_key(|t| t.track);
+    }
+}
+
 /// The message of a variant whose last submit's outcome is unknown.
 pub const UNKNOWN_OUTCOME: &str = "an earlier submit's answer was lost (the connection dropped, or the run was killed while it was on the wire): the provider may have created a task, which is billed if it succeeds, so it is not submitted again (hint: re-run with --retry-failed to submit it again, at the risk of paying twice)";
 
 impl From<&Prior> for VariantRecord {
     /// The record an earlier run left, as the journal tells it.
     fn from(prior: &Prior) -> Self {
-        let end = prior.end.as_ref();
-        let mut status = end.map_or(VariantStatus::Pending, |e| e.status.into());
-        let mut error = end.and_then(|e| e.error.clone());
-        if end.is_none() && prior.task.is_none() && prior.last_outcome_unknown {
-            status = VariantStatus::Error;
-            error = Some(UNKNOWN_OUTCOME.to_owned());
-        }
+        let (status, error) = status_of(prior);
         let tracks = match (status, &prior.task) {
             (VariantStatus::Finished, Some(task)) => {
                 task.tracks.iter().map(TrackRecord::from).collect()
@@ -218,12 +237,54 @@ impl From<&Prior> for VariantRecord {
             status,
             task_id: prior.task.as_ref().map(|t| t.task_id.clone()),
             submitted_at: prior.task.as_ref().map(|t| t.submitted_at),
-            finished_at: end.map(|e| e.at),
+            finished_at: prior.end.as_ref().map(|e| e.at),
             attempts: prior.attempts,
             error,
             tracks,
         }
     }
+}
+
+impl From<Prior> for VariantRecord {
+    /// As `From<&Prior>`, moving the tracks' strings rather than copying them: a rerun
+    /// makes a record of every variant of the folder from its prior, which it then drops.
+    fn from(prior: Prior) -> Self {
+        let (status, error) = status_of(&prior);
+        let finished_at = prior.end.as_ref().map(|e| e.at);
+        let (task_id, submitted_at, tracks) = match prior.task {
+            Some(task) => {
+                let tracks = match status {
+                    VariantStatus::Finished => {
+                        task.tracks.into_iter().map(TrackRecord::from).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                (Some(task.task_id), Some(task.submitted_at), tracks)
+            }
+            None => (None, None, Vec::new()),
+        };
+        VariantRecord {
+            status,
+            task_id,
+            submitted_at,
+            finished_at,
+            attempts: prior.attempts,
+            error,
+            tracks,
+        }
+    }
+}
+
+/// A prior's status and error as `results.csv` says them.
+fn status_of(prior: &Prior) -> (VariantStatus, Option<String>) {
+    let end = prior.end.as_ref();
+    let mut status = end.map_or(VariantStatus::Pending, |e| e.status.into());
+    let mut error = end.and_then(|e| e.error.clone());
+    if end.is_none() && prior.task.is_none() && prior.last_outcome_unknown {
+        status = VariantStatus::Error;
+        error = Some(UNKNOWN_OUTCOME.to_owned());
+    }
+    (status, error)
 }
 
 /// The API the journal's last run used, when it says.

@@ -586,3 +586,45 @@ fn the_end_of_a_run_writes_the_first_checkpoint_then_when_it_pays() {
     assert_eq!(opened.used, Some(folder.checkpoint(0)));
     assert_eq!(opened.folded, folder.replayed());
 }
+
+/// The fold read from a checkpoint holds each variant's tracks with no room to spare,
+/// and the records made from it by value are the records made from a copy.
+#[test]
+fn a_read_checkpoint_holds_the_tracks_compactly() {
+    let folder = two_nights();
+    let v: VariantId = serde_json::from_value(serde_json::json!("v")).unwrap();
+    let track = |n: u32| Record::Track {
+        variant_id: v.clone(),
+        task_id: "done".into(),
+        entry: TrackEntry::minimal(n, "a", &format!("audio/take/v-{n}.wav")),
+    };
+    let ended = Record::Ended {
+        variant_id: v.clone(),
+        status: EndStatus::Finished,
+        error: None,
+        at: at(3001),
+    };
+    folder.append(
+        0,
+        &[
+            started(3, 3000),
+            submitted("done"),
+            track(1),
+            track(2),
+            ended,
+        ],
+    );
+    folder.open(Some(folder.writer(0)));
+    let opened = folder.open(None);
+    assert_eq!(opened.used, Some(folder.checkpoint(0)));
+    let mut tracks = 0;
+    for prior in opened.folded.priors.values() {
+        for task in prior.task.iter() {
+            assert_eq!(task.tracks.capacity(), task.tracks.len());
+            tracks += task.tracks.len();
+        }
+        let by_value = crate::outcome::VariantRecord::from(prior.clone());
+        assert_eq!(by_value, crate::outcome::VariantRecord::from(prior));
+    }
+    assert!(tracks > 0, "the nights hold tracks");
+}
