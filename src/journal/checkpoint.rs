@@ -64,8 +64,8 @@ const HASHED: u64 = 4096;
 /// it found no usable checkpoint (a folder of an older release: it is upgraded).
 pub const OPEN_WRITE_OVER: u64 = 4 << 20;
 
-/// A run's end writes a checkpoint when at least this much of the journals is not yet
-/// covered (or any, when the folder has none yet).
+/// A run's end writes a checkpoint when at least this much of the journals, and a quarter
+/// of the checkpoint's size, is not yet covered (or any, when the folder has none yet).
 pub const END_WRITE_OVER: u64 = 64 << 10;
 
 /// Where a run stands among the folder's runs (as in `layout::merge_runs`).
@@ -394,8 +394,8 @@ fn replay(
 }
 
 /// At the end of a run (holding its lock): writes its checkpoint if the journals hold at
-/// least [`END_WRITE_OVER`] bytes that no usable-looking checkpoint covers, or any when
-/// there is none. Returns the checkpoint written.
+/// least [`END_WRITE_OVER`] bytes, and a quarter of the best checkpoint's size, that no
+/// usable-looking checkpoint covers, or any when there is none. Returns the checkpoint written.
 pub fn refresh(
     state_dir: &Path,
     dirs: &[PathBuf],
@@ -420,7 +420,15 @@ pub fn refresh(
     }
     // A folder's first checkpoint is written however small: from then on, a folder
     // without one is one that needs the log line (an older release's, or a damaged one).
-    if uncovered == 0 || (best.is_some() && uncovered < END_WRITE_OVER) {
+    // After that, when the tail is worth the rewrite: rewriting costs the checkpoint's
+    // size, so a folder of a year (whose checkpoint is large and whose night adds little)
+    // rewrites it every few nights, not every night; an open then folds at most a quarter
+    // of the checkpoint's size more than the checkpoint itself.
+    let worth = best.as_ref().map(|(path, _)| {
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        END_WRITE_OVER.max(size / 4)
+    });
+    if uncovered == 0 || worth.is_some_and(|worth| uncovered < worth) {
         return Ok(None);
     }
     drop(journals);

@@ -587,6 +587,52 @@ fn the_end_of_a_run_writes_the_first_checkpoint_then_when_it_pays() {
     assert_eq!(opened.folded, folder.replayed());
 }
 
+/// A large checkpoint is rewritten at a run's end only once the journals grew by a
+/// quarter of its size: rewriting costs its size, and a night adds little to an old
+/// folder, which would otherwise rewrite its whole history every night.
+#[test]
+fn a_large_checkpoint_is_rewritten_only_when_a_quarter_of_its_size_is_not_covered() {
+    let folder = Folder::new();
+    let own = &folder.dirs[0];
+    let variant = |i: usize| Record::Submitted {
+        variant_id: serde_json::from_value(serde_json::json!(format!("v{i}"))).unwrap(),
+        task_id: format!("task {i}"),
+        at: at(1),
+    };
+    let first_night: Vec<Record> = std::iter::once(started(1, 0))
+        .chain((0..20_000).map(variant))
+        .collect();
+    folder.append(0, &first_night);
+    assert_eq!(
+        refresh(&folder.state, &folder.dirs, own).unwrap(),
+        Some(folder.checkpoint(0))
+    );
+    let size = std::fs::metadata(folder.checkpoint(0)).unwrap().len();
+    assert!(
+        size / 4 > 2 * END_WRITE_OVER,
+        "a checkpoint of {size} bytes"
+    );
+    let line = encode(&submitted("more"));
+    let night = |seq: u64, bytes: u64| {
+        let many = line.repeat(bytes as usize / line.len() + 1);
+        format!("{}{many}", encode(&started(seq, 100 * seq as i64)))
+    };
+    // More than END_WRITE_OVER, less than a quarter of the checkpoint: not rewritten, and
+    // the open folds the tail after it.
+    folder.append_bytes(0, night(2, 2 * END_WRITE_OVER).as_bytes());
+    assert_eq!(refresh(&folder.state, &folder.dirs, own).unwrap(), None);
+    let opened = folder.open(None);
+    assert_eq!(opened.used, Some(folder.checkpoint(0)));
+    assert_eq!(opened.folded, folder.replayed());
+    // Past a quarter: rewritten.
+    folder.append_bytes(0, night(3, size / 4).as_bytes());
+    assert_eq!(
+        refresh(&folder.state, &folder.dirs, own).unwrap(),
+        Some(folder.checkpoint(0))
+    );
+    assert_eq!(folder.open(None).folded, folder.replayed());
+}
+
 /// The fold read from a checkpoint holds each variant's tracks with no room to spare,
 /// and the records made from it by value are the records made from a copy.
 #[test]
