@@ -217,9 +217,6 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     log_orphans(&state.state);
     log_unrestored(&state.state, &variants);
     let code = exit_code(&state.state);
-    // The run's memory goes before the checkpoint's fold comes.
-    drop((state, variants));
-    locks.write_checkpoint(&out_dir).await;
     drop(locks);
     // The last line of a run: where to listen.
     let page = out_dir.join(crate::report::html::FILE_NAME);

@@ -115,16 +115,6 @@ pub fn fold_all_writing(
     crate::journal::checkpoint::open(&state_dir(out_dir), &dirs, writer)
 }
 
-/// At the end of the run holding the lock of `own`: writes its checkpoint when the
-/// journals have grown past what the folder's checkpoints cover.
-pub fn refresh_checkpoint(out_dir: &Path, own: &Path) -> Result<Option<PathBuf>, JournalError> {
-    let dirs = all_run_dirs(out_dir).map_err(|cause| JournalError::Io {
-        path: state_dir(out_dir),
-        cause,
-    })?;
-    crate::journal::checkpoint::refresh(&state_dir(out_dir), &dirs, own)
-}
-
 /// Every journal of the folder, put together run by run.
 pub fn read_all(out_dir: &Path) -> Result<Vec<Record>, JournalError> {
     Ok(merge_runs(read_other_journals(out_dir, None)?))

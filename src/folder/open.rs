@@ -7,7 +7,7 @@
 //! nor shards while it runs; a shard of another count is refused by name. Nothing here
 //! sends anything: every refusal comes before the first request.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::exit::{ExpectedError, LOCKED};
@@ -26,27 +26,6 @@ pub struct FolderLocks {
     _own: RunLock,
     /// A shard's shared hold on the whole folder's lock.
     _whole: Option<RunLock>,
-    /// The state folder whose lock is `_own`: the run writes its journal and checkpoint
-    /// there, and nowhere else.
-    run_dir: PathBuf,
-}
-
-impl FolderLocks {
-    /// At the end of a run, while it holds its locks: writes its journal checkpoint
-    /// (`journal::checkpoint`) when the journals have grown past what the folder's
-    /// checkpoints cover, so that the next run reads only what comes after. A failure is
-    /// only warned about: the checkpoint is derived from the journals.
-    pub async fn write_checkpoint(&self, out_dir: &Path) {
-        let (out, own) = (out_dir.to_owned(), self.run_dir.clone());
-        let done =
-            tokio::task::spawn_blocking(move || layout::refresh_checkpoint(&out, &own)).await;
-        let err = match done {
-            Ok(Ok(_)) => return,
-            Ok(Err(err)) => err.to_string(),
-            Err(err) => err.to_string(),
-        };
-        tracing::warn!(error = %err, "cannot write the journal checkpoint: the next run replays the journals instead");
-    }
 }
 
 /// Takes the output folder for this run (shard `shard`, or the whole folder) and starts
@@ -168,7 +147,6 @@ fn take_locks(
     let locks = FolderLocks {
         _own: own,
         _whole: whole,
-        run_dir: run_dir.to_owned(),
     };
     Ok((locks, others.is_empty()))
 }

@@ -59,14 +59,14 @@ pub const VERSION: u32 = 1;
 /// replaced journal from the one it covered, without reading it.
 const HASHED: u64 = 4096;
 
-/// A run's open writes a checkpoint when at least this much of the journals is newly
-/// covered (a run killed before its end leaves its records to the next open), or when
-/// it found no usable checkpoint (a folder of an older release: it is upgraded).
-pub const OPEN_WRITE_OVER: u64 = 4 << 20;
-
-/// A run's end writes a checkpoint when at least this much of the journals, and a quarter
-/// of the checkpoint's size, is not yet covered (or any, when the folder has none yet).
-pub const END_WRITE_OVER: u64 = 64 << 10;
+/// A run's open writes a checkpoint when at least this much of the journals, and a
+/// quarter of the loaded checkpoint's size, is newly covered, or when it found no usable
+/// checkpoint (a folder of an older release: it is upgraded; a new folder's second night).
+/// Only the open writes one, since only it holds the fold: a run's end would fold the
+/// night's journal again, whole, and so hold every variant it just let go of. Rewriting
+/// costs the checkpoint's size, so an old folder's is rewritten every few nights, not
+/// every night, and an open folds at most a quarter of its size after it.
+pub const OPEN_WRITE_OVER: u64 = 64 << 10;
 
 /// Where a run stands among the folder's runs (as in `layout::merge_runs`).
 type RunOrder = (u64, Option<DateTime<Utc>>);
@@ -346,9 +346,15 @@ pub fn open(
     let from = start.map(|(_, header, folded)| (header, folded));
     // No usable checkpoint (a folder of an older release, or one that failed its
     // checks): the whole fold is being paid for now, so it is kept, however small.
-    let writer = writer.map(|w| match from {
-        Some(_) => w,
-        None => Writer { over: 1, ..w },
+    let writer = writer.map(|w| match (&from, &used) {
+        (Some(_), Some(path)) => {
+            let size = std::fs::metadata(path).map_or(0, |m| m.len());
+            Writer {
+                over: w.over.max(size / 4),
+                ..w
+            }
+        }
+        _ => Writer { over: 1, ..w },
     });
     let (folded, written) = match fold_tails(&journals, from, writer) {
         Ok(done) => done,
@@ -391,52 +397,6 @@ fn replay(
             cause: std::io::Error::other(reason),
         },
     })
-}
-
-/// At the end of a run (holding its lock): writes its checkpoint if the journals hold at
-/// least [`END_WRITE_OVER`] bytes, and a quarter of the best checkpoint's size, that no
-/// usable-looking checkpoint covers, or any when there is none. Returns the checkpoint written.
-pub fn refresh(
-    state_dir: &Path,
-    dirs: &[PathBuf],
-    own: &Path,
-) -> Result<Option<PathBuf>, JournalError> {
-    let journals = open_journals(state_dir, dirs)?;
-    let mut ignored = Vec::new();
-    let best = candidates(dirs, &mut ignored)?
-        .into_iter()
-        .find(|(_, header)| check(header, &journals).is_ok());
-    let mut uncovered = 0;
-    for journal in &journals {
-        let len = journal
-            .file
-            .metadata()
-            .map_err(|cause| io(&journal.path, cause))?
-            .len();
-        let (covered, _) = best
-            .as_ref()
-            .map_or((0, 0), |(_, header)| header.covered(&journal.name));
-        uncovered += len.saturating_sub(covered);
-    }
-    // A folder's first checkpoint is written however small: from then on, a folder
-    // without one is one that needs the log line (an older release's, or a damaged one).
-    // After that, when the tail is worth the rewrite: rewriting costs the checkpoint's
-    // size, so a folder of a year (whose checkpoint is large and whose night adds little)
-    // rewrites it every few nights, not every night; an open then folds at most a quarter
-    // of the checkpoint's size more than the checkpoint itself.
-    let worth = best.as_ref().map(|(path, _)| {
-        let size = std::fs::metadata(path).map_or(0, |m| m.len());
-        END_WRITE_OVER.max(size / 4)
-    });
-    if uncovered == 0 || worth.is_some_and(|worth| uncovered < worth) {
-        return Ok(None);
-    }
-    drop(journals);
-    let writer = Writer {
-        own,
-        over: END_WRITE_OVER,
-    };
-    Ok(open(state_dir, dirs, Some(writer))?.written)
 }
 
 /// The checkpoints of `dirs` whose header reads, the most covering first; why the others

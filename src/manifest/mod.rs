@@ -1,4 +1,5 @@
-//! The manifest: TOML in, a validated [`Manifest`] and its expanded [`Variant`]s out.
+//! The manifest: TOML in, a validated [`Manifest`] and its [`Variants`] out (each
+//! [`Variant`](crate::variant::Variant) built by position when asked for).
 //!
 //! Three pure stages, each a function: `raw` mirrors the TOML, `validate` turns it into
 //! typed settings and parameter layers while collecting *every* problem with its line and

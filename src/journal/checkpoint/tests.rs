@@ -520,10 +520,6 @@ fn a_running_shard_is_left_to_the_tail_and_the_writer_covers_what_ended() {
     assert_eq!(opened.folded, folder.replayed());
     // Nothing new: nothing written.
     assert_eq!(folder.open(Some(folder.writer(1))).written, None);
-    assert_eq!(
-        refresh(&folder.state, &folder.dirs, &folder.dirs[1]).unwrap(),
-        None
-    );
 }
 
 /// What the fold holds goes through the file unchanged: a submit in flight, what its
@@ -558,42 +554,52 @@ fn the_fold_goes_through_the_file_unchanged() {
     assert_eq!(written.folded, unsettled);
 }
 
-/// A run's end writes the folder's first checkpoint however small, and then only once the
-/// journals have grown by [`END_WRITE_OVER`].
+/// A run's open writes the folder's first checkpoint however small (the night before's
+/// journal), and then only once the journals have grown by [`OPEN_WRITE_OVER`].
 #[test]
-fn the_end_of_a_run_writes_the_first_checkpoint_then_when_it_pays() {
+fn an_open_writes_the_first_checkpoint_then_when_it_pays() {
     let folder = Folder::new();
     folder.append(0, &[started(1, 0), submitted("night 1")]);
     let own = &folder.dirs[0];
-    assert_eq!(
-        refresh(&folder.state, &folder.dirs, own).unwrap(),
-        Some(folder.checkpoint(0))
-    );
+    let open_writing = || {
+        folder
+            .open(Some(Writer {
+                own,
+                over: OPEN_WRITE_OVER,
+            }))
+            .written
+    };
+    assert_eq!(open_writing(), Some(folder.checkpoint(0)));
     folder.append(0, &[started(2, 100), submitted("night 2")]);
-    assert_eq!(refresh(&folder.state, &folder.dirs, own).unwrap(), None);
+    assert_eq!(open_writing(), None);
     let opened = folder.open(None);
     assert_eq!(opened.used, Some(folder.checkpoint(0)));
     assert_eq!(opened.folded, folder.replayed());
     let line = encode(&submitted("more"));
     let many: String =
-        std::iter::repeat_n(line.as_str(), END_WRITE_OVER as usize / line.len() + 1).collect();
+        std::iter::repeat_n(line.as_str(), OPEN_WRITE_OVER as usize / line.len() + 1).collect();
     folder.append_bytes(0, format!("{}{many}", encode(&started(3, 200))).as_bytes());
-    assert_eq!(
-        refresh(&folder.state, &folder.dirs, own).unwrap(),
-        Some(folder.checkpoint(0))
-    );
+    assert_eq!(open_writing(), Some(folder.checkpoint(0)));
     let opened = folder.open(None);
     assert_eq!(opened.used, Some(folder.checkpoint(0)));
     assert_eq!(opened.folded, folder.replayed());
 }
 
-/// A large checkpoint is rewritten at a run's end only once the journals grew by a
+/// A large checkpoint is rewritten by a run's open only once the journals grew by a
 /// quarter of its size: rewriting costs its size, and a night adds little to an old
 /// folder, which would otherwise rewrite its whole history every night.
 #[test]
 fn a_large_checkpoint_is_rewritten_only_when_a_quarter_of_its_size_is_not_covered() {
     let folder = Folder::new();
     let own = &folder.dirs[0];
+    let open_writing = || {
+        folder
+            .open(Some(Writer {
+                own,
+                over: OPEN_WRITE_OVER,
+            }))
+            .written
+    };
     let variant = |i: usize| Record::Submitted {
         variant_id: serde_json::from_value(serde_json::json!(format!("v{i}"))).unwrap(),
         task_id: format!("task {i}"),
@@ -603,13 +609,10 @@ fn a_large_checkpoint_is_rewritten_only_when_a_quarter_of_its_size_is_not_covere
         .chain((0..20_000).map(variant))
         .collect();
     folder.append(0, &first_night);
-    assert_eq!(
-        refresh(&folder.state, &folder.dirs, own).unwrap(),
-        Some(folder.checkpoint(0))
-    );
+    assert_eq!(open_writing(), Some(folder.checkpoint(0)));
     let size = std::fs::metadata(folder.checkpoint(0)).unwrap().len();
     assert!(
-        size / 4 > 2 * END_WRITE_OVER,
+        size / 4 > 2 * OPEN_WRITE_OVER,
         "a checkpoint of {size} bytes"
     );
     let line = encode(&submitted("more"));
@@ -617,19 +620,16 @@ fn a_large_checkpoint_is_rewritten_only_when_a_quarter_of_its_size_is_not_covere
         let many = line.repeat(bytes as usize / line.len() + 1);
         format!("{}{many}", encode(&started(seq, 100 * seq as i64)))
     };
-    // More than END_WRITE_OVER, less than a quarter of the checkpoint: not rewritten, and
+    // More than OPEN_WRITE_OVER, less than a quarter of the checkpoint: not rewritten, and
     // the open folds the tail after it.
-    folder.append_bytes(0, night(2, 2 * END_WRITE_OVER).as_bytes());
-    assert_eq!(refresh(&folder.state, &folder.dirs, own).unwrap(), None);
+    folder.append_bytes(0, night(2, 2 * OPEN_WRITE_OVER).as_bytes());
+    assert_eq!(open_writing(), None);
     let opened = folder.open(None);
     assert_eq!(opened.used, Some(folder.checkpoint(0)));
     assert_eq!(opened.folded, folder.replayed());
     // Past a quarter: rewritten.
     folder.append_bytes(0, night(3, size / 4).as_bytes());
-    assert_eq!(
-        refresh(&folder.state, &folder.dirs, own).unwrap(),
-        Some(folder.checkpoint(0))
-    );
+    assert_eq!(open_writing(), Some(folder.checkpoint(0)));
     assert_eq!(folder.open(None).folded, folder.replayed());
 }
 
