@@ -96,6 +96,7 @@ fn open_blocking(folder: Folder) -> anyhow::Result<OpenFolder> {
     let writer = journal::checkpoint::Writer {
         own: &run_dir,
         over: journal::checkpoint::OPEN_WRITE_OVER,
+        released: |dir| matches!(lock::holder(dir), Ok(LockState::Free)),
     };
     let folded = layout::fold_all_writing(out_dir, Some(writer))
         .map_err(usage_if_damaged)?

@@ -43,7 +43,6 @@ use super::folded::{io, read_segment, runs_of, Folded, JournalEnd, Segment};
 use super::format::{EndStatus, Record, TrackEntry};
 use super::replay::{Prior, PriorEnd, PriorTask};
 use super::{JournalError, JOURNAL_FILE};
-use crate::folder::lock::{self, LockState};
 use crate::outcome::UploadedFile;
 use crate::variant::VariantId;
 
@@ -269,6 +268,9 @@ pub struct Writer<'a> {
     pub own: &'a Path,
     /// Written only when at least this many journal bytes are newly covered.
     pub over: u64,
+    /// Whether no run holds the state folder given (its lock is free): the folder
+    /// module's to say, since it owns the locks.
+    pub released: fn(&Path) -> bool,
 }
 
 /// What [`open`] did.
@@ -597,8 +599,7 @@ fn fold_tails(
     // and a checkpoint that took its last run for ended would be refused by the next
     // open (the records after it look appended to a covered run).
     let let_go = |journal: &Journal| {
-        writer.is_some_and(|w| journal.dir == w.own)
-            || matches!(lock::holder(&journal.dir), Ok(LockState::Free))
+        writer.is_some_and(|w| journal.dir == w.own || (w.released)(&journal.dir))
     };
     let free_before: Vec<bool> = match writer {
         Some(_) => journals.iter().map(let_go).collect(),

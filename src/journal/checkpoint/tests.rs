@@ -5,7 +5,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::folder::lock::RunLock;
+use crate::folder::lock::{self, LockState, RunLock};
 use crate::journal::folded::fold_journals;
 use crate::journal::format::{encode, Created};
 use crate::scheduler::rerun;
@@ -73,12 +73,18 @@ impl Folder {
         Writer {
             own: &self.dirs[j],
             over: 0,
+            released,
         }
     }
 
     fn checkpoint(&self, j: usize) -> PathBuf {
         self.dirs[j].join(FILE_NAME)
     }
+}
+
+/// Whether a state folder's lock is free, as the folder module tells a writer.
+fn released(dir: &Path) -> bool {
+    matches!(lock::holder(dir), Ok(LockState::Free))
 }
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -566,6 +572,7 @@ fn an_open_writes_the_first_checkpoint_then_when_it_pays() {
             .open(Some(Writer {
                 own,
                 over: OPEN_WRITE_OVER,
+                released,
             }))
             .written
     };
@@ -597,6 +604,7 @@ fn a_large_checkpoint_is_rewritten_only_when_a_quarter_of_its_size_is_not_covere
             .open(Some(Writer {
                 own,
                 over: OPEN_WRITE_OVER,
+                released,
             }))
             .written
     };
