@@ -83,17 +83,22 @@ pub struct VariantRecord {
     pub tracks: Vec<TrackRecord>,
 }
 
+impl VariantRecord {
+    /// The record of a variant no run knows: pending, never submitted.
+    pub const UNKNOWN: VariantRecord = VariantRecord {
+        status: VariantStatus::Pending,
+        task_id: None,
+        submitted_at: None,
+        finished_at: None,
+        attempts: 0,
+        error: None,
+        tracks: Vec::new(),
+    };
+}
+
 impl Default for VariantRecord {
     fn default() -> Self {
-        VariantRecord {
-            status: VariantStatus::Pending,
-            task_id: None,
-            submitted_at: None,
-            finished_at: None,
-            attempts: 0,
-            error: None,
-            tracks: Vec::new(),
-        }
+        Self::UNKNOWN
     }
 }
 

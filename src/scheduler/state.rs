@@ -201,16 +201,8 @@ impl Waiting {
     }
 }
 
-/// The record of a variant no run knows.
-static UNKNOWN: VariantRecord = VariantRecord {
-    status: VariantStatus::Pending,
-    task_id: None,
-    submitted_at: None,
-    finished_at: None,
-    attempts: 0,
-    error: None,
-    tracks: Vec::new(),
-};
+/// The record of a variant no run knows, borrowed by a fresh variant's slot.
+static UNKNOWN: VariantRecord = VariantRecord::UNKNOWN;
 
 /// The phase and record of every variant not yet ended, and the run-level stops.
 #[derive(Debug)]

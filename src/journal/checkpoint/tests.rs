@@ -69,6 +69,15 @@ impl Folder {
         open(&self.state, &self.dirs, writer).unwrap()
     }
 
+    /// An open by the run of journal `j`, writing as a run does: the checkpoint written.
+    fn open_writing(&self, j: usize) -> Option<PathBuf> {
+        let writer = Writer {
+            over: OPEN_WRITE_OVER,
+            ..self.writer(j)
+        };
+        self.open(Some(writer)).written
+    }
+
     fn writer(&self, j: usize) -> Writer<'_> {
         Writer {
             own: &self.dirs[j],
@@ -310,10 +319,11 @@ fn a_checkpoint_cut_anywhere_never_changes_the_fold() {
                         torn[j] = true;
                     }
                 }
-                // A run's open or end writes its checkpoint, and a crash may cut it.
+                // A run's open writes its checkpoint, and a crash may cut it.
                 _ => {
                     let j = rng.random_range(0..3);
-                    // The writer holds its own lock: a running shard writes at its end.
+                    // The writer holds its own lock: a shard that was running is the one
+                    // opening again.
                     if live.as_ref().is_some_and(|(l, _)| *l == j) {
                         live = None;
                     }
@@ -566,19 +576,9 @@ fn the_fold_goes_through_the_file_unchanged() {
 fn an_open_writes_the_first_checkpoint_then_when_it_pays() {
     let folder = Folder::new();
     folder.append(0, &[started(1, 0), submitted("night 1")]);
-    let own = &folder.dirs[0];
-    let open_writing = || {
-        folder
-            .open(Some(Writer {
-                own,
-                over: OPEN_WRITE_OVER,
-                released,
-            }))
-            .written
-    };
-    assert_eq!(open_writing(), Some(folder.checkpoint(0)));
+    assert_eq!(folder.open_writing(0), Some(folder.checkpoint(0)));
     folder.append(0, &[started(2, 100), submitted("night 2")]);
-    assert_eq!(open_writing(), None);
+    assert_eq!(folder.open_writing(0), None);
     let opened = folder.open(None);
     assert_eq!(opened.used, Some(folder.checkpoint(0)));
     assert_eq!(opened.folded, folder.replayed());
@@ -586,7 +586,7 @@ fn an_open_writes_the_first_checkpoint_then_when_it_pays() {
     let many: String =
         std::iter::repeat_n(line.as_str(), OPEN_WRITE_OVER as usize / line.len() + 1).collect();
     folder.append_bytes(0, format!("{}{many}", encode(&started(3, 200))).as_bytes());
-    assert_eq!(open_writing(), Some(folder.checkpoint(0)));
+    assert_eq!(folder.open_writing(0), Some(folder.checkpoint(0)));
     let opened = folder.open(None);
     assert_eq!(opened.used, Some(folder.checkpoint(0)));
     assert_eq!(opened.folded, folder.replayed());
@@ -598,16 +598,6 @@ fn an_open_writes_the_first_checkpoint_then_when_it_pays() {
 #[test]
 fn a_large_checkpoint_is_rewritten_only_when_a_quarter_of_its_size_is_not_covered() {
     let folder = Folder::new();
-    let own = &folder.dirs[0];
-    let open_writing = || {
-        folder
-            .open(Some(Writer {
-                own,
-                over: OPEN_WRITE_OVER,
-                released,
-            }))
-            .written
-    };
     let variant = |i: usize| Record::Submitted {
         variant_id: serde_json::from_value(serde_json::json!(format!("v{i}"))).unwrap(),
         task_id: format!("task {i}"),
@@ -617,7 +607,7 @@ fn a_large_checkpoint_is_rewritten_only_when_a_quarter_of_its_size_is_not_covere
         .chain((0..20_000).map(variant))
         .collect();
     folder.append(0, &first_night);
-    assert_eq!(open_writing(), Some(folder.checkpoint(0)));
+    assert_eq!(folder.open_writing(0), Some(folder.checkpoint(0)));
     let size = std::fs::metadata(folder.checkpoint(0)).unwrap().len();
     assert!(
         size / 4 > 2 * OPEN_WRITE_OVER,
@@ -631,13 +621,13 @@ fn a_large_checkpoint_is_rewritten_only_when_a_quarter_of_its_size_is_not_covere
     // More than OPEN_WRITE_OVER, less than a quarter of the checkpoint: not rewritten, and
     // the open folds the tail after it.
     folder.append_bytes(0, night(2, 2 * OPEN_WRITE_OVER).as_bytes());
-    assert_eq!(open_writing(), None);
+    assert_eq!(folder.open_writing(0), None);
     let opened = folder.open(None);
     assert_eq!(opened.used, Some(folder.checkpoint(0)));
     assert_eq!(opened.folded, folder.replayed());
     // Past a quarter: rewritten.
     folder.append_bytes(0, night(3, size / 4).as_bytes());
-    assert_eq!(open_writing(), Some(folder.checkpoint(0)));
+    assert_eq!(folder.open_writing(0), Some(folder.checkpoint(0)));
     assert_eq!(folder.open(None).folded, folder.replayed());
 }
 
