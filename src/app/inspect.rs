@@ -12,7 +12,7 @@ use crate::folder::Folder;
 use crate::journal::folded::Folded;
 use crate::journal::replay::Prior;
 use crate::manifest;
-use crate::outcome::{VariantRecord, VariantStatus};
+use crate::outcome::VariantStatus;
 use crate::qc::QcCounts;
 use crate::report::csv::FILE_NAME;
 use crate::scheduler::rerun::Intent;
@@ -127,7 +127,8 @@ async fn plan_against(
         now: chrono::Utc::now(),
     };
     let priors = std::mem::take(&mut folded.priors);
-    let resume = resume::prepare(variants, listed, shard, priors, dir, rerun).await?;
+    let resume =
+        resume::prepare(variants, listed, shard, priors, &folded.store, dir, rerun).await?;
     Ok((resume, folded))
 }
 
@@ -485,10 +486,10 @@ fn journal_variants(
     priors: &HashMap<VariantId, Prior>,
 ) -> (Vec<(Option<String>, VariantStatus)>, QcCounts) {
     let mut tracks = QcCounts::default();
-    let count = |tracks: &mut QcCounts, record: &VariantRecord| {
-        for track in &record.tracks {
-            tracks.add(track.qc.as_ref().map(|qc| qc.verdict));
-        }
+    let count = |tracks: &mut QcCounts, prior: &Prior| {
+        let (status, verdicts) = prior.status_and_verdicts();
+        verdicts.for_each(|verdict| tracks.add(verdict));
+        status
     };
     if !csv.is_empty() {
         let by_id: HashMap<&str, _> = priors.iter().map(|(id, p)| (id.as_str(), p)).collect();
@@ -496,11 +497,7 @@ fn journal_variants(
             .iter()
             .map(|v| {
                 let status = match by_id.get(v.id.as_str()) {
-                    Some(prior) => {
-                        let record = VariantRecord::from(*prior);
-                        count(&mut tracks, &record);
-                        record.status
-                    }
+                    Some(prior) => count(&mut tracks, prior),
                     // Never submitted since: the CSV's tracks are its own.
                     None => {
                         v.qc.iter().for_each(|word| tracks.add_word(word));
@@ -520,9 +517,8 @@ fn journal_variants(
                 .iter()
                 .flat_map(|task| &task.tracks)
                 .find_map(|track| stem_of_track(&track.file));
-            let record = VariantRecord::from(prior);
-            count(&mut tracks, &record);
-            (id, stem, record.status)
+            let status = count(&mut tracks, prior);
+            (id, stem, status)
         })
         .collect();
     // The journal's map has no order; a stable one keeps the output reproducible.

@@ -11,8 +11,9 @@ use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
 use crate::download::modified_ns;
-use crate::journal::format::{EndStatus, TrackEntry};
-use crate::journal::replay::Prior;
+use crate::journal::format::EndStatus;
+use crate::journal::replay::{Prior, PriorTrack};
+use crate::journal::stored::TrackStore;
 use crate::outcome::{VariantRecord, VariantStatus};
 use crate::scheduler::rerun::{self, Intent, Move, Orphan};
 use crate::scheduler::start::{Rerun, Start};
@@ -61,13 +62,15 @@ impl Resume {
                     submitted_at: Some(orphan.submitted_at),
                     ..VariantRecord::default()
                 },
+                kept_tracks: Vec::new(),
             })
             .collect()
     }
 }
 
 /// Decides every variant's start from what the journals say of it (`priors`, as
-/// `journal::replay` folds them), reading (never changing) the output folder. Each prior
+/// `journal::replay` folds them, their tracks' entries in `store`), reading (never
+/// changing) the output folder. Each prior
 /// is dropped as its entry is made, so that the two are never held whole together.
 /// `listed` is every variant of the manifest (all shards'): a paid task of a variant not
 /// among them is an orphan, collected by the run of the `shard` it hashes to (or by the
@@ -77,6 +80,7 @@ pub(super) async fn prepare(
     listed: &[Variant],
     shard: Option<Shard>,
     priors: HashMap<VariantId, Prior>,
+    store: &TrackStore,
     out_dir: &Path,
     rerun: Rerun,
 ) -> std::io::Result<Resume> {
@@ -96,8 +100,20 @@ pub(super) async fn prepare(
                 "an earlier submit of this variant had an unknown outcome: submitting again (--retry-failed) may create a duplicate task"
             );
         }
-        let prior = priors.remove(&variant.id);
-        let mut record: VariantRecord = prior.map(VariantRecord::from).unwrap_or_default();
+        let (mut record, tracks) = match priors.remove(&variant.id) {
+            Some(prior) => prior.into_record(),
+            None => (VariantRecord::default(), Vec::new()),
+        };
+        let kept_tracks = match start {
+            // Read back when its rows are written: the folder's kept tracks are never
+            // all in memory.
+            Start::Keep => tracks,
+            // Downloaded again: the run merges what lands into its tracks (few variants).
+            _ => {
+                record.tracks = store.records(&tracks).map_err(std::io::Error::other)?;
+                Vec::new()
+            }
+        };
         if start == Start::Keep && record.status == VariantStatus::Finished {
             // Its tracks are whole again: an earlier night's note that one could not be
             // downloaded again no longer holds.
@@ -107,6 +123,7 @@ pub(super) async fn prepare(
             id: variant.id.clone(),
             start,
             record,
+            kept_tracks,
         });
         intents.insert(variant.id.clone(), intent);
     }
@@ -233,8 +250,8 @@ async fn check_finished_tracks(
     .map_err(std::io::Error::other)
 }
 
-fn track_intact(out_dir: &Path, track: &TrackEntry) -> bool {
-    let path = out_dir.join(&track.file);
+fn track_intact(out_dir: &Path, track: &PriorTrack) -> bool {
+    let path = out_dir.join(&*track.file);
     let Ok(metadata) = std::fs::metadata(&path) else {
         info!(file = %track.file, "track file missing");
         return false;
@@ -255,7 +272,7 @@ fn track_intact(out_dir: &Path, track: &TrackEntry) -> bool {
     if std::io::copy(&mut file, &mut hasher).is_err() {
         return false;
     }
-    let same = hex::encode(hasher.finalize()) == track.sha256;
+    let same = hex::encode(hasher.finalize()) == *track.sha256;
     if !same {
         info!(file = %track.file, "track file is damaged");
     }

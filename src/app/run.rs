@@ -14,6 +14,7 @@ use crate::api::{ApiClient, ApiKey};
 use crate::cli::RunArgs;
 use crate::exit::{ExpectedError, ACCOUNT, INCOMPLETE, INTERRUPTED, SUCCESS};
 use crate::journal::format::SIMULATOR;
+use crate::journal::stored::TrackStore;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::{self, Manifest, Rate, RunSettings, ShardPosition, REDIS_URL_ENV};
 use crate::outcome::UploadedFile;
@@ -138,6 +139,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         pacers,
         journal,
         entries,
+        kept_tracks,
         orphans,
         earlier_uploads,
         shard_part,
@@ -194,6 +196,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         },
         settings,
         out_dir: out_dir.clone(),
+        kept_tracks,
     };
     let csv_path = out_dir.join(FILE_NAME);
     // From here on the run holds each variant's id, and builds a variant when it needs
@@ -369,6 +372,8 @@ struct Prepared {
     locks: FolderLocks,
     journal: JournalWriter,
     entries: Vec<Entry>,
+    /// Where the kept variants' tracks' entries are.
+    kept_tracks: Arc<TrackStore>,
     /// Paid tasks of variants no longer in the manifest, to collect.
     orphans: Vec<Entry>,
     earlier_uploads: HashMap<String, UploadedFile>,
@@ -426,8 +431,18 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     });
     let fresh_folder = folder.folded.is_empty();
     let priors = std::mem::take(&mut folder.folded.priors);
+    let kept_tracks = Arc::new(std::mem::take(&mut folder.folded.store));
     let listed = all_variants.as_deref().unwrap_or(&variants);
-    let resume = resume::prepare(&variants, listed, shard, priors, &out_dir, rerun).await?;
+    let resume = resume::prepare(
+        &variants,
+        listed,
+        shard,
+        priors,
+        &kept_tracks,
+        &out_dir,
+        rerun,
+    )
+    .await?;
     resume::log_summary(&resume, fresh_folder);
     let new_tasks = shards_new_tasks.unwrap_or_else(|| resume.new_tasks());
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
@@ -458,6 +473,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         journal: folder.journal,
         orphans: resume.orphan_entries(),
         entries: resume.entries,
+        kept_tracks,
         earlier_uploads,
         shard_part: folder.shard_part,
         bucket,

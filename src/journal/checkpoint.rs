@@ -41,7 +41,8 @@ use sha2::{Digest, Sha256};
 
 use super::folded::{io, read_segment, runs_of, Folded, JournalEnd, Segment};
 use super::format::{EndStatus, Record, TrackEntry};
-use super::replay::{Prior, PriorEnd, PriorTask};
+use super::replay::{LineAt, Prior, PriorEnd, PriorTask, PriorTrack};
+use super::stored::{SourceKind, TrackStore};
 use super::{JournalError, JOURNAL_FILE};
 use crate::outcome::UploadedFile;
 use crate::variant::VariantId;
@@ -180,28 +181,49 @@ struct EndLine {
     at: DateTime<Utc>,
 }
 
-impl From<&PriorTask> for TaskLine {
-    fn from(task: &PriorTask) -> Self {
-        TaskLine {
+impl TaskLine {
+    /// `task` with its tracks' whole entries, read back from `store`.
+    fn new(task: &PriorTask, store: &TrackStore) -> Result<Self, JournalError> {
+        Ok(TaskLine {
             task_id: task.task_id.clone(),
             submitted_at: task.submitted_at,
-            tracks: task.tracks.clone(),
+            tracks: store.entries(&task.tracks)?,
+        })
+    }
+
+    /// The task, its tracks kept compact: their entries stay in the line at `at`.
+    fn into_task(self, at: LineAt) -> PriorTask {
+        // Exactly the room the tracks take: the fold holds every track of the folder.
+        let mut tracks = Vec::with_capacity(self.tracks.len());
+        tracks.extend(
+            self.tracks
+                .into_iter()
+                .map(|entry| PriorTrack::new(entry, Some(at))),
+        );
+        PriorTask {
+            task_id: self.task_id,
+            submitted_at: self.submitted_at,
+            tracks,
         }
     }
 }
 
-impl From<TaskLine> for PriorTask {
-    fn from(task: TaskLine) -> Self {
-        // Read with no length given, the list has room for four tracks: at two a variant,
-        // half of the fold's track memory would be that room.
-        let mut tracks = task.tracks;
-        tracks.shrink_to_fit();
-        PriorTask {
-            task_id: task.task_id,
-            submitted_at: task.submitted_at,
-            tracks,
-        }
-    }
+/// Track `number` of the variant's line `raw` of a checkpoint: of the task an open
+/// submit replaced when `replaced`, else of its task.
+pub(super) fn track_in_line(raw: &[u8], number: u32, replaced: bool) -> Result<TrackEntry, String> {
+    let prior = match serde_json::from_slice(raw) {
+        Ok(Line::Prior(prior)) => prior,
+        Ok(_) => return Err("is not a variant's line".into()),
+        Err(err) => return Err(format!("is damaged: {err}")),
+    };
+    let task = match replaced {
+        true => prior.before_intent.and_then(|(task, _, _)| task),
+        false => prior.task,
+    };
+    task.into_iter()
+        .flat_map(|task| task.tracks)
+        .find(|entry| entry.track == number)
+        .ok_or_else(|| format!("holds no track {number}"))
 }
 
 impl From<&PriorEnd> for EndLine {
@@ -225,36 +247,48 @@ impl From<EndLine> for PriorEnd {
 }
 
 impl PriorLine {
-    fn new(id: &VariantId, prior: &Prior) -> Self {
-        PriorLine {
+    fn new(id: &VariantId, prior: &Prior, store: &TrackStore) -> Result<Self, JournalError> {
+        let task = |task: &Option<PriorTask>| {
+            task.as_ref()
+                .map(|task| TaskLine::new(task, store))
+                .transpose()
+        };
+        Ok(PriorLine {
             id: id.clone(),
             attempts: prior.attempts,
             unknown_outcomes: prior.unknown_outcomes,
             submit_in_flight: prior.submit_in_flight,
             last_outcome_unknown: prior.last_outcome_unknown,
-            task: prior.task.as_ref().map(TaskLine::from),
+            task: task(&prior.task)?,
             end: prior.end.as_ref().map(EndLine::from),
-            before_intent: prior.before_intent.as_ref().map(|replaced| {
-                let (task, end, unknown) = &**replaced;
-                (
-                    task.as_ref().map(TaskLine::from),
-                    end.as_ref().map(EndLine::from),
-                    *unknown,
-                )
-            }),
-        }
+            before_intent: match prior.before_intent.as_deref() {
+                Some((replaced, end, unknown)) => {
+                    Some((task(replaced)?, end.as_ref().map(EndLine::from), *unknown))
+                }
+                None => None,
+            },
+        })
     }
 
-    fn into_prior(self) -> (VariantId, Prior) {
+    /// The prior, read from the line at `at`: its tracks' entries stay there.
+    fn into_prior(self, at: LineAt) -> (VariantId, Prior) {
+        let replaced = LineAt {
+            replaced: true,
+            ..at
+        };
         let prior = Prior {
             attempts: self.attempts,
             unknown_outcomes: self.unknown_outcomes,
             submit_in_flight: self.submit_in_flight,
             last_outcome_unknown: self.last_outcome_unknown,
-            task: self.task.map(PriorTask::from),
+            task: self.task.map(|task| task.into_task(at)),
             end: self.end.map(PriorEnd::from),
             before_intent: self.before_intent.map(|(task, end, unknown)| {
-                Box::new((task.map(PriorTask::from), end.map(PriorEnd::from), unknown))
+                Box::new((
+                    task.map(|task| task.into_task(replaced)),
+                    end.map(PriorEnd::from),
+                    unknown,
+                ))
             }),
         };
         (self.id, prior)
@@ -508,8 +542,6 @@ fn end_hashes(file: &File, bytes: u64) -> std::io::Result<(String, String)> {
 /// unsettled, or why it cannot be used.
 fn load(path: &Path, header: &Header) -> Result<Folded, String> {
     let file = File::open(path).map_err(|err| format!("cannot be read: {err}"))?;
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut hash = Sha256::new();
     let mut folded = Folded {
         last_api: header.last_api.clone(),
         highest_seq: header.highest_seq,
@@ -517,8 +549,15 @@ fn load(path: &Path, header: &Header) -> Result<Folded, String> {
         records: header.records,
         ..Folded::default()
     };
+    let source = folded
+        .store
+        .add(path, &file, SourceKind::Checkpoint)
+        .map_err(|err| err.to_string())?;
+    let mut reader = BufReader::with_capacity(1 << 16, file);
+    let mut hash = Sha256::new();
     let mut raw = Vec::new();
     let mut lines = 0u64;
+    let mut offset = 0u64;
     loop {
         raw.clear();
         let read = reader
@@ -527,6 +566,13 @@ fn load(path: &Path, header: &Header) -> Result<Folded, String> {
         if read == 0 || !raw.ends_with(b"\n") {
             return Err("torn: its end line is missing".into());
         }
+        let at = LineAt {
+            offset,
+            len: u32::try_from(read).map_err(|_| format!("line {} is too long", lines + 1))?,
+            source,
+            replaced: false,
+        };
+        offset += read as u64;
         lines += 1;
         if lines == 1 {
             // Another writer may have renamed a new checkpoint in since the header was
@@ -551,7 +597,7 @@ fn load(path: &Path, header: &Header) -> Result<Folded, String> {
                 folded.uploads.insert((api, sha256), file);
             }
             Line::Prior(prior) => {
-                let (id, prior) = prior.into_prior();
+                let (id, prior) = prior.into_prior(at);
                 folded.priors.insert(id, prior);
             }
             Line::End {
@@ -593,6 +639,14 @@ fn fold_tails(
         Some((header, folded)) => (Some(header), folded),
         None => (None, Folded::default()),
     };
+    let mut sources = Vec::with_capacity(journals.len());
+    for journal in journals {
+        let source = folded
+            .store
+            .add(&journal.path, &journal.file, SourceKind::Journal)
+            .map_err(Stop::Journal)?;
+        sources.push(source);
+    }
     let last_run = header.as_ref().and_then(|h| h.last_run);
     // Whether each journal's run has let go of it, asked before its length is measured
     // and again after: a shard that ended in between appended records after the measure,
@@ -665,10 +719,17 @@ fn fold_tails(
         }
         let journal = &journals[segment.journal];
         let mut foreign = false;
-        read_segment(&journal.file, &journal.path, segment, |record| {
-            foreign |= *loose && !matches!(record, Record::ShardsUsed { .. });
-            folded.take(record);
-        })
+        let source = sources[segment.journal];
+        read_segment(
+            &journal.file,
+            &journal.path,
+            segment,
+            source,
+            |record, at| {
+                foreign |= *loose && !matches!(record, Record::ShardsUsed { .. });
+                folded.take(record, Some(at));
+            },
+        )
         .map_err(Stop::Journal)?;
         if foreign {
             return Err(Stop::Untrusted(format!(
@@ -777,7 +838,8 @@ fn write(
             })?;
         }
         for (id, prior) in &folded.priors {
-            out.line(&Line::Prior(Box::new(PriorLine::new(id, prior))))?;
+            let line = PriorLine::new(id, prior, &folded.store).map_err(std::io::Error::other)?;
+            out.line(&Line::Prior(Box::new(line)))?;
         }
         let end = Line::End {
             lines: out.lines,

@@ -360,7 +360,7 @@ pub(crate) fn decode_from(
     path: &Path,
 ) -> Result<Decoded, DecodeError> {
     let mut records = Vec::new();
-    let (tail, len) = decode_each(reader, path, 1, |record| records.push(record))?;
+    let (tail, len) = decode_each(reader, path, 1, |record, _| records.push(record))?;
     records.shrink_to_fit();
     Ok(Decoded { records, tail, len })
 }
@@ -372,7 +372,7 @@ pub(crate) fn decode_each(
     mut reader: impl std::io::BufRead,
     path: &Path,
     first_line: usize,
-    mut take: impl FnMut(Record),
+    mut take: impl FnMut(Record, LineSpan),
 ) -> Result<(Tail, u64), DecodeError> {
     let mut tail = Tail::Clean;
     let mut offset = 0u64;
@@ -395,7 +395,13 @@ pub(crate) fn decode_each(
         }
         match decode_line(line) {
             Ok(record) => {
-                take(record);
+                take(
+                    record,
+                    LineSpan {
+                        start: line_start,
+                        len: read as u64,
+                    },
+                );
                 if !terminated {
                     tail = Tail::MissingNewline;
                 }
@@ -439,6 +445,24 @@ pub(crate) fn run_start_of(line: &[u8]) -> Option<(u64, Option<DateTime<Utc>>)> 
         Ok(Record::RunStarted { seq, at, .. }) => Some((seq, Some(at))),
         _ => None,
     }
+}
+
+/// Where a decoded record's line is in what was read: its first byte, and its length
+/// with its newline.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LineSpan {
+    pub start: u64,
+    pub len: u64,
+}
+
+/// One line read back (its newline included or not) as a record, or why it is not one.
+pub(crate) fn decode_line_of(raw: &[u8]) -> Result<Record, String> {
+    decode_line(raw.trim_ascii_end()).map_err(|err| match err {
+        LineError::TooNew(version) => {
+            format!("has format version {version}, newer than this stembatch")
+        }
+        LineError::Invalid(message) => message,
+    })
 }
 
 enum LineError {

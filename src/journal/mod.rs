@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod folded;
 pub mod format;
 pub mod replay;
+pub mod stored;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -78,6 +79,17 @@ pub enum JournalError {
         /// The error of the failed write, shared by every record refused after it.
         cause: Arc<std::io::Error>,
     },
+    /// A track's line, read when the folder was opened, no longer holds that track when
+    /// it is read again for the rows: the file was changed or replaced during the run.
+    #[error("{}: the line at byte {offset}, read when the folder was opened, {message} (hint: was the file edited or replaced while stembatch ran? run again: the folder is read afresh)", path.display())]
+    Changed {
+        /// The journal or checkpoint.
+        path: PathBuf,
+        /// Where the line begins.
+        offset: u64,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The writer thread is gone.
     #[error("the journal writer has stopped")]
     Closed,
@@ -92,6 +104,7 @@ impl JournalError {
             JournalError::Corrupt { .. }
             | JournalError::TooNew { .. }
             | JournalError::CheckpointTooNew { .. }
+            | JournalError::Changed { .. }
             | JournalError::Closed => false,
         }
     }

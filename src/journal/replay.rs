@@ -2,13 +2,20 @@
 //! it, and the record an earlier run left. Pure: the caller reads the journal. What a
 //! variant does next with its prior is a money decision, made beside the run state
 //! (`scheduler::start::decide`, `scheduler::rerun::plan`), never here.
+//!
+//! A folder's fold holds every track it ever downloaded, so a track is kept compact
+//! ([`PriorTrack`]): what the decisions and the check of its file read. The rest (its
+//! URL, the provider's id, the QC figures, the waveform), needed only when the rows and
+//! the page are written, stays in the line it was read from (`stored::TrackStore` reads
+//! it back).
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use super::format::{Created, EndStatus, Record, TrackEntry};
-use crate::outcome::{TrackRecord, UploadedFile, VariantRecord, VariantStatus};
+use crate::outcome::{UploadedFile, VariantRecord, VariantStatus};
+use crate::qc::Verdict;
 use crate::variant::VariantId;
 
 /// A task the journal knows, with the tracks downloaded from it so far.
@@ -19,7 +26,69 @@ pub struct PriorTask {
     /// When it was created.
     pub submitted_at: DateTime<Utc>,
     /// Tracks journaled as downloaded, by track number.
-    pub tracks: Vec<TrackEntry>,
+    pub tracks: Vec<PriorTrack>,
+}
+
+/// A downloaded track as the fold keeps it: what the re-run's decisions and the check of
+/// its file read, and where the rest of its entry is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PriorTrack {
+    /// 1-based track number.
+    pub track: u32,
+    /// Relative to the output folder.
+    pub file: Box<str>,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Hex sha256.
+    pub sha256: Box<str>,
+    /// The file's modification time once in place (ns since the Unix epoch).
+    pub modified_ns: Option<u64>,
+    /// The quality verdict, when quality control ran (counted by `status`).
+    pub qc: Option<Verdict>,
+    /// The whole entry, or where it is.
+    pub details: Details,
+}
+
+/// Where a folded track's whole entry is.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Details {
+    /// In memory: records folded from no file (a shard's merge, the tests).
+    Held(Box<TrackEntry>),
+    /// In a line of a file the fold read (a journal's `track` record, or a checkpoint's
+    /// line of its variant), read back by `stored::TrackStore`.
+    Stored(LineAt),
+}
+
+/// A line of one of the files a fold read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineAt {
+    /// Its first byte.
+    pub offset: u64,
+    /// Its length, newline included.
+    pub len: u32,
+    /// The file, as the fold's `TrackStore` numbers them.
+    pub source: u16,
+    /// In a checkpoint's line: the track is in the task an open submit replaced, not in
+    /// the variant's task.
+    pub replaced: bool,
+}
+
+impl PriorTrack {
+    /// `entry` folded: held whole, or (read from the line `at`) kept compact.
+    pub fn new(entry: TrackEntry, at: Option<LineAt>) -> Self {
+        PriorTrack {
+            track: entry.track,
+            file: entry.file.as_str().into(),
+            bytes: entry.bytes,
+            sha256: entry.sha256.as_str().into(),
+            modified_ns: entry.modified_ns,
+            qc: entry.qc,
+            details: match at {
+                Some(at) => Details::Stored(at),
+                None => Details::Held(Box::new(entry)),
+            },
+        }
+    }
 }
 
 /// How a variant ended in an earlier run.
@@ -60,6 +129,12 @@ pub struct Prior {
 type Replaced = (Option<PriorTask>, Option<PriorEnd>, bool);
 
 impl Prior {
+    /// The task an open submit intent replaced, if any (its tracks are folded tracks too).
+    #[cfg(test)]
+    pub(super) fn replaced_task_mut(&mut self) -> Option<&mut PriorTask> {
+        self.before_intent.as_mut()?.0.as_mut()
+    }
+
     /// Undoes what the open submit intent replaced: that submit created nothing.
     fn restore(&mut self) {
         if let Some(replaced) = self.before_intent.take() {
@@ -160,7 +235,7 @@ pub fn fold<'a>(
                 entry,
             } => {
                 let prior = priors.entry(variant_id.clone()).or_default();
-                put_track(prior, task_id, entry.track, || entry.clone());
+                put_track(prior, task_id, PriorTrack::new(entry.clone(), None));
             }
             Record::Ended {
                 variant_id,
@@ -191,9 +266,10 @@ pub fn fold<'a>(
     }
 }
 
-/// As [`fold`], one record taken by value: a track's entry moves into its prior instead
-/// of being copied (a folder's journals hold every track of every night).
-pub fn fold_owned(priors: &mut HashMap<VariantId, Prior>, record: Record) {
+/// As [`fold`], one record taken by value, read from the line `at` of a file: a track is
+/// kept compact, its entry left in that line (a folder's journals hold every track of
+/// every night).
+pub fn fold_owned(priors: &mut HashMap<VariantId, Prior>, record: Record, at: Option<LineAt>) {
     match record {
         Record::Track {
             variant_id,
@@ -201,21 +277,20 @@ pub fn fold_owned(priors: &mut HashMap<VariantId, Prior>, record: Record) {
             entry,
         } => {
             let prior = priors.entry(variant_id).or_default();
-            let number = entry.track;
-            put_track(prior, &task_id, number, || entry);
+            put_track(prior, &task_id, PriorTrack::new(entry, at));
         }
         record => fold(priors, std::iter::once(&record)),
     }
 }
 
-/// Puts track `number` (made by `entry`) in `prior`'s task when it is `task_id`'s: a
-/// track of an older task is ignored, and a track journaled twice is the later one.
-fn put_track(prior: &mut Prior, task_id: &str, number: u32, entry: impl FnOnce() -> TrackEntry) {
+/// Puts `track` in `prior`'s task when it is `task_id`'s: a track of an older task is
+/// ignored, and a track journaled twice is the later one.
+fn put_track(prior: &mut Prior, task_id: &str, track: PriorTrack) {
     if let Some(task) = prior.task.as_mut().filter(|t| t.task_id == task_id) {
-        task.tracks.retain(|t| t.track != number);
+        task.tracks.retain(|t| t.track != track.track);
         // Exactly the room it needs: the fold holds every track of the folder.
         task.tracks.reserve_exact(1);
-        task.tracks.push(entry());
+        task.tracks.push(track);
         task.tracks.sort_by_key(|t| t.track);
     }
 }
@@ -223,55 +298,46 @@ fn put_track(prior: &mut Prior, task_id: &str, number: u32, entry: impl FnOnce()
 /// The message of a variant whose last submit's outcome is unknown.
 pub const UNKNOWN_OUTCOME: &str = "an earlier submit's answer was lost (the connection dropped, or the run was killed while it was on the wire): the provider may have created a task, which is billed if it succeeds, so it is not submitted again (hint: re-run with --retry-failed to submit it again, at the risk of paying twice)";
 
-impl From<&Prior> for VariantRecord {
-    /// The record an earlier run left, as the journal tells it.
-    fn from(prior: &Prior) -> Self {
-        let (status, error) = status_of(prior);
-        let tracks = match (status, &prior.task) {
-            (VariantStatus::Finished, Some(task)) => {
-                task.tracks.iter().map(TrackRecord::from).collect()
-            }
-            _ => Vec::new(),
-        };
-        VariantRecord {
-            status,
-            task_id: prior.task.as_ref().map(|t| t.task_id.clone()),
-            submitted_at: prior.task.as_ref().map(|t| t.submitted_at),
-            finished_at: prior.end.as_ref().map(|e| e.at),
-            attempts: prior.attempts,
-            error,
-            tracks,
-        }
-    }
-}
-
-impl From<Prior> for VariantRecord {
-    /// As `From<&Prior>`, moving the tracks' strings rather than copying them: a rerun
-    /// makes a record of every variant of the folder from its prior, which it then drops.
-    fn from(prior: Prior) -> Self {
-        let (status, error) = status_of(&prior);
-        let finished_at = prior.end.as_ref().map(|e| e.at);
-        let (task_id, submitted_at, tracks) = match prior.task {
+impl Prior {
+    /// The record an earlier run left, as the journal tells it, but for its tracks: those
+    /// of a finished variant come apart, compact (`stored::TrackStore::records` makes
+    /// them whole when its rows are written).
+    pub fn into_record(self) -> (VariantRecord, Vec<PriorTrack>) {
+        let (status, error) = status_of(&self);
+        let finished_at = self.end.as_ref().map(|e| e.at);
+        let (task_id, submitted_at, tracks) = match self.task {
             Some(task) => {
                 let tracks = match status {
-                    VariantStatus::Finished => {
-                        task.tracks.into_iter().map(TrackRecord::from).collect()
-                    }
+                    VariantStatus::Finished => task.tracks,
                     _ => Vec::new(),
                 };
                 (Some(task.task_id), Some(task.submitted_at), tracks)
             }
             None => (None, None, Vec::new()),
         };
-        VariantRecord {
+        let record = VariantRecord {
             status,
             task_id,
             submitted_at,
             finished_at,
-            attempts: prior.attempts,
+            attempts: self.attempts,
             error,
-            tracks,
-        }
+            tracks: Vec::new(),
+        };
+        (record, tracks)
+    }
+
+    /// Its status as `results.csv` says it, and its tracks' verdicts (finished only):
+    /// what `status` counts, without its tracks' entries.
+    pub fn status_and_verdicts(
+        &self,
+    ) -> (VariantStatus, impl Iterator<Item = Option<Verdict>> + '_) {
+        let (status, _) = status_of(self);
+        let tracks = match (status, &self.task) {
+            (VariantStatus::Finished, Some(task)) => &task.tracks[..],
+            _ => &[],
+        };
+        (status, tracks.iter().map(|t| t.qc))
     }
 }
 

@@ -104,7 +104,7 @@ impl JournalWriter {
         let start = last_line_start(&mut file, len).map_err(io)?;
         file.seek(SeekFrom::Start(start)).map_err(io)?;
         // The line's number is not known here; the fold read it already, numbered.
-        let tail = match decode_each(io::BufReader::new(&mut file), path, 0, drop) {
+        let tail = match decode_each(io::BufReader::new(&mut file), path, 0, |_, _| {}) {
             Ok((Tail::Torn { keep }, _)) => Tail::Torn { keep: start + keep },
             Ok((tail, _)) => tail,
             Err(DecodeError::Io(cause)) => return Err(io(cause)),

@@ -22,9 +22,9 @@ use super::csv::{rows_of, write_atomically, FILE_NAME, HEADER};
 use crate::folder::layout::{self, shard_dirs, JournalCursors, NewRecords};
 use crate::folder::lock::{self, LockState};
 use crate::journal::format::Record;
-use crate::journal::replay::{self, Prior};
+use crate::journal::replay::{self, Details, Prior};
 use crate::journal::{state_dir, JOURNAL_FILE};
-use crate::outcome::VariantRecord;
+use crate::outcome::{TrackRecord, VariantRecord};
 use crate::shard::Shard;
 use crate::variant::{Variant, VariantId};
 
@@ -240,7 +240,7 @@ pub fn rows_as_journaled(variants: &[Variant], records: &[Record]) -> Vec<Varian
         .map(|variant| {
             let record = priors
                 .get(&variant.id)
-                .map(VariantRecord::from)
+                .map(|prior| record_of(prior.clone()))
                 .unwrap_or_default();
             VariantRows {
                 id: variant.id.to_string(),
@@ -248,6 +248,21 @@ pub fn rows_as_journaled(variants: &[Variant], records: &[Record]) -> Vec<Varian
             }
         })
         .collect()
+}
+
+/// The record of a prior folded from records read into memory (`replay::fold`), whose
+/// tracks are held whole.
+fn record_of(prior: Prior) -> VariantRecord {
+    let (mut record, tracks) = prior.into_record();
+    record.tracks = tracks
+        .into_iter()
+        .filter_map(|track| match track.details {
+            Details::Held(entry) => Some(TrackRecord::from(*entry)),
+            // Only a fold of files keeps a line's place, and this one read none.
+            Details::Stored(_) => None,
+        })
+        .collect();
+    record
 }
 
 /// What a shard's run needs to write its part and the folder's `results.csv`.
@@ -295,7 +310,7 @@ impl JournalsRead {
                     Some(prior) => {
                         let mut prior = prior.clone();
                         prior.settle();
-                        VariantRecord::from(&prior)
+                        record_of(prior)
                     }
                     None => VariantRecord::default(),
                 };

@@ -20,14 +20,30 @@ use tracing::{debug, error, warn, Instrument};
 
 use super::events::{end_record, journal_record, Action, Event, StopReason};
 use super::executor::Executor;
-use super::state::RunState;
+use super::state::{Ended, RunState};
+use crate::journal::stored::TrackStore;
 use crate::journal::writer::JournalWriter;
 use crate::journal::JournalError;
+use crate::outcome::VariantRecord;
 use crate::report;
 use crate::report::progress::{Change, Progress, Snapshot};
 use crate::report::results::{Results, Unfinished};
 use crate::report::shards::{Merged, ShardPart};
 use crate::variant::{VariantId, VariantTable};
+
+/// An ended variant's record with its tracks whole: a kept variant's are read back
+/// from where the journal's fold left them.
+fn whole_record(store: &TrackStore, ended: Ended) -> std::io::Result<(VariantId, VariantRecord)> {
+    let Ended {
+        id,
+        mut record,
+        kept_tracks,
+    } = ended;
+    if !kept_tracks.is_empty() {
+        record.tracks = store.records(&kept_tracks).map_err(std::io::Error::other)?;
+    }
+    Ok((id, record))
+}
 
 /// How often `results.csv` is rewritten at most while variants end (longer when writing
 /// is slow, so that a huge report never takes over the run).
@@ -47,6 +63,8 @@ pub(super) struct Coordinator {
     pub journal: JournalWriter,
     /// Every ended variant's rows, and the report written from them.
     pub results: Results,
+    /// Where the kept variants' tracks' entries are, read back as their rows are spooled.
+    pub kept_tracks: Arc<TrackStore>,
     /// Spooling an ended variant's rows failed: the report cannot be complete.
     pub results_failed: Option<std::io::Error>,
     pub out_dir: PathBuf,
@@ -72,6 +90,7 @@ pub struct RunEnd {
 pub(super) struct Parts {
     pub journal: JournalWriter,
     pub results: Results,
+    pub kept_tracks: Arc<TrackStore>,
     pub out_dir: PathBuf,
     pub shard_part: Option<ShardPart>,
     pub progress: Progress,
@@ -85,6 +104,7 @@ impl Coordinator {
             executor,
             journal: parts.journal,
             results: parts.results,
+            kept_tracks: parts.kept_tracks,
             results_failed: None,
             out_dir: parts.out_dir,
             shard_part: parts.shard_part.map(Arc::new),
@@ -207,7 +227,8 @@ impl Coordinator {
         for (id, record) in self.state.waiting_records() {
             self.results.put_waiting(id, record)?;
         }
-        for (id, record) in self.state.drain_ended() {
+        for ended in self.state.drain_ended() {
+            let (id, record) = whole_record(&self.kept_tracks, ended)?;
             self.results.put_ended(&id, &record)?;
         }
         Ok(())
@@ -215,8 +236,10 @@ impl Coordinator {
 
     /// Moves the records of the variants that just ended out of the run state.
     fn take_ended(&mut self) {
-        for (id, record) in self.state.drain_ended() {
-            if let Err(err) = self.results.put_ended(&id, &record) {
+        for ended in self.state.drain_ended() {
+            let put = whole_record(&self.kept_tracks, ended)
+                .and_then(|(id, record)| self.results.put_ended(&id, &record));
+            if let Err(err) = put {
                 if self.results_failed.is_none() {
                     error!(error = %err, "cannot keep the rows of ended variants for results.csv");
                     self.results_failed = Some(err);

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::retry::RetryPolicy;
 use crate::api::ApiClient;
 use crate::download::Downloader;
+use crate::journal::stored::TrackStore;
 use crate::journal::writer::JournalWriter;
 use crate::manifest::{RunSettings, UploadMode};
 use crate::outcome::UploadedFile;
@@ -99,6 +100,8 @@ pub struct RunInputs {
     pub api_checked: Option<Result<(), crate::api::ApiError>>,
     /// The live view the coordinator reports to.
     pub progress: Progress,
+    /// Where the kept variants' tracks' entries are (`Entry::kept_tracks`).
+    pub kept_tracks: Arc<TrackStore>,
 }
 
 /// The local stems of the variants this run will submit, in manifest order: the order
@@ -149,11 +152,13 @@ pub async fn run(
         stops,
         stopped_before,
         api_checked,
+        kept_tracks,
         ..
     } = inputs;
     let parts = coordinator::Parts {
         journal,
         results,
+        kept_tracks,
         out_dir,
         shard_part,
         progress,

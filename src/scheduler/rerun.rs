@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::start::{decide, Rerun, Start, COLLECT_WITHIN};
-use crate::journal::format::{EndStatus, TrackEntry};
-use crate::journal::replay::{Prior, PriorTask};
+use crate::journal::format::EndStatus;
+use crate::journal::replay::{Prior, PriorTask, PriorTrack};
 use crate::variant::{Variant, VariantId};
 
 /// What a run does with one variant, and what it costs.
@@ -138,7 +138,7 @@ pub struct Orphan {
     /// When it was created.
     pub submitted_at: chrono::DateTime<chrono::Utc>,
     /// Its tracks already downloaded (before the run that bought it stopped).
-    pub tracks: Vec<TrackEntry>,
+    pub tracks: Vec<PriorTrack>,
 }
 
 /// Where track `number` of an orphan's task lands: `superseded/<old variant_id>-<n>.<ext>`
@@ -206,7 +206,7 @@ pub fn plan(
     for (id, prior) in priors {
         let Some(task) = &prior.task else { continue };
         for track in &task.tracks {
-            let owner = owners.entry(&track.file).or_insert((id, task));
+            let owner = owners.entry(&*track.file).or_insert((id, task));
             if task.submitted_at > owner.1.submitted_at {
                 *owner = (id, task);
             }
@@ -310,7 +310,9 @@ mod tests {
                 tracks: files
                     .iter()
                     .enumerate()
-                    .map(|(i, file)| TrackEntry::minimal(i as u32 + 1, "a", file))
+                    .map(|(i, file)| {
+                        PriorTrack::new(TrackEntry::minimal(i as u32 + 1, "a", file), None)
+                    })
                     .collect(),
             }),
             end: Some(crate::journal::replay::PriorEnd {
@@ -469,7 +471,10 @@ mod tests {
             task: task.then(|| PriorTask {
                 task_id: format!("t-{age_hours}"),
                 submitted_at: at,
-                tracks: vec![TrackEntry::minimal(1, "a", "audio/s/v-1.wav")],
+                tracks: vec![PriorTrack::new(
+                    TrackEntry::minimal(1, "a", "audio/s/v-1.wav"),
+                    None,
+                )],
             }),
             end: end.map(|status| crate::journal::replay::PriorEnd {
                 status,

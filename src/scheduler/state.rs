@@ -44,6 +44,7 @@ use super::start::Start;
 use crate::api::error::ApiError;
 use crate::api::retry::{classify, AccountStop, CallKind, RetryPolicy, Verdict};
 use crate::api::types::{TaskDetail, TaskStatus, TrackFile};
+use crate::journal::replay::PriorTrack;
 pub use crate::outcome::PhaseCounts;
 use crate::outcome::{StatusCounts, TrackRecord, VariantEnd, VariantRecord, VariantStatus};
 use crate::qc::QcCounts;
@@ -73,17 +74,38 @@ pub struct Entry {
     pub start: Start,
     /// What earlier runs left.
     pub record: VariantRecord,
+    /// A kept finished variant's tracks, compact: `record` has none, and the shell reads
+    /// their entries back (`journal::stored::TrackStore`) only when it writes its rows, so
+    /// that a folder's kept tracks are never all in memory at once.
+    pub kept_tracks: Vec<PriorTrack>,
 }
 
 impl Entry {
     /// A variant no earlier run knows: submitted.
     pub fn fresh(variant: &crate::variant::Variant) -> Self {
+        Entry::new(variant.id.clone(), Start::Submit, VariantRecord::default())
+    }
+
+    /// `id`, starting with `start` after `record` (which holds its tracks, if any).
+    pub fn new(id: VariantId, start: Start, record: VariantRecord) -> Self {
         Entry {
-            id: variant.id.clone(),
-            start: Start::Submit,
-            record: VariantRecord::default(),
+            id,
+            start,
+            record,
+            kept_tracks: Vec::new(),
         }
     }
+}
+
+/// A variant that ended (or that the run keeps as it is), as it leaves the run state.
+#[derive(Debug)]
+pub struct Ended {
+    /// The variant.
+    pub id: VariantId,
+    /// How it ended.
+    pub record: VariantRecord,
+    /// A kept variant's tracks, compact (see [`Entry::kept_tracks`]).
+    pub kept_tracks: Vec<PriorTrack>,
 }
 
 /// Where one variant in flight is.
@@ -218,7 +240,7 @@ pub struct RunState {
     /// Every ended variant (those an earlier run left, too), by status.
     ended_counts: StatusCounts,
     /// Ended since the shell last drained them: their records leave the machine.
-    ended: Vec<(VariantId, VariantRecord)>,
+    ended: Vec<Ended>,
     stops: Vec<StopReason>,
     submits_stopped: bool,
     work_stopped: bool,
@@ -254,7 +276,14 @@ impl RunState {
                 Start::Keep => {
                     ended_counts.add(entry.record.status);
                     count_tracks(&mut qc, &entry.record);
-                    ended.push((entry.id, entry.record));
+                    for track in &entry.kept_tracks {
+                        qc.add(track.qc);
+                    }
+                    ended.push(Ended {
+                        id: entry.id,
+                        record: entry.record,
+                        kept_tracks: entry.kept_tracks,
+                    });
                 }
                 start => queue.push_back(Waiting::new(entry.id, start, entry.record)),
             }
@@ -300,7 +329,7 @@ impl RunState {
         // One pass over the manifest's variants, once: few orphans, checked by a set.
         let ours: HashSet<&VariantId> = added.iter().map(|w| &w.id).collect();
         let manifest: HashSet<VariantId> = (self.queue.iter().map(|w| &w.id))
-            .chain(self.ended.iter().map(|(id, _)| id))
+            .chain(self.ended.iter().map(|e| &e.id))
             .chain(self.active.keys())
             .filter(|id| ours.contains(id))
             .cloned()
@@ -933,7 +962,11 @@ impl RunState {
                 Start::Keep => {
                     self.ended_counts.add(record.status);
                     count_tracks(&mut self.qc, &record);
-                    self.ended.push((id, record));
+                    self.ended.push(Ended {
+                        id,
+                        record,
+                        kept_tracks: Vec::new(),
+                    });
                     continue;
                 }
             };
@@ -997,13 +1030,17 @@ impl RunState {
             end,
         });
         if !kind.orphan {
-            self.ended.push((id, record));
+            self.ended.push(Ended {
+                id,
+                record,
+                kept_tracks: Vec::new(),
+            });
         }
     }
 
     /// The records of the variants ended since the last call (at the first call, also
     /// those the run keeps as they are): they leave the machine.
-    pub fn drain_ended(&mut self) -> std::vec::Drain<'_, (VariantId, VariantRecord)> {
+    pub fn drain_ended(&mut self) -> std::vec::Drain<'_, Ended> {
         self.ended.drain(..)
     }
 
@@ -1039,7 +1076,7 @@ impl RunState {
                 let waiting = self.queue.iter().find(|w| &w.id == id)?;
                 Some(waiting.record().unwrap_or(&UNKNOWN))
             })
-            .or_else(|| self.ended.iter().find(|(e, _)| e == id).map(|(_, r)| r))
+            .or_else(|| self.ended.iter().find(|e| &e.id == id).map(|e| &e.record))
     }
 
     /// How many of the manifest's variants have each status: the ended ones by their

@@ -39,10 +39,26 @@ fn count_lines(journal: &Path, kind: &str) -> usize {
         .count()
 }
 
-/// Each row of results.csv by what identifies a track, with what it says of it.
+/// Each row of results.csv by what identifies a track, with what it says of it: also
+/// what a rerun reads back from the journal's or the checkpoint's lines (the provider's
+/// id and URL, the length, the QC figures), not held in its memory.
 fn tracks(out: &Path) -> BTreeSet<Vec<String>> {
     let (_, rows) = read_results(out);
-    let keep = ["variant_id", "status", "task_id", "track", "file", "sha256"];
+    let keep = [
+        "variant_id",
+        "status",
+        "task_id",
+        "track",
+        "file",
+        "sha256",
+        "audio_id",
+        "audio_url",
+        "duration_s",
+        "decoded_s",
+        "peak_dbfs",
+        "lufs",
+        "qc",
+    ];
     rows.iter()
         .map(|row| keep.iter().map(|k| row[*k].clone()).collect())
         .collect()

@@ -35,6 +35,7 @@ fn entry(n: usize, start: Start) -> Entry {
         id: id(n),
         start,
         record: VariantRecord::default(),
+        kept_tracks: Vec::new(),
     }
 }
 
@@ -705,7 +706,6 @@ fn restoring(n: usize) -> Entry {
         id: id(n),
         start: Start::Redownload {
             task_id: format!("old-{n}"),
-            tracks: Vec::new(),
         },
         record: VariantRecord {
             status: VariantStatus::Finished,
@@ -714,6 +714,7 @@ fn restoring(n: usize) -> Entry {
             tracks: vec![track(1)],
             ..VariantRecord::default()
         },
+        kept_tracks: Vec::new(),
     }
 }
 
@@ -842,8 +843,8 @@ fn random_runs_keep_the_money_rules() {
         );
         // The QC counts kept as variants end equal a recount of the ended records.
         let mut qc = crate::qc::QcCounts::default();
-        for (_, record) in &state.ended {
-            count_tracks(&mut qc, record);
+        for ended in &state.ended {
+            count_tracks(&mut qc, &ended.record);
         }
         assert_eq!(state.qc_counts(), qc, "case {case}");
         // Crash anywhere: the next run never submits a variant whose task it knows.
@@ -932,7 +933,7 @@ fn phase_counts_follow_each_variant_through_its_phases() {
 fn assert_counts_kept(state: &RunState, count: usize, case: usize) {
     let mut recount = PhaseCounts {
         waiting: state.queue.len(),
-        ended: StatusCounts::of(state.ended.iter().map(|(_, r)| r)),
+        ended: StatusCounts::of(state.ended.iter().map(|e| &e.record)),
         ..PhaseCounts::default()
     };
     let mut collecting = 0;
@@ -962,7 +963,7 @@ fn assert_counts_kept(state: &RunState, count: usize, case: usize) {
         count,
         "case {case}: a variant lost or counted twice"
     );
-    for (id, _) in &state.ended {
+    for Ended { id, .. } in &state.ended {
         assert!(
             !state.queue.iter().any(|w| &w.id == id) && !state.active.contains_key(id),
             "case {case}: {id} ended, yet still held"
@@ -975,7 +976,7 @@ fn an_ended_variant_leaves_the_machine_with_its_record() {
     let now = Instant::now();
     let entries = vec![entry(0, Start::Keep), entry(1, Start::Submit)];
     let mut state = RunState::new(policy(1), entries);
-    let kept: Vec<_> = state.drain_ended().map(|(id, _)| id).collect();
+    let kept: Vec<_> = state.drain_ended().map(|e| e.id).collect();
     assert_eq!(kept, [id(0)], "a kept variant leaves at the start");
     state.start(now, at());
     state.handle(
@@ -989,7 +990,11 @@ fn an_ended_variant_leaves_the_machine_with_its_record() {
     let ended: Vec<_> = state.drain_ended().collect();
     assert_eq!(ended.len(), 1);
     assert_eq!(
-        (&ended[0].0, ended[0].1.status, ended[0].1.attempts),
+        (
+            &ended[0].id,
+            ended[0].record.status,
+            ended[0].record.attempts
+        ),
         (&id(1), VariantStatus::Error, 1)
     );
     assert_eq!(state.record(&id(1)), None, "drained: no longer held");
@@ -1038,6 +1043,7 @@ fn orphan(n: usize) -> Entry {
             task_id: Some(format!("t{n}")),
             ..VariantRecord::default()
         },
+        kept_tracks: Vec::new(),
     }
 }
 
@@ -1101,7 +1107,7 @@ fn orphans_take_no_slot_are_never_submitted_and_stay_out_of_the_report() {
     polled(&mut state, now, 0, TaskStatus::Failed, 0);
     assert!(state.is_done());
     assert!(
-        !state.drain_ended().any(|(ended, _)| ended == id(9)),
+        !state.drain_ended().any(|ended| ended.id == id(9)),
         "no row in results.csv"
     );
     assert_eq!(state.counts().failed, 1);
@@ -1143,7 +1149,6 @@ fn a_finished_variant_downloaded_again_stays_finished_with_its_tracks() {
             id: id(0),
             start: Start::Redownload {
                 task_id: "t0".into(),
-                tracks: Vec::new(),
             },
             record: VariantRecord {
                 status: VariantStatus::Finished,
@@ -1153,6 +1158,7 @@ fn a_finished_variant_downloaded_again_stays_finished_with_its_tracks() {
                 tracks: vec![earlier(1), earlier(2)],
                 ..VariantRecord::default()
             },
+            kept_tracks: Vec::new(),
         };
         let mut state = RunState::new(policy(1), vec![entry]);
         assert_eq!(

@@ -1,0 +1,236 @@
+//! The folded tracks' entries where the fold read them: the journals and the checkpoint,
+//! kept open, so that a folder's fold holds each track compact ([`PriorTrack`]) and its
+//! whole entry (URL, the provider's id, QC figures, waveform) is read back only when a
+//! variant's rows, its page data or a new checkpoint are written, one variant at a time.
+//!
+//! The files are append-only (journals) or replaced only by a rename (checkpoints), so a
+//! line read by the fold stays where it was for as long as its file is open here.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use super::checkpoint;
+use super::format::{decode_line_of, Record, TrackEntry};
+use super::replay::{Details, LineAt, PriorTrack};
+use super::JournalError;
+use crate::outcome::TrackRecord;
+
+/// What kind of file a source is: how its lines are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SourceKind {
+    /// A journal: a track's line is its `track` record.
+    Journal,
+    /// A checkpoint: a track's line is its variant's line.
+    Checkpoint,
+}
+
+#[derive(Debug)]
+struct Source {
+    path: PathBuf,
+    file: File,
+    kind: SourceKind,
+}
+
+/// The files a fold read its tracks from, open.
+#[derive(Debug, Default)]
+pub struct TrackStore {
+    sources: Vec<Source>,
+}
+
+impl TrackStore {
+    /// Adds `file` (at `path`), returning its number for [`LineAt::source`].
+    pub(super) fn add(
+        &mut self,
+        path: &Path,
+        file: &File,
+        kind: SourceKind,
+    ) -> Result<u16, JournalError> {
+        let number = u16::try_from(self.sources.len()).map_err(|_| JournalError::Io {
+            path: path.to_owned(),
+            cause: std::io::Error::other("more than 65,535 journals in one folder"),
+        })?;
+        let file = file.try_clone().map_err(|cause| JournalError::Io {
+            path: path.to_owned(),
+            cause,
+        })?;
+        self.sources.push(Source {
+            path: path.to_owned(),
+            file,
+            kind,
+        });
+        Ok(number)
+    }
+
+    /// The whole entries of `tracks`, in their order. Tracks read from one checkpoint
+    /// line (a variant's) share one read of it.
+    pub fn entries<'a>(
+        &self,
+        tracks: impl IntoIterator<Item = &'a PriorTrack>,
+    ) -> Result<Vec<TrackEntry>, JournalError> {
+        let mut entries = Vec::new();
+        let mut line: Option<(LineAt, Vec<u8>)> = None;
+        for track in tracks {
+            let at = match &track.details {
+                Details::Held(entry) => {
+                    entries.push((**entry).clone());
+                    continue;
+                }
+                Details::Stored(at) => *at,
+            };
+            let same_line = |read: &LineAt| {
+                (read.source, read.offset, read.len) == (at.source, at.offset, at.len)
+            };
+            if !line.as_ref().is_some_and(|(read, _)| same_line(read)) {
+                line = Some((at, self.read(at)?));
+            }
+            let raw = &line.as_ref().expect("just read").1;
+            entries.push(self.entry_in(raw, at, track)?);
+        }
+        Ok(entries)
+    }
+
+    /// `tracks` as a record's tracks, whole.
+    pub fn records(&self, tracks: &[PriorTrack]) -> Result<Vec<TrackRecord>, JournalError> {
+        Ok(self
+            .entries(tracks)?
+            .into_iter()
+            .map(TrackRecord::from)
+            .collect())
+    }
+
+    fn read(&self, at: LineAt) -> Result<Vec<u8>, JournalError> {
+        let source = self.source(at)?;
+        let mut raw = vec![0; at.len as usize];
+        source
+            .file
+            .read_exact_at(&mut raw, at.offset)
+            .map_err(|cause| JournalError::Io {
+                path: source.path.clone(),
+                cause,
+            })?;
+        Ok(raw)
+    }
+
+    fn source(&self, at: LineAt) -> Result<&Source, JournalError> {
+        self.sources
+            .get(usize::from(at.source))
+            .ok_or_else(|| JournalError::Io {
+                path: PathBuf::new(),
+                cause: std::io::Error::other(format!(
+                    "no file numbered {} was read by this fold",
+                    at.source
+                )),
+            })
+    }
+
+    /// The entry of `track` in the line `raw` (read from `at`): it must be the track the
+    /// fold kept, or the file changed under the fold.
+    fn entry_in(
+        &self,
+        raw: &[u8],
+        at: LineAt,
+        track: &PriorTrack,
+    ) -> Result<TrackEntry, JournalError> {
+        let source = self.source(at)?;
+        let damaged = |message: String| JournalError::Changed {
+            path: source.path.clone(),
+            offset: at.offset,
+            message,
+        };
+        let entry = match source.kind {
+            SourceKind::Journal => match decode_line_of(raw) {
+                Ok(Record::Track { entry, .. }) => entry,
+                Ok(_) => return Err(damaged("is not a track record".into())),
+                Err(message) => return Err(damaged(format!("is not a record: {message}"))),
+            },
+            SourceKind::Checkpoint => {
+                checkpoint::track_in_line(raw, track.track, at.replaced).map_err(damaged)?
+            }
+        };
+        let same = entry.track == track.track
+            && *entry.file == *track.file
+            && *entry.sha256 == *track.sha256;
+        match same {
+            true => Ok(entry),
+            false => Err(damaged(format!(
+                "no longer holds track {} ({})",
+                track.track, track.file
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::folded::fold_journals;
+    use crate::journal::format::{encode, EndStatus};
+    use crate::variant::VariantId;
+
+    fn records(sha256: &str) -> String {
+        let id: VariantId = serde_json::from_value(serde_json::json!("v1")).unwrap();
+        let at = "2026-11-25T01:00:00Z".parse().unwrap();
+        let mut entry = TrackEntry::minimal(1, "a1", "audio/s/v-1.wav");
+        entry.sha256 = sha256.into();
+        entry.audio_url = "https://cdn.example.com/a1.mp3".into();
+        entry.wave = Some("abc".into());
+        [
+            Record::SubmitIntent {
+                variant_id: id.clone(),
+                at,
+            },
+            Record::Submitted {
+                variant_id: id.clone(),
+                task_id: "t1".into(),
+                at,
+            },
+            Record::Track {
+                variant_id: id.clone(),
+                task_id: "t1".into(),
+                entry,
+            },
+            Record::Ended {
+                variant_id: id,
+                status: EndStatus::Finished,
+                error: None,
+                at,
+            },
+        ]
+        .iter()
+        .map(encode)
+        .collect()
+    }
+
+    /// A fold keeps a journal's track compact, and reads its whole entry back from its
+    /// line; a line changed under it (the file edited in place) is refused by name, not
+    /// read as another track.
+    #[test]
+    fn a_track_reads_back_from_its_line_and_a_changed_line_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        std::fs::write(&path, records(&"ab".repeat(32))).unwrap();
+        let folded = fold_journals(std::slice::from_ref(&path)).unwrap();
+        let tracks = &folded
+            .priors
+            .values()
+            .next()
+            .unwrap()
+            .task
+            .as_ref()
+            .unwrap()
+            .tracks;
+        assert!(matches!(tracks[0].details, Details::Stored(_)));
+        let whole = folded.store.records(tracks).unwrap();
+        assert_eq!(whole[0].audio_url, "https://cdn.example.com/a1.mp3");
+        assert_eq!(whole[0].wave.as_deref(), Some("abc"));
+        // The same length, another track: written over the journal in place.
+        std::fs::write(&path, records(&"cd".repeat(32))).unwrap();
+        let err = folded.store.records(tracks).unwrap_err();
+        assert!(
+            matches!(&err, JournalError::Changed { path: named, .. } if *named == path),
+            "{err}"
+        );
+        assert!(err.to_string().contains("no longer holds track 1"), "{err}");
+    }
+}
