@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::download::modified_ns;
 use crate::journal::format::EndStatus;
-use crate::journal::replay::{Prior, PriorTrack};
+use crate::journal::replay::{Prior, PriorTrack, Sha256Digest};
 use crate::journal::stored::TrackStore;
 use crate::outcome::{VariantRecord, VariantStatus};
 use crate::scheduler::rerun::{self, Intent, Move, Orphan};
@@ -236,14 +236,29 @@ async fn check_finished_tracks(
     tokio::task::spawn_blocking(move || {
         // Only the broken ones are named (`rerun::plan` takes a variant it does not find
         // as intact): a finished folder's check holds no map of every variant.
-        let broken = to_check
-            .into_iter()
-            .filter(|id| {
-                let tracks = priors[id].task.as_ref().map_or(&[][..], |t| &t.tracks[..]);
-                tracks.is_empty() || !tracks.iter().all(|t| track_intact(&out_dir, t))
-            })
-            .map(|id| (id, false))
-            .collect();
+        let broken_in = |ids: &[VariantId]| -> Vec<(VariantId, bool)> {
+            ids.iter()
+                .filter(|id| {
+                    let tracks = priors[*id].task.as_ref().map_or(&[][..], |t| &t.tracks[..]);
+                    tracks.is_empty() || !tracks.iter().all(|t| track_intact(&out_dir, t))
+                })
+                .map(|id| (id.clone(), false))
+                .collect()
+        };
+        // A folder's tracks are checked on every core: a `stat` each is the kernel's
+        // path lookup, and a year of nights is hundreds of thousands of files.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let chunk = to_check.len().div_ceil(threads).max(1);
+        let broken = std::thread::scope(|scope| {
+            let checks: Vec<_> = to_check
+                .chunks(chunk)
+                .map(|ids| scope.spawn(|| broken_in(ids)))
+                .collect();
+            checks
+                .into_iter()
+                .flat_map(|check| check.join().expect("a track check does not panic"))
+                .collect()
+        });
         (priors, broken)
     })
     .await
@@ -272,7 +287,7 @@ fn track_intact(out_dir: &Path, track: &PriorTrack) -> bool {
     if std::io::copy(&mut file, &mut hasher).is_err() {
         return false;
     }
-    let same = hex::encode(hasher.finalize()) == *track.sha256;
+    let same = track.sha256 == Sha256Digest::Bytes(hasher.finalize().into());
     if !same {
         info!(file = %track.file, "track file is damaged");
     }

@@ -39,14 +39,40 @@ pub struct PriorTrack {
     pub file: Box<str>,
     /// Bytes on disk.
     pub bytes: u64,
-    /// Hex sha256.
-    pub sha256: Box<str>,
+    /// Its sha256.
+    pub sha256: Sha256Digest,
     /// The file's modification time once in place (ns since the Unix epoch).
     pub modified_ns: Option<u64>,
     /// The quality verdict, when quality control ran (counted by `status`).
     pub qc: Option<Verdict>,
     /// The whole entry, or where it is.
     pub details: Details,
+}
+
+/// A track's sha256 as the fold keeps it: its 32 bytes (a journal's hex text takes three
+/// times the room), or the text as journaled when it is not a sha256's hex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sha256Digest {
+    /// The digest.
+    Bytes([u8; 32]),
+    /// Whatever else the journal said.
+    Text(Box<str>),
+}
+
+impl Sha256Digest {
+    /// The digest of the hex text `hex` (as journaled).
+    pub fn of_hex(hex: &str) -> Self {
+        let mut bytes = [0u8; 32];
+        match hex::decode_to_slice(hex, &mut bytes) {
+            Ok(()) if hex.bytes().all(|b| !b.is_ascii_uppercase()) => Sha256Digest::Bytes(bytes),
+            _ => Sha256Digest::Text(hex.into()),
+        }
+    }
+
+    /// Whether it is the digest journaled as `hex`.
+    pub fn is_hex(&self, hex: &str) -> bool {
+        *self == Sha256Digest::of_hex(hex)
+    }
 }
 
 /// Where a folded track's whole entry is.
@@ -80,7 +106,7 @@ impl PriorTrack {
             track: entry.track,
             file: entry.file.as_str().into(),
             bytes: entry.bytes,
-            sha256: entry.sha256.as_str().into(),
+            sha256: Sha256Digest::of_hex(&entry.sha256),
             modified_ns: entry.modified_ns,
             qc: entry.qc,
             details: match at {
@@ -417,6 +443,23 @@ mod tests {
             task_id: task.into(),
             entry: TrackEntry::minimal(n, &format!("a{n}"), &format!("audio/s/v-{n}.wav")),
         }
+    }
+
+    /// A track's sha256 is kept as its bytes, and matches only the text it was read from
+    /// (a file's digest is compared as the journal's lowercase hex was).
+    #[test]
+    fn a_sha256_is_kept_as_its_bytes_and_matches_only_its_own_text() {
+        let hex = "ab".repeat(32);
+        let digest = Sha256Digest::of_hex(&hex);
+        assert_eq!(digest, Sha256Digest::Bytes([0xab; 32]));
+        assert!(digest.is_hex(&hex));
+        assert!(
+            !digest.is_hex(&"AB".repeat(32)),
+            "the journal writes lowercase"
+        );
+        assert!(!digest.is_hex(&"cd".repeat(32)));
+        assert_eq!(Sha256Digest::of_hex("00"), Sha256Digest::Text("00".into()));
+        assert!(Sha256Digest::of_hex("00").is_hex("00"));
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl TrackStore {
         };
         let same = entry.track == track.track
             && *entry.file == *track.file
-            && *entry.sha256 == *track.sha256;
+            && track.sha256.is_hex(&entry.sha256);
         match same {
             true => Ok(entry),
             false => Err(damaged(format!(

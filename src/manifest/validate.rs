@@ -608,15 +608,16 @@ fn matrix(raw: &Spanned<RawMatrix>, field: String, problems: &mut Problems) -> M
                 &format!("{field}.{key}"),
                 "a matrix list must not be empty",
             ),
-            Axis::Values(values) => axes.push(
-                values
-                    .into_iter()
-                    .map(|(slug, raw)| {
-                        let value = AxisValue::of(params(&raw, &field, problems));
-                        (slug.into_boxed_str(), value)
-                    })
-                    .collect(),
-            ),
+            Axis::Values(values) => {
+                // Not collected in place: the list would keep the room of the raw values
+                // it replaced (ten times its own at a matrix of 100,000 values).
+                let mut checked = Vec::with_capacity(values.len());
+                checked.extend(values.into_iter().map(|(slug, raw)| {
+                    let value = AxisValue::of(params(&raw, &field, problems));
+                    (slug.into_boxed_str(), value)
+                }));
+                axes.push(checked)
+            }
         }
     }
     let mut matrix = Matrix { field, line, axes };

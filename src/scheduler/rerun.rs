@@ -188,9 +188,9 @@ pub fn orphans(
     found
 }
 
-/// A track file as the journal last knows it: its path, and the variant and task that
-/// wrote it.
-type Written<'a> = (&'a str, &'a VariantId, &'a PriorTask);
+/// A track file as the journal last knows it: its slot (`audio/<stem>/<base>-<n>.<ext>`:
+/// stem and base), its path, and the variant and task that wrote it.
+type Written<'a> = ((&'a str, &'a str), &'a str, &'a VariantId, &'a PriorTask);
 
 /// Each variant's start and intent, and the moves its new tracks need, from the
 /// journal's `priors`. `intact` tells, per finished variant, whether its tracks are whole.
@@ -201,26 +201,26 @@ pub fn plan(
     rerun: Rerun,
 ) -> (Vec<(Start, Intent)>, Vec<Move>) {
     // Who wrote each track file last (of two that wrote the same path, the later task's
-    // is what the file holds), and by (stem, base) the files there.
-    let mut owners: HashMap<&str, (&VariantId, &PriorTask)> = HashMap::new();
-    for (id, prior) in priors {
-        let Some(task) = &prior.task else { continue };
-        for track in &task.tracks {
-            let owner = owners.entry(&*track.file).or_insert((id, task));
-            if task.submitted_at > owner.1.submitted_at {
-                *owner = (id, task);
-            }
-        }
-    }
-    let mut slots: HashMap<(&str, &str), Vec<Written<'_>>> = HashMap::new();
-    for (file, (id, task)) in owners {
-        if let Some(slot) = slot_of(file) {
-            slots.entry(slot).or_default().push((file, id, task));
-        }
-    }
-    for files in slots.values_mut() {
-        files.sort_by_key(|(file, _, _)| *file);
-    }
+    // is what the file holds), in one list sorted by slot: a folder's fold holds every
+    // track of every night, and a map by file and a list per slot cost twice as much.
+    let mut written: Vec<Written<'_>> = priors
+        .iter()
+        .filter_map(|(id, prior)| Some((id, prior.task.as_ref()?)))
+        .flat_map(|(id, task)| {
+            task.tracks
+                .iter()
+                .filter_map(move |track| Some((slot_of(&track.file)?, &*track.file, id, task)))
+        })
+        .collect();
+    written.sort_unstable_by(|a, b| {
+        (a.1, std::cmp::Reverse(a.3.submitted_at), a.2).cmp(&(
+            b.1,
+            std::cmp::Reverse(b.3.submitted_at),
+            b.2,
+        ))
+    });
+    written.dedup_by(|later, latest| later.1 == latest.1);
+    written.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut moves = Vec::new();
     let planned = variants
         .iter()
@@ -234,13 +234,13 @@ pub fn plan(
                 (start, _) => start,
             };
             let base = variant.file_base();
-            let here = slots
-                .get(&(variant.stem.name.as_str(), base.as_str()))
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let others = here.iter().any(|(_, owner, _)| **owner != variant.id);
+            let slot = (variant.stem.name.as_str(), base.as_str());
+            let from = written.partition_point(|w| w.0 < slot);
+            let to = from + written[from..].partition_point(|w| w.0 == slot);
+            let here = &written[from..to];
+            let others = here.iter().any(|(_, _, owner, _)| **owner != variant.id);
             let intent = intent_of(&start, prior, others);
-            moves.extend(here.iter().filter_map(|&(file, owner, task)| {
+            moves.extend(here.iter().filter_map(|&(_, file, owner, task)| {
                 let tag = superseding(&start, owner == &variant.id, owner, task)?;
                 Some(Move {
                     from: PathBuf::from(file),
