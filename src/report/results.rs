@@ -131,6 +131,12 @@ impl Results {
         }
     }
 
+    /// How much has been spooled: it grows with every variant put, so two reports with
+    /// the same figure and nothing in flight are the same file.
+    pub fn spooled(&self) -> u64 {
+        self.len
+    }
+
     /// What the report shows now: the spooled rows, and `in_flight` over them.
     pub fn snapshot<'a>(
         &self,

@@ -65,6 +65,10 @@ pub(super) struct Coordinator {
     pub results: Results,
     /// Where the kept variants' tracks' entries are, read back as their rows are spooled.
     pub kept_tracks: Arc<TrackStore>,
+    /// What was spooled when `results.csv` was last written with nothing in flight: a
+    /// report with the same is the same file, not written again (a rerun that keeps every
+    /// variant rewrites no report of 100,000 rows at its end).
+    pub report_written: Option<u64>,
     /// Spooling an ended variant's rows failed: the report cannot be complete.
     pub results_failed: Option<std::io::Error>,
     pub out_dir: PathBuf,
@@ -105,6 +109,7 @@ impl Coordinator {
             journal: parts.journal,
             results: parts.results,
             kept_tracks: parts.kept_tracks,
+            report_written: None,
             results_failed: None,
             out_dir: parts.out_dir,
             shard_part: parts.shard_part.map(Arc::new),
@@ -438,7 +443,7 @@ impl Coordinator {
     /// Rewrites this run's `results.csv`: the folder's, or a shard's part.
     /// A snapshot on the loop (the slot table and the records in flight), the writing
     /// off it.
-    async fn write_report(&self) -> std::io::Result<()> {
+    async fn write_report(&mut self) -> std::io::Result<()> {
         if let Some(err) = &self.results_failed {
             return Err(std::io::Error::new(err.kind(), err.to_string()));
         }
@@ -446,10 +451,18 @@ impl Coordinator {
             Some(part) => part.dir.clone(),
             None => self.out_dir.clone(),
         };
+        let settled = self.state.in_flight_records().next().is_none();
+        let spooled = self.results.spooled();
+        if settled && self.report_written == Some(spooled) {
+            debug!("results.csv unchanged since it was written: not written again");
+            return Ok(());
+        }
         let snapshot = self.results.snapshot(self.state.in_flight_records());
         tokio::task::spawn_blocking(move || snapshot.write_file(&dir))
             .await
-            .map_err(std::io::Error::other)?
+            .map_err(std::io::Error::other)??;
+        self.report_written = settled.then_some(spooled);
+        Ok(())
     }
 }
 
