@@ -55,9 +55,14 @@ impl VariantId {
     /// digits): then the bits are the id, and two ids are equal when their bits are.
     /// `None` for any other text (an id read from a journal written by something else).
     pub fn bits(&self) -> Option<u64> {
+        Self::bits_of(&self.0)
+    }
+
+    /// The bits of the id written `text` (see [`VariantId::bits`]), without making one.
+    pub fn bits_of(text: &str) -> Option<u64> {
         let lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
-        match self.0.len() == Self::HEX_LEN && self.0.as_bytes().iter().all(lower_hex) {
-            true => u64::from_str_radix(&self.0, 16).ok(),
+        match text.len() == Self::HEX_LEN && text.as_bytes().iter().all(lower_hex) {
+            true => u64::from_str_radix(text, 16).ok(),
             false => None,
         }
     }

@@ -447,7 +447,12 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     let new_tasks = shards_new_tasks.unwrap_or_else(|| resume.new_tasks());
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
     // Only now, when the run goes ahead: a refused run leaves the folder's layout be.
-    let folder = folder.go_ahead(all_variants)?;
+    // A shard's part holds the manifest's ids, and builds each variant as it writes it.
+    let all_table = all_variants.map(|all| {
+        let source = manifest.variants.source(None);
+        Arc::new(VariantTable::built(source, all.iter().map(|v| &v.id)))
+    });
+    let folder = folder.go_ahead(all_table)?;
     move_superseded(&out_dir, &resume).await?;
     // Each simulator starts empty: its earlier uploads are gone with it.
     let earlier_uploads = match &simulator {

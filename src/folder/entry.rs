@@ -6,6 +6,7 @@
 //! through it and write nothing; `report` asks it which shards wrote last.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
@@ -18,7 +19,7 @@ use crate::journal::folded::Folded;
 use crate::journal::writer::JournalWriter;
 use crate::report::shards::ShardPart;
 use crate::shard::Shard;
-use crate::variant::Variant;
+use crate::variant::VariantTable;
 
 /// An output folder, and the shard of it that a command works on (none: the whole
 /// folder). Every command comes in through it (see the module's doc).
@@ -117,7 +118,7 @@ impl OpenFolder {
     /// The run goes ahead (what it would buy was checked): records the folder's layout,
     /// which tells `report` which parts to merge, and hands over what the run writes
     /// with. `all` is every variant of the manifest, for a shard's part of `results.csv`.
-    pub fn go_ahead(self, all: Option<Vec<Variant>>) -> anyhow::Result<RunFolder> {
+    pub fn go_ahead(self, all: Option<Arc<VariantTable>>) -> anyhow::Result<RunFolder> {
         let Folder { dir, shard } = self.folder;
         layout::write_layout(&dir, shard).with_context(|| {
             let file = journal::state_dir(&dir).join(layout::SHARDS_FILE);
@@ -169,7 +170,9 @@ mod tests {
             2,
             "the refused run's start is journaled"
         );
-        let run = opened.go_ahead(Some(Vec::new())).unwrap();
+        let run = opened
+            .go_ahead(Some(Arc::new(VariantTable::new(Arc::default()))))
+            .unwrap();
         assert_eq!(folder.shard_count(), Some(2));
         let part = run.shard_part.as_ref().expect("a shard's run has a part");
         assert_eq!(part.dir, layout::run_dir(out.path(), Some(shard)));

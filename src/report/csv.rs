@@ -90,14 +90,14 @@ pub fn write_file(
     variants: &[Variant],
     records: &HashMap<VariantId, VariantRecord>,
 ) -> std::io::Result<()> {
-    write_atomically(dir, |out| write(out, variants, records))
+    write_atomically(dir, |out| Ok(write(out, variants, records)?))
 }
 
 /// Rewrites `DIR/results.csv` with what `fill` writes: a temporary file beside it, fsync,
 /// rename.
 pub fn write_atomically(
     dir: &Path,
-    fill: impl FnOnce(&mut dyn Write) -> csv::Result<()>,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let mut temp = tempfile::Builder::new()
         .prefix(crate::output_files::REPORT_TEMP.0)
@@ -106,7 +106,7 @@ pub fn write_atomically(
         .tempfile_in(dir)?;
     {
         let mut buffered = std::io::BufWriter::new(temp.as_file_mut());
-        fill(&mut buffered).map_err(std::io::Error::other)?;
+        fill(&mut buffered)?;
         buffered.flush()?;
     }
     crate::output_files::persist_durably(temp, &dir.join(FILE_NAME))

@@ -4,6 +4,7 @@
 pub mod choosing;
 pub mod csv;
 pub mod html;
+pub mod merge;
 pub mod page_data;
 pub mod progress;
 pub mod results;

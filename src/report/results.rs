@@ -228,7 +228,7 @@ impl Snapshot {
 
     /// Rewrites `DIR/results.csv` atomically from this snapshot.
     pub fn write_file(&self, dir: &Path) -> std::io::Result<()> {
-        write_atomically(dir, |out| self.write(out).map_err(csv::Error::from))
+        write_atomically(dir, |out| self.write(out))
     }
 }
 

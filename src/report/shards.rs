@@ -4,16 +4,21 @@
 //!
 //! - by a shard's run, at its start, as it goes and at its end: every variant of the
 //!   manifest, in its order, as every journal of the folder tells it at that moment
-//!   (the journals are the truth; a part can lag behind its own);
+//!   (the journals are the truth; a part can lag behind its own), each variant built,
+//!   rendered by the run's own [`rows_of`], written and dropped in turn;
 //! - by `stembatch report DIR`, which has no manifest: the folder's last `results.csv`
 //!   (in manifest order) with the rows of every part of the last shard count that is as
-//!   new as the journals ([`merge`], pure).
+//!   new as the journals, streamed from the files ([`super::merge`]).
+//!
+//! Neither holds the folder's rows: what a merge keeps is the fold of the journals (a
+//! shard's) or where each part's variant is (`report`'s).
 //!
 //! Merges are serialised by a lock file held until the page is drawn, so the shard that
 //! finishes last leaves the file and the page with every shard's final state.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::OpenOptions;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -21,121 +26,21 @@ use std::time::SystemTime;
 use super::csv::{rows_of, write_atomically, FILE_NAME, HEADER};
 use crate::folder::layout::{self, shard_dirs, JournalCursors, NewRecords};
 use crate::folder::lock::{self, LockState};
-use crate::journal::format::Record;
 use crate::journal::replay::{self, Details, Prior};
 use crate::journal::{state_dir, JOURNAL_FILE};
 use crate::outcome::{TrackRecord, VariantRecord};
 use crate::shard::Shard;
-use crate::variant::{Variant, VariantId};
+use crate::variant::{VariantId, VariantTable};
 
 /// The lock file that serialises merges, inside the state folder.
 pub const MERGE_LOCK_FILE: &str = "merge.lock";
-
-/// One variant's rows of `results.csv`, each with every column of [`HEADER`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VariantRows {
-    /// Its `variant_id`.
-    pub id: String,
-    /// Its rows: one per track, or one.
-    pub rows: Vec<Vec<String>>,
-}
-
-/// The column of `variant_id` in [`HEADER`].
-fn id_column() -> usize {
-    HEADER
-        .iter()
-        .position(|&c| c == "variant_id")
-        .expect("the header has variant_id")
-}
-
-/// The base's variants in its order, each with the rows of the part that holds it (the
-/// base's own rows when no part does). The base lists the manifest's variants; only when
-/// there is none (the folder's `results.csv` was deleted) do the parts' variants come in
-/// the parts' order, since a part may hold a variant the manifest has dropped since.
-pub fn merge(base: Vec<VariantRows>, parts: Vec<Vec<VariantRows>>) -> Vec<VariantRows> {
-    let mut from_parts: HashMap<String, Vec<Vec<String>>> = HashMap::new();
-    let mut extra_order = Vec::new();
-    for variant in parts.into_iter().flatten() {
-        if !from_parts.contains_key(&variant.id) {
-            extra_order.push(variant.id.clone());
-        }
-        from_parts.insert(variant.id, variant.rows);
-    }
-    let in_base: HashSet<String> = base.iter().map(|v| v.id.clone()).collect();
-    let mut merged: Vec<VariantRows> = base
-        .into_iter()
-        .map(|variant| match from_parts.remove(&variant.id) {
-            Some(rows) => VariantRows {
-                id: variant.id,
-                rows,
-            },
-            None => variant,
-        })
-        .collect();
-    if !in_base.is_empty() {
-        return merged;
-    }
-    merged.extend(
-        extra_order
-            .into_iter()
-            .filter(|id| !in_base.contains(id))
-            .filter_map(|id| {
-                let rows = from_parts.remove(&id)?;
-                Some(VariantRows { id, rows })
-            }),
-    );
-    merged
-}
-
-/// Reads a `results.csv` (a part or the folder's) into its variants, in order. `None`
-/// when there is no such file.
-pub fn read_rows(path: &Path) -> std::io::Result<Option<Vec<VariantRows>>> {
-    let invalid = |what: String| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{}: {what}", path.display()),
-        )
-    };
-    let mut reader = match csv::Reader::from_path(path) {
-        Ok(reader) => reader,
-        Err(err) => match err.kind() {
-            csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            _ => return Err(invalid(err.to_string())),
-        },
-    };
-    let headers = reader.headers().map_err(|e| invalid(e.to_string()))?;
-    if headers.iter().ne(HEADER.iter().copied()) {
-        return Err(invalid(
-            "its header is not this stembatch's (written by another version?)".into(),
-        ));
-    }
-    let id_col = id_column();
-    let mut variants: Vec<VariantRows> = Vec::new();
-    let mut at: HashMap<String, usize> = HashMap::new();
-    for row in reader.records() {
-        let row = row.map_err(|e| invalid(e.to_string()))?;
-        let id = row[id_col].to_owned();
-        let fields = row.iter().map(str::to_owned).collect();
-        match at.get(&id) {
-            Some(&i) => variants[i].rows.push(fields),
-            None => {
-                at.insert(id.clone(), variants.len());
-                variants.push(VariantRows {
-                    id,
-                    rows: vec![fields],
-                });
-            }
-        }
-    }
-    Ok(Some(variants))
-}
 
 /// The parts of the shards of `count` that are as new as what they describe, in shard
 /// order. A part is left out (its variants keep the base's rows) when a journal it does
 /// not reflect is newer: its own (the shard was killed between two writes), unless the
 /// shard runs now; or any of another layout (a whole-folder run or other shards ran
 /// since).
-fn fresh_parts(out_dir: &Path, count: u32) -> std::io::Result<Vec<Vec<VariantRows>>> {
+fn fresh_parts(out_dir: &Path, count: u32) -> std::io::Result<Vec<PathBuf>> {
     let shards = shard_dirs(out_dir)?;
     let journal_time = |dir: &Path| modified(&dir.join(JOURNAL_FILE));
     let mut others = vec![journal_time(&state_dir(out_dir))?];
@@ -157,9 +62,7 @@ fn fresh_parts(out_dir: &Path, count: u32) -> std::io::Result<Vec<Vec<VariantRow
             tracing::warn!(shard = %shard, "the part of shard {shard} is older than the journals: its variants keep the rows of results.csv");
             continue;
         }
-        if let Some(part) = read_rows(&dir.join(FILE_NAME))? {
-            parts.push(part);
-        }
+        parts.push(dir.join(FILE_NAME));
     }
     Ok(parts)
 }
@@ -205,64 +108,18 @@ fn lock_merges(out_dir: &Path) -> std::io::Result<MergeLock> {
     Ok(MergeLock { _file: file })
 }
 
-/// Writes `variants` as the folder's `results.csv`.
-fn write_variants(out_dir: &Path, variants: &[VariantRows]) -> std::io::Result<()> {
-    write_atomically(out_dir, |out| {
-        let mut writer = csv::Writer::from_writer(out);
-        writer.write_record(HEADER)?;
-        for row in variants.iter().flat_map(|v| &v.rows) {
-            writer.write_record(row)?;
-        }
-        writer.flush()?;
-        Ok(())
-    })
-}
-
 /// `stembatch report DIR`: rewrites `DIR/results.csv` from the fresh parts of the shards
-/// of `count` over the folder's last `results.csv`, under the merge lock.
+/// of `count` over the folder's last `results.csv`, under the merge lock, streamed (see
+/// [`super::merge`]).
 pub fn merge_into_folder(out_dir: &Path, count: u32) -> std::io::Result<Merged> {
     let lock = lock_merges(out_dir)?;
-    let base = read_rows(&out_dir.join(FILE_NAME))?.unwrap_or_default();
-    let merged = merge(base, fresh_parts(out_dir, count)?);
-    write_variants(out_dir, &merged)?;
-    Ok(Merged {
-        variants: merged.len(),
-        lock,
-    })
-}
-
-/// Every variant's rows of `results.csv` as `records` (every journal of the folder) tell
-/// them, in the order of `variants`.
-pub fn rows_as_journaled(variants: &[Variant], records: &[Record]) -> Vec<VariantRows> {
-    let priors = replay::replay(records);
-    variants
-        .iter()
-        .map(|variant| {
-            let record = priors
-                .get(&variant.id)
-                .map(|prior| record_of(prior.clone()))
-                .unwrap_or_default();
-            VariantRows {
-                id: variant.id.to_string(),
-                rows: rows_of(variant, &record),
-            }
-        })
-        .collect()
-}
-
-/// The record of a prior folded from records read into memory (`replay::fold`), whose
-/// tracks are held whole.
-fn record_of(prior: Prior) -> VariantRecord {
-    let (mut record, tracks) = prior.into_record();
-    record.tracks = tracks
-        .into_iter()
-        .filter_map(|track| match track.details {
-            Details::Held(entry) => Some(TrackRecord::from(*entry)),
-            // Only a fold of files keeps a line's place, and this one read none.
-            Details::Stored(_) => None,
-        })
-        .collect();
-    record
+    let parts = fresh_parts(out_dir, count)?;
+    let mut variants = 0;
+    write_atomically(out_dir, |out| {
+        variants = super::merge::merge(&out_dir.join(FILE_NAME), &parts, out)?;
+        Ok(())
+    })?;
+    Ok(Merged { variants, lock })
 }
 
 /// What a shard's run needs to write its part and the folder's `results.csv`.
@@ -270,8 +127,9 @@ fn record_of(prior: Prior) -> VariantRecord {
 pub struct ShardPart {
     /// The shard's state folder, where its part goes.
     pub dir: PathBuf,
-    /// Every variant of the manifest, in its order.
-    pub all: Arc<Vec<Variant>>,
+    /// Every variant of the manifest, in its order: their ids, each variant built when
+    /// its rows are written.
+    all: Arc<VariantTable>,
     /// The folder's journals as read so far: where each was left, and their fold.
     journals: Arc<Mutex<JournalsRead>>,
 }
@@ -282,6 +140,33 @@ struct JournalsRead {
     cursors: JournalCursors,
     /// Unsettled: the fold goes on with the next records.
     priors: HashMap<VariantId, Prior>,
+}
+
+/// The record of a variant as the journals read so far tell it (`prior`, the fold's; none
+/// when no journal names it): the one conversion from the journals' fold to the rows.
+fn record_of(prior: Option<&Prior>) -> VariantRecord {
+    let Some(prior) = prior else {
+        return VariantRecord::UNKNOWN;
+    };
+    let mut prior = prior.clone();
+    prior.settle();
+    settled_record(prior)
+}
+
+/// The record of a settled prior of a fold of records read into memory, whose tracks'
+/// entries it holds.
+fn settled_record(prior: Prior) -> VariantRecord {
+    let (mut record, tracks) = prior.into_record();
+    record.tracks = tracks
+        .into_iter()
+        .filter_map(|track| match track.details {
+            Details::Held(entry) => Some(TrackRecord::from(*entry)),
+            // Only a fold of files leaves a track's entry in its line; this one read
+            // records into memory.
+            Details::Stored(_) => None,
+        })
+        .collect();
+    record
 }
 
 impl JournalsRead {
@@ -301,34 +186,27 @@ impl JournalsRead {
         Ok(())
     }
 
-    /// Every variant's rows as the journals read so far tell them, in `variants`' order.
-    fn rows(&self, variants: &[Variant]) -> Vec<VariantRows> {
-        variants
-            .iter()
-            .map(|variant| {
-                let record = match self.priors.get(&variant.id) {
-                    Some(prior) => {
-                        let mut prior = prior.clone();
-                        prior.settle();
-                        record_of(prior)
-                    }
-                    None => VariantRecord::default(),
-                };
-                VariantRows {
-                    id: variant.id.to_string(),
-                    rows: rows_of(variant, &record),
-                }
-            })
-            .collect()
+    /// Writes the header and every variant's rows as the journals read so far tell them,
+    /// in `variants`' order: each variant built, rendered, written and dropped in turn.
+    fn write_rows(&self, variants: &VariantTable, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut writer = csv::Writer::from_writer(out);
+        writer.write_record(HEADER)?;
+        for variant in variants.iter() {
+            let record = record_of(self.priors.get(&variant.id));
+            for row in rows_of(&variant, &record) {
+                writer.write_record(row)?;
+            }
+        }
+        writer.flush()
     }
 }
 
 impl ShardPart {
     /// The part of `shard` in `out_dir`; `all` is every variant of the manifest.
-    pub fn new(out_dir: &Path, shard: Shard, all: Vec<Variant>) -> Self {
+    pub fn new(out_dir: &Path, shard: Shard, all: Arc<VariantTable>) -> Self {
         ShardPart {
             dir: layout::run_dir(out_dir, Some(shard)),
-            all: Arc::new(all),
+            all,
             journals: Arc::default(),
         }
     }
@@ -340,11 +218,9 @@ impl ShardPart {
         let lock = lock_merges(out_dir)?;
         let mut journals = self.journals.lock().unwrap_or_else(|p| p.into_inner());
         journals.catch_up(out_dir)?;
-        let rows = journals.rows(&self.all);
-        drop(journals);
-        write_variants(out_dir, &rows)?;
+        write_atomically(out_dir, |out| journals.write_rows(&self.all, out))?;
         Ok(Merged {
-            variants: rows.len(),
+            variants: self.all.len(),
             lock,
         })
     }
@@ -354,20 +230,26 @@ impl ShardPart {
 mod tests {
     use super::*;
 
-    fn variant(id: &str, rows: &[&str]) -> VariantRows {
-        VariantRows {
-            id: id.into(),
-            rows: rows
-                .iter()
-                .map(|r| vec![id.to_owned(), r.to_string()])
-                .collect(),
-        }
-    }
+    use crate::journal::format::Record;
+    use crate::report::merge::in_memory::{read_rows, VariantRows};
+    use crate::variant::{Variant, VariantSource};
 
-    fn ids_and_rows(merged: &[VariantRows]) -> Vec<(String, usize)> {
-        merged
+    /// Every variant's rows as `records` (every journal of the folder, read whole) tell
+    /// them, in the order of `variants`: the tests' reference for a shard's merge.
+    fn rows_as_journaled(variants: &[Variant], records: &[Record]) -> Vec<VariantRows> {
+        let priors = replay::replay(records);
+        variants
             .iter()
-            .map(|v| (v.id.clone(), v.rows.len()))
+            .map(|variant| {
+                let record = priors
+                    .get(&variant.id)
+                    .map(|prior| settled_record(prior.clone()))
+                    .unwrap_or_default();
+                VariantRows {
+                    id: variant.id.to_string(),
+                    rows: rows_of(variant, &record),
+                }
+            })
             .collect()
     }
 
@@ -436,7 +318,8 @@ mod tests {
             matches!(new, NewRecords::Since(r) if r == [ended(0)]),
             "only what was added"
         );
-        let part = ShardPart::new(out, shards[0], all.clone());
+        let table = VariantTable::new(Arc::new(all.clone()));
+        let part = ShardPart::new(out, shards[0], Arc::new(table));
         let check = |when: &str| {
             part.merge_into(out).unwrap();
             let merged = read_rows(&out.join(FILE_NAME)).unwrap().unwrap();
@@ -465,55 +348,77 @@ mod tests {
         check("a journal rewritten shorter");
     }
 
-    #[test]
-    fn parts_replace_the_base_rows_of_their_variants_and_keep_the_base_order() {
-        let base = vec![
-            variant("a", &["pending"]),
-            variant("b", &["pending"]),
-            variant("c", &["pending"]),
-        ];
-        let parts = vec![
-            vec![variant("c", &["track 1", "track 2"])],
-            vec![variant("a", &["failed"])],
-        ];
-        let merged = merge(base, parts);
-        assert_eq!(
-            ids_and_rows(&merged),
-            [("a".into(), 1), ("b".into(), 1), ("c".into(), 2)]
-        );
-        assert_eq!(merged[0].rows[0][1], "failed");
-        assert_eq!(merged[1].rows[0][1], "pending");
+    /// What a writer has been given so far, in bytes.
+    struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Write for Counting {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .fetch_add(bytes.len(), std::sync::atomic::Ordering::SeqCst);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
-    #[test]
-    fn variants_the_base_does_not_list_are_left_out_unless_there_is_no_base() {
-        let parts = || {
-            vec![
-                vec![variant("z", &["1"]), variant("y", &["1"])],
-                vec![variant("a", &["2"])],
-            ]
-        };
-        let ids = |merged: Vec<VariantRows>| -> Vec<String> {
-            merged.into_iter().map(|v| v.id).collect()
-        };
-        // A part from a night whose manifest had z and y: the manifest has dropped them.
-        assert_eq!(ids(merge(vec![variant("a", &["x"])], parts())), ["a"]);
-        // No results.csv to order by: every part's variants, in the parts' order.
-        assert_eq!(ids(merge(Vec::new(), parts())), ["z", "y", "a"]);
+    /// Builds each variant from one, and notes how much the writer had been given when
+    /// each was built.
+    #[derive(Debug)]
+    struct Watched {
+        like: Variant,
+        written: Arc<std::sync::atomic::AtomicUsize>,
+        when_built: Mutex<Vec<usize>>,
     }
 
+    impl VariantSource for Watched {
+        fn build(&self, _index: usize, id: &VariantId) -> Variant {
+            let written = self.written.load(std::sync::atomic::Ordering::SeqCst);
+            self.when_built.lock().unwrap().push(written);
+            Variant {
+                id: id.clone(),
+                ..self.like.clone()
+            }
+        }
+    }
+
+    /// A shard's merge writes each variant's rows before it builds the next ones: when
+    /// variant k is built, the writer has been given the rows of those before it but for
+    /// what the CSV writer buffers (8 KiB), so the rows of the folder are never held.
     #[test]
-    fn a_part_written_by_another_header_is_refused_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(FILE_NAME);
-        std::fs::write(&path, "stem,variant\nx,y\n").unwrap();
-        let err = read_rows(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("results.csv") && err.contains("header"),
-            "{err}"
-        );
-        assert!(read_rows(&dir.path().join("missing.csv"))
+    fn a_shard_merge_writes_each_variant_before_it_builds_the_next() {
+        let text = "[defaults]\ntitle = \"t\"\ntags = \"a\"\nnegative_tags = \"\"\n[[stem]]\nurl = \"https://h/s.wav\"\n";
+        let like = crate::manifest::parse(Path::new("m.toml"), text)
             .unwrap()
-            .is_none());
+            .variants
+            .to_vec()
+            .remove(0);
+        let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let source = Arc::new(Watched {
+            like,
+            written: Arc::clone(&written),
+            when_built: Mutex::default(),
+        });
+        let count = 2000;
+        let ids: Vec<VariantId> = (1..=count as u64).map(VariantId::from_bits).collect();
+        let table = VariantTable::built(Arc::clone(&source) as _, ids.iter());
+        JournalsRead::default()
+            .write_rows(&table, &mut Counting(Arc::clone(&written)))
+            .unwrap();
+        let header = HEADER.join(",").len() + 1;
+        let total = written.load(std::sync::atomic::Ordering::SeqCst);
+        // Every variant is pending, one row of the same length (ids of 16 digits).
+        let row = (total - header) / count;
+        assert_eq!(header + row * count, total);
+        let when_built = source.when_built.lock().unwrap();
+        assert_eq!(when_built.len(), count);
+        let buffered = 8 * 1024;
+        for (k, &given) in when_built.iter().enumerate() {
+            assert!(
+                given + buffered >= header + k * row,
+                "variant {k} built when {given} of {} bytes were written",
+                header + k * row
+            );
+        }
     }
 }
