@@ -340,12 +340,17 @@ impl VariantTable {
     /// The table of the variants `source` builds, whose ids are `ids`, by position.
     ///
     /// Every id must be one [`VariantId::compute`] made (all of a manifest's are).
-    pub fn built<'a>(
+    pub fn built<I: std::borrow::Borrow<VariantId>>(
         source: Arc<dyn VariantSource>,
-        ids: impl Iterator<Item = &'a VariantId>,
+        ids: impl IntoIterator<Item = I>,
     ) -> Self {
         let ids: Vec<u64> = ids
-            .map(|id| id.bits().expect("a computed variant id is 16 hex digits"))
+            .into_iter()
+            .map(|id| {
+                id.borrow()
+                    .bits()
+                    .expect("a computed variant id is 16 hex digits")
+            })
             .collect();
         let by_id = ids
             .iter()
@@ -356,8 +361,29 @@ impl VariantTable {
     }
 
     /// The variants, in manifest order, each built as it is reached.
-    pub fn iter(&self) -> impl Iterator<Item = Variant> + '_ {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Variant> + '_ {
         (0..self.len()).map(|index| self.at(index))
+    }
+
+    /// The ids, by position: no variant is built.
+    pub fn ids(&self) -> impl ExactSizeIterator<Item = VariantId> + '_ {
+        self.ids.iter().map(|&bits| VariantId::from_bits(bits))
+    }
+
+    /// The table of those of its variants whose id `keep` takes (a shard's), in the same
+    /// order, built by the same source: no variant is built to choose them.
+    pub fn subset(&self, keep: impl Fn(&VariantId) -> bool) -> VariantTable {
+        let (positions, ids): (Vec<u32>, Vec<VariantId>) = self
+            .ids()
+            .enumerate()
+            .filter(|(_, id)| keep(id))
+            .map(|(position, id)| (position as u32, id))
+            .unzip();
+        let source = Subset {
+            source: Arc::clone(&self.source),
+            positions,
+        };
+        Self::built(Arc::new(source), ids)
     }
 
     /// How many.
@@ -384,6 +410,25 @@ impl VariantTable {
     /// The variant `id`, built.
     pub fn get(&self, id: &VariantId) -> Option<Variant> {
         self.index_of(id).map(|i| self.at(i))
+    }
+
+    /// Whether `id` is one of its variants'.
+    pub fn contains(&self, id: &VariantId) -> bool {
+        self.index_of(id).is_some()
+    }
+}
+
+/// Some of a table's variants: [`VariantTable::subset`].
+#[derive(Debug)]
+struct Subset {
+    source: Arc<dyn VariantSource>,
+    /// Each variant's position in the table it was chosen from.
+    positions: Vec<u32>,
+}
+
+impl VariantSource for Subset {
+    fn build(&self, index: usize, id: &VariantId) -> Variant {
+        self.source.build(self.positions[index] as usize, id)
     }
 }
 
@@ -463,6 +508,14 @@ mod tests {
         let elsewhere = VariantId::compute(&source, &params(), 4);
         assert_eq!(table.index_of(&elsewhere), None);
         assert_eq!(table.index_of(&VariantId("not an id".into())), None);
+        // A shard's table: the kept ones, in order, each built from its own position.
+        let odd = table.subset(|id| id != &list[1].id);
+        let kept: Vec<VariantId> = odd.ids().collect();
+        assert_eq!(kept, [list[0].id.clone(), list[2].id.clone()]);
+        let built: Vec<(VariantId, u32)> = odd.iter().map(|v| (v.id, v.take)).collect();
+        assert_eq!(built, [(kept[0].clone(), 1), (kept[1].clone(), 3)]);
+        assert_eq!(odd.index_of(&list[2].id), Some(1));
+        assert!(!odd.contains(&list[1].id) && table.contains(&list[1].id));
     }
 
     #[test]

@@ -45,14 +45,14 @@ pub(super) fn open_bucket(manifest: &Manifest) -> anyhow::Result<Option<(Bucket,
 /// variants `entries` submits ([`survey_bucket`]).
 pub(super) async fn bucket_for_run(
     prepared: Option<PreparedBucket>,
-    variants: &[crate::variant::Variant],
+    variants: &crate::variant::VariantTable,
     entries: &[crate::scheduler::state::Entry],
     context: SurveyContext<'_>,
 ) -> (Option<BucketUploads>, Option<AccountStop>) {
     let Some(prepared) = prepared else {
         return (None, None);
     };
-    let to_submit = crate::scheduler::local_stems_to_submit(variants, entries);
+    let to_submit = crate::scheduler::local_stems_to_submit(variants.iter(), entries);
     let (uploads, stop) = survey_bucket(prepared, &to_submit, context).await;
     (Some(uploads), stop)
 }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use super::resume::{self, Resume};
 use crate::exit::{ExpectedError, SUCCESS};
@@ -18,7 +19,7 @@ use crate::report::csv::FILE_NAME;
 use crate::scheduler::rerun::Intent;
 use crate::scheduler::start::Rerun;
 use crate::shard::Shard;
-use crate::variant::{GenerationParams, Variant, VariantId};
+use crate::variant::{GenerationParams, Variant, VariantId, VariantTable};
 
 /// `validate`: the variant count on stdout; on stderr, each stem whose file cannot be sent
 /// (a file a glob matched that is empty, not audio or too large), whose variants a run
@@ -73,14 +74,17 @@ pub(super) async fn plan(
         eprintln!("warning: {line}");
     }
     let own = |variant: &Variant| shard.is_none_or(|shard| shard.contains(&variant.id));
-    // Without a folder, each variant is built as it is written, and dropped: a million
-    // are never held. With one, the folder is weighed against them all at once.
+    // Each variant is built as it is looked at, and dropped: a million are never held.
+    // Against a folder, the variants are held by id.
     let against = match out {
         Some(dir) => {
-            let all = manifest.variants.to_vec();
-            let mine: Vec<Variant> = all.iter().filter(|v| own(v)).cloned().collect();
             // Every shard's variants: a paid task of a variant not among them is collected.
-            let (resume, folded) = plan_against(&mine, &all, shard, dir).await?;
+            let listed = Arc::new(manifest.variants.table());
+            let mine = match shard {
+                Some(shard) => Arc::new(listed.subset(|id| shard.contains(id))),
+                None => Arc::clone(&listed),
+            };
+            let (resume, folded) = plan_against(&mine, &listed, shard, dir).await?;
             Some((mine, resume, folded))
         }
         None => None,
@@ -116,8 +120,8 @@ pub(super) async fn plan(
 /// What a run into `dir` would do, from its journals (every shard's), read and never
 /// written; and the rest of their fold (the uploads they know).
 async fn plan_against(
-    variants: &[Variant],
-    listed: &[Variant],
+    variants: &VariantTable,
+    listed: &VariantTable,
     shard: Option<Shard>,
     dir: &Path,
 ) -> anyhow::Result<(Resume, Folded)> {
@@ -173,14 +177,14 @@ fn cost_summary(resume: &Resume, dir: &Path) -> String {
 /// (HEAD, as a run does) when the credentials are at hand; without them, an upper bound.
 async fn bucket_summary(
     manifest: &manifest::Manifest,
-    variants: &[Variant],
+    variants: &VariantTable,
     resume: &Resume,
     folded: &Folded,
 ) -> anyhow::Result<Option<String>> {
     let manifest::UploadMode::S3(settings) = &manifest.upload.mode else {
         return Ok(None);
     };
-    let stems = crate::scheduler::local_stems_to_submit(variants, &resume.entries);
+    let stems = crate::scheduler::local_stems_to_submit(variants.iter(), &resume.entries);
     let mut distinct: Vec<String> = stems
         .iter()
         .map(|stem| crate::storage::keys::stem_key(&settings.prefix, stem))

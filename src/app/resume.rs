@@ -4,7 +4,7 @@
 //! each variant's entry, and the paid tasks of variants no longer in the manifest into
 //! entries to collect (`scheduler::rerun::orphans`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -19,7 +19,7 @@ use crate::scheduler::rerun::{self, Intent, Move, Orphan};
 use crate::scheduler::start::{Rerun, Start};
 use crate::scheduler::state::Entry;
 use crate::shard::Shard;
-use crate::variant::{Variant, VariantId};
+use crate::variant::{VariantId, VariantTable};
 
 /// What a run will do, before it does it.
 pub struct Resume {
@@ -70,37 +70,35 @@ impl Resume {
 
 /// Decides every variant's start from what the journals say of it (`priors`, as
 /// `journal::replay` folds them, their tracks' entries in `store`), reading (never
-/// changing) the output folder. Each prior
-/// is dropped as its entry is made, so that the two are never held whole together.
-/// `listed` is every variant of the manifest (all shards'): a paid task of a variant not
-/// among them is an orphan, collected by the run of the `shard` it hashes to (or by the
-/// only run).
+/// changing) the output folder. Each prior is dropped as its entry is made, so that the
+/// two are never held whole together.
+/// `variants` are the run's, each built as it is looked at and dropped. `listed` is every
+/// variant of the manifest (all shards'): a paid task of a variant not among them is an
+/// orphan, collected by the run of the `shard` it hashes to (or by the only run).
 pub(super) async fn prepare(
-    variants: &[Variant],
-    listed: &[Variant],
+    variants: &VariantTable,
+    listed: &VariantTable,
     shard: Option<Shard>,
     priors: HashMap<VariantId, Prior>,
     store: &TrackStore,
     out_dir: &Path,
     rerun: Rerun,
 ) -> std::io::Result<Resume> {
-    let mut orphans = {
-        let listed_ids: HashSet<&VariantId> = listed.iter().map(|v| &v.id).collect();
-        rerun::orphans(&listed_ids, &priors, rerun.now)
-    };
+    let mut orphans = rerun::orphans(|id| listed.contains(id), &priors, rerun.now);
     orphans.retain(|o| shard.is_none_or(|shard| shard.contains(&o.variant_id)));
     let (mut priors, intact) = check_finished_tracks(variants, priors, out_dir).await?;
-    let (planned, moves) = rerun::plan(variants, &priors, &intact, rerun);
+    let (planned, moves) = rerun::plan(variants.iter(), &priors, &intact, rerun);
     let mut entries = Vec::with_capacity(variants.len());
     let mut intents = HashMap::with_capacity(variants.len());
-    for (variant, (start, intent)) in variants.iter().zip(planned) {
+    for ((index, id), (start, intent)) in variants.ids().enumerate().zip(planned) {
         if intent == Intent::RetryAfterUnknown {
+            let variant = variants.at(index);
             warn!(
                 variant_id = %variant.id, stem = %variant.stem.name, variant = %variant.name,
                 "an earlier submit of this variant had an unknown outcome: submitting again (--retry-failed) may create a duplicate task"
             );
         }
-        let (mut record, tracks) = match priors.remove(&variant.id) {
+        let (mut record, tracks) = match priors.remove(&id) {
             Some(prior) => prior.into_record(),
             None => (VariantRecord::default(), Vec::new()),
         };
@@ -120,12 +118,12 @@ pub(super) async fn prepare(
             record.error = None;
         }
         entries.push(Entry {
-            id: variant.id.clone(),
+            id: id.clone(),
             start,
             record,
             kept_tracks,
         });
-        intents.insert(variant.id.clone(), intent);
+        intents.insert(id, intent);
     }
     Ok(Resume {
         entries,
@@ -213,7 +211,7 @@ fn free_name(path: PathBuf) -> PathBuf {
 /// runs off the async threads; `priors` goes to the blocking thread and comes back,
 /// rather than a copy of every track.
 async fn check_finished_tracks(
-    variants: &[Variant],
+    variants: &VariantTable,
     priors: HashMap<VariantId, Prior>,
     out_dir: &Path,
 ) -> std::io::Result<(HashMap<VariantId, Prior>, HashMap<VariantId, bool>)> {
@@ -224,13 +222,12 @@ async fn check_finished_tracks(
             .is_some_and(|e| e.status == EndStatus::Finished)
     };
     let to_check: Vec<VariantId> = variants
-        .iter()
-        .filter(|v| {
+        .ids()
+        .filter(|id| {
             priors
-                .get(&v.id)
+                .get(id)
                 .is_some_and(|p| finished(p) && p.task.is_some())
         })
-        .map(|v| v.id.clone())
         .collect();
     let out_dir: PathBuf = out_dir.to_owned();
     tokio::task::spawn_blocking(move || {

@@ -29,7 +29,7 @@ use crate::scheduler::{self, shared_limit, watched, Pacers, RunEnd, RunInputs, S
 use crate::shard::Shard;
 use crate::signal::Interrupts;
 use crate::sim::{SimConfig, SimHandle, WindowLimit};
-use crate::variant::{Variant, VariantId, VariantTable};
+use crate::variant::{VariantId, VariantTable};
 
 use super::bucket::{bucket_for_run, open_bucket, PreparedBucket, SurveyContext};
 use super::resume;
@@ -129,7 +129,6 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     let Prepared {
         manifest,
         variants,
-        positions,
         settings,
         out_dir,
         client,
@@ -199,12 +198,6 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         kept_tracks,
     };
     let csv_path = out_dir.join(FILE_NAME);
-    // From here on the run holds each variant's id, and builds a variant when it needs
-    // one: the list made to prepare the run is dropped.
-    let source = manifest.variants.source(positions);
-    let table = VariantTable::built(source, variants.iter().map(|v| &v.id));
-    drop(variants);
-    let variants = Arc::new(table);
     let state = tokio::select! {
         state = scheduler::run(Arc::clone(&variants), entries, orphans, inputs) => {
             progress.finish();
@@ -359,10 +352,9 @@ fn log_unrestored(state: &RunState, variants: &VariantTable) {
 /// Everything a run needs before its first request.
 struct Prepared {
     manifest: Manifest,
-    /// The variants this run takes: all of the manifest's, or its shard's.
-    variants: Vec<Variant>,
-    /// A shard's run: the manifest positions of `variants`.
-    positions: Option<Vec<u32>>,
+    /// The variants this run takes: all of the manifest's, or its shard's. It holds each
+    /// variant's id, and builds a variant when it needs one.
+    variants: Arc<VariantTable>,
     settings: RunSettings,
     out_dir: PathBuf,
     client: ApiClient,
@@ -395,13 +387,11 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     for line in manifest.warning_lines() {
         tracing::warn!("{line}");
     }
-    let mut variants = manifest.variants.to_vec();
-    let (all_variants, positions) = match shard {
-        Some(shard) => {
-            let (all, positions) = take_shard(&mut variants, shard);
-            (Some(all), Some(positions))
-        }
-        None => (None, None),
+    // No list of every variant is made: each is built when it is looked at.
+    let listed = Arc::new(manifest.variants.table());
+    let variants = match shard {
+        Some(shard) => Arc::new(take_shard(&listed, shard)),
+        None => Arc::clone(&listed),
     };
     let bucket = open_bucket(&manifest)?;
     let settings = settings_of(args, &manifest);
@@ -425,17 +415,17 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     };
     // Every shard counts the whole manifest, so that they all refuse alike. Buying never
     // depends on whether finished tracks are whole: the files are not read.
-    let shards_new_tasks = all_variants.as_ref().map(|all| {
-        let (planned, _) = rerun::plan(all, &folder.folded.priors, &HashMap::new(), rerun);
+    let shards_new_tasks = shard.map(|_| {
+        let (planned, _) =
+            rerun::plan(listed.iter(), &folder.folded.priors, &HashMap::new(), rerun);
         planned.iter().filter(|(_, intent)| intent.buys()).count()
     });
     let fresh_folder = folder.folded.is_empty();
     let priors = std::mem::take(&mut folder.folded.priors);
     let kept_tracks = Arc::new(std::mem::take(&mut folder.folded.store));
-    let listed = all_variants.as_deref().unwrap_or(&variants);
     let resume = resume::prepare(
         &variants,
-        listed,
+        &listed,
         shard,
         priors,
         &kept_tracks,
@@ -448,11 +438,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     check_new_submits(new_tasks as u64, &settings, &args.manifest)?;
     // Only now, when the run goes ahead: a refused run leaves the folder's layout be.
     // A shard's part holds the manifest's ids, and builds each variant as it writes it.
-    let all_table = all_variants.map(|all| {
-        let source = manifest.variants.source(None);
-        Arc::new(VariantTable::built(source, all.iter().map(|v| &v.id)))
-    });
-    let folder = folder.go_ahead(all_table)?;
+    let folder = folder.go_ahead(shard.map(|_| Arc::clone(&listed)))?;
     move_superseded(&out_dir, &resume).await?;
     // Each simulator starts empty: its earlier uploads are gone with it.
     let earlier_uploads = match &simulator {
@@ -467,7 +453,6 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     Ok(Prepared {
         manifest,
         variants,
-        positions,
         settings,
         out_dir,
         client,
@@ -566,22 +551,16 @@ async fn move_superseded(out_dir: &Path, resume: &resume::Resume) -> anyhow::Res
     Ok(())
 }
 
-/// Keeps in `variants` those of `shard`, and returns all of them (the folder's
-/// `results.csv` lists every variant of the manifest) with the positions of those kept.
-fn take_shard(variants: &mut Vec<Variant>, shard: Shard) -> (Vec<Variant>, Vec<u32>) {
-    let positions: Vec<u32> = (0..variants.len() as u32)
-        .filter(|&i| shard.contains(&variants[i as usize].id))
-        .collect();
-    let own: Vec<Variant> = positions
-        .iter()
-        .map(|&i| variants[i as usize].clone())
-        .collect();
+/// The variants of `listed` (every variant of the manifest) that `shard` takes, chosen
+/// by id: none is built to choose them.
+fn take_shard(listed: &VariantTable, shard: Shard) -> VariantTable {
+    let own = listed.subset(|id| shard.contains(id));
     tracing::info!(
         variants = own.len(),
-        of = variants.len(),
+        of = listed.len(),
         "this run takes shard {shard} of the manifest"
     );
-    (std::mem::replace(variants, own), positions)
+    own
 }
 
 /// Maps how the run ended to SPEC.md's exit code.

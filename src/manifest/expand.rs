@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::validate::{
     ParamLayer, Problems, StemPlan, VariantSpec, DEFAULT_TITLE, MAX_TITLE_CHARS,
 };
-use crate::variant::{GenerationParams, Stem, Variant, VariantId, VariantSource};
+use crate::variant::{GenerationParams, Stem, Variant, VariantId, VariantSource, VariantTable};
 
 /// The variants of a valid manifest, in manifest order: every (stem, spec, take), built
 /// when asked for. Cloning it shares the plans.
@@ -87,6 +87,12 @@ impl Variants {
             self.get(index)
                 .expect("a checked manifest builds each variant")
         })
+    }
+
+    /// The table of every variant: each built once here, to learn its id, then again
+    /// only when asked for.
+    pub fn table(&self) -> VariantTable {
+        VariantTable::built(self.source(None), self.iter().map(|v| v.id))
     }
 
     /// All of them in one list: for the callers that need every variant at once.

@@ -579,28 +579,34 @@ fn matrix(raw: &Spanned<RawMatrix>, field: String, problems: &mut Problems) -> M
     let line = problems.line(raw.span());
     let matrix = raw.get_ref();
     let mut axes: Vec<Vec<(Box<str>, AxisValue)>> = Vec::new();
-    for axis in [
-        axis(&matrix.model, "model", |p, v| p.model = Some(v)),
-        axis(&matrix.title, "title", |p, v| p.title = Some(v)),
-        axis(&matrix.tags, "tags", |p, v| p.tags = Some(v)),
-        axis(&matrix.negative_tags, "negative_tags", |p, v| {
-            p.negative_tags = Some(v)
-        }),
-        axis(&matrix.vocal_gender, "vocal_gender", |p, v| {
+    let mut check = |raw: RawParams| AxisValue::of(params(&raw, &field, problems));
+    let lists = [
+        axis(&matrix.model, "model", &mut check, |p, v| p.model = Some(v)),
+        axis(&matrix.title, "title", &mut check, |p, v| p.title = Some(v)),
+        axis(&matrix.tags, "tags", &mut check, |p, v| p.tags = Some(v)),
+        axis(
+            &matrix.negative_tags,
+            "negative_tags",
+            &mut check,
+            |p, v| p.negative_tags = Some(v),
+        ),
+        axis(&matrix.vocal_gender, "vocal_gender", &mut check, |p, v| {
             p.vocal_gender = Some(v)
         }),
-        axis(&matrix.style_weight, "style_weight", |p, v| {
+        axis(&matrix.style_weight, "style_weight", &mut check, |p, v| {
             p.style_weight = Some(v)
         }),
         axis(
             &matrix.weirdness_constraint,
             "weirdness_constraint",
+            &mut check,
             |p, v| p.weirdness_constraint = Some(v),
         ),
-        axis(&matrix.audio_weight, "audio_weight", |p, v| {
+        axis(&matrix.audio_weight, "audio_weight", &mut check, |p, v| {
             p.audio_weight = Some(v)
         }),
-    ] {
+    ];
+    for axis in lists {
         match axis {
             Axis::Absent => {}
             Axis::Empty(key, span) => problems.push(
@@ -608,16 +614,7 @@ fn matrix(raw: &Spanned<RawMatrix>, field: String, problems: &mut Problems) -> M
                 &format!("{field}.{key}"),
                 "a matrix list must not be empty",
             ),
-            Axis::Values(values) => {
-                // Not collected in place: the list would keep the room of the raw values
-                // it replaced (ten times its own at a matrix of 100,000 values).
-                let mut checked = Vec::with_capacity(values.len());
-                checked.extend(values.into_iter().map(|(slug, raw)| {
-                    let value = AxisValue::of(params(&raw, &field, problems));
-                    (slug.into_boxed_str(), value)
-                }));
-                axes.push(checked)
-            }
+            Axis::Values(values) => axes.push(values),
         }
     }
     let mut matrix = Matrix { field, line, axes };
@@ -684,13 +681,16 @@ impl Matrix {
 enum Axis {
     Absent,
     Empty(&'static str, Range<usize>),
-    /// Each value's slug, and a parameter table holding just that value.
-    Values(Vec<(String, RawParams)>),
+    /// Each value's slug, and the value as `check` made it.
+    Values(Vec<(Box<str>, AxisValue)>),
 }
 
+/// A matrix list, each value `check`ed as it is reached in a parameter table holding just
+/// that value (a table per value of a 100,000-value list is never held at once).
 fn axis<T: Clone + std::fmt::Display>(
     list: &Option<Spanned<Vec<Spanned<T>>>>,
     key: &'static str,
+    check: &mut impl FnMut(RawParams) -> AxisValue,
     set: impl Fn(&mut RawParams, Spanned<T>),
 ) -> Axis {
     match list {
@@ -702,7 +702,8 @@ fn axis<T: Clone + std::fmt::Display>(
                 .map(|value| {
                     let mut params = RawParams::default();
                     set(&mut params, value.clone());
-                    (slug(&value.get_ref().to_string()), params)
+                    let slug = slug(&value.get_ref().to_string()).into_boxed_str();
+                    (slug, check(params))
                 })
                 .collect(),
         ),

@@ -4,7 +4,8 @@
 //! Beside the run state with [`decide`], which it builds on: what
 //! a run buys is decided here, not in the journal that records it.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::start::{decide, Rerun, Start, COLLECT_WITHIN};
@@ -148,8 +149,8 @@ pub fn orphan_track_path(variant_id: &VariantId, number: u32, ext: &str) -> Stri
     format!("superseded/{variant_id}-{number}.{ext}")
 }
 
-/// The paid tasks of variants not in `listed` (every variant of the manifest, all
-/// shards') that a run collects, oldest first:
+/// The paid tasks of variants that `listed` does not take (it takes every variant of the
+/// manifest, all shards') that a run collects, oldest first:
 ///
 /// - a task the journal names (a lost submit answer names none: nothing to ask about),
 /// - not ended `finished` (collected) or `failed` (nothing to collect), so: still
@@ -162,13 +163,13 @@ pub fn orphan_track_path(variant_id: &VariantId, number: u32, ext: &str) -> Stri
 /// this list; a timeout or an error is asked about again by the next run while young
 /// enough, as the manifest's own variants are.
 pub fn orphans(
-    listed: &HashSet<&VariantId>,
+    listed: impl Fn(&VariantId) -> bool,
     priors: &HashMap<VariantId, Prior>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Vec<Orphan> {
     let mut found: Vec<Orphan> = priors
         .iter()
-        .filter(|(id, _)| !listed.contains(id))
+        .filter(|(id, _)| !listed(id))
         .filter_map(|(id, prior)| {
             let task = prior.task.as_ref()?;
             let open = match prior.end.as_ref().map(|e| e.status) {
@@ -192,10 +193,12 @@ pub fn orphans(
 /// stem and base), its path, and the variant and task that wrote it.
 type Written<'a> = ((&'a str, &'a str), &'a str, &'a VariantId, &'a PriorTask);
 
-/// Each variant's start and intent, and the moves its new tracks need, from the
-/// journal's `priors`. `intact` tells, per finished variant, whether its tracks are whole.
-pub fn plan(
-    variants: &[Variant],
+/// Each variant's start and intent, in the order of `variants`, and the moves its new
+/// tracks need, from the journal's `priors`. `intact` tells, per finished variant, whether
+/// its tracks are whole. Each variant is looked at once and may be built as it comes
+/// (a run's table builds it by position): no list of every variant is needed.
+pub fn plan<V: Borrow<Variant>>(
+    variants: impl IntoIterator<Item = V>,
     priors: &HashMap<VariantId, Prior>,
     intact: &HashMap<VariantId, bool>,
     rerun: Rerun,
@@ -223,8 +226,9 @@ pub fn plan(
     written.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut moves = Vec::new();
     let planned = variants
-        .iter()
+        .into_iter()
         .map(|variant| {
+            let variant = variant.borrow();
             let prior = priors.get(&variant.id);
             let whole = intact.get(&variant.id).copied().unwrap_or(true);
             let start = match (decide(prior, whole, rerun), &variant.stem.problem) {
@@ -291,13 +295,16 @@ mod tests {
     use super::*;
     use crate::journal::format::TrackEntry;
     use crate::journal::replay::PriorTask;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn parsed(text: &str) -> crate::manifest::Manifest {
+        let head = "[defaults]\ntitle = \"{stem} {variant}\"\nnegative_tags = \"\"\n";
+        crate::manifest::parse(Path::new("m.toml"), &format!("{head}{text}")).unwrap()
+    }
 
     fn variants(text: &str) -> Vec<Variant> {
-        let head = "[defaults]\ntitle = \"{stem} {variant}\"\nnegative_tags = \"\"\n";
-        crate::manifest::parse(Path::new("m.toml"), &format!("{head}{text}"))
-            .unwrap()
-            .variants
-            .to_vec()
+        parsed(text).variants.to_vec()
     }
 
     fn finished_with_tracks(files: &[&str]) -> Prior {
@@ -507,7 +514,7 @@ mod tests {
         for (i, (end, task, age, unknown, collected)) in table.into_iter().enumerate() {
             let gone = id(&format!("gone{i}"));
             let priors = HashMap::from([(gone.clone(), prior(end, task, age, unknown))]);
-            let found = orphans(&HashSet::new(), &priors, now);
+            let found = orphans(|_| false, &priors, now);
             assert_eq!(found.len(), usize::from(collected), "row {i}: {found:?}");
             if collected {
                 assert_eq!(found[0].variant_id, gone);
@@ -515,7 +522,7 @@ mod tests {
                 assert_eq!(found[0].tracks.len(), 1);
             }
             // A variant still listed is the plan's, never an orphan.
-            assert!(orphans(&HashSet::from([&gone]), &priors, now).is_empty());
+            assert!(orphans(|id| id == &gone, &priors, now).is_empty());
         }
     }
 
@@ -525,13 +532,104 @@ mod tests {
             (id("b"), prior(None, true, 2, false)),
             (id("a"), prior(None, true, 5, false)),
         ]);
-        let found = orphans(&HashSet::new(), &priors, rerun().now);
+        let found = orphans(|_| false, &priors, rerun().now);
         let order: Vec<_> = found.iter().map(|o| o.variant_id.as_str()).collect();
         assert_eq!(order, ["a", "b"]);
         assert_eq!(orphan_track_path(&id("a"), 2, "wav"), "superseded/a-2.wav");
         assert_eq!(
             changed_path("audio/s/v-t2-1.wav"),
             PathBuf::from("superseded/s/v-t2-1.changed.wav")
+        );
+    }
+
+    /// A manifest of a few stems, each a matrix of tags with takes; `earlier` sends other
+    /// negative tags for the stems it names, so their variants keep their names (and track
+    /// paths) under other ids: what a changed manifest leaves in the journal.
+    fn random_manifest(rng: &mut StdRng, earlier: &[bool]) -> String {
+        let mut text = String::new();
+        for (stem, changed) in earlier.iter().enumerate() {
+            let tags: Vec<String> = (0..rng.random_range(1..6))
+                .map(|i| format!("\"t{i}\""))
+                .collect();
+            text.push_str(&format!(
+                "[[stem]]\nurl = \"https://x/s{stem}.wav\"\ntakes = {}\nnegative_tags = \"{}\"\n[stem.matrix]\ntags = [{}]\n",
+                rng.random_range(1..4),
+                if *changed { "old" } else { "" },
+                tags.join(", ")
+            ));
+        }
+        text
+    }
+
+    /// A run holds its variants by id and builds each as it is looked at: over random
+    /// manifests, random earlier nights (changed variants, variants gone, tracks missing)
+    /// and any shard, the shard's table (chosen by id, built by position) is the shard's
+    /// list, and the plan and the orphans over the tables are those over the lists.
+    #[test]
+    fn a_plan_over_a_table_by_position_is_the_plan_over_the_list() {
+        let mut rng = StdRng::seed_from_u64(16);
+        // What the rounds went through: moves, orphans, variants left to other shards.
+        let (mut moved, mut collected, mut elsewhere) = (0, 0, 0);
+        for round in 0..60 {
+            let stems = rng.random_range(1..5);
+            let changed: Vec<bool> = (0..stems).map(|_| rng.random_bool(0.5)).collect();
+            let seed = rng.random::<u64>();
+            let text =
+                |earlier: &[bool]| random_manifest(&mut StdRng::seed_from_u64(seed), earlier);
+            let manifest = parsed(&text(&vec![false; stems]));
+            let list = manifest.variants.to_vec();
+            let earlier = variants(&text(&changed));
+            let mut priors = HashMap::new();
+            let mut intact = HashMap::new();
+            for variant in list.iter().chain(&earlier) {
+                if rng.random_bool(0.3) {
+                    continue;
+                }
+                let end = [None, Some(EndStatus::Finished), Some(EndStatus::Error)]
+                    [rng.random_range(0..3)];
+                let mut prior = prior(end, rng.random_bool(0.8), rng.random_range(0..100), false);
+                if let Some(task) = &mut prior.task {
+                    let file = format!("audio/{}/{}-1.wav", variant.stem.name, variant.file_base());
+                    task.tracks = vec![PriorTrack::new(TrackEntry::minimal(1, "a", &file), None)];
+                }
+                intact.insert(variant.id.clone(), rng.random_bool(0.8));
+                priors.insert(variant.id.clone(), prior);
+            }
+            let count = rng.random_range(1..4);
+            let shard =
+                crate::shard::Shard::new(rng.random_range(0..count), count, "test").unwrap();
+            let listed = manifest.variants.table();
+            let table = listed.subset(|id| shard.contains(id));
+            let own: Vec<&Variant> = list.iter().filter(|v| shard.contains(&v.id)).collect();
+            let key = |v: &Variant| {
+                (
+                    v.id.clone(),
+                    v.stem.name.clone(),
+                    v.name.clone(),
+                    v.take,
+                    v.params.clone(),
+                )
+            };
+            let built: Vec<_> = table.iter().map(|v| key(&v)).collect();
+            let expected: Vec<_> = own.iter().map(|v| key(v)).collect();
+            assert_eq!(built, expected, "round {round}");
+            let rerun = Rerun {
+                retry_failed: rng.random_bool(0.5),
+                ..rerun()
+            };
+            let by_position = plan(table.iter(), &priors, &intact, rerun);
+            let over_list = plan(own.iter().copied(), &priors, &intact, rerun);
+            assert_eq!(by_position, over_list, "round {round}");
+            let now = rerun.now;
+            let over_list = orphans(|id| list.iter().any(|v| &v.id == id), &priors, now);
+            assert_eq!(orphans(|id| listed.contains(id), &priors, now), over_list);
+            moved += by_position.1.len();
+            collected += over_list.len();
+            elsewhere += list.len() - own.len();
+        }
+        assert!(
+            moved > 20 && collected > 20 && elsewhere > 20,
+            "{moved} {collected} {elsewhere}"
         );
     }
 
