@@ -276,7 +276,7 @@ async fn child_run(scenario: &Scenario, url: &str, key: &str, sharing: Option<Sh
         stopped_before: None,
         api_checked: None,
         progress: stembatch::report::progress::Progress::off(),
-        kept_tracks: Default::default(),
+        track_store: Default::default(),
     };
     let started = Instant::now();
     let started_unix = unix_seconds();

@@ -242,8 +242,9 @@ async fn check_finished_tracks(
                 .map(|id| (id.clone(), false))
                 .collect()
         };
-        // A folder's tracks are checked on every core: a `stat` each is the kernel's
-        // path lookup, and a year of nights is hundreds of thousands of files.
+        // A folder's tracks are checked on several threads (one a core, eight at most): a
+        // `stat` each is the kernel's path lookup, and a year of nights is hundreds of
+        // thousands of files.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let chunk = to_check.len().div_ceil(threads).max(1);
         let broken = std::thread::scope(|scope| {

@@ -138,7 +138,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         pacers,
         journal,
         entries,
-        kept_tracks,
+        track_store,
         orphans,
         earlier_uploads,
         shard_part,
@@ -195,7 +195,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         },
         settings,
         out_dir: out_dir.clone(),
-        kept_tracks,
+        track_store,
     };
     let csv_path = out_dir.join(FILE_NAME);
     let state = tokio::select! {
@@ -365,7 +365,7 @@ struct Prepared {
     journal: JournalWriter,
     entries: Vec<Entry>,
     /// Where the kept variants' tracks' entries are.
-    kept_tracks: Arc<TrackStore>,
+    track_store: Arc<TrackStore>,
     /// Paid tasks of variants no longer in the manifest, to collect.
     orphans: Vec<Entry>,
     earlier_uploads: HashMap<String, UploadedFile>,
@@ -422,13 +422,13 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
     });
     let fresh_folder = folder.folded.is_empty();
     let priors = std::mem::take(&mut folder.folded.priors);
-    let kept_tracks = Arc::new(std::mem::take(&mut folder.folded.store));
+    let track_store = Arc::new(std::mem::take(&mut folder.folded.store));
     let resume = resume::prepare(
         &variants,
         &listed,
         shard,
         priors,
-        &kept_tracks,
+        &track_store,
         &out_dir,
         rerun,
     )
@@ -463,7 +463,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         journal: folder.journal,
         orphans: resume.orphan_entries(),
         entries: resume.entries,
-        kept_tracks,
+        track_store,
         earlier_uploads,
         shard_part: folder.shard_part,
         bucket,

@@ -191,14 +191,14 @@ impl TaskLine {
         })
     }
 
-    /// The task, its tracks kept compact: their entries stay in the line at `at`.
-    fn into_task(self, at: LineAt) -> PriorTask {
+    /// The task, its tracks kept compact when their entries can stay in the line `at`.
+    fn into_task(self, at: Option<LineAt>) -> PriorTask {
         // Exactly the room the tracks take: the fold holds every track of the folder.
         let mut tracks = Vec::with_capacity(self.tracks.len());
         tracks.extend(
             self.tracks
                 .into_iter()
-                .map(|entry| PriorTrack::new(entry, Some(at))),
+                .map(|entry| PriorTrack::new(entry, at)),
         );
         PriorTask {
             task_id: self.task_id,
@@ -208,9 +208,9 @@ impl TaskLine {
     }
 }
 
-/// Track `number` of the variant's line `raw` of a checkpoint: of the task an open
-/// submit replaced when `replaced`, else of its task.
-pub(super) fn track_in_line(raw: &[u8], number: u32, replaced: bool) -> Result<TrackEntry, String> {
+/// The tracks of the variant's line `raw` of a checkpoint: of the task an open submit
+/// replaced when `replaced`, else of its task.
+pub(super) fn tracks_in_line(raw: &[u8], replaced: bool) -> Result<Vec<TrackEntry>, String> {
     let prior = match serde_json::from_slice(raw) {
         Ok(Line::Prior(prior)) => prior,
         Ok(_) => return Err("is not a variant's line".into()),
@@ -220,10 +220,7 @@ pub(super) fn track_in_line(raw: &[u8], number: u32, replaced: bool) -> Result<T
         true => prior.before_intent.and_then(|(task, _, _)| task),
         false => prior.task,
     };
-    task.into_iter()
-        .flat_map(|task| task.tracks)
-        .find(|entry| entry.track == number)
-        .ok_or_else(|| format!("holds no track {number}"))
+    Ok(task.map(|task| task.tracks).unwrap_or_default())
 }
 
 impl From<&PriorEnd> for EndLine {
@@ -270,12 +267,12 @@ impl PriorLine {
         })
     }
 
-    /// The prior, read from the line at `at`: its tracks' entries stay there.
-    fn into_prior(self, at: LineAt) -> (VariantId, Prior) {
-        let replaced = LineAt {
+    /// The prior, read from the line `at`: its tracks' entries stay there when given.
+    fn into_prior(self, at: Option<LineAt>) -> (VariantId, Prior) {
+        let replaced = at.map(|at| LineAt {
             replaced: true,
             ..at
-        };
+        });
         let prior = Prior {
             attempts: self.attempts,
             unknown_outcomes: self.unknown_outcomes,
@@ -369,7 +366,15 @@ pub fn open(
     let mut not_used = Vec::new();
     let mut start = None;
     for (path, header) in candidates(dirs, &mut not_used)? {
-        let loaded = check(&header, &journals).and_then(|()| load(&path, &header));
+        // A checkpoint no other run can replace while this one holds its fd: its own, or
+        // the whole folder's (a shard holds that lock shared; only a whole-folder run,
+        // which takes it alone, writes there). Over NFS a file renamed over by another
+        // host's run is gone for this one's fd too, so another shard's is read whole.
+        let stable = writer.is_none_or(|w| {
+            let dir = path.parent();
+            dir == Some(w.own) || dir == Some(state_dir)
+        });
+        let loaded = check(&header, &journals).and_then(|()| load(&path, &header, stable));
         match loaded {
             Ok(folded) => {
                 start = Some((path, header, folded));
@@ -539,8 +544,9 @@ fn end_hashes(file: &File, bytes: u64) -> std::io::Result<(String, String)> {
 }
 
 /// Reads the whole checkpoint at `path` (whose header is `header`): the fold it holds,
-/// unsettled, or why it cannot be used.
-fn load(path: &Path, header: &Header) -> Result<Folded, String> {
+/// unsettled, or why it cannot be used. Its tracks' entries stay in its lines when it is
+/// `stable` (see [`open`]), else they are held.
+fn load(path: &Path, header: &Header, stable: bool) -> Result<Folded, String> {
     let file = File::open(path).map_err(|err| format!("cannot be read: {err}"))?;
     let mut folded = Folded {
         last_api: header.last_api.clone(),
@@ -572,6 +578,7 @@ fn load(path: &Path, header: &Header) -> Result<Folded, String> {
             source,
             replaced: false,
         };
+        let at = stable.then_some(at);
         offset += read as u64;
         lines += 1;
         if lines == 1 {
@@ -727,7 +734,7 @@ fn fold_tails(
             source,
             |record, at| {
                 foreign |= *loose && !matches!(record, Record::ShardsUsed { .. });
-                folded.take(record, Some(at));
+                folded.take(record, at);
             },
         )
         .map_err(Stop::Journal)?;

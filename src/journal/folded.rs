@@ -193,7 +193,7 @@ pub fn fold_journals(paths: &[std::path::PathBuf]) -> Result<Folded, JournalErro
         let (path, file) = &files[segment.journal];
         let source = sources[segment.journal];
         read_segment(file, path, &segment, source, |record, at| {
-            folded.take(record, Some(at))
+            folded.take(record, at)
         })?;
     }
     folded.settle();
@@ -207,19 +207,19 @@ pub(super) fn read_segment(
     path: &Path,
     segment: &Segment,
     source: u16,
-    mut take: impl FnMut(Record, LineAt),
+    mut take: impl FnMut(Record, Option<LineAt>),
 ) -> Result<(), JournalError> {
     file.seek(SeekFrom::Start(segment.start))
         .map_err(|cause| io(path, cause))?;
     let reader = BufReader::new(file.take(segment.end - segment.start));
     decode_each(reader, path, segment.first_line, |record, span| {
-        let at = LineAt {
+        // A line of 4 GiB or more (none is written so) is held rather than re-read.
+        let at = u32::try_from(span.len).ok().map(|len| LineAt {
             offset: segment.start + span.start,
-            // A record's line is far below 4 GiB (a journal line is one record).
-            len: u32::try_from(span.len).unwrap_or(u32::MAX),
+            len,
             source,
             replaced: false,
-        };
+        });
         take(record, at)
     })
     .map(|_| ())

@@ -62,14 +62,14 @@ impl TrackStore {
         Ok(number)
     }
 
-    /// The whole entries of `tracks`, in their order. Tracks read from one checkpoint
-    /// line (a variant's) share one read of it.
+    /// The whole entries of `tracks`, in their order. Tracks read from one line (a
+    /// variant's line of a checkpoint holds all its tracks) share one read of it.
     pub fn entries<'a>(
         &self,
         tracks: impl IntoIterator<Item = &'a PriorTrack>,
     ) -> Result<Vec<TrackEntry>, JournalError> {
         let mut entries = Vec::new();
-        let mut line: Option<(LineAt, Vec<u8>)> = None;
+        let mut line: Option<(LineAt, Vec<TrackEntry>)> = None;
         for track in tracks {
             let at = match &track.details {
                 Details::Held(entry) => {
@@ -78,14 +78,22 @@ impl TrackStore {
                 }
                 Details::Stored(at) => *at,
             };
-            let same_line = |read: &LineAt| {
-                (read.source, read.offset, read.len) == (at.source, at.offset, at.len)
-            };
-            if !line.as_ref().is_some_and(|(read, _)| same_line(read)) {
-                line = Some((at, self.read(at)?));
+            if !line.as_ref().is_some_and(|(read, _)| *read == at) {
+                line = Some((at, self.entries_at(at)?));
             }
-            let raw = &line.as_ref().expect("just read").1;
-            entries.push(self.entry_in(raw, at, track)?);
+            let (_, in_line) = line.as_mut().expect("just read");
+            let found = in_line.iter().position(|entry| {
+                entry.track == track.track
+                    && *entry.file == *track.file
+                    && track.sha256.is_hex(&entry.sha256)
+            });
+            match found {
+                Some(index) => entries.push(in_line.swap_remove(index)),
+                None => {
+                    let message = format!("no longer holds track {} ({})", track.track, track.file);
+                    return Err(self.changed(at, message));
+                }
+            }
         }
         Ok(entries)
     }
@@ -99,7 +107,8 @@ impl TrackStore {
             .collect())
     }
 
-    fn read(&self, at: LineAt) -> Result<Vec<u8>, JournalError> {
+    /// The track entries in the line `at`.
+    fn entries_at(&self, at: LineAt) -> Result<Vec<TrackEntry>, JournalError> {
         let source = self.source(at)?;
         let mut raw = vec![0; at.len as usize];
         source
@@ -109,54 +118,37 @@ impl TrackStore {
                 path: source.path.clone(),
                 cause,
             })?;
-        Ok(raw)
+        match source.kind {
+            SourceKind::Journal => match decode_line_of(&raw) {
+                Ok(Record::Track { entry, .. }) => Ok(vec![entry]),
+                Ok(_) => Err(self.changed(at, "is not a track record".into())),
+                Err(message) => Err(self.changed(at, format!("is not a record: {message}"))),
+            },
+            SourceKind::Checkpoint => checkpoint::tracks_in_line(&raw, at.replaced)
+                .map_err(|message| self.changed(at, message)),
+        }
     }
 
     fn source(&self, at: LineAt) -> Result<&Source, JournalError> {
+        // Lines come only from the fold that filled this store: another number is a bug,
+        // said as an error rather than a panic in the middle of a night's run.
         self.sources
             .get(usize::from(at.source))
             .ok_or_else(|| JournalError::Io {
-                path: PathBuf::new(),
-                cause: std::io::Error::other(format!(
-                    "no file numbered {} was read by this fold",
-                    at.source
-                )),
+                path: PathBuf::from(format!("<file {} of the fold>", at.source)),
+                cause: std::io::Error::other("a track's line names a file the fold did not read"),
             })
     }
 
-    /// The entry of `track` in the line `raw` (read from `at`): it must be the track the
-    /// fold kept, or the file changed under the fold.
-    fn entry_in(
-        &self,
-        raw: &[u8],
-        at: LineAt,
-        track: &PriorTrack,
-    ) -> Result<TrackEntry, JournalError> {
-        let source = self.source(at)?;
-        let damaged = |message: String| JournalError::Changed {
-            path: source.path.clone(),
+    fn changed(&self, at: LineAt, message: String) -> JournalError {
+        let path = self
+            .sources
+            .get(usize::from(at.source))
+            .map(|s| s.path.clone());
+        JournalError::Changed {
+            path: path.unwrap_or_default(),
             offset: at.offset,
             message,
-        };
-        let entry = match source.kind {
-            SourceKind::Journal => match decode_line_of(raw) {
-                Ok(Record::Track { entry, .. }) => entry,
-                Ok(_) => return Err(damaged("is not a track record".into())),
-                Err(message) => return Err(damaged(format!("is not a record: {message}"))),
-            },
-            SourceKind::Checkpoint => {
-                checkpoint::track_in_line(raw, track.track, at.replaced).map_err(damaged)?
-            }
-        };
-        let same = entry.track == track.track
-            && *entry.file == *track.file
-            && track.sha256.is_hex(&entry.sha256);
-        match same {
-            true => Ok(entry),
-            false => Err(damaged(format!(
-                "no longer holds track {} ({})",
-                track.track, track.file
-            ))),
         }
     }
 }

@@ -72,7 +72,8 @@ impl RowsFile {
 
     /// Reads the file from its start, its header checked, and calls `each` with every
     /// variant's id and the bytes of its rows, in the file's order (`part` goes into
-    /// each place).
+    /// each place). A variant's rows are the rows next to each other with its id, as
+    /// stembatch writes them: a file edited by hand to split them gives each group apart.
     fn each_variant(
         &self,
         part: u32,

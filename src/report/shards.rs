@@ -26,9 +26,10 @@ use std::time::SystemTime;
 use super::csv::{rows_of, write_atomically, FILE_NAME, HEADER};
 use crate::folder::layout::{self, shard_dirs, JournalCursors, NewRecords};
 use crate::folder::lock::{self, LockState};
-use crate::journal::replay::{self, Details, Prior};
+use crate::journal::replay::{self, Prior};
+use crate::journal::stored::TrackStore;
 use crate::journal::{state_dir, JOURNAL_FILE};
-use crate::outcome::{TrackRecord, VariantRecord};
+use crate::outcome::VariantRecord;
 use crate::shard::Shard;
 use crate::variant::{VariantId, VariantTable};
 
@@ -144,29 +145,23 @@ struct JournalsRead {
 
 /// The record of a variant as the journals read so far tell it (`prior`, the fold's; none
 /// when no journal names it): the one conversion from the journals' fold to the rows.
-fn record_of(prior: Option<&Prior>) -> VariantRecord {
+fn record_of(prior: Option<&Prior>) -> std::io::Result<VariantRecord> {
     let Some(prior) = prior else {
-        return VariantRecord::UNKNOWN;
+        return Ok(VariantRecord::UNKNOWN);
     };
     let mut prior = prior.clone();
     prior.settle();
     settled_record(prior)
 }
 
-/// The record of a settled prior of a fold of records read into memory, whose tracks'
-/// entries it holds.
-fn settled_record(prior: Prior) -> VariantRecord {
+/// The record of a settled prior of a fold of records read into memory, which holds its
+/// tracks' entries (a track left in a file's line is an error, never a row lost).
+fn settled_record(prior: Prior) -> std::io::Result<VariantRecord> {
     let (mut record, tracks) = prior.into_record();
-    record.tracks = tracks
-        .into_iter()
-        .filter_map(|track| match track.details {
-            Details::Held(entry) => Some(TrackRecord::from(*entry)),
-            // Only a fold of files leaves a track's entry in its line; this one read
-            // records into memory.
-            Details::Stored(_) => None,
-        })
-        .collect();
-    record
+    record.tracks = TrackStore::default()
+        .records(&tracks)
+        .map_err(std::io::Error::other)?;
+    Ok(record)
 }
 
 impl JournalsRead {
@@ -192,7 +187,7 @@ impl JournalsRead {
         let mut writer = csv::Writer::from_writer(out);
         writer.write_record(HEADER)?;
         for variant in variants.iter() {
-            let record = record_of(self.priors.get(&variant.id));
+            let record = record_of(self.priors.get(&variant.id))?;
             for row in rows_of(&variant, &record) {
                 writer.write_record(row)?;
             }
@@ -243,7 +238,7 @@ mod tests {
             .map(|variant| {
                 let record = priors
                     .get(&variant.id)
-                    .map(|prior| settled_record(prior.clone()))
+                    .map(|prior| settled_record(prior.clone()).unwrap())
                     .unwrap_or_default();
                 VariantRows {
                     id: variant.id.to_string(),

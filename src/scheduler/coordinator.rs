@@ -64,7 +64,7 @@ pub(super) struct Coordinator {
     /// Every ended variant's rows, and the report written from them.
     pub results: Results,
     /// Where the kept variants' tracks' entries are, read back as their rows are spooled.
-    pub kept_tracks: Arc<TrackStore>,
+    pub track_store: Arc<TrackStore>,
     /// What was spooled when `results.csv` was last written with nothing in flight: a
     /// report with the same is the same file, not written again (a rerun that keeps every
     /// variant rewrites no report of 100,000 rows at its end).
@@ -94,7 +94,7 @@ pub struct RunEnd {
 pub(super) struct Parts {
     pub journal: JournalWriter,
     pub results: Results,
-    pub kept_tracks: Arc<TrackStore>,
+    pub track_store: Arc<TrackStore>,
     pub out_dir: PathBuf,
     pub shard_part: Option<ShardPart>,
     pub progress: Progress,
@@ -108,7 +108,7 @@ impl Coordinator {
             executor,
             journal: parts.journal,
             results: parts.results,
-            kept_tracks: parts.kept_tracks,
+            track_store: parts.track_store,
             report_written: None,
             results_failed: None,
             out_dir: parts.out_dir,
@@ -233,7 +233,7 @@ impl Coordinator {
             self.results.put_waiting(id, record)?;
         }
         for ended in self.state.drain_ended() {
-            let (id, record) = whole_record(&self.kept_tracks, ended)?;
+            let (id, record) = whole_record(&self.track_store, ended)?;
             self.results.put_ended(&id, &record)?;
         }
         Ok(())
@@ -242,7 +242,7 @@ impl Coordinator {
     /// Moves the records of the variants that just ended out of the run state.
     fn take_ended(&mut self) {
         for ended in self.state.drain_ended() {
-            let put = whole_record(&self.kept_tracks, ended)
+            let put = whole_record(&self.track_store, ended)
                 .and_then(|(id, record)| self.results.put_ended(&id, &record));
             if let Err(err) = put {
                 if self.results_failed.is_none() {

@@ -101,7 +101,7 @@ pub struct RunInputs {
     /// The live view the coordinator reports to.
     pub progress: Progress,
     /// Where the kept variants' tracks' entries are (`Entry::kept_tracks`).
-    pub kept_tracks: Arc<TrackStore>,
+    pub track_store: Arc<TrackStore>,
 }
 
 /// The local stems of the variants this run will submit, in manifest order: the order
@@ -152,13 +152,13 @@ pub async fn run(
         stops,
         stopped_before,
         api_checked,
-        kept_tracks,
+        track_store,
         ..
     } = inputs;
     let parts = coordinator::Parts {
         journal,
         results,
-        kept_tracks,
+        track_store,
         out_dir,
         shard_part,
         progress,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::start::{decide, Rerun, Start, COLLECT_WITHIN};
 use crate::journal::format::EndStatus;
-use crate::journal::replay::{Prior, PriorTask, PriorTrack};
+use crate::journal::replay::{Prior, PriorTask};
 use crate::variant::{Variant, VariantId};
 
 /// What a run does with one variant, and what it costs.
@@ -138,8 +138,6 @@ pub struct Orphan {
     pub task_id: String,
     /// When it was created.
     pub submitted_at: chrono::DateTime<chrono::Utc>,
-    /// Its tracks already downloaded (before the run that bought it stopped).
-    pub tracks: Vec<PriorTrack>,
 }
 
 /// Where track `number` of an orphan's task lands: `superseded/<old variant_id>-<n>.<ext>`
@@ -181,7 +179,6 @@ pub fn orphans(
                 variant_id: id.clone(),
                 task_id: task.task_id.clone(),
                 submitted_at: task.submitted_at,
-                tracks: task.tracks.clone(),
             })
         })
         .collect();
@@ -294,7 +291,7 @@ fn intent_of(start: &Start, prior: Option<&Prior>, replaces: bool) -> Intent {
 mod tests {
     use super::*;
     use crate::journal::format::TrackEntry;
-    use crate::journal::replay::PriorTask;
+    use crate::journal::replay::{PriorTask, PriorTrack};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -519,7 +516,6 @@ mod tests {
             if collected {
                 assert_eq!(found[0].variant_id, gone);
                 assert_eq!(found[0].task_id, format!("t-{age}"));
-                assert_eq!(found[0].tracks.len(), 1);
             }
             // A variant still listed is the plan's, never an orphan.
             assert!(orphans(|id| id == &gone, &priors, now).is_empty());

@@ -272,3 +272,51 @@ async fn issue_8_an_output_folder_that_cannot_be_made_is_a_usage_error() {
     assert!(stderr(&output).contains("cannot create the output folder"));
     assert_eq!(sim.stats().submit_calls, 0);
 }
+
+/// A rerun with nothing to do writes results.csv once, at its start, with the bytes of the
+/// night before, and not again at its end (at 100,000 variants each write is 95 MB); a
+/// rerun with work writes it at its end with that work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_that_keeps_everything_writes_the_same_results_once() {
+    let sim = start_sim(quick_sim()).await;
+    let (dir, manifest) = write_manifest(&variants_manifest(LOCAL_RUN, 3));
+    let out = dir.path().join("out");
+    let first = run_against(&sim, &manifest, &out).await;
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let before = std::fs::read(out.join("results.csv")).unwrap();
+    let verbose = |manifest| run_verbose(&sim, manifest, &out);
+    let skipped = "results.csv unchanged since it was written: not written again";
+    let second = verbose(&manifest).await;
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert!(stderr(&second).contains(skipped), "{}", stderr(&second));
+    assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), before);
+    std::fs::write(&manifest, variants_manifest(LOCAL_RUN, 4)).unwrap();
+    let third = verbose(&manifest).await;
+    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+    assert!(!stderr(&third).contains(skipped), "{}", stderr(&third));
+    let (_, rows) = read_results(&out);
+    let variants: std::collections::HashSet<&str> =
+        rows.iter().map(|r| r["variant_id"].as_str()).collect();
+    assert_eq!(variants.len(), 4);
+    assert!(rows.iter().all(|r| r["status"] == "finished"), "{rows:?}");
+    assert_eq!(sim.stats().tasks_created, 4);
+}
+
+/// `run MANIFEST --out OUT --base-url SIM -v`: with the debug lines.
+async fn run_verbose(
+    sim: &SimHandle,
+    manifest: &std::path::Path,
+    out: &std::path::Path,
+) -> std::process::Output {
+    let url = sim.url();
+    let args = [
+        "run",
+        path_str(manifest),
+        "--out",
+        path_str(out),
+        "--base-url",
+        &url,
+        "-v",
+    ];
+    stembatch(&args, Some(sim)).await
+}

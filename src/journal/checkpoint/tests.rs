@@ -8,6 +8,7 @@ use super::*;
 use crate::folder::lock::{self, LockState, RunLock};
 use crate::journal::folded::fold_journals;
 use crate::journal::format::{encode, Created};
+use crate::journal::replay::Details;
 use crate::scheduler::rerun;
 use crate::scheduler::start::{Rerun, Start};
 use crate::variant::Variant;
@@ -563,7 +564,7 @@ fn the_fold_goes_through_the_file_unchanged() {
         "readable as the journals are"
     );
     let header = read_header(&folder.checkpoint(0)).ok().flatten().unwrap();
-    let mut unsettled = load(&folder.checkpoint(0), &header).unwrap();
+    let mut unsettled = load(&folder.checkpoint(0), &header, true).unwrap();
     assert!(unsettled.priors[&ids[0]].submit_in_flight);
     unsettled.settle();
     assert_eq!(unsettled, folder.replayed());
@@ -670,5 +671,88 @@ fn a_read_checkpoint_holds_the_tracks_compactly() {
     }
     assert!(tracks > 0, "the nights hold tracks");
     // Each track's entry stays in the checkpoint's line, and reads back whole.
+    assert_eq!(opened.folded, folder.replayed());
+}
+
+/// A checkpoint written while a resubmit's intent is open keeps the replaced task's
+/// tracks in the `before_intent` part of the variant's line; the submit that then proves
+/// to have created nothing restores them, and their entries read back whole from there.
+#[test]
+fn the_tracks_of_a_task_an_open_submit_replaced_read_back_from_the_checkpoint() {
+    let folder = Folder::new();
+    let v: VariantId = serde_json::from_value(serde_json::json!("v")).unwrap();
+    let track = |n: u32| {
+        let mut entry = TrackEntry::minimal(n, &format!("a{n}"), &format!("audio/take/v-{n}.wav"));
+        entry.audio_url = format!("https://cdn.example.com/{n}.mp3");
+        entry.wave = Some(format!("wave{n}"));
+        Record::Track {
+            variant_id: v.clone(),
+            task_id: "done".into(),
+            entry,
+        }
+    };
+    let night_one = [
+        started(1, 0),
+        Record::SubmitIntent {
+            variant_id: v.clone(),
+            at: at(1),
+        },
+        Record::Submitted {
+            variant_id: v.clone(),
+            task_id: "done".into(),
+            at: at(2),
+        },
+        track(1),
+        track(2),
+        Record::Ended {
+            variant_id: v.clone(),
+            status: EndStatus::Finished,
+            error: None,
+            at: at(3),
+        },
+        started(2, 100),
+        Record::SubmitIntent {
+            variant_id: v.clone(),
+            at: at(101),
+        },
+    ];
+    folder.append(0, &night_one);
+    // The run of night two is gone (its lock is free): the checkpoint covers its intent.
+    assert_eq!(folder.open_writing(0), Some(folder.checkpoint(0)));
+    folder.append(
+        0,
+        &[
+            started(3, 200),
+            Record::SubmitFailed {
+                variant_id: v.clone(),
+                created: Created::No,
+                error: "refused".into(),
+            },
+        ],
+    );
+    let opened = folder.open(None);
+    assert_eq!(opened.used, Some(folder.checkpoint(0)));
+    let prior = &opened.folded.priors[&v];
+    let tracks = &prior
+        .task
+        .as_ref()
+        .expect("the earlier task is restored")
+        .tracks;
+    for track in tracks {
+        assert!(
+            matches!(track.details, Details::Stored(at) if at.replaced),
+            "{track:?}"
+        );
+    }
+    let whole = opened.folded.store.records(tracks).unwrap();
+    let urls: Vec<&str> = whole.iter().map(|t| t.audio_url.as_str()).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://cdn.example.com/1.mp3",
+            "https://cdn.example.com/2.mp3"
+        ]
+    );
+    assert_eq!(whole[1].wave.as_deref(), Some("wave2"));
     assert_eq!(opened.folded, folder.replayed());
 }

@@ -845,6 +845,7 @@ fn random_runs_keep_the_money_rules() {
         let mut qc = crate::qc::QcCounts::default();
         for ended in &state.ended {
             count_tracks(&mut qc, &ended.record);
+            ended.kept_tracks.iter().for_each(|track| qc.add(track.qc));
         }
         assert_eq!(state.qc_counts(), qc, "case {case}");
         // Crash anywhere: the next run never submits a variant whose task it knows.
@@ -1419,4 +1420,40 @@ fn a_fresh_variant_waits_as_its_id_alone() {
         assert_eq!(waiting.record(), known);
         assert_eq!(waiting.into_parts(), (id(2), start, record));
     }
+}
+
+/// A kept finished variant's tracks stay compact in the machine: its QC verdicts are
+/// counted at the start, and its tracks leave with it, for the shell to read back.
+#[test]
+fn a_kept_variant_counts_its_tracks_and_hands_them_out_compact() {
+    use crate::journal::format::TrackEntry;
+    use crate::journal::replay::PriorTrack;
+    let kept_track = |n: u32, verdict| {
+        let mut entry = TrackEntry::minimal(n, "a", &format!("audio/s/v-{n}.wav"));
+        entry.qc = Some(verdict);
+        PriorTrack::new(entry, None)
+    };
+    let kept = Entry {
+        record: VariantRecord {
+            status: VariantStatus::Finished,
+            ..VariantRecord::default()
+        },
+        kept_tracks: vec![
+            kept_track(1, crate::qc::Verdict::Ok),
+            kept_track(2, crate::qc::Verdict::Silent),
+        ],
+        ..entry(0, Start::Keep)
+    };
+    let mut state = RunState::new(policy(1), vec![kept, entry(1, Start::Submit)]);
+    let mut expected = crate::qc::QcCounts::default();
+    expected.add(Some(crate::qc::Verdict::Ok));
+    expected.add(Some(crate::qc::Verdict::Silent));
+    assert_eq!(state.qc_counts(), expected);
+    assert_eq!(state.counts().finished, 1);
+    let ended: Vec<Ended> = state.drain_ended().collect();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].id, id(0));
+    assert!(ended[0].record.tracks.is_empty(), "read back by the shell");
+    let numbers: Vec<u32> = ended[0].kept_tracks.iter().map(|t| t.track).collect();
+    assert_eq!(numbers, [1, 2]);
 }
