@@ -115,6 +115,25 @@ pub fn fold_all_writing(
     crate::journal::checkpoint::open(&state_dir(out_dir), &dirs, writer)
 }
 
+/// [`fold_all`] unsettled, to go on with the records written after it by a
+/// [`JournalCursors`] that starts where it stopped: a shard's merge of the folder's rows.
+/// `own` is the shard's state folder.
+pub fn fold_all_to_go_on(
+    out_dir: &Path,
+    own: &Path,
+) -> Result<(crate::journal::folded::Folded, JournalCursors), JournalError> {
+    let dirs = all_run_dirs(out_dir).map_err(|cause| JournalError::Io {
+        path: state_dir(out_dir),
+        cause,
+    })?;
+    let opened = crate::journal::checkpoint::open_to_go_on(&state_dir(out_dir), &dirs, own)?;
+    let cursors = JournalCursors {
+        read: opened.read.into_iter().collect(),
+        primed: true,
+    };
+    Ok((opened.folded, cursors))
+}
+
 /// Every journal of the folder, put together run by run.
 pub fn read_all(out_dir: &Path) -> Result<Vec<Record>, JournalError> {
     Ok(merge_runs(read_other_journals(out_dir, None)?))
@@ -143,6 +162,11 @@ pub struct JournalCursors {
 }
 
 impl JournalCursors {
+    /// Whether a read has started (the next one gives what was appended since).
+    pub fn primed(&self) -> bool {
+        self.primed
+    }
+
     /// The records written since the last call (see [`NewRecords`]).
     pub fn read_new(&mut self, out_dir: &Path) -> Result<NewRecords, JournalError> {
         use std::io::{BufReader, Seek, SeekFrom};

@@ -307,8 +307,11 @@ pub struct Writer<'a> {
 /// What [`open`] did.
 #[derive(Debug)]
 pub struct Opened {
-    /// Every journal of the folder, folded (and settled).
+    /// Every journal of the folder, folded (and settled, but by [`open_to_go_on`]).
     pub folded: Folded,
+    /// How far the fold read each journal: its whole lines (a line being written is read
+    /// by whoever goes on from there).
+    pub read: Vec<(PathBuf, u64)>,
     /// The checkpoint it started from, if one was usable.
     pub used: Option<PathBuf>,
     /// Why each checkpoint found was not used.
@@ -362,6 +365,30 @@ pub fn open(
     dirs: &[PathBuf],
     writer: Option<Writer>,
 ) -> Result<Opened, JournalError> {
+    let mut opened = open_with(state_dir, dirs, writer, writer.map(|w| w.own))?;
+    opened.folded.settle();
+    Ok(opened)
+}
+
+/// As [`open`], without writing, for a fold that goes on with the records written after
+/// [`Opened::read`] (a shard's merge of the folder's rows as it runs): unsettled. `own`
+/// is the state folder of the run that reads it, whose checkpoint no other run replaces.
+pub fn open_to_go_on(
+    state_dir: &Path,
+    dirs: &[PathBuf],
+    own: &Path,
+) -> Result<Opened, JournalError> {
+    open_with(state_dir, dirs, None, Some(own))
+}
+
+/// [`open`], unsettled; `own` as in [`open_to_go_on`] (`None`: a read that ends before
+/// any checkpoint can be replaced under it, as `plan` and `status` do).
+fn open_with(
+    state_dir: &Path,
+    dirs: &[PathBuf],
+    writer: Option<Writer>,
+    own: Option<&Path>,
+) -> Result<Opened, JournalError> {
     let journals = open_journals(state_dir, dirs)?;
     let mut not_used = Vec::new();
     let mut start = None;
@@ -370,9 +397,9 @@ pub fn open(
         // the whole folder's (a shard holds that lock shared; only a whole-folder run,
         // which takes it alone, writes there). Over NFS a file renamed over by another
         // host's run is gone for this one's fd too, so another shard's is read whole.
-        let stable = writer.is_none_or(|w| {
+        let stable = own.is_none_or(|own| {
             let dir = path.parent();
-            dir == Some(w.own) || dir == Some(state_dir)
+            dir == Some(own) || dir == Some(state_dir)
         });
         let loaded = check(&header, &journals).and_then(|()| load(&path, &header, stable));
         match loaded {
@@ -397,7 +424,7 @@ pub fn open(
         }
         _ => Writer { over: 1, ..w },
     });
-    let (folded, written) = match fold_tails(&journals, from, writer) {
+    let (folded, read, written) = match fold_tails(&journals, from, writer) {
         Ok(done) => done,
         Err(Stop::Journal(err)) => return Err(err),
         Err(Stop::Untrusted(reason)) => {
@@ -415,8 +442,14 @@ pub fn open(
     } else if !not_used.is_empty() {
         tracing::info!(folder = %state_dir.display(), "journal checkpoints not used: {}", not_used.join("; "));
     }
+    let read = journals
+        .iter()
+        .zip(read)
+        .map(|(journal, bytes)| (journal.path.clone(), bytes))
+        .collect();
     Ok(Opened {
         folded,
+        read,
         used,
         not_used,
         written,
@@ -425,10 +458,7 @@ pub fn open(
 
 /// Every journal folded from its start: nothing is taken on trust, so nothing stops it
 /// but a journal that cannot be read.
-fn replay(
-    journals: &[Journal],
-    writer: Option<Writer>,
-) -> Result<(Folded, Option<PathBuf>), JournalError> {
+fn replay(journals: &[Journal], writer: Option<Writer>) -> Result<Folding, JournalError> {
     fold_tails(journals, None, writer).map_err(|stop| match stop {
         Stop::Journal(err) => err,
         Stop::Untrusted(reason) => JournalError::Io {
@@ -634,14 +664,18 @@ enum Stop {
     Untrusted(String),
 }
 
+/// A fold of the journals, unsettled: the fold, how far it read each journal, and the
+/// checkpoint it wrote.
+type Folding = (Folded, Vec<u64>, Option<PathBuf>);
+
 /// Folds the journals after what `from` covers (from their starts without it), in the
-/// folder's run order; with `writer`, writes the writer's checkpoint at the end of the
-/// runs that can get no more records, when it pays.
+/// folder's run order, unsettled; with `writer`, writes the writer's checkpoint at the
+/// end of the runs that can get no more records, when it pays.
 fn fold_tails(
     journals: &[Journal],
     from: Option<(Header, Folded)>,
     writer: Option<Writer>,
-) -> Result<(Folded, Option<PathBuf>), Stop> {
+) -> Result<Folding, Stop> {
     let (header, mut folded) = match from {
         Some((header, folded)) => (Some(header), folded),
         None => (None, Folded::default()),
@@ -715,6 +749,7 @@ fn fold_tails(
             boundary += 1;
         }
     }
+    let mut read: Vec<u64> = start.iter().map(|(bytes, _)| *bytes).collect();
     let newly: u64 = covered.iter().zip(&start).map(|(c, s)| c.0 - s.0).sum();
     let write_at = writer.filter(|w| boundary > 0 && newly >= w.over.max(1));
     let mut written = None;
@@ -727,7 +762,7 @@ fn fold_tails(
         let journal = &journals[segment.journal];
         let mut foreign = false;
         let source = sources[segment.journal];
-        read_segment(
+        let whole = read_segment(
             &journal.file,
             &journal.path,
             segment,
@@ -738,6 +773,8 @@ fn fold_tails(
             },
         )
         .map_err(Stop::Journal)?;
+        let read_to = &mut read[segment.journal];
+        *read_to = (*read_to).max(segment.start + whole);
         if foreign {
             return Err(Stop::Untrusted(format!(
                 "journal {} has records outside any run after what it covered (appended to a run it covered as ended?)",
@@ -750,8 +787,7 @@ fn fold_tails(
             written = write_or_warn(writer.own, journals, &covered, new_last, &folded);
         }
     }
-    folded.settle();
-    Ok((folded, written))
+    Ok((folded, read, written))
 }
 
 fn write_or_warn(

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use super::format::{decode_each, run_start_of, DecodeError, Record};
+use super::format::{decode_each, run_start_of, DecodeError, Record, Tail};
 use super::replay::{fold_owned, LineAt, Prior};
 use super::stored::TrackStore;
 use super::JournalError;
@@ -201,14 +201,15 @@ pub fn fold_journals(paths: &[std::path::PathBuf]) -> Result<Folded, JournalErro
 }
 
 /// Hands each record of `segment` of the journal `file` (at `path`, numbered `source` in
-/// the fold's store) to `take`, with its line.
+/// the fold's store) to `take`, with its line. Returns the bytes of whole lines read (a
+/// torn last line, being written, is not).
 pub(super) fn read_segment(
     mut file: &File,
     path: &Path,
     segment: &Segment,
     source: u16,
     mut take: impl FnMut(Record, Option<LineAt>),
-) -> Result<(), JournalError> {
+) -> Result<u64, JournalError> {
     file.seek(SeekFrom::Start(segment.start))
         .map_err(|cause| io(path, cause))?;
     let reader = BufReader::new(file.take(segment.end - segment.start));
@@ -222,7 +223,10 @@ pub(super) fn read_segment(
         });
         take(record, at)
     })
-    .map(|_| ())
+    .map(|(tail, len)| match tail {
+        Tail::Torn { keep } => keep,
+        _ => len,
+    })
     .map_err(|err| match err {
         DecodeError::Journal(err) => err,
         DecodeError::Io(cause) => io(path, cause),

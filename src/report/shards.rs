@@ -141,44 +141,56 @@ struct JournalsRead {
     cursors: JournalCursors,
     /// Unsettled: the fold goes on with the next records.
     priors: HashMap<VariantId, Prior>,
+    /// Where the fold's tracks' entries are.
+    store: TrackStore,
 }
 
-/// The record of a variant as the journals read so far tell it (`prior`, the fold's; none
-/// when no journal names it): the one conversion from the journals' fold to the rows.
-fn record_of(prior: Option<&Prior>) -> std::io::Result<VariantRecord> {
-    let Some(prior) = prior else {
-        return Ok(VariantRecord::UNKNOWN);
-    };
-    let mut prior = prior.clone();
-    prior.settle();
-    settled_record(prior)
-}
-
-/// The record of a settled prior of a fold of records read into memory, which holds its
-/// tracks' entries (a track left in a file's line is an error, never a row lost).
-fn settled_record(prior: Prior) -> std::io::Result<VariantRecord> {
+/// The record of a settled prior whose tracks' entries are in `store` (a track whose line
+/// cannot be read back is an error, never a row lost).
+fn settled_record(prior: Prior, store: &TrackStore) -> std::io::Result<VariantRecord> {
     let (mut record, tracks) = prior.into_record();
-    record.tracks = TrackStore::default()
-        .records(&tracks)
-        .map_err(std::io::Error::other)?;
+    record.tracks = store.records(&tracks).map_err(std::io::Error::other)?;
     Ok(record)
 }
 
 impl JournalsRead {
-    /// Reads what the journals gained since the last call and folds it in.
-    fn catch_up(&mut self, out_dir: &Path) -> std::io::Result<()> {
+    /// Reads what the journals gained since the last call and folds it in. The first
+    /// read is the folder's fold as a run's open makes it (from the best checkpoint,
+    /// each track compact in its line); then each journal is read from where it stopped.
+    /// `own` is the shard's state folder.
+    fn catch_up(&mut self, out_dir: &Path, own: &Path) -> std::io::Result<()> {
+        if !self.cursors.primed() {
+            let (folded, cursors) =
+                layout::fold_all_to_go_on(out_dir, own).map_err(std::io::Error::other)?;
+            self.priors = folded.priors;
+            self.store = folded.store;
+            self.cursors = cursors;
+        }
         match self
             .cursors
             .read_new(out_dir)
             .map_err(std::io::Error::other)?
         {
+            // A journal was cut or replaced: the folder is folded again from its start.
             NewRecords::All(records) => {
                 self.priors.clear();
+                self.store = TrackStore::default();
                 replay::fold(&mut self.priors, &records);
             }
             NewRecords::Since(records) => replay::fold(&mut self.priors, &records),
         }
         Ok(())
+    }
+
+    /// The record of a variant as the journals read so far tell it (none when no journal
+    /// names it): the one conversion from the journals' fold to the rows.
+    fn record_of(&self, id: &VariantId) -> std::io::Result<VariantRecord> {
+        let Some(prior) = self.priors.get(id) else {
+            return Ok(VariantRecord::UNKNOWN);
+        };
+        let mut prior = prior.clone();
+        prior.settle();
+        settled_record(prior, &self.store)
     }
 
     /// Writes the header and every variant's rows as the journals read so far tell them,
@@ -187,7 +199,7 @@ impl JournalsRead {
         let mut writer = csv::Writer::from_writer(out);
         writer.write_record(HEADER)?;
         for variant in variants.iter() {
-            let record = record_of(self.priors.get(&variant.id))?;
+            let record = self.record_of(&variant.id)?;
             for row in rows_of(&variant, &record) {
                 writer.write_record(row)?;
             }
@@ -212,7 +224,7 @@ impl ShardPart {
     pub fn merge_into(&self, out_dir: &Path) -> std::io::Result<Merged> {
         let lock = lock_merges(out_dir)?;
         let mut journals = self.journals.lock().unwrap_or_else(|p| p.into_inner());
-        journals.catch_up(out_dir)?;
+        journals.catch_up(out_dir, &self.dir)?;
         write_atomically(out_dir, |out| journals.write_rows(&self.all, out))?;
         Ok(Merged {
             variants: self.all.len(),
@@ -238,7 +250,7 @@ mod tests {
             .map(|variant| {
                 let record = priors
                     .get(&variant.id)
-                    .map(|prior| settled_record(prior.clone()).unwrap())
+                    .map(|prior| settled_record(prior.clone(), &TrackStore::default()).unwrap())
                     .unwrap_or_default();
                 VariantRows {
                     id: variant.id.to_string(),
@@ -341,6 +353,105 @@ mod tests {
         )
         .unwrap();
         check("a journal rewritten shorter");
+    }
+
+    /// A shard's first merge starts from the folder's fold as a run's open makes it
+    /// (each track left in its journal line, read back for the rows), from a checkpoint
+    /// when there is one, and goes on from where that fold stopped reading: a line being
+    /// written then is read, whole, by the next merge, and nothing is folded twice.
+    #[test]
+    fn a_first_merge_starts_from_the_folded_journals_and_goes_on_where_it_stopped() {
+        use crate::journal::format::{encode, EndStatus, TrackEntry};
+        use std::io::Write as _;
+        let text = "[defaults]\ntitle = \"t\"\nnegative_tags = \"\"\n[[stem]]\nurl = \"https://h/s.wav\"\n[stem.matrix]\ntags = [\"a\", \"b\", \"c\", \"d\"]\n";
+        let all = crate::manifest::parse(Path::new("m.toml"), text)
+            .unwrap()
+            .variants
+            .to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let shards = [0, 1].map(|i| Shard::new(i, 2, "test").unwrap());
+        let journals = shards.map(|shard| {
+            let run_dir = layout::run_dir(out, Some(shard));
+            std::fs::create_dir_all(&run_dir).unwrap();
+            run_dir.join(JOURNAL_FILE)
+        });
+        let append = |i: usize, text: &str| {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&journals[i])
+                .unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+        };
+        let at: chrono::DateTime<chrono::Utc> = "2026-11-25T01:00:00Z".parse().unwrap();
+        let finished = |n: usize| -> String {
+            let id = all[n].id.clone();
+            let mut entry =
+                TrackEntry::minimal(1, &format!("a{n}"), &format!("audio/s/v{n}-1.wav"));
+            entry.audio_url = format!("https://cdn.example.com/{n}.mp3");
+            [
+                Record::SubmitIntent {
+                    variant_id: id.clone(),
+                    at,
+                },
+                Record::Submitted {
+                    variant_id: id.clone(),
+                    task_id: format!("t{n}"),
+                    at,
+                },
+                Record::Track {
+                    variant_id: id.clone(),
+                    task_id: format!("t{n}"),
+                    entry,
+                },
+                Record::Ended {
+                    variant_id: id,
+                    status: EndStatus::Finished,
+                    error: None,
+                    at,
+                },
+            ]
+            .iter()
+            .map(encode)
+            .collect()
+        };
+        let started = |seq| Record::RunStarted {
+            at,
+            seq,
+            api: "sim".into(),
+            pid: 1,
+            version: "0".into(),
+        };
+        for i in 0..2 {
+            append(i, &encode(&started(1)));
+            append(i, &finished(i));
+        }
+        let more = finished(3);
+        let (first, rest) = more.split_at(more.len() - 20);
+        append(1, first);
+        let table = VariantTable::new(Arc::new(all.clone()));
+        let part = ShardPart::new(out, shards[0], Arc::new(table));
+        let check = |when: &str| {
+            part.merge_into(out).unwrap();
+            let merged = read_rows(&out.join(FILE_NAME)).unwrap().unwrap();
+            let records = layout::read_all(out).unwrap();
+            assert_eq!(merged, rows_as_journaled(&all, &records), "{when}");
+            merged
+        };
+        let merged = check("first merge, a line half written");
+        assert!(
+            merged[1].rows[0]
+                .iter()
+                .any(|c| c == "https://cdn.example.com/1.mp3"),
+            "the track read back: {merged:?}"
+        );
+        append(1, rest);
+        append(0, &finished(2));
+        let merged = check("the line completed, more appended");
+        assert!(merged[3].rows[0]
+            .iter()
+            .any(|c| c == "https://cdn.example.com/3.mp3"));
     }
 
     /// What a writer has been given so far, in bytes.
