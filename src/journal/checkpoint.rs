@@ -307,7 +307,7 @@ pub struct Writer<'a> {
 /// What [`open`] did.
 #[derive(Debug)]
 pub struct Opened {
-    /// Every journal of the folder, folded (and settled, but by [`open_to_go_on`]).
+    /// Every journal of the folder, folded: settled, except by [`open_to_go_on`].
     pub folded: Folded,
     /// How far the fold read each journal: its whole lines (a line being written is read
     /// by whoever goes on from there).
@@ -392,15 +392,25 @@ fn open_with(
     let journals = open_journals(state_dir, dirs)?;
     let mut not_used = Vec::new();
     let mut start = None;
-    for (path, header) in candidates(dirs, &mut not_used)? {
-        // A checkpoint no other run can replace while this one holds its fd: its own, or
-        // the whole folder's (a shard holds that lock shared; only a whole-folder run,
-        // which takes it alone, writes there). Over NFS a file renamed over by another
-        // host's run is gone for this one's fd too, so another shard's is read whole.
-        let stable = own.is_none_or(|own| {
+    // A checkpoint no other run can replace while this one holds its fd: its own, or the
+    // whole folder's (a shard holds that lock shared; only a whole-folder run, which
+    // takes it alone, writes there). Over NFS a file renamed over by another host's run
+    // is gone for this one's fd too, so another shard's is read whole.
+    let stable = |path: &Path| {
+        own.is_none_or(|own| {
             let dir = path.parent();
             dir == Some(own) || dir == Some(state_dir)
-        });
+        })
+    };
+    let mut found = candidates(dirs, &mut not_used)?;
+    if writer.is_none() && own.is_some() {
+        // A merge that runs as long as its run holds what it reads: a checkpoint whose
+        // lines stay where they are first, however much less it covers (the journals'
+        // tails after it are folded compact too).
+        found.sort_by_key(|(path, _)| !stable(path));
+    }
+    for (path, header) in found {
+        let stable = stable(&path);
         let loaded = check(&header, &journals).and_then(|()| load(&path, &header, stable));
         match loaded {
             Ok(folded) => {
@@ -438,7 +448,15 @@ fn open_with(
             true => "none written yet".to_owned(),
             false => not_used.join("; "),
         };
-        tracing::info!(folder = %state_dir.display(), "no usable journal checkpoint ({why}): replaying every journal of the folder");
+        // Said once a night, by the run's open; a shard's merge only notes it.
+        match (writer, own) {
+            (None, Some(_)) => {
+                tracing::debug!(folder = %state_dir.display(), "no usable journal checkpoint ({why}): replaying every journal of the folder")
+            }
+            _ => {
+                tracing::info!(folder = %state_dir.display(), "no usable journal checkpoint ({why}): replaying every journal of the folder")
+            }
+        }
     } else if !not_used.is_empty() {
         tracing::info!(folder = %state_dir.display(), "journal checkpoints not used: {}", not_used.join("; "));
     }

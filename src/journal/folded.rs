@@ -24,7 +24,8 @@ use crate::variant::VariantId;
 /// What the folder's journals say, folded.
 #[derive(Debug, Default)]
 pub struct Folded {
-    /// Every variant the journals name, settled (as `replay::replay` gives them).
+    /// Every variant the journals name, settled as `replay::replay` gives them (unsettled
+    /// while a fold goes on: `checkpoint::open_to_go_on`).
     pub priors: HashMap<VariantId, Prior>,
     /// Where the priors' tracks' entries are.
     pub store: TrackStore,
