@@ -501,6 +501,39 @@ fn decode_line(line: &[u8]) -> Result<Record, LineError> {
     Ok(parsed.record)
 }
 
+/// The records of a variant submitted, answered with `task_id`, its one track `entry`
+/// downloaded and ended finished: what tests of folds and read-backs journal.
+#[cfg(test)]
+pub(crate) fn finished_records(
+    variant_id: &VariantId,
+    task_id: &str,
+    entry: TrackEntry,
+    at: DateTime<Utc>,
+) -> [Record; 4] {
+    [
+        Record::SubmitIntent {
+            variant_id: variant_id.clone(),
+            at,
+        },
+        Record::Submitted {
+            variant_id: variant_id.clone(),
+            task_id: task_id.into(),
+            at,
+        },
+        Record::Track {
+            variant_id: variant_id.clone(),
+            task_id: task_id.into(),
+            entry,
+        },
+        Record::Ended {
+            variant_id: variant_id.clone(),
+            status: EndStatus::Finished,
+            error: None,
+            at,
+        },
+    ]
+}
+
 #[cfg(test)]
 impl TrackEntry {
     /// A track as the journal holds it with nothing measured: what tests of replay and

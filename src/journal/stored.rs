@@ -157,7 +157,7 @@ impl TrackStore {
 mod tests {
     use super::*;
     use crate::journal::folded::fold_journals;
-    use crate::journal::format::{encode, EndStatus};
+    use crate::journal::format::{encode, finished_records};
     use crate::variant::VariantId;
 
     fn records(sha256: &str) -> String {
@@ -167,31 +167,10 @@ mod tests {
         entry.sha256 = sha256.into();
         entry.audio_url = "https://cdn.example.com/a1.mp3".into();
         entry.wave = Some("abc".into());
-        [
-            Record::SubmitIntent {
-                variant_id: id.clone(),
-                at,
-            },
-            Record::Submitted {
-                variant_id: id.clone(),
-                task_id: "t1".into(),
-                at,
-            },
-            Record::Track {
-                variant_id: id.clone(),
-                task_id: "t1".into(),
-                entry,
-            },
-            Record::Ended {
-                variant_id: id,
-                status: EndStatus::Finished,
-                error: None,
-                at,
-            },
-        ]
-        .iter()
-        .map(encode)
-        .collect()
+        finished_records(&id, "t1", entry, at)
+            .iter()
+            .map(encode)
+            .collect()
     }
 
     /// A fold keeps a journal's track compact, and reads its whole entry back from its

@@ -267,42 +267,90 @@ mod tests {
             .collect()
     }
 
+    /// A folder shared by two shards of a one-stem manifest (a tags matrix of `tags`),
+    /// whose journals the tests write by hand.
+    struct TwoShards {
+        _dir: tempfile::TempDir,
+        out: PathBuf,
+        all: Vec<Variant>,
+        shards: [Shard; 2],
+        journals: [PathBuf; 2],
+    }
+
+    impl TwoShards {
+        fn new(tags: &str) -> Self {
+            let text = format!("[defaults]\ntitle = \"t\"\nnegative_tags = \"\"\n[[stem]]\nurl = \"https://h/s.wav\"\n[stem.matrix]\ntags = [{tags}]\n");
+            let all = crate::manifest::parse(Path::new("m.toml"), &text)
+                .unwrap()
+                .variants
+                .to_vec();
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().to_owned();
+            let shards = [0, 1].map(|i| Shard::new(i, 2, "test").unwrap());
+            let journals = shards.map(|shard| {
+                let run_dir = layout::run_dir(&out, Some(shard));
+                std::fs::create_dir_all(&run_dir).unwrap();
+                run_dir.join(JOURNAL_FILE)
+            });
+            TwoShards {
+                _dir: dir,
+                out,
+                all,
+                shards,
+                journals,
+            }
+        }
+
+        fn append(&self, i: usize, text: &str) {
+            use std::io::Write as _;
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.journals[i])
+                .unwrap();
+            file.write_all(text.as_bytes()).unwrap();
+        }
+
+        /// The first shard's part of the folder.
+        fn part(&self) -> ShardPart {
+            let table = VariantTable::new(Arc::new(self.all.clone()));
+            ShardPart::new(&self.out, self.shards[0], Arc::new(table))
+        }
+
+        /// Merges `part` into the folder's results.csv, which must be what a read of
+        /// every journal from its start says; the merged rows.
+        fn check(&self, part: &ShardPart, when: &str) -> Vec<VariantRows> {
+            part.merge_into(&self.out).unwrap();
+            let merged = read_rows(&self.out.join(FILE_NAME)).unwrap().unwrap();
+            let records = layout::read_all(&self.out).unwrap();
+            assert_eq!(merged, rows_as_journaled(&self.all, &records), "{when}");
+            merged
+        }
+    }
+
+    fn at() -> chrono::DateTime<chrono::Utc> {
+        "2026-11-25T01:00:00Z".parse().unwrap()
+    }
+
+    fn started(seq: u64) -> Record {
+        Record::RunStarted {
+            at: at(),
+            seq,
+            api: "sim".into(),
+            pid: 1,
+            version: "0".into(),
+        }
+    }
+
     /// A shard's merges read each journal from where the last one left it, and write
     /// what a read of every journal from its start would: with records appended between
     /// merges, a line being written, and a journal rewritten shorter.
     #[test]
     fn a_merge_reads_each_journal_from_where_the_last_left_it() {
         use crate::journal::format::{encode, EndStatus};
-        use std::io::Write as _;
-        let text = "[defaults]\ntitle = \"t\"\nnegative_tags = \"\"\n[[stem]]\nurl = \"https://h/s.wav\"\n[stem.matrix]\ntags = [\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]\n";
-        let all = crate::manifest::parse(Path::new("m.toml"), text)
-            .unwrap()
-            .variants
-            .to_vec();
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path();
-        let shards = [0, 1].map(|i| Shard::new(i, 2, "test").unwrap());
-        let journals = shards.map(|shard| {
-            let run_dir = layout::run_dir(out, Some(shard));
-            std::fs::create_dir_all(&run_dir).unwrap();
-            run_dir.join(JOURNAL_FILE)
-        });
-        let append = |i: usize, text: &str| {
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&journals[i])
-                .unwrap();
-            file.write_all(text.as_bytes()).unwrap();
-        };
-        let at: chrono::DateTime<chrono::Utc> = "2026-11-25T01:00:00Z".parse().unwrap();
-        let started = |seq| Record::RunStarted {
-            at,
-            seq,
-            api: "sim".into(),
-            pid: 1,
-            version: "0".into(),
-        };
+        let folder = TwoShards::new(r#""a", "b", "c", "d", "e", "f""#);
+        let (all, out, at) = (&folder.all, folder.out.as_path(), at());
+        let append = |i: usize, text: &str| folder.append(i, text);
         let submitted = |n: usize| Record::Submitted {
             variant_id: all[n].id.clone(),
             task_id: format!("t{n}"),
@@ -332,14 +380,8 @@ mod tests {
             matches!(new, NewRecords::Since(r) if r == [ended(0)]),
             "only what was added"
         );
-        let table = VariantTable::new(Arc::new(all.clone()));
-        let part = ShardPart::new(out, shards[0], Arc::new(table));
-        let check = |when: &str| {
-            part.merge_into(out).unwrap();
-            let merged = read_rows(&out.join(FILE_NAME)).unwrap().unwrap();
-            let records = layout::read_all(out).unwrap();
-            assert_eq!(merged, rows_as_journaled(&all, &records), "{when}");
-        };
+        let part = folder.part();
+        let check = |when: &str| drop(folder.check(&part, when));
         check("first merge");
         append(0, &encode(&intent(2)));
         append(1, &encode(&submitted(3)));
@@ -352,7 +394,7 @@ mod tests {
         append(0, &encode(&submitted(2)));
         check("the line completed");
         std::fs::write(
-            &journals[1],
+            &folder.journals[1],
             [started(1), submitted(5)]
                 .iter()
                 .map(encode)
@@ -368,74 +410,24 @@ mod tests {
     /// written then is read, whole, by the next merge, and nothing is folded twice.
     #[test]
     fn a_first_merge_starts_from_the_folded_journals_and_goes_on_where_it_stopped() {
-        use crate::journal::format::{encode, EndStatus, TrackEntry};
-        use std::io::Write as _;
-        let text = "[defaults]\ntitle = \"t\"\nnegative_tags = \"\"\n[[stem]]\nurl = \"https://h/s.wav\"\n[stem.matrix]\ntags = [\"a\", \"b\", \"c\", \"d\"]\n";
-        let all = crate::manifest::parse(Path::new("m.toml"), text)
-            .unwrap()
-            .variants
-            .to_vec();
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path();
-        let shards = [0, 1].map(|i| Shard::new(i, 2, "test").unwrap());
-        let journals = shards.map(|shard| {
-            let run_dir = layout::run_dir(out, Some(shard));
-            std::fs::create_dir_all(&run_dir).unwrap();
-            run_dir.join(JOURNAL_FILE)
-        });
-        let append = |i: usize, text: &str| {
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&journals[i])
-                .unwrap();
-            file.write_all(text.as_bytes()).unwrap();
-        };
-        let at: chrono::DateTime<chrono::Utc> = "2026-11-25T01:00:00Z".parse().unwrap();
+        use crate::journal::format::{encode, finished_records, TrackEntry};
+        let folder = TwoShards::new(r#""a", "b", "c", "d""#);
+        let (all, out) = (&folder.all, folder.out.as_path());
         let finished = |n: usize| -> String {
-            let id = all[n].id.clone();
             let mut entry =
                 TrackEntry::minimal(1, &format!("a{n}"), &format!("audio/s/v{n}-1.wav"));
             entry.audio_url = format!("https://cdn.example.com/{n}.mp3");
-            [
-                Record::SubmitIntent {
-                    variant_id: id.clone(),
-                    at,
-                },
-                Record::Submitted {
-                    variant_id: id.clone(),
-                    task_id: format!("t{n}"),
-                    at,
-                },
-                Record::Track {
-                    variant_id: id.clone(),
-                    task_id: format!("t{n}"),
-                    entry,
-                },
-                Record::Ended {
-                    variant_id: id,
-                    status: EndStatus::Finished,
-                    error: None,
-                    at,
-                },
-            ]
-            .iter()
-            .map(encode)
-            .collect()
-        };
-        let started = |seq| Record::RunStarted {
-            at,
-            seq,
-            api: "sim".into(),
-            pid: 1,
-            version: "0".into(),
+            finished_records(&all[n].id, &format!("t{n}"), entry, at())
+                .iter()
+                .map(encode)
+                .collect()
         };
         for i in 0..2 {
-            append(i, &encode(&started(1)));
-            append(i, &finished(i));
+            folder.append(i, &encode(&started(1)));
+            folder.append(i, &finished(i));
         }
         // The shard's own checkpoint, as its run's open writes it.
-        let own = layout::run_dir(out, Some(shards[0]));
+        let own = layout::run_dir(out, Some(folder.shards[0]));
         let writer = crate::journal::checkpoint::Writer {
             own: &own,
             over: 0,
@@ -445,17 +437,9 @@ mod tests {
         assert!(opened.written.is_some());
         let more = finished(3);
         let (first, rest) = more.split_at(more.len() - 20);
-        append(1, first);
-        let table = VariantTable::new(Arc::new(all.clone()));
-        let part = ShardPart::new(out, shards[0], Arc::new(table));
-        let check = |when: &str| {
-            part.merge_into(out).unwrap();
-            let merged = read_rows(&out.join(FILE_NAME)).unwrap().unwrap();
-            let records = layout::read_all(out).unwrap();
-            assert_eq!(merged, rows_as_journaled(&all, &records), "{when}");
-            merged
-        };
-        let merged = check("first merge, a line half written");
+        folder.append(1, first);
+        let part = folder.part();
+        let merged = folder.check(&part, "first merge, a line half written");
         {
             let read = part.journals.lock().unwrap();
             let tracks = &read.priors[&all[0].id].task.as_ref().unwrap().tracks;
@@ -473,9 +457,9 @@ mod tests {
                 .any(|c| c == "https://cdn.example.com/1.mp3"),
             "the track read back: {merged:?}"
         );
-        append(1, rest);
-        append(0, &finished(2));
-        let merged = check("the line completed, more appended");
+        folder.append(1, rest);
+        folder.append(0, &finished(2));
+        let merged = folder.check(&part, "the line completed, more appended");
         assert!(merged[3].rows[0]
             .iter()
             .any(|c| c == "https://cdn.example.com/3.mp3"));

@@ -193,14 +193,28 @@ pub fn variants_manifest(head: &str, count: usize) -> String {
 
 /// `run MANIFEST --out OUT --base-url SIM`.
 pub async fn run_against(sim: &SimHandle, manifest: &Path, out: &Path) -> Output {
+    run_against_with(sim, manifest, out, &[]).await
+}
+
+/// As [`run_against`], with `extra` arguments after the others.
+pub async fn run_against_with(
+    sim: &SimHandle,
+    manifest: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Output {
     let _not_beside_a_window_test = WINDOW_TESTS.read().await;
-    run_alone_against(sim, manifest, out).await
+    run_now(sim, manifest, out, extra).await
 }
 
 /// As [`run_against`], for a test that holds [`WINDOW_TESTS`] for writing.
 pub async fn run_alone_against(sim: &SimHandle, manifest: &Path, out: &Path) -> Output {
+    run_now(sim, manifest, out, &[]).await
+}
+
+async fn run_now(sim: &SimHandle, manifest: &Path, out: &Path, extra: &[&str]) -> Output {
     let url = sim.url();
-    let args = [
+    let mut args = vec![
         "run",
         path_str(manifest),
         "--out",
@@ -208,6 +222,7 @@ pub async fn run_alone_against(sim: &SimHandle, manifest: &Path, out: &Path) -> 
         "--base-url",
         &url,
     ];
+    args.extend_from_slice(extra);
     stembatch_now(&args, Some(sim)).await
 }
 

@@ -284,7 +284,7 @@ async fn a_rerun_that_keeps_everything_writes_the_same_results_once() {
     let first = run_against(&sim, &manifest, &out).await;
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     let before = std::fs::read(out.join("results.csv")).unwrap();
-    let verbose = |manifest| run_verbose(&sim, manifest, &out);
+    let verbose = |manifest| run_against_with(&sim, manifest, &out, &["-v"]);
     let skipped = "results.csv unchanged since it was written: not written again";
     let second = verbose(&manifest).await;
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
@@ -300,23 +300,4 @@ async fn a_rerun_that_keeps_everything_writes_the_same_results_once() {
     assert_eq!(variants.len(), 4);
     assert!(rows.iter().all(|r| r["status"] == "finished"), "{rows:?}");
     assert_eq!(sim.stats().tasks_created, 4);
-}
-
-/// `run MANIFEST --out OUT --base-url SIM -v`: with the debug lines.
-async fn run_verbose(
-    sim: &SimHandle,
-    manifest: &std::path::Path,
-    out: &std::path::Path,
-) -> std::process::Output {
-    let url = sim.url();
-    let args = [
-        "run",
-        path_str(manifest),
-        "--out",
-        path_str(out),
-        "--base-url",
-        &url,
-        "-v",
-    ];
-    stembatch(&args, Some(sim)).await
 }
