@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 
 use crate::qc::TrackQc;
 
+pub mod digest;
+
 /// What became of a variant (SPEC.md's `status` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum VariantStatus {

@@ -35,6 +35,16 @@ pub const PAGE_STEMS_TEMP: (&str, &str) = (".page-stems-", ".json");
 /// Prefix and suffix of the temporary file of a journal checkpoint, in its state folder.
 pub const CHECKPOINT_TEMP: (&str, &str) = (".checkpoint-", ".jsonl");
 
+/// Prefix and suffix of the temporary file of the last report's waveforms, in a state
+/// folder (`report::previous`).
+pub const WAVES_TEMP: (&str, &str) = (".results-waves-", ".tmp");
+
+/// Prefix and suffix of the temporary file of the last report's index, in a state folder.
+pub const INDEX_TEMP: (&str, &str) = (".results-index-", ".tmp");
+
+/// Prefix and suffix of the temporary file of the page's stamp, in the state folder.
+pub const PAGE_STAMP_TEMP: (&str, &str) = (".page-stamp-", ".tmp");
+
 /// Whether `name` is one of stembatch's temporary files.
 pub fn is_temporary(name: &str) -> bool {
     [
@@ -44,6 +54,9 @@ pub fn is_temporary(name: &str) -> bool {
         LAYOUT_TEMP,
         PAGE_STEMS_TEMP,
         CHECKPOINT_TEMP,
+        WAVES_TEMP,
+        INDEX_TEMP,
+        PAGE_STAMP_TEMP,
     ]
     .iter()
     .any(|(prefix, suffix)| name.starts_with(prefix) && name.ends_with(suffix))

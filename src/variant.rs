@@ -370,6 +370,11 @@ impl VariantTable {
         self.ids.iter().map(|&bits| VariantId::from_bits(bits))
     }
 
+    /// The id of the variant at position `index`, as its 64 bits ([`VariantId::bits`]).
+    pub fn bits_at(&self, index: usize) -> u64 {
+        self.ids[index]
+    }
+
     /// The table of those of its variants whose id `keep` takes (a shard's), in the same
     /// order, built by the same source: no variant is built to choose them.
     pub fn subset(&self, keep: impl Fn(&VariantId) -> bool) -> VariantTable {

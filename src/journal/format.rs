@@ -577,6 +577,25 @@ impl From<&TrackRecord> for TrackEntry {
     }
 }
 
+impl TrackEntry {
+    /// The digest of this track's part of its variant's rows: the one its record gives
+    /// (`TrackRecord::row_digest`), computed without making the record.
+    pub fn row_digest(&self) -> u64 {
+        crate::outcome::digest::track(crate::outcome::digest::TrackShown {
+            number: self.track,
+            audio_id: &self.audio_id,
+            duration_s: self.duration_s,
+            file: &self.file,
+            bytes: self.bytes,
+            sha256: &self.sha256,
+            audio_url: &self.audio_url,
+            qc: self
+                .qc
+                .map(|verdict| (self.decoded_s, self.peak_dbfs, self.lufs, verdict)),
+        })
+    }
+}
+
 impl From<TrackEntry> for TrackRecord {
     /// Moves the entry's strings over: a rerun turns every finished track of the folder
     /// into a record, and a copy of each would be the whole folder's tracks twice.

@@ -45,6 +45,9 @@ pub struct PriorTrack {
     pub modified_ns: Option<u64>,
     /// The quality verdict, when quality control ran (counted by `status`).
     pub qc: Option<Verdict>,
+    /// What its row shows, as the report compares it with last night's
+    /// (`TrackEntry::row_digest`).
+    pub row_digest: u64,
     /// The whole entry, or where it is.
     pub details: Details,
 }
@@ -109,6 +112,7 @@ impl PriorTrack {
             sha256: Sha256Digest::of_hex(&entry.sha256),
             modified_ns: entry.modified_ns,
             qc: entry.qc,
+            row_digest: entry.row_digest(),
             details: match at {
                 Some(at) => Details::Stored(at),
                 None => Details::Held(Box::new(entry)),

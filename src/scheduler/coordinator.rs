@@ -21,29 +21,14 @@ use tracing::{debug, error, warn, Instrument};
 use super::events::{end_record, journal_record, Action, Event, StopReason};
 use super::executor::Executor;
 use super::state::{Ended, RunState};
-use crate::journal::stored::TrackStore;
 use crate::journal::writer::JournalWriter;
 use crate::journal::JournalError;
-use crate::outcome::VariantRecord;
 use crate::report;
+use crate::report::previous::PageStamp;
 use crate::report::progress::{Change, Progress, Snapshot};
 use crate::report::results::{Results, Unfinished};
 use crate::report::shards::{Merged, ShardPart};
 use crate::variant::{VariantId, VariantTable};
-
-/// An ended variant's record with its tracks whole: a kept variant's are read back
-/// from where the journal's fold left them.
-fn whole_record(store: &TrackStore, ended: Ended) -> std::io::Result<(VariantId, VariantRecord)> {
-    let Ended {
-        id,
-        mut record,
-        kept_tracks,
-    } = ended;
-    if !kept_tracks.is_empty() {
-        record.tracks = store.records(&kept_tracks).map_err(std::io::Error::other)?;
-    }
-    Ok((id, record))
-}
 
 /// How often `results.csv` is rewritten at most while variants end (longer when writing
 /// is slow, so that a huge report never takes over the run).
@@ -63,11 +48,10 @@ pub(super) struct Coordinator {
     pub journal: JournalWriter,
     /// Every ended variant's rows, and the report written from them.
     pub results: Results,
-    /// Where the kept variants' tracks' entries are, read back as their rows are spooled.
-    pub track_store: Arc<TrackStore>,
-    /// What was spooled when `results.csv` was last written with nothing in flight: a
-    /// report with the same is the same file, not written again (a rerun that keeps every
-    /// variant rewrites no report of 100,000 rows at its end).
+    /// How many variants were put in the results when `results.csv` was last written (or
+    /// found unchanged) with nothing in flight: a report with the same is the same file,
+    /// not written again (a rerun that keeps every variant rewrites no report of 100,000
+    /// rows at its end).
     pub report_written: Option<u64>,
     /// Spooling an ended variant's rows failed: the report cannot be complete.
     pub results_failed: Option<std::io::Error>,
@@ -94,7 +78,6 @@ pub struct RunEnd {
 pub(super) struct Parts {
     pub journal: JournalWriter,
     pub results: Results,
-    pub track_store: Arc<TrackStore>,
     pub out_dir: PathBuf,
     pub shard_part: Option<ShardPart>,
     pub progress: Progress,
@@ -108,7 +91,6 @@ impl Coordinator {
             executor,
             journal: parts.journal,
             results: parts.results,
-            track_store: parts.track_store,
             report_written: None,
             results_failed: None,
             out_dir: parts.out_dir,
@@ -233,8 +215,12 @@ impl Coordinator {
             self.results.put_waiting(id, record)?;
         }
         for ended in self.state.drain_ended() {
-            let (id, record) = whole_record(&self.track_store, ended)?;
-            self.results.put_ended(&id, &record)?;
+            let Ended {
+                id,
+                record,
+                kept_tracks,
+            } = ended;
+            self.results.put_ended(&id, record, &kept_tracks)?;
         }
         Ok(())
     }
@@ -242,8 +228,9 @@ impl Coordinator {
     /// Moves the records of the variants that just ended out of the run state.
     fn take_ended(&mut self) {
         for ended in self.state.drain_ended() {
-            let put = whole_record(&self.track_store, ended)
-                .and_then(|(id, record)| self.results.put_ended(&id, &record));
+            let put = self
+                .results
+                .put_ended(&ended.id, ended.record, &ended.kept_tracks);
             if let Err(err) = put {
                 if self.results_failed.is_none() {
                     error!(error = %err, "cannot keep the rows of ended variants for results.csv");
@@ -398,8 +385,9 @@ impl Coordinator {
     }
 
     /// The listening page, from the results.csv just written: once, at the end, since it
-    /// reads every track's peaks. A page that cannot be written is said, and the run goes
-    /// on to its exit code: results.csv is the record.
+    /// reads every track's peaks; not at all when the page there was written from the
+    /// same results.csv and stems (`report::previous::PageStamp`). A page that cannot be
+    /// written is said, and the run goes on to its exit code: results.csv is the record.
     async fn write_page(&self) {
         let dir = self.out_dir.clone();
         // The waveforms drawn as the tracks landed (this run's, and the journal's for earlier
@@ -415,14 +403,26 @@ impl Coordinator {
                 .filter(|v| seen.insert(v.stem.name.clone()))
                 .collect();
             let stems = report::choosing::stem_infos(&firsts, &dir);
-            report::html::write_file_with(&dir, known, Some(&stems))
+            let state_dir = crate::journal::state_dir(&dir);
+            if PageStamp::is_current(&state_dir, &dir, &stems) {
+                return Ok::<_, report::html::PageError>(None);
+            }
+            PageStamp::forget(&state_dir);
+            let page = report::html::write_file_with(&dir, known, Some(&stems))?;
+            if let Err(err) = PageStamp::record(&state_dir, &dir, &stems) {
+                debug!(error = %err, "cannot stamp the listening page: the next run writes it again");
+            }
+            Ok(Some(page))
         };
         match tokio::task::spawn_blocking(write).await {
-            Ok(Ok(page)) => debug!(
+            Ok(Ok(Some(page))) => debug!(
                 bytes = page.bytes,
                 waveforms = page.waveforms,
                 "report.html written"
             ),
+            Ok(Ok(None)) => {
+                debug!("report.html is the page of this results.csv: not written again")
+            }
             Ok(Err(err)) => error!(error = %err, "cannot write the listening page"),
             Err(err) => error!(error = %err, "cannot write the listening page"),
         }
@@ -452,16 +452,20 @@ impl Coordinator {
             None => self.out_dir.clone(),
         };
         let settled = self.state.in_flight_records().next().is_none();
-        let spooled = self.results.spooled();
-        if settled && self.report_written == Some(spooled) {
+        let puts = self.results.puts();
+        if settled && self.report_written == Some(puts) {
             debug!("results.csv unchanged since it was written: not written again");
             return Ok(());
         }
         let snapshot = self.results.snapshot(self.state.in_flight_records());
-        tokio::task::spawn_blocking(move || snapshot.write_file(&dir))
-            .await
-            .map_err(std::io::Error::other)??;
-        self.report_written = settled.then_some(spooled);
+        if snapshot.is_the_last_report() {
+            debug!("results.csv is the last report's, row for row: not written again");
+        } else {
+            tokio::task::spawn_blocking(move || snapshot.write_file(&dir))
+                .await
+                .map_err(std::io::Error::other)??;
+        }
+        self.report_written = settled.then_some(puts);
         Ok(())
     }
 }

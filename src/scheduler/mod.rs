@@ -141,7 +141,12 @@ pub async fn run(
     let stop_submits = inputs.stops.interrupted.child_token();
     let to_upload = local_stems_to_submit(variants.iter(), &entries);
     let uploads = start_uploads(&mut inputs, &to_upload, retry, stop_submits.clone());
-    let results = Results::new(&report_dir(&inputs), Arc::clone(&variants))?;
+    let results = Results::new(
+        &report_dir(&inputs),
+        &report_state_dir(&inputs),
+        Arc::clone(&variants),
+        Arc::clone(&inputs.track_store),
+    )?;
     let executor = Arc::new(executor(&inputs, variants, uploads, retry, stop_submits)?);
     let state = RunState::new(policy(&inputs.settings, retry), entries).with_orphans(orphans);
     let RunInputs {
@@ -152,13 +157,11 @@ pub async fn run(
         stops,
         stopped_before,
         api_checked,
-        track_store,
         ..
     } = inputs;
     let parts = coordinator::Parts {
         journal,
         results,
-        track_store,
         out_dir,
         shard_part,
         progress,
@@ -208,6 +211,15 @@ fn report_dir(inputs: &RunInputs) -> PathBuf {
     match &inputs.shard_part {
         Some(part) => part.dir.clone(),
         None => inputs.out_dir.clone(),
+    }
+}
+
+/// The state folder of the run's `results.csv`, where it is indexed for the next run:
+/// the output folder's, or the shard's.
+fn report_state_dir(inputs: &RunInputs) -> PathBuf {
+    match &inputs.shard_part {
+        Some(part) => part.dir.clone(),
+        None => crate::journal::state_dir(&inputs.out_dir),
     }
 }
 

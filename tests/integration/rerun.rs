@@ -273,31 +273,67 @@ async fn issue_8_an_output_folder_that_cannot_be_made_is_a_usage_error() {
     assert_eq!(sim.stats().submit_calls, 0);
 }
 
-/// A rerun with nothing to do writes results.csv once, at its start, with the bytes of the
-/// night before, and not again at its end (at 100,000 variants each write is 95 MB); a
-/// rerun with work writes it at its end with that work.
+/// A rerun with nothing to do leaves `results.csv` and the page as the night before left
+/// them: the same files, not rewritten (at 100,000 variants, 95 MB and a page of 100,000
+/// players). An edited or deleted report is written again; a rerun with work writes
+/// them with that work, each kept variant's rows byte for byte what rendering them again
+/// writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rerun_that_keeps_everything_writes_the_same_results_once() {
+async fn a_rerun_that_keeps_everything_leaves_the_report_as_it_was() {
+    use std::os::unix::fs::MetadataExt;
     let sim = start_sim(quick_sim()).await;
     let (dir, manifest) = write_manifest(&variants_manifest(LOCAL_RUN, 3));
     let out = dir.path().join("out");
     let first = run_against(&sim, &manifest, &out).await;
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let identity = |name: &str| {
+        let meta = std::fs::metadata(out.join(name)).unwrap();
+        (meta.ino(), meta.mtime(), meta.mtime_nsec())
+    };
+    let (csv_before, page_before) = (identity("results.csv"), identity("report.html"));
     let before = std::fs::read(out.join("results.csv")).unwrap();
     let verbose = |manifest| run_against_with(&sim, manifest, &out, &["-v"]);
-    let skipped = "results.csv unchanged since it was written: not written again";
+    let kept_csv = "results.csv is the last report's, row for row: not written again";
+    let kept_page = "report.html is the page of this results.csv: not written again";
+
     let second = verbose(&manifest).await;
     assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
-    assert!(stderr(&second).contains(skipped), "{}", stderr(&second));
-    assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), before);
-    std::fs::write(&manifest, variants_manifest(LOCAL_RUN, 4)).unwrap();
+    assert!(stderr(&second).contains(kept_csv), "{}", stderr(&second));
+    assert!(stderr(&second).contains(kept_page), "{}", stderr(&second));
+    assert_eq!(identity("results.csv"), csv_before);
+    assert_eq!(identity("report.html"), page_before);
+
+    // A user's edit of results.csv and a deleted page are not kept over.
+    std::fs::write(out.join("results.csv"), b"edited\n").unwrap();
+    std::fs::remove_file(out.join("report.html")).unwrap();
     let third = verbose(&manifest).await;
     assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
-    assert!(!stderr(&third).contains(skipped), "{}", stderr(&third));
+    assert!(!stderr(&third).contains(kept_page), "{}", stderr(&third));
+    assert_eq!(std::fs::read(out.join("results.csv")).unwrap(), before);
+    assert!(out.join("report.html").exists());
+
+    std::fs::write(&manifest, variants_manifest(LOCAL_RUN, 4)).unwrap();
+    let fourth = verbose(&manifest).await;
+    assert_eq!(fourth.status.code(), Some(0), "{}", stderr(&fourth));
+    assert!(!stderr(&fourth).contains(kept_csv), "{}", stderr(&fourth));
+    assert!(!stderr(&fourth).contains(kept_page), "{}", stderr(&fourth));
     let (_, rows) = read_results(&out);
     let variants: std::collections::HashSet<&str> =
         rows.iter().map(|r| r["variant_id"].as_str()).collect();
     assert_eq!(variants.len(), 4);
     assert!(rows.iter().all(|r| r["status"] == "finished"), "{rows:?}");
     assert_eq!(sim.stats().tasks_created, 4);
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(page.contains("piano 3"), "the page shows the new variant");
+
+    // Without the index, every row is rendered from the journal: the same bytes.
+    let with_kept_rows = std::fs::read(out.join("results.csv")).unwrap();
+    std::fs::remove_file(out.join(".stembatch/results.index")).unwrap();
+    let fifth = verbose(&manifest).await;
+    assert_eq!(fifth.status.code(), Some(0), "{}", stderr(&fifth));
+    assert!(!stderr(&fifth).contains(kept_csv), "{}", stderr(&fifth));
+    assert_eq!(
+        std::fs::read(out.join("results.csv")).unwrap(),
+        with_kept_rows
+    );
 }

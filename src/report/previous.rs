@@ -1,0 +1,528 @@
+//! What a run keeps of the report the last run left, so that a night over a folder where
+//! little changed does not read back and render every variant of its history again.
+//!
+//! A run that writes `results.csv` with nothing in flight (its start, its end) also
+//! leaves, in its state folder, an index of it (`results.index`: for each variant, the
+//! digest of its rows (`outcome::digest`), where they are in `results.csv`, and where its
+//! tracks' waveforms are in `results.waves`, the page's waveforms in the same order). The
+//! next run opens both files and the `results.csv` the index describes: a variant whose
+//! rows' digest is unchanged takes its rows (and waveforms) from there, unread until
+//! they are written. When every variant of the manifest does, in the same order,
+//! `results.csv` would be written again byte for byte: it is left as it is.
+//!
+//! The index names each file it describes by its device, inode, size, time and a hash of
+//! its bytes, and holds a hash of itself: a `results.csv` rewritten since (by `stembatch
+//! report`, a shard's merge, a user), a torn or foreign index, another release's, is not
+//! used, and the run renders every row as before. (The files' hashes cost a read of
+//! each, about 0.1 s at 100,000 variants: a time stamp is as coarse as the kernel's tick,
+//! and an inode is reused at once.) Each file is written to a temporary name and renamed,
+//! the index last, so a kill at any point leaves an index that describes its files or
+//! one that is not used.
+//!
+//! The listening page is kept the same way: `page.stamp` names the `results.csv` the page
+//! was written from, the page's own files and the stems it showed; a run whose page would
+//! be written from the same is not written again.
+
+use std::fs::File;
+use std::io::{BufWriter, Read as _, Write as _};
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::{xxh3_64, Xxh3};
+
+use crate::output_files::{permissions, persist_durably};
+
+/// The index of the last `results.csv` written with nothing in flight, in a state folder.
+pub const INDEX_FILE: &str = "results.index";
+/// The waveforms of that `results.csv`'s tracks, in its order, in a state folder.
+pub const WAVES_FILE: &str = "results.waves";
+/// What the listening page was written from, in the output folder's state folder.
+pub const PAGE_STAMP_FILE: &str = "page.stamp";
+
+/// The index's first line: what it is and its layout's version.
+const MAGIC: &[u8] = b"stembatch results index 1\n";
+
+/// A file as the index names it: a rewrite (a rename over it, an edit) changes one of
+/// these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified_ns: i128,
+}
+
+impl FileStamp {
+    /// The stamp of the file `meta` describes.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+
+    /// The stamp of the file at `path`.
+    pub fn of_path(path: &Path) -> std::io::Result<Self> {
+        Ok(FileStamp::of(&std::fs::metadata(path)?))
+    }
+}
+
+/// The index's header, after its first line.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    /// stembatch's version: another release may render rows differently.
+    version: String,
+    /// The `results.csv` described.
+    results: FileStamp,
+    /// Its bytes' hash (XXH3).
+    results_hash: u64,
+    /// Its header line's length: its first variant's rows start there.
+    header_len: u64,
+    /// The waveforms' file.
+    waves: FileStamp,
+    /// Its bytes' hash.
+    waves_hash: u64,
+    /// How many entries follow.
+    entries: u64,
+}
+
+/// One variant's rows in the indexed `results.csv`, and its waveforms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct IndexEntry {
+    /// The variant's id ([`crate::variant::VariantId::bits`]).
+    pub id: u64,
+    /// Its rows' digest (`outcome::digest::rows`).
+    pub digest: u64,
+    /// Where its rows start in `results.csv`.
+    pub rows_at: u64,
+    /// Their length.
+    pub rows: u32,
+    /// Where its waveforms start in the waveforms' file.
+    pub waves_at: u64,
+    /// Their length (0: none).
+    pub waves: u32,
+}
+
+impl IndexEntry {
+    const LEN: usize = 40;
+
+    fn to_bytes(self) -> [u8; Self::LEN] {
+        let mut bytes = [0u8; Self::LEN];
+        bytes[0..8].copy_from_slice(&self.id.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.digest.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.rows_at.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.waves_at.to_le_bytes());
+        bytes[32..36].copy_from_slice(&self.rows.to_le_bytes());
+        bytes[36..40].copy_from_slice(&self.waves.to_le_bytes());
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
+        IndexEntry {
+            id: u64_at(0),
+            digest: u64_at(8),
+            rows_at: u64_at(16),
+            waves_at: u64_at(24),
+            rows: u32_at(32),
+            waves: u32_at(36),
+        }
+    }
+}
+
+/// The files of the last indexed report, open: they stay readable however they are
+/// replaced meanwhile.
+#[derive(Debug)]
+pub(super) struct LastReport {
+    /// Its `results.csv`.
+    pub results: File,
+    /// Its waveforms.
+    pub waves: File,
+    /// The length of `results.csv`'s header line.
+    pub header_len: u64,
+    /// The length of `results.csv`.
+    pub results_len: u64,
+}
+
+/// The last indexed report, open, and its index by variant.
+#[derive(Debug)]
+pub(super) struct Previous {
+    pub files: Arc<LastReport>,
+    /// Sorted by id.
+    entries: Vec<IndexEntry>,
+}
+
+impl Previous {
+    /// The report indexed in `state_dir`, whose `results.csv` is in `report_dir`; `None`
+    /// (said at debug level) when there is none or it cannot be used.
+    pub fn open(state_dir: &Path, report_dir: &Path) -> Option<Previous> {
+        match Self::try_open(state_dir, report_dir) {
+            Ok(previous) => previous,
+            Err(why) => {
+                tracing::debug!(index = %state_dir.join(INDEX_FILE).display(), why, "last night's results.csv cannot be reused: every row is rendered");
+                None
+            }
+        }
+    }
+
+    fn try_open(state_dir: &Path, report_dir: &Path) -> Result<Option<Previous>, String> {
+        let mut raw = Vec::new();
+        match File::open(state_dir.join(INDEX_FILE)) {
+            Ok(mut file) => file.read_to_end(&mut raw).map_err(|e| e.to_string())?,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err.to_string()),
+        };
+        let (header, entries) = parse(&raw)?;
+        if header.version != env!("CARGO_PKG_VERSION") {
+            return Err(format!("written by stembatch {}", header.version));
+        }
+        let open = |path: &Path, stamp: FileStamp, hash: u64| -> Result<File, String> {
+            let changed = || format!("{} changed since it was indexed", path.display());
+            let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let now = FileStamp::of(&file.metadata().map_err(|e| e.to_string())?);
+            if now != stamp {
+                return Err(changed());
+            }
+            match hash_of(&file).map_err(|e| e.to_string())? == hash {
+                true => Ok(file),
+                false => Err(changed()),
+            }
+        };
+        let results_path = report_dir.join(super::csv::FILE_NAME);
+        let results = open(&results_path, header.results, header.results_hash)?;
+        let waves = open(&state_dir.join(WAVES_FILE), header.waves, header.waves_hash)?;
+        let mut entries = entries;
+        entries.sort_unstable_by_key(|e| e.id);
+        Ok(Some(Previous {
+            files: Arc::new(LastReport {
+                results,
+                waves,
+                header_len: header.header_len,
+                results_len: header.results.len,
+            }),
+            entries,
+        }))
+    }
+
+    /// Where variant `id`'s rows are when their digest is still `digest`.
+    pub fn find(&self, id: u64, digest: u64) -> Option<IndexEntry> {
+        let at = self.entries.binary_search_by_key(&id, |e| e.id).ok()?;
+        Some(self.entries[at]).filter(|e| e.digest == digest)
+    }
+}
+
+/// The hash of `file`'s bytes, read from its start.
+fn hash_of(file: &File) -> std::io::Result<u64> {
+    let mut hasher = Xxh3::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut at = 0;
+    loop {
+        let read = file.read_at(&mut buffer, at)?;
+        if read == 0 {
+            return Ok(hasher.digest());
+        }
+        hasher.update(&buffer[..read]);
+        at += read as u64;
+    }
+}
+
+/// The index's header and entries, when `raw` is a whole index.
+fn parse(raw: &[u8]) -> Result<(Header, Vec<IndexEntry>), String> {
+    let body = raw
+        .strip_prefix(MAGIC)
+        .ok_or("not a stembatch results index of this version")?;
+    let (content, sum) = body
+        .split_at_checked(body.len().saturating_sub(8))
+        .filter(|(_, sum)| sum.len() == 8)
+        .ok_or("torn")?;
+    let whole_len = raw.len() - 8;
+    if xxh3_64(&raw[..whole_len]).to_le_bytes() != sum {
+        return Err("its hash does not match: torn or damaged".into());
+    }
+    let newline = content
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no header")?;
+    let header: Header =
+        serde_json::from_slice(&content[..newline]).map_err(|e| format!("header: {e}"))?;
+    let table = &content[newline + 1..];
+    if table.len() as u64 != header.entries * IndexEntry::LEN as u64 {
+        return Err("its entries do not add up".into());
+    }
+    let entries = table
+        .chunks_exact(IndexEntry::LEN)
+        .map(IndexEntry::from_bytes)
+        .collect();
+    Ok((header, entries))
+}
+
+/// The index of a `results.csv` being written, and its waveforms' file, in the state
+/// folder: put in place by [`IndexWriter::persist`] once `results.csv` is.
+pub(super) struct IndexWriter {
+    waves: BufWriter<tempfile::NamedTempFile>,
+    waves_len: u64,
+    entries: Vec<IndexEntry>,
+}
+
+impl IndexWriter {
+    /// A new index, its waveforms' temporary file in `state_dir`.
+    pub fn new(state_dir: &Path) -> std::io::Result<Self> {
+        let waves = temp_in(state_dir, crate::output_files::WAVES_TEMP)?;
+        Ok(IndexWriter {
+            waves: BufWriter::new(waves),
+            waves_len: 0,
+            entries: Vec::new(),
+        })
+    }
+
+    /// Variant `id`'s rows, at `rows_at` in `results.csv`, with its waveforms `waves`.
+    pub fn add(
+        &mut self,
+        id: u64,
+        digest: u64,
+        rows_at: u64,
+        rows: u32,
+        waves: &[u8],
+    ) -> std::io::Result<()> {
+        self.waves.write_all(waves)?;
+        self.entries.push(IndexEntry {
+            id,
+            digest,
+            rows_at,
+            rows,
+            waves_at: self.waves_len,
+            waves: waves.len() as u32,
+        });
+        self.waves_len += waves.len() as u64;
+        Ok(())
+    }
+
+    /// Puts the waveforms and then the index in place in `state_dir`, for `results`
+    /// (just written, its header line `header_len` long).
+    pub fn persist(self, state_dir: &Path, results: &Path, header_len: u64) -> std::io::Result<()> {
+        let waves = self.waves.into_inner().map_err(|e| e.into_error())?;
+        let waves_hash = hash_of(waves.as_file())?;
+        let waves_path = state_dir.join(WAVES_FILE);
+        persist_durably(waves, &waves_path)?;
+        let results = File::open(results)?;
+        let header = Header {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            results: FileStamp::of(&results.metadata()?),
+            results_hash: hash_of(&results)?,
+            header_len,
+            waves: FileStamp::of_path(&waves_path)?,
+            waves_hash,
+            entries: self.entries.len() as u64,
+        };
+        let mut raw = MAGIC.to_vec();
+        serde_json::to_writer(&mut raw, &header).map_err(std::io::Error::other)?;
+        raw.push(b'\n');
+        raw.reserve(self.entries.len() * IndexEntry::LEN + 8);
+        for entry in &self.entries {
+            raw.extend_from_slice(&entry.to_bytes());
+        }
+        raw.extend_from_slice(&xxh3_64(&raw).to_le_bytes());
+        let mut index = temp_in(state_dir, crate::output_files::INDEX_TEMP)?;
+        index.write_all(&raw)?;
+        persist_durably(index, &state_dir.join(INDEX_FILE))
+    }
+}
+
+fn temp_in(dir: &Path, (prefix, suffix): (&str, &str)) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .permissions(permissions())
+        .tempfile_in(dir)
+}
+
+/// What the listening page was written from: when a run would write it from the same, it
+/// is left as it is.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageStamp {
+    version: String,
+    /// The `results.csv` it was written from.
+    results: FileStamp,
+    /// `report.html` as written.
+    page: FileStamp,
+    /// Its chunk folder as written, when it has one.
+    data: Option<FileStamp>,
+    /// The stems it showed (`report::choosing::Stems`), hashed.
+    stems: u64,
+}
+
+impl PageStamp {
+    /// The stamp of the page now in `out_dir`, written from its `results.csv` and
+    /// `stems`; `None` when a file of it is missing.
+    pub fn now(out_dir: &Path, stems: &super::choosing::Stems) -> Option<Self> {
+        let stems = serde_json::to_vec(stems).ok()?;
+        let data = out_dir.join(super::page_data::DATA_DIR);
+        Some(PageStamp {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            results: FileStamp::of_path(&out_dir.join(super::csv::FILE_NAME)).ok()?,
+            page: FileStamp::of_path(&out_dir.join(super::html::FILE_NAME)).ok()?,
+            data: FileStamp::of_path(&data).ok(),
+            stems: xxh3_64(&stems),
+        })
+    }
+
+    /// Whether the page in `out_dir` is the one its `results.csv` and `stems` make, as
+    /// the stamp in `state_dir` says.
+    pub fn is_current(state_dir: &Path, out_dir: &Path, stems: &super::choosing::Stems) -> bool {
+        let recorded = std::fs::read(state_dir.join(PAGE_STAMP_FILE))
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<PageStamp>(&raw).ok());
+        recorded.is_some() && recorded == Self::now(out_dir, stems)
+    }
+
+    /// Records in `state_dir` that the page in `out_dir` was just written from its
+    /// `results.csv` and `stems`.
+    pub fn record(
+        state_dir: &Path,
+        out_dir: &Path,
+        stems: &super::choosing::Stems,
+    ) -> std::io::Result<()> {
+        let stamp = Self::now(out_dir, stems)
+            .ok_or_else(|| std::io::Error::other("the page's files are not all there"))?;
+        let mut temp = temp_in(state_dir, crate::output_files::PAGE_STAMP_TEMP)?;
+        serde_json::to_writer(&mut temp, &stamp).map_err(std::io::Error::other)?;
+        persist_durably(temp, &state_dir.join(PAGE_STAMP_FILE))
+    }
+
+    /// Forgets the stamp: the page is being written.
+    pub fn forget(state_dir: &Path) {
+        let _ = std::fs::remove_file(state_dir.join(PAGE_STAMP_FILE));
+    }
+}
+
+/// Reads `len` bytes at `at` of `file`.
+pub(super) fn read_at(file: &File, at: u64, len: u32, into: &mut Vec<u8>) -> std::io::Result<()> {
+    into.resize(len as usize, 0);
+    file.read_exact_at(into, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state folder with an index of a two-variant `results.csv`.
+    fn indexed() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("results.csv"), b"h\na,1\nb,2\n").unwrap();
+        let mut index = IndexWriter::new(dir.path()).unwrap();
+        index.add(7, 70, 2, 4, b"[]").unwrap();
+        index.add(3, 30, 6, 4, b"").unwrap();
+        index
+            .persist(dir.path(), &dir.path().join("results.csv"), 2)
+            .unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_index_finds_each_variant_by_id_and_digest() {
+        let dir = indexed();
+        let previous = Previous::open(dir.path(), dir.path()).expect("usable");
+        let first = previous.find(7, 70).unwrap();
+        assert_eq!(
+            (first.rows_at, first.rows, first.waves_at, first.waves),
+            (2, 4, 0, 2)
+        );
+        assert_eq!(previous.find(3, 30).unwrap().waves_at, 2);
+        assert_eq!(
+            previous.find(7, 71),
+            None,
+            "another digest: its rows changed"
+        );
+        assert_eq!(previous.find(8, 70), None);
+        assert_eq!(
+            (previous.files.header_len, previous.files.results_len),
+            (2, 10)
+        );
+    }
+
+    /// An index cut anywhere (a disk that lost its end, a copy cut short) or with a byte
+    /// changed is not used.
+    #[test]
+    fn a_torn_or_damaged_index_is_not_used() {
+        let dir = indexed();
+        let path = dir.path().join(INDEX_FILE);
+        let whole = std::fs::read(&path).unwrap();
+        for len in 0..whole.len() {
+            std::fs::write(&path, &whole[..len]).unwrap();
+            assert!(
+                Previous::open(dir.path(), dir.path()).is_none(),
+                "cut at {len}"
+            );
+        }
+        for at in [0, MAGIC.len() + 3, whole.len() - 20] {
+            let mut damaged = whole.clone();
+            damaged[at] ^= 1;
+            std::fs::write(&path, &damaged).unwrap();
+            assert!(
+                Previous::open(dir.path(), dir.path()).is_none(),
+                "byte {at}"
+            );
+        }
+        std::fs::write(&path, &whole).unwrap();
+        assert!(Previous::open(dir.path(), dir.path()).is_some());
+    }
+
+    /// A `results.csv` or waveforms' file written since the index (a shard's merge,
+    /// `stembatch report`, a user's edit, a kill between the files' renames) makes it
+    /// unusable, even when its size, inode and time come out the same.
+    #[test]
+    fn an_index_of_files_changed_since_is_not_used() {
+        for changed in ["results.csv", WAVES_FILE] {
+            let dir = indexed();
+            let path = dir.path().join(changed);
+            let before = std::fs::metadata(&path).unwrap();
+            let mut bytes = std::fs::read(&path).unwrap();
+            *bytes.last_mut().unwrap() ^= 1;
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .write_all_at(&bytes, 0)
+                .unwrap();
+            let times = std::fs::FileTimes::new().set_modified(before.modified().unwrap());
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_times(times).unwrap();
+            assert_eq!(FileStamp::of_path(&path).unwrap(), FileStamp::of(&before));
+            assert!(
+                Previous::open(dir.path(), dir.path()).is_none(),
+                "{changed}"
+            );
+        }
+    }
+
+    /// The page's stamp holds while its files and what it was written from are the same.
+    #[test]
+    fn a_page_is_current_until_its_results_its_files_or_its_stems_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::write(out.join("results.csv"), b"h\n").unwrap();
+        std::fs::write(out.join("report.html"), b"<html>").unwrap();
+        let stems = super::super::choosing::Stems::new();
+        assert!(!PageStamp::is_current(out, out, &stems), "no stamp yet");
+        PageStamp::record(out, out, &stems).unwrap();
+        assert!(PageStamp::is_current(out, out, &stems));
+        let mut other = stems.clone();
+        other.insert("vox".into(), Default::default());
+        assert!(!PageStamp::is_current(out, out, &other), "other stems");
+        for rewritten in ["results.csv", "report.html"] {
+            PageStamp::record(out, out, &stems).unwrap();
+            std::fs::remove_file(out.join(rewritten)).unwrap();
+            assert!(!PageStamp::is_current(out, out, &stems), "{rewritten} gone");
+            std::fs::write(out.join(rewritten), b"x").unwrap();
+            assert!(
+                !PageStamp::is_current(out, out, &stems),
+                "{rewritten} rewritten"
+            );
+        }
+    }
+}
