@@ -310,11 +310,18 @@ pub trait VariantSource: fmt::Debug + Send + Sync {
     /// The variant at table position `index`, whose id is `id` (given, so that building
     /// one need not hash it again).
     fn build(&self, index: usize, id: &VariantId) -> Variant;
+
+    /// The stem of the variant at table position `index`, without building the variant.
+    fn stem_at(&self, index: usize) -> Arc<Stem>;
 }
 
 impl VariantSource for Vec<Variant> {
     fn build(&self, index: usize, _id: &VariantId) -> Variant {
         self[index].clone()
+    }
+
+    fn stem_at(&self, index: usize) -> Arc<Stem> {
+        Arc::clone(&self[index].stem)
     }
 }
 
@@ -412,6 +419,19 @@ impl VariantTable {
             .build(index, &VariantId::from_bits(self.ids[index]))
     }
 
+    /// The stems of its variants, in order, each once: no variant is built (a stem's
+    /// variants are next to each other in manifest order).
+    pub fn stems(&self) -> Vec<Arc<Stem>> {
+        let mut stems: Vec<Arc<Stem>> = Vec::new();
+        for index in 0..self.len() {
+            let stem = self.source.stem_at(index);
+            if !stems.last().is_some_and(|last| Arc::ptr_eq(last, &stem)) {
+                stems.push(stem);
+            }
+        }
+        stems
+    }
+
     /// The variant `id`, built.
     pub fn get(&self, id: &VariantId) -> Option<Variant> {
         self.index_of(id).map(|i| self.at(i))
@@ -434,6 +454,10 @@ struct Subset {
 impl VariantSource for Subset {
     fn build(&self, index: usize, id: &VariantId) -> Variant {
         self.source.build(self.positions[index] as usize, id)
+    }
+
+    fn stem_at(&self, index: usize) -> Arc<Stem> {
+        self.source.stem_at(self.positions[index] as usize)
     }
 }
 

@@ -123,6 +123,19 @@ impl VariantSource for Chosen {
             .build_at(position, Some(id))
             .expect("a position of the manifest")
     }
+
+    fn stem_at(&self, index: usize) -> Arc<Stem> {
+        let position = match &self.positions {
+            Some(positions) => positions[index] as usize,
+            None => index,
+        };
+        let at = self
+            .variants
+            .starts
+            .partition_point(|&start| start <= position)
+            - 1;
+        Arc::clone(&self.variants.plans[at].stem)
+    }
 }
 
 /// The variants one plan makes: its specs times its takes.

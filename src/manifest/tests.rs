@@ -502,10 +502,18 @@ fn a_variant_built_by_position_is_the_one_iteration_builds() {
         assert_eq!(table.index_of(&variant.id), Some(index));
         assert_eq!(key(&table.at(index)), key(variant));
     }
+    // Its stems, each once, found without building a variant; a subset's are its own.
+    let names = |table: &crate::variant::VariantTable| -> Vec<String> {
+        table.stems().iter().map(|s| s.name.clone()).collect()
+    };
+    assert_eq!(names(&table), ["s1", "g1", "g2", "g3"]);
     let all = variants.source(None);
     let table = crate::variant::VariantTable::built(all, variants.to_vec().iter().map(|v| &v.id));
     let rebuilt: Vec<String> = table.iter().map(|v| key(&v)).collect();
     assert_eq!(rebuilt, iterated);
+    assert_eq!(names(&table), ["s1", "s2", "g1", "g2", "g3"]);
+    let last_two = table.subset(|id| iterated[40..].iter().any(|k| k.ends_with(id.as_str())));
+    assert_eq!(names(&last_two), ["g2", "g3"]);
 }
 
 /// Matrix values whose slugs coincide make two combinations of one name: each is found,

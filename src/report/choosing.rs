@@ -29,12 +29,11 @@ pub type Stems = BTreeMap<String, StemInfo>;
 /// Where the run keeps the page's [`Stems`] for `stembatch report`.
 pub const STEMS_FILE: &str = "page-stems.json";
 
-/// The [`StemInfo`] of every stem of `variants`, for a page in `dir`: a local stem's
+/// The [`StemInfo`] of every stem in `run_stems`, for a page in `dir`: a local stem's
 /// path relative to `dir` and its length (read from the file's header, not decoded).
-pub fn stem_infos(variants: &[crate::variant::Variant], dir: &Path) -> Stems {
+pub fn stem_infos(run_stems: &[std::sync::Arc<crate::variant::Stem>], dir: &Path) -> Stems {
     let mut stems = Stems::new();
-    for variant in variants {
-        let stem = &variant.stem;
+    for stem in run_stems {
         if stems.contains_key(&stem.name) {
             continue;
         }

@@ -466,6 +466,17 @@ pub fn write_file(dir: &Path) -> Result<PageSummary, PageError> {
     write_file_with(dir, HashMap::new(), None)
 }
 
+/// The page's title: the name of the folder `dir`.
+pub fn title_of(dir: &Path) -> String {
+    std::fs::canonicalize(dir)
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string())
+}
+
 /// As [`write_file`], with the waveforms already drawn, by file (see [`read_with`]), and
 /// the run's `stems` (saved for a later [`write_file`]; `None`: the saved ones).
 ///
@@ -503,13 +514,7 @@ pub fn write_file_with(
     })?;
     drop(known);
     let built = builder.finish(has_qc, &stems).map_err(data_error)?;
-    let title = std::fs::canonicalize(dir)
-        .ok()
-        .as_deref()
-        .unwrap_or(dir)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| dir.display().to_string());
+    let title = title_of(dir);
     let page = Page {
         title: &title,
         generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),

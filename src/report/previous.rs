@@ -10,14 +10,13 @@
 //! they are written. When every variant of the manifest does, in the same order,
 //! `results.csv` would be written again byte for byte: it is left as it is.
 //!
-//! The index names each file it describes by its device, inode, size, time and a hash of
-//! its bytes, and holds a hash of itself: a `results.csv` rewritten since (by `stembatch
-//! report`, a shard's merge, a user), a torn or foreign index, another release's, is not
-//! used, and the run renders every row as before. (The files' hashes cost a read of
-//! each, about 0.1 s at 100,000 variants: a time stamp is as coarse as the kernel's tick,
-//! and an inode is reused at once.) Each file is written to a temporary name and renamed,
-//! the index last, so a kill at any point leaves an index that describes its files or
-//! one that is not used.
+//! The index names each file it describes by its size and a hash of its bytes (XXH3; a
+//! read of each, about 0.1 s at 100,000 variants), and holds a hash of itself: a
+//! `results.csv` rewritten since (by `stembatch report`, a shard's merge, a user), a
+//! torn or foreign index, another release's, is not used, and the run renders every row
+//! as before; a folder copied or restored keeps it. Each file is written to a temporary
+//! name and renamed, the index last, so a kill at any point leaves an index that
+//! describes its files or one that is not used.
 //!
 //! The listening page is kept the same way: `page.stamp` names the `results.csv` the page
 //! was written from, the page's own files and the stems it showed; a run whose page would
@@ -25,7 +24,7 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Read as _, Write as _};
-use std::os::unix::fs::{FileExt as _, MetadataExt as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -44,30 +43,43 @@ pub const PAGE_STAMP_FILE: &str = "page.stamp";
 /// The index's first line: what it is and its layout's version.
 const MAGIC: &[u8] = b"stembatch results index 1\n";
 
-/// A file as the index names it: a rewrite (a rename over it, an edit) changes one of
-/// these.
+/// A file as the index names it: its size and the hash of its bytes. Not its inode or
+/// time: a folder copied or restored from a backup holds the same report, and a time
+/// stamp is as coarse as the kernel's tick while an inode is reused at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileStamp {
-    dev: u64,
-    ino: u64,
+pub struct Content {
     len: u64,
-    modified_ns: i128,
+    /// XXH3 of its bytes.
+    hash: u64,
 }
 
-impl FileStamp {
-    /// The stamp of the file `meta` describes.
-    pub fn of(meta: &std::fs::Metadata) -> Self {
-        FileStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+impl Content {
+    /// The content of `file`, read from its start.
+    fn of(file: &File) -> std::io::Result<Self> {
+        let mut hasher = Xxh3::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut len = 0;
+        loop {
+            let read = file.read_at(&mut buffer, len)?;
+            if read == 0 {
+                return Ok(Content {
+                    len,
+                    hash: hasher.digest(),
+                });
+            }
+            hasher.update(&buffer[..read]);
+            len += read as u64;
         }
     }
 
-    /// The stamp of the file at `path`.
-    pub fn of_path(path: &Path) -> std::io::Result<Self> {
-        Ok(FileStamp::of(&std::fs::metadata(path)?))
+    /// The content of the file at `path`.
+    fn of_path(path: &Path) -> std::io::Result<Self> {
+        Content::of(&File::open(path)?)
+    }
+
+    /// Whether `file` holds this content: its size first, then its bytes.
+    fn is_in(&self, file: &File) -> std::io::Result<bool> {
+        Ok(file.metadata()?.len() == self.len && Content::of(file)? == *self)
     }
 }
 
@@ -77,15 +89,11 @@ struct Header {
     /// stembatch's version: another release may render rows differently.
     version: String,
     /// The `results.csv` described.
-    results: FileStamp,
-    /// Its bytes' hash (XXH3).
-    results_hash: u64,
+    results: Content,
     /// Its header line's length: its first variant's rows start there.
     header_len: u64,
     /// The waveforms' file.
-    waves: FileStamp,
-    /// Its bytes' hash.
-    waves_hash: u64,
+    waves: Content,
     /// How many entries follow.
     entries: u64,
 }
@@ -181,21 +189,15 @@ impl Previous {
         if header.version != env!("CARGO_PKG_VERSION") {
             return Err(format!("written by stembatch {}", header.version));
         }
-        let open = |path: &Path, stamp: FileStamp, hash: u64| -> Result<File, String> {
-            let changed = || format!("{} changed since it was indexed", path.display());
+        let open = |path: &Path, content: Content| -> Result<File, String> {
             let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let now = FileStamp::of(&file.metadata().map_err(|e| e.to_string())?);
-            if now != stamp {
-                return Err(changed());
-            }
-            match hash_of(&file).map_err(|e| e.to_string())? == hash {
+            match content.is_in(&file).map_err(|e| e.to_string())? {
                 true => Ok(file),
-                false => Err(changed()),
+                false => Err(format!("{} changed since it was indexed", path.display())),
             }
         };
-        let results_path = report_dir.join(super::csv::FILE_NAME);
-        let results = open(&results_path, header.results, header.results_hash)?;
-        let waves = open(&state_dir.join(WAVES_FILE), header.waves, header.waves_hash)?;
+        let results = open(&report_dir.join(super::csv::FILE_NAME), header.results)?;
+        let waves = open(&state_dir.join(WAVES_FILE), header.waves)?;
         let mut entries = entries;
         entries.sort_unstable_by_key(|e| e.id);
         Ok(Some(Previous {
@@ -213,21 +215,6 @@ impl Previous {
     pub fn find(&self, id: u64, digest: u64) -> Option<IndexEntry> {
         let at = self.entries.binary_search_by_key(&id, |e| e.id).ok()?;
         Some(self.entries[at]).filter(|e| e.digest == digest)
-    }
-}
-
-/// The hash of `file`'s bytes, read from its start.
-fn hash_of(file: &File) -> std::io::Result<u64> {
-    let mut hasher = Xxh3::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut at = 0;
-    loop {
-        let read = file.read_at(&mut buffer, at)?;
-        if read == 0 {
-            return Ok(hasher.digest());
-        }
-        hasher.update(&buffer[..read]);
-        at += read as u64;
     }
 }
 
@@ -306,17 +293,13 @@ impl IndexWriter {
     /// (just written, its header line `header_len` long).
     pub fn persist(self, state_dir: &Path, results: &Path, header_len: u64) -> std::io::Result<()> {
         let waves = self.waves.into_inner().map_err(|e| e.into_error())?;
-        let waves_hash = hash_of(waves.as_file())?;
-        let waves_path = state_dir.join(WAVES_FILE);
-        persist_durably(waves, &waves_path)?;
-        let results = File::open(results)?;
+        let waves_content = Content::of(waves.as_file())?;
+        persist_durably(waves, &state_dir.join(WAVES_FILE))?;
         let header = Header {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            results: FileStamp::of(&results.metadata()?),
-            results_hash: hash_of(&results)?,
+            results: Content::of_path(results)?,
             header_len,
-            waves: FileStamp::of_path(&waves_path)?,
-            waves_hash,
+            waves: waves_content,
             entries: self.entries.len() as u64,
         };
         let mut raw = MAGIC.to_vec();
@@ -346,12 +329,14 @@ fn temp_in(dir: &Path, (prefix, suffix): (&str, &str)) -> std::io::Result<tempfi
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageStamp {
     version: String,
+    /// Its title, the folder's name.
+    title: String,
     /// The `results.csv` it was written from.
-    results: FileStamp,
+    results: Content,
     /// `report.html` as written.
-    page: FileStamp,
-    /// Its chunk folder as written, when it has one.
-    data: Option<FileStamp>,
+    page: Content,
+    /// Its chunk files as written (names and sizes, hashed), when it has some.
+    data: Option<u64>,
     /// The stems it showed (`report::choosing::Stems`), hashed.
     stems: u64,
 }
@@ -364,9 +349,10 @@ impl PageStamp {
         let data = out_dir.join(super::page_data::DATA_DIR);
         Some(PageStamp {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            results: FileStamp::of_path(&out_dir.join(super::csv::FILE_NAME)).ok()?,
-            page: FileStamp::of_path(&out_dir.join(super::html::FILE_NAME)).ok()?,
-            data: FileStamp::of_path(&data).ok(),
+            title: super::html::title_of(out_dir),
+            results: Content::of_path(&out_dir.join(super::csv::FILE_NAME)).ok()?,
+            page: Content::of_path(&out_dir.join(super::html::FILE_NAME)).ok()?,
+            data: listing_hash(&data),
             stems: xxh3_64(&stems),
         })
     }
@@ -398,6 +384,31 @@ impl PageStamp {
     pub fn forget(state_dir: &Path) {
         let _ = std::fs::remove_file(state_dir.join(PAGE_STAMP_FILE));
     }
+}
+
+/// The names and sizes of the files below `dir`, hashed; `None` when it is not there.
+fn listing_hash(dir: &Path) -> Option<u64> {
+    let mut listing = Vec::new();
+    let mut folders = vec![dir.to_owned()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).ok()?.flatten() {
+            let meta = entry.metadata().ok()?;
+            match meta.is_dir() {
+                true => folders.push(entry.path()),
+                // Relative: a copied folder holds the same page.
+                false => {
+                    listing.push((entry.path().strip_prefix(dir).ok()?.to_owned(), meta.len()))
+                }
+            }
+        }
+    }
+    listing.sort();
+    let mut hasher = Xxh3::new();
+    for (path, len) in listing {
+        hasher.update(path.as_os_str().as_encoded_bytes());
+        hasher.update(&len.to_le_bytes());
+    }
+    Some(hasher.digest())
 }
 
 /// Reads `len` bytes at `at` of `file`.
@@ -474,7 +485,8 @@ mod tests {
 
     /// A `results.csv` or waveforms' file written since the index (a shard's merge,
     /// `stembatch report`, a user's edit, a kill between the files' renames) makes it
-    /// unusable, even when its size, inode and time come out the same.
+    /// unusable, even when its size, inode and time come out the same; a copy of the
+    /// folder keeps it.
     #[test]
     fn an_index_of_files_changed_since_is_not_used() {
         for changed in ["results.csv", WAVES_FILE] {
@@ -492,35 +504,75 @@ mod tests {
             let times = std::fs::FileTimes::new().set_modified(before.modified().unwrap());
             let file = std::fs::File::options().write(true).open(&path).unwrap();
             file.set_times(times).unwrap();
-            assert_eq!(FileStamp::of_path(&path).unwrap(), FileStamp::of(&before));
+            let after = std::fs::metadata(&path).unwrap();
+            assert_eq!(
+                (after.len(), after.modified().unwrap()),
+                (before.len(), before.modified().unwrap())
+            );
             assert!(
                 Previous::open(dir.path(), dir.path()).is_none(),
                 "{changed}"
             );
         }
+        let dir = indexed();
+        let copy = tempfile::tempdir().unwrap();
+        for name in ["results.csv", WAVES_FILE, INDEX_FILE] {
+            std::fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
+        }
+        assert!(Previous::open(copy.path(), copy.path()).is_some(), "a copy");
     }
 
-    /// The page's stamp holds while its files and what it was written from are the same.
+    /// The page's stamp holds while its files and what it was written from are the same,
+    /// in a copy of the folder of the same name too (the page's title is that name).
     #[test]
     fn a_page_is_current_until_its_results_its_files_or_its_stems_change() {
         let dir = tempfile::tempdir().unwrap();
-        let out = dir.path();
+        let out = dir.path().join("out");
+        let chunks = out.join(super::super::page_data::DATA_DIR).join("gen");
+        std::fs::create_dir_all(&chunks).unwrap();
         std::fs::write(out.join("results.csv"), b"h\n").unwrap();
         std::fs::write(out.join("report.html"), b"<html>").unwrap();
+        std::fs::write(chunks.join("a.js"), b"[]").unwrap();
         let stems = super::super::choosing::Stems::new();
-        assert!(!PageStamp::is_current(out, out, &stems), "no stamp yet");
-        PageStamp::record(out, out, &stems).unwrap();
-        assert!(PageStamp::is_current(out, out, &stems));
+        assert!(!PageStamp::is_current(&out, &out, &stems), "no stamp yet");
+        PageStamp::record(&out, &out, &stems).unwrap();
+        assert!(PageStamp::is_current(&out, &out, &stems));
         let mut other = stems.clone();
         other.insert("vox".into(), Default::default());
-        assert!(!PageStamp::is_current(out, out, &other), "other stems");
-        for rewritten in ["results.csv", "report.html"] {
-            PageStamp::record(out, out, &stems).unwrap();
+        assert!(!PageStamp::is_current(&out, &out, &other), "other stems");
+
+        let copy = dir.path().join("copy");
+        std::fs::create_dir_all(copy.join(chunks.strip_prefix(&out).unwrap())).unwrap();
+        for name in [
+            "results.csv",
+            "report.html",
+            PAGE_STAMP_FILE,
+            "report-data/gen/a.js",
+        ] {
+            std::fs::copy(out.join(name), copy.join(name)).unwrap();
+        }
+        assert!(
+            !PageStamp::is_current(&copy, &copy, &stems),
+            "its title is its folder's"
+        );
+        let same_name = dir.path().join("elsewhere").join("out");
+        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        std::fs::rename(&copy, &same_name).unwrap();
+        assert!(
+            PageStamp::is_current(&same_name, &same_name, &stems),
+            "a copy"
+        );
+
+        for rewritten in ["results.csv", "report.html", "report-data/gen/a.js"] {
+            PageStamp::record(&out, &out, &stems).unwrap();
             std::fs::remove_file(out.join(rewritten)).unwrap();
-            assert!(!PageStamp::is_current(out, out, &stems), "{rewritten} gone");
+            assert!(
+                !PageStamp::is_current(&out, &out, &stems),
+                "{rewritten} gone"
+            );
             std::fs::write(out.join(rewritten), b"x").unwrap();
             assert!(
-                !PageStamp::is_current(out, out, &stems),
+                !PageStamp::is_current(&out, &out, &stems),
                 "{rewritten} rewritten"
             );
         }

@@ -121,7 +121,7 @@ impl Results {
         record: VariantRecord,
         kept_tracks: &[PriorTrack],
     ) -> std::io::Result<()> {
-        if let Some(index) = self.put(id, record.clone(), kept_tracks)? {
+        if let Some(index) = self.put(id, &record, kept_tracks)? {
             self.note_unfinished(index, id, record);
         }
         Ok(())
@@ -134,7 +134,7 @@ impl Results {
         if *record == VariantRecord::default() {
             return Ok(());
         }
-        self.put(id, record.clone(), &[]).map(drop)
+        self.put(id, record, &[]).map(drop)
     }
 
     /// Puts `id`'s rows in its slot, replacing what was: last night's when they show the
@@ -143,7 +143,7 @@ impl Results {
     fn put(
         &mut self,
         id: &VariantId,
-        mut record: VariantRecord,
+        record: &VariantRecord,
         kept_tracks: &[PriorTrack],
     ) -> std::io::Result<Option<usize>> {
         let Some(index) = self.variants.index_of(id) else {
@@ -154,10 +154,10 @@ impl Results {
         let digest = match kept_tracks.is_empty() {
             true => digest::rows(
                 &variant,
-                &record,
+                record,
                 record.tracks.iter().map(|t| t.row_digest()),
             ),
-            false => digest::rows(&variant, &record, kept_tracks.iter().map(|t| t.row_digest)),
+            false => digest::rows(&variant, record, kept_tracks.iter().map(|t| t.row_digest)),
         };
         let last = self.previous.as_ref();
         if let Some(entry) = last.and_then(|p| p.find(self.variants.bits_at(index), digest)) {
@@ -171,13 +171,19 @@ impl Results {
             };
             return Ok(Some(index));
         }
-        if !kept_tracks.is_empty() {
-            record.tracks = self
-                .track_store
-                .records(kept_tracks)
-                .map_err(std::io::Error::other)?;
-        }
-        let rows = render(&variant, &record)?;
+        let whole;
+        let record = match kept_tracks.is_empty() {
+            true => record,
+            false => {
+                let tracks = self.track_store.records(kept_tracks);
+                whole = VariantRecord {
+                    tracks: tracks.map_err(std::io::Error::other)?,
+                    ..record.clone()
+                };
+                &whole
+            }
+        };
+        let rows = render(&variant, record)?;
         let waves: Vec<(&str, &str)> = record
             .tracks
             .iter()

@@ -497,6 +497,10 @@ mod tests {
                 ..self.like.clone()
             }
         }
+
+        fn stem_at(&self, _index: usize) -> Arc<crate::variant::Stem> {
+            Arc::clone(&self.like.stem)
+        }
     }
 
     /// A shard's merge writes each variant's rows before it builds the next ones: when

@@ -396,13 +396,7 @@ impl Coordinator {
         let known = self.results.waves_in_order();
         let variants = Arc::clone(&self.executor.variants);
         let write = move || {
-            // One variant of each stem: the page needs the stems, not every variant.
-            let mut seen = std::collections::HashSet::new();
-            let firsts: Vec<_> = variants
-                .iter()
-                .filter(|v| seen.insert(v.stem.name.clone()))
-                .collect();
-            let stems = report::choosing::stem_infos(&firsts, &dir);
+            let stems = report::choosing::stem_infos(&variants.stems(), &dir);
             let state_dir = crate::journal::state_dir(&dir);
             if PageStamp::is_current(&state_dir, &dir, &stems) {
                 return Ok::<_, report::html::PageError>(None);
