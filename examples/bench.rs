@@ -28,9 +28,10 @@
 //!   bench`), run as a user would (`run -q`, under `/usr/bin/time`) against the in-process
 //!   simulator with no limits, 0.2 s tasks and 0.05 s tracks, a one-stem matrix of 10,000
 //!   and 100,000 variants (`--sizes 1000,10000` to choose): wall time, client CPU per
-//!   variant and peak memory of the fresh run; then the same run again over the finished
-//!   folder (it buys nothing); and `validate`/`plan` over 1,000,000 variants: time and
-//!   peak memory. Targets in issue 16 / docs/benchmarks-size.md.
+//!   variant and peak memory of the fresh run; then the same run twice again over the
+//!   finished folder (it buys nothing: the first rerun writes the folder's first
+//!   checkpoint, the second is every night after); and `validate`/`plan` over 1,000,000
+//!   variants: time and peak memory. Targets in issue 16 / docs/benchmarks-size.md.
 //! - `qc`: quality control (decode, levels, loudness, waveform: [`stembatch::qc::check`])
 //!   over the tracks of 1,000 variants, 2,000 simulator WAVs of 200 KB (22.05 kHz mono),
 //!   in a child process, one track after the other; and, side by side over the same
@@ -593,7 +594,7 @@ fn bytes_under(dir: &Path) -> u64 {
 /// The size scenario (see the module's doc).
 async fn size_scenario(sizes: &[usize]) -> String {
     let mut out = String::from(
-        "| variants | wall | client CPU | CPU per variant | peak MiB | rerun wall | rerun peak MiB | state on disk |\n|---|---|---|---|---|---|---|---|\n",
+        "| variants | wall | client CPU | CPU per variant | peak MiB | rerun wall | rerun peak MiB | next rerun wall | next rerun peak MiB | state on disk |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for &variants in sizes {
         let config = SimConfig {
@@ -609,7 +610,7 @@ async fn size_scenario(sizes: &[usize]) -> String {
             .await
             .unwrap();
         let url = sim.url();
-        let (fresh, rerun, state) = tokio::task::spawn_blocking(move || {
+        let (fresh, rerun, next, state) = tokio::task::spawn_blocking(move || {
             let dir = tempfile::tempdir().unwrap();
             let manifest = dir.path().join("size.toml");
             std::fs::write(&manifest, size_manifest(variants)).unwrap();
@@ -624,8 +625,11 @@ async fn size_scenario(sizes: &[usize]) -> String {
                 "-q",
             ];
             let fresh = timed_stembatch(&args, "bench-key");
+            // The second night writes the folder's first checkpoint; the third is every
+            // night after.
             let rerun = timed_stembatch(&args, "bench-key");
-            (fresh, rerun, bytes_under(&folder.join(".stembatch")))
+            let next = timed_stembatch(&args, "bench-key");
+            (fresh, rerun, next, bytes_under(&folder.join(".stembatch")))
         })
         .await
         .unwrap();
@@ -635,13 +639,15 @@ async fn size_scenario(sizes: &[usize]) -> String {
             "the rerun bought nothing"
         );
         out.push_str(&format!(
-            "| {variants} | {:.1} s | {:.1} s | {:.2} ms | {:.0} | {:.2} s | {:.0} | {:.1} MB |\n",
+            "| {variants} | {:.1} s | {:.1} s | {:.2} ms | {:.0} | {:.2} s | {:.0} | {:.2} s | {:.0} | {:.1} MB |\n",
             fresh.wall_s,
             fresh.cpu_s,
             fresh.cpu_s * 1000.0 / variants as f64,
             fresh.peak_mib,
             rerun.wall_s,
             rerun.peak_mib,
+            next.wall_s,
+            next.peak_mib,
             state as f64 / 1e6,
         ));
     }

@@ -33,7 +33,7 @@ use crate::variant::{VariantId, VariantTable};
 
 use super::bucket::{bucket_for_run, open_bucket, PreparedBucket, SurveyContext};
 use super::resume;
-use crate::folder::{Folder, FolderLocks};
+use crate::folder::{FirstCheckpoint, Folder, FolderLocks};
 
 /// The provider's production URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.vidgo.ai";
@@ -135,6 +135,7 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
         simulator: _simulator,
         api,
         locks,
+        first_checkpoint,
         pacers,
         journal,
         entries,
@@ -213,6 +214,11 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     log_orphans(&state.state);
     log_unrestored(&state.state, &variants);
     let code = exit_code(&state.state);
+    // The run's memory is let go of first: the fold is the checkpoint's.
+    drop(state);
+    if let Some(first) = first_checkpoint {
+        tokio::task::spawn_blocking(move || first.write()).await?;
+    }
     drop(locks);
     // The last line of a run: where to listen.
     let page = out_dir.join(crate::report::html::FILE_NAME);
@@ -362,6 +368,8 @@ struct Prepared {
     api: String,
     pacers: Pacers,
     locks: FolderLocks,
+    /// The folder's first checkpoint, when it had none: written at the run's end.
+    first_checkpoint: Option<FirstCheckpoint>,
     journal: JournalWriter,
     entries: Vec<Entry>,
     /// Where the kept variants' tracks' entries are.
@@ -460,6 +468,7 @@ async fn prepare(args: &RunArgs) -> anyhow::Result<Prepared> {
         api,
         pacers,
         locks: folder.locks,
+        first_checkpoint: folder.first_checkpoint,
         journal: folder.journal,
         orphans: resume.orphan_entries(),
         entries: resume.entries,

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 
 use super::layout;
 use super::lock::{self, LockState};
-use super::open::FolderLocks;
+use super::open::{FirstCheckpoint, FolderLocks};
 use crate::journal;
 use crate::journal::folded::Folded;
 use crate::journal::writer::JournalWriter;
@@ -39,6 +39,7 @@ pub struct OpenFolder {
     pub(super) locks: FolderLocks,
     pub(super) journal: JournalWriter,
     pub(super) folder: Folder,
+    pub(super) first_checkpoint: Option<FirstCheckpoint>,
 }
 
 /// What a run that goes ahead writes with, and holds until it ends.
@@ -51,6 +52,9 @@ pub struct RunFolder {
     pub folded: Folded,
     /// A shard's run: its part of `results.csv`.
     pub shard_part: Option<ShardPart>,
+    /// The folder had no usable checkpoint: its first, to write at the run's end, with
+    /// the locks still held.
+    pub first_checkpoint: Option<FirstCheckpoint>,
 }
 
 impl Folder {
@@ -131,6 +135,7 @@ impl OpenFolder {
             shard_part: shard
                 .zip(all)
                 .map(|(shard, all)| ShardPart::new(&dir, shard, all)),
+            first_checkpoint: self.first_checkpoint,
         })
     }
 }

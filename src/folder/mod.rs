@@ -11,4 +11,4 @@ mod open;
 mod sweep;
 
 pub use entry::{Folder, OpenFolder, RunFolder};
-pub use open::FolderLocks;
+pub use open::{FirstCheckpoint, FolderLocks};

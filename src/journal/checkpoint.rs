@@ -302,6 +302,9 @@ pub struct Writer<'a> {
     /// Whether no run holds the state folder given (its lock is free): the folder
     /// module's to say, since it owns the locks.
     pub released: fn(&Path) -> bool,
+    /// Whether a replay of every journal is said to the user: by a run's open, once a
+    /// night; not by a run's end that writes a new folder's first checkpoint.
+    pub says_replays: bool,
 }
 
 /// What [`open`] did.
@@ -449,8 +452,9 @@ fn open_with(
             false => not_used.join("; "),
         };
         // Said once a night, by the run's open; a shard's merge only notes it.
+        let quiet = writer.is_some_and(|w| !w.says_replays);
         match (writer, own) {
-            (None, Some(_)) => {
+            (None, Some(_)) | (Some(_), _) if quiet => {
                 tracing::debug!(folder = %state_dir.display(), "no usable journal checkpoint ({why}): replaying every journal of the folder")
             }
             _ => {

@@ -581,17 +581,32 @@ impl TrackEntry {
     /// The digest of this track's part of its variant's rows: the one its record gives
     /// (`TrackRecord::row_digest`), computed without making the record.
     pub fn row_digest(&self) -> u64 {
+        // Every field named: a new one is shown or not, never forgotten.
+        let TrackEntry {
+            track,
+            audio_id,
+            file,
+            bytes,
+            sha256,
+            audio_url,
+            duration_s,
+            modified_ns: _,
+            decoded_s,
+            peak_dbfs,
+            lufs,
+            qc,
+            wave: _,
+        } = self;
         crate::outcome::digest::track(crate::outcome::digest::TrackShown {
-            number: self.track,
-            audio_id: &self.audio_id,
-            duration_s: self.duration_s,
-            file: &self.file,
-            bytes: self.bytes,
-            sha256: &self.sha256,
-            audio_url: &self.audio_url,
-            qc: self
-                .qc
-                .map(|verdict| (self.decoded_s, self.peak_dbfs, self.lufs, verdict)),
+            number: *track,
+            audio_id,
+            duration_s: *duration_s,
+            file,
+            bytes: *bytes,
+            sha256,
+            audio_url,
+            // As a record has them: measurements without a verdict are not a result.
+            qc: qc.map(|verdict| (*decoded_s, *peak_dbfs, *lufs, verdict)),
         })
     }
 }

@@ -67,16 +67,28 @@ pub fn track(shown: TrackShown<'_>) -> u64 {
 impl TrackRecord {
     /// The digest of this track's part of its variant's rows ([`track`]).
     pub fn row_digest(&self) -> u64 {
+        // Every field named: a new one is shown or not, never forgotten.
+        let TrackRecord {
+            number,
+            audio_id,
+            duration_s,
+            file,
+            bytes,
+            sha256,
+            audio_url,
+            modified_ns: _,
+            qc,
+            wave: _,
+        } = self;
         track(TrackShown {
-            number: self.number,
-            audio_id: &self.audio_id,
-            duration_s: self.duration_s,
-            file: &self.file,
-            bytes: self.bytes,
-            sha256: &self.sha256,
-            audio_url: &self.audio_url,
-            qc: self
-                .qc
+            number: *number,
+            audio_id,
+            duration_s: *duration_s,
+            file,
+            bytes: *bytes,
+            sha256,
+            audio_url,
+            qc: qc
                 .as_ref()
                 .map(|q| (q.decoded_s, q.peak_dbfs, q.lufs, q.verdict)),
         })
@@ -91,17 +103,33 @@ pub fn rows(
     record: &VariantRecord,
     tracks: impl IntoIterator<Item = u64>,
 ) -> u64 {
+    // Every field named: a new one is shown or not, never forgotten. The id stands for
+    // what it is computed from: the stem's source, every parameter column and the take.
+    let Variant {
+        stem,
+        name,
+        take,
+        params: _,
+        id,
+    } = variant;
+    let VariantRecord {
+        status,
+        task_id,
+        submitted_at,
+        finished_at,
+        attempts,
+        error,
+        tracks: _,
+    } = record;
     let mut hasher = Fields::new(b"variant");
-    // The id stands for what it is computed from: the stem's source, every parameter
-    // column and the take. The names are not in it.
-    hasher.text(variant.id.as_str());
-    hasher.text(&variant.stem.name);
-    hasher.text(&variant.name);
-    hasher.number(variant.take.into());
-    hasher.text(record.status.as_str());
-    hasher.optional_text(record.task_id.as_deref());
+    hasher.text(id.as_str());
+    hasher.text(&stem.name);
+    hasher.text(name);
+    hasher.number((*take).into());
+    hasher.text(status.as_str());
+    hasher.optional_text(task_id.as_deref());
     // As shown: to the second.
-    for at in [record.submitted_at, record.finished_at] {
+    for at in [submitted_at, finished_at] {
         match at {
             None => hasher.number(0),
             Some(at) => {
@@ -110,8 +138,8 @@ pub fn rows(
             }
         }
     }
-    hasher.number(record.attempts.into());
-    hasher.optional_text(record.error.as_deref());
+    hasher.number((*attempts).into());
+    hasher.optional_text(error.as_deref());
     let mut count = 0u64;
     for digest in tracks {
         hasher.number(digest);
@@ -227,11 +255,21 @@ mod tests {
         );
     }
 
+    /// The rows `results.csv` shows of a variant with `track`.
+    fn rows_with(track: TrackRecord) -> Vec<Vec<String>> {
+        let record = VariantRecord {
+            tracks: vec![track],
+            ..VariantRecord::default()
+        };
+        crate::report::csv::rows_of(&variant(), &record)
+    }
+
     /// Every field a track's row shows changes its digest; what no row shows (the file's
-    /// time, the waveform) does not.
+    /// time, the waveform) does not: the digest changes exactly when the rows do.
     #[test]
     fn a_tracks_digest_changes_with_every_shown_field_and_only_those() {
         let base = track().row_digest();
+        let base_rows = rows_with(track());
         type Change = fn(&mut TrackRecord);
         let shown: [(&str, Change); 11] = [
             ("number", |t| t.number = 2),
@@ -251,11 +289,13 @@ mod tests {
         for (field, change) in shown {
             let mut changed = track();
             change(&mut changed);
+            assert_ne!(rows_with(changed.clone()), base_rows, "{field} is shown");
             assert_ne!(changed.row_digest(), base, "{field}");
         }
         let mut unshown = track();
         unshown.modified_ns = None;
         unshown.wave = None;
+        assert_eq!(rows_with(unshown.clone()), base_rows);
         assert_eq!(unshown.row_digest(), base);
     }
 
@@ -290,6 +330,14 @@ mod tests {
         let mut renamed = variant.clone();
         renamed.name.push('x');
         assert_ne!(rows(&renamed, &record, [1, 2]), base, "variant name");
+        let mut moved = variant.clone();
+        moved.stem = std::sync::Arc::new(crate::variant::Stem {
+            name: "other".into(),
+            source: variant.stem.source.clone(),
+            takes: variant.stem.takes,
+            problem: None,
+        });
+        assert_ne!(rows(&moved, &record, [1, 2]), base, "stem name");
         type Change = fn(&mut VariantRecord);
         let columns: [(&str, Change); 6] = [
             ("status", |r| r.status = VariantStatus::Error),
@@ -299,11 +347,13 @@ mod tests {
                 r.finished_at = chrono::DateTime::from_timestamp(1_700_000_101, 0)
             }),
             ("attempts", |r| r.attempts = 2),
-            ("error", |r| r.error = Some(String::new())),
+            ("error", |r| r.error = Some("refused".into())),
         ];
+        let shown = |record: &VariantRecord| crate::report::csv::rows_of(&variant, record);
         for (column, change) in columns {
             let mut changed = record.clone();
             change(&mut changed);
+            assert_ne!(shown(&changed), shown(&record), "{column} is shown");
             assert_ne!(rows(&variant, &changed, [1, 2]), base, "{column}");
         }
     }

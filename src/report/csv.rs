@@ -112,6 +112,15 @@ pub fn write_atomically(
     crate::output_files::persist_durably(temp, &dir.join(FILE_NAME))
 }
 
+/// Sets the modification time of the report at `path` to now: a report found current
+/// is as new as the journal that grew since it was written.
+pub fn touch(path: &Path) -> std::io::Result<()> {
+    std::fs::File::options()
+        .write(true)
+        .open(path)?
+        .set_modified(std::time::SystemTime::now())
+}
+
 fn time(at: Option<DateTime<Utc>>) -> String {
     at.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
         .unwrap_or_default()

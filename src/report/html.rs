@@ -87,6 +87,8 @@ pub struct PageSummary {
     pub waveforms: usize,
     /// The chunk files beside it (none for a page that holds its data).
     pub data: DataFiles,
+    /// When it says it was written.
+    pub written_at: String,
 }
 
 /// One track of a variant, as the page's script reads it.
@@ -515,9 +517,10 @@ pub fn write_file_with(
     drop(known);
     let built = builder.finish(has_qc, &stems).map_err(data_error)?;
     let title = title_of(dir);
+    let written_at = written_now();
     let page = Page {
         title: &title,
-        generated_at: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        generated_at: written_at.clone(),
         variants: built.variants,
         tracks: built.tracks,
         stems: &built.sections,
@@ -532,12 +535,7 @@ pub fn write_file_with(
         index: built.index(),
         chunks: built.inline_chunks(),
     };
-    let mut temp = tempfile::Builder::new()
-        .prefix(crate::output_files::PAGE_TEMP.0)
-        .suffix(crate::output_files::PAGE_TEMP.1)
-        .permissions(crate::output_files::permissions())
-        .tempfile_in(dir)
-        .map_err(write_error)?;
+    let mut temp = page_temp(dir).map_err(write_error)?;
     {
         let mut out = std::io::BufWriter::new(temp.as_file_mut());
         page.write_into(&mut out).map_err(write_error)?;
@@ -554,8 +552,63 @@ pub fn write_file_with(
         waveforms: built.waveforms,
         data: built.files.clone().unwrap_or_default(),
         path,
+        written_at,
     })
 }
+
+/// The time a page says it was written, as it says it.
+fn written_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// Writes `DIR/report.html` again as it is but for the time it says it was written
+/// (`was`), and saves `stems` as [`write_file_with`] does: the page of an unchanged
+/// results.csv (`report::page_stamp`), written without reading a variant. The new time,
+/// or `None` when the page does not say `was` exactly once (then it is written whole).
+pub fn rewrite_written_time(
+    dir: &Path,
+    stems: &Stems,
+    was: &str,
+) -> Result<Option<String>, PageError> {
+    let path = dir.join(FILE_NAME);
+    let write_error = |source| PageError::Write {
+        path: path.clone(),
+        source,
+    };
+    let _only_writer = lock_page(dir)?;
+    let page = std::fs::read_to_string(&path).map_err(write_error)?;
+    let said = |at: &str| format!("{WRITTEN}{at}</p>");
+    let old = said(was);
+    let mut found = page.match_indices(&old).map(|(at, _)| at);
+    let (Some(at), None) = (found.next(), found.next()) else {
+        return Ok(None);
+    };
+    save_stems(dir, stems);
+    let now = written_now();
+    let mut temp = page_temp(dir).map_err(write_error)?;
+    {
+        let mut out = std::io::BufWriter::new(temp.as_file_mut());
+        out.write_all(&page.as_bytes()[..at]).map_err(write_error)?;
+        out.write_all(said(&now).as_bytes()).map_err(write_error)?;
+        out.write_all(&page.as_bytes()[at + old.len()..])
+            .map_err(write_error)?;
+        out.flush().map_err(write_error)?;
+    }
+    crate::output_files::persist_durably(temp, &path).map_err(write_error)?;
+    Ok(Some(now))
+}
+
+/// A temporary file for the page, beside it.
+fn page_temp(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(crate::output_files::PAGE_TEMP.0)
+        .suffix(crate::output_files::PAGE_TEMP.1)
+        .permissions(crate::output_files::permissions())
+        .tempfile_in(dir)
+}
+
+/// What comes before the time a page says it was written (`templates/report.html`).
+const WRITTEN: &str = "· written ";
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ pub mod csv;
 pub mod html;
 pub mod merge;
 pub mod page_data;
+pub mod page_stamp;
 pub mod previous;
 pub mod progress;
 pub mod results;

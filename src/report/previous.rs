@@ -17,13 +17,9 @@
 //! as before; a folder copied or restored keeps it. Each file is written to a temporary
 //! name and renamed, the index last, so a kill at any point leaves an index that
 //! describes its files or one that is not used.
-//!
-//! The listening page is kept the same way: `page.stamp` names the `results.csv` the page
-//! was written from, the page's own files and the stems it showed; a run whose page would
-//! be written from the same is not written again.
 
 use std::fs::File;
-use std::io::{BufWriter, Read as _, Write as _};
+use std::io::{BufWriter, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,8 +33,6 @@ use crate::output_files::{permissions, persist_durably};
 pub const INDEX_FILE: &str = "results.index";
 /// The waveforms of that `results.csv`'s tracks, in its order, in a state folder.
 pub const WAVES_FILE: &str = "results.waves";
-/// What the listening page was written from, in the output folder's state folder.
-pub const PAGE_STAMP_FILE: &str = "page.stamp";
 
 /// The index's first line: what it is and its layout's version.
 const MAGIC: &[u8] = b"stembatch results index 1\n";
@@ -55,7 +49,7 @@ pub struct Content {
 
 impl Content {
     /// The content of `file`, read from its start.
-    fn of(file: &File) -> std::io::Result<Self> {
+    pub(super) fn of(file: &File) -> std::io::Result<Self> {
         let mut hasher = Xxh3::new();
         let mut buffer = vec![0u8; 1 << 20];
         let mut len = 0;
@@ -73,7 +67,7 @@ impl Content {
     }
 
     /// The content of the file at `path`.
-    fn of_path(path: &Path) -> std::io::Result<Self> {
+    pub(super) fn of_path(path: &Path) -> std::io::Result<Self> {
         Content::of(&File::open(path)?)
     }
 
@@ -83,11 +77,29 @@ impl Content {
     }
 }
 
+/// Why the last report cannot be used: said at debug level, and every row is rendered.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the index is damaged: {0}")]
+    Damaged(String),
+    #[error("the index was written by stembatch {0}, with other columns")]
+    OtherRelease(String),
+    #[error("{0} changed since it was indexed")]
+    Changed(std::path::PathBuf),
+}
+
 /// The index's header, after its first line.
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
     /// stembatch's version: another release may render rows differently.
     version: String,
+    /// The hash of `results.csv`'s header ([`columns`]).
+    columns: u64,
     /// The `results.csv` described.
     results: Content,
     /// Its header line's length: its first variant's rows start there.
@@ -172,28 +184,32 @@ impl Previous {
         match Self::try_open(state_dir, report_dir) {
             Ok(previous) => previous,
             Err(why) => {
-                tracing::debug!(index = %state_dir.join(INDEX_FILE).display(), why, "last night's results.csv cannot be reused: every row is rendered");
+                tracing::debug!(index = %state_dir.join(INDEX_FILE).display(), %why, "the last results.csv cannot be reused: every row is rendered");
                 None
             }
         }
     }
 
-    fn try_open(state_dir: &Path, report_dir: &Path) -> Result<Option<Previous>, String> {
-        let mut raw = Vec::new();
-        match File::open(state_dir.join(INDEX_FILE)) {
-            Ok(mut file) => file.read_to_end(&mut raw).map_err(|e| e.to_string())?,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(err) => return Err(err.to_string()),
+    fn try_open(state_dir: &Path, report_dir: &Path) -> Result<Option<Previous>, Unusable> {
+        let index = state_dir.join(INDEX_FILE);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Unusable::Io { path, source }
         };
-        let (header, entries) = parse(&raw)?;
-        if header.version != env!("CARGO_PKG_VERSION") {
-            return Err(format!("written by stembatch {}", header.version));
+        let raw = match std::fs::read(&index) {
+            Ok(raw) => raw,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(io(&index)(err)),
+        };
+        let (header, entries) = parse(&raw).map_err(Unusable::Damaged)?;
+        if header.version != env!("CARGO_PKG_VERSION") || header.columns != columns() {
+            return Err(Unusable::OtherRelease(header.version));
         }
-        let open = |path: &Path, content: Content| -> Result<File, String> {
-            let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            match content.is_in(&file).map_err(|e| e.to_string())? {
+        let open = |path: &Path, content: Content| -> Result<File, Unusable> {
+            let file = File::open(path).map_err(io(path))?;
+            match content.is_in(&file).map_err(io(path))? {
                 true => Ok(file),
-                false => Err(format!("{} changed since it was indexed", path.display())),
+                false => Err(Unusable::Changed(path.to_owned())),
             }
         };
         let results = open(&report_dir.join(super::csv::FILE_NAME), header.results)?;
@@ -216,6 +232,11 @@ impl Previous {
         let at = self.entries.binary_search_by_key(&id, |e| e.id).ok()?;
         Some(self.entries[at]).filter(|e| e.digest == digest)
     }
+}
+
+/// The hash of `results.csv`'s header: rows of other columns are not this release's.
+fn columns() -> u64 {
+    xxh3_64(super::csv::HEADER.join(",").as_bytes())
 }
 
 /// The index's header and entries, when `raw` is a whole index.
@@ -251,8 +272,7 @@ fn parse(raw: &[u8]) -> Result<(Header, Vec<IndexEntry>), String> {
 /// The index of a `results.csv` being written, and its waveforms' file, in the state
 /// folder: put in place by [`IndexWriter::persist`] once `results.csv` is.
 pub(super) struct IndexWriter {
-    waves: BufWriter<tempfile::NamedTempFile>,
-    waves_len: u64,
+    waves: Hashing<BufWriter<tempfile::NamedTempFile>>,
     entries: Vec<IndexEntry>,
 }
 
@@ -261,8 +281,7 @@ impl IndexWriter {
     pub fn new(state_dir: &Path) -> std::io::Result<Self> {
         let waves = temp_in(state_dir, crate::output_files::WAVES_TEMP)?;
         Ok(IndexWriter {
-            waves: BufWriter::new(waves),
-            waves_len: 0,
+            waves: Hashing::new(BufWriter::new(waves)),
             entries: Vec::new(),
         })
     }
@@ -276,28 +295,32 @@ impl IndexWriter {
         rows: u32,
         waves: &[u8],
     ) -> std::io::Result<()> {
-        self.waves.write_all(waves)?;
         self.entries.push(IndexEntry {
             id,
             digest,
             rows_at,
             rows,
-            waves_at: self.waves_len,
+            waves_at: self.waves.len,
             waves: waves.len() as u32,
         });
-        self.waves_len += waves.len() as u64;
-        Ok(())
+        self.waves.write_all(waves)
     }
 
-    /// Puts the waveforms and then the index in place in `state_dir`, for `results`
-    /// (just written, its header line `header_len` long).
-    pub fn persist(self, state_dir: &Path, results: &Path, header_len: u64) -> std::io::Result<()> {
-        let waves = self.waves.into_inner().map_err(|e| e.into_error())?;
-        let waves_content = Content::of(waves.as_file())?;
+    /// Puts the waveforms and then the index in place in `state_dir`, for the
+    /// `results.csv` just written with `results` (its header line `header_len` long).
+    pub fn persist(
+        self,
+        state_dir: &Path,
+        results: Content,
+        header_len: u64,
+    ) -> std::io::Result<()> {
+        let waves_content = self.waves.content();
+        let waves = self.waves.inner.into_inner().map_err(|e| e.into_error())?;
         persist_durably(waves, &state_dir.join(WAVES_FILE))?;
         let header = Header {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            results: Content::of_path(results)?,
+            columns: columns(),
+            results,
             header_len,
             waves: waves_content,
             entries: self.entries.len() as u64,
@@ -316,99 +339,54 @@ impl IndexWriter {
     }
 }
 
-fn temp_in(dir: &Path, (prefix, suffix): (&str, &str)) -> std::io::Result<tempfile::NamedTempFile> {
+/// A writer that counts and hashes what it passes on: a file's [`Content`] as it is
+/// written, without reading it back.
+pub(super) struct Hashing<W> {
+    inner: W,
+    hasher: Xxh3,
+    len: u64,
+}
+
+impl<W> Hashing<W> {
+    pub fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Xxh3::new(),
+            len: 0,
+        }
+    }
+
+    /// What was written so far.
+    pub fn content(&self) -> Content {
+        Content {
+            len: self.len,
+            hash: self.hasher.digest(),
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..written]);
+        self.len += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub(super) fn temp_in(
+    dir: &Path,
+    (prefix, suffix): (&str, &str),
+) -> std::io::Result<tempfile::NamedTempFile> {
     tempfile::Builder::new()
         .prefix(prefix)
         .suffix(suffix)
         .permissions(permissions())
         .tempfile_in(dir)
-}
-
-/// What the listening page was written from: when a run would write it from the same, it
-/// is left as it is.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PageStamp {
-    version: String,
-    /// Its title, the folder's name.
-    title: String,
-    /// The `results.csv` it was written from.
-    results: Content,
-    /// `report.html` as written.
-    page: Content,
-    /// Its chunk files as written (names and sizes, hashed), when it has some.
-    data: Option<u64>,
-    /// The stems it showed (`report::choosing::Stems`), hashed.
-    stems: u64,
-}
-
-impl PageStamp {
-    /// The stamp of the page now in `out_dir`, written from its `results.csv` and
-    /// `stems`; `None` when a file of it is missing.
-    pub fn now(out_dir: &Path, stems: &super::choosing::Stems) -> Option<Self> {
-        let stems = serde_json::to_vec(stems).ok()?;
-        let data = out_dir.join(super::page_data::DATA_DIR);
-        Some(PageStamp {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            title: super::html::title_of(out_dir),
-            results: Content::of_path(&out_dir.join(super::csv::FILE_NAME)).ok()?,
-            page: Content::of_path(&out_dir.join(super::html::FILE_NAME)).ok()?,
-            data: listing_hash(&data),
-            stems: xxh3_64(&stems),
-        })
-    }
-
-    /// Whether the page in `out_dir` is the one its `results.csv` and `stems` make, as
-    /// the stamp in `state_dir` says.
-    pub fn is_current(state_dir: &Path, out_dir: &Path, stems: &super::choosing::Stems) -> bool {
-        let recorded = std::fs::read(state_dir.join(PAGE_STAMP_FILE))
-            .ok()
-            .and_then(|raw| serde_json::from_slice::<PageStamp>(&raw).ok());
-        recorded.is_some() && recorded == Self::now(out_dir, stems)
-    }
-
-    /// Records in `state_dir` that the page in `out_dir` was just written from its
-    /// `results.csv` and `stems`.
-    pub fn record(
-        state_dir: &Path,
-        out_dir: &Path,
-        stems: &super::choosing::Stems,
-    ) -> std::io::Result<()> {
-        let stamp = Self::now(out_dir, stems)
-            .ok_or_else(|| std::io::Error::other("the page's files are not all there"))?;
-        let mut temp = temp_in(state_dir, crate::output_files::PAGE_STAMP_TEMP)?;
-        serde_json::to_writer(&mut temp, &stamp).map_err(std::io::Error::other)?;
-        persist_durably(temp, &state_dir.join(PAGE_STAMP_FILE))
-    }
-
-    /// Forgets the stamp: the page is being written.
-    pub fn forget(state_dir: &Path) {
-        let _ = std::fs::remove_file(state_dir.join(PAGE_STAMP_FILE));
-    }
-}
-
-/// The names and sizes of the files below `dir`, hashed; `None` when it is not there.
-fn listing_hash(dir: &Path) -> Option<u64> {
-    let mut listing = Vec::new();
-    let mut folders = vec![dir.to_owned()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).ok()?.flatten() {
-            let meta = entry.metadata().ok()?;
-            match meta.is_dir() {
-                true => folders.push(entry.path()),
-                // Relative: a copied folder holds the same page.
-                false => {
-                    listing.push((entry.path().strip_prefix(dir).ok()?.to_owned(), meta.len()))
-                }
-            }
-        }
-    }
-    listing.sort();
-    let mut hasher = Xxh3::new();
-    for (path, len) in listing {
-        hasher.update(path.as_os_str().as_encoded_bytes());
-        hasher.update(&len.to_le_bytes());
-    }
-    Some(hasher.digest())
 }
 
 /// Reads `len` bytes at `at` of `file`.
@@ -428,9 +406,8 @@ mod tests {
         let mut index = IndexWriter::new(dir.path()).unwrap();
         index.add(7, 70, 2, 4, b"[]").unwrap();
         index.add(3, 30, 6, 4, b"").unwrap();
-        index
-            .persist(dir.path(), &dir.path().join("results.csv"), 2)
-            .unwrap();
+        let results = Content::of_path(&dir.path().join("results.csv")).unwrap();
+        index.persist(dir.path(), results, 2).unwrap();
         dir
     }
 
@@ -520,61 +497,5 @@ mod tests {
             std::fs::copy(dir.path().join(name), copy.path().join(name)).unwrap();
         }
         assert!(Previous::open(copy.path(), copy.path()).is_some(), "a copy");
-    }
-
-    /// The page's stamp holds while its files and what it was written from are the same,
-    /// in a copy of the folder of the same name too (the page's title is that name).
-    #[test]
-    fn a_page_is_current_until_its_results_its_files_or_its_stems_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("out");
-        let chunks = out.join(super::super::page_data::DATA_DIR).join("gen");
-        std::fs::create_dir_all(&chunks).unwrap();
-        std::fs::write(out.join("results.csv"), b"h\n").unwrap();
-        std::fs::write(out.join("report.html"), b"<html>").unwrap();
-        std::fs::write(chunks.join("a.js"), b"[]").unwrap();
-        let stems = super::super::choosing::Stems::new();
-        assert!(!PageStamp::is_current(&out, &out, &stems), "no stamp yet");
-        PageStamp::record(&out, &out, &stems).unwrap();
-        assert!(PageStamp::is_current(&out, &out, &stems));
-        let mut other = stems.clone();
-        other.insert("vox".into(), Default::default());
-        assert!(!PageStamp::is_current(&out, &out, &other), "other stems");
-
-        let copy = dir.path().join("copy");
-        std::fs::create_dir_all(copy.join(chunks.strip_prefix(&out).unwrap())).unwrap();
-        for name in [
-            "results.csv",
-            "report.html",
-            PAGE_STAMP_FILE,
-            "report-data/gen/a.js",
-        ] {
-            std::fs::copy(out.join(name), copy.join(name)).unwrap();
-        }
-        assert!(
-            !PageStamp::is_current(&copy, &copy, &stems),
-            "its title is its folder's"
-        );
-        let same_name = dir.path().join("elsewhere").join("out");
-        std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
-        std::fs::rename(&copy, &same_name).unwrap();
-        assert!(
-            PageStamp::is_current(&same_name, &same_name, &stems),
-            "a copy"
-        );
-
-        for rewritten in ["results.csv", "report.html", "report-data/gen/a.js"] {
-            PageStamp::record(&out, &out, &stems).unwrap();
-            std::fs::remove_file(out.join(rewritten)).unwrap();
-            assert!(
-                !PageStamp::is_current(&out, &out, &stems),
-                "{rewritten} gone"
-            );
-            std::fs::write(out.join(rewritten), b"x").unwrap();
-            assert!(
-                !PageStamp::is_current(&out, &out, &stems),
-                "{rewritten} rewritten"
-            );
-        }
     }
 }

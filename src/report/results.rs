@@ -30,8 +30,8 @@ use crate::journal::stored::TrackStore;
 use crate::outcome::{digest, VariantRecord, VariantStatus};
 use crate::variant::{Variant, VariantId, VariantTable};
 
-use super::csv::{rows_of, write_atomically, FILE_NAME, HEADER};
-use super::previous::{read_at, IndexWriter, LastReport, Previous};
+use super::csv::{rows_of, write_atomically, HEADER};
+use super::previous::{read_at, Hashing, IndexWriter, LastReport, Previous};
 
 /// Unfinished variants the closing summary names at most (the CSV has them all).
 pub const UNFINISHED_KEPT: usize = super::progress::UNFINISHED_LISTED;
@@ -183,7 +183,19 @@ impl Results {
                 &whole
             }
         };
-        let rows = render(&variant, record)?;
+        self.slots[index] = self.spool(&variant, record, digest)?;
+        Ok(Some(index))
+    }
+
+    /// Renders `variant`'s rows from its whole `record` and spools them, with its tracks'
+    /// waveforms after them: the slot that says where.
+    fn spool(
+        &mut self,
+        variant: &Variant,
+        record: &VariantRecord,
+        digest: u64,
+    ) -> std::io::Result<Slot> {
+        let rows = render(variant, record)?;
         let waves: Vec<(&str, &str)> = record
             .tracks
             .iter()
@@ -198,15 +210,14 @@ impl Results {
         self.spool
             .write_all_at(&waves, offset + rows.len() as u64)?;
         self.len += (rows.len() + waves.len()) as u64;
-        self.slots[index] = Slot {
+        Ok(Slot {
             held: Held::Spool,
             rows_at: offset,
             waves_at: offset + rows.len() as u64,
             rows: rows.len() as u32,
             waves: waves.len() as u32,
             digest,
-        };
-        Ok(Some(index))
+        })
     }
 
     fn note_unfinished(&mut self, index: usize, id: &VariantId, mut record: VariantRecord) {
@@ -395,9 +406,16 @@ impl Snapshot {
             return write_atomically(dir, |out| self.write(out));
         }
         let mut index = IndexWriter::new(&self.index_dir)?;
-        write_atomically(dir, |out| self.write_indexed(out, Some(&mut index)))?;
+        let mut written = None;
+        write_atomically(dir, |out| {
+            let mut out = Hashing::new(out);
+            self.write_indexed(&mut out, Some(&mut index))?;
+            written = Some(out.content());
+            Ok(())
+        })?;
+        let written = written.expect("write_atomically fills the file");
         let header_len = header_line()?.len() as u64;
-        if let Err(err) = index.persist(&self.index_dir, &dir.join(FILE_NAME), header_len) {
+        if let Err(err) = index.persist(&self.index_dir, written, header_len) {
             tracing::warn!(dir = %self.index_dir.display(), error = %err, "cannot index results.csv for the next run; it will render every row again");
         }
         Ok(())
@@ -624,7 +642,7 @@ mod tests {
             .snapshot(std::iter::empty())
             .write_file(dir.path())
             .unwrap();
-        let results_csv = dir.path().join(FILE_NAME);
+        let results_csv = dir.path().join(crate::report::csv::FILE_NAME);
         let written = std::fs::read(&results_csv).unwrap();
 
         let mut tomorrow = results_in(dir.path(), &variants);

@@ -24,7 +24,7 @@ use super::state::{Ended, RunState};
 use crate::journal::writer::JournalWriter;
 use crate::journal::JournalError;
 use crate::report;
-use crate::report::previous::PageStamp;
+use crate::report::page_stamp::{self, PageWritten};
 use crate::report::progress::{Change, Progress, Snapshot};
 use crate::report::results::{Results, Unfinished};
 use crate::report::shards::{Merged, ShardPart};
@@ -48,11 +48,10 @@ pub(super) struct Coordinator {
     pub journal: JournalWriter,
     /// Every ended variant's rows, and the report written from them.
     pub results: Results,
-    /// How many variants were put in the results when `results.csv` was last written (or
-    /// found unchanged) with nothing in flight: a report with the same is the same file,
-    /// not written again (a rerun that keeps every variant rewrites no report of 100,000
-    /// rows at its end).
-    pub report_written: Option<u64>,
+    /// What `results.csv` on disk holds, as far as the run knows: a report that would be
+    /// the same file is not written again (a rerun that keeps every variant writes no
+    /// report of 100,000 rows).
+    pub report_on_disk: OnDisk,
     /// Spooling an ended variant's rows failed: the report cannot be complete.
     pub results_failed: Option<std::io::Error>,
     pub out_dir: PathBuf,
@@ -64,6 +63,33 @@ pub(super) struct Coordinator {
     pub report_dirty: bool,
     /// The live view: told every state change of a variant.
     pub progress: Progress,
+}
+
+/// What `results.csv` on disk holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum OnDisk {
+    /// What the run found there: the last report, when it could be opened
+    /// ([`Snapshot::is_the_last_report`](crate::report::results::Snapshot::is_the_last_report)
+    /// says whether a report is that file).
+    LastReport,
+    /// This run's report after that many variants were put, with nothing in flight.
+    Settled(u64),
+    /// This run's report with variants in flight.
+    InFlight,
+}
+
+impl OnDisk {
+    /// Whether the file holds the report of now: nothing in flight (`settled`), `puts`
+    /// variants put, `is_the_last_report` saying whether the report is the one the run
+    /// found. A report written with variants in flight holds no later one.
+    fn holds(self, settled: bool, puts: u64, is_the_last_report: impl FnOnce() -> bool) -> bool {
+        settled
+            && match self {
+                OnDisk::Settled(written) => written == puts,
+                OnDisk::LastReport => is_the_last_report(),
+                OnDisk::InFlight => false,
+            }
+    }
 }
 
 /// How a run ended: the state's counts and stops, and what the closing summary names.
@@ -91,7 +117,7 @@ impl Coordinator {
             executor,
             journal: parts.journal,
             results: parts.results,
-            report_written: None,
+            report_on_disk: OnDisk::LastReport,
             results_failed: None,
             out_dir: parts.out_dir,
             shard_part: parts.shard_part.map(Arc::new),
@@ -385,9 +411,9 @@ impl Coordinator {
     }
 
     /// The listening page, from the results.csv just written: once, at the end, since it
-    /// reads every track's peaks; not at all when the page there was written from the
-    /// same results.csv and stems (`report::previous::PageStamp`). A page that cannot be
-    /// written is said, and the run goes on to its exit code: results.csv is the record.
+    /// reads every track's peaks; with only its time changed when it would show the same
+    /// (`report::page_stamp`). A page that cannot be written is said, and the run goes on
+    /// to its exit code: results.csv is the record.
     async fn write_page(&self) {
         let dir = self.out_dir.clone();
         // The waveforms drawn as the tracks landed (this run's, and the journal's for earlier
@@ -397,25 +423,16 @@ impl Coordinator {
         let variants = Arc::clone(&self.executor.variants);
         let write = move || {
             let stems = report::choosing::stem_infos(&variants.stems(), &dir);
-            let state_dir = crate::journal::state_dir(&dir);
-            if PageStamp::is_current(&state_dir, &dir, &stems) {
-                return Ok::<_, report::html::PageError>(None);
-            }
-            PageStamp::forget(&state_dir);
-            let page = report::html::write_file_with(&dir, known, Some(&stems))?;
-            if let Err(err) = PageStamp::record(&state_dir, &dir, &stems) {
-                debug!(error = %err, "cannot stamp the listening page: the next run writes it again");
-            }
-            Ok(Some(page))
+            page_stamp::write_page(&dir, known, &stems)
         };
         match tokio::task::spawn_blocking(write).await {
-            Ok(Ok(Some(page))) => debug!(
+            Ok(Ok(PageWritten::Whole(page))) => debug!(
                 bytes = page.bytes,
                 waveforms = page.waveforms,
                 "report.html written"
             ),
-            Ok(Ok(None)) => {
-                debug!("report.html is the page of this results.csv: not written again")
+            Ok(Ok(PageWritten::TimeOnly)) => {
+                debug!("report.html shows this results.csv already: only its time written")
             }
             Ok(Err(err)) => error!(error = %err, "cannot write the listening page"),
             Err(err) => error!(error = %err, "cannot write the listening page"),
@@ -447,19 +464,28 @@ impl Coordinator {
         };
         let settled = self.state.in_flight_records().next().is_none();
         let puts = self.results.puts();
-        if settled && self.report_written == Some(puts) {
-            debug!("results.csv unchanged since it was written: not written again");
-            return Ok(());
-        }
         let snapshot = self.results.snapshot(self.state.in_flight_records());
-        if snapshot.is_the_last_report() {
-            debug!("results.csv is the last report's, row for row: not written again");
-        } else {
-            tokio::task::spawn_blocking(move || snapshot.write_file(&dir))
-                .await
-                .map_err(std::io::Error::other)??;
+        let unchanged = self
+            .report_on_disk
+            .holds(settled, puts, || snapshot.is_the_last_report());
+        let write = move || {
+            // The journal has grown since: the report's time says it is current (`status`
+            // and a shard's merge read the newer of the two). Gone meanwhile: written.
+            let touched =
+                unchanged && report::csv::touch(&dir.join(report::csv::FILE_NAME)).is_ok();
+            match touched {
+                true => Ok(false),
+                false => snapshot.write_file(&dir).map(|()| true),
+            }
+        };
+        let written = tokio::task::spawn_blocking(write)
+            .await
+            .map_err(std::io::Error::other)??;
+        match written {
+            false => debug!("results.csv holds this report already: not written again"),
+            true if settled => self.report_on_disk = OnDisk::Settled(puts),
+            true => self.report_on_disk = OnDisk::InFlight,
         }
-        self.report_written = settled.then_some(puts);
         Ok(())
     }
 }
@@ -487,5 +513,35 @@ fn variant_span(variants: &VariantTable, action: &Action) -> tracing::Span {
             tracing::info_span!("variant", variant_id = %id, stem = %v.stem.name, variant = %v.name, take = v.take)
         }
         None => tracing::info_span!("variant", variant_id = %id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OnDisk;
+
+    /// The report on disk is kept only while it is the one the run would write: the one
+    /// found (the last report) until the run writes its own, then the run's own with the
+    /// same variants put and nothing in flight; never after a write with variants in
+    /// flight, whatever the rows say.
+    #[test]
+    fn the_report_on_disk_is_kept_only_while_it_is_the_one_to_write() {
+        let table = [
+            // on disk, settled, puts, is the last report, kept
+            (OnDisk::LastReport, true, 9, true, true),
+            (OnDisk::LastReport, true, 9, false, false),
+            (OnDisk::LastReport, false, 9, true, false),
+            (OnDisk::Settled(9), true, 9, false, true),
+            (OnDisk::Settled(9), true, 10, true, false),
+            (OnDisk::Settled(9), false, 9, true, false),
+            (OnDisk::InFlight, true, 9, true, false),
+        ];
+        for (on_disk, settled, puts, is_last, kept) in table {
+            assert_eq!(
+                on_disk.holds(settled, puts, || is_last),
+                kept,
+                "{on_disk:?} settled {settled} puts {puts} last {is_last}"
+            );
+        }
     }
 }
