@@ -214,10 +214,13 @@ pub(super) async fn run(args: RunArgs, view: View) -> anyhow::Result<u8> {
     log_orphans(&state.state);
     log_unrestored(&state.state, &variants);
     let code = exit_code(&state.state);
-    // The run's memory is let go of first: the fold is the checkpoint's.
+    // The run's memory is let go of first, and the fold is made on this thread, where
+    // the run state lived: the allocator gives it the memory the run let go of (on a
+    // blocking thread, its own arena would add to the run's peak: 154 MiB instead of
+    // 86 at 100,000 variants). The runtime has nothing left to run.
     drop(state);
     if let Some(first) = first_checkpoint {
-        tokio::task::spawn_blocking(move || first.write()).await?;
+        tokio::task::block_in_place(|| first.write());
     }
     drop(locks);
     // The last line of a run: where to listen.
