@@ -270,40 +270,47 @@ fn parse(raw: &[u8]) -> Result<(Header, Vec<IndexEntry>), String> {
 }
 
 /// The index of a `results.csv` being written, and its waveforms' file, in the state
-/// folder: put in place by [`IndexWriter::persist`] once `results.csv` is.
+/// folder: put in place by [`IndexWriter::persist`] once `results.csv` is. It never fails
+/// the writing of `results.csv`: its first error is kept, and said by `persist`.
 pub(super) struct IndexWriter {
-    waves: Hashing<BufWriter<tempfile::NamedTempFile>>,
+    waves: Result<Hashing<BufWriter<tempfile::NamedTempFile>>, std::io::Error>,
     entries: Vec<IndexEntry>,
 }
 
 impl IndexWriter {
     /// A new index, its waveforms' temporary file in `state_dir`.
-    pub fn new(state_dir: &Path) -> std::io::Result<Self> {
-        let waves = temp_in(state_dir, crate::output_files::WAVES_TEMP)?;
-        Ok(IndexWriter {
-            waves: Hashing::new(BufWriter::new(waves)),
+    pub fn new(state_dir: &Path) -> Self {
+        let waves = temp_in(state_dir, crate::output_files::WAVES_TEMP);
+        IndexWriter {
+            waves: waves.map(|file| Hashing::new(BufWriter::new(file))),
             entries: Vec::new(),
-        })
+        }
     }
 
-    /// Variant `id`'s rows, at `rows_at` in `results.csv`, with its waveforms `waves`.
+    /// Variant `id`'s rows, at `rows_at` in `results.csv`, with its waveforms `waves` (or
+    /// why they could not be read).
     pub fn add(
         &mut self,
         id: u64,
         digest: u64,
         rows_at: u64,
         rows: u32,
-        waves: &[u8],
-    ) -> std::io::Result<()> {
+        waves: std::io::Result<Vec<u8>>,
+    ) {
+        let Ok(out) = &mut self.waves else {
+            return;
+        };
         self.entries.push(IndexEntry {
             id,
             digest,
             rows_at,
             rows,
-            waves_at: self.waves.len,
-            waves: waves.len() as u32,
+            waves_at: out.len,
+            waves: waves.as_ref().map_or(0, |w| w.len() as u32),
         });
-        self.waves.write_all(waves)
+        if let Err(err) = waves.and_then(|waves| out.write_all(&waves)) {
+            self.waves = Err(err);
+        }
     }
 
     /// Puts the waveforms and then the index in place in `state_dir`, for the
@@ -314,8 +321,9 @@ impl IndexWriter {
         results: Content,
         header_len: u64,
     ) -> std::io::Result<()> {
-        let waves_content = self.waves.content();
-        let waves = self.waves.inner.into_inner().map_err(|e| e.into_error())?;
+        let waves = self.waves?;
+        let waves_content = waves.content();
+        let waves = waves.inner.into_inner().map_err(|e| e.into_error())?;
         persist_durably(waves, &state_dir.join(WAVES_FILE))?;
         let header = Header {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -403,9 +411,9 @@ mod tests {
     fn indexed() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("results.csv"), b"h\na,1\nb,2\n").unwrap();
-        let mut index = IndexWriter::new(dir.path()).unwrap();
-        index.add(7, 70, 2, 4, b"[]").unwrap();
-        index.add(3, 30, 6, 4, b"").unwrap();
+        let mut index = IndexWriter::new(dir.path());
+        index.add(7, 70, 2, 4, Ok(b"[]".to_vec()));
+        index.add(3, 30, 6, 4, Ok(Vec::new()));
         let results = Content::of_path(&dir.path().join("results.csv")).unwrap();
         index.persist(dir.path(), results, 2).unwrap();
         dir

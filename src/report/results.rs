@@ -369,9 +369,8 @@ impl Snapshot {
             } else if slot.rows > 0 {
                 self.files.rows_into(slot, &mut buffer)?;
                 if let Some(index) = index.as_deref_mut() {
-                    let waves = self.files.waves(slot)?;
                     let id = self.files.variants.bits_at(position);
-                    index.add(id, slot.digest, at, slot.rows, &waves)?;
+                    index.add(id, slot.digest, at, slot.rows, self.files.waves(slot));
                 }
             } else {
                 buffer = render(&self.files.variants.at(position), &pending)?;
@@ -405,7 +404,7 @@ impl Snapshot {
         if !self.in_flight.is_empty() {
             return write_atomically(dir, |out| self.write(out));
         }
-        let mut index = IndexWriter::new(&self.index_dir)?;
+        let mut index = IndexWriter::new(&self.index_dir);
         let mut written = None;
         write_atomically(dir, |out| {
             let mut out = Hashing::new(out);
@@ -697,6 +696,28 @@ mod tests {
         }
         assert!(next.snapshot(std::iter::empty()).is_the_last_report());
         assert_eq!(next.known_waves().unwrap(), expected);
+    }
+
+    /// An index that cannot be written (a state folder gone, a full disk) costs the next
+    /// run its rendering, never this run its report.
+    #[test]
+    fn a_report_is_written_whatever_becomes_of_its_index() {
+        let variants = table(2);
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("no-state-folder");
+        let mut results =
+            Results::new(dir.path(), &gone, Arc::clone(&variants), Arc::default()).unwrap();
+        for id in variants.ids() {
+            let record = finished("audio/a.wav", Some("w"));
+            results.put_ended(&id, record, &[]).unwrap();
+        }
+        results
+            .snapshot(std::iter::empty())
+            .write_file(dir.path())
+            .unwrap();
+        let written = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+        assert_eq!(written.lines().count(), 3, "the header and two rows");
+        assert!(!gone.exists());
     }
 
     /// A variant whose rows changed is rendered, and its kept tracks read back: with
