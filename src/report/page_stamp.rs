@@ -33,14 +33,20 @@ pub enum PageWritten {
 
 /// Writes `DIR/report.html` for the run's `stems`: whole from `results.csv` and the
 /// waveforms `known`, or, when the stamp says the page there shows what it would, with
-/// only its time changed.
+/// only its time changed. `sharded`: the folder's shards each write the page from the
+/// merged `results.csv`, maybe at once, so a stamp could pair one shard's page with
+/// another's `results.csv`: the page is written whole and not stamped.
 pub fn write_page(
     dir: &Path,
     known: impl KnownWaves,
     stems: &Stems,
+    sharded: bool,
 ) -> Result<PageWritten, PageError> {
     let state_dir = crate::journal::state_dir(dir);
-    if let Some(was) = PageStamp::current(&state_dir, dir, stems) {
+    let was = (!sharded)
+        .then(|| PageStamp::current(&state_dir, dir, stems))
+        .flatten();
+    if let Some(was) = was {
         if let Some(now) = html::rewrite_written_time(dir, stems, &was)? {
             stamp(&state_dir, dir, stems, now);
             return Ok(PageWritten::TimeOnly);
@@ -48,7 +54,9 @@ pub fn write_page(
     }
     PageStamp::forget(&state_dir);
     let page = html::write_file_with(dir, known, Some(stems))?;
-    stamp(&state_dir, dir, stems, page.written_at.clone());
+    if !sharded {
+        stamp(&state_dir, dir, stems, page.written_at.clone());
+    }
     Ok(PageWritten::Whole(page))
 }
 
@@ -205,7 +213,8 @@ mod tests {
     }
 
     /// A run whose page would show the same writes it again with only its time changed;
-    /// a changed results.csv writes it whole.
+    /// a changed results.csv writes it whole, as does a sharded folder's run, which
+    /// leaves no stamp.
     #[test]
     fn an_unchanged_page_is_written_again_with_its_time_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -216,12 +225,16 @@ mod tests {
         std::fs::write(out.join("results.csv"), format!("{header}\n{row}\n")).unwrap();
         let stems = Stems::new();
         let waves = HashMap::<String, String>::new;
-        let first = write_page(out, waves(), &stems).unwrap();
-        let PageWritten::Whole(summary) = first else {
-            panic!("the first page is written whole: {first:?}");
+        let first = write_page(out, waves(), &stems, false).unwrap();
+        assert!(matches!(first, PageWritten::Whole(_)), "{first:?}");
+        // A sharded folder's run writes it whole and takes its stamp away.
+        let sharded = write_page(out, waves(), &stems, true).unwrap();
+        assert!(matches!(sharded, PageWritten::Whole(_)), "{sharded:?}");
+        let PageWritten::Whole(summary) = write_page(out, waves(), &stems, false).unwrap() else {
+            panic!("a page without a stamp is written whole");
         };
         let page = std::fs::read_to_string(out.join("report.html")).unwrap();
-        let second = write_page(out, waves(), &stems).unwrap();
+        let second = write_page(out, waves(), &stems, false).unwrap();
         assert!(matches!(second, PageWritten::TimeOnly), "{second:?}");
         let state = crate::journal::state_dir(out);
         let now = PageStamp::current(&state, out, &stems).expect("stamped again");
@@ -234,7 +247,7 @@ mod tests {
 
         let more = format!("{header}\n{row}\n{}\n", row.replace("id1", "id2"));
         std::fs::write(out.join("results.csv"), more).unwrap();
-        let third = write_page(out, waves(), &stems).unwrap();
+        let third = write_page(out, waves(), &stems, false).unwrap();
         assert!(matches!(third, PageWritten::Whole(_)), "{third:?}");
         assert!(std::fs::read_to_string(out.join("report.html"))
             .unwrap()

@@ -421,9 +421,10 @@ impl Coordinator {
         // have none.
         let known = self.results.waves_in_order();
         let variants = Arc::clone(&self.executor.variants);
+        let sharded = self.shard_part.is_some();
         let write = move || {
             let stems = report::choosing::stem_infos(&variants.stems(), &dir);
-            page_stamp::write_page(&dir, known, &stems)
+            page_stamp::write_page(&dir, known, &stems, sharded)
         };
         match tokio::task::spawn_blocking(write).await {
             Ok(Ok(PageWritten::Whole(page))) => debug!(
