@@ -29,8 +29,8 @@
 //!   simulator with no limits, 0.2 s tasks and 0.05 s tracks, a one-stem matrix of 10,000
 //!   and 100,000 variants (`--sizes 1000,10000` to choose): wall time, client CPU per
 //!   variant and peak memory of the fresh run; then the same run twice again over the
-//!   finished folder (it buys nothing: the first rerun writes the folder's first
-//!   checkpoint, the second is every night after); and `validate`/`plan` over 1,000,000
+//!   finished folder (it buys nothing: the second night, which opens from the checkpoint
+//!   the first night's end wrote, and the third); and `validate`/`plan` over 1,000,000
 //!   variants: time and peak memory. Targets in issue 16 / docs/benchmarks-size.md.
 //! - `qc`: quality control (decode, levels, loudness, waveform: [`stembatch::qc::check`])
 //!   over the tracks of 1,000 variants, 2,000 simulator WAVs of 200 KB (22.05 kHz mono),
@@ -625,8 +625,8 @@ async fn size_scenario(sizes: &[usize]) -> String {
                 "-q",
             ];
             let fresh = timed_stembatch(&args, "bench-key");
-            // The second night writes the folder's first checkpoint; the third is every
-            // night after.
+            // The second night opens from the checkpoint the first night's end wrote; the
+            // third from one it did not write.
             let rerun = timed_stembatch(&args, "bench-key");
             let next = timed_stembatch(&args, "bench-key");
             (fresh, rerun, next, bytes_under(&folder.join(".stembatch")))

@@ -61,11 +61,11 @@ const HASHED: u64 = 4096;
 
 /// A run's open writes a checkpoint when at least this much of the journals, and a
 /// quarter of the loaded checkpoint's size, is newly covered, or when it found no usable
-/// checkpoint (a folder of an older release: it is upgraded; a new folder's second night).
-/// Only the open writes one, since only it holds the fold: a run's end would fold the
-/// night's journal again, whole, and so hold every variant it just let go of. Rewriting
-/// costs the checkpoint's size, so an old folder's is rewritten every few nights, not
-/// every night, and an open folds at most a quarter of its size after it.
+/// checkpoint (a folder of an older release: it is upgraded). The open holds the fold
+/// anyway; a run's end would fold the night's journal again, so only a new folder's
+/// first run does (`folder::FirstCheckpoint`, [`WriterWhen::Ending`]). Rewriting costs the
+/// checkpoint's size, so an old folder's is rewritten every few nights, not every night,
+/// and an open folds at most a quarter of its size after it.
 pub const OPEN_WRITE_OVER: u64 = 64 << 10;
 
 /// Where a run stands among the folder's runs (as in `layout::merge_runs`).
@@ -302,9 +302,17 @@ pub struct Writer<'a> {
     /// Whether no run holds the state folder given (its lock is free): the folder
     /// module's to say, since it owns the locks.
     pub released: fn(&Path) -> bool,
-    /// Whether a replay of every journal is said to the user: by a run's open, once a
-    /// night; not by a run's end that writes a new folder's first checkpoint.
-    pub says_replays: bool,
+    /// When in its run: what a replay of every journal is told.
+    pub when: WriterWhen,
+}
+
+/// When in its run a writer writes a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterWhen {
+    /// At its open: a replay of every journal is said to the user, once a night.
+    Opening,
+    /// At its end, a new folder's first checkpoint: a replay is only noted.
+    Ending,
 }
 
 /// What [`open`] did.
@@ -451,14 +459,18 @@ fn open_with(
             true => "none written yet".to_owned(),
             false => not_used.join("; "),
         };
-        // Said once a night, by the run's open; a shard's merge only notes it.
-        let quiet = writer.is_some_and(|w| !w.says_replays);
-        match (writer, own) {
-            (None, Some(_)) | (Some(_), _) if quiet => {
-                tracing::debug!(folder = %state_dir.display(), "no usable journal checkpoint ({why}): replaying every journal of the folder")
-            }
-            _ => {
+        // Said once a night, by the run's open; a shard's merge and a run's end only
+        // note it.
+        let said = match (writer, own) {
+            (Some(writer), _) => writer.when == WriterWhen::Opening,
+            (None, own) => own.is_none(),
+        };
+        match said {
+            true => {
                 tracing::info!(folder = %state_dir.display(), "no usable journal checkpoint ({why}): replaying every journal of the folder")
+            }
+            false => {
+                tracing::debug!(folder = %state_dir.display(), "no usable journal checkpoint ({why}): replaying every journal of the folder")
             }
         }
     } else if !not_used.is_empty() {

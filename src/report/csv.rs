@@ -112,13 +112,17 @@ pub fn write_atomically(
     crate::output_files::persist_durably(temp, &dir.join(FILE_NAME))
 }
 
-/// Sets the modification time of the report at `path` to now: a report found current
-/// is as new as the journal that grew since it was written.
-pub fn touch(path: &Path) -> std::io::Result<()> {
+/// Sets the modification time of the report at `path` to now, and no earlier than that
+/// of `journal`: a report found current is as new as the journal that grew since it was
+/// written, by this host's clock or by the file server's (`status` and a shard's merge
+/// compare the two).
+pub fn touch(path: &Path, journal: &Path) -> std::io::Result<()> {
+    let journal_time = std::fs::metadata(journal).and_then(|m| m.modified()).ok();
+    let now = std::time::SystemTime::now().max(journal_time.unwrap_or(std::time::UNIX_EPOCH));
     std::fs::File::options()
         .write(true)
         .open(path)?
-        .set_modified(std::time::SystemTime::now())
+        .set_modified(now)
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {

@@ -31,19 +31,28 @@ pub enum PageWritten {
     TimeOnly,
 }
 
+/// Who writes a folder's page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageWriters {
+    /// The folder's one run.
+    One,
+    /// Each shard, from the merged `results.csv`, maybe at once: a stamp could pair one
+    /// shard's page with another's `results.csv`, so the page is written whole and not
+    /// stamped.
+    EachShard,
+}
+
 /// Writes `DIR/report.html` for the run's `stems`: whole from `results.csv` and the
 /// waveforms `known`, or, when the stamp says the page there shows what it would, with
-/// only its time changed. `sharded`: the folder's shards each write the page from the
-/// merged `results.csv`, maybe at once, so a stamp could pair one shard's page with
-/// another's `results.csv`: the page is written whole and not stamped.
+/// only its time changed.
 pub fn write_page(
     dir: &Path,
     known: impl KnownWaves,
     stems: &Stems,
-    sharded: bool,
+    writers: PageWriters,
 ) -> Result<PageWritten, PageError> {
     let state_dir = crate::journal::state_dir(dir);
-    let was = (!sharded)
+    let was = (writers == PageWriters::One)
         .then(|| PageStamp::current(&state_dir, dir, stems))
         .flatten();
     if let Some(was) = was {
@@ -54,7 +63,7 @@ pub fn write_page(
     }
     PageStamp::forget(&state_dir);
     let page = html::write_file_with(dir, known, Some(stems))?;
-    if !sharded {
+    if writers == PageWriters::One {
         stamp(&state_dir, dir, stems, page.written_at.clone());
     }
     Ok(PageWritten::Whole(page))
@@ -225,16 +234,18 @@ mod tests {
         std::fs::write(out.join("results.csv"), format!("{header}\n{row}\n")).unwrap();
         let stems = Stems::new();
         let waves = HashMap::<String, String>::new;
-        let first = write_page(out, waves(), &stems, false).unwrap();
+        let first = write_page(out, waves(), &stems, PageWriters::One).unwrap();
         assert!(matches!(first, PageWritten::Whole(_)), "{first:?}");
         // A sharded folder's run writes it whole and takes its stamp away.
-        let sharded = write_page(out, waves(), &stems, true).unwrap();
+        let sharded = write_page(out, waves(), &stems, PageWriters::EachShard).unwrap();
         assert!(matches!(sharded, PageWritten::Whole(_)), "{sharded:?}");
-        let PageWritten::Whole(summary) = write_page(out, waves(), &stems, false).unwrap() else {
+        let PageWritten::Whole(summary) =
+            write_page(out, waves(), &stems, PageWriters::One).unwrap()
+        else {
             panic!("a page without a stamp is written whole");
         };
         let page = std::fs::read_to_string(out.join("report.html")).unwrap();
-        let second = write_page(out, waves(), &stems, false).unwrap();
+        let second = write_page(out, waves(), &stems, PageWriters::One).unwrap();
         assert!(matches!(second, PageWritten::TimeOnly), "{second:?}");
         let state = crate::journal::state_dir(out);
         let now = PageStamp::current(&state, out, &stems).expect("stamped again");
@@ -247,7 +258,7 @@ mod tests {
 
         let more = format!("{header}\n{row}\n{}\n", row.replace("id1", "id2"));
         std::fs::write(out.join("results.csv"), more).unwrap();
-        let third = write_page(out, waves(), &stems, false).unwrap();
+        let third = write_page(out, waves(), &stems, PageWriters::One).unwrap();
         assert!(matches!(third, PageWritten::Whole(_)), "{third:?}");
         assert!(std::fs::read_to_string(out.join("report.html"))
             .unwrap()

@@ -432,7 +432,7 @@ mod tests {
             own: &own,
             over: 0,
             released: |_| true,
-            says_replays: true,
+            when: crate::journal::checkpoint::WriterWhen::Opening,
         };
         let opened = layout::fold_all_writing(out, Some(writer)).unwrap();
         assert!(opened.written.is_some());

@@ -24,7 +24,7 @@ use super::state::{Ended, RunState};
 use crate::journal::writer::JournalWriter;
 use crate::journal::JournalError;
 use crate::report;
-use crate::report::page_stamp::{self, PageWritten};
+use crate::report::page_stamp::{self, PageWriters, PageWritten};
 use crate::report::progress::{Change, Progress, Snapshot};
 use crate::report::results::{Results, Unfinished};
 use crate::report::shards::{Merged, ShardPart};
@@ -421,10 +421,13 @@ impl Coordinator {
         // have none.
         let known = self.results.waves_in_order();
         let variants = Arc::clone(&self.executor.variants);
-        let sharded = self.shard_part.is_some();
+        let writers = match self.shard_part {
+            Some(_) => PageWriters::EachShard,
+            None => PageWriters::One,
+        };
         let write = move || {
             let stems = report::choosing::stem_infos(&variants.stems(), &dir);
-            page_stamp::write_page(&dir, known, &stems, sharded)
+            page_stamp::write_page(&dir, known, &stems, writers)
         };
         match tokio::task::spawn_blocking(write).await {
             Ok(Ok(PageWritten::Whole(page))) => debug!(
@@ -463,6 +466,11 @@ impl Coordinator {
             Some(part) => part.dir.clone(),
             None => self.out_dir.clone(),
         };
+        // The run's journal, beside its report's index: the whole folder's, or the shard's.
+        let journal = match &self.shard_part {
+            Some(part) => part.dir.join(crate::journal::JOURNAL_FILE),
+            None => crate::journal::state_dir(&self.out_dir).join(crate::journal::JOURNAL_FILE),
+        };
         let settled = self.state.in_flight_records().next().is_none();
         let puts = self.results.puts();
         let snapshot = self.results.snapshot(self.state.in_flight_records());
@@ -472,8 +480,8 @@ impl Coordinator {
         let write = move || {
             // The journal has grown since: the report's time says it is current (`status`
             // and a shard's merge read the newer of the two). Gone meanwhile: written.
-            let touched =
-                unchanged && report::csv::touch(&dir.join(report::csv::FILE_NAME)).is_ok();
+            let report = dir.join(report::csv::FILE_NAME);
+            let touched = unchanged && report::csv::touch(&report, &journal).is_ok();
             match touched {
                 true => Ok(false),
                 false => snapshot.write_file(&dir).map(|()| true),

@@ -84,7 +84,7 @@ impl Folder {
             own: &self.dirs[j],
             over: 0,
             released,
-            says_replays: true,
+            when: crate::journal::checkpoint::WriterWhen::Opening,
         }
     }
 
