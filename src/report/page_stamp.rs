@@ -56,8 +56,20 @@ pub fn write_page(
         .then(|| PageStamp::current(&state_dir, dir, stems))
         .flatten();
     if let Some(was) = was {
-        if let Some(now) = html::rewrite_written_time(dir, stems, &was)? {
-            stamp(&state_dir, dir, stems, now);
+        if let Some(now) = html::rewrite_written_time(dir, stems, &was.written_at)? {
+            // What it was written from is as checked: only the page itself is new.
+            let page = Content::of_path(&dir.join(html::FILE_NAME));
+            let restamped = page.and_then(|page| {
+                let stamp = PageStamp {
+                    page,
+                    written_at: now,
+                    ..was
+                };
+                stamp.record(&state_dir)
+            });
+            if let Err(err) = restamped {
+                tracing::debug!(error = %err, "cannot stamp the listening page: the next run writes it whole");
+            }
             return Ok(PageWritten::TimeOnly);
         }
     }
@@ -114,13 +126,13 @@ impl PageStamp {
         })
     }
 
-    /// The time the page in `out_dir` says it was written, when the stamp in `state_dir`
-    /// says it is the page its `results.csv` and `stems` make.
-    fn current(state_dir: &Path, out_dir: &Path, stems: &Stems) -> Option<String> {
+    /// The stamp in `state_dir`, when it says the page in `out_dir` is the one its
+    /// `results.csv` and `stems` make.
+    fn current(state_dir: &Path, out_dir: &Path, stems: &Stems) -> Option<PageStamp> {
         let raw = std::fs::read(state_dir.join(PAGE_STAMP_FILE)).ok()?;
         let recorded: PageStamp = serde_json::from_slice(&raw).ok()?;
         let now = Self::now(out_dir, stems, recorded.written_at.clone())?;
-        (now == recorded).then_some(recorded.written_at)
+        (now == recorded).then_some(recorded)
     }
 
     /// Puts this stamp in place in `state_dir`.
@@ -248,7 +260,9 @@ mod tests {
         let second = write_page(out, waves(), &stems, PageWriters::One).unwrap();
         assert!(matches!(second, PageWritten::TimeOnly), "{second:?}");
         let state = crate::journal::state_dir(out);
-        let now = PageStamp::current(&state, out, &stems).expect("stamped again");
+        let now = PageStamp::current(&state, out, &stems)
+            .expect("stamped again")
+            .written_at;
         let said = |at: &str| format!("· written {at}</p>");
         assert!(page.contains(&said(&summary.written_at)));
         assert_eq!(
